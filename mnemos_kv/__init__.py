@@ -1,0 +1,39 @@
+"""mnemos-kv: an embedded memory database for local AI agents, on LMDB.
+
+>>> from mnemos_kv import Mnemos
+>>> with Mnemos.open(path) as db:                      # doctest: +SKIP
+...     mid = db.remember("We chose Stripe for payments")
+...     db.ask("What payment provider did we choose?")[0].text
+'We chose Stripe for payments'
+"""
+
+from __future__ import annotations
+
+from ._model import Edge, Memory
+from .embedders import Embedder, HashingEmbedder, from_callable
+from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
+                     EmbedderMismatchError, FormatVersionError, InvalidInputError,
+                     LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
+                     NotAStoreError, ReadOnlyError, StorageError, StoreError)
+from .store import MemoryId, Mnemos, Namespace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId",
+    "Embedder", "HashingEmbedder", "from_callable",
+    "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
+    "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
+    "ReadOnlyError", "ClosedError", "CorruptionError", "LogCorruptionError",
+    "StorageError", "MapFullError", "DiskFullError",
+    "__version__",
+]
+
+for _name in __all__:
+    _obj = globals().get(_name)
+    if hasattr(_obj, "__module__") and isinstance(_obj, type):
+        try:
+            _obj.__module__ = "mnemos_kv"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,89 @@
+"""Compaction: rewrite the vector matrix and slot columns without dead rows.
+
+The live rows are copied, in slot order, into a new file generation, every live
+record's slot is updated, and the new generation is committed with the state in one
+LMDB transaction; the old files are removed after the commit. Readers holding an
+older snapshot keep their mapping of the old generation (unlinked files stay mapped)
+and move to the new one on their next read. A crash before the commit leaves the old
+generation in force (the half-written new files are removed on the next compaction);
+a crash after it leaves the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from . import _records as R
+from . import _storage as S
+from ._engine import Engine, _Ctx
+from ._vectors import VectorFiles, slot_file, vector_file
+
+
+def _remove_generations(root: str, keep: int) -> None:
+    for name in os.listdir(root):
+        parts = name.split(".")
+        if len(parts) >= 3 and parts[0] in ("vectors", "slots") and parts[1].isdigit():
+            if int(parts[1]) != keep:
+                try:
+                    os.unlink(os.path.join(root, name))
+                except FileNotFoundError:
+                    pass
+
+
+def compact_vectors(engine: Engine) -> dict[str, int]:
+    """Rewrite live vector rows into generation ``gen + 1``; returns slot counts."""
+    engine.check_writable()
+    result: dict[str, int] = {}
+    holder: dict[str, Any] = {}
+
+    def body(txn: lmdb.Transaction) -> dict[str, int]:
+        st = engine._state_in(txn)
+        engine._reconcile(txn, st)
+        old_mat, old_slots = engine.vectors.view(st.gen, st.n_slots)
+        keep = np.flatnonzero(old_slots["dead"] == 0)
+        new_gen = st.gen + 1
+        holder["gen"] = new_gen
+        _remove_generations(engine.path, st.gen)  # leftovers of an interrupted compaction
+        VectorFiles.create(engine.path, engine.dim, new_gen, rows=max(int(keep.size), 1))
+        fresh = VectorFiles(engine.path, engine.dim, readonly=False)
+        try:
+            mat, slots = fresh.ensure(new_gen, int(keep.size))
+            mat[: keep.size] = old_mat[keep]
+            slots[: keep.size] = old_slots[keep]
+            rdb = engine.env.db("records")
+            for new_slot, mid in enumerate(old_slots["id"][keep].tolist()):
+                raw = txn.get(S.u64(mid), db=rdb)
+                if raw is None:
+                    raise R.CorruptionError(f"live slot holds id {mid} with no record")
+                txn.put(S.u64(mid), R.Record.from_bytes(raw).with_slot(new_slot).to_bytes(), db=rdb)
+            fresh.sync()
+        finally:
+            fresh.close()
+        ctx = _Ctx(txn, st, mat, slots)
+        engine.apply_op(ctx, {"op": "compact", "gen": new_gen})
+        holder["log_end"] = st.log_end
+        st.log_end = engine.log.append(st.log_end, b"".join(ctx.frames), engine.durable)
+        holder["appended"] = True
+        result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen)
+        st.gen, st.n_slots = new_gen, int(keep.size)
+        txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
+        return result
+
+    def on_abort() -> None:
+        if holder.get("appended"):
+            engine.log.truncate(holder["log_end"])
+        gen = holder.get("gen")
+        if gen is not None:
+            for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+
+    out = engine.env.write(body, on_abort)
+    _remove_generations(engine.path, out["generation"])
+    return out

@@ -1,0 +1,535 @@
+"""The transactional core: one write transaction over LMDB, the vector files and the log.
+
+Every mutation is an *op* (a plain dict, CBOR-encoded into a log frame). A write
+resolves the caller's requests into ops (assigning ids from the store counters),
+applies them to the LMDB transaction and to vector rows beyond the committed slot
+count (invisible to readers), appends their frames to the log and makes them durable,
+then marks forgotten slots dead, and commits. ``apply_op`` is also what replay runs.
+
+Readers take an LMDB snapshot, read the counters in it (slot count, generation,
+sequence) and look only at the rows and liveness that snapshot implies.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import lmdb
+import numpy as np
+
+from . import _records as R
+from . import _storage as S
+from ._log import LogFile, encode_frame
+from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
+from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
+                     FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
+                     ReadOnlyError, StoreError)
+
+DEFAULT_NS = "default"
+DEFAULT_NS_ID = 0
+_NS_REV = b"\x00"  # namespaces db: b"\0" + u32(id) -> name (names never start with NUL)
+
+
+@dataclass
+class State:
+    """The counters in ``meta/state``; one consistent copy per transaction."""
+
+    seq: int = 0          # last committed log sequence number
+    next_id: int = 1      # next memory id
+    n_slots: int = 0      # rows used in the current generation
+    log_end: int = 0      # committed end of the current log segment (bytes)
+    log_seg: int = 1      # current log segment
+    gen: int = 1          # current vector/slot file generation
+    next_ns: int = 1      # next namespace id (0 is "default")
+    live: int = 0         # live memories, all namespaces
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Snapshot:
+    """What a reader sees: an LMDB read transaction plus the matching vector views."""
+
+    txn: lmdb.Transaction
+    state: State
+    matrix: np.ndarray
+    slots: np.ndarray
+
+    def live_mask(self) -> np.ndarray:
+        dead = self.slots["dead"]
+        return (dead == 0) | (dead > self.state.seq)
+
+
+@dataclass
+class _Ctx:
+    txn: lmdb.Transaction
+    state: State
+    matrix: np.ndarray
+    slots: np.ndarray
+    frames: list[bytes] = field(default_factory=list)
+    dead: list[tuple[int, int]] = field(default_factory=list)   # (slot, seq)
+    ns_delta: dict[int, int] = field(default_factory=dict)
+    results: list[Any] = field(default_factory=list)
+
+
+class Engine:
+    """The store internals shared by the ``Mnemos`` facade and its namespace handles."""
+
+    def __init__(self, path: str | os.PathLike[str], *, embedder: Any, embedder_given: bool,
+                 clock: Callable[[], float], readonly: bool, map_size: int,
+                 durable: bool = True) -> None:
+        self.path = os.fspath(path)
+        self.readonly = readonly
+        self.clock = clock
+        self.durable = durable
+        self.closed = False
+        self._check_path()
+        self.env = S.acquire(self.path, readonly=readonly, map_size=map_size, sync=True)
+        try:
+            self._ns_cache: dict[str, int] = {DEFAULT_NS: DEFAULT_NS_ID}
+            self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
+            self._ns_lock = threading.Lock()
+            fmt = self._load_or_create(embedder)
+            self.format = fmt
+            self.dim = int(fmt["dim"])
+            self.embedder_name = str(fmt["embedder"])
+            self.embedder = self._match_embedder(embedder, embedder_given)
+            self.vectors = VectorFiles(self.path, self.dim, readonly)
+            st = self.read_state()
+            self.log = LogFile(self.path, st.log_seg, readonly)
+            self.vectors.view(st.gen, st.n_slots)
+            if not readonly and self.log.size() != st.log_end:
+                self.write([])  # drops an uncommitted log tail left by a crashed writer
+        except BaseException:
+            S.release(self.env)
+            raise
+
+    # -- opening ------------------------------------------------------------------
+
+    def _check_path(self) -> None:
+        p = self.path
+        if os.path.exists(p):
+            if not os.path.isdir(p):
+                raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
+            entries = set(os.listdir(p))
+            if "data.mdb" not in entries and entries:
+                raise NotAStoreError(
+                    f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
+            if "data.mdb" not in entries and self.readonly:
+                raise NotAStoreError(f"{p!r} holds no store; cannot create one read-only")
+        else:
+            if self.readonly:
+                raise NotAStoreError(f"{p!r} does not exist; cannot create a store read-only")
+            os.makedirs(p, exist_ok=True)
+
+    def _load_or_create(self, embedder: Any) -> dict[str, Any]:
+        if self.env.has_db("meta"):
+            with self.env.read() as txn:
+                raw = txn.get(b"format", db=self.env.db("meta"))
+        else:
+            raw = None
+        if raw is None:
+            if self.readonly or not self.env.has_db("meta"):
+                raise NotAStoreError(f"{self.path!r} holds no initialised mnemos-kv store")
+            return self._create(embedder)
+        fmt = R.decode(raw, "store format")
+        if not isinstance(fmt, dict) or "version" not in fmt:
+            raise CorruptionError(f"{self.path!r}: store format record is malformed")
+        if fmt["version"] > R.FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.path!r} has format version {fmt['version']}; this mnemos-kv reads up to "
+                f"{R.FORMAT_VERSION}. Upgrade mnemos-kv to open it.")
+        return fmt
+
+    def _create(self, embedder: Any) -> dict[str, Any]:
+        from ._log import LogFile as _LF
+        st = State()
+        fmt = {"version": R.FORMAT_VERSION, "embedder": embedder.name, "dim": int(embedder.dim)}
+        VectorFiles.create(self.path, int(embedder.dim), st.gen)
+        _LF.create(self.path, st.log_seg, 0)
+        st.log_end = _LF(self.path, st.log_seg, True).size()
+
+        def body(txn: lmdb.Transaction) -> None:
+            meta = self.env.db("meta")
+            if txn.get(b"format", db=meta) is not None:  # another process won the race
+                return
+            txn.put(b"format", R.encode(fmt), db=meta)
+            txn.put(b"state", R.encode(st.to_dict()), db=meta)
+            ns = self.env.db("namespaces")
+            txn.put(DEFAULT_NS.encode(), R.encode({"id": DEFAULT_NS_ID, "count": 0}), db=ns)
+            txn.put(_NS_REV + S.u32(DEFAULT_NS_ID), DEFAULT_NS.encode(), db=ns)
+        self.env.write(body)
+        with self.env.read() as txn:
+            return R.decode(txn.get(b"format", db=self.env.db("meta")), "store format")
+
+    def _match_embedder(self, embedder: Any, given: bool) -> Any:
+        if embedder.name == self.embedder_name and int(embedder.dim) == self.dim:
+            return embedder
+        if given:
+            raise EmbedderMismatchError(
+                f"store {self.path!r} was made with embedder {self.embedder_name!r} "
+                f"(dim {self.dim}); got {embedder.name!r} (dim {embedder.dim}). Open it with "
+                "the same embedder.")
+        return None  # opened without its custom embedder: reads work, embedding does not
+
+    def require_embedder(self) -> Any:
+        if self.embedder is None:
+            raise EmbedderMismatchError(
+                f"store {self.path!r} was made with embedder {self.embedder_name!r} "
+                f"(dim {self.dim}); pass it as Mnemos.open(..., embedder=...) to embed text")
+        return self.embedder
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ClosedError(f"store {self.path!r} is closed")
+
+    def check_writable(self) -> None:
+        self.check_open()
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.path!r} is open read-only")
+
+    # -- state ------------------------------------------------------------------------
+
+    def _state_in(self, txn: lmdb.Transaction) -> State:
+        raw = txn.get(b"state", db=self.env.db("meta"))
+        if raw is None:
+            raise CorruptionError(f"{self.path!r}: store state record is missing")
+        d = R.decode(raw, "store state")
+        st = State()
+        for k, v in d.items():
+            if hasattr(st, k):
+                setattr(st, k, v)
+        return st
+
+    def read_state(self) -> State:
+        with self.env.read() as txn:
+            return self._state_in(txn)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """A consistent read view: LMDB snapshot, counters, and vector rows up to n_slots."""
+        self.check_open()
+        for attempt in range(5):
+            with self.env.read() as txn:
+                st = self._state_in(txn)
+                try:
+                    matrix, slots = self.vectors.view(st.gen, st.n_slots)
+                except GenerationGone:
+                    # A compaction in another process committed a newer generation and
+                    # removed this snapshot's files before we mapped them: take a newer
+                    # snapshot.
+                    if attempt == 4:
+                        raise
+                    continue
+                yield Snapshot(txn, st, matrix, slots)
+                return
+
+    # -- namespaces -------------------------------------------------------------------------
+
+    def ns_id(self, name: str, txn: lmdb.Transaction | None = None) -> int | None:
+        """The id of namespace ``name``, or None when it has never been written to."""
+        hit = self._ns_cache.get(name)
+        if hit is not None:
+            return hit
+        if txn is None:
+            with self.env.read() as t:
+                return self.ns_id(name, t)
+        raw = txn.get(name.encode(), db=self.env.db("namespaces"))
+        if raw is None:
+            return None
+        nid = int(R.decode(raw, "namespace")["id"])
+        with self._ns_lock:
+            self._ns_cache[name] = nid
+            self._ns_names[nid] = name
+        return nid
+
+    def ns_name(self, nid: int, txn: lmdb.Transaction) -> str:
+        hit = self._ns_names.get(nid)
+        if hit is not None:
+            return hit
+        raw = txn.get(_NS_REV + S.u32(nid), db=self.env.db("namespaces"))
+        if raw is None:
+            raise CorruptionError(f"namespace id {nid} has no name")
+        name = raw.decode()
+        with self._ns_lock:
+            self._ns_names[nid] = name
+        return name
+
+    def namespaces(self, txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
+        out = {}
+        with txn.cursor(db=self.env.db("namespaces")) as cur:
+            for k, v in cur:
+                if k[:1] != _NS_REV:
+                    out[k.decode()] = R.decode(v, "namespace")
+        return dict(sorted(out.items()))
+
+    # -- the write path ------------------------------------------------------------------------
+
+    def write(self, requests: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Resolve, apply, log and commit ``requests`` in one transaction; returns results.
+
+        Each request is a tuple whose first item names it: ``("remember", ns, text,
+        metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
+        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``.
+        """
+        self.check_writable()
+        n_new = sum(1 for r in requests if r[0] == "remember")
+        holder: dict[str, Any] = {}
+
+        def body(txn: lmdb.Transaction) -> list[Any]:
+            st = self._state_in(txn)
+            holder.clear()
+            holder["log_end"] = st.log_end
+            self._reconcile(txn, st)
+            matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
+            ctx = _Ctx(txn, st, matrix, slots)
+            holder["ctx"] = ctx
+            for req in requests:
+                ctx.results.append(self._resolve(ctx, req))
+            if ctx.frames:
+                holder["appended"] = True
+                st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), self.durable)
+            for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
+                slots["dead"][slot] = seq
+            self._flush_ns_counts(ctx)
+            if ctx.frames:
+                if self.durable:
+                    self.vectors.sync()
+                txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
+            return ctx.results
+
+        def on_abort() -> None:
+            ctx = holder.get("ctx")
+            if ctx is not None:
+                for slot, _seq in ctx.dead:
+                    if ctx.slots["dead"][slot] == _seq:
+                        ctx.slots["dead"][slot] = 0
+            if holder.get("appended"):
+                self.log.truncate(holder["log_end"])
+
+        return self.env.write(body, on_abort)
+
+    def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:
+        """Drop log frames beyond the committed end (a writer died before its commit)."""
+        size = self.log.size()
+        if size == st.log_end:
+            return
+        if size < st.log_end:
+            raise CorruptionError(
+                f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
+                "the log was truncated outside mnemos-kv")
+        _, slots = self.vectors.ensure(st.gen, st.n_slots)
+        for _off, _seq, payload in self.log.tail_frames(st.log_end):
+            op = R.decode(payload, "log frame")
+            if op.get("op") in ("forget", "evict"):
+                raw = txn.get(S.u64(op["id"]), db=self.env.db("records"))
+                if raw is not None:
+                    slot = R.Record.from_bytes(raw).slot
+                    if slot < st.n_slots and slots["dead"][slot] > st.seq:
+                        slots["dead"][slot] = 0
+        self.log.truncate(st.log_end)
+
+    def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
+        kind = req[0]
+        txn = ctx.txn
+        if kind == "remember":
+            _, ns, text, meta, type_, ts, key, vec = req
+            nid = self._ensure_ns(ctx, ns)
+            if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
+                raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
+            op = {"op": "mem", "id": ctx.state.next_id, "ns": nid, "text": text, "meta": meta,
+                  "type": R.TYPE_CODES[type_], "ts": ts,
+                  "vec": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
+            if key is not None:
+                op["key"] = key
+            return self.apply_op(ctx, op)
+        if kind == "forget":
+            _, ns, mid = req
+            self._live_record(ctx, ns, mid)
+            return self.apply_op(ctx, {"op": "forget", "id": mid})
+        if kind == "connect":
+            _, ns, src, dst, rel, w = req
+            self._live_record(ctx, ns, src)
+            self._live_record(ctx, ns, dst)
+            return self.apply_op(ctx, {"op": "link", "src": src, "dst": dst, "rel": rel, "w": w})
+        if kind == "disconnect":
+            _, ns, src, dst, rel = req
+            self._live_record(ctx, ns, src)
+            self._live_record(ctx, ns, dst)
+            return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
+        raise InvalidInputError(f"unknown request {kind!r}")
+
+    def _ensure_ns(self, ctx: _Ctx, name: str) -> int:
+        nid = self.ns_id(name, ctx.txn)
+        if nid is not None:
+            return nid
+        return int(self.apply_op(ctx, {"op": "ns", "name": name, "id": ctx.state.next_ns}))
+
+    def _live_record(self, ctx: _Ctx, ns: str, mid: int) -> R.Record:
+        nid = self.ns_id(ns, ctx.txn)
+        raw = ctx.txn.get(S.u64(mid), db=self.env.db("records")) if nid is not None else None
+        rec = R.Record.from_bytes(raw) if raw is not None else None
+        if rec is None or rec.ns != nid:
+            raise MemoryNotFoundError(f"no memory with id {mid} in namespace {ns!r}")
+        return rec
+
+    def apply_op(self, ctx: _Ctx, op: dict[str, Any]) -> Any:
+        """Apply one op to the transaction and frame it for the log. Shared with replay."""
+        st = ctx.state
+        txn = ctx.txn
+        db = self.env.db
+        kind = op["op"]
+        seq = st.seq + 1
+        result: Any = None
+        if kind == "mem":
+            mid = int(op["id"])
+            if mid != st.next_id:
+                raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
+            slot = st.n_slots
+            vec = np.frombuffer(op["vec"], dtype="<f4")
+            if vec.shape != (self.dim,):
+                raise CorruptionError(f"op vector has {vec.size} floats, expected {self.dim}")
+            type_code = int(op["type"])
+            rec = R.Record(id=mid, ns=int(op["ns"]), text=op["text"], metadata=op["meta"],
+                           type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
+                           key=op.get("key"), seq=seq)
+            ctx.matrix[slot] = vec
+            ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, 0, 0)
+            txn.put(S.u64(mid), rec.to_bytes(), db=db("records"))
+            txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
+            if rec.key is not None:
+                txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
+            st.next_id += 1
+            st.n_slots += 1
+            st.live += 1
+            ctx.ns_delta[rec.ns] = ctx.ns_delta.get(rec.ns, 0) + 1
+            result = mid
+        elif kind in ("forget", "evict"):
+            mid = int(op["id"])
+            raw = txn.get(S.u64(mid), db=db("records"))
+            if raw is None:
+                raise CorruptionError(f"op forgets id {mid}, which is not live")
+            rec = R.Record.from_bytes(raw)
+            txn.delete(S.u64(mid), db=db("records"))
+            txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
+            if rec.key is not None:
+                txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
+            self._drop_edges(txn, mid)
+            ctx.dead.append((rec.slot, seq))
+            st.live -= 1
+            ctx.ns_delta[rec.ns] = ctx.ns_delta.get(rec.ns, 0) - 1
+        elif kind == "link":
+            w = S.f64(float(op["w"]))
+            rel = op["rel"].encode()
+            txn.put(S.u64(op["src"]) + S.u64(op["dst"]) + rel, w, db=db("edges_out"))
+            txn.put(S.u64(op["dst"]) + S.u64(op["src"]) + rel, w, db=db("edges_in"))
+        elif kind == "unlink":
+            src, dst = S.u64(op["src"]), S.u64(op["dst"])
+            rel = op.get("rel")
+            self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
+        elif kind == "compact":
+            pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind == "ns":
+            nid = int(op["id"])
+            if nid != st.next_ns:
+                raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
+            name = op["name"]
+            ndb = db("namespaces")
+            txn.put(name.encode(), R.encode({"id": nid, "count": 0}), db=ndb)
+            txn.put(_NS_REV + S.u32(nid), name.encode(), db=ndb)
+            st.next_ns += 1
+            result = nid
+        else:
+            raise CorruptionError(f"unknown op {kind!r} in log")
+        st.seq = seq
+        ctx.frames.append(encode_frame(seq, R.encode(op)))
+        return result
+
+    def _drop_edge_pairs(self, txn: lmdb.Transaction, src: bytes, dst: bytes,
+                         rel: bytes | None) -> None:
+        out_db, in_db = self.env.db("edges_out"), self.env.db("edges_in")
+        if rel is not None:
+            txn.delete(src + dst + rel, db=out_db)
+            txn.delete(dst + src + rel, db=in_db)
+            return
+        prefix = src + dst
+        rels = []
+        with txn.cursor(db=out_db) as cur:
+            if cur.set_range(prefix):
+                for k in cur.iternext(values=False):
+                    if not k.startswith(prefix):
+                        break
+                    rels.append(k[16:])
+        for r in rels:
+            txn.delete(src + dst + r, db=out_db)
+            txn.delete(dst + src + r, db=in_db)
+
+    def _drop_edges(self, txn: lmdb.Transaction, mid: int) -> None:
+        """Remove every edge touching ``mid`` from both direction tables."""
+        key = S.u64(mid)
+        out_db, in_db = self.env.db("edges_out"), self.env.db("edges_in")
+        for this_db, mirror_db in ((out_db, in_db), (in_db, out_db)):
+            found = []
+            with txn.cursor(db=this_db) as cur:
+                if cur.set_range(key):
+                    for k in cur.iternext(values=False):
+                        if not k.startswith(key):
+                            break
+                        found.append(k)
+            for k in found:
+                txn.delete(k, db=this_db)
+                txn.delete(k[8:16] + k[:8] + k[16:], db=mirror_db)
+
+    def _flush_ns_counts(self, ctx: _Ctx) -> None:
+        ndb = self.env.db("namespaces")
+        for nid in sorted(ctx.ns_delta):
+            delta = ctx.ns_delta[nid]
+            if not delta:
+                continue
+            name = self.ns_name(nid, ctx.txn) if nid in self._ns_names else \
+                ctx.txn.get(_NS_REV + S.u32(nid), db=ndb).decode()
+            info = R.decode(ctx.txn.get(name.encode(), db=ndb), "namespace")
+            info["count"] = int(info.get("count", 0)) + delta
+            ctx.txn.put(name.encode(), R.encode(info), db=ndb)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def record(self, txn: lmdb.Transaction, mid: int) -> R.Record | None:
+        raw = txn.get(S.u64(mid), db=self.env.db("records"))
+        return None if raw is None else R.Record.from_bytes(raw)
+
+    def edges(self, txn: lmdb.Transaction, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
+        """Edges (src, dst, relation, weight) touching ``mid``: 'out', 'in' or 'both'."""
+        out: list[tuple[int, int, str, float]] = []
+        key = S.u64(mid)
+        for dname in (("edges_out",) if direction == "out" else ("edges_in",) if direction == "in"
+                      else ("edges_out", "edges_in")):
+            with txn.cursor(db=self.env.db(dname)) as cur:
+                if cur.set_range(key):
+                    for k, v in cur:
+                        if not k.startswith(key):
+                            break
+                        a, b = S.from_u64(k[8:16]), k[16:].decode()
+                        w = S.from_f64(v)
+                        out.append((mid, a, b, w) if dname == "edges_out" else (a, mid, b, w))
+        return out
+
+    def key_id(self, txn: lmdb.Transaction, nid: int, key: str) -> int | None:
+        raw = txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys"))
+        return None if raw is None else S.from_u64(raw)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.vectors.close()
+        self.log.close()
+        S.release(self.env)
+
+
+__all__ = ["Engine", "State", "Snapshot", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]

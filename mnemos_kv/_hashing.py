@@ -1,0 +1,154 @@
+"""Deterministic feature-hashing text embedder: the built-in default embedder, no model needed.
+
+A text becomes a bag of weighted features, each hashed with a stable hash (CRC-32)
+into one of ``dim`` buckets with a sign taken from the same hash (signed feature
+hashing, Weinberger et al. 2009), then the row is L2-normalised:
+
+* word unigrams — the stemmed, stopword-free terms of :func:`_lexical.tokenize`, weight
+  ``UNIGRAM_WEIGHT``;
+* word bigrams — adjacent pairs of those terms, weight ``BIGRAM_WEIGHT``;
+* character n-grams (n = ``CHAR_NGRAMS``) of each kept surface word wrapped as
+  ``<word>``, their total weight per word ``CHAR_WEIGHT`` (spread evenly), so that
+  morphological variants and typos still overlap.
+
+Term counts are damped as ``1 + ln(tf)`` per feature. Features are namespaced
+(``w|``, ``b|``, ``c|``) so that they never collide by construction, only by bucket.
+Per-word feature vectors are memoised, and the scatter into the output matrix is
+one ``np.bincount`` for the whole batch. Same input → same bytes, on every
+machine and process (no use of Python's salted ``hash()``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import sys
+import unicodedata
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+try:  # inside the package
+    from . import _lexical
+except ImportError:  # loaded standalone by file path (prototype scripts)
+    _name = "mnemos_kv._lexical"
+    if _name in sys.modules:
+        _lexical = sys.modules[_name]
+    else:
+        _spec = importlib.util.spec_from_file_location(
+            _name, Path(__file__).with_name("_lexical.py")
+        )
+        assert _spec is not None and _spec.loader is not None
+        _lexical = importlib.util.module_from_spec(_spec)
+        sys.modules[_name] = _lexical
+        _spec.loader.exec_module(_lexical)
+
+__all__ = [
+    "DEFAULT_DIM",
+    "UNIGRAM_WEIGHT",
+    "BIGRAM_WEIGHT",
+    "CHAR_WEIGHT",
+    "CHAR_NGRAMS",
+    "hash_embed",
+]
+
+#: Default dimension: 384 buckets (1.5 KiB per vector) — enough to keep collisions
+#: of a short memory's ~30-60 features rare, small enough for fast brute force.
+DEFAULT_DIM: int = 384
+UNIGRAM_WEIGHT: float = 1.0
+BIGRAM_WEIGHT: float = 0.5
+CHAR_WEIGHT: float = 0.6
+CHAR_NGRAMS: tuple[int, ...] = (3, 4)
+
+_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_CLITIC_RE = re.compile(r"(?<=[^\W_])'(?:s|re|ve|ll|d|m)\b|n't\b", re.UNICODE)
+
+
+def _bucket(feature: str, dim: int) -> tuple[int, float]:
+    """Stable (bucket, sign) of a feature string: CRC-32, low bits → bucket, top bit → sign."""
+    h = zlib.crc32(feature.encode("utf-8"))
+    return h % dim, (-1.0 if h & 0x80000000 else 1.0)
+
+
+@functools.lru_cache(maxsize=262144)
+def _word_features(word: str, term: str, dim: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Signed buckets of one word: its stemmed unigram plus its character n-grams."""
+    feats: dict[int, float] = {}
+    idx, sign = _bucket("w|" + term, dim)
+    feats[idx] = feats.get(idx, 0.0) + sign * UNIGRAM_WEIGHT
+    wrapped = "<" + word + ">"
+    grams = [wrapped[i : i + n] for n in CHAR_NGRAMS for i in range(len(wrapped) - n + 1)]
+    if grams:
+        w = CHAR_WEIGHT / len(grams)
+        for g in grams:
+            idx, sign = _bucket("c|" + g, dim)
+            feats[idx] = feats.get(idx, 0.0) + sign * w
+    keys = tuple(sorted(feats))
+    return keys, tuple(feats[k] for k in keys)
+
+
+@functools.lru_cache(maxsize=262144)
+def _bigram_feature(left: str, right: str, dim: int) -> tuple[int, float]:
+    idx, sign = _bucket("b|" + left + " " + right, dim)
+    return idx, sign * BIGRAM_WEIGHT
+
+
+def _words_and_terms(text: str) -> list[tuple[str, str]]:
+    """(surface word, stemmed term) pairs of the words :func:`_lexical.tokenize` keeps."""
+    if not text:
+        return []
+    norm = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    norm = _CLITIC_RE.sub(" ", norm)
+    out: list[tuple[str, str]] = []
+    for word in _WORD_RE.findall(norm):
+        term = _lexical._term(word)
+        if term:
+            out.append((word, term))
+    return out
+
+
+def _text_features(text: str, dim: int) -> tuple[list[int], list[float]]:
+    pairs = _words_and_terms(text)
+    acc: dict[int, float] = {}
+    for word, term in pairs:
+        keys, vals = _word_features(word, term, dim)
+        for k, v in zip(keys, vals):
+            acc[k] = acc.get(k, 0.0) + v
+    for (_, left), (_, right) in zip(pairs, pairs[1:]):
+        k, v = _bigram_feature(left, right, dim)
+        acc[k] = acc.get(k, 0.0) + v
+    keys = sorted(acc)
+    return keys, [acc[k] for k in keys]
+
+
+def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
+    """Embed ``texts`` as an ``(len(texts), dim)`` float32 matrix of L2-normalised rows.
+
+    A text with no features (empty, only stopwords/punctuation) gets a zero row.
+    Repeated features are damped as ``sign * (1 + ln|count|)`` per bucket after
+    accumulation (``sign(x) * ln(1 + |x|)``-style), which keeps one repeated word
+    from dominating a long text.
+    """
+    if dim <= 0:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    n = len(texts)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for r, text in enumerate(texts):
+        keys, v = _text_features(text, dim)
+        if keys:
+            rows.append(np.full(len(keys), r, dtype=np.int64))
+            cols.append(np.asarray(keys, dtype=np.int64))
+            vals.append(np.asarray(v, dtype=np.float64))
+    out = np.zeros((n, dim), dtype=np.float64)
+    if rows:
+        flat = np.concatenate(rows) * dim + np.concatenate(cols)
+        out = np.bincount(flat, weights=np.concatenate(vals), minlength=n * dim).reshape(n, dim)
+    out = np.sign(out) * np.log1p(np.abs(out))
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out.astype(np.float32)

@@ -1,0 +1,280 @@
+"""Deterministic tokeniser, Porter stemmer and vectorised BM25 scoring: the lexical half of retrieval.
+
+Everything here is pure Python + numpy, has no state and no dependency on the rest of
+the package, so the store can keep its postings anywhere (LMDB) and score with
+:func:`bm25_scores`.
+
+Pipeline of :func:`tokenize`::
+
+    text --NFKC, casefold--> fold apostrophes --drop possessive 's and n't-->
+    unicode word split ([^\\W_]+) --drop stopwords and 1-char latin tokens-->
+    Porter stem (ASCII words only, memoised) --> list[str] in text order
+
+The stemmer is the original Porter (1980) algorithm, written here from its published
+description (steps 1a, 1b, 1c, 2, 3, 4, 5a, 5b); it is applied only to pure ASCII
+alphabetic tokens, other scripts and digits pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "STOPWORDS",
+    "DEFAULT_K1",
+    "DEFAULT_B",
+    "tokenize",
+    "stem",
+    "term_frequencies",
+    "bm25_idf",
+    "bm25_scores",
+]
+
+#: BM25 defaults, tuned on the LoCoMo dev split (short conversational memories):
+#: moderate tf saturation and moderate length normalisation.
+DEFAULT_K1: float = 1.2
+DEFAULT_B: float = 0.75
+
+# English stopwords: function words, auxiliaries, pronouns and chit-chat fillers.
+# Kept deliberately free of content words (no "new", "first", "time", "like").
+STOPWORDS: frozenset[str] = frozenset(
+    """
+    a about above after again against all am an and any are aren as at be because been
+    before being below between both but by can cannot could couldn did didn do does doesn
+    doing don down during each few for from further had hadn has hasn have haven having he
+    her here hers herself him himself his how i if in into is isn it its itself just let
+    ll me more most mustn my myself no nor not now of off on once only or other ought our
+    ours ourselves out over own re same shan she should shouldn so some such than that the
+    their theirs them themselves then there these they this those through to too under
+    until up us ve very was wasn we were weren what when where which while who whom why
+    will with won would wouldn you your yours yourself yourselves s t d m o y ain
+    also yeah yes oh hey hi wow okay ok um uh hmm ah really
+    """.split()
+)
+
+_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_CLITIC_RE = re.compile(r"(?<=[^\W_])'(?:s|re|ve|ll|d|m)\b|n't\b", re.UNICODE)
+_ASCII_ALPHA_RE = re.compile(r"^[a-z]+$")
+
+
+def tokenize(text: str) -> list[str]:
+    """Split ``text`` into stemmed, lower-cased index terms, in text order.
+
+    Deterministic (no locale, no randomness): NFKC + casefold, English clitics
+    (``'s``, ``'re``, ``n't``...) removed, unicode word split, stopwords and
+    one-letter latin tokens dropped, ASCII words Porter-stemmed.
+    """
+    if not text:
+        return []
+    norm = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    norm = _CLITIC_RE.sub(" ", norm)
+    return [t for t in map(_term, _WORD_RE.findall(norm)) if t]
+
+
+@functools.lru_cache(maxsize=65536)
+def _term(word: str) -> str:
+    """Map one lower-cased word to its index term, or ``""`` if it is dropped."""
+    if word in STOPWORDS:
+        return ""
+    if len(word) == 1 and word.isascii() and word.isalpha():
+        return ""
+    return stem(word)
+
+
+def term_frequencies(tokens: Iterable[str]) -> dict[str, int]:
+    """Count ``tokens``; the dict is returned in sorted term order (deterministic)."""
+    counts: dict[str, int] = {}
+    for tok in tokens:
+        counts[tok] = counts.get(tok, 0) + 1
+    return {t: counts[t] for t in sorted(counts)}
+
+
+def bm25_idf(df: np.ndarray | int, n_docs: int) -> np.ndarray:
+    """Lucene/BM25+ style non-negative idf: ``ln(1 + (N - df + 0.5) / (df + 0.5))``."""
+    df_arr = np.asarray(df, dtype=np.float64)
+    return np.log1p((n_docs - df_arr + 0.5) / (df_arr + 0.5))
+
+
+def bm25_scores(
+    query_terms: Iterable[str],
+    postings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    doc_lengths: np.ndarray,
+    n_docs: int,
+    avgdl: float,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+) -> np.ndarray:
+    """Okapi BM25 scores of every row of a dense document array.
+
+    For each distinct query term ``t`` (duplicates in the query count once)::
+
+        score(d) += idf(t) * tf(t,d) * (k1 + 1) / (tf(t,d) + k1 * (1 - b + b * |d| / avgdl))
+        idf(t)    = ln(1 + (n_docs - df(t) + 0.5) / (df(t) + 0.5))
+
+    ``postings[t] = (doc_rows int64, tfs float32)`` lists the rows (indices into
+    ``doc_lengths``) that contain ``t`` and its term frequency there; ``df(t)`` is
+    ``len(doc_rows)``. Terms without postings are skipped. ``doc_lengths[r]`` is
+    the number of index terms of row ``r`` (``len(tokenize(text))``). ``n_docs``
+    and ``avgdl`` are the collection statistics (usually ``len(doc_lengths)`` and
+    ``doc_lengths.mean()``, but a store may pass namespace-wide or global values).
+    Returns float32 scores of shape ``doc_lengths.shape``; rows with no matching
+    term score 0. Vectorised: one numpy scatter-add per query term.
+    """
+    dl = np.asarray(doc_lengths, dtype=np.float32)
+    scores = np.zeros(dl.shape[0], dtype=np.float32)
+    if n_docs <= 0 or dl.shape[0] == 0:
+        return scores
+    avg = float(avgdl) if avgdl and avgdl > 0 else 1.0
+    norm = (k1 * (1.0 - b)) + (k1 * b / avg) * dl  # per-row length normaliser
+    for term in sorted(set(query_terms)):
+        post = postings.get(term)
+        if post is None:
+            continue
+        rows = np.asarray(post[0], dtype=np.int64)
+        if rows.size == 0:
+            continue
+        tfs = np.asarray(post[1], dtype=np.float32)
+        idf = np.float32(bm25_idf(rows.size, n_docs))
+        contrib = idf * tfs * np.float32(k1 + 1.0) / (tfs + norm[rows])
+        np.add.at(scores, rows, contrib.astype(np.float32))
+    return scores
+
+
+# --------------------------------------------------------------------------- Porter stemmer
+
+_VOWELS = frozenset("aeiou")
+
+
+def _is_cons(w: str, i: int) -> bool:
+    ch = w[i]
+    if ch in _VOWELS:
+        return False
+    if ch == "y":
+        return i == 0 or not _is_cons(w, i - 1)
+    return True
+
+
+def _measure(stem_: str) -> int:
+    """Porter's m: the number of VC sequences in ``stem_``."""
+    m, i, n = 0, 0, len(stem_)
+    while i < n and _is_cons(stem_, i):
+        i += 1
+    while i < n:
+        while i < n and not _is_cons(stem_, i):
+            i += 1
+        if i >= n:
+            break
+        while i < n and _is_cons(stem_, i):
+            i += 1
+        m += 1
+    return m
+
+
+def _has_vowel(stem_: str) -> bool:
+    return any(not _is_cons(stem_, i) for i in range(len(stem_)))
+
+
+def _ends_double_cons(w: str) -> bool:
+    return len(w) >= 2 and w[-1] == w[-2] and _is_cons(w, len(w) - 1)
+
+
+def _cvc(w: str) -> bool:
+    n = len(w)
+    if n < 3:
+        return False
+    return (
+        _is_cons(w, n - 3)
+        and not _is_cons(w, n - 2)
+        and _is_cons(w, n - 1)
+        and w[-1] not in "wxy"
+    )
+
+
+_STEP2 = (
+    ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"),
+    ("izer", "ize"), ("bli", "ble"), ("alli", "al"), ("entli", "ent"), ("eli", "e"),
+    ("ousli", "ous"), ("ization", "ize"), ("ation", "ate"), ("ator", "ate"),
+    ("alism", "al"), ("iveness", "ive"), ("fulness", "ful"), ("ousness", "ous"),
+    ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"), ("logi", "log"),
+)
+_STEP3 = (
+    ("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"),
+    ("ical", "ic"), ("ful", ""), ("ness", ""),
+)
+_STEP4 = tuple(
+    sorted(
+        ("al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment",
+         "ent", "ion", "ou", "ism", "ate", "iti", "ous", "ive", "ize"),
+        key=lambda s: (-len(s), s),
+    )
+)
+
+
+def _replace_suffixes(w: str, table: tuple[tuple[str, str], ...], min_m: int) -> str:
+    for suf, rep in table:
+        if w.endswith(suf):
+            base = w[: -len(suf)]
+            return base + rep if _measure(base) > min_m - 1 else w
+    return w
+
+
+@functools.lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """Porter (1980) stem of a lower-case word; non-ASCII/non-alpha or short words unchanged."""
+    if len(word) <= 2 or not _ASCII_ALPHA_RE.match(word):
+        return word
+    w = word
+    # Step 1a
+    if w.endswith("sses"):
+        w = w[:-2]
+    elif w.endswith("ies"):
+        w = w[:-2]
+    elif w.endswith("ss"):
+        pass
+    elif w.endswith("s"):
+        w = w[:-1]
+    # Step 1b
+    step1b_extra = False
+    if w.endswith("eed"):
+        if _measure(w[:-3]) > 0:
+            w = w[:-1]
+    elif w.endswith("ed") and _has_vowel(w[:-2]):
+        w, step1b_extra = w[:-2], True
+    elif w.endswith("ing") and _has_vowel(w[:-3]):
+        w, step1b_extra = w[:-3], True
+    if step1b_extra:
+        if w.endswith(("at", "bl", "iz")):
+            w += "e"
+        elif _ends_double_cons(w) and w[-1] not in "lsz":
+            w = w[:-1]
+        elif _measure(w) == 1 and _cvc(w):
+            w += "e"
+    # Step 1c
+    if w.endswith("y") and _has_vowel(w[:-1]):
+        w = w[:-1] + "i"
+    # Steps 2-3
+    w = _replace_suffixes(w, _STEP2, 1)
+    w = _replace_suffixes(w, _STEP3, 1)
+    # Step 4 (longest matching suffix only; "ion" needs a preceding s or t)
+    for suf in _STEP4:
+        if w.endswith(suf):
+            base = w[: -len(suf)]
+            if _measure(base) > 1 and (suf != "ion" or base.endswith(("s", "t"))):
+                w = base
+            break
+    # Step 5a
+    if w.endswith("e"):
+        base = w[:-1]
+        m = _measure(base)
+        if m > 1 or (m == 1 and not _cvc(base)):
+            w = base
+    # Step 5b
+    if _measure(w) > 1 and _ends_double_cons(w) and w.endswith("l"):
+        w = w[:-1]
+    return w

@@ -1,0 +1,158 @@
+"""The replay log: an append-only file of framed, checksummed mutation records.
+
+Every mutating operation is one frame::
+
+    u32 payload length | u32 CRC-32 of (seq bytes + payload) | u64 seq | payload (CBOR op)
+
+all little-endian, after a 32-byte file header. The writer appends the frames of a
+transaction and makes them durable *before* the LMDB commit that records the new
+``log_end`` (write-ahead), so LMDB never references a frame that is not on disk. A
+crash between the two leaves frames beyond ``log_end``: the next writer drops them
+(and undoes their side effects on the slot columns) before it writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Iterator
+
+from .errors import CorruptionError, LogCorruptionError
+
+LOG_MAGIC = b"MNMSLOG1"
+LOG_VERSION = 1
+_FILE_HDR = struct.Struct("<8sIIQQ")  # magic, version, segment, base_seq, reserved
+FILE_HEADER = _FILE_HDR.size  # 32
+_FRAME = struct.Struct("<IIQ")
+FRAME_HEADER = _FRAME.size  # 16
+_SEQ = struct.Struct("<Q")
+MAX_FRAME = 64 << 20
+
+
+def log_file(root: str, segment: int) -> str:
+    return os.path.join(root, f"log.{segment:06d}.mlog")
+
+
+def encode_frame(seq: int, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+    return _FRAME.pack(len(payload), crc, seq) + payload
+
+
+def iter_frames(data: bytes | memoryview, start: int, end: int, *, path: str = "",
+                first_index: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (offset, seq, payload) for frames in ``data[start:end]``.
+
+    Raises LogCorruptionError naming the frame index and byte offset of the first
+    torn or corrupted frame, after yielding every good frame before it.
+    """
+    off, idx, last = start, first_index, None
+    while off < end:
+        if end - off < FRAME_HEADER:
+            raise LogCorruptionError(
+                f"{path or 'log'}: truncated frame header at byte {off} (frame {idx}): "
+                f"{end - off} of {FRAME_HEADER} bytes", path=path, offset=off, frame=idx,
+                good_seq=last)
+        length, crc, seq = _FRAME.unpack_from(data, off)
+        if length > MAX_FRAME or off + FRAME_HEADER + length > end:
+            raise LogCorruptionError(
+                f"{path or 'log'}: truncated or oversized frame at byte {off} (frame {idx}): "
+                f"claims {length} payload bytes, {end - off - FRAME_HEADER} remain",
+                path=path, offset=off, frame=idx, good_seq=last)
+        payload = bytes(data[off + FRAME_HEADER: off + FRAME_HEADER + length])
+        if zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq))) != crc:
+            raise LogCorruptionError(
+                f"{path or 'log'}: checksum mismatch in frame {idx} at byte {off} (seq {seq})",
+                path=path, offset=off, frame=idx, good_seq=last)
+        if last is not None and seq != last + 1:
+            raise LogCorruptionError(
+                f"{path or 'log'}: sequence jumps from {last} to {seq} at byte {off} "
+                f"(frame {idx})", path=path, offset=off, frame=idx, good_seq=last)
+        yield off, seq, payload
+        last = seq
+        off += FRAME_HEADER + length
+        idx += 1
+
+
+class LogFile:
+    """One segment of the replay log, opened for appending (writer) or reading."""
+
+    def __init__(self, root: str, segment: int, readonly: bool) -> None:
+        self.path = log_file(root, segment)
+        self.segment = segment
+        self.readonly = readonly
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+        except FileNotFoundError as exc:
+            raise CorruptionError(f"missing replay log {self.path}") from exc
+        head = os.pread(self.fd, FILE_HEADER, 0)
+        if len(head) < FILE_HEADER:
+            raise CorruptionError(f"{self.path}: shorter than its {FILE_HEADER}-byte header")
+        magic, version, seg, base_seq, _ = _FILE_HDR.unpack(head)
+        if magic != LOG_MAGIC or seg != segment:
+            raise CorruptionError(f"{self.path}: not a replay log of segment {segment}")
+        if version > LOG_VERSION:
+            raise CorruptionError(f"{self.path}: log version {version} is newer than {LOG_VERSION}")
+        self.base_seq = base_seq
+
+    @staticmethod
+    def create(root: str, segment: int, base_seq: int) -> None:
+        path = log_file(root, segment)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(fd, _FILE_HDR.pack(LOG_MAGIC, LOG_VERSION, segment, base_seq, 0))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def append(self, at: int, frames: bytes, durable: bool = True) -> int:
+        """Write ``frames`` at offset ``at`` (the committed end) and return the new end."""
+        n = os.pwrite(self.fd, frames, at)
+        if n != len(frames):
+            raise OSError(f"short write to {self.path}: {n} of {len(frames)} bytes")
+        if durable:
+            os.fdatasync(self.fd)
+        return at + n
+
+    def truncate(self, end: int) -> None:
+        os.ftruncate(self.fd, end)
+        os.fdatasync(self.fd)
+
+    def read(self, start: int, end: int) -> bytes:
+        out = bytearray()
+        while start + len(out) < end:
+            chunk = os.pread(self.fd, min(end - start - len(out), 1 << 24), start + len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def frames(self, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+        """Frames in [start, end), verified; raises LogCorruptionError at the first bad one."""
+        data = self.read(start, end)
+        for off, seq, payload in iter_frames(data, 0, len(data), path=self.path):
+            yield start + off, seq, payload
+
+    def tail_frames(self, start: int) -> list[tuple[int, int, bytes]]:
+        """The intact frames after ``start`` (an uncommitted tail), stopping at a torn one."""
+        out = []
+        try:
+            for item in self.frames(start, self.size()):
+                out.append(item)
+        except LogCorruptionError:
+            pass
+        return out
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass

@@ -1,0 +1,44 @@
+"""Public value types returned by the API: Memory and Edge."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One remembered item, as returned by ``get`` and ``ask``.
+
+    ``created_at`` is the event time in seconds since the Unix epoch (UTC): the
+    ``timestamp=`` given to ``remember`` or the clock's time of the call. ``score``
+    is set by ``ask`` (cosine similarity for the exact vector search, higher is
+    better) and is None elsewhere; ``explain`` holds the parts of the score when
+    ``ask(explain=True)``.
+    """
+
+    id: int
+    text: str
+    metadata: dict[str, Any]
+    namespace: str
+    type: str
+    created_at: float
+    score: float | None = None
+    key: str | None = None
+    explain: dict[str, float] | None = field(default=None, compare=False)
+
+    @property
+    def created(self) -> _dt.datetime:
+        """``created_at`` as an aware UTC datetime."""
+        return _dt.datetime.fromtimestamp(self.created_at, tz=_dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A directed, weighted, labelled link between two memories of one namespace."""
+
+    src: int
+    dst: int
+    relation: str
+    weight: float

@@ -1,0 +1,172 @@
+"""The record schema, its CBOR encoding, and the format version.
+
+Records are CBOR maps written canonically (same value, same bytes). Decoding
+rejects every CBOR tag: we only ever write plain maps, lists, strings, numbers,
+booleans, null and byte strings, so anything else on disk is corruption.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import cbor2
+
+from .errors import CorruptionError, InvalidInputError
+
+#: Version of the on-disk format written by this library. A store with a larger
+#: number is refused with FormatVersionError; smaller numbers are upgraded or read.
+FORMAT_VERSION = 1
+
+MEMORY_TYPES = ("episodic", "semantic", "procedural")
+TYPE_CODES = {name: i for i, name in enumerate(MEMORY_TYPES)}
+
+MAX_TEXT_BYTES = 1 << 20       # one memory's text: 1 MiB of UTF-8
+MAX_METADATA_BYTES = 1 << 16   # encoded metadata: 64 KiB
+MAX_KEY_BYTES = 256
+MAX_DEPTH = 16
+
+
+def _reject_tag(decoder: Any, tag: Any = None) -> Any:
+    raise CorruptionError("unexpected CBOR tag in stored data (we never write tags)")
+
+
+# cbor2 decodes its known semantic tags (datetimes, regexes, sets, ...) before any
+# tag_hook; overriding them with a rejecting decoder means we decode only our types.
+_NO_SEMANTIC = {t: _reject_tag for t in list(range(0, 1100)) + [55799]}
+
+
+def encode(obj: Any) -> bytes:
+    """Canonical CBOR: map keys sorted, shortest forms, so equal values give equal bytes."""
+    return cbor2.dumps(obj, canonical=True)
+
+
+def decode(data: bytes, what: str = "record") -> Any:
+    """Decode CBOR we wrote; anything else raises CorruptionError."""
+    try:
+        return cbor2.loads(data, semantic_decoders=_NO_SEMANTIC, tag_hook=_reject_tag,
+                           allow_duplicate_keys=False, strict_hashable_types=True,
+                           max_depth=MAX_DEPTH + 8)
+    except CorruptionError:
+        raise
+    except Exception as exc:  # cbor2 raises several types for bad input
+        raise CorruptionError(f"cannot decode stored {what}: {exc}") from exc
+
+
+def check_text(text: Any, what: str = "text") -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError(f"{what} must not be empty or only whitespace")
+    try:
+        n = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid unicode (lone surrogate?): {exc}") from exc
+    if n > MAX_TEXT_BYTES:
+        raise InvalidInputError(f"{what} is {n} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}")
+    return text
+
+
+def _check_value(value: Any, path: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise InvalidInputError(f"metadata nested deeper than {MAX_DEPTH} levels at {path}")
+    if value is None or isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(f"metadata {path} is not valid unicode: {exc}") from exc
+        return value
+    if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 64):
+            raise InvalidInputError(f"metadata {path}={value} is outside the 64-bit integer range")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"metadata {path}={value!r}: floats must be finite")
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_check_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(
+                    f"metadata keys must be str, got {type(k).__name__} {k!r} at {path}")
+            out[k] = _check_value(v, f"{path}.{k}", depth + 1)
+        return out
+    raise InvalidInputError(
+        f"metadata {path} has type {type(value).__name__}; expected str, int, float, bool, "
+        "None, bytes, list or dict")
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """Validate and copy user metadata (a JSON-like dict); raises InvalidInputError."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    clean = _check_value(metadata, "metadata", 0)
+    n = len(encode(clean))
+    if n > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata encodes to {n} bytes; the limit is {MAX_METADATA_BYTES}")
+    return clean
+
+
+def check_type(type_: Any) -> str:
+    if type_ not in TYPE_CODES:
+        raise InvalidInputError(f"type must be one of {', '.join(MEMORY_TYPES)}; got {type_!r}")
+    return str(type_)
+
+
+def check_key(key: Any) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise InvalidInputError(f"key must be a non-empty str or None, got {key!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidInputError(f"key is longer than {MAX_KEY_BYTES} bytes: {key[:40]!r}...")
+    return key
+
+
+@dataclass(frozen=True)
+class Record:
+    """One memory as stored in the ``records`` sub-database."""
+
+    id: int
+    ns: int
+    text: str
+    metadata: dict[str, Any]
+    type: str
+    ts: int            # event time, microseconds since the Unix epoch (UTC)
+    slot: int          # row in the vector matrix of the current generation
+    key: str | None = None
+    seq: int = 0       # log sequence number of the operation that wrote it
+    extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible fields
+
+    def to_bytes(self) -> bytes:
+        d: dict[str, Any] = {"i": self.id, "n": self.ns, "t": self.text, "m": self.metadata,
+                             "y": TYPE_CODES[self.type], "ts": self.ts, "s": self.slot,
+                             "q": self.seq}
+        if self.key is not None:
+            d["k"] = self.key
+        if self.extra:
+            d["x"] = self.extra
+        return encode(d)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Record":
+        d = decode(data)
+        try:
+            return cls(id=d["i"], ns=d["n"], text=d["t"], metadata=d["m"],
+                       type=MEMORY_TYPES[d["y"]], ts=d["ts"], slot=d["s"],
+                       key=d.get("k"), seq=d.get("q", 0), extra=d.get("x", {}))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CorruptionError(f"stored record is missing a field: {exc!r}") from exc
+
+    def with_slot(self, slot: int) -> "Record":
+        return Record(self.id, self.ns, self.text, self.metadata, self.type, self.ts, slot,
+                      self.key, self.seq, self.extra)

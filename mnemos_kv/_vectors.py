@@ -1,0 +1,229 @@
+"""The vector matrix and the per-slot columns: mmap'd files beside the LMDB environment.
+
+One row per memory slot. Slots are append-only between compactions, so a reader's
+LMDB snapshot (which says how many slots exist) never points at a row that a later
+write overwrote. Forgetting sets the slot's ``dead`` column to the log sequence
+number of the forget; a reader at snapshot ``seq`` treats a slot as live when
+``dead == 0 or dead > seq``. Compaction writes a new *generation* of both files.
+
+Files (``G`` is the generation, zero-padded)::
+
+    vectors.G.f32   4 KiB header, then capacity x dim float32 rows (little-endian)
+    slots.G.bin     4 KiB header, then capacity x 32-byte rows of SLOT_DTYPE
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+from typing import Any
+
+import numpy as np
+
+from .errors import CorruptionError, StoreError
+
+HEADER = 4096
+VEC_MAGIC = b"MNMSVEC1"
+SLOT_MAGIC = b"MNMSSLT1"
+_HDR = struct.Struct("<8sIIQ")  # magic, dim (or row bytes), generation, reserved
+
+SLOT_DTYPE = np.dtype([
+    ("id", "<i8"),     # memory id
+    ("dead", "<i8"),   # 0 = live, else the log seq of the forget/evict
+    ("ts", "<i8"),     # event time, microseconds since epoch
+    ("ns", "<i4"),     # namespace id
+    ("type", "u1"),    # memory type code
+    ("flags", "u1"),   # bit 0: pinned
+    ("pad", "<u2"),
+])
+assert SLOT_DTYPE.itemsize == 32
+
+INITIAL_ROWS = 1024
+
+
+class GenerationGone(CorruptionError):
+    """The files of a generation are missing (removed by a compaction, or lost)."""
+MAX_GROW_ROWS = 1 << 18
+
+
+def vector_file(root: str, gen: int) -> str:
+    return os.path.join(root, f"vectors.{gen:06d}.f32")
+
+
+def slot_file(root: str, gen: int) -> str:
+    return os.path.join(root, f"slots.{gen:06d}.bin")
+
+
+def _grown(cap: int, need: int) -> int:
+    new = max(need, min(cap * 2, cap + MAX_GROW_ROWS), INITIAL_ROWS)
+    return -(-new // INITIAL_ROWS) * INITIAL_ROWS
+
+
+class _MappedFile:
+    """A header + fixed-size rows file, mapped whole; remapped when it grows."""
+
+    def __init__(self, path: str, magic: bytes, width: int, gen: int, row_bytes: int,
+                 dtype: Any, shape_tail: tuple[int, ...], readonly: bool) -> None:
+        self.path, self.magic, self.width, self.gen = path, magic, width, gen
+        self.row_bytes, self.dtype, self.tail, self.readonly = row_bytes, dtype, shape_tail, readonly
+        try:
+            self.fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
+        except FileNotFoundError as exc:
+            raise GenerationGone(f"missing store file {path}") from exc
+        self.mm: mmap.mmap | None = None
+        self.array: np.ndarray = np.empty((0,) + shape_tail, dtype)
+        self.capacity = 0
+        self._check_header()
+        self.remap()
+
+    @classmethod
+    def create(cls, path: str, magic: bytes, width: int, gen: int, rows: int, row_bytes: int) -> None:
+        """Write a new file (header + zeroed rows) and make it durable; atomic via rename."""
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(fd, _HDR.pack(magic, width, gen, 0).ljust(HEADER, b"\0"))
+            os.ftruncate(fd, HEADER + rows * row_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+
+    def _check_header(self) -> None:
+        head = os.pread(self.fd, _HDR.size, 0)
+        if len(head) < _HDR.size:
+            raise CorruptionError(f"{self.path}: file shorter than its header ({len(head)} bytes)")
+        magic, width, gen, _ = _HDR.unpack(head)
+        if magic != self.magic:
+            raise CorruptionError(f"{self.path}: bad magic {magic!r}, expected {self.magic!r}")
+        if width != self.width:
+            raise CorruptionError(f"{self.path}: row width {width}, expected {self.width}")
+        if gen != self.gen:
+            raise CorruptionError(f"{self.path}: generation {gen}, expected {self.gen}")
+
+    def remap(self) -> None:
+        size = os.fstat(self.fd).st_size
+        cap = max(0, (size - HEADER) // self.row_bytes)
+        if cap == self.capacity and self.mm is not None:
+            return
+        access = mmap.ACCESS_READ if self.readonly else mmap.ACCESS_WRITE
+        mm = mmap.mmap(self.fd, HEADER + cap * self.row_bytes, access=access)
+        arr = np.frombuffer(mm, dtype=self.dtype, count=cap * (self.row_bytes // self.dtype.itemsize),
+                            offset=HEADER).reshape((cap,) + self.tail)
+        # Old maps stay alive while views of them exist (readers mid-query); the GC
+        # unmaps them when the last view goes.
+        self.mm, self.array, self.capacity = mm, arr, cap
+
+    def grow(self, need: int) -> None:
+        if need <= self.capacity:
+            return
+        new = _grown(self.capacity, need)
+        os.ftruncate(self.fd, HEADER + new * self.row_bytes)
+        self.remap()
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        self.array = np.empty((0,) + self.tail, self.dtype)
+        self.mm = None  # unmapped by GC once no view remains
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class VectorFiles:
+    """The matrix and slot columns of the store's current generation, as numpy views."""
+
+    def __init__(self, root: str, dim: int, readonly: bool) -> None:
+        self.root, self.dim, self.readonly = root, dim, readonly
+        self.gen = -1
+        self._vec: _MappedFile | None = None
+        self._slots: _MappedFile | None = None
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def create(root: str, dim: int, gen: int, rows: int = INITIAL_ROWS) -> None:
+        rows = max(rows, 1)
+        _MappedFile.create(vector_file(root, gen), VEC_MAGIC, dim, gen, rows, dim * 4)
+        _MappedFile.create(slot_file(root, gen), SLOT_MAGIC, SLOT_DTYPE.itemsize, gen, rows,
+                           SLOT_DTYPE.itemsize)
+
+    def _open_gen(self, gen: int) -> None:
+        vec = _MappedFile(vector_file(self.root, gen), VEC_MAGIC, self.dim, gen, self.dim * 4,
+                          np.dtype("<f4"), (self.dim,), self.readonly)
+        try:
+            slots = _MappedFile(slot_file(self.root, gen), SLOT_MAGIC, SLOT_DTYPE.itemsize, gen,
+                                SLOT_DTYPE.itemsize, SLOT_DTYPE, (), self.readonly)
+        except BaseException:
+            vec.close()
+            raise
+        old = (self._vec, self._slots)
+        self._vec, self._slots, self.gen = vec, slots, gen
+        for f in old:
+            if f is not None:
+                f.close()
+
+    def view(self, gen: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[0, n)`` of generation ``gen``: (matrix n x dim, slot columns n)."""
+        with self._lock:
+            if gen != self.gen or self._vec is None:
+                self._open_gen(gen)
+            assert self._vec is not None and self._slots is not None
+            if n > self._vec.capacity or n > self._slots.capacity:
+                self._vec.remap()
+                self._slots.remap()
+                if n > self._vec.capacity or n > self._slots.capacity:
+                    raise CorruptionError(
+                        f"store says {n} slots but {self._vec.path} holds {self._vec.capacity} "
+                        f"and {self._slots.path} holds {self._slots.capacity}")
+            return self._vec.array[:n], self._slots.array[:n]
+
+    # -- writer side (called under the LMDB write lock) -------------------------
+
+    def ensure(self, gen: int, need: int) -> tuple[np.ndarray, np.ndarray]:
+        """Map generation ``gen`` with room for ``need`` rows; returns writable full arrays."""
+        if self.readonly:
+            raise StoreError("vector files are open read-only")
+        with self._lock:
+            if gen != self.gen or self._vec is None:
+                self._open_gen(gen)
+            assert self._vec is not None and self._slots is not None
+            self._vec.remap()
+            self._slots.remap()
+            self._vec.grow(need)
+            self._slots.grow(need)
+            return self._vec.array, self._slots.array
+
+    def sync(self) -> None:
+        """fdatasync both files (dirty mmap pages included)."""
+        if self._vec is not None and self._slots is not None:
+            self._vec.sync()
+            self._slots.sync()
+
+    def file_sizes(self) -> dict[str, int]:
+        out = {}
+        for f in (self._vec, self._slots):
+            if f is not None:
+                out[os.path.basename(f.path)] = os.fstat(f.fd).st_size
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            for f in (self._vec, self._slots):
+                if f is not None:
+                    f.close()
+            self._vec = self._slots = None
+            self.gen = -1
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,183 @@
+"""Embedders: the protocol, the built-in default that needs no model, and adapters.
+
+An embedder is any object with ``name`` (str), ``dim`` (int) and
+``embed(texts: list[str]) -> numpy.ndarray`` of shape ``(len(texts), dim)``; a plain
+callable ``f(list[str]) -> array`` works too (see :func:`from_callable`). The store
+records the embedder's name and dimension when it is created and refuses to open
+with a different one, because vectors from two models are not comparable.
+
+Example of a user-written embedder::
+
+    class MyEmbedder:
+        name = "my-model-v1"
+        dim = 768
+        def embed(self, texts):
+            return my_model.encode(texts)          # (n, 768) float32
+
+    db = Mnemos.open("agent.mem", embedder=MyEmbedder())
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+__all__ = ["Embedder", "HashingEmbedder", "CallableEmbedder", "from_callable", "default_embedder"]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the store needs of an embedding model."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> Any:  # -> np.ndarray (n, dim)
+        ...
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    "a an and are as at be but by did do does for from had has have he her his i if in into "
+    "is it its me my of on or our she so that the their them they this to was we were what "
+    "when where which who whom why will with you your".split())
+
+
+def _stem(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+class HashingEmbedder:
+    """Deterministic feature-hashing embedder: no model, no network, stable across runs.
+
+    Features are stemmed words (stop words dropped), word bigrams and character
+    3- and 4-grams of each word, each hashed with CRC-32 (never Python's salted
+    ``hash()``) to a signed bucket; rows are L2-normalised. Good enough to find
+    memories that share words or word stems with the question.
+    """
+
+    def __init__(self, dim: int = 384) -> None:
+        if not isinstance(dim, int) or dim < 16:
+            raise InvalidInputError(f"HashingEmbedder dim must be an int >= 16, got {dim!r}")
+        self.dim = dim
+        self.name = "mnemos-hash-v1" if dim == 384 else f"mnemos-hash-v1-{dim}"
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _token_features(self, tok: str) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._cache.get(tok)
+        if hit is not None:
+            return hit
+        feats = [("w", tok, 1.0)]
+        padded = f"<{tok}>"
+        for n, wgt in ((3, 0.35), (4, 0.35)):
+            for i in range(len(padded) - n + 1):
+                feats.append(("c", padded[i:i + n], wgt))
+        idx = np.empty(len(feats), np.int64)
+        val = np.empty(len(feats), np.float32)
+        for j, (kind, f, wgt) in enumerate(feats):
+            h = zlib.crc32(f"{kind}:{f}".encode("utf-8"))
+            idx[j] = h % self.dim
+            val[j] = wgt if (h >> 31) & 1 else -wgt
+        if len(self._cache) < 200_000:
+            self._cache[tok] = (idx, val)
+        return idx, val
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            toks = [_stem(t) for t in _WORD.findall(text.lower()) if t not in _STOP]
+            vec = out[row]
+            for tok in toks:
+                idx, val = self._token_features(tok)
+                np.add.at(vec, idx, val)
+            for a, b in zip(toks, toks[1:]):
+                h = zlib.crc32(f"b:{a} {b}".encode("utf-8"))
+                vec[h % self.dim] += 0.5 if (h >> 31) & 1 else -0.5
+            norm = float(np.linalg.norm(vec))
+            if norm > 0:
+                vec /= norm
+        return out
+
+
+class CallableEmbedder:
+    """Adapts a plain function ``f(list[str]) -> array`` to the Embedder protocol."""
+
+    def __init__(self, fn: Callable[[list[str]], Any], *, name: str | None = None,
+                 dim: int | None = None) -> None:
+        if not callable(fn):
+            raise InvalidInputError(f"embedder must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
+        if dim is None:
+            probe = np.asarray(fn(["dimension probe"]))
+            if probe.ndim != 2 or probe.shape[0] != 1:
+                raise InvalidInputError(
+                    f"embedder {self.name!r} returned shape {probe.shape} for one text; "
+                    "expected (1, dim)")
+            dim = int(probe.shape[1])
+        self.dim = int(dim)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return self.fn(list(texts))
+
+
+def from_callable(fn: Callable[[list[str]], Any], *, name: str | None = None,
+                  dim: int | None = None) -> CallableEmbedder:
+    """Wrap a function as an embedder; ``dim`` is probed with one call when not given."""
+    return CallableEmbedder(fn, name=name, dim=dim)
+
+
+def default_embedder() -> HashingEmbedder:
+    """The built-in embedder used when ``Mnemos.open`` gets none."""
+    return HashingEmbedder()
+
+
+def resolve(embedder: Any) -> Any:
+    """An Embedder for the ``embedder=`` argument (None means the default)."""
+    if embedder is None:
+        return default_embedder()
+    if all(hasattr(embedder, a) for a in ("name", "dim", "embed")):
+        if not isinstance(embedder.name, str) or not embedder.name:
+            raise InvalidInputError(f"embedder.name must be a non-empty str, got {embedder.name!r}")
+        if not isinstance(embedder.dim, int) or embedder.dim <= 0:
+            raise InvalidInputError(f"embedder.dim must be a positive int, got {embedder.dim!r}")
+        return embedder
+    if callable(embedder):
+        return from_callable(embedder)
+    raise InvalidInputError(
+        f"embedder must have name, dim and embed(texts), or be callable; got {type(embedder).__name__}")
+
+
+def embed_checked(embedder: Any, texts: Sequence[str]) -> np.ndarray:
+    """Embed and validate: (n, dim) finite float32, rows L2-normalised (cosine = dot)."""
+    if not texts:
+        return np.zeros((0, embedder.dim), np.float32)
+    arr = np.asarray(embedder.embed(list(texts)))
+    return check_vectors(arr, len(texts), embedder.dim, f"embedder {embedder.name!r}")
+
+
+def check_vectors(arr: Any, n: int, dim: int, what: str = "vector") -> np.ndarray:
+    """Validate user or model vectors and return normalised, C-contiguous float32 rows."""
+    try:
+        a = np.asarray(arr, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} is not numeric: {exc}") from exc
+    if a.ndim == 1 and n == 1:
+        a = a.reshape(1, -1)
+    if a.shape != (n, dim):
+        raise InvalidInputError(f"{what} has shape {a.shape}; expected ({n}, {dim})")
+    if not np.isfinite(a).all():
+        bad = int(np.argwhere(~np.isfinite(a))[0][0])
+        raise InvalidInputError(f"{what} row {bad} contains NaN or infinity")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    a = np.where(norms > 0, a / np.where(norms > 0, norms, 1), a).astype(np.float32)
+    return np.ascontiguousarray(a)

@@ -1,0 +1,429 @@
+"""The public facade: ``Mnemos`` (a store) and ``Namespace`` (a handle confined to one).
+
+Each call validates its input, then runs one transaction over the parts through the
+engine. Plain ``db`` calls act on the ``"default"`` namespace; ``db.namespace(name)``
+returns a handle with the same API that can neither read nor change any other
+namespace (unless it was granted read access to named ones, e.g. a shared one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from . import _records as R
+from . import _retrieval
+from ._engine import DEFAULT_NS, Engine, Snapshot
+from ._model import Edge, Memory
+from ._storage import DEFAULT_MAP_SIZE
+from ._timeutil import from_us, to_us
+from .embedders import check_vectors, embed_checked, resolve
+from .errors import InvalidInputError, MemoryNotFoundError
+
+__all__ = ["Mnemos", "Namespace", "MemoryId"]
+
+MemoryId = int
+
+_NS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+MAX_TOP_K = 10_000
+_RELATION = re.compile(r"^\S(.{0,62}\S)?$")
+
+
+def check_namespace(name: Any) -> str:
+    if not isinstance(name, str) or not _NS_NAME.match(name):
+        raise InvalidInputError(
+            f"namespace name must be 1-128 characters of letters, digits, '_', '.', ':' or '-', "
+            f"starting with a letter or digit; got {name!r}")
+    return name
+
+
+def _check_id(mid: Any, what: str = "id") -> int:
+    if isinstance(mid, bool) or not isinstance(mid, (int, np.integer)) or mid < 1:
+        raise InvalidInputError(f"{what} must be a positive int memory id, got {mid!r}")
+    return int(mid)
+
+
+def _check_top_k(top_k: Any) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInputError(f"top_k must be an int from 1 to {MAX_TOP_K}, got {top_k!r}")
+    return int(top_k)
+
+
+class _Handle:
+    """The memory API, confined to one namespace (``self.name``)."""
+
+    _engine: Engine
+    name: str
+    _readable: frozenset[str]
+
+    # -- writes -----------------------------------------------------------------------
+
+    def remember(self, text: str, metadata: Mapping[str, Any] | None = None, *,
+                 type: str = "episodic", timestamp: Any = None, key: str | None = None,
+                 vector: Any = None) -> MemoryId:
+        """Store ``text`` and return its id; durable when this returns.
+
+        ``timestamp`` is when the remembered event happened (seconds since the epoch
+        or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
+        ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
+        namespace. ``vector`` skips the embedder (must have the store's dimension).
+
+        :raises InvalidInputError: bad text, metadata, type, timestamp, key or vector.
+        :raises DuplicateKeyError: ``key`` already names a memory of this namespace.
+        """
+        return self.remember_many([{"text": text, "metadata": metadata, "type": type,
+                                    "timestamp": timestamp, "key": key, "vector": vector}])[0]
+
+    def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryId]:
+        """Store many memories in one transaction; all or nothing.
+
+        Each item is a text, or a dict with ``text`` and optionally ``metadata``,
+        ``type``, ``timestamp``, ``key`` and ``vector``. Every item is validated (and
+        embedded, in one embedder call) before anything is written.
+        """
+        eng = self._engine
+        eng.check_writable()
+        if isinstance(items, (str, bytes, Mapping)):
+            raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
+        prepared: list[list[Any]] = []
+        keys_seen: set[str] = set()
+        to_embed: list[int] = []
+        now: int | None = None
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, Mapping):
+                raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
+            unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector"}
+            if unknown:
+                raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
+            text = R.check_text(item.get("text"), f"item {i} text")
+            meta = R.check_metadata(item.get("metadata"))
+            type_ = R.check_type(item.get("type", "episodic") or "episodic")
+            ts_in = item.get("timestamp")
+            if ts_in is None:
+                if now is None:
+                    now = to_us(eng.clock(), "clock()")
+                ts = now
+            else:
+                ts = to_us(ts_in, f"item {i} timestamp")
+            key = R.check_key(item.get("key"))
+            if key is not None:
+                if key in keys_seen:
+                    raise InvalidInputError(f"key {key!r} appears twice in one remember_many call")
+                keys_seen.add(key)
+            vec = item.get("vector")
+            if vec is not None:
+                vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
+            else:
+                to_embed.append(i)
+            prepared.append(["remember", self.name, text, meta, type_, ts, key, vec])
+        if not prepared:
+            return []
+        if to_embed:
+            embedder = eng.require_embedder()
+            vecs = embed_checked(embedder, [prepared[i][2] for i in to_embed])
+            for j, i in enumerate(to_embed):
+                prepared[i][7] = vecs[j]
+        return eng.write([tuple(p) for p in prepared])
+
+    def forget(self, id: MemoryId) -> None:
+        """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
+        self._engine.write([("forget", self.name, _check_id(id))])
+
+    def forget_many(self, ids: Iterable[MemoryId]) -> None:
+        """Delete several memories in one transaction; all or nothing."""
+        reqs = [("forget", self.name, _check_id(i)) for i in ids]
+        if len({r[2] for r in reqs}) != len(reqs):
+            raise InvalidInputError("forget_many got the same id twice")
+        if reqs:
+            self._engine.write(reqs)
+
+    def connect(self, a: MemoryId, b: MemoryId, relation: str = "related",
+                weight: float = 1.0) -> None:
+        """Add (or re-weight) the directed edge ``a -> b``; both must be in this namespace."""
+        a, b = _check_id(a, "a"), _check_id(b, "b")
+        if a == b:
+            raise InvalidInputError(f"cannot connect memory {a} to itself")
+        if not isinstance(relation, str) or not _RELATION.match(relation):
+            raise InvalidInputError(
+                f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
+            raise InvalidInputError(f"weight must be a finite number, got {weight!r}")
+        self._engine.write([("connect", self.name, a, b, relation, float(weight))])
+
+    def disconnect(self, a: MemoryId, b: MemoryId, relation: str | None = None) -> None:
+        """Remove the edge ``a -> b`` (with ``relation``, or all relations)."""
+        a, b = _check_id(a, "a"), _check_id(b, "b")
+        if relation is not None and not isinstance(relation, str):
+            raise InvalidInputError(f"relation must be a str or None, got {relation!r}")
+        self._engine.write([("disconnect", self.name, a, b, relation)])
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _nid(self, snap: Snapshot) -> int | None:
+        return self._engine.ns_id(self.name, snap.txn)
+
+    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None) -> Memory:
+        return Memory(id=rec.id, text=rec.text, metadata=rec.metadata,
+                      namespace=self._engine.ns_name(rec.ns, snap.txn), type=rec.type,
+                      created_at=from_us(rec.ts), score=score, key=rec.key)
+
+    def _own(self, snap: Snapshot, mid: int) -> R.Record:
+        nid = self._nid(snap)
+        rec = self._engine.record(snap.txn, mid) if nid is not None else None
+        if rec is None or rec.ns != nid:
+            raise MemoryNotFoundError(f"no memory with id {mid} in namespace {self.name!r}")
+        return rec
+
+    def get(self, id: MemoryId) -> Memory:
+        """The memory with this id. :raises MemoryNotFoundError: unknown, forgotten or foreign."""
+        mid = _check_id(id)
+        with self._engine.snapshot() as snap:
+            return self._memory(snap, self._own(snap, mid))
+
+    def get_by_key(self, key: str) -> Memory:
+        """The memory remembered with ``key=``. :raises MemoryNotFoundError:"""
+        key = R.check_key(key)  # type: ignore[assignment]
+        with self._engine.snapshot() as snap:
+            nid = self._nid(snap)
+            mid = self._engine.key_id(snap.txn, nid, key) if nid is not None else None
+            if mid is None:
+                raise MemoryNotFoundError(f"no memory with key {key!r} in namespace {self.name!r}")
+            return self._memory(snap, self._own(snap, mid))
+
+    def __contains__(self, id: object) -> bool:
+        try:
+            self.get(id)  # type: ignore[arg-type]
+            return True
+        except (MemoryNotFoundError, InvalidInputError):
+            return False
+
+    def count(self) -> int:
+        """Live memories in this namespace."""
+        eng = self._engine
+        eng.check_open()
+        with eng.snapshot() as snap:
+            raw = snap.txn.get(self.name.encode(), db=eng.env.db("namespaces"))
+            return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def memories(self, *, since: Any = None, until: Any = None) -> Iterator[Memory]:
+        """Every live memory of this namespace in time order (then id), from one snapshot."""
+        from . import _storage as S
+        eng = self._engine
+        lo = S.ts_key(to_us(since, "since")) if since is not None else b""
+        hi = to_us(until, "until") if until is not None else None
+        with eng.snapshot() as snap:
+            nid = self._nid(snap)
+            if nid is None:
+                return
+            prefix = S.u32(nid)
+            with snap.txn.cursor(db=eng.env.db("time")) as cur:
+                if not cur.set_range(prefix + lo):
+                    return
+                for k in cur.iternext(values=False):
+                    if not k.startswith(prefix):
+                        break
+                    if hi is not None and S.from_ts_key(k[4:12]) > hi:
+                        break
+                    rec = eng.record(snap.txn, S.from_u64(k[12:20]))
+                    if rec is not None:
+                        yield self._memory(snap, rec)
+
+    def neighbors(self, id: MemoryId, *, relation: str | None = None,
+                  direction: str = "both") -> list[Edge]:
+        """Edges touching ``id``: ``direction`` is ``"out"``, ``"in"`` or ``"both"``."""
+        if direction not in ("out", "in", "both"):
+            raise InvalidInputError(f"direction must be 'out', 'in' or 'both', got {direction!r}")
+        mid = _check_id(id)
+        with self._engine.snapshot() as snap:
+            self._own(snap, mid)
+            edges = self._engine.edges(snap.txn, mid, direction)
+        return [Edge(s, d, r, w) for s, d, r, w in edges if relation is None or r == relation]
+
+    def ask(self, query: str, top_k: int = 5, *, filter: Mapping[str, Any] | None = None,
+            namespaces: Sequence[str] | None = None) -> list[Memory]:
+        """The ``top_k`` memories most similar to ``query``, best first.
+
+        ``filter`` keeps memories whose metadata equals every given key/value.
+        ``namespaces`` searches several namespaces at once (a handle may name only
+        its own and those it was granted read access to).
+        """
+        eng = self._engine
+        eng.check_open()
+        q = R.check_text(query, "query")
+        k = _check_top_k(top_k)
+        if filter is not None and not isinstance(filter, Mapping):
+            raise InvalidInputError(f"filter must be a dict of metadata equalities, got {filter!r}")
+        names = self._search_names(namespaces)
+        qvec = embed_checked(eng.require_embedder(), [q])[0]
+        with eng.snapshot() as snap:
+            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
+            accept = None
+            if filter:
+                want = dict(filter)
+                ids_col = snap.slots["id"]
+
+                def accept(slot: int) -> bool:
+                    rec = eng.record(snap.txn, int(ids_col[slot]))
+                    return rec is not None and all(
+                        k in rec.metadata and rec.metadata[k] == v for k, v in want.items())
+            hits = _retrieval.search(snap, qvec, nids, k, accept)
+            out = []
+            ids_col = snap.slots["id"]
+            for slot, score in hits:
+                rec = eng.record(snap.txn, int(ids_col[slot]))
+                if rec is not None:
+                    out.append(self._memory(snap, rec, score))
+            return out
+
+    def _search_names(self, namespaces: Sequence[str] | None) -> list[str]:
+        if namespaces is None:
+            return [self.name]
+        if isinstance(namespaces, str):
+            namespaces = [namespaces]
+        names = [check_namespace(n) for n in namespaces]
+        if not names:
+            raise InvalidInputError("namespaces must name at least one namespace")
+        if self._readable is not None:
+            denied = sorted(set(names) - self._readable)
+            if denied:
+                raise InvalidInputError(
+                    f"namespace handle {self.name!r} may not read {denied}; it may read "
+                    f"{sorted(self._readable)}")
+        return sorted(set(names))
+
+
+class Namespace(_Handle):
+    """A handle confined to one namespace; get it with ``db.namespace(name)``."""
+
+    def __init__(self, engine: Engine, name: str, read: Iterable[str] = ()) -> None:
+        self._engine = engine
+        self.name = check_namespace(name)
+        self._readable = frozenset([self.name, *(check_namespace(n) for n in read)])
+
+    def __repr__(self) -> str:
+        return f"<Namespace {self.name!r} of {self._engine.path!r}>"
+
+
+class Mnemos(_Handle):
+    """An embedded memory store: a directory holding LMDB, the vector files and the log.
+
+    Open it with :meth:`Mnemos.open`; use it as a context manager or call
+    :meth:`close`. Calls act on the ``"default"`` namespace.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.name = DEFAULT_NS
+        self._readable = None  # type: ignore[assignment]  # the root may read every namespace
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, embedder: Any = None,
+             clock: Callable[[], float] | None = None, readonly: bool = False,
+             map_size: int = DEFAULT_MAP_SIZE) -> "Mnemos":
+        """Open (or create) the store at ``path``.
+
+        ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
+        callable; default: the built-in hashing embedder (no model). A store keeps the
+        embedder it was created with; opening it with another raises
+        EmbedderMismatchError. ``clock`` returns seconds since the epoch (default
+        ``time.time``): inject one for reproducible runs. ``readonly`` opens without
+        write access (works while other processes write). ``map_size`` is the initial
+        LMDB map size in bytes; it grows on demand.
+
+        :raises NotAStoreError: ``path`` is a file or a foreign directory.
+        :raises FormatVersionError: the store was written by a newer mnemos-kv.
+        """
+        if clock is not None and not callable(clock):
+            raise InvalidInputError(f"clock must be callable, got {type(clock).__name__}")
+        if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < (1 << 20):
+            raise InvalidInputError(f"map_size must be an int of at least 1 MiB, got {map_size!r}")
+        emb = resolve(embedder)
+        engine = Engine(path, embedder=emb, embedder_given=embedder is not None,
+                        clock=clock or time.time, readonly=bool(readonly), map_size=map_size)
+        return cls(engine)
+
+    @property
+    def path(self) -> str:
+        return self._engine.path
+
+    @property
+    def readonly(self) -> bool:
+        return self._engine.readonly
+
+    @property
+    def embedder(self) -> Any:
+        """The embedder in use (None when opened without the store's custom embedder)."""
+        return self._engine.embedder
+
+    def namespace(self, name: str, *, read: Iterable[str] = ()) -> Namespace:
+        """A handle confined to namespace ``name`` (created on its first write).
+
+        ``read`` names other namespaces the handle may search with
+        ``ask(namespaces=[...])``, typically a shared one; it can never change them.
+        """
+        self._engine.check_open()
+        if isinstance(read, str):
+            read = [read]
+        return Namespace(self._engine, name, read)
+
+    def namespaces(self) -> list[str]:
+        """Names of every namespace that exists (sorted)."""
+        with self._engine.snapshot() as snap:
+            return list(self._engine.namespaces(snap.txn))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per namespace and in total, format version, embedder, files and sizes."""
+        eng = self._engine
+        with eng.snapshot() as snap:
+            nss = eng.namespaces(snap.txn)
+            st = snap.state
+            files = {}
+            for name in sorted(os.listdir(eng.path)):
+                p = os.path.join(eng.path, name)
+                if os.path.isfile(p):
+                    s = os.stat(p)
+                    files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
+            return {
+                "path": eng.path,
+                "format_version": eng.format["version"],
+                "embedder": {"name": eng.embedder_name, "dim": eng.dim},
+                "total": st.live,
+                "namespaces": {n: {"count": int(info["count"])} for n, info in nss.items()},
+                "slots": st.n_slots,
+                "generation": st.gen,
+                "seq": st.seq,
+                "log": {"segment": st.log_seg, "bytes": st.log_end},
+                "files": files,
+            }
+
+    def compact(self) -> dict[str, int]:
+        """Reclaim the vector rows of forgotten memories into a new file generation.
+
+        Live memories, ids, edges and answers are unchanged. Returns slot counts
+        before and after.
+        """
+        from ._compaction import compact_vectors
+        return compact_vectors(self._engine)
+
+    def close(self) -> None:
+        """Close the store; later calls raise ClosedError. Idempotent."""
+        self._engine.close()
+
+    def __enter__(self) -> "Mnemos":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine.closed else ("read-only" if self.readonly else "open")
+        return f"<Mnemos {self._engine.path!r} {state}>"
