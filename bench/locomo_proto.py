@@ -9,7 +9,7 @@ overall and per category. Loads only ``mnemos_kv/_lexical.py``, ``_hashing.py`` 
 ``_fusion.py`` by file path, so it runs whatever state the package is in.
 
     python bench/locomo_proto.py                 # lexical + hashing + fusion (+ MiniLM if installed)
-    python bench/locomo_proto.py --no-minilm
+    python bench/locomo_proto.py --no-minilm --no-bm25s
     python bench/locomo_proto.py --data path/to/locomo_dev.json
 
 MiniLM embeddings are cached under /tmp (``--cache-dir``), never in the repository.
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w-model", type=float, default=fusion.DEFAULT_VECTOR_WEIGHT)
     ap.add_argument("--neighbour", type=float, default=fusion.NEIGHBOUR_WEIGHT)
     ap.add_argument("--no-minilm", action="store_true")
-    ap.add_argument("--bm25s", action="store_true", help="also score the bm25s reference baseline")
+    ap.add_argument("--no-bm25s", action="store_true", help="skip the bm25s reference baseline")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
     args = ap.parse_args(argv)
 
@@ -355,27 +355,32 @@ def main(argv: list[str] | None = None) -> int:
     hv = [cosine_matrix(hashing.hash_embed(c.texts, args.dim), hashing.hash_embed(c.questions, args.dim))
           for c in convs]
     results: dict[str, dict[str, dict[str, float]]] = {}
-    if args.bm25s:
+    if not args.no_bm25s:
         ref = [bm25s_reference(c) for c in convs]
         if all(r is not None for r in ref):
             results["bm25s (reference)"] = evaluate(convs, ref)  # type: ignore[arg-type]
     results["bm25 (ours)"] = evaluate(convs, lex)
     results[f"hash{args.dim}"] = evaluate(convs, hv)
-    results["fused bm25+hash"] = evaluate(
+    results["bm25+hash (no nbr)"] = evaluate(
         convs, [fused_matrix(h, l, p, n, args.w_hash, 0.0) for h, l, (p, n) in zip(hv, lex, nb)])
-    if args.neighbour:
-        results["fused bm25+hash +nbr"] = evaluate(
-            convs, [fused_matrix(h, l, p, n, args.w_hash, args.neighbour) for h, l, (p, n) in zip(hv, lex, nb)])
+    results["bm25+hash DEFAULT"] = evaluate(
+        convs, [fused_matrix(h, l, p, n, args.w_hash, args.neighbour) for h, l, (p, n) in zip(hv, lex, nb)])
     mini = None if args.no_minilm else minilm_embeddings(convs, args.cache_dir)
     if mini is not None:
         mv = [cosine_matrix(d, q) for d, q in mini]
         results["minilm"] = evaluate(convs, mv)
-        results["fused bm25+minilm"] = evaluate(
+        results["bm25+minilm (no nbr)"] = evaluate(
             convs, [fused_matrix(m, l, p, n, args.w_model, 0.0) for m, l, (p, n) in zip(mv, lex, nb)])
-        if args.neighbour:
-            results["fused bm25+minilm +nbr"] = evaluate(
-                convs, [fused_matrix(m, l, p, n, args.w_model, args.neighbour) for m, l, (p, n) in zip(mv, lex, nb)])
+        results["bm25+minilm DEFAULT"] = evaluate(
+            convs, [fused_matrix(m, l, p, n, args.w_model, args.neighbour) for m, l, (p, n) in zip(mv, lex, nb)])
     print_table(results)
+    print("\nworst per-category recall@10 delta of each DEFAULT vs each BM25 (negative = loss):")
+    for name in [n for n in results if "DEFAULT" in n]:
+        for base in [n for n in results if n.startswith("bm25") and "+" not in n]:
+            deltas = {c: results[name][c]["R@10"] - results[base][c]["R@10"] for c in map(str, CATEGORIES)}
+            worst = min(deltas, key=lambda c: (deltas[c], c))
+            print(f"  {name:<22} vs {base:<18} overall {results[name]['all']['R@10'] - results[base]['all']['R@10']:+.3f}"
+                  f"  worst cat {worst} {deltas[worst]:+.3f}")
     return 0 if ok else 1
 
 

@@ -7,8 +7,6 @@
 'We chose Stripe for payments'
 """
 
-from __future__ import annotations
-
 from ._model import Edge, Memory
 from .embedders import Embedder, HashingEmbedder, from_callable
 from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,

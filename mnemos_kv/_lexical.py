@@ -29,6 +29,8 @@ __all__ = [
     "DEFAULT_K1",
     "DEFAULT_B",
     "tokenize",
+    "words",
+    "index_term",
     "stem",
     "term_frequencies",
     "bm25_idf",
@@ -36,9 +38,11 @@ __all__ = [
 ]
 
 #: BM25 defaults, tuned on the LoCoMo dev split (short conversational memories):
-#: moderate tf saturation and moderate length normalisation.
+#: the usual tf saturation, and weaker length normalisation than the textbook 0.75
+#: (short memories vary little in length and longer ones carry more facts;
+#: recall@10 0.637 at b=0.75 -> 0.648 at b=0.3).
 DEFAULT_K1: float = 1.2
-DEFAULT_B: float = 0.75
+DEFAULT_B: float = 0.3
 
 # English stopwords: function words, auxiliaries, pronouns and chit-chat fillers.
 # Kept deliberately free of content words (no "new", "first", "time", "like").
@@ -70,16 +74,20 @@ def tokenize(text: str) -> list[str]:
     (``'s``, ``'re``, ``n't``...) removed, unicode word split, stopwords and
     one-letter latin tokens dropped, ASCII words Porter-stemmed.
     """
+    return [t for t in map(index_term, words(text)) if t]
+
+
+def words(text: str) -> list[str]:
+    """The normalised surface words of ``text`` (NFKC, casefolded, clitics removed), in order."""
     if not text:
         return []
     norm = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    norm = _CLITIC_RE.sub(" ", norm)
-    return [t for t in map(_term, _WORD_RE.findall(norm)) if t]
+    return _WORD_RE.findall(_CLITIC_RE.sub(" ", norm))
 
 
 @functools.lru_cache(maxsize=65536)
-def _term(word: str) -> str:
-    """Map one lower-cased word to its index term, or ``""`` if it is dropped."""
+def index_term(word: str) -> str:
+    """Map one word of :func:`words` to its index term, or ``""`` if it is dropped."""
     if word in STOPWORDS:
         return ""
     if len(word) == 1 and word.isascii() and word.isalpha():

@@ -112,12 +112,13 @@ class Environment:
     def _open_dbs(self) -> None:
         try:
             if self.readonly:
-                with self.env.begin() as txn:
-                    for name in DB_NAMES:
-                        try:
-                            self.dbs[name.decode()] = self.env.open_db(name, txn=txn, create=False)
-                        except lmdb.NotFoundError:
-                            pass
+                # py-lmdb loses handles opened inside an explicit read transaction; let
+                # it use its own.
+                for name in DB_NAMES:
+                    try:
+                        self.dbs[name.decode()] = self.env.open_db(name, create=False)
+                    except lmdb.NotFoundError:
+                        pass
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:

@@ -237,6 +237,13 @@ class _Handle:
                     if rec is not None:
                         yield self._memory(snap, rec)
 
+    def get_vector(self, id: MemoryId) -> np.ndarray:
+        """The stored (L2-normalised, float32) vector of a memory, as a copy."""
+        mid = _check_id(id)
+        with self._engine.snapshot() as snap:
+            rec = self._own(snap, mid)
+            return np.array(snap.matrix[rec.slot], dtype=np.float32)
+
     def neighbors(self, id: MemoryId, *, relation: str | None = None,
                   direction: str = "both") -> list[Edge]:
         """Edges touching ``id``: ``direction`` is ``"out"``, ``"in"`` or ``"both"``."""

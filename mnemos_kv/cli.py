@@ -1,0 +1,160 @@
+"""The ``mnemos-kv`` command: a thin client of the public API.
+
+    mnemos-kv demo [DIR]                      remember a short agent conversation, ask, print
+    mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of memories and edges
+    mnemos-kv stats PATH [--json]             counts per namespace, file sizes, format
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import MnemosError
+from .store import Mnemos
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    with Mnemos.open(args.path, readonly=True) as db:
+        names = [args.namespace] if args.namespace else db.namespaces()
+        for name in names:
+            handle = db if name == "default" else db.namespace(name)
+            ids = []
+            for m in handle.memories():
+                row: dict[str, Any] = {"kind": "memory", "id": m.id, "namespace": m.namespace,
+                                       "text": m.text, "metadata": _jsonable(m.metadata),
+                                       "type": m.type, "created_at": m.created_at}
+                if m.key is not None:
+                    row["key"] = m.key
+                if args.vectors:
+                    row["vector"] = [float(x) for x in handle.get_vector(m.id)]
+                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                ids.append(m.id)
+            for mid in ids:
+                for e in handle.neighbors(mid, direction="out"):
+                    out.write(json.dumps({"kind": "edge", "namespace": name, "src": e.src,
+                                          "dst": e.dst, "relation": e.relation,
+                                          "weight": e.weight}, sort_keys=True) + "\n")
+    return 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path, readonly=True) as db:
+        st = db.stats()
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    print(f"store           {st['path']}")
+    print(f"format version  {st['format_version']}")
+    print(f"embedder        {st['embedder']['name']} (dim {st['embedder']['dim']})")
+    print(f"memories        {st['total']} live, {st['slots']} slots, generation {st['generation']}")
+    print(f"log             segment {st['log']['segment']}, {st['log']['bytes']} bytes, seq {st['seq']}")
+    print("namespaces")
+    for name, info in st["namespaces"].items():
+        print(f"  {name:<24} {info['count']:>10}")
+    print("files")
+    for name, info in st["files"].items():
+        print(f"  {name:<24} {_human(info['bytes']):>10}  ({_human(info['disk_bytes'])} on disk)")
+    return 0
+
+
+DEMO_CONVERSATION = [
+    ("user", "Let's settle billing: we chose Stripe for payments, PayPal was too expensive."),
+    ("agent", "Noted. The invoices will be sent on the first of every month."),
+    ("user", "The office moves to Berlin in March; book movers for the 14th."),
+    ("agent", "Movers are booked with UmzugsProfi for March 14th."),
+    ("user", "Our main database is PostgreSQL 16, hosted on a single VM."),
+    ("user", "Alice leads the mobile app; Bob owns the backend APIs."),
+    ("agent", "Reminder: the SOC 2 audit starts on June 2nd."),
+    ("user", "We deploy on Tuesdays and Thursdays, never on Fridays."),
+    ("user", "The team lunch is on Wednesday at the Thai place downstairs."),
+    ("agent", "The customer churn rate last quarter was 3.2 percent."),
+]
+
+DEMO_QUESTIONS = [
+    "What payment provider did we choose?",
+    "When is the office move?",
+    "Who is responsible for the backend?",
+    "Which days do we deploy?",
+]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    root = args.dir or tempfile.mkdtemp(prefix="mnemos-demo-")
+    path = os.path.join(root, "agent.mem")
+    ticks = iter(range(1_767_225_600, 1_767_225_600 + 10_000, 60))  # a fixed, injectable clock
+    with Mnemos.open(path, clock=lambda: float(next(ticks))) as db:
+        if db.count() == 0:
+            ids = db.remember_many([{"text": f"{who}: {text}", "metadata": {"speaker": who}}
+                                    for who, text in DEMO_CONVERSATION])
+            db.connect(ids[2], ids[3], relation="follow-up")
+        print(f"store: {path}  ({db.count()} memories)\n")
+        for q in DEMO_QUESTIONS:
+            print(f"Q: {q}")
+            for m in db.ask(q, top_k=2):
+                print(f"   {m.score:.3f}  #{m.id}  {m.text}")
+            print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mnemos-kv", description="Admin tool for mnemos-kv stores.")
+    p.add_argument("--version", action="version", version=f"mnemos-kv {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("dump", help="print memories and edges as JSON Lines")
+    d.add_argument("path", help="store directory")
+    d.add_argument("--namespace", help="only this namespace")
+    d.add_argument("--vectors", action="store_true", help="include each memory's vector")
+    d.set_defaults(func=cmd_dump)
+
+    s = sub.add_parser("stats", help="counts per namespace, file sizes, format version")
+    s.add_argument("path", help="store directory")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_stats)
+
+    m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
+    m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MnemosError as exc:
+        print(f"mnemos-kv: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

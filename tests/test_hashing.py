@@ -1,0 +1,107 @@
+"""Tests of the deterministic feature-hashing embedder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mnemos_kv import _hashing
+
+TEXTS = [
+    "We chose Stripe for payments",
+    "Caroline: I went to a LGBTQ support group yesterday",
+    "Café naïve 東京 2023",
+    "",
+    "the of and !!!",
+]
+
+MEMORIES = [
+    "We chose Stripe for payments",
+    "The office coffee machine is broken again",
+    "Alice prefers dark mode in the editor",
+    "Deploys happen every Tuesday afternoon",
+    "The database backups run nightly at 2am",
+    "Bob is allergic to peanuts",
+    "Our logo uses a teal and orange palette",
+    "The team offsite will be in Lisbon this year",
+    "We migrated the CI from Jenkins to GitHub Actions",
+    "Remember to rotate the API keys every quarter",
+    "The mobile app supports iOS 15 and later",
+    "Carol is the on-call engineer this week",
+    "The quarterly report is due on Friday",
+    "Use UTC for all timestamps in logs",
+    "The staging server has 32 GB of RAM",
+    "Dave likes his coffee with oat milk",
+    "Our support hours are 9 to 5 Central European Time",
+    "The frontend is written in TypeScript with React",
+    "Customer churn dropped by 3 percent last month",
+    "We provide a free tier with 1,000 requests per day",
+    "The marketing site is hosted on Netlify",
+    "Eve booked the meeting room for Thursday",
+    "Password resets expire after 24 hours",
+    "Invoices are sent on the first of every month",
+    "Pick a provider for email delivery next sprint",
+    "She chose the blue dress for the wedding",
+]
+
+
+def test_shape_dtype_and_normalisation() -> None:
+    vecs = _hashing.hash_embed(TEXTS, 512)
+    assert vecs.shape == (len(TEXTS), 512)
+    assert vecs.dtype == np.float32
+    norms = np.linalg.norm(vecs, axis=1)
+    np.testing.assert_allclose(norms[:3], 1.0, rtol=1e-5)
+    assert norms[3] == 0.0 and norms[4] == 0.0  # no features -> zero row
+    assert _hashing.hash_embed([], 64).shape == (0, 64)
+    assert _hashing.hash_embed(["hello world"]).shape == (1, _hashing.DEFAULT_DIM)
+
+
+def test_batch_independent() -> None:
+    together = _hashing.hash_embed(TEXTS, 256)
+    alone = np.stack([_hashing.hash_embed([t], 256)[0] for t in TEXTS])
+    assert together.tobytes() == alone.tobytes()
+
+
+def test_same_bytes_across_processes() -> None:
+    code = (
+        "import hashlib, sys\n"
+        "from mnemos_kv import _hashing\n"
+        f"texts = {TEXTS!r}\n"
+        "sys.stdout.write(hashlib.sha256(_hashing.hash_embed(texts, 384).tobytes()).hexdigest())\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    digests = set()
+    for seed in ("0", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(root))
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+        )
+        digests.add(out.stdout.strip())
+    here = hashlib.sha256(_hashing.hash_embed(TEXTS, 384).tobytes()).hexdigest()
+    assert digests == {here}
+
+
+def test_stripe_ranks_first() -> None:
+    docs = _hashing.hash_embed(MEMORIES)
+    query = _hashing.hash_embed(["What payment provider did we choose?"])[0]
+    scores = docs @ query
+    assert MEMORIES[int(np.argmax(scores))] == "We chose Stripe for payments"
+
+
+def test_similar_texts_score_higher_than_unrelated() -> None:
+    a, b, c = _hashing.hash_embed(
+        ["my daughter loves painting sunsets", "she painted a sunset", "quarterly tax filing"]
+    )
+    assert float(a @ b) > float(a @ c)
+
+
+def test_bad_dim_rejected() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        _hashing.hash_embed(["x"], 0)
