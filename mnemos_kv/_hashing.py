@@ -25,27 +25,11 @@ machine and process (no use of Python's salted ``hash()``).
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-try:  # inside the package
-    from . import _lexical
-except ImportError:  # loaded standalone by file path (prototype scripts)
-    _name = "mnemos_kv._lexical"
-    if _name in sys.modules:
-        _lexical = sys.modules[_name]
-    else:
-        _spec = importlib.util.spec_from_file_location(
-            _name, Path(__file__).with_name("_lexical.py")
-        )
-        assert _spec is not None and _spec.loader is not None
-        _lexical = importlib.util.module_from_spec(_spec)
-        sys.modules[_name] = _lexical
-        _spec.loader.exec_module(_lexical)
+from . import _lexical
 
 __all__ = [
     "DEFAULT_DIM",

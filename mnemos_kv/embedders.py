@@ -19,8 +19,6 @@ Example of a user-written embedder::
 
 from __future__ import annotations
 
-import re
-import zlib
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -41,71 +39,25 @@ class Embedder(Protocol):
         ...
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    "a an and are as at be but by did do does for from had has have he her his i if in into "
-    "is it its me my of on or our she so that the their them they this to was we were what "
-    "when where which who whom why will with you your".split())
-
-
-def _stem(w: str) -> str:
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-        return w[:-1]
-    return w
-
-
 class HashingEmbedder:
     """Deterministic feature-hashing embedder: no model, no network, stable across runs.
 
-    Features are stemmed words (stop words dropped), word bigrams and character
-    3- and 4-grams of each word, each hashed with CRC-32 (never Python's salted
-    ``hash()``) to a signed bucket; rows are L2-normalised. Good enough to find
-    memories that share words or word stems with the question.
+    Stemmed words (stop words dropped), word bigrams and character 3/4-grams are
+    hashed with CRC-32 (never Python's salted ``hash()``) into signed buckets; rows
+    are L2-normalised. See :mod:`mnemos_kv._hashing` for the exact features and
+    weights. Good at memories that share words, stems or spellings with the question;
+    pair it with a real model (``SentenceTransformerEmbedder``) for paraphrases.
     """
 
-    def __init__(self, dim: int = 384) -> None:
-        if not isinstance(dim, int) or dim < 16:
+    def __init__(self, dim: int = 512) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 16:
             raise InvalidInputError(f"HashingEmbedder dim must be an int >= 16, got {dim!r}")
         self.dim = dim
-        self.name = "mnemos-hash-v1" if dim == 384 else f"mnemos-hash-v1-{dim}"
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _token_features(self, tok: str) -> tuple[np.ndarray, np.ndarray]:
-        hit = self._cache.get(tok)
-        if hit is not None:
-            return hit
-        feats = [("w", tok, 1.0)]
-        padded = f"<{tok}>"
-        for n, wgt in ((3, 0.35), (4, 0.35)):
-            for i in range(len(padded) - n + 1):
-                feats.append(("c", padded[i:i + n], wgt))
-        idx = np.empty(len(feats), np.int64)
-        val = np.empty(len(feats), np.float32)
-        for j, (kind, f, wgt) in enumerate(feats):
-            h = zlib.crc32(f"{kind}:{f}".encode("utf-8"))
-            idx[j] = h % self.dim
-            val[j] = wgt if (h >> 31) & 1 else -wgt
-        if len(self._cache) < 200_000:
-            self._cache[tok] = (idx, val)
-        return idx, val
+        self.name = "mnemos-hash-v1" if dim == 512 else f"mnemos-hash-v1-{dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            toks = [_stem(t) for t in _WORD.findall(text.lower()) if t not in _STOP]
-            vec = out[row]
-            for tok in toks:
-                idx, val = self._token_features(tok)
-                np.add.at(vec, idx, val)
-            for a, b in zip(toks, toks[1:]):
-                h = zlib.crc32(f"b:{a} {b}".encode("utf-8"))
-                vec[h % self.dim] += 0.5 if (h >> 31) & 1 else -0.5
-            norm = float(np.linalg.norm(vec))
-            if norm > 0:
-                vec /= norm
-        return out
+        from ._hashing import hash_embed
+        return hash_embed(list(texts), self.dim)
 
 
 class CallableEmbedder:

@@ -36,7 +36,7 @@ def test_dump_jsonl(tmp_path, capsys) -> None:
         {"kind": "edge", "namespace": "default", "src": a, "dst": b, "relation": "next", "weight": 1.0}]
     assert main(["dump", p, "--namespace", "other", "--vectors"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 1 and len(rows[0]["vector"]) == 384
+    assert len(rows) == 1 and len(rows[0]["vector"]) == 512
 
 
 def test_stats_json_and_text(tmp_path, capsys) -> None:

@@ -37,8 +37,8 @@ BAD_REMEMBER = [
     (dict(text="ok", timestamp=True), "bool"),
     (dict(text="ok", key=""), "key"),
     (dict(text="ok", vector=[1.0, 2.0]), "shape"),
-    (dict(text="ok", vector=[math.nan] * 384), "NaN"),
-    (dict(text="ok", vector=[math.inf] + [0.0] * 383), "NaN or infinity"),
+    (dict(text="ok", vector=[math.nan] * 512), "NaN"),
+    (dict(text="ok", vector=[math.inf] + [0.0] * 511), "NaN or infinity"),
     (dict(text="ok", vector="abc"), "not numeric"),
     (dict(text="\ud800 lone surrogate"), "unicode"),
     (dict(text="x" * ((1 << 20) + 1)), "limit"),
@@ -152,10 +152,10 @@ def test_embedder_mismatch(store_path: str) -> None:
         Mnemos.open(store_path, embedder=HashingEmbedder(dim=128))
 
     class Other:
-        name, dim = "other", 384
+        name, dim = "other", 512
 
         def embed(self, texts):
-            return np.ones((len(texts), 384), np.float32)
+            return np.ones((len(texts), 512), np.float32)
 
     with pytest.raises(EmbedderMismatchError, match="'other'"):
         Mnemos.open(store_path, embedder=Other())

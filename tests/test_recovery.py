@@ -24,7 +24,7 @@ def test_uncommitted_tail_is_dropped_on_open(store_path: str) -> None:
     with Mnemos.open(store_path) as s:
         a = s.remember("committed")
         seq, end = s.stats()["seq"], s.stats()["log"]["bytes"]
-    vec = np.zeros(384, np.float32).tobytes()
+    vec = np.zeros(512, np.float32).tobytes()
     _append_uncommitted(store_path, [{"op": "mem", "id": 2, "ns": 0, "text": "ghost", "meta": {},
                                       "type": 0, "ts": 0, "vec": vec},
                                      {"op": "forget", "id": a}], seq + 1)
