@@ -70,6 +70,7 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         holder["appended"] = True
         result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen)
         st.gen, st.n_slots = new_gen, int(keep.size)
+        st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end  # synced above
         txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
         return result
 

@@ -32,6 +32,9 @@ from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMi
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
 _NS_REV = b"\x00"  # namespaces db: b"\0" + u32(id) -> name (names never start with NUL)
+#: Vector and slot files are fdatasync'ed at least every this many operations (the
+#: log, which carries every vector, is synced on every commit).
+VSYNC_EVERY = 256
 
 
 @dataclass
@@ -46,6 +49,9 @@ class State:
     gen: int = 1          # current vector/slot file generation
     next_ns: int = 1      # next namespace id (0 is "default")
     live: int = 0         # live memories, all namespaces
+    vsync_seq: int = 0    # vector/slot files are known durable up to this seq ...
+    vsync_slots: int = 0  # ... holding this many rows ...
+    vsync_off: int = 0    # ... and the log frames after it start at this offset
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -103,8 +109,11 @@ class Engine:
             st = self.read_state()
             self.log = LogFile(self.path, st.log_seg, readonly)
             self.vectors.view(st.gen, st.n_slots)
-            if not readonly and self.log.size() != st.log_end:
-                self.write([])  # drops an uncommitted log tail left by a crashed writer
+            self._vsync_check = not readonly
+            if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
+                # drops an uncommitted log tail left by a crashed writer, and rewrites
+                # the vector rows written since the last file sync from the log
+                self.write([])
         except BaseException:
             S.release(self.env)
             raise
@@ -286,6 +295,8 @@ class Engine:
             holder.clear()
             holder["log_end"] = st.log_end
             self._reconcile(txn, st)
+            if self._vsync_check:
+                self._recover_vectors(txn, st)
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
             ctx = _Ctx(txn, st, matrix, slots)
             holder["ctx"] = ctx
@@ -297,9 +308,9 @@ class Engine:
             for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
                 slots["dead"][slot] = seq
             self._flush_ns_counts(ctx)
-            if ctx.frames:
-                if self.durable:
-                    self.vectors.sync()
+            if ctx.frames or st.vsync_seq != st.seq:
+                if self.durable and (st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames):
+                    self._mark_synced(st)
                 txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
             return ctx.results
 
@@ -313,6 +324,48 @@ class Engine:
                 self.log.truncate(holder["log_end"])
 
         return self.env.write(body, on_abort)
+
+    def _mark_synced(self, st: State) -> None:
+        """fdatasync the vector and slot files; record that they hold everything up to now."""
+        self.vectors.sync()
+        st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
+
+    def _recover_vectors(self, txn: lmdb.Transaction, st: State) -> None:
+        """Rewrite vector rows and slot columns changed since the last file sync.
+
+        Vector and slot files are fdatasync'ed every VSYNC_EVERY operations, not on
+        every commit (the log frames, which carry the vectors, are synced on every
+        commit). After a machine crash the rows written since that sync may be lost,
+        so the first writer after an open re-applies those frames from the log: a
+        bounded amount of work (at most VSYNC_EVERY frames), and a no-op rewrite of
+        identical bytes when nothing was lost.
+        """
+        self._vsync_check = False
+        if st.vsync_seq == st.seq or st.vsync_off >= st.log_end:
+            return
+        matrix, slots = self.vectors.ensure(st.gen, st.n_slots)
+        next_slot = st.vsync_slots
+        new_ids: dict[int, int] = {}
+        for _off, seq, payload in self.log.frames(st.vsync_off, st.log_end):
+            op = R.decode(payload, "log frame")
+            kind = op.get("op")
+            if kind == "mem":
+                if next_slot >= st.n_slots:
+                    raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
+                matrix[next_slot] = np.frombuffer(op["vec"], dtype="<f4")
+                slots[next_slot] = (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)
+                new_ids[int(op["id"])] = next_slot
+                next_slot += 1
+            elif kind in ("forget", "evict"):
+                mid = int(op["id"])
+                slot = new_ids.get(mid)
+                if slot is None:
+                    hit = np.flatnonzero(slots["id"][: st.vsync_slots] == mid)
+                    slot = int(hit[0]) if hit.size else None
+                if slot is not None:
+                    slots["dead"][slot] = seq
+        self._mark_synced(st)
+        txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
 
     def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:
         """Drop log frames beyond the committed end (a writer died before its commit)."""
@@ -526,6 +579,13 @@ class Engine:
     def close(self) -> None:
         if self.closed:
             return
+        if not self.readonly:
+            try:
+                st = self.read_state()
+                if st.vsync_seq != st.seq and self.durable:
+                    self.write([])  # leave the files synced: the next open has nothing to redo
+            except Exception:  # closing must not fail; the next writer recovers
+                pass
         self.closed = True
         self.vectors.close()
         self.log.close()

@@ -82,9 +82,9 @@ def test_failure_after_log_append_leaves_no_trace(store_path: str, monkeypatch) 
         before = s.stats()
         eng = s._engine
 
-        def boom() -> None:
+        def boom(ctx) -> None:
             raise OSError(5, "simulated I/O failure")
-        monkeypatch.setattr(eng.vectors, "sync", boom)
+        monkeypatch.setattr(eng, "_flush_ns_counts", boom)
         from mnemos_kv import StorageError
         with pytest.raises(StorageError, match="simulated"):
             s.forget(a)
@@ -95,3 +95,36 @@ def test_failure_after_log_append_leaves_no_trace(store_path: str, monkeypatch) 
         assert os.path.getsize(log_file(store_path, 1)) == before["log"]["bytes"]
         assert [h.id for h in s.ask("keep me")] == [a]
         assert s.remember("works again") == a + 1
+
+
+def test_vector_rows_lost_since_last_file_sync_are_rebuilt_from_log(store_path: str) -> None:
+    """A machine crash may lose mmap writes not yet fdatasync'ed; the log has them."""
+    from mnemos_kv._vectors import slot_file, vector_file, HEADER, SLOT_DTYPE
+    with Mnemos.open(store_path) as s:
+        ids = s.remember_many([f"memory number {i}" for i in range(300)])  # one sync at the end
+        late = [s.remember(f"late memory {i}") for i in range(5)]          # not synced yet
+        s.forget(ids[7])                                                    # dead mark not synced
+        want = {i: s.get_vector(i) for i in late}
+        st = s._engine.read_state()
+        assert st.vsync_seq < st.seq
+        hits = [(h.id, h.score) for h in s.ask("late memory 3", top_k=5)]
+        # simulate the lost page cache: zero the unsynced rows and the dead mark, then
+        # "crash" (skip close so nothing is synced on the way out)
+        vec = np.memmap(vector_file(store_path, 1), dtype="<f4", mode="r+", offset=HEADER).reshape(-1, 512)
+        cols = np.memmap(slot_file(store_path, 1), dtype=SLOT_DTYPE, mode="r+", offset=HEADER)
+        vec[st.vsync_slots:st.n_slots] = 0
+        cols[st.vsync_slots:st.n_slots] = np.zeros(1, SLOT_DTYPE)
+        cols["dead"][:] = 0
+        vec.flush(); cols.flush()
+        del vec, cols
+        s._engine.closed = True
+        s._engine.vectors.close(); s._engine.log.close()
+        from mnemos_kv import _storage
+        _storage.release(s._engine.env)
+    with Mnemos.open(store_path) as s:
+        for i, v in want.items():
+            assert np.array_equal(s.get_vector(i), v)
+        assert [(h.id, h.score) for h in s.ask("late memory 3", top_k=5)] == hits
+        assert ids[7] not in [h.id for h in s.ask("memory number 7", top_k=300)]
+        st = s._engine.read_state()
+        assert st.vsync_seq == st.seq
