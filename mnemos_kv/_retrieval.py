@@ -19,18 +19,23 @@ from ._engine import Snapshot
 GATHER_FRACTION = 0.25
 
 
-def candidate_rows(snap: Snapshot, ns_ids: Iterable[int]) -> np.ndarray:
-    """Slots that are live in the snapshot and belong to one of ``ns_ids`` (sorted)."""
+def candidate_mask(snap: Snapshot, ns_ids: Iterable[int]) -> np.ndarray:
+    """Boolean mask over the snapshot's slots: live and in one of ``ns_ids``."""
     ids = sorted(set(ns_ids))
     if snap.state.n_slots == 0 or not ids:
-        return np.empty(0, np.int64)
+        return np.zeros(snap.state.n_slots, bool)
     ns_col = snap.slots["ns"]
     if len(ids) == 1:
         mask = ns_col == ids[0]
     else:
         mask = np.isin(ns_col, np.asarray(ids, dtype=ns_col.dtype))
     mask &= snap.live_mask()
-    return np.flatnonzero(mask)
+    return mask
+
+
+def candidate_rows(snap: Snapshot, ns_ids: Iterable[int]) -> np.ndarray:
+    """Slots that are live in the snapshot and belong to one of ``ns_ids`` (sorted)."""
+    return np.flatnonzero(candidate_mask(snap, ns_ids))
 
 
 def cosine(snap: Snapshot, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -43,43 +48,75 @@ def cosine(snap: Snapshot, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     return snap.matrix[rows] @ query
 
 
-def order_top(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """Indices into ``scores`` of the best ``k``: score descending, then row ascending."""
+def order_top(scores: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
+    """Indices into ``scores`` of the best ``k``: score descending, then row ascending.
+
+    ``rows`` (the slot of each score) breaks ties; None means the index is the slot.
+    Entries of ``-inf`` are never returned.
+    """
     if k <= 0 or scores.size == 0:
         return np.empty(0, np.int64)
     if scores.size > k:
-        part = np.argpartition(-scores, k - 1)[:k]
+        part = np.argpartition(scores, scores.size - k)[scores.size - k:]
         threshold = scores[part].min()
         cand = np.flatnonzero(scores >= threshold)  # every tie at the boundary
     else:
         cand = np.arange(scores.size)
-    order = np.lexsort((rows[cand], -scores[cand].astype(np.float64)))
-    return cand[order][:k]
+    tie = cand if rows is None else rows[cand]
+    order = np.lexsort((tie, -scores[cand].astype(np.float64)))
+    out = cand[order][:k]
+    if out.size and scores[out[-1]] == -np.inf:
+        out = out[scores[out] > -np.inf]
+    return out
 
 
-def iter_ranked(scores: np.ndarray, rows: np.ndarray, first: int) -> Iterator[int]:
+def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
     """Indices into ``scores`` in rank order; the first ``first`` cheaply, then the rest."""
     top = order_top(scores, rows, first)
     yield from top.tolist()
-    if top.size < scores.size:
-        rest = np.ones(scores.size, bool)
+    if top.size == first and top.size < scores.size:
+        rest = scores > -np.inf
         rest[top] = False
         idx = np.flatnonzero(rest)
-        order = np.lexsort((rows[idx], -scores[idx].astype(np.float64)))
+        tie = idx if rows is None else rows[idx]
+        order = np.lexsort((tie, -scores[idx].astype(np.float64)))
         yield from idx[order].tolist()
+
+
+def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cosine scores of the candidate slots: ``(scores, rows)``.
+
+    When most slots are candidates, scores cover every slot (``rows`` is None, the
+    index is the slot) and excluded slots score ``-inf``; otherwise only the
+    candidate rows are gathered and scored.
+    """
+    mask = candidate_mask(snap, ns_ids)
+    n = mask.size
+    if n == 0:
+        return np.empty(0, np.float32), None
+    selected = int(np.count_nonzero(mask))
+    if selected >= n * GATHER_FRACTION:
+        scores = snap.matrix @ query
+        if selected < n:
+            scores[~mask] = -np.inf
+        return scores, None
+    rows = np.flatnonzero(mask)
+    return snap.matrix[rows] @ query, rows
 
 
 def search(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int], k: int,
            accept: Callable[[int], bool] | None = None) -> list[tuple[int, float]]:
     """Top ``k`` (slot, score) by cosine; ``accept(slot)`` filters (e.g. on metadata)."""
-    rows = candidate_rows(snap, ns_ids)
-    scores = cosine(snap, rows, query)
+    scores, rows = vector_scores(snap, query, ns_ids)
+    slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
     if accept is None:
-        idx = order_top(scores, rows, k)
-        return [(int(rows[i]), float(scores[i])) for i in idx]
+        return [(slot_of(int(i)), float(scores[i])) for i in order_top(scores, rows, k)]
     out: list[tuple[int, float]] = []
     for i in iter_ranked(scores, rows, max(4 * k, 32)):
-        slot = int(rows[i])
+        if scores[i] == -np.inf:
+            break
+        slot = slot_of(i)
         if accept(slot):
             out.append((slot, float(scores[i])))
             if len(out) >= k:
