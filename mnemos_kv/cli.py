@@ -3,6 +3,7 @@
     mnemos-kv demo [DIR]                      remember a short agent conversation, ask, print
     mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of memories and edges
     mnemos-kv stats PATH [--json]             counts per namespace, file sizes, format
+    mnemos-kv verify PATH [--quick]           check records, vectors, columns and log; exit 1 on problems
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
                                           "dst": e.dst, "relation": e.relation,
                                           "weight": e.weight}, sort_keys=True) + "\n")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path, readonly=True) as db:
+        report = db.verify(deep=not args.quick)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def _human(n: int) -> str:
@@ -137,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="store directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_stats)
+
+    v = sub.add_parser("verify", help="check records, vectors, slot columns and log against each other")
+    v.add_argument("path", help="store directory")
+    v.add_argument("--quick", action="store_true", help="skip comparing logged vectors with stored ones")
+    v.set_defaults(func=cmd_verify)
 
     m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
     m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import check_vectors, embed_checked, resolve
 from .errors import InvalidInputError, MemoryNotFoundError
+
+if TYPE_CHECKING:
+    from ._verify import VerifyReport
 
 __all__ = ["Mnemos", "Namespace", "MemoryId"]
 
@@ -411,6 +414,17 @@ class Mnemos(_Handle):
                 "log": {"segment": st.log_seg, "bytes": st.log_end},
                 "files": files,
             }
+
+    def verify(self, *, deep: bool = True) -> "VerifyReport":
+        """Check LMDB records, vector file, slot columns and log against each other.
+
+        Runs in one snapshot (safe while other processes write); returns a report
+        whose ``ok`` is True when nothing is wrong. ``deep`` also compares every logged
+        vector with the stored one.
+        """
+        from ._verify import verify
+        self._engine.check_open()
+        return verify(self._engine, deep=deep)
 
     def compact(self) -> dict[str, int]:
         """Reclaim the vector rows of forgotten memories into a new file generation.

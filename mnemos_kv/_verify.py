@@ -1,0 +1,170 @@
+"""Consistency check of a store: LMDB records, vector file, slot columns and log, against each other.
+
+Runs in one read snapshot, so it can check a store that other processes are writing.
+Every mismatch becomes one line in the report; nothing is repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _records as R
+from . import _storage as S
+from ._engine import Engine
+from .errors import CorruptionError
+
+MAX_PROBLEMS = 1000
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found: ``ok`` is True when ``problems`` is empty."""
+
+    problems: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, msg: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(msg)
+
+    def __str__(self) -> str:
+        head = "OK" if self.ok else f"{len(self.problems)} problem(s)"
+        lines = [head] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+        lines.append("  checked: " + ", ".join(f"{k}={v}" for k, v in self.checked.items()))
+        return "\n".join(lines)
+
+
+def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
+    """Check the store; ``deep`` also compares every logged vector with the matrix."""
+    rep = VerifyReport()
+    db = engine.env.db
+    with engine.snapshot() as snap:
+        txn, st = snap.txn, snap.state
+        live = snap.live_mask()
+        slots = snap.slots
+        # -- records against slot columns -------------------------------------------------
+        n_rec = 0
+        seen_slots = np.zeros(st.n_slots, bool)
+        ns_counts: dict[int, int] = {}
+        with txn.cursor(db=db("records")) as cur:
+            for k, v in cur:
+                n_rec += 1
+                try:
+                    rec = R.Record.from_bytes(v)
+                except CorruptionError as exc:
+                    rep.add(f"record {k.hex()}: {exc}")
+                    continue
+                if S.from_u64(k) != rec.id:
+                    rep.add(f"record key {S.from_u64(k)} holds id {rec.id}")
+                ns_counts[rec.ns] = ns_counts.get(rec.ns, 0) + 1
+                if not 0 <= rec.slot < st.n_slots:
+                    rep.add(f"memory {rec.id}: slot {rec.slot} outside 0..{st.n_slots - 1}")
+                    continue
+                row = slots[rec.slot]
+                seen_slots[rec.slot] = True
+                if int(row["id"]) != rec.id:
+                    rep.add(f"memory {rec.id}: slot {rec.slot} holds id {int(row['id'])}")
+                if not live[rec.slot]:
+                    rep.add(f"memory {rec.id}: slot {rec.slot} is marked dead (seq {int(row['dead'])})")
+                if int(row["ns"]) != rec.ns or int(row["ts"]) != rec.ts or \
+                        int(row["type"]) != R.TYPE_CODES[rec.type]:
+                    rep.add(f"memory {rec.id}: slot columns (ns/ts/type) differ from the record")
+                if txn.get(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(rec.id), db=db("time")) is None:
+                    rep.add(f"memory {rec.id}: missing from the time index")
+                if rec.key is not None and engine.key_id(txn, rec.ns, rec.key) != rec.id:
+                    rep.add(f"memory {rec.id}: key {rec.key!r} does not map back to it")
+        orphans = np.flatnonzero(live & ~seen_slots)
+        for slot in orphans[:20].tolist():
+            rep.add(f"slot {slot} (id {int(slots['id'][slot])}) is live but has no record")
+        if n_rec != st.live:
+            rep.add(f"state says {st.live} live memories, records hold {n_rec}")
+        rep.checked["records"] = n_rec
+        rep.checked["slots"] = st.n_slots
+        # -- namespaces --------------------------------------------------------------------
+        for name, info in engine.namespaces(txn).items():
+            got = ns_counts.get(int(info["id"]), 0)
+            if int(info["count"]) != got:
+                rep.add(f"namespace {name!r}: count says {info['count']}, records hold {got}")
+        # -- time index ----------------------------------------------------------------------
+        n_time = 0
+        with txn.cursor(db=db("time")) as cur:
+            for k in cur.iternext(values=False):
+                n_time += 1
+                if txn.get(k[12:20], db=db("records")) is None:
+                    rep.add(f"time index entry for missing memory {S.from_u64(k[12:20])}")
+        if n_time != n_rec:
+            rep.add(f"time index has {n_time} entries for {n_rec} records")
+        # -- edges -----------------------------------------------------------------------------
+        n_edges = 0
+        for this, mirror in (("edges_out", "edges_in"), ("edges_in", "edges_out")):
+            with txn.cursor(db=db(this)) as cur:
+                for k, v in cur:
+                    if this == "edges_out":
+                        n_edges += 1
+                    if txn.get(k[8:16] + k[:8] + k[16:], db=db(mirror)) != v:
+                        rep.add(f"{this} edge {S.from_u64(k[:8])}-{S.from_u64(k[8:16])} "
+                                f"{k[16:].decode(errors='replace')!r} has no matching {mirror} entry")
+                    for end in (k[:8], k[8:16]):
+                        if txn.get(end, db=db("records")) is None:
+                            rep.add(f"{this} edge touches missing memory {S.from_u64(end)}")
+        rep.checked["edges"] = n_edges
+        # -- vectors -----------------------------------------------------------------------------
+        mat = snap.matrix
+        live_rows = np.flatnonzero(live)
+        if live_rows.size:
+            sub = mat[live_rows]
+            finite = np.isfinite(sub).all(axis=1)
+            for slot in live_rows[~finite][:20].tolist():
+                rep.add(f"slot {slot}: vector has NaN or infinity")
+            norms = np.linalg.norm(sub, axis=1)
+            bad = live_rows[finite & ~((np.abs(norms - 1) < 1e-3) | (norms == 0))]
+            for slot in bad[:20].tolist():
+                rep.add(f"slot {slot}: vector norm {norms[np.searchsorted(live_rows, slot)]:.4f}, expected 1")
+        ids = slots["id"]
+        if st.n_slots > 1 and not bool(np.all(np.diff(ids) > 0)):
+            rep.add("slot ids are not strictly increasing")
+        # -- log ---------------------------------------------------------------------------------
+        _verify_log(engine, snap, rep, deep)
+    return rep
+
+
+def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> None:
+    st = snap.state
+    log = engine.log
+    size = log.size()
+    if size < st.log_end:
+        rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed")
+        return
+    if size > st.log_end:
+        rep.notes.append(f"log has {size - st.log_end} uncommitted bytes after the committed end "
+                         "(a write in progress, or a crashed writer; the next write drops them)")
+    from ._log import FILE_HEADER
+    last = log.base_seq
+    n = 0
+    slot_of_id = snap.slots["id"]
+    try:
+        for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
+            n += 1
+            last = seq
+            if deep:
+                op = R.decode(payload, "log frame")
+                if op.get("op") == "mem":
+                    mid = int(op["id"])
+                    i = int(np.searchsorted(slot_of_id, mid))
+                    if i < st.n_slots and int(slot_of_id[i]) == mid and snap.live_mask()[i]:
+                        if snap.matrix[i].tobytes() != op["vec"]:
+                            rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
+    except CorruptionError as exc:
+        rep.add(str(exc))
+        return
+    if n and last != st.seq:
+        rep.add(f"log ends at seq {last}, the store committed seq {st.seq}")
+    rep.checked["log_frames"] = n
