@@ -7,6 +7,7 @@
 'We chose Stripe for payments'
 """
 
+from ._batch import Batch, PendingId
 from ._model import Edge, Memory
 from .embedders import Embedder, HashingEmbedder, from_callable
 from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
@@ -18,7 +19,7 @@ from .store import MemoryId, Mnemos, Namespace
 __version__ = "0.1.0"
 
 __all__ = [
-    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId",
+    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId", "Batch", "PendingId",
     "Embedder", "HashingEmbedder", "from_callable",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",

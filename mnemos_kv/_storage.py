@@ -2,7 +2,9 @@
 
 This is the one place where ``lmdb.Error`` becomes a :class:`~mnemos_kv.errors.MnemosError`.
 An environment is opened once per process per path and shared (LMDB forbids opening
-the same environment twice in one process); handles are reference counted.
+the same environment twice in one process); handles are reference counted. A child
+process created by ``fork()`` forgets its parent's environments (it must open its own;
+see docs/concurrency.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
-from .errors import DiskFullError, MapFullError, StorageError, MnemosError
+from .errors import DiskFullError, MapFullError, MnemosError, StorageError, StoreError
 
 T = TypeVar("T")
 
@@ -81,30 +83,56 @@ def translate(exc: BaseException) -> MnemosError:
         return exc
     if isinstance(exc, lmdb.MapFullError):
         return MapFullError(f"LMDB map is full ({exc}); open with a larger map_size=")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on device: {exc}")
-    if isinstance(exc, lmdb.Error) and "No space left" in str(exc):
-        return DiskFullError(f"no space left on device: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or "quota" in str(exc)):
+        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
 
-class Environment:
-    """One LMDB environment (per process, per path) with its named sub-databases."""
+#: How long a map resize waits for this process's other transactions to finish.
+RESIZE_WAIT_S = 30.0
 
-    def __init__(self, path: str, *, readonly: bool, map_size: int, sync: bool) -> None:
+
+class Environment:
+    """One LMDB environment (per process, per path) with its named sub-databases.
+
+    The environment is opened with ``metasync=False``: a commit fdatasyncs the data
+    pages, and writes the meta page without a sync. :meth:`write` with ``sync=True``
+    (the default, used by ``durability="full"``) then fdatasyncs the file, which makes
+    the commit exactly as durable as LMDB's own synchronous commit; without it (the
+    ``"fast"`` mode) a machine crash may undo the last committed transaction, never
+    more and never half of one (LMDB keeps the previous meta page intact).
+
+    Growing the map (``mdb_env_set_mapsize``) invalidates every open transaction of
+    this process, so transactions pass through a gate: a resize waits until the
+    process's other transactions have finished, and new ones wait for the resize.
+    """
+
+    def __init__(self, path: str, *, readonly: bool, map_size: int) -> None:
         self.path = path
         self.readonly = readonly
-        self.sync = sync
         self.refs = 0
+        self.forked = False                  # set in a child process after fork()
+        self.pid = os.getpid()
         self.write_lock = threading.RLock()  # serialises this process's writers
+        self._gate = threading.Condition(threading.Lock())
+        self._active = 0                     # open transactions in this process
+        self._resizing = False
+        self._mine = threading.local()       # open transactions of the current thread
         try:
             self.env = lmdb.open(
                 path, subdir=True, readonly=readonly, create=not readonly,
                 map_size=map_size, max_dbs=MAX_DBS, max_readers=256,
-                sync=sync, metasync=sync, lock=True, readahead=False,
+                sync=True, metasync=False, lock=True, readahead=False,
                 meminit=False,
             )
         except lmdb.Error as exc:
+            if "already open in this process" in str(exc) and path in _inherited:
+                raise StoreError(
+                    f"{path!r} was open in the parent process when this process was forked; "
+                    "LMDB cannot open it again here. Open stores after fork(), close them "
+                    "before forking, or start child processes with the 'spawn' method") from exc
             raise translate(exc) from exc
         self.dbs: dict[bytes, Any] = {}
         self._open_dbs()
@@ -132,90 +160,152 @@ class Environment:
     def has_db(self, name: str) -> bool:
         return name in self.dbs
 
-    # -- transactions ---------------------------------------------------------
+    # -- the transaction gate ---------------------------------------------------
+
+    def _enter(self) -> None:
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._active += 1
+        self._mine.n = getattr(self._mine, "n", 0) + 1
+
+    def _leave(self) -> None:
+        self._mine.n -= 1
+        with self._gate:
+            self._active -= 1
+            if self._resizing and self._active == 0:
+                self._gate.notify_all()
+
+    def _resize(self, size: int, why: str) -> None:
+        """Set the map size (0: adopt the size another process grew it to).
+
+        Called with no transaction of this thread open; waits for the other threads'
+        transactions to finish, since a resize invalidates them.
+        """
+        if getattr(self._mine, "n", 0):
+            raise MapFullError(
+                f"{why}, but this thread still holds an open read of {self.path!r} (an "
+                "unfinished memories() iterator?); finish it and retry")
+        with self._gate:
+            while self._resizing:  # another thread is resizing: wait for it, then redo
+                self._gate.wait()
+            self._resizing = True
+            try:
+                if not self._gate.wait_for(lambda: self._active == 0, timeout=RESIZE_WAIT_S):
+                    raise MapFullError(
+                        f"{why}, but {self._active} transaction(s) of other threads stayed open "
+                        f"for {RESIZE_WAIT_S:.0f} s (unfinished memories() iterators?)")
+                try:
+                    self.env.set_mapsize(size)
+                except lmdb.Error as exc:
+                    raise translate(exc) from exc
+            finally:
+                self._resizing = False
+                self._gate.notify_all()
+
+    # -- transactions -----------------------------------------------------------
+
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        """Begin a transaction (inside the gate); adopts a map grown by another process."""
+        self._enter()
+        try:
+            try:
+                return self.env.begin(write=write, buffers=False)
+            except lmdb.MapResizedError:
+                pass
+            # Another process grew the map beyond ours: adopt its size, then retry.
+            self._leave()
+            self._resize(0, "another process grew the LMDB map")
+            self._enter()
+            return self.env.begin(write=write, buffers=False)
+        except BaseException as exc:
+            self._leave()
+            if isinstance(exc, lmdb.Error):
+                raise translate(exc) from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A read-only snapshot; never blocks and never sees a half-done write."""
-        try:
-            txn = self._begin(write=False)
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
+        txn = self._begin(write=False)
         try:
             yield txn
         finally:
-            txn.abort()
-
-    def _begin(self, write: bool) -> lmdb.Transaction:
-        try:
-            return self.env.begin(write=write, buffers=False)
-        except lmdb.MapResizedError:
-            # Another process grew the map: adopt its size, then retry once.
-            self.env.set_mapsize(0)
-            return self.env.begin(write=write, buffers=False)
+            try:
+                txn.abort()
+            finally:
+                self._leave()
 
     def write(self, body: Callable[[lmdb.Transaction], T],
-              on_abort: Callable[[], None] | None = None) -> T:
+              on_abort: Callable[[], None] | None = None, *, sync: bool = True) -> T:
         """Run ``body`` in one write transaction and commit it.
 
         The LMDB write transaction is the cross-process writer lock. On any failure
         the transaction is aborted and ``on_abort`` runs (to undo side files). When
-        the map is full it is doubled (the size is adopted by other processes on
-        their next transaction) and the whole body runs again.
+        the map is full it is doubled (other processes adopt the new size at their
+        next transaction) and the whole body runs again. ``sync`` makes the commit
+        durable before returning (see the class docstring).
         """
         with self.write_lock:
-            for _attempt in range(8):
+            for _attempt in range(16):
+                txn = self._begin(write=True)
                 try:
-                    txn = self._begin(write=True)
-                except lmdb.Error as exc:
-                    raise translate(exc) from exc
-                try:
-                    result = body(txn)
-                    txn.commit()
-                    return result
+                    try:
+                        result = body(txn)
+                        txn.commit()
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    finally:
+                        self._leave()
                 except lmdb.MapFullError:
-                    txn.abort()
                     if on_abort is not None:
                         on_abort()
                     self._grow()
                     continue
                 except BaseException as exc:
-                    txn.abort()
                     if on_abort is not None:
                         on_abort()
                     if isinstance(exc, (lmdb.Error, OSError)):
                         raise translate(exc) from exc
                     raise
+                if sync:
+                    self.sync_to_disk()
+                return result
             raise MapFullError(f"LMDB map still full after growing to {self.env.info()['map_size']} bytes")
 
     def _grow(self) -> None:
-        size = self.env.info()["map_size"]
-        try:
-            self.env.set_mapsize(size * 2)
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
+        size = int(self.env.info()["map_size"])
+        self._resize(size * 2, f"the LMDB map of {self.path!r} is full ({size} bytes)")
+
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
 
     def sync_to_disk(self) -> None:
+        """fdatasync the LMDB data file: every commit so far (meta page included) is durable."""
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
             raise translate(exc) from exc
 
     def close(self) -> None:
-        self.env.close()
+        if not self.forked:  # an environment inherited across fork() belongs to the parent
+            self.env.close()
 
 
 _registry: dict[str, Environment] = {}
 _registry_lock = threading.Lock()
+#: Paths whose environment this process inherited, open, from its parent by fork().
+_inherited: set[str] = set()
 
 
-def acquire(path: str, *, readonly: bool, map_size: int, sync: bool) -> Environment:
+def acquire(path: str, *, readonly: bool, map_size: int) -> Environment:
     """The process-wide Environment for ``path``, opened on first use."""
     key = os.path.realpath(path)
     with _registry_lock:
         env = _registry.get(key)
         if env is None:
-            env = Environment(key, readonly=readonly, map_size=map_size, sync=sync)
+            env = Environment(key, readonly=readonly, map_size=map_size)
             _registry[key] = env
         elif env.readonly and not readonly:
             raise StorageError(
@@ -230,5 +320,20 @@ def release(env: Environment) -> None:
     with _registry_lock:
         env.refs -= 1
         if env.refs <= 0:
-            _registry.pop(env.path, None)
+            if _registry.get(env.path) is env:
+                del _registry[env.path]
             env.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not use its parent's environments: LMDB forbids it."""
+    global _registry_lock
+    _registry_lock = threading.Lock()  # the parent may have held it while forking
+    for key, env in _registry.items():
+        env.forked = True
+        _inherited.add(key)
+    _registry.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

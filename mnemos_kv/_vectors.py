@@ -14,6 +14,7 @@ Files (``G`` is the generation, zero-padded)::
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -84,11 +85,18 @@ class _MappedFile:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            os.write(fd, _HDR.pack(magic, width, gen, 0).ljust(HEADER, b"\0"))
-            os.ftruncate(fd, HEADER + rows * row_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, _HDR.pack(magic, width, gen, 0).ljust(HEADER, b"\0"))
+                allocate(fd, HEADER + rows * row_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(path))
 
@@ -118,10 +126,21 @@ class _MappedFile:
         self.mm, self.array, self.capacity = mm, arr, cap
 
     def grow(self, need: int) -> None:
+        """Extend the file to hold at least ``need`` rows (blocks allocated, not sparse)."""
         if need <= self.capacity:
             return
         new = _grown(self.capacity, need)
-        os.ftruncate(self.fd, HEADER + new * self.row_bytes)
+        old_size = HEADER + self.capacity * self.row_bytes
+        try:
+            allocate(self.fd, HEADER + new * self.row_bytes)
+        except OSError:
+            # e.g. ENOSPC: leave the file as it was; no reader maps rows past n_slots
+            try:
+                if os.fstat(self.fd).st_size > old_size:
+                    os.ftruncate(self.fd, old_size)
+            except OSError:
+                pass
+            raise
         self.remap()
 
     def sync(self) -> None:
@@ -219,6 +238,23 @@ class VectorFiles:
                     f.close()
             self._vec = self._slots = None
             self.gen = -1
+
+
+def allocate(fd: int, size: int) -> None:
+    """Grow the file to ``size`` bytes with its blocks allocated.
+
+    A sparse file would be allocated later, by page faults of writes through the
+    mmap; on a full disk those kill the process with SIGBUS. Allocating up front turns
+    that into an ``OSError(ENOSPC)`` here, before anything is written.
+    """
+    if os.fstat(fd).st_size >= size:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)  # the filesystem cannot preallocate
 
 
 def _fsync_dir(path: str) -> None:
