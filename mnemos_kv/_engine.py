@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _records as R
 from . import _storage as S
-from ._log import LogFile, encode_frame, log_file
+from ._log import FILE_HEADER, LogFile, encode_frame, log_file
 from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles, _fsync_dir
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
@@ -180,7 +180,7 @@ class Engine:
             VectorFiles.create(self.path, int(embedder.dim), st.gen)
             _LF.create(self.path, st.log_seg, 0)
             _fsync_dir(self.path)  # the log's directory entry is durable before the commit
-            st.log_end = os.path.getsize(log_file(self.path, st.log_seg))
+            st.log_end = st.vsync_off = os.path.getsize(log_file(self.path, st.log_seg))
             txn.put(b"format", R.encode(fmt), db=meta)
             txn.put(b"state", R.encode(st.to_dict()), db=meta)
             ns = self.env.db("namespaces")
@@ -387,7 +387,9 @@ class Engine:
         new_ids: dict[int, int] = {}
         rows: list[tuple[int, Any, tuple[Any, ...]]] = []
         dead: dict[int, int] = {}
-        for _off, seq, payload in self.log.frames(st.vsync_off, st.log_end):
+        # (stores made before vsync_off was initialised hold 0 there: frames start after
+        # the header)
+        for _off, seq, payload in self.log.frames(max(st.vsync_off, FILE_HEADER), st.log_end):
             op = R.decode(payload, "log frame")
             kind = op.get("op")
             if kind == "mem":
