@@ -90,6 +90,31 @@ def translate(exc: BaseException) -> MnemosError:
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
 
+#: Below this much free space, a short write (which LMDB reports as EIO) means a full disk.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def translate_write(exc: BaseException, path: str) -> MnemosError:
+    """:func:`translate` for a failed write under ``path``.
+
+    A write that fills the disk may end as a *short* write rather than ENOSPC, and
+    LMDB reports a short write as EIO. When the filesystem is then (nearly) out of
+    space, that is a full disk: say so.
+    """
+    err = translate(exc)
+    if type(err) is StorageError and ("Input/output error" in str(exc) or "short write" in str(exc)):
+        try:
+            st = os.statvfs(path)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            return err
+        if free < LOW_SPACE_BYTES:
+            return DiskFullError(
+                f"no space left on device under {path!r} ({free} bytes free; nothing of the "
+                f"failed call was kept): {exc}")
+    return err
+
+
 #: How long a map resize waits for this process's other transactions to finish.
 RESIZE_WAIT_S = 30.0
 
@@ -267,7 +292,7 @@ class Environment:
                     if on_abort is not None:
                         on_abort()
                     if isinstance(exc, (lmdb.Error, OSError)):
-                        raise translate(exc) from exc
+                        raise translate_write(exc, self.path) from exc
                     raise
                 if sync:
                     self.sync_to_disk()
