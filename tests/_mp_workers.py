@@ -156,6 +156,7 @@ def role_crash_child(path: str, seed: str, base: str, durability: str) -> None:
                     b.connect(pend[0], pend[1])
                     if alive:
                         victim = alive.pop(rng.randrange(len(alive)))
+                        emit({"try_F": [victim]})
                         b.forget(victim)
                     else:
                         victim = None
@@ -165,6 +166,7 @@ def role_crash_child(path: str, seed: str, base: str, durability: str) -> None:
                 k += 4
             elif r < 0.95 and alive:
                 victim = alive.pop(rng.randrange(len(alive)))
+                emit({"try_F": [victim]})  # a kill now may or may not have forgotten it
                 db.forget(victim)
                 emit({"F": [victim]})
             elif r < 0.98 and len(alive) > 1:
