@@ -245,6 +245,8 @@ class Engine:
         for attempt in range(5):
             with self.env.read() as txn:
                 st = self._state_in(txn)
+                if st.log_seg != self.log.segment:
+                    self._follow_log(st.log_seg)
                 try:
                     matrix, slots = self.vectors.view(st.gen, st.n_slots)
                 except GenerationGone:
@@ -317,6 +319,8 @@ class Engine:
 
         def body(txn: lmdb.Transaction) -> list[Any]:
             st = self._state_in(txn)
+            if st.log_seg != self.log.segment:
+                self._follow_log(st.log_seg)
             holder.clear()
             holder["log_end"] = st.log_end
             self._reconcile(txn, st)
@@ -363,6 +367,13 @@ class Engine:
             self.write([], sync=True)  # syncs the vector files, commits, syncs LMDB
         else:
             self.env.sync_to_disk()
+
+    def _follow_log(self, segment: int) -> None:
+        """Another process moved the store to a new log segment: open that one."""
+        with self._ns_lock:
+            if self.log.segment != segment:
+                old, self.log = self.log, LogFile(self.path, segment, self.readonly)
+                old.close()
 
     def _mark_synced(self, st: State) -> None:
         """fdatasync the vector and slot files; record that they hold everything up to now."""

@@ -159,25 +159,37 @@ class Environment:
                     "LMDB cannot open it again here. Open stores after fork(), close them "
                     "before forking, or start child processes with the 'spawn' method") from exc
             raise translate(exc) from exc
-        self.dbs: dict[bytes, Any] = {}
+        self.dbs: dict[str, Any] = {}
+        try:
+            # Free the reader slots of processes that died holding a read transaction:
+            # they would pin old pages (the file grows) and fill the reader table.
+            self.env.reader_check()
+        except lmdb.Error:
+            pass
         self._open_dbs()
 
     def _open_dbs(self) -> None:
-        try:
-            if self.readonly:
-                # py-lmdb loses handles opened inside an explicit read transaction; let
-                # it use its own.
+        if not self.readonly:
+            def body(txn: lmdb.Transaction) -> None:
+                for name in DB_NAMES:
+                    self.dbs[name.decode()] = self.env.open_db(name, txn=txn, create=True)
+            self.write(body, sync=False)
+            return
+        # py-lmdb loses handles opened inside an explicit read transaction; let it use
+        # its own (no other transaction of this environment exists yet).
+        for _attempt in range(3):
+            try:
                 for name in DB_NAMES:
                     try:
                         self.dbs[name.decode()] = self.env.open_db(name, create=False)
                     except lmdb.NotFoundError:
                         pass
-            else:
-                with self.env.begin(write=True) as txn:
-                    for name in DB_NAMES:
-                        self.dbs[name.decode()] = self.env.open_db(name, txn=txn, create=True)
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
+                return
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+        raise StorageError(f"{self.path!r}: the LMDB map kept growing while opening")
 
     def db(self, name: str) -> Any:
         return self.dbs[name]

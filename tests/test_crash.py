@@ -33,6 +33,14 @@ KILLS = 32
 BUDGET_S = 150.0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 class _Child:
     """A crash_child worker whose reports are drained by a thread (the pipe never fills)."""
 
@@ -128,6 +136,10 @@ def test_sigkill_at_random_moments_loses_no_returned_write(tmp_path, capsys) -> 
     assert kills >= 30, f"only {kills} kills in {BUDGET_S} s"
     assert writes > 200, f"the children returned only {writes} writes"
     with Mnemos.open(path) as db:  # a final full check of every returned write
+        # killed readers' LMDB slots were freed (they would pin old pages forever)
+        pids = [int(ln.split()[0]) for ln in db._engine.env.env.readers().splitlines()[1:]
+                if ln.strip() and ln.split()[0].isdigit()]
+        assert all(_alive(pid) for pid in pids), pids
         for mid, text in present.items():
             assert db.get(mid).text == text
             assert np.array_equal(db.get_vector(mid), expected_vector(text))
