@@ -81,6 +81,8 @@ class _Ctx:
     dead: list[tuple[int, int]] = field(default_factory=list)   # (slot, seq)
     ns_delta: dict[int, int] = field(default_factory=dict)
     results: list[Any] = field(default_factory=list)
+    log: bool = True           # False: restoring a base snapshot (no log frames)
+    allow_gaps: bool = False   # True: logged ids may skip (filtered exports, base snapshots)
 
 
 class Engine:
@@ -279,7 +281,17 @@ class Engine:
 
     # -- the write path ------------------------------------------------------------------------
 
-    def write(self, requests: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def open_log(self, st: State) -> LogFile:
+        """The log segment ``st`` names, reopened when a checkpoint moved to a new one."""
+        with self._ns_lock:
+            if self.log.segment != st.log_seg:
+                fresh = LogFile(self.path, st.log_seg, self.readonly)
+                old, self.log = self.log, fresh
+                old.close()
+            return self.log
+
+    def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,
+              allow_gaps: bool = False) -> list[Any]:
         """Resolve, apply, log and commit ``requests`` in one transaction; returns results.
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
@@ -294,22 +306,26 @@ class Engine:
             st = self._state_in(txn)
             holder.clear()
             holder["log_end"] = st.log_end
+            self.open_log(st)
             self._reconcile(txn, st)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
-            ctx = _Ctx(txn, st, matrix, slots)
+            ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps)
             holder["ctx"] = ctx
+            seq0 = st.seq
             for req in requests:
                 ctx.results.append(self._resolve(ctx, req))
+            if not log:
+                ctx.frames.clear()
             if ctx.frames:
                 holder["appended"] = True
                 st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), self.durable)
             for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
                 slots["dead"][slot] = seq
             self._flush_ns_counts(ctx)
-            if ctx.frames or st.vsync_seq != st.seq:
-                if self.durable and (st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames):
+            if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
+                if not log or (self.durable and (st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames)):
                     self._mark_synced(st)
                 txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
             return ctx.results
@@ -390,6 +406,8 @@ class Engine:
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
         kind = req[0]
         txn = ctx.txn
+        if kind == "op":  # an already-resolved op (replay)
+            return self.apply_op(ctx, req[1])
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req
             nid = self._ensure_ns(ctx, ns)
@@ -441,6 +459,8 @@ class Engine:
         result: Any = None
         if kind == "mem":
             mid = int(op["id"])
+            if ctx.allow_gaps and mid > st.next_id:
+                st.next_id = mid
             if mid != st.next_id:
                 raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
             slot = st.n_slots
@@ -487,8 +507,16 @@ class Engine:
             self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
         elif kind == "compact":
             pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind == "base":
+            # ends a base snapshot: the counters of the source at its sequence number
+            if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
+                raise CorruptionError("base snapshot counters are behind its content")
+            st.next_id, st.next_ns = int(op["next_id"]), int(op["next_ns"])
+            seq = int(op["seq"])
         elif kind == "ns":
             nid = int(op["id"])
+            if ctx.allow_gaps and nid > st.next_ns:
+                st.next_ns = nid
             if nid != st.next_ns:
                 raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
             name = op["name"]

@@ -138,7 +138,18 @@ def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
 
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> None:
     st = snap.state
-    log = engine.log
+    log = engine.open_log(st)
+    if log.base_seq:
+        from ._snapshot import snapshot_file, snapshot_ops
+        path = snapshot_file(engine.path, log.base_seq)
+        try:
+            last_op: dict[str, Any] = {}
+            for last_op in snapshot_ops(path):
+                pass
+            if last_op.get("op") != "base" or int(last_op.get("seq", -1)) != log.base_seq:
+                rep.add(f"{path}: does not end with the base op of seq {log.base_seq}")
+        except CorruptionError as exc:
+            rep.add(f"{path}: {exc}")
     size = log.size()
     if size < st.log_end:
         rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed")
