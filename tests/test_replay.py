@@ -191,7 +191,7 @@ def test_truncation_at_every_frame_boundary_and_mid_frame(tmp_path) -> None:
     with Mnemos.open(str(tmp_path / "src.mem")) as src:
         source_mems = {(m.namespace, m.id, m.text, m.created_at) for ns in ["default", "planner", "shared"]
                        for m in (src if ns == "default" else src.namespace(ns)).memories()}
-        source_mems |= {("shared", 2, "The office moves to Berlin in March", 1767225601.0)}  # forgotten later
+        source_mems |= {("shared", 2, "The office moves to Berlin in March", 1767225600.0)}  # forgotten later
     for i, cut in enumerate(sorted(cuts)):
         bad = str(tmp_path / f"cut{i}.log")
         open(bad, "wb").write(data[:cut])
