@@ -299,7 +299,8 @@ class Engine:
         dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``.
         """
         self.check_writable()
-        n_new = sum(1 for r in requests if r[0] == "remember")
+        n_new = sum(1 for r in requests
+                    if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem"))
         holder: dict[str, Any] = {}
 
         def body(txn: lmdb.Transaction) -> list[Any]:

@@ -318,3 +318,18 @@ def test_cli_export_replay(tmp_path, capsys) -> None:
     assert "byte" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "d3.mem"), str(tmp_path / "cut.log"), "--lenient"]) == 1
     assert "stopped at byte" in capsys.readouterr().out
+
+
+def test_replay_grows_vector_files(tmp_path) -> None:
+    """More memories than the initial file capacity (1,024 rows), with a compaction between."""
+    with Mnemos.open(str(tmp_path / "src.mem")) as db:
+        ids = db.remember_many([f"memory {i}" for i in range(1500)])
+        db.forget_many(ids[:100])
+        db.compact()
+        db.remember_many([f"later {i}" for i in range(1200)])
+        db.export_replay(str(tmp_path / "r.log"))
+        digest = db.state_digest()
+    with Mnemos.open(str(tmp_path / "dst.mem")) as dst:
+        assert dst.replay(str(tmp_path / "r.log")).digest_matches
+        assert dst.state_digest() == digest and dst.count() == 2600
+        assert dst.verify().ok
