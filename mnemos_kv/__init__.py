@@ -13,7 +13,7 @@ from .embedders import Embedder, HashingEmbedder, from_callable
 from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
-                     NotAStoreError, ReadOnlyError, StorageError, StoreError)
+                     NotAStoreError, ReadOnlyError, ReplayError, StorageError, StoreError)
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
@@ -23,7 +23,7 @@ __all__ = [
     "Embedder", "HashingEmbedder", "from_callable",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
-    "ReadOnlyError", "ClosedError", "CorruptionError", "LogCorruptionError",
+    "ReadOnlyError", "ReplayError", "ClosedError", "CorruptionError", "LogCorruptionError",
     "StorageError", "MapFullError", "DiskFullError",
     "__version__",
 ]

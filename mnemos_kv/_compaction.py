@@ -1,12 +1,13 @@
-"""Compaction: rewrite the vector matrix and slot columns without dead rows.
+"""Compaction: rewrite the vector files without dead rows, and checkpoint the log.
 
-The live rows are copied, in slot order, into a new file generation, every live
-record's slot is updated, and the new generation is committed with the state in one
-LMDB transaction; the old files are removed after the commit. Readers holding an
-older snapshot keep their mapping of the old generation (unlinked files stay mapped)
-and move to the new one on their next read. A crash before the commit leaves the old
-generation in force (the half-written new files are removed on the next compaction);
-a crash after it leaves the new one.
+The live rows are copied, in slot order, into a new file generation; every live
+record's slot is updated; a ``compact`` op is logged; then a checkpoint writes a base
+snapshot and starts a new log segment (see ``_snapshot``). All of it is committed with
+the state in one LMDB transaction; superseded files are removed after the commit.
+Readers holding an older snapshot keep their mapping of the old generation (unlinked
+files stay mapped) and move to the new one on their next read. A crash before the
+commit leaves the old state in force (the half-written new files are strays, removed
+by the next compaction); a crash after it leaves the new one.
 """
 
 from __future__ import annotations
@@ -20,34 +21,45 @@ import numpy as np
 from . import _records as R
 from . import _storage as S
 from ._engine import Engine, _Ctx
+from ._snapshot import checkpoint, remove_stale, remove_superseded
 from ._vectors import VectorFiles, slot_file, vector_file
 
 
 def _remove_generations(root: str, keep: int) -> None:
+    """Remove vector/slot files of every generation but ``keep`` (write lock held)."""
     for name in os.listdir(root):
         parts = name.split(".")
         if len(parts) >= 3 and parts[0] in ("vectors", "slots") and parts[1].isdigit():
             if int(parts[1]) != keep:
-                try:
-                    os.unlink(os.path.join(root, name))
-                except FileNotFoundError:
-                    pass
+                _unlink(os.path.join(root, name))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def compact_vectors(engine: Engine) -> dict[str, int]:
-    """Rewrite live vector rows into generation ``gen + 1``; returns slot counts."""
+    """Rewrite live vector rows into generation ``gen + 1`` and checkpoint the log."""
     engine.check_writable()
     result: dict[str, int] = {}
     holder: dict[str, Any] = {}
 
     def body(txn: lmdb.Transaction) -> dict[str, int]:
+        holder.clear()
         st = engine._state_in(txn)
+        engine.open_log(st)
         engine._reconcile(txn, st)
         old_mat, old_slots = engine.vectors.view(st.gen, st.n_slots)
         keep = np.flatnonzero(old_slots["dead"] == 0)
         new_gen = st.gen + 1
-        holder["gen"] = new_gen
-        _remove_generations(engine.path, st.gen)  # leftovers of an interrupted compaction
+        holder.update(gen=new_gen, old_gen=st.gen, old_seg=st.log_seg,
+                      old_base=engine.log.base_seq)
+        # strays of an interrupted compaction (we hold the write lock)
+        _remove_generations(engine.path, st.gen)
+        remove_stale(engine.path, st.log_seg, engine.log.base_seq)
         VectorFiles.create(engine.path, engine.dim, new_gen, rows=max(int(keep.size), 1))
         fresh = VectorFiles(engine.path, engine.dim, readonly=False)
         try:
@@ -66,11 +78,15 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         ctx = _Ctx(txn, st, mat, slots)
         engine.apply_op(ctx, {"op": "compact", "gen": new_gen})
         holder["log_end"] = st.log_end
-        st.log_end = engine.log.append(st.log_end, b"".join(ctx.frames), engine.durable)
+        st.log_end = engine.log.append(st.log_end, b"".join(ctx.frames), True)  # write-ahead, both modes
         holder["appended"] = True
-        result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen)
+        result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen,
+                      seq=st.seq)
         st.gen, st.n_slots = new_gen, int(keep.size)
-        st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end  # synced above
+        engine.vectors.ensure(new_gen, st.n_slots)
+        new_mat, _ = engine.vectors.view(new_gen, st.n_slots)
+        checkpoint(engine, txn, st, new_mat)
+        holder["new_seg"] = st.log_seg
         txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
         return result
 
@@ -80,11 +96,12 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         gen = holder.get("gen")
         if gen is not None:
             for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+                _unlink(p)
 
     out = engine.env.write(body, on_abort)
-    _remove_generations(engine.path, out["generation"])
+    # after the commit: remove exactly what this compaction superseded
+    for p in (vector_file(engine.path, holder["old_gen"]), slot_file(engine.path, holder["old_gen"])):
+        _unlink(p)
+    remove_superseded(engine.path, holder["old_seg"], holder["old_base"])
+    engine.open_log(engine.read_state())
     return out

@@ -92,6 +92,8 @@ class _Ctx:
     ns_delta: dict[int, int] = field(default_factory=dict)
     results: list[Any] = field(default_factory=list)
     new_ns: list[str] = field(default_factory=list)  # namespaces created (uncommitted)
+    log: bool = True           # False: restoring a base snapshot (no log frames)
+    allow_gaps: bool = False   # True: logged ids may skip (filtered exports, base snapshots)
 
 
 class Engine:
@@ -111,15 +113,14 @@ class Engine:
             self._ns_cache: dict[str, int] = {DEFAULT_NS: DEFAULT_NS_ID}
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
+            self._old_logs: list[LogFile] = []  # superseded segments (see open_log)
             fmt = self._load_or_create(embedder)
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
             self.embedder = self._match_embedder(embedder, embedder_given)
             self.vectors = VectorFiles(self.path, self.dim, readonly)
-            st = self.read_state()
-            self.log = LogFile(self.path, st.log_seg, readonly)
-            self.vectors.view(st.gen, st.n_slots)
+            st = self._open_files()
             self._vsync_check = not readonly
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
@@ -130,6 +131,29 @@ class Engine:
             raise
 
     # -- opening ------------------------------------------------------------------
+
+    def _open_files(self) -> State:
+        """Open the log segment and vector generation of the current state.
+
+        A compaction committed by another process between reading the state and
+        opening its files removes them: read the newer state and try again.
+        """
+        st = self.read_state()
+        for attempt in range(5):
+            log = None
+            try:
+                log = LogFile(self.path, st.log_seg, self.readonly)
+                self.vectors.view(st.gen, st.n_slots)
+                self.log = log
+                return st
+            except CorruptionError:
+                if log is not None:
+                    log.close()
+                fresh = self.read_state()
+                if attempt == 4 or (fresh.log_seg, fresh.gen) == (st.log_seg, st.gen):
+                    raise
+                st = fresh
+        raise AssertionError("unreachable")
 
     def _check_path(self) -> None:
         p = self.path
@@ -245,8 +269,6 @@ class Engine:
         for attempt in range(5):
             with self.env.read() as txn:
                 st = self._state_in(txn)
-                if st.log_seg != self.log.segment:
-                    self._follow_log(st.log_seg)
                 try:
                     matrix, slots = self.vectors.view(st.gen, st.n_slots)
                 except GenerationGone:
@@ -300,7 +322,31 @@ class Engine:
 
     # -- the write path ------------------------------------------------------------------------
 
-    def write(self, requests: Sequence[tuple[Any, ...]], *, sync: bool | None = None) -> list[Any]:
+    def open_log(self, st: State) -> LogFile:
+        """The log segment ``st`` names, reopened when a checkpoint moved to a new one.
+
+        ``self.log`` (what writers append to) only ever moves forward: a reader of an
+        older snapshot gets that snapshot's segment without switching it back under a
+        writer thread. Superseded segments stay open until the engine closes, because
+        another thread may still be reading one (closing it could hand its descriptor
+        number to an unrelated file).
+        """
+        with self._ns_lock:
+            if self.log.segment == st.log_seg:
+                return self.log
+            for old in self._old_logs:
+                if old.segment == st.log_seg:
+                    return old
+            fresh = LogFile(self.path, st.log_seg, self.readonly)
+            if st.log_seg > self.log.segment:
+                self._old_logs.append(self.log)
+                self.log = fresh
+            else:
+                self._old_logs.append(fresh)
+            return fresh
+
+    def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,
+              allow_gaps: bool = False, sync: bool | None = None) -> list[Any]:
         """Resolve, apply, log and commit ``requests`` in one transaction; returns results.
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
@@ -314,31 +360,34 @@ class Engine:
         returning; without it a machine crash may undo this commit (never part of it).
         """
         self.check_writable()
-        n_new = sum(1 for r in requests if r[0] == "remember")
+        n_new = sum(1 for r in requests
+                    if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem"))
         holder: dict[str, Any] = {}
 
         def body(txn: lmdb.Transaction) -> list[Any]:
             st = self._state_in(txn)
-            if st.log_seg != self.log.segment:
-                self._follow_log(st.log_seg)
             holder.clear()
             holder["log_end"] = st.log_end
+            self.open_log(st)
             self._reconcile(txn, st)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
-            ctx = _Ctx(txn, st, matrix, slots)
+            ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps)
             holder["ctx"] = ctx
+            seq0 = st.seq
             for req in requests:
                 ctx.results.append(self._resolve(ctx, req))
+            if not log:
+                ctx.frames.clear()
             if ctx.frames:
                 holder["appended"] = True
                 st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), True)
             for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
                 slots["dead"][slot] = seq
             self._flush_ns_counts(ctx)
-            if ctx.frames or st.vsync_seq != st.seq:
-                if st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames:
+            if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
+                if not log or st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames:
                     self._mark_synced(st)
                 txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
             return ctx.results
@@ -367,13 +416,6 @@ class Engine:
             self.write([], sync=True)  # syncs the vector files, commits, syncs LMDB
         else:
             self.env.sync_to_disk()
-
-    def _follow_log(self, segment: int) -> None:
-        """Another process moved the store to a new log segment: open that one."""
-        with self._ns_lock:
-            if self.log.segment != segment:
-                old, self.log = self.log, LogFile(self.path, segment, self.readonly)
-                old.close()
 
     def _mark_synced(self, st: State) -> None:
         """fdatasync the vector and slot files; record that they hold everything up to now."""
@@ -458,6 +500,8 @@ class Engine:
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
         kind = req[0]
         txn = ctx.txn
+        if kind == "op":  # an already-resolved op (replay)
+            return self.apply_op(ctx, req[1])
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req
             nid = self._ensure_ns(ctx, ns)
@@ -521,6 +565,8 @@ class Engine:
         result: Any = None
         if kind == "mem":
             mid = int(op["id"])
+            if ctx.allow_gaps and mid > st.next_id:
+                st.next_id = mid
             if mid != st.next_id:
                 raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
             slot = st.n_slots
@@ -567,8 +613,16 @@ class Engine:
             self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
         elif kind == "compact":
             pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind == "base":
+            # ends a base snapshot: the counters of the source at its sequence number
+            if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
+                raise CorruptionError("base snapshot counters are behind its content")
+            st.next_id, st.next_ns = int(op["next_id"]), int(op["next_ns"])
+            seq = int(op["seq"])
         elif kind == "ns":
             nid = int(op["id"])
+            if ctx.allow_gaps and nid > st.next_ns:
+                st.next_ns = nid
             if nid != st.next_ns:
                 raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
             name = op["name"]
@@ -667,6 +721,8 @@ class Engine:
         self.closed = True
         self.vectors.close()
         self.log.close()
+        for old in self._old_logs:
+            old.close()
         S.release(self.env)
 
 

@@ -42,8 +42,25 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+class _Superseded(Exception):
+    """A compaction in another process removed files of the snapshot being verified."""
+
+
+def _superseded(engine: Engine, st: Any) -> bool:
+    return engine.read_state().log_seg != st.log_seg
+
+
 def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
     """Check the store; ``deep`` also compares every logged vector with the matrix."""
+    for _attempt in range(4):
+        try:
+            return _verify_once(engine, deep)
+        except _Superseded:
+            continue  # verify the newer state instead
+    return _verify_once(engine, deep, retry=False)
+
+
+def _verify_once(engine: Engine, deep: bool, retry: bool = True) -> VerifyReport:
     rep = VerifyReport()
     db = engine.env.db
     with engine.snapshot() as snap:
@@ -132,13 +149,31 @@ def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
         if st.n_slots > 1 and not bool(np.all(np.diff(ids) > 0)):
             rep.add("slot ids are not strictly increasing")
         # -- log ---------------------------------------------------------------------------------
-        _verify_log(engine, snap, rep, deep)
+        _verify_log(engine, snap, rep, deep, retry)
     return rep
 
 
-def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> None:
+def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool, retry: bool) -> None:
     st = snap.state
-    log = engine.log
+    try:
+        log = engine.open_log(st)
+    except CorruptionError:
+        if retry and _superseded(engine, st):
+            raise _Superseded from None
+        raise
+    if log.base_seq:
+        from ._snapshot import snapshot_file, snapshot_ops
+        path = snapshot_file(engine.path, log.base_seq)
+        try:
+            last_op: dict[str, Any] = {}
+            for last_op in snapshot_ops(path):
+                pass
+            if last_op.get("op") != "base" or int(last_op.get("seq", -1)) != log.base_seq:
+                rep.add(f"{path}: does not end with the base op of seq {log.base_seq}")
+        except CorruptionError as exc:
+            if retry and _superseded(engine, st):
+                raise _Superseded from None
+            rep.add(f"{path}: {exc}")
     size = log.size()
     if size < st.log_end:
         rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed")

@@ -4,6 +4,8 @@
     mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of memories and edges
     mnemos-kv stats PATH [--json]             counts per namespace, file sizes, format
     mnemos-kv verify PATH [--quick]           check records, vectors, columns and log; exit 1 on problems
+    mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
+    mnemos-kv replay PATH FILE [--resume] [--lenient]
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ def cmd_dump(args: argparse.Namespace) -> int:
                                           "dst": e.dst, "relation": e.relation,
                                           "weight": e.weight}, sort_keys=True) + "\n")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ns = args.namespace or None
+    with Mnemos.open(args.path, readonly=True) as db:
+        info = db.export_replay(args.out, namespaces=ns, since_seq=args.since_seq)
+    print(f"wrote {info.path}: {info.frames} frames ({info.base_frames} from the base snapshot), "
+          f"{info.bytes} bytes, last seq {info.last_seq}, digest {info.digest}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path) as db:
+        res = db.replay(args.file, strict=not args.lenient, resume=args.resume)
+    state = "complete" if res.complete else f"stopped at byte {res.stopped_at} (frame {res.stopped_frame}): {res.error}"
+    match = "matches the source" if res.digest_matches else "source digest unknown"
+    print(f"applied {res.applied} frames, {state}; digest {res.digest} ({match})")
+    return 0 if res.complete else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -145,6 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="store directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_stats)
+
+    e = sub.add_parser("export-replay", help="write a replay file of the store's history")
+    e.add_argument("path", help="store directory")
+    e.add_argument("out", help="replay file to write")
+    e.add_argument("--namespace", action="append", help="only this namespace (repeatable)")
+    e.add_argument("--since-seq", type=int, default=None, help="only operations after this seq")
+    e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("replay", help="apply a replay file to a (new) store")
+    r.add_argument("path", help="store directory (created if missing; must be empty unless --resume)")
+    r.add_argument("file", help="replay file")
+    r.add_argument("--resume", action="store_true", help="continue a store from an incremental export")
+    r.add_argument("--lenient", action="store_true",
+                   help="apply the intact prefix of a damaged file instead of refusing it")
+    r.set_defaults(func=cmd_replay)
 
     v = sub.add_parser("verify", help="check records, vectors, slot columns and log against each other")
     v.add_argument("path", help="store directory")

@@ -13,6 +13,7 @@ can catch one class, or a precise subclass::
     │   ├── EmbedderMismatchError              a different embedder than the store's
     │   ├── ReadOnlyError                      a write on a store opened read-only
     │   ├── ClosedError                        a call on a closed store
+    │   ├── ReplayError                        a replay cannot apply here, or diverged
     │   └── CorruptionError                    a file fails its checks (log, vectors, records)
     │       └── LogCorruptionError             a replay-log frame is torn or fails its CRC
     └── StorageError                           the storage layer failed (wraps lmdb.Error)
@@ -35,6 +36,7 @@ __all__ = [
     "EmbedderMismatchError",
     "ReadOnlyError",
     "ClosedError",
+    "ReplayError",
     "CorruptionError",
     "LogCorruptionError",
     "StorageError",
@@ -84,6 +86,11 @@ class ReadOnlyError(StoreError):
 
 class ClosedError(StoreError):
     """A call on a store (or namespace handle) after ``close()``."""
+
+
+class ReplayError(StoreError):
+    """A replay file cannot be applied to this store (not empty, wrong starting point),
+    or applying it did not reproduce the source's state digest."""
 
 
 class CorruptionError(StoreError):

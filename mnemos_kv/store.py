@@ -26,6 +26,7 @@ from .errors import InvalidInputError, MemoryNotFoundError
 
 if TYPE_CHECKING:
     from ._batch import Batch
+    from ._replay import ExportInfo, ReplayResult
     from ._verify import VerifyReport
 
 __all__ = ["Mnemos", "Namespace", "MemoryId"]
@@ -475,6 +476,47 @@ class Mnemos(_Handle):
                 "log": {"segment": st.log_seg, "bytes": st.log_end},
                 "files": files,
             }
+
+    def state_digest(self, namespaces: Sequence[str] | None = None) -> str:
+        """A stable SHA-256 (hex) of the logical state: memories with their vectors,
+        edges, namespaces and id counters. Two stores with equal digests answer every
+        call the same way. ``namespaces`` limits it to those namespaces' content."""
+        from ._replay import state_digest
+        if isinstance(namespaces, str):
+            namespaces = [namespaces]
+        with self._engine.snapshot() as snap:
+            return state_digest(self._engine, snap, namespaces)
+
+    def export_replay(self, path: str | os.PathLike[str], *, namespaces: Sequence[str] | None = None,
+                      since_seq: int | None = None) -> "ExportInfo":
+        """Write a portable replay file of this store's history (one consistent snapshot).
+
+        By default: the base snapshot of the last compaction (if any) plus every logged
+        operation after it, and a digest of the state at the end. ``namespaces`` keeps
+        only those namespaces' operations; ``since_seq`` only the operations after that
+        sequence number (an incremental export, applied with ``replay(resume=True)``).
+        """
+        from ._replay import export_replay
+        self._engine.check_open()
+        return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
+                             since_seq=since_seq)
+
+    def replay(self, path: str | os.PathLike[str], *, strict: bool = True,
+               resume: bool = False) -> "ReplayResult":
+        """Apply a replay file: same ids, records, edges, timestamps, vectors and answers.
+
+        The store must be empty, unless ``resume=True``: then it must be at exactly the
+        sequence number the (incremental) file continues from. The logged times and
+        vectors are used; the clock and the embedder are not called. A corrupted or
+        truncated file raises LogCorruptionError naming the frame and byte offset and
+        applies nothing; with ``strict=False`` the intact prefix is applied and the
+        result says where it stopped. A file of a newer format or another embedder is
+        refused before anything is applied.
+
+        :raises ReplayError: the store is not empty, or the result's digest differs.
+        """
+        from ._replay import replay
+        return replay(self._engine, os.fspath(path), strict=strict, resume=resume)
 
     def verify(self, *, deep: bool = True) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.

@@ -241,11 +241,29 @@ def role_compaction_reader(path: str, stop_file: str) -> None:
                 for h in hits[:5]:
                     assert np.array_equal(db.namespace("churn").get_vector(h.id), expected_vector(h.text))
                 gens.add(db.stats()["generation"])
+                rep = db.verify()
+                assert rep.ok, str(rep)
             except Exception as exc:  # noqa: BLE001 - report everything
                 errors.append(f"{type(exc).__name__}: {exc}")
                 if len(errors) > 5:
                     break
     emit({"iters": iters, "errors": errors, "generations": sorted(gens)})
+
+
+def role_opener(path: str, stop_file: str) -> None:
+    """Open and close the store (read-write, then read-only) until told to stop."""
+    n = 0
+    errors: list[str] = []
+    while not os.path.exists(stop_file) or n < 3:
+        n += 1
+        try:
+            with Mnemos.open(path, readonly=n % 2 == 0) as db:
+                db.namespace("churn").count()
+        except Exception as exc:  # noqa: BLE001 - report everything
+            errors.append(f"{type(exc).__name__}: {exc}")
+            if len(errors) > 5:
+                break
+    emit({"opens": n, "errors": errors})
 
 
 def role_remember_n(path: str, n: str) -> None:

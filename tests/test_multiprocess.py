@@ -107,10 +107,13 @@ def test_readers_survive_compaction_in_another_process(tmp_path) -> None:
     with Mnemos.open(path) as db:
         db.namespace("churn").remember_many([f"seed {j}: the plan item" for j in range(50)])
     reader = spawn("compaction_reader", path, stop)
+    opener = spawn("opener", path, stop)
     comp = _result(spawn("compactor", path, "25"))
     open(stop, "w").close()
     seen = _result(reader)
+    opened = _result(opener)
     assert seen["errors"] == [], seen["errors"]
+    assert opened["errors"] == [], opened["errors"]
     assert comp["generation"] == 26
     assert len(seen["generations"]) > 1  # the reader followed the store across generations
     with Mnemos.open(path) as db:

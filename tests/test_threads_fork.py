@@ -139,3 +139,21 @@ def test_two_handles_in_one_process_share_one_environment(store_path: str) -> No
         assert b.count() == 2  # the environment lives on with its other user
         b.close()
     assert _storage._registry.get(os.path.realpath(store_path)) is None
+
+
+def test_reading_an_older_log_segment_leaves_the_writers_log_alone(store_path: str) -> None:
+    """A reader of a snapshot from before a compaction (new log segment) gets the old
+    segment without switching the engine's current log back under a writer thread."""
+    with Mnemos.open(store_path) as db:
+        db.remember("before the checkpoint")
+        eng = db._engine
+        old_state = eng.read_state()
+        db.compact()
+        current = eng.log
+        assert current.segment > old_state.log_seg
+        old = eng.open_log(old_state)  # the superseded (already unlinked) segment
+        assert old is not current and old.segment == old_state.log_seg
+        assert eng.log is current
+        assert eng.open_log(eng.read_state()) is current
+        db.remember("after the checkpoint")
+        assert db.verify().ok

@@ -76,7 +76,8 @@ def test_missing_mirror_edge_and_time_entry_are_found(filled: str) -> None:
 
 
 def test_corrupted_log_frame_is_found(filled: str) -> None:
-    path = log_file(filled, 1)
+    path = log_file(filled, 2)  # compaction started segment 2
+    assert not os.path.exists(log_file(filled, 1))
     with open(path, "r+b") as f:
         f.seek(os.path.getsize(path) // 2)
         b = f.read(1)
@@ -85,3 +86,16 @@ def test_corrupted_log_frame_is_found(filled: str) -> None:
     with Mnemos.open(filled, readonly=True) as db:
         probs = "\n".join(db.verify().problems)
     assert "checksum mismatch" in probs or "truncated" in probs
+
+
+def test_damaged_base_snapshot_is_found(filled: str) -> None:
+    from mnemos_kv._snapshot import snapshot_file
+    with Mnemos.open(filled, readonly=True) as db:
+        base = db._engine.open_log(db._engine.read_state()).base_seq
+    path = snapshot_file(filled, base)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x55
+    open(path, "wb").write(bytes(data))
+    with Mnemos.open(filled, readonly=True) as db:
+        probs = "\n".join(db.verify().problems)
+    assert "base." in probs

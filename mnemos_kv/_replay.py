@@ -1,0 +1,405 @@
+"""Deterministic export and replay of a store's history, and the logical state digest.
+
+A replay file is self-describing::
+
+    "MNMSRPL1" | u64 base section length | u64 log section length | u32 header length
+    header (canonical CBOR: file version, store format version, embedder name and dim,
+            namespaces filter, since_seq, base_seq, first/last seq)
+    base section   frames of a base snapshot (local seqs 1..m, ending with a ``base`` op)
+    log section    the logged frames after it (their own seqs, consecutive)
+    trailer        one frame: {"op": "end", "digest": state digest of the source, "frames": n}
+
+Replaying applies the logged ops through the same ``Engine.apply_op`` the source ran,
+with the logged ids, timestamps and vectors (never the wall clock or the embedder),
+so the target ends with the same ids, records, edges, vectors (bit for bit), answers
+and the same ``state_digest()``. Exporting the replayed store gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from . import _records as R
+from . import _storage as S
+from ._engine import DEFAULT_NS_ID, Engine, Snapshot
+from ._log import FILE_HEADER, encode_frame, iter_frames
+from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
+                     LogCorruptionError, ReplayError)
+
+REPLAY_MAGIC = b"MNMSRPL1"
+REPLAY_VERSION = 1
+_PREFIX = struct.Struct("<8sQQI")
+BATCH = 2000
+
+
+# -- digest --------------------------------------------------------------------------------
+
+def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | None = None) -> str:
+    """SHA-256 over the logical state: namespaces, memories (with vectors), edges, counters.
+
+    Internal layout (slots, generations, log segments) is left out, so a compacted
+    store and its uncompacted twin that ran the same operations digest the same,
+    except for the ``compact`` op's sequence number, which is part of the history.
+    With ``namespaces``, only those namespaces' memories and edges count, and the
+    store-wide counters are left out.
+    """
+    txn, st = snap.txn, snap.state
+    h = hashlib.sha256()
+    h.update(R.encode(["mnemos-digest", 1, engine.embedder_name, engine.dim]))
+    nss = engine.namespaces(txn)
+    if namespaces is None:
+        sel = {int(info["id"]): name for name, info in nss.items()}
+        h.update(R.encode(["counters", st.seq, st.next_id]))
+    else:
+        sel = {int(nss[n]["id"]): n for n in sorted(set(namespaces)) if n in nss}
+    for nid in sorted(sel, key=lambda i: sel[i]):
+        h.update(R.encode(["ns", sel[nid]]))
+    db = engine.env.db
+    with txn.cursor(db=db("records")) as cur:
+        for _k, v in cur:
+            rec = R.Record.from_bytes(v)
+            if rec.ns not in sel:
+                continue
+            h.update(R.encode(["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type,
+                               rec.ts, rec.key, snap.matrix[rec.slot].tobytes()]))
+    with txn.cursor(db=db("edges_out")) as cur:
+        for k, v in cur:
+            raw = txn.get(k[:8], db=db("records"))
+            if raw is None or R.Record.from_bytes(raw).ns not in sel:
+                continue
+            h.update(R.encode(["edge", S.from_u64(k[:8]), S.from_u64(k[8:16]), k[16:].decode(),
+                               S.from_f64(v)]))
+    return h.hexdigest()
+
+
+# -- export --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What ``export_replay`` wrote."""
+
+    path: str
+    frames: int
+    base_frames: int
+    first_seq: int | None
+    last_seq: int
+    bytes: int
+    digest: str
+
+
+class _NsFilter:
+    """Follows which memory ids belong to the selected namespaces while scanning ops."""
+
+    def __init__(self, ns_ids: set[int], names: set[str]) -> None:
+        self.ns_ids, self.names, self.ids = ns_ids, names, set()
+
+    def keep(self, op: dict[str, Any]) -> bool:
+        kind = op["op"]
+        if kind == "ns":
+            if op["name"] in self.names:
+                self.ns_ids.add(int(op["id"]))
+                return True
+            return False
+        if kind == "mem":
+            if int(op["ns"]) in self.ns_ids:
+                self.ids.add(int(op["id"]))
+                return True
+            return False
+        if kind in ("forget", "evict"):
+            return int(op["id"]) in self.ids
+        if kind in ("link", "unlink"):
+            return int(op["src"]) in self.ids
+        return kind in ("base", "compact")
+
+
+def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None = None,
+                  since_seq: int | None = None) -> ExportInfo:
+    """Write the replay file for the store's retained history (see the module doc)."""
+    from ._snapshot import read_snapshot, snapshot_file
+
+    if namespaces is not None:
+        if isinstance(namespaces, str):
+            namespaces = [namespaces]
+        names = sorted(set(namespaces))
+        if not names:
+            raise InvalidInputError("namespaces must name at least one namespace")
+    else:
+        names = None
+    if since_seq is not None and (isinstance(since_seq, bool) or not isinstance(since_seq, int)
+                                  or since_seq < 0):
+        raise InvalidInputError(f"since_seq must be a non-negative int, got {since_seq!r}")
+    with engine.snapshot() as snap:
+        st = snap.state
+        log = engine.open_log(st)
+        base_seq = log.base_seq
+        if since_seq is not None:
+            if since_seq > st.seq:
+                raise InvalidInputError(f"since_seq {since_seq} is beyond the store's seq {st.seq}")
+            if since_seq < base_seq:
+                raise InvalidInputError(
+                    f"history before seq {base_seq} was compacted into a base snapshot; export "
+                    f"with since_seq >= {base_seq}, or without since_seq for the full state")
+        flt = None
+        if names is not None:
+            flt = _NsFilter({DEFAULT_NS_ID} if "default" in names else set(), set(names))
+        # base section (scanned with a filter even when not exported: it says which
+        # memory ids belong to the selected namespaces)
+        base = bytearray()
+        n_base = 0
+        if base_seq > 0 and (since_seq is None or flt is not None):
+            spath = snapshot_file(engine.path, base_seq)
+            _bseq, body = read_snapshot(spath)
+            for _o, _s, p in iter_frames(body, 0, len(body), path=spath):
+                if flt is not None:
+                    op = R.decode(p, "snapshot frame")
+                    if not flt.keep(op):
+                        continue
+                if since_seq is None:
+                    n_base += 1
+                    base += encode_frame(n_base, p)
+        # log section
+        start = base_seq if since_seq is None else since_seq
+        body_log = bytearray()
+        n_log, first, last = 0, None, start
+        data = log.read(FILE_HEADER, st.log_end)
+        renumber = flt is not None
+        for off, seq, payload in iter_frames(data, 0, len(data), path=log.path):
+            if flt is not None and not flt.keep(R.decode(payload, "log frame")):
+                continue
+            if seq <= start:
+                continue
+            n_log += 1
+            out_seq = (n_log if renumber else seq)
+            first = out_seq if first is None else first
+            last = out_seq
+            body_log += encode_frame(out_seq, payload) if renumber else data[off: off + 16 + len(payload)]
+        digest = state_digest(engine, snap, names)
+        header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+                  "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
+                  "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
+                  "first_seq": first, "last_seq": last if n_log else (base_seq if n_base else start),
+                  "renumbered": renumber}
+        hdr = R.encode(header)
+        trailer = encode_frame(0, R.encode({"op": "end", "digest": digest,
+                                            "frames": n_base + n_log}))
+        blob = _PREFIX.pack(REPLAY_MAGIC, len(base), len(body_log), len(hdr)) + hdr
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        for part in (blob, base, body_log, trailer):
+            os.write(fd, part)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return ExportInfo(path=os.fspath(path), frames=n_base + n_log, base_frames=n_base,
+                      first_seq=first, last_seq=header["last_seq"],
+                      bytes=len(blob) + len(base) + len(body_log) + len(trailer), digest=digest)
+
+
+# -- replay --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What ``replay`` did. ``complete`` is False when a non-strict replay stopped early
+    at ``stopped_at`` (byte offset) / ``stopped_frame`` (index) because of ``error``."""
+
+    applied: int
+    complete: bool
+    digest: str
+    source_digest: str | None
+    stopped_at: int | None = None
+    stopped_frame: int | None = None
+    error: str | None = None
+
+    @property
+    def digest_matches(self) -> bool:
+        return self.source_digest is not None and self.digest == self.source_digest
+
+
+@dataclass
+class _Parsed:
+    header: dict[str, Any]
+    base: list[tuple[int, bytes]]     # (offset, payload)
+    log: list[tuple[int, int, bytes]] # (offset, seq, payload)
+    trailer: dict[str, Any] | None
+    error: LogCorruptionError | None
+
+
+def _parse(path: str) -> _Parsed:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"replay file {path!r} does not exist") from exc
+    try:
+        size = os.fstat(fd).st_size
+        data: Any = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+    finally:
+        os.close(fd)
+    if size < _PREFIX.size:
+        raise LogCorruptionError(f"{path}: {size} bytes, shorter than the replay file header",
+                                 path=path, offset=0, frame=0)
+    magic, base_len, log_len, hdr_len = _PREFIX.unpack_from(data, 0)
+    if magic != REPLAY_MAGIC:
+        raise LogCorruptionError(f"{path}: not a mnemos-kv replay file (magic {bytes(magic)!r})",
+                                 path=path, offset=0, frame=0)
+    if _PREFIX.size + hdr_len > size:
+        raise LogCorruptionError(f"{path}: truncated inside its header", path=path, offset=_PREFIX.size,
+                                 frame=0)
+    header = R.decode(bytes(data[_PREFIX.size:_PREFIX.size + hdr_len]), "replay header")
+    if not isinstance(header, dict) or "version" not in header:
+        raise LogCorruptionError(f"{path}: malformed header", path=path, offset=_PREFIX.size, frame=0)
+    if header["version"] > REPLAY_VERSION or header.get("format_version", 0) > R.FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path}: replay file version {header['version']} (store format "
+            f"{header.get('format_version')}) is newer than this mnemos-kv reads "
+            f"({REPLAY_VERSION}/{R.FORMAT_VERSION}); upgrade mnemos-kv")
+    out = _Parsed(header, [], [], None, None)
+    off = _PREFIX.size + hdr_len
+    index = 0
+    sections = ((off, base_len, "base"), (off + base_len, log_len, "log"),
+                (off + base_len + log_len, None, "trailer"))
+    try:
+        for start, length, kind in sections:
+            if kind == "trailer":
+                end = size
+                if start >= size:
+                    raise LogCorruptionError(
+                        f"{path}: truncated: the end-of-file frame is missing at byte {start} "
+                        f"(frame {index})", path=path, offset=start, frame=index)
+            else:
+                end = min(start + length, size)
+            for f_off, seq, payload in iter_frames(data, start, end, path=path, first_index=index):
+                index += 1
+                if kind == "base":
+                    out.base.append((f_off, payload))
+                elif kind == "log":
+                    out.log.append((f_off, seq, payload))
+                else:
+                    op = R.decode(payload, "replay trailer")
+                    if op.get("op") != "end":
+                        raise LogCorruptionError(f"{path}: frame {index - 1} at byte {f_off} is not "
+                                                 "the end-of-file frame", path=path, offset=f_off,
+                                                 frame=index - 1)
+                    out.trailer = op
+            if kind != "trailer" and start + length > size:
+                raise LogCorruptionError(
+                    f"{path}: truncated at byte {size}: the {kind} section claims "
+                    f"{start + length - size} more bytes (frame {index})", path=path, offset=size,
+                    frame=index)
+        if out.trailer is not None and out.trailer.get("frames") != len(out.base) + len(out.log):
+            raise LogCorruptionError(f"{path}: the end frame counts {out.trailer.get('frames')} "
+                                     f"frames, the file holds {len(out.base) + len(out.log)}",
+                                     path=path, offset=size, frame=index)
+    except LogCorruptionError as exc:
+        out.error = exc
+    return out
+
+
+def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = False) -> ReplayResult:
+    """Apply a replay file to the store (see ``Mnemos.replay`` for the rules)."""
+    from ._compaction import compact_vectors
+
+    engine.check_writable()
+    parsed = _parse(os.fspath(path))
+    hdr = parsed.header
+    if hdr.get("embedder") != engine.embedder_name or hdr.get("dim") != engine.dim:
+        raise EmbedderMismatchError(
+            f"{path}: made with embedder {hdr.get('embedder')!r} (dim {hdr.get('dim')}); this "
+            f"store uses {engine.embedder_name!r} (dim {engine.dim})")
+    if parsed.error is not None and strict:
+        raise parsed.error
+    st = engine.read_state()
+    if resume:
+        if parsed.base or hdr.get("renumbered"):
+            raise ReplayError(f"{path}: resume needs an unfiltered export made with since_seq; this "
+                              "file holds a base snapshot or a namespace filter")
+        if hdr.get("since_seq") != st.seq:
+            raise ReplayError(f"{path}: continues from seq {hdr.get('since_seq')}, but this store is "
+                              f"at seq {st.seq}")
+    elif st.seq != 0 or st.live != 0 or st.next_id != 1:
+        raise ReplayError(f"store {engine.path!r} is not empty (seq {st.seq}); replay into a new "
+                          "store, or pass resume=True to continue a store from an incremental export")
+    filtered = bool(hdr.get("renumbered"))
+    applied = 0
+    # base section: restore in batches without logging, then checkpoint the target
+    if parsed.base:
+        ops = [R.decode(p, "snapshot frame") for _o, p in parsed.base]
+        for i in range(0, len(ops), BATCH):
+            engine.write([("op", op) for op in ops[i:i + BATCH]], log=False, allow_gaps=True)
+            applied += len(ops[i:i + BATCH])
+        if ops[-1].get("op") == "base":
+            _checkpoint_now(engine)
+    batch: list[dict[str, Any]] = []
+    last_seq = None
+
+    def flush() -> None:
+        nonlocal applied
+        if batch:
+            engine.write([("op", op) for op in batch], allow_gaps=filtered)
+            applied += len(batch)
+            got = engine.read_state().seq
+            if not filtered and got != last_seq:
+                raise ReplayError(f"replay diverged: after seq {last_seq} the store is at seq {got}")
+            batch.clear()
+
+    for _off, seq, payload in parsed.log:
+        op = R.decode(payload, "log frame")
+        if op.get("op") == "compact":
+            flush()
+            out = compact_vectors(engine)
+            applied += 1
+            if not filtered and out["seq"] != seq:
+                raise ReplayError(f"replay diverged: compaction at seq {out['seq']}, logged at {seq}")
+            continue
+        batch.append(op)
+        last_seq = seq
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    with engine.snapshot() as snap:
+        digest = state_digest(engine, snap, hdr.get("namespaces"))
+    err = parsed.error
+    source = parsed.trailer.get("digest") if parsed.trailer else None
+    if err is None and source is not None and digest != source:
+        raise ReplayError(f"replay of {path} finished but the state digest {digest[:16]}… differs "
+                          f"from the source's {source[:16]}…")
+    return ReplayResult(applied=applied, complete=err is None, digest=digest, source_digest=source,
+                        stopped_at=None if err is None else err.offset,
+                        stopped_frame=None if err is None else err.frame,
+                        error=None if err is None else str(err))
+
+
+def _checkpoint_now(engine: Engine) -> None:
+    """Snapshot the (just restored) state and start a new log segment after it."""
+    from ._snapshot import checkpoint, remove_superseded
+
+    holder: dict[str, int] = {}
+
+    def body(txn: Any) -> None:
+        st = engine._state_in(txn)
+        log = engine.open_log(st)
+        holder.update(seg=st.log_seg, base=log.base_seq)
+        matrix, _ = engine.vectors.view(st.gen, st.n_slots)
+        checkpoint(engine, txn, st, matrix)
+        txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
+
+    engine.env.write(body)
+    remove_superseded(engine.path, holder["seg"], holder["base"])
+    engine.open_log(engine.read_state())
+
+
+def iter_ops(path: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(section, seq, op) of every frame of a replay file, for inspection (strict)."""
+    parsed = _parse(path)
+    if parsed.error is not None:
+        raise parsed.error
+    for i, (_o, p) in enumerate(parsed.base, 1):
+        yield "base", i, R.decode(p, "snapshot frame")
+    for _o, seq, p in parsed.log:
+        yield "log", seq, R.decode(p, "log frame")

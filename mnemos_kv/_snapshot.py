@@ -1,0 +1,176 @@
+"""Base snapshots and checkpoints: how the replay log stays bounded.
+
+A *checkpoint* (taken by ``compact()``) writes the whole logical state at sequence
+number ``S`` as a *base snapshot* file ``base.S.msnap`` and starts a new log segment
+whose frames begin at ``S + 1``; older segments and snapshots are then removed. So the
+log holds only the operations since the last compaction, and an export is the base
+snapshot plus the retained frames.
+
+A base snapshot is a stream of ordinary log frames (local sequence numbers 1..m)
+holding synthetic ops that rebuild the state: ``ns`` ops (by namespace id), ``mem``
+ops (by memory id, with the stored vector), ``link`` ops (edge key order), and one
+final ``base`` op carrying the counters (``seq``, ``next_id``, ``next_ns``). The bytes
+depend only on the logical state, so two stores with the same history write the same
+snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any, Iterable, Iterator
+
+import lmdb
+import numpy as np
+
+from . import _records as R
+from . import _storage as S
+from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
+from .errors import CorruptionError
+
+SNAP_MAGIC = b"MNMSBAS1"
+_SNAP_HDR = struct.Struct("<8sQQ")  # magic, base seq, reserved
+
+
+def snapshot_file(root: str, seq: int) -> str:
+    return os.path.join(root, f"base.{seq:016d}.msnap")
+
+
+def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
+             ns_ids: set[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Synthetic ops that rebuild the state of ``txn`` (optionally only some namespaces)."""
+    db = engine.env.db
+    names: dict[int, str] = {}
+    for name, info in engine.namespaces(txn).items():
+        names[int(info["id"])] = name
+    for nid in sorted(names):
+        if nid != 0 and (ns_ids is None or nid in ns_ids):
+            yield {"op": "ns", "name": names[nid], "id": nid}
+    with txn.cursor(db=db("records")) as cur:
+        for _k, v in cur:
+            rec = R.Record.from_bytes(v)
+            if ns_ids is not None and rec.ns not in ns_ids:
+                continue
+            op = {"op": "mem", "id": rec.id, "ns": rec.ns, "text": rec.text, "meta": rec.metadata,
+                  "type": R.TYPE_CODES[rec.type], "ts": rec.ts,
+                  "vec": np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()}
+            if rec.key is not None:
+                op["key"] = rec.key
+            yield op
+    with txn.cursor(db=db("edges_out")) as cur:
+        for k, v in cur:
+            src = S.from_u64(k[:8])
+            if ns_ids is not None:
+                raw = txn.get(k[:8], db=db("records"))
+                if raw is None or R.Record.from_bytes(raw).ns not in ns_ids:
+                    continue
+            yield {"op": "link", "src": src, "dst": S.from_u64(k[8:16]),
+                   "rel": k[16:].decode(), "w": S.from_f64(v)}
+    yield {"op": "base", "seq": st.seq, "next_id": st.next_id, "next_ns": st.next_ns}
+
+
+def frames_of(ops: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Frame ops with local sequence numbers 1, 2, ..."""
+    for i, op in enumerate(ops, 1):
+        yield encode_frame(i, R.encode(op))
+
+
+def write_snapshot(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) -> str:
+    """Write ``base.<seq>.msnap`` for the state of ``txn``; durable and atomic (tmp + rename)."""
+    path = snapshot_file(engine.path, st.seq)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        buf = bytearray(_SNAP_HDR.pack(SNAP_MAGIC, st.seq, 0))
+        for frame in frames_of(base_ops(engine, txn, st, matrix)):
+            buf += frame
+            if len(buf) > 1 << 22:
+                os.write(fd, buf)
+                buf.clear()
+        os.write(fd, buf)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def read_snapshot(path: str) -> tuple[int, bytes]:
+    """The base seq and the frame bytes of a snapshot file (frames not yet verified)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise CorruptionError(f"missing base snapshot {path}") from exc
+    if len(data) < _SNAP_HDR.size:
+        raise CorruptionError(f"{path}: shorter than its header")
+    magic, seq, _ = _SNAP_HDR.unpack_from(data)
+    if magic != SNAP_MAGIC:
+        raise CorruptionError(f"{path}: not a base snapshot (magic {magic!r})")
+    return seq, data[_SNAP_HDR.size:]
+
+
+def snapshot_ops(path: str) -> Iterator[dict[str, Any]]:
+    """Decoded, verified ops of a snapshot file."""
+    _seq, body = read_snapshot(path)
+    for _off, _s, payload in iter_frames(body, 0, len(body), path=path):
+        yield R.decode(payload, "snapshot frame")
+
+
+def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) -> None:
+    """Inside a write transaction: snapshot the state at ``st.seq`` and start a new log
+    segment after it. The caller commits ``st``; then :func:`remove_stale` cleans up.
+
+    Crash rules: both new files are complete and synced before the commit that names
+    them; until that commit the old segment stays in force and the new files are
+    strays that the next checkpoint removes.
+    """
+    engine.vectors.sync()
+    write_snapshot(engine, txn, st, matrix)
+    seg = st.log_seg + 1
+    LogFile.create(engine.path, seg, st.seq)
+    st.log_seg = seg
+    st.log_end = FILE_HEADER
+    st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
+    S_fsync_dir(engine.path)
+
+
+def S_fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale(root: str, log_seg: int, base_seq: int) -> None:
+    """Remove strays: log segments, snapshots and temp files other than the ones in force.
+
+    Call only while holding the write lock (a concurrent checkpoint creates new files).
+    """
+    keep = {os.path.basename(log_file(root, log_seg))}
+    if base_seq:
+        keep.add(os.path.basename(snapshot_file(root, base_seq)))
+    for name in os.listdir(root):
+        stale = ((name.endswith(".tmp") and not name.startswith("data"))
+                 or (name.startswith("log.") and name.endswith(".mlog"))
+                 or (name.startswith("base.") and name.endswith(".msnap")))
+        if stale and name not in keep:
+            _unlink(os.path.join(root, name))
+
+
+def remove_superseded(root: str, old_seg: int, old_base_seq: int) -> None:
+    """After a checkpoint's commit: remove exactly the segment and snapshot it replaced.
+
+    Names only grow, so no other process can be creating these files now.
+    """
+    _unlink(log_file(root, old_seg))
+    if old_base_seq:
+        _unlink(snapshot_file(root, old_base_seq))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
