@@ -72,13 +72,13 @@ class Snapshot:
 
 
 class Ref(NamedTuple):
-    """In a ``("bind", request)`` request: the result of request ``index`` of the same write.
+    """In a ``("bind", request)`` request: the result of request ``item`` of the same write.
 
     ``db.batch()`` uses it to name a memory remembered earlier in the same transaction,
     whose id is only assigned inside the transaction.
     """
 
-    index: int
+    item: int
 
 
 @dataclass
@@ -528,7 +528,7 @@ class Engine:
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
         if kind == "bind":
-            bound = tuple(ctx.results[x.index] if isinstance(x, Ref) else x for x in req[1])
+            bound = tuple(ctx.results[x.item] if isinstance(x, Ref) else x for x in req[1])
             return self._resolve(ctx, bound)
         raise InvalidInputError(f"unknown request {kind!r}")
 
