@@ -200,11 +200,15 @@ class Environment:
     # -- the transaction gate ---------------------------------------------------
 
     def _enter(self) -> None:
+        mine = getattr(self._mine, "n", 0)
         with self._gate:
-            while self._resizing:
+            # A thread that already holds a transaction must not wait for a resize: the
+            # resize is waiting for that transaction (nested reads, e.g. get_vector
+            # inside a memories() loop, pass; the map cannot change while they run).
+            while self._resizing and not mine:
                 self._gate.wait()
             self._active += 1
-        self._mine.n = getattr(self._mine, "n", 0) + 1
+        self._mine.n = mine + 1
 
     def _leave(self) -> None:
         self._mine.n -= 1

@@ -157,3 +157,41 @@ def test_reading_an_older_log_segment_leaves_the_writers_log_alone(store_path: s
         assert eng.open_log(eng.read_state()) is current
         db.remember("after the checkpoint")
         assert db.verify().ok
+
+
+def test_nested_reads_in_a_thread_do_not_stall_a_map_growth(store_path: str, monkeypatch) -> None:
+    """One thread iterates memories() with a read per item; another fills the map."""
+    monkeypatch.setattr(_storage, "RESIZE_WAIT_S", 10.0)
+    db = Mnemos.open(store_path, map_size=1 << 20)
+    ids = db.remember_many([f"seed memory {i}" for i in range(300)])
+    errors: list[BaseException] = []
+    started, stop = threading.Event(), threading.Event()
+
+    def iterate() -> None:
+        try:
+            while not stop.is_set():
+                for m in db.memories():
+                    started.set()
+                    db.get_vector(m.id)  # a nested read transaction
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=iterate)
+    t.start()
+    started.wait(10)
+    big = " ".join(f"filler{j}" for j in range(12_000))
+    import time
+    t0 = time.monotonic()
+    try:
+        for i in range(30):
+            db.remember(f"{i} {big}")
+    finally:
+        stop.set()
+    t.join(60)
+    try:
+        assert errors == []
+        assert time.monotonic() - t0 < 8  # no stall waiting for the iterating thread
+        assert db._engine.env.map_size() > 1 << 20
+        assert db.count() == len(ids) + 30
+    finally:
+        db.close()
