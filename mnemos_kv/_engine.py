@@ -419,7 +419,7 @@ class Engine:
 
     def _mark_synced(self, st: State) -> None:
         """fdatasync the vector and slot files; record that they hold everything up to now."""
-        self.vectors.sync()
+        self.vectors.sync(st.gen)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
 
     def _recover_vectors(self, txn: lmdb.Transaction, st: State) -> None:

@@ -155,7 +155,14 @@ def test_reading_an_older_log_segment_leaves_the_writers_log_alone(store_path: s
         assert old is not current and old.segment == old_state.log_seg
         assert eng.log is current
         assert eng.open_log(eng.read_state()) is current
+        # likewise the vector files: the old generation is still mapped for its readers,
+        # and reading it does not move the writers' generation (what sync() flushes)
+        new_state = eng.read_state()
+        mat, _ = eng.vectors.view(old_state.gen, old_state.n_slots)
+        assert mat.shape[0] == old_state.n_slots
+        assert eng.vectors.gen == new_state.gen
         db.remember("after the checkpoint")
+        assert eng.vectors.gen == new_state.gen
         assert db.verify().ok
 
 
