@@ -38,9 +38,10 @@ def _emb() -> PrecomputedEmbedder:
     return PrecomputedEmbedder(POOL, DIM)
 
 
-def _spawn(*args: str) -> subprocess.Popen:
+def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, os.path.join(HERE, "concurrency_bench.py"), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+                            env=None if env is None else {**os.environ, **env})
 
 
 def _ask(proc: subprocess.Popen, line: str) -> Any:
@@ -102,6 +103,30 @@ def role_writer(path: str, idx: int, durability: str, mode: str, seconds: float,
     print(json.dumps({"n": n, "s": dt}), flush=True)
 
 
+def role_control(path: str, kind: str) -> None:
+    """Load without mnemos-kv, until stdin closes: ``fsync`` does a durable write's I/O
+    (three 2 KiB appends, each fdatasync'ed) in a loop; ``cpu`` burns a core."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print(json.dumps({"ready": True}), flush=True)
+    n, t0 = 0, time.perf_counter()
+    if kind == "fsync":
+        fds = [os.open(f"{path}.control{i}", os.O_RDWR | os.O_CREAT, 0o644) for i in range(3)]
+        off = 0
+        while not stop.is_set():
+            for fd in fds:
+                os.pwrite(fd, b"x" * 2048, off)
+                os.fdatasync(fd)
+            off += 2048
+            n += 1
+        for fd in fds:
+            os.close(fd)
+    else:
+        while not stop.is_set():
+            n += 1
+    print(json.dumps({"n": n if kind == "fsync" else 0, "s": time.perf_counter() - t0}), flush=True)
+
+
 # -- the parent ----------------------------------------------------------------------------
 
 
@@ -131,21 +156,41 @@ def _measure(rs: list[subprocess.Popen], seconds: float) -> list[dict[str, Any]]
     return [json.loads(r.stdout.readline()) for r in rs]  # type: ignore[union-attr]
 
 
-def reader_phases(root: str, n: int, phase_s: float, readers: int, rounds: int) -> list[dict[str, Any]]:
-    """Rounds of (idle, 1 writer, 2 writers); latencies pooled per phase over the rounds."""
+#: (label, writer processes as (durability), control processes as (kind))
+PHASES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("idle", (), ()),
+    ("1 writer", ("full",), ()),
+    ("2 writers", ("full", "full"), ()),
+    ("2 writers, fast mode", ("fast", "fast"), ()),
+    ("control: 1 fsync loop, no mnemos", (), ("fsync",)),
+    ("control: 1 CPU burner, no mnemos", (), ("cpu",)),
+)
+
+
+def reader_phases(root: str, n: int, phase_s: float, readers: int, rounds: int,
+                  blas_threads: int) -> list[dict[str, Any]]:
+    """Rounds of the phases; latencies pooled per phase over the rounds."""
     path = os.path.join(root, "readers.mem")
     build_store(path, n)
-    rs = [_spawn("--role", "reader", "--path", path, "--seed", str(17 * i)) for i in range(readers)]
+    env = None
+    if blas_threads:
+        env = {v: str(blas_threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                              "MKL_NUM_THREADS")}
+    rs = [_spawn("--role", "reader", "--path", path, "--seed", str(17 * i), env=env)
+          for i in range(readers)]
     for r in rs:
         assert json.loads(r.stdout.readline())["ready"]  # type: ignore[union-attr]
-    phases = (("idle", 0), ("1 writer", 1), ("2 writers", 2))
-    pooled: dict[str, dict[str, Any]] = {p: {"lat": [], "writes": 0.0, "slots": 0} for p, _ in phases}
+    pooled: dict[str, dict[str, Any]] = {p: {"lat": [], "writes": 0.0, "slots": 0} for p, _, _ in PHASES}
     for _round in range(rounds):
-        for label, n_writers in phases:
+        for label, writers, controls in PHASES:
             ws = []
-            for i in range(n_writers):
+            for i, durability in enumerate(writers):
                 w = _spawn("--role", "writer", "--path", path, "--idx", str(i), "--durability",
-                           "full", "--mode", "single", "--seconds", "0", "--first", str(n))
+                           durability, "--mode", "single", "--seconds", "0", "--first", str(n))
+                assert json.loads(w.stdout.readline())["ready"]  # type: ignore[union-attr]
+                ws.append(w)
+            for kind in controls:
+                w = _spawn("--role", "control", "--path", path, "--mode", kind)
                 assert json.loads(w.stdout.readline())["ready"]  # type: ignore[union-attr]
                 ws.append(w)
             if ws:
@@ -158,7 +203,7 @@ def reader_phases(root: str, n: int, phase_s: float, readers: int, rounds: int) 
                 w.wait()
             pooled[label]["lat"].extend(x for r in res for x in r["lat"])
             pooled[label]["slots"] = max(pooled[label]["slots"], *(r["slots"] for r in res))
-            if ws:
+            if writers:
                 _reset(path)
                 _measure(rs, 0.3)  # the readers move to the compacted generation (discarded)
     for r in rs:
@@ -206,6 +251,9 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=1)
     ap.add_argument("--phase-s", type=float, default=1.5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--blas-threads", type=int, default=0,
+                    help="BLAS threads in reader processes (0: numpy's default)")
+    ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--tp-s", type=float, default=1.5)
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
@@ -213,27 +261,35 @@ def main() -> None:
         return role_reader(args.path, args.seed)
     if args.role == "writer":
         return role_writer(args.path, args.idx, args.durability, args.mode, args.seconds, args.first)
-    t0 = time.perf_counter()
+    if args.role == "control":
+        return role_control(args.path, args.mode)
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
 
     root = tempfile.mkdtemp(prefix="mnemos-cbench-", dir=os.environ.get("BENCH_DIR"))
     try:
-        phases = reader_phases(root, args.n, args.phase_s, args.readers, args.rounds)
-        tput = throughput(root, args.tp_s)
+        phases = reader_phases(root, args.n, args.phase_s, args.readers, args.rounds,
+                               args.blas_threads)
+        tput = [] if args.no_throughput else throughput(root, args.tp_s)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     idle = phases[0]["p99"]
-    print(f"Readers under load: {args.readers} reader process(es) asking top-10 in a loop over "
-          f"{args.n:,} memories (dim {DIM}); writers remember flat out (durability full); "
-          f"{args.rounds} rounds of the three phases, {args.phase_s} s each, latencies pooled; the "
-          f"store is reset (forget + compact) after each loaded phase; {os.cpu_count()} CPUs.\n")
+    blas = f"{args.blas_threads} BLAS thread(s)" if args.blas_threads else "numpy's default BLAS threads"
+    print(f"Readers under load: {args.readers} reader process(es) ({blas}) asking top-10 in a "
+          f"loop over {args.n:,} memories (dim {DIM}); writers remember flat out; {args.rounds} "
+          f"rounds of the phases, {args.phase_s} s each, latencies pooled; the store is reset "
+          f"(forget + compact) after each phase with writers; {os.cpu_count()} CPUs; load average "
+          f"before: {load0:.2f}.\n")
     print(table(["phase", "asks", "ask p50 ms", "ask p99 ms", "p99 / idle p99", "writes/s", "max slots"],
                 [[p["phase"], p["asks"], f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{p['p99'] / idle:.2f}x",
                   f"{p['writes_per_s']:,.0f}", f"{p['slots']:,}"] for p in phases]))
-    print("\ntarget: reader p99 under load within 2x of idle\n")
-    print(f"Ingest throughput: fresh store per row, {args.tp_s} s per writer process.\n")
-    print(table(["durability", "calls", "writer procs", "memories/s (all procs)"],
-                [[t["durability"], "remember" if t["mode"] == "single" else "batch of 100",
-                  t["procs"], f"{t['per_s']:,.0f}"] for t in tput]))
+    print("\ntarget: reader p99 under load within 2x of idle. The control rows load the machine "
+          "without mnemos-kv (no shared lock, no shared file): what they cost the reader is the "
+          "machine's, not the store's.\n")
+    if tput:
+        print(f"Ingest throughput: fresh store per row, {args.tp_s} s per writer process.\n")
+        print(table(["durability", "calls", "writer procs", "memories/s (all procs)"],
+                    [[t["durability"], "remember" if t["mode"] == "single" else "batch of 100",
+                      t["procs"], f"{t['per_s']:,.0f}"] for t in tput]))
     print(f"\n(benchmark took {time.perf_counter() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
