@@ -9,20 +9,21 @@
 
 from ._model import Edge, Memory
 from .embedders import Embedder, HashingEmbedder, from_callable
-from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
+from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
                      NotAStoreError, ReadOnlyError, ReplayError, StorageError, StoreError)
+from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Mnemos", "Namespace", "Memory", "Edge", "MemoryId",
-    "Embedder", "HashingEmbedder", "from_callable",
+    "Embedder", "HashingEmbedder", "from_callable", "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
-    "ReadOnlyError", "ReplayError", "ClosedError", "CorruptionError", "LogCorruptionError",
+    "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError", "LogCorruptionError",
     "StorageError", "MapFullError", "DiskFullError",
     "__version__",
 ]
