@@ -29,7 +29,7 @@ every eviction. The evict op carries ``x``, ``t_ref`` and the limit, and the las
 
 Sub-database ``capacity`` keys::
 
-    b"L"                      limits: CBOR {"store": lim?, "ns": {nid: lim}}, lim = {"max_entries": n?, "max_bytes": n?}
+    b"L"                      limits: CBOR {"store": lim?, "ns": {"<nid>": lim}}, lim = {"max_entries": n?, "max_bytes": n?}
     b"C" + u32(ns)            evicted count of a namespace (u64)
     b"P" + u32(ns) + u64(id)  a pinned memory (value b"")
     b"E" + u64(seq)           eviction note (CBOR), b"I" + u64(id) -> u64(seq), b"n" -> u64 notes kept
@@ -202,7 +202,7 @@ def _apply_capacity(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
     if new["store"]:
         enc["store"] = new["store"]
     if new["ns"]:
-        enc["ns"] = new["ns"]
+        enc["ns"] = {str(n): v for n, v in new["ns"].items()}  # CBOR map keys are strings
     if enc:
         txn.put(_LIMITS, R.encode(enc), db=_db(engine))
     else:
@@ -222,8 +222,8 @@ def _apply_pin(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
 
 
 def _apply_evicted(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
-    """``{"op": "evicted", "counts": {nid: n}}``: a base snapshot restoring the counters."""
-    for nid, n in sorted(op["counts"].items()):
+    """``{"op": "evicted", "counts": [[nid, n], ...]}``: a base snapshot restoring the counters."""
+    for nid, n in op["counts"]:
         ctx.txn.put(b"C" + S.u32(int(nid)), S.u64(int(n)), db=_db(engine))
 
 
@@ -435,7 +435,8 @@ def base_ops(engine: "Engine", txn: lmdb.Transaction, ns_ids: set[int] | None
     for nid in sorted(lims["ns"]):
         if ns_ids is None or nid in ns_ids:
             yield {"op": "capacity", "ns": nid, **lims["ns"][nid]}
-    counts = {n: c for n, c in evicted_counts(engine, txn).items() if ns_ids is None or n in ns_ids}
+    counts = [[n, c] for n, c in sorted(evicted_counts(engine, txn).items())
+              if ns_ids is None or n in ns_ids]
     if counts:
         yield {"op": "evicted", "counts": counts}
 
@@ -467,12 +468,15 @@ def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int
             confined: bool) -> dict[str, Any]:
     """Why memory ``mid`` was evicted, or where it stands now (see ``explain_eviction``)."""
     txn, st = snap.txn, snap.state
-    rec = engine.record(txn, mid) if nid is not None or not confined else None
+    where = f" in namespace {ns_name!r}" if confined else ""
+    rec = engine.record(txn, mid)
     if rec is not None and confined and rec.ns != nid:
-        rec = None
+        raise MemoryNotFoundError(f"no memory with id {mid}{where}")
     if rec is None:
         info = note(engine, txn, mid)
-        if info is not None and (not confined or info["ns"] == nid):
+        if info is not None and confined and info["ns"] != nid:
+            raise MemoryNotFoundError(f"no memory with id {mid}{where}")
+        if info is not None:
             tcode = R.TYPE_CODES[info["type"]]
             hl = float(_HL_US[tcode])
             x = float(info["x"])
@@ -493,7 +497,6 @@ def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int
             return {"id": mid, "status": "gone",
                     "reason": "not live, and no eviction note: forgotten, merged or summarized, or "
                               f"evicted before the last {NOTES_MAX} evictions or a replay"}
-        where = f" in namespace {ns_name!r}" if confined else ""
         raise MemoryNotFoundError(f"no memory with id {mid}{where}")
     lims = limits(engine, txn)
     pinned = is_pinned(engine, txn, rec.ns, mid)

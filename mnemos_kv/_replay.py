@@ -120,7 +120,7 @@ class _NsFilter:
         if kind == "capacity":
             return op.get("ns") is not None and int(op["ns"]) in self.ns_ids
         if kind == "evicted":
-            op["counts"] = {n: c for n, c in op["counts"].items() if int(n) in self.ns_ids}
+            op["counts"] = [[n, c] for n, c in op["counts"] if int(n) in self.ns_ids]
             return bool(op["counts"])
         return kind in ("base", "compact")
 

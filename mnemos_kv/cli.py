@@ -91,6 +91,10 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _limit(lim: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((lim or {}).items()) if v is not None)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with Mnemos.open(args.path, readonly=True) as db:
         st = db.stats()
@@ -102,9 +106,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"embedder        {st['embedder']['name']} (dim {st['embedder']['dim']})")
     print(f"memories        {st['total']} live, {st['slots']} slots, generation {st['generation']}")
     print(f"log             segment {st['log']['segment']}, {st['log']['bytes']} bytes, seq {st['seq']}")
-    print("namespaces")
+    cap = st["capacity"]
+    print(f"evicted         {st['evicted']} by capacity limits"
+          + (f"; store limit {_limit(cap['limit'])}" if cap["limit"] else ""))
+    print("namespaces      (live, evicted, limit)")
     for name, info in st["namespaces"].items():
-        print(f"  {name:<24} {info['count']:>10}")
+        c = cap["namespaces"].get(name, {})
+        lim = _limit(c.get("limit")) if c.get("limit") else "-"
+        print(f"  {name:<24} {info['count']:>10} {c.get('evicted', 0):>8}  {lim}")
     print("files")
     for name, info in st["files"].items():
         print(f"  {name:<24} {_human(info['bytes']):>10}  ({_human(info['disk_bytes'])} on disk)")
