@@ -87,13 +87,14 @@ def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], 
 
 
 def rewrite(env: S.Environment, progress: Progress | None = None,
-            timeout: float = QUIESCE_TIMEOUT) -> tuple[bool, str]:
+            timeout: float | None = None) -> tuple[bool, str]:
     """Rewrite ``data.mdb`` compactly when no other process has the store open.
 
     Returns (rewritten, note): the note says the bytes before/after, or why the file
     was left for a later compaction.
     """
     root = env.path
+    timeout = QUIESCE_TIMEOUT if timeout is None else timeout
     with _openlock.exclusive(root, env.open_lock_fd) as why:
         if why is not None:
             return False, f"LMDB file left for a later compaction: {why}"
