@@ -523,3 +523,53 @@ def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int
                        f"retention 2^-(age/half-life) = {2.0 ** -x:.6g} (age {_days(rank.t_ref - rec.ts)} "
                        f"before the newest memory of its namespace, {rec.type} half-life {_days(hl)})"
                        + ("" if scopes else "; no capacity limit applies"))}
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+def verify(engine: "Engine", snap: Any, rep: Any) -> None:
+    """Check pins, byte counters and limits against the records (adds to a VerifyReport)."""
+    txn, st = snap.txn, snap.state
+    per_ns: dict[int, int] = {}
+    count: dict[int, int] = {}
+    with txn.cursor(db=engine.env.db("records")) as cur:
+        for _k, v in cur:
+            try:
+                rec = R.Record.from_bytes(v)
+            except CorruptionError:
+                continue  # reported by the record check
+            count[rec.ns] = count.get(rec.ns, 0) + 1
+            if st.usage:
+                per_ns[rec.ns] = per_ns.get(rec.ns, 0) + entry_bytes(rec.text, rec.metadata,
+                                                                     rec.key, engine.dim)
+    n_pins = 0
+    with txn.cursor(db=_db(engine)) as cur:
+        if cur.set_range(b"P"):
+            for k in cur.iternext(values=False):
+                if not k.startswith(b"P"):
+                    break
+                n_pins += 1
+                ns, mid = S.from_u32(k[1:5]), S.from_u64(k[5:13])
+                rec = engine.record(txn, mid)
+                if rec is None or rec.ns != ns:
+                    rep.add(f"pin of memory {mid} (namespace id {ns}) has no live memory")
+    rep.checked["pins"] = n_pins
+    nss = engine.namespaces(txn)
+    if st.usage:
+        if sum(per_ns.values()) != st.live_bytes:
+            rep.add(f"state says {st.live_bytes} live bytes, records hold {sum(per_ns.values())}")
+        for name, info in nss.items():
+            got = per_ns.get(int(info["id"]), 0)
+            if int(info.get("bytes", 0)) != got:
+                rep.add(f"namespace {name!r}: bytes say {info.get('bytes', 0)}, records hold {got}")
+    lims = limits(engine, txn)
+    scopes = [(None, lims["store"], st.live, st.live_bytes)] if lims["store"] else []
+    for name, info in nss.items():
+        nid = int(info["id"])
+        if nid in lims["ns"]:
+            scopes.append((nid, lims["ns"][nid], count.get(nid, 0), per_ns.get(nid, 0)))
+    for nid, lim, n, b in scopes:
+        me, mb = lim.get("max_entries"), lim.get("max_bytes")
+        if (me is not None and n > me) or (mb is not None and st.usage and b > mb):
+            rep.add(f"{_scope_name(engine, txn, nid)} holds {n} memories ({b} bytes), over its "
+                    f"limit max_entries={me}, max_bytes={mb}")

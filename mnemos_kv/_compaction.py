@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Any, Callable
 
@@ -57,9 +58,11 @@ def file_usage(root: str) -> dict[str, dict[str, int]]:
     """Per file of the store: apparent ``bytes`` and ``disk_bytes`` (allocated blocks)."""
     out = {}
     for name in sorted(os.listdir(root)):
-        p = os.path.join(root, name)
-        if os.path.isfile(p):
-            st = os.stat(p)
+        try:
+            st = os.stat(os.path.join(root, name))
+        except FileNotFoundError:  # removed meanwhile (another process compacting)
+            continue
+        if stat.S_ISREG(st.st_mode):
             out[name] = {"bytes": st.st_size, "disk_bytes": st.st_blocks * 512}
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -290,12 +291,22 @@ class Engine:
     # -- the write path ------------------------------------------------------------------------
 
     def open_log(self, st: State) -> LogFile:
-        """The log segment ``st`` names, reopened when a checkpoint moved to a new one."""
+        """The log segment ``st`` names, reopened when a checkpoint moved to a new one.
+
+        A reader holding an older snapshot gets its own read-only handle of the older
+        segment (closed when dropped): the writer's handle never moves backwards.
+        :raises LogGone: that older segment was already removed by a compaction.
+        """
         with self._ns_lock:
-            if self.log.segment != st.log_seg:
-                fresh = LogFile(self.path, st.log_seg, self.readonly)
-                old, self.log = self.log, fresh
-                old.close()
+            if self.log.segment == st.log_seg:
+                return self.log
+            if st.log_seg < self.log.segment:
+                older = LogFile(self.path, st.log_seg, True)
+                weakref.finalize(older, older.close)
+                return older
+            fresh = LogFile(self.path, st.log_seg, self.readonly)
+            old, self.log = self.log, fresh
+            old.close()
             return self.log
 
     def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,

@@ -127,7 +127,23 @@ class _NsFilter:
 
 def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None = None,
                   since_seq: int | None = None) -> ExportInfo:
-    """Write the replay file for the store's retained history (see the module doc)."""
+    """Write the replay file for the store's retained history (see the module doc).
+
+    When a compaction in another process removes the log files of the snapshot being
+    exported, the export starts again on a newer snapshot.
+    """
+    from ._log import LogGone
+    for attempt in range(5):
+        try:
+            return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq)
+        except LogGone:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
+                 since_seq: int | None) -> ExportInfo:
     from ._snapshot import read_snapshot, snapshot_file
 
     if namespaces is not None:

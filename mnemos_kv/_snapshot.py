@@ -28,7 +28,7 @@ import numpy as np
 from . import _capacity
 from . import _records as R
 from . import _storage as S
-from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
+from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_frames, log_file
 from .errors import CorruptionError
 
 SNAP_MAGIC = b"MNMSBAS1"
@@ -108,7 +108,7 @@ def read_snapshot(path: str) -> tuple[int, bytes]:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as exc:
-        raise CorruptionError(f"missing base snapshot {path}") from exc
+        raise LogGone(f"missing base snapshot {path}") from exc
     if len(data) < _SNAP_HDR.size:
         raise CorruptionError(f"{path}: shorter than its header")
     magic, seq, _ = _SNAP_HDR.unpack_from(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -565,9 +566,11 @@ class Mnemos(_Handle):
             known = bool(st.usage)
             files = {}
             for name in sorted(os.listdir(eng.path)):
-                p = os.path.join(eng.path, name)
-                if os.path.isfile(p):
-                    s = os.stat(p)
+                try:  # a compaction in another process may remove files meanwhile
+                    s = os.stat(os.path.join(eng.path, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(s.st_mode):
                     files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
             return {
                 "path": eng.path,
