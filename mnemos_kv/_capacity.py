@@ -93,13 +93,12 @@ def limits(engine: "Engine", txn: lmdb.Transaction) -> dict[str, Any]:
     raw = txn.get(_LIMITS, db=_db(engine))
     if raw is None:
         return {"store": None, "ns": {}}
-    cache = engine.__dict__.setdefault("_cap_cache", {})
-    hit = cache.get("raw")
-    if hit is not None and hit == raw:
-        return cache["val"]
+    hit = engine.__dict__.get("_cap_cache")  # (raw, decoded), replaced as one tuple
+    if hit is not None and hit[0] == raw:
+        return hit[1]
     val = R.decode(raw, "capacity limits")
     val = {"store": val.get("store"), "ns": {int(k): v for k, v in val.get("ns", {}).items()}}
-    cache["raw"], cache["val"] = raw, val
+    engine.__dict__["_cap_cache"] = (raw, val)
     return val
 
 

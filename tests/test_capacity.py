@@ -325,3 +325,13 @@ def test_replay_reproduces_evictions(tmp_path) -> None:
     with Mnemos.open(str(tmp_path / "dst-a.mem")) as dst:
         dst.replay(str(tmp_path / "a.log"))
         assert dst.state_digest(["a"]) == want_a
+
+
+def test_eviction_notes_are_bounded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(_capacity, "NOTES_MAX", 3)
+    with Mnemos.open(str(tmp_path / "s.mem"), clock=Clock()) as db:
+        ids = [db.remember(f"n {i}", timestamp=T0 + i) for i in range(7)]
+        db.set_capacity(2)  # evicts ids[0..4]; notes kept for the last 3 evictions
+        assert [db.explain_eviction(i)["status"] for i in ids] == \
+            ["gone", "gone", "evicted", "evicted", "evicted", "live", "live"]
+        assert db.stats()["evicted"] == 5 and db.verify().ok
