@@ -185,9 +185,11 @@ READER = EMBEDDER_SRC + textwrap.dedent("""
             q = text_of(stable[it % len(stable)][1])
             qv = emb.embed([q])[0]
             qv /= np.linalg.norm(qv)
-            for h in db.ask(q, top_k=5):
-                if abs(float(np.dot(db.get_vector(h.id), qv)) - h.score) > 1e-4:
-                    errors.append(f"score of {h.id} does not match its vector")
+            for h in db.ask(q, top_k=5):  # one snapshot: text and score must agree
+                hv = emb.embed([h.text])[0]
+                hv /= np.linalg.norm(hv)
+                if abs(float(np.dot(hv, qv)) - h.score) > 1e-4:
+                    errors.append(f"score of {h.id} does not match its text's vector")
             written.append(db.remember(f"reader note {it}"))
             if db.get(written[-1]).text != f"reader note {it}":
                 errors.append("own write not readable")
@@ -218,13 +220,13 @@ def test_compaction_under_a_concurrent_reader_and_writer_process(tmp_path) -> No
             for round_ in range(4):
                 db.forget_many(doomed[round_ * 100:(round_ + 1) * 100])
                 out = db.compact()
-                assert not out["lmdb_compacted"] and "other processes" in out["lmdb_note"]
+                assert not out["lmdb_compacted"] and "other processes" in out["lmdb_note"], out
                 time.sleep(0.15)
             open(stop, "w").close()
             res, err = child.communicate(timeout=120)
             assert child.returncode == 0, err
             report = json.loads(res.strip().splitlines()[-1])
-            assert report["errors"] == [] and report["missing"] == []
+            assert report["errors"] == [] and report["missing"] == [], (report, err)
             assert len(report["generations"]) >= 2, report  # it moved to new generations
             assert db.verify().ok
             out = db.compact()  # the other process is gone: the LMDB file is rewritten too
