@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import lmdb
 import numpy as np
 
+from . import _lexical_index
 from . import _records as R
 from . import _storage as S
 from ._log import LogFile, encode_frame
@@ -101,6 +102,8 @@ class Engine:
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
             fmt = self._load_or_create(embedder)
+            if not readonly:
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
@@ -407,6 +410,10 @@ class Engine:
             return self.apply_op(ctx, {"op": "forget", "id": mid})
         if kind == "connect":
             _, ns, src, dst, rel, w = req
+            # ("ref", i): the id returned by request i of this same write (e.g. a chunk
+            # remembered earlier in the batch), so one transaction can add and link
+            src = ctx.results[src[1]] if isinstance(src, tuple) else src
+            dst = ctx.results[dst[1]] if isinstance(dst, tuple) else dst
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "link", "src": src, "dst": dst, "rel": rel, "w": w})
@@ -457,6 +464,7 @@ class Engine:
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
+            _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
             st.next_id += 1
             st.n_slots += 1
             st.live += 1
@@ -472,6 +480,7 @@ class Engine:
             txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
+            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             self._drop_edges(txn, mid)
             ctx.dead.append((rec.slot, seq))
             st.live -= 1
