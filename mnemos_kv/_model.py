@@ -42,3 +42,16 @@ class Edge:
     dst: int
     relation: str
     weight: float
+
+
+@dataclass(frozen=True)
+class Document:
+    """What ``ingest_document`` stored: the document memory and its chunks, in order.
+
+    ``changed`` is False when the same document was already stored (nothing written).
+    """
+
+    doc_id: str
+    id: int
+    chunk_ids: tuple[int, ...]
+    changed: bool = True

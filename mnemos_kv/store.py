@@ -18,7 +18,7 @@ import numpy as np
 from . import _records as R
 from . import _retrieval
 from ._engine import DEFAULT_NS, Engine, Snapshot
-from ._model import Edge, Memory
+from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import check_vectors, embed_checked, resolve
@@ -157,6 +157,24 @@ class _Handle:
             for j, i in enumerate(to_embed):
                 prepared[i][7] = vecs[j]
         return eng.write([tuple(p) for p in prepared])
+
+    def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
+                        doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+                        unit: str = "words", type: str = "semantic", timestamp: Any = None,
+                        progress: bool | None = None) -> Document:
+        """Chunk ``text`` into fixed windows and store them, linked, in one transaction.
+
+        Windows of ``chunk_size`` units (``"words"`` or ``"chars"``) overlapping by
+        ``overlap``. Chunk ``i`` gets the key ``f"{doc_id}#{i}"``; the document itself is
+        a memory with the key ``doc_id`` (default: derived from the text's SHA-256);
+        chunks are linked ``next`` to the following chunk and ``part_of`` to the
+        document. Ingesting the same document again writes nothing; a changed one
+        replaces its old chunks. ``progress`` shows a tqdm bar while embedding (None:
+        only for long documents on a terminal, when tqdm is installed).
+        """
+        from ._chunking import ingest
+        return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
+                      unit=unit, type_=type, timestamp=timestamp, progress=progress)
 
     def forget(self, id: MemoryId) -> None:
         """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
