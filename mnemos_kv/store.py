@@ -355,7 +355,8 @@ class _Handle:
                 vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name),
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
-                accept=accept, explain=bool(explain))
+                accept=accept, explain=bool(explain),
+                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT)
             out = []
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)

@@ -22,7 +22,7 @@ def test_missing_extra_raises_a_clear_error(monkeypatch) -> None:
 
 
 def test_fusion_weight_follows_the_embedder() -> None:
-    assert _retrieval.vector_weight_for(HashingEmbedder(), "mnemos-hash-v1") == 0.2
+    assert _retrieval.vector_weight_for(HashingEmbedder(), "mnemos-hash-v1") == 0.15
 
     class Own:
         name, dim, vector_weight = "own", 3, 0.9
