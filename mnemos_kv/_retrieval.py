@@ -241,23 +241,33 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     n = snap.state.n_slots
     if n == 0 or not q.ns_ids:
         return []
-    mask = candidate_mask(snap, q.ns_ids)
-    if q.type_codes is not None:
-        mask &= np.isin(snap.slots["type"], np.asarray(q.type_codes, dtype=np.uint8))
-    if q.since_us is not None or q.until_us is not None:
-        mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
-    selected = int(np.count_nonzero(mask))
+    view = _timeorder.for_engine(engine).view(snap)
+    # slots of the asked namespaces (when the cache is exactly this snapshot's)
+    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
+        if view.n == n else -1
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None
+    mask: np.ndarray | None = None  # None: every slot is a candidate
+    if filtered or ns_total != n or snap.state.live != n:
+        mask = candidate_mask(snap, q.ns_ids)
+        if q.type_codes is not None:
+            mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
+        if q.since_us is not None or q.until_us is not None:
+            mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
+        selected = int(np.count_nonzero(mask))
+    else:
+        selected = n
     if selected == 0:
         return []
+    closed = selected == ns_total  # every slot of the asked namespaces is a candidate
     if selected >= n * GATHER_FRACTION:
         rows, cos = None, snap.matrix @ q.vector
         valid = mask if selected < n else None
     else:
+        assert mask is not None
         rows = np.flatnonzero(mask)
         cos, valid = snap.matrix[rows] @ q.vector, None
     m = cos.shape[0]
-    w_vec = np.float32(q.vector_weight)
-    vec = _normalise(cos, valid) * w_vec
+    vec = _normalise(cos, valid) * np.float32(q.vector_weight)
 
     # lexical: BM25 over the postings of the asked namespaces, scattered onto the rows
     bm = lex = None
@@ -267,8 +277,9 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         if ids.size:
             ok, slots = _slots_of(snap, ids.astype(np.int64))
             contrib = contrib[ok]
-            keep = mask[slots]
-            slots, contrib = slots[keep], contrib[keep]
+            if mask is not None:
+                keep = mask[slots]
+                slots, contrib = slots[keep], contrib[keep]
             idx = slots if rows is None else np.searchsorted(rows, slots)
             if idx.size:
                 bm = np.bincount(idx, weights=contrib, minlength=m).astype(np.float32)
@@ -277,8 +288,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
     nbr = None
     if q.neighbour_weight > 0 and selected > 1:
-        view = _timeorder.for_engine(engine).view(snap)
-        best = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel)
+        best = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
         nbr = best * np.float32(q.neighbour_weight)
     pre = rel if nbr is None else rel + nbr
 
@@ -287,10 +297,15 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         graph = _graph_part(engine, snap, q, pre, rows, valid, mask)
     base = pre if graph is None else pre + graph
 
-    tw = rec = None
-    if len(set(q.type_weights)) > 1:
-        types = snap.slots["type"] if rows is None else snap.slots["type"][rows]
-        tw = np.asarray(q.type_weights, dtype=np.float32)[types]
+    tw: np.ndarray | float | None = None
+    rec = None
+    present = np.flatnonzero(view.type_counts)
+    if present.size == 1 and view.n == n:  # one type in the whole generation: a constant
+        w = float(q.type_weights[int(present[0])])
+        tw = None if w == 1.0 else w
+    elif len(set(q.type_weights)) > 1:
+        table = np.asarray(q.type_weights, dtype=np.float32)
+        tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
     if q.half_life_s is not None:
         ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
         newest = int(np.max(ts, where=valid, initial=np.iinfo(np.int64).min)) if valid is not None \
@@ -300,7 +315,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rec = ((1.0 - rw) + rw * np.exp2(-age_s / q.half_life_s)).astype(np.float32)
     final = base
     if tw is not None:
-        final = final * tw
+        final = final * (np.float32(tw) if isinstance(tw, float) else tw)
     if rec is not None:
         final = final * rec
     if final is rel or final is vec:
@@ -327,7 +342,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         parts = None
         if q.explain:
             b = float(base[i])
-            t = float(tw[i]) if tw is not None else 1.0
+            t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
             r = float(rec[i]) if rec is not None else 1.0
             parts = {
                 "vector": float(vec[i]),
@@ -345,7 +360,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
 def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
                 rows: np.ndarray | None, valid: np.ndarray | None,
-                mask: np.ndarray) -> np.ndarray | None:
+                mask: np.ndarray | None) -> np.ndarray | None:
     """Activation spread from the best candidates through their edges, onto the rows."""
     ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
     seeds = order_top(ranked, rows, max(q.top_k, GRAPH_SEEDS))
@@ -360,8 +375,9 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
         return None
     ok, slots = _slots_of(snap, got_ids.astype(np.int64))
     amounts = amounts[ok]
-    keep = mask[slots]
-    slots, amounts = slots[keep], amounts[keep]
+    if mask is not None:
+        keep = mask[slots]
+        slots, amounts = slots[keep], amounts[keep]
     if slots.size == 0:
         return None
     out = np.zeros(pre.shape[0], np.float32)

@@ -262,13 +262,16 @@ def test_time_order_cache_grows_like_a_rebuild(opener) -> None:
                          for i in range(int(rng.integers(1, 30)))])
         s.namespace("n2").remember("other ns", timestamp=T0 + 5)
         with s._engine.snapshot() as snap:
-            blocks, covered = cache.view(snap)
+            view = cache.view(snap)
             fresh = _timeorder.TimeOrder()
             fresh._rebuild(snap.slots, snap.state.gen, snap.state.n_slots)
-            assert covered == snap.state.n_slots
-            assert blocks.keys() == fresh.blocks.keys()
-            for k in blocks:
-                assert np.array_equal(blocks[k][0], fresh.blocks[k][0])
+            ref = fresh.state
+            assert view.n == ref.n == snap.state.n_slots
+            assert view.blocks.keys() == ref.blocks.keys()
+            for k in view.blocks:
+                assert np.array_equal(view.blocks[k], ref.blocks[k])
+            for col in ("prev", "next", "types", "type_counts"):
+                assert np.array_equal(getattr(view, col), getattr(ref, col)), col
 
 
 def test_store_without_postings_is_reindexed_on_open(store_path: str) -> None:
