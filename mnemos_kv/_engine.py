@@ -287,7 +287,9 @@ class Engine:
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
         metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
-        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``.
+        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``. In a
+        ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
+        of the same call (used by ``ingest_document`` to add and link in one go).
         """
         self.check_writable()
         n_new = sum(1 for r in requests if r[0] == "remember")
