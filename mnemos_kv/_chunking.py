@@ -56,6 +56,7 @@ class Chunk:
 
 
 def _windows(total: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) unit ranges of the windows over ``total`` units."""
     step = size - overlap
     out = []
     start = 0
@@ -114,6 +115,7 @@ def chunk_key(doc_id: str, index: int) -> str:
 
 
 def _check_doc_id(doc_id: Any, text: str) -> str:
+    """The validated doc id, or the one derived from the text's SHA-256."""
     if doc_id is None:
         return "doc-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     if not isinstance(doc_id, str) or not doc_id.strip():
@@ -208,7 +210,7 @@ def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any
     texts = [doc_text] + [c.text for c in chunks]
     bar = _progress(len(chunks), progress)
     embedder = engine.require_embedder()
-    vecs = []
+    vecs: list[Any] = []
     try:
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start:start + EMBED_BATCH]

@@ -77,20 +77,21 @@ def spread(txn: lmdb.Transaction, env: Any, seeds: Sequence[int], scores: Sequen
     pos = {int(m): i for i, m in enumerate(ids.tolist())}
     src: list[int] = []
     dst: list[int] = []
-    w: list[float] = []
+    share: list[float] = []
     for a in sorted(adj):
         total = sum(adj[a].values())
         for b in sorted(adj[a]):
             if b in pos:
                 src.append(pos[a])
                 dst.append(pos[b])
-                w.append(adj[a][b] / total)
-    src_a, dst_a, w_a = np.array(src, np.int64), np.array(dst, np.int64), np.array(w, np.float64)
-    x = np.zeros(ids.size, np.float64)
+                share.append(adj[a][b] / total)
+    src_a, dst_a = np.array(src, np.int64), np.array(dst, np.int64)
+    w_a = np.array(share, np.float64)
+    x: np.ndarray = np.zeros(ids.size, np.float64)
     for sid, sc in zip(seeds, scores):
         x[pos[int(sid)]] += float(sc)
-    got = np.zeros(ids.size, np.float64)
-    for t in range(1, hops + 1):
+    got: np.ndarray = np.zeros(ids.size, np.float64)
+    for _t in range(hops):
         x = np.bincount(dst_a, weights=x[src_a] * w_a, minlength=ids.size) * damping
         got += x
     keep = got > 0

@@ -68,6 +68,7 @@ def query_terms(text: str) -> list[bytes]:
 
 
 def _bump(txn: lmdb.Transaction, sdb: Any, ns: int, docs: int, length: int) -> None:
+    """Add ``docs`` documents and ``length`` terms to the statistics of namespace ``ns``."""
     key = _U32.pack(ns)
     raw = txn.get(key, db=sdb)
     n, total = _STATS.unpack(raw) if raw is not None else (0, 0)
@@ -173,6 +174,7 @@ def ensure_built(env: Any) -> None:
         return
 
     def body(txn: lmdb.Transaction) -> None:
+        """Drop and rebuild the postings and statistics from the records."""
         sdb = env.db("lexstats")
         raw2 = txn.get(_VERSION_KEY, db=sdb)
         if raw2 is not None and _U32.unpack(raw2)[0] == VERSION:

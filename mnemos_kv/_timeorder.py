@@ -59,11 +59,8 @@ class TimeOrder:
         self.state: OrderView | None = None
         self._ts: dict[int, np.ndarray] = {}  # ns -> timestamps in block order
 
-    @property
-    def blocks(self) -> dict[int, np.ndarray]:
-        return self.state.blocks if self.state is not None else {}
-
     def _rebuild(self, slots: np.ndarray, gen: int, n: int) -> None:
+        """Sort slots [0, n) of generation ``gen`` from scratch."""
         ns = np.asarray(slots["ns"][:n])
         ts = np.asarray(slots["ts"][:n]).astype(np.int64)
         order = np.lexsort((np.arange(n), ts, ns))
@@ -84,6 +81,7 @@ class TimeOrder:
         self.state = OrderView(n, blocks, prev, nxt, types, counts)
 
     def _extend(self, slots: np.ndarray, n: int) -> None:
+        """Insert the slots [self.state.n, n) into their namespaces' orders."""
         old = self.state
         assert old is not None
         start = old.n
@@ -125,6 +123,7 @@ class TimeOrder:
                     self._rebuild(snap.slots, gen, n)
                 else:
                     self._extend(snap.slots, n)
+            assert self.state is not None
             return self.state
 
 

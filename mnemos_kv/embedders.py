@@ -109,11 +109,15 @@ class SentenceTransformerEmbedder:
         self.model = SentenceTransformer(source, device=device)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:  # some models only know it after encoding
+            dim = np.asarray(self.model.encode(["dimension probe"])).shape[-1]
+        self.dim = int(dim)
         self.name = name or f"st:{short}"
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised rows."""
         out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                 normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
