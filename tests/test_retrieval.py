@@ -288,3 +288,76 @@ def test_store_without_postings_is_reindexed_on_open(store_path: str) -> None:
     with Mnemos.open(store_path) as s:
         hit = s.ask("quokka", explain=True)[0]
         assert hit.id == a and hit.explain["bm25"] > 0
+
+
+def _reference(s: Mnemos, query: str, names: list[str], k: int, types=None, since=None,
+               until=None) -> list[tuple[int, float]]:
+    """ask() recomputed from scratch with the building blocks (_lexical, _fusion)."""
+    from mnemos_kv import _fusion, _lexical
+    from mnemos_kv.embedders import embed_checked
+    mems = [m for nm in names for m in s.namespace(nm).memories()]
+    mems.sort(key=lambda m: m.id)
+    toks = {m.id: _lexical.tokenize(m.text) for m in mems}
+    qterms = _lexical.tokenize(query)
+    lengths = np.array([len(toks[m.id]) for m in mems], np.float32)
+    post = {}
+    for r, m in enumerate(mems):
+        for t, tf in _lexical.term_frequencies(toks[m.id]).items():
+            post.setdefault(t, ([], []))
+            post[t][0].append(r)
+            post[t][1].append(float(tf))
+    post = {t: (np.array(a), np.array(b, np.float32)) for t, (a, b) in post.items()}
+    bm_all = _lexical.bm25_scores(qterms, post, lengths, len(mems), float(lengths.mean()))
+    keep = [i for i, m in enumerate(mems)
+            if (types is None or m.type in types)
+            and (since is None or m.created_at >= since) and (until is None or m.created_at <= until)]
+    if not keep:
+        return []
+    cand = [mems[i] for i in keep]
+    qv = embed_checked(s.embedder, [query])[0]
+    cos = np.array([float(s.namespace(m.namespace).get_vector(m.id) @ qv) for m in cand], np.float32)
+    bm = bm_all[keep]
+    norm = lambda x: _retrieval._normalise(x.astype(np.float32), None)  # noqa: E731
+    w = _retrieval.vector_weight_for(s.embedder, s.embedder.name)
+    rel = norm(cos) * np.float32(w) + (norm(bm) * np.float32(1 - w) if bm.max() > 0 else 0)
+    prev = np.full(len(cand), -1)
+    nxt = np.full(len(cand), -1)
+    for nm in names:
+        idx = sorted((i for i, m in enumerate(cand) if m.namespace == nm),
+                     key=lambda i: (cand[i].created_at, cand[i].id))
+        for a, b in zip(idx, idx[1:]):
+            nxt[a], prev[b] = b, a
+    final = _fusion.neighbour_expand(rel, prev, nxt, _retrieval.NEIGHBOUR_WEIGHT)
+    tw = np.array([_retrieval.TYPE_WEIGHTS[m.type] for m in cand], np.float32)
+    final = final * tw
+    order = sorted(range(len(cand)), key=lambda i: (-float(final[i]), cand[i].id))[:k]
+    return [(cand[i].id, float(final[i])) for i in order]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ask_matches_a_from_scratch_reference(opener, seed) -> None:
+    rng = np.random.default_rng(seed)
+    s = opener(f"ref{seed}.mem")
+    vocab = ["stripe", "payment", "berlin", "office", "pizza", "deploy", "friday", "invoice",
+             "card", "team", "launch", "march", "dog", "biscuit", "coffee"]
+    names = ["default", "a", "b"][: 1 + seed % 3]
+    ids, home = [], {}
+    for i in range(int(rng.integers(20, 120))):
+        nm = names[int(rng.integers(0, len(names)))]
+        text = " ".join(rng.choice(vocab, size=int(rng.integers(1, 7))))
+        ids.append(s.namespace(nm).remember(
+            text, timestamp=T0 + float(rng.integers(0, 40)) * 3600,
+            type=["episodic", "semantic", "procedural"][int(rng.integers(0, 3 if seed % 2 else 1))]))
+        home[ids[-1]] = nm
+    for mid in rng.choice(ids, size=len(ids) // 6, replace=False).tolist() if seed >= 2 else []:
+        s.namespace(home[mid]).forget(mid)
+    if seed == 5:
+        s.compact()
+    handle = s.namespace(names[0], read=names)
+    for query in ("stripe payment", "berlin office march", "dog", "the of"):
+        for kw in ({}, {"since": T0 + 10 * 3600}, {"until": T0 + 5 * 3600},
+                   {"types": ["episodic", "semantic"]}):
+            got = [(h.id, h.score) for h in handle.ask(query, top_k=8, namespaces=names, **kw)]
+            want = _reference(s, query, names, 8, **kw)
+            assert [g[0] for g in got] == [w_[0] for w_ in want], (query, kw)
+            assert np.allclose([g[1] for g in got], [w_[1] for w_ in want], atol=1e-5)
