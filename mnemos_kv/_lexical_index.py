@@ -19,6 +19,7 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any, Iterable, Sequence
 
@@ -44,6 +45,7 @@ _U32 = struct.Struct(">I")
 _VERSION_KEY = b"version"
 
 
+@functools.lru_cache(maxsize=65536)
 def _term_bytes(term: str) -> bytes:
     """UTF-8 bytes of ``term``, cut to MAX_TERM_BYTES on a character boundary."""
     raw = term.encode("utf-8")

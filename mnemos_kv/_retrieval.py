@@ -128,8 +128,10 @@ NEIGHBOUR_WEIGHT: float = _fusion.NEIGHBOUR_WEIGHT
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
-#: Graph expansion: seeds are the best max(top_k, GRAPH_SEEDS) candidates by rel + nbr.
+#: Graph expansion: seeds are the best max(top_k, GRAPH_SEEDS) candidates by rel + nbr,
+#: at most GRAPH_MAX_SEEDS.
 GRAPH_SEEDS: int = 10
+GRAPH_MAX_SEEDS: int = 100
 GRAPH_WEIGHT: float = 1.0
 #: Default ranking weight per memory type (episodic, semantic, procedural).
 TYPE_WEIGHTS: dict[str, float] = {"episodic": 1.0, "semantic": 1.1, "procedural": 1.05}
@@ -363,7 +365,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
                 mask: np.ndarray | None) -> np.ndarray | None:
     """Activation spread from the best candidates through their edges, onto the rows."""
     ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
-    seeds = order_top(ranked, rows, max(q.top_k, GRAPH_SEEDS))
+    seeds = order_top(ranked, rows, min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
     seeds = seeds[ranked[seeds] > 0]
     if seeds.size == 0:
         return None
