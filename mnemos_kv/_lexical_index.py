@@ -20,6 +20,7 @@ live writes, replay and eviction all keep them in step with the records.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import Any, Iterable, Sequence
 
@@ -116,14 +117,18 @@ def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, 
     return n, total
 
 
+@functools.lru_cache(maxsize=1024)
+def _row_dtype(key_len: int) -> np.dtype:
+    """The layout of one ``getmulti(keyfixed=True)`` row: the key, then one posting."""
+    return np.dtype([("k", f"V{key_len}"), ("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
+
+
 def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
-    """The postings of ``term`` in namespace ``ns`` as a POSTING_DTYPE array (sorted by id)."""
+    """The postings of ``term`` in namespace ``ns``: a structured array with ``id``, ``tf``,
+    ``dl`` fields (sorted by id), read with one ``getmulti``."""
     key = _U32.pack(ns) + term
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=POSTING_BYTES, keyfixed=True)
-    if not len(buf):
-        return np.empty(0, POSTING_DTYPE)
-    dt = np.dtype([("k", f"V{len(key)}"), ("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
-    return np.frombuffer(buf, dtype=dt)[["id", "tf", "dl"]]
+    return np.frombuffer(buf, dtype=_row_dtype(len(key)))
 
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
@@ -133,8 +138,8 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
     the collection statistics of the asked namespaces. ``ids`` may repeat (one entry
-    per matching term); summing by id gives the BM25 score. Empty when no term is
-    indexed.
+    per matching term, terms in the given order); summing by id gives the BM25 score.
+    Empty when no term is indexed.
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
@@ -143,23 +148,34 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     if n_docs <= 0:
         return empty
     avgdl = total / n_docs if total > 0 else 1.0
-    ids: list[np.ndarray] = []
-    parts: list[np.ndarray] = []
+    lists: list[np.ndarray] = []
+    idfs: list[float] = []
+    sizes: list[int] = []
     with txn.cursor(db=env.db("postings")) as cur:
         for term in terms:
-            lists = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
-            if not lists:
+            per_ns = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
+            df = sum(p.size for p in per_ns)
+            if not df:
                 continue
-            post = lists[0] if len(lists) == 1 else np.concatenate(lists)
-            tf = post["tf"].astype(np.float32)
-            dl = post["dl"].astype(np.float32)
-            idf = np.float32(_lexical.bm25_idf(post.size, n_docs))
-            norm = np.float32(k1 * (1.0 - b)) + np.float32(k1 * b / avgdl) * dl
-            parts.append(idf * tf * np.float32(k1 + 1.0) / (tf + norm))
-            ids.append(post["id"].astype(np.uint64))
-    if not ids:
+            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5))
+            for p in per_ns:
+                lists.append(p)
+                idfs.append(idf)
+                sizes.append(p.size)
+    if not lists:
         return empty
-    return np.concatenate(ids), np.concatenate(parts).astype(np.float32)
+    if len(lists) == 1:
+        ids, tf, dl = lists[0]["id"], lists[0]["tf"], lists[0]["dl"]
+        idf_arr = np.float32(idfs[0])
+    else:
+        ids = np.concatenate([p["id"] for p in lists])
+        tf = np.concatenate([p["tf"] for p in lists])
+        dl = np.concatenate([p["dl"] for p in lists])
+        idf_arr = np.repeat(np.asarray(idfs, np.float32), sizes)
+    tf32 = tf.astype(np.float32)
+    norm = np.float32(k1 * (1.0 - b)) + np.float32(k1 * b / avgdl) * dl.astype(np.float32)
+    scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
+    return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
 
 
 def ensure_built(env: Any) -> None:

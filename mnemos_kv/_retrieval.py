@@ -226,16 +226,73 @@ def _slots_of(snap: Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ok, pos[ok]
 
 
-def _normalise(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Min-max onto [0, 1] over the valid entries; a constant positive vector maps to 1."""
+def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
+    """``scale`` * min-max onto [0, 1] over the valid entries (a constant positive vector -> 1)."""
     if valid is None:
         lo, hi = float(x.min()), float(x.max())
     else:
         lo = float(np.min(x, where=valid, initial=np.inf))
         hi = float(np.max(x, where=valid, initial=-np.inf))
+    return _minmax(x, lo, hi, scale)
+
+
+def _minmax(x: np.ndarray, lo: float, hi: float, scale: float) -> np.ndarray:
+    """``scale * (x - lo) / (hi - lo)`` as float32; when hi == lo: ``scale`` where x > 0, else 0."""
     if hi > lo:
-        return ((x - np.float32(lo)) * np.float32(1.0 / (hi - lo))).astype(np.float32, copy=False)
-    return (x > 0).astype(np.float32) if hi > 0 else np.zeros(x.shape[0], np.float32)
+        out = np.subtract(x, np.float32(lo), dtype=np.float32)
+        out *= np.float32(scale / (hi - lo))
+        return out
+    if hi > 0:
+        return (x > 0).astype(np.float32) * np.float32(scale)
+    return np.zeros(x.shape[0], np.float32)
+
+
+def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct indices, float64 sum of ``vals`` per index), sums in input order."""
+    if unique or idx.size < 2:  # one posting per memory: only the order may need fixing
+        if idx.size > 1 and bool(np.any(idx[1:] < idx[:-1])):
+            order = np.argsort(idx, kind="stable")
+            return idx[order], vals[order].astype(np.float64)
+        return idx, vals.astype(np.float64)
+    if idx.size * 8 >= m:  # many postings: one dense pass
+        dense = np.bincount(idx, weights=vals, minlength=m)
+        uniq = np.flatnonzero(dense)  # BM25 contributions are > 0
+        return uniq, dense[uniq]
+    order = np.argsort(idx, kind="stable")
+    s_idx = idx[order]
+    starts = np.flatnonzero(np.concatenate(([True], s_idx[1:] != s_idx[:-1])))
+    return s_idx[starts], np.add.reduceat(vals[order].astype(np.float64), starts)
+
+
+def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
+                  rows: np.ndarray | None, selected: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """BM25 of the candidates that match a query term: (indices, bm25, weighted L part).
+
+    Indices are positions in the score arrays (ascending, unique); every other
+    candidate has BM25 0. None when no candidate matches.
+    """
+    terms = _lexical_index.query_terms(q.text)
+    if not terms or q.vector_weight >= 1.0:
+        return None
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    if not ids.size:
+        return None
+    ok, slots = _slots_of(snap, ids.astype(np.int64))
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return None
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    uniq, sums = _sum_by_index(idx, contrib, len(terms) == 1, rows.size if rows is not None
+                               else snap.state.n_slots)
+    bm = sums.astype(np.float32)
+    hi = float(bm.max())
+    lo = 0.0 if uniq.size < selected else float(bm.min())  # candidates without a hit score 0
+    return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
 
 
 def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
@@ -268,25 +325,14 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         assert mask is not None
         rows = np.flatnonzero(mask)
         cos, valid = snap.matrix[rows] @ q.vector, None
-    m = cos.shape[0]
-    vec = _normalise(cos, valid) * np.float32(q.vector_weight)
-
-    # lexical: BM25 over the postings of the asked namespaces, scattered onto the rows
-    bm = lex = None
-    terms = _lexical_index.query_terms(q.text)
-    if terms and q.vector_weight < 1.0:
-        ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
-        if ids.size:
-            ok, slots = _slots_of(snap, ids.astype(np.int64))
-            contrib = contrib[ok]
-            if mask is not None:
-                keep = mask[slots]
-                slots, contrib = slots[keep], contrib[keep]
-            idx = slots if rows is None else np.searchsorted(rows, slots)
-            if idx.size:
-                bm = np.bincount(idx, weights=contrib, minlength=m).astype(np.float32)
-                lex = _normalise(bm, valid) * np.float32(1.0 - q.vector_weight)
-    rel = vec if lex is None else vec + lex
+    vec = _normalise(cos, valid, q.vector_weight)
+    # lexical: BM25 from the postings of the asked namespaces, added where it is not 0
+    lexical = _lexical_part(engine, snap, q, mask, rows, selected)
+    rel = vec
+    if lexical is not None:
+        if q.explain:
+            rel = vec.copy()
+        rel[lexical[0]] += lexical[2]
 
     nbr = None
     if q.neighbour_weight > 0 and selected > 1:
@@ -301,9 +347,9 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
     tw: np.ndarray | float | None = None
     rec = None
-    present = np.flatnonzero(view.type_counts)
-    if present.size == 1 and view.n == n:  # one type in the whole generation: a constant
-        w = float(q.type_weights[int(present[0])])
+    single = view.single_type if view.n == n else -1
+    if single >= 0:  # one type in the whole generation: a constant factor
+        w = float(q.type_weights[single])
         tw = None if w == 1.0 else w
     elif len(set(q.type_weights)) > 1:
         table = np.asarray(q.type_weights, dtype=np.float32)
@@ -346,15 +392,19 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
             b = float(base[i])
             t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
             r = float(rec[i]) if rec is not None else 1.0
+            li = -1
+            if lexical is not None:
+                li = int(np.searchsorted(lexical[0], i))
+                li = li if li < lexical[0].size and lexical[0][li] == i else -1
             parts = {
                 "vector": float(vec[i]),
-                "lexical": float(lex[i]) if lex is not None else 0.0,
+                "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
                 "cosine": float(cos[i]),
-                "bm25": float(bm[i]) if bm is not None else 0.0,
+                "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
             }
         out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
     return out

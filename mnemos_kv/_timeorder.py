@@ -38,6 +38,13 @@ class OrderView:
     next: np.ndarray                # int64, slot -> next slot of its namespace or -1
     types: np.ndarray               # uint8, slot -> type code
     type_counts: np.ndarray         # slots per type code
+    single_type: int                # the one type code of every slot, or -1 (mixed or none)
+
+
+def _single(counts: np.ndarray) -> int:
+    """The only type code with slots, or -1."""
+    present = np.flatnonzero(counts)
+    return int(present[0]) if present.size == 1 else -1
 
 
 def _link(prev: np.ndarray, nxt: np.ndarray, s: np.ndarray) -> None:
@@ -78,7 +85,7 @@ class TimeOrder:
         types = np.ascontiguousarray(slots["type"][:n], dtype=np.uint8)
         counts = np.bincount(types, minlength=3)
         self._ts, self.gen = tss, gen
-        self.state = OrderView(n, blocks, prev, nxt, types, counts)
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
 
     def _extend(self, slots: np.ndarray, n: int) -> None:
         """Insert the slots [self.state.n, n) into their namespaces' orders."""
@@ -110,7 +117,7 @@ class TimeOrder:
         types = np.concatenate([old.types, add])
         counts = old.type_counts + np.bincount(add, minlength=old.type_counts.size)[:old.type_counts.size]
         self._ts = tss
-        self.state = OrderView(n, blocks, prev, nxt, types, counts)
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
 
     def view(self, snap: Any) -> OrderView:
         """The cache state covering at least the snapshot's slots (maybe more: use slot < n)."""
@@ -152,8 +159,12 @@ def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndar
     cached prev/next arrays are exact). Returns an array shaped like ``rel``.
     """
     if closed and rows is None and view.n == n:
-        padded = np.append(rel, np.float32(0))  # index -1 -> 0
-        return np.maximum(padded[view.prev], padded[view.next])
+        padded = np.empty(n + 1, np.float32)
+        padded[:n] = rel
+        padded[n] = 0  # index -1 -> 0
+        out = padded[view.prev]
+        np.maximum(out, padded[view.next], out=out)
+        return out
     best = np.zeros(rel.shape[0], dtype=np.float32)
     for ns in sorted(set(ns_ids)):
         s = view.blocks.get(ns)

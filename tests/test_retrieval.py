@@ -270,7 +270,7 @@ def test_time_order_cache_grows_like_a_rebuild(opener) -> None:
             assert view.blocks.keys() == ref.blocks.keys()
             for k in view.blocks:
                 assert np.array_equal(view.blocks[k], ref.blocks[k])
-            for col in ("prev", "next", "types", "type_counts"):
+            for col in ("prev", "next", "types", "type_counts", "single_type"):
                 assert np.array_equal(getattr(view, col), getattr(ref, col)), col
 
 
@@ -361,3 +361,15 @@ def test_ask_matches_a_from_scratch_reference(opener, seed) -> None:
             want = _reference(s, query, names, 8, **kw)
             assert [g[0] for g in got] == [w_[0] for w_ in want], (query, kw)
             assert np.allclose([g[1] for g in got], [w_[1] for w_ in want], atol=1e-5)
+
+
+def test_explain_across_namespaces_single_term(db: Mnemos) -> None:
+    a, b = db.namespace("a", read=["b"]), db.namespace("b")
+    b.remember("filler one")
+    x = a.remember("walrus facts")
+    y = b.remember("walrus habitat")
+    a.remember("walrus diet and walrus size")
+    hits = a.ask("walrus", top_k=4, namespaces=["a", "b"], explain=True)
+    assert all(h.explain["bm25"] > 0 for h in hits[:3]) and {x, y} <= {h.id for h in hits}
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
