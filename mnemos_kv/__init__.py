@@ -7,23 +7,24 @@
 'We chose Stripe for payments'
 """
 
-from ._model import Edge, Memory
-from .embedders import Embedder, HashingEmbedder, from_callable
+from ._model import Document, Edge, Memory
+from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
 from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
-                     LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
-                     NotAStoreError, ReadOnlyError, ReplayError, StorageError, StoreError)
+                     LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
+                     MnemosError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
+                     StoreError)
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId",
-    "Embedder", "HashingEmbedder", "from_callable",
+    "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId",
+    "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
     "ReadOnlyError", "ReplayError", "ClosedError", "CorruptionError", "LogCorruptionError",
-    "StorageError", "MapFullError", "DiskFullError",
+    "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
     "__version__",
 ]
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import lmdb
 import numpy as np
 
+from . import _lexical_index
 from . import _records as R
 from . import _storage as S
 from ._log import LogFile, encode_frame
@@ -103,6 +104,8 @@ class Engine:
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
             fmt = self._load_or_create(embedder)
+            if not readonly:
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
@@ -296,7 +299,9 @@ class Engine:
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
         metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
-        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``.
+        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``. In a
+        ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
+        of the same call (used by ``ingest_document`` to add and link in one go).
         """
         self.check_writable()
         n_new = sum(1 for r in requests
@@ -426,6 +431,10 @@ class Engine:
             return self.apply_op(ctx, {"op": "forget", "id": mid})
         if kind == "connect":
             _, ns, src, dst, rel, w = req
+            # ("ref", i): the id returned by request i of this same write (e.g. a chunk
+            # remembered earlier in the batch), so one transaction can add and link
+            src = ctx.results[src[1]] if isinstance(src, tuple) else src
+            dst = ctx.results[dst[1]] if isinstance(dst, tuple) else dst
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "link", "src": src, "dst": dst, "rel": rel, "w": w})
@@ -478,6 +487,7 @@ class Engine:
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
+            _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
             st.next_id += 1
             st.n_slots += 1
             st.live += 1
@@ -493,6 +503,7 @@ class Engine:
             txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
+            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             self._drop_edges(txn, mid)
             ctx.dead.append((rec.slot, seq))
             st.live -= 1

@@ -42,6 +42,7 @@ __all__ = [
     "StorageError",
     "MapFullError",
     "DiskFullError",
+    "MissingDependencyError",
 ]
 
 
@@ -123,3 +124,7 @@ class MapFullError(StorageError):
 
 class DiskFullError(StorageError):
     """The disk has no space left; nothing of the failed call was kept."""
+
+
+class MissingDependencyError(MnemosError, ImportError):
+    """An optional feature needs a package that is not installed (the message names the extra)."""
