@@ -7,24 +7,26 @@
 'We chose Stripe for payments'
 """
 
-from ._model import Edge, Memory
-from .embedders import Embedder, HashingEmbedder, from_callable
+from ._model import Document, Edge, Memory
+from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
 from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
-                     LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
-                     NotAStoreError, ReadOnlyError, ReplayError, StorageError, StoreError)
+                     LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
+                     MnemosError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
+                     StoreError)
 from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId",
-    "Embedder", "HashingEmbedder", "from_callable", "extractive_summary",
+    "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId",
+    "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
+    "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
-    "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError", "LogCorruptionError",
-    "StorageError", "MapFullError", "DiskFullError",
+    "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
+    "LogCorruptionError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
     "__version__",
 ]
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _openlock
+from . import _capacity, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import LogFile, encode_frame
@@ -112,6 +112,8 @@ class Engine:
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
             fmt = self._load_or_create(embedder)
+            if not readonly:
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
@@ -317,7 +319,9 @@ class Engine:
         metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
         dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``, ``("call",
         fn, n_new)`` (``fn(engine, ctx)`` resolves and applies its own ops; it adds at most
-        ``n_new`` memories), or ``("op", op)`` (an already-resolved op: replay).
+        ``n_new`` memories), or ``("op", op)`` (an already-resolved op: replay). In a
+        ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
+        of the same call (used by ``ingest_document`` to add and link in one go).
 
         A write with any request but ``"op"`` ends by enforcing the capacity limits
         (evictions are ops of the same transaction; see ``_capacity``).
@@ -461,6 +465,10 @@ class Engine:
             return self.apply_op(ctx, {"op": "forget", "id": mid})
         if kind == "connect":
             _, ns, src, dst, rel, w = req
+            # ("ref", i): the id returned by request i of this same write (e.g. a chunk
+            # remembered earlier in the batch), so one transaction can add and link
+            src = ctx.results[src[1]] if isinstance(src, tuple) else src
+            dst = ctx.results[dst[1]] if isinstance(dst, tuple) else dst
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "link", "src": src, "dst": dst, "rel": rel, "w": w})
@@ -513,6 +521,7 @@ class Engine:
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
+            _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
             _capacity.on_add(self, ctx, rec, op)  # capacity bytes, pinned flag
             st.next_id += 1
             st.n_slots += 1
@@ -529,6 +538,7 @@ class Engine:
             txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
+            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             self._drop_edges(txn, mid)
             _capacity.on_remove(self, ctx, rec, op, seq)  # bytes, pin, eviction note
             ctx.dead.append((rec.slot, seq))

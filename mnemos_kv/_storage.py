@@ -31,8 +31,15 @@ DB_NAMES = (
     b"time",       # ns(u32) ts(i64 offset-binary) id(u64) -> b""
     b"namespaces", # name(utf8) -> namespace info (CBOR)
     b"keys",       # ns(u32) key(utf8) -> id(u64)
+    b"postings",   # ns(u32) term(utf8) -> dups of id(u64) tf(u32) len(u32), see _lexical_index
+    b"lexstats",   # ns(u32) -> docs(u64) total_len(u64); b"version" -> u32
     b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
 )
+
+#: LMDB flags of the sub-databases that are not plain key -> value tables.
+DB_FLAGS: dict[bytes, dict[str, bool]] = {
+    b"postings": {"dupsort": True, "dupfixed": True},
+}
 
 DEFAULT_MAP_SIZE = 1 << 30   # 1 GiB of address space; grows on demand
 MAX_DBS = 32
@@ -133,13 +140,15 @@ class Environment:
                 # it use its own.
                 for name in DB_NAMES:
                     try:
-                        self.dbs[name.decode()] = self.env.open_db(name, create=False)
+                        self.dbs[name.decode()] = self.env.open_db(
+                            name, create=False, **DB_FLAGS.get(name, {}))
                     except lmdb.NotFoundError:
                         pass
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:
-                        self.dbs[name.decode()] = self.env.open_db(name, txn=txn, create=True)
+                        self.dbs[name.decode()] = self.env.open_db(
+                            name, txn=txn, create=True, **DB_FLAGS.get(name, {}))
         except lmdb.Error as exc:
             raise translate(exc) from exc
 

@@ -44,6 +44,7 @@ __all__ = [
     "StorageError",
     "MapFullError",
     "DiskFullError",
+    "MissingDependencyError",
 ]
 
 
@@ -130,3 +131,7 @@ class MapFullError(StorageError):
 
 class DiskFullError(StorageError):
     """The disk has no space left; nothing of the failed call was kept."""
+
+
+class MissingDependencyError(MnemosError, ImportError):
+    """An optional feature needs a package that is not installed (the message names the extra)."""

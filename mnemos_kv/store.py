@@ -19,7 +19,7 @@ import numpy as np
 from . import _records as R
 from . import _retrieval
 from ._engine import DEFAULT_NS, Engine, Snapshot
-from ._model import Edge, Memory
+from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import check_vectors, embed_checked, resolve
@@ -50,6 +50,33 @@ def _check_id(mid: Any, what: str = "id") -> int:
     if isinstance(mid, bool) or not isinstance(mid, (int, np.integer)) or mid < 1:
         raise InvalidInputError(f"{what} must be a positive int memory id, got {mid!r}")
     return int(mid)
+
+
+def _check_types(types: Any) -> tuple[tuple[int, ...] | None, tuple[float, ...]]:
+    """``ask(types=...)`` -> (type codes to keep or None, ranking weight per type code)."""
+    weights = dict(_retrieval.TYPE_WEIGHTS)
+    if types is None:
+        return None, tuple(weights[t] for t in R.MEMORY_TYPES)
+    if isinstance(types, str):
+        types = [types]
+    if isinstance(types, Mapping):
+        for name, w in types.items():
+            R.check_type(name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+                raise InvalidInputError(
+                    f"types weight for {name!r} must be a finite number >= 0, got {w!r}")
+            weights[name] = float(w)
+        chosen = list(types)
+    else:
+        try:
+            chosen = [R.check_type(t) for t in types]
+        except TypeError:
+            raise InvalidInputError(
+                f"types must be a type name, a list of them or a dict of weights, got {types!r}") from None
+    if not chosen:
+        raise InvalidInputError("types must name at least one memory type")
+    codes = tuple(sorted({R.TYPE_CODES[t] for t in chosen}))
+    return codes, tuple(weights[t] for t in R.MEMORY_TYPES)
 
 
 def _check_top_k(top_k: Any) -> int:
@@ -145,6 +172,24 @@ class _Handle:
             for j, i in enumerate(to_embed):
                 prepared[i][7] = vecs[j]
         return eng.write([tuple(p) for p in prepared])
+
+    def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
+                        doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+                        unit: str = "words", type: str = "semantic", timestamp: Any = None,
+                        progress: bool | None = None) -> Document:
+        """Chunk ``text`` into fixed windows and store them, linked, in one transaction.
+
+        Windows of ``chunk_size`` units (``"words"`` or ``"chars"``) overlapping by
+        ``overlap``. Chunk ``i`` gets the key ``f"{doc_id}#{i}"``; the document itself is
+        a memory with the key ``doc_id`` (default: derived from the text's SHA-256);
+        chunks are linked ``next`` to the following chunk and ``part_of`` to the
+        document. Ingesting the same document again writes nothing; a changed one
+        replaces its old chunks. ``progress`` shows a tqdm bar while embedding (None:
+        only for long documents on a terminal, when tqdm is installed).
+        """
+        from ._chunking import ingest
+        return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
+                      unit=unit, type_=type, timestamp=timestamp, progress=progress)
 
     def forget(self, id: MemoryId) -> None:
         """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
@@ -243,10 +288,11 @@ class _Handle:
     def _nid(self, snap: Snapshot) -> int | None:
         return self._engine.ns_id(self.name, snap.txn)
 
-    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None) -> Memory:
+    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None,
+                explain: dict[str, float] | None = None) -> Memory:
         return Memory(id=rec.id, text=rec.text, metadata=rec.metadata,
                       namespace=self._engine.ns_name(rec.ns, snap.txn), type=rec.type,
-                      created_at=from_us(rec.ts), score=score, key=rec.key)
+                      created_at=from_us(rec.ts), score=score, key=rec.key, explain=explain)
 
     def _own(self, snap: Snapshot, mid: int) -> R.Record:
         nid = self._nid(snap)
@@ -330,13 +376,25 @@ class _Handle:
             edges = self._engine.edges(snap.txn, mid, direction)
         return [Edge(s, d, r, w) for s, d, r, w in edges if relation is None or r == relation]
 
-    def ask(self, query: str, top_k: int = 5, *, filter: Mapping[str, Any] | None = None,
-            namespaces: Sequence[str] | None = None) -> list[Memory]:
-        """The ``top_k`` memories most similar to ``query``, best first.
+    def ask(self, query: str, top_k: int = 5, *, use_graph: bool = False,
+            recency_bias: bool | str | float | Any = False,
+            types: str | Sequence[str] | Mapping[str, float] | None = None,
+            since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
+            filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[Memory]:
+        """The ``top_k`` memories most relevant to ``query``, best first.
 
-        ``filter`` keeps memories whose metadata equals every given key/value.
-        ``namespaces`` searches several namespaces at once (a handle may name only
-        its own and those it was granted read access to).
+        Hybrid ranking: vector similarity fused with BM25 over the stored words, plus
+        a share of the score of each memory's time-adjacent neighbours (see
+        docs/retrieval.md). ``use_graph`` also lets memories linked (1-2 edges) to
+        the best hits surface. ``recency_bias`` (True, or a half-life like ``"7d"``,
+        seconds or a timedelta) favours newer memories. ``types`` keeps only the
+        given memory types; a dict ``{type: weight}`` also sets their ranking weights
+        (default ``episodic`` 1.0, ``semantic`` 1.1, ``procedural`` 1.05). ``since`` /
+        ``until`` keep memories whose timestamp is in that (inclusive) range.
+        ``namespaces`` searches several namespaces at once (a handle may name only its
+        own and those it was granted read access to). ``filter`` keeps memories whose
+        metadata equals every given key/value. ``explain=True`` fills each
+        ``Memory.explain`` with the parts of its score.
         """
         eng = self._engine
         eng.check_open()
@@ -344,10 +402,20 @@ class _Handle:
         k = _check_top_k(top_k)
         if filter is not None and not isinstance(filter, Mapping):
             raise InvalidInputError(f"filter must be a dict of metadata equalities, got {filter!r}")
+        for flag, val in (("use_graph", use_graph), ("explain", explain)):
+            if not isinstance(val, (bool, np.bool_)):
+                raise InvalidInputError(f"{flag} must be True or False, got {val!r}")
+        half_life = _retrieval.parse_half_life(recency_bias)
+        type_codes, type_weights = _check_types(types)
+        since_us = to_us(since, "since") if since is not None else None
+        until_us = to_us(until, "until") if until is not None else None
+        if since_us is not None and until_us is not None and since_us > until_us:
+            raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
         names = self._search_names(namespaces)
-        qvec = embed_checked(eng.require_embedder(), [q])[0]
+        embedder = eng.require_embedder()
+        qvec = embed_checked(embedder, [q])[0]
         with eng.snapshot() as snap:
-            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
+            nids = tuple(n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None)
             accept = None
             if filter:
                 want = dict(filter)
@@ -357,14 +425,34 @@ class _Handle:
                     rec = eng.record(snap.txn, int(ids_col[slot]))
                     return rec is not None and all(
                         k in rec.metadata and rec.metadata[k] == v for k, v in want.items())
-            hits = _retrieval.search(snap, qvec, nids, k, accept)
+            plan = _retrieval.Query(
+                text=q, vector=qvec, ns_ids=nids, top_k=k,
+                vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name),
+                use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
+                type_weights=type_weights, since_us=since_us, until_us=until_us,
+                accept=accept, explain=bool(explain),
+                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT)
             out = []
-            ids_col = snap.slots["id"]
-            for slot, score in hits:
-                rec = eng.record(snap.txn, int(ids_col[slot]))
+            for hit in _retrieval.run(eng, snap, plan):
+                rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
-                    out.append(self._memory(snap, rec, score))
+                    out.append(self._memory(snap, rec, hit.score, hit.parts))
             return out
+
+    def graph(self, namespace: str | Sequence[str] | None = None) -> Any:
+        """A ``networkx.MultiDiGraph`` of the memories and edges of a namespace.
+
+        ``namespace``: this handle's own namespace (None), or a name or list of names
+        it may read. Nodes are memory ids (attributes ``text``, ``namespace``,
+        ``type``, ``created_at``, ``metadata``, ``key``); edges carry ``relation``
+        (also the edge key) and ``weight``. A copy: changing it changes nothing stored.
+        """
+        from . import _graph
+        names = self._search_names(namespace)
+        eng = self._engine
+        with eng.snapshot() as snap:
+            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
+            return _graph.to_networkx(eng, snap.txn, nids)
 
     def _search_names(self, namespaces: Sequence[str] | None) -> list[str]:
         if namespaces is None:

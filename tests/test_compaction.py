@@ -185,10 +185,10 @@ READER = EMBEDDER_SRC + textwrap.dedent("""
             q = text_of(stable[it % len(stable)][1])
             qv = emb.embed([q])[0]
             qv /= np.linalg.norm(qv)
-            for h in db.ask(q, top_k=5):  # one snapshot: text and score must agree
+            for h in db.ask(q, top_k=5, explain=True):  # one snapshot: text and cosine agree
                 hv = emb.embed([h.text])[0]
                 hv /= np.linalg.norm(hv)
-                if abs(float(np.dot(hv, qv)) - h.score) > 1e-4:
+                if abs(float(np.dot(hv, qv)) - h.explain["cosine"]) > 1e-4:
                     errors.append(f"score of {h.id} does not match its text's vector")
             written.append(db.remember(f"reader note {it}"))
             if db.get(written[-1]).text != f"reader note {it}":
