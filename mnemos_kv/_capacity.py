@@ -65,7 +65,7 @@ _LIMITS, _NOTES_N = b"L", b"n"
 def entry_bytes(text: str, meta: Any, key: str | None, dim: int) -> int:
     """The size a memory counts against ``max_bytes``: UTF-8 text + canonical CBOR
     metadata + key + its float32 vector. Depends only on the memory, never on layout."""
-    n = len(text.encode("utf-8")) + len(R.encode(meta)) + 4 * dim
+    n = len(text.encode("utf-8")) + (len(R.encode(meta)) if meta else 1) + 4 * dim  # {} = 1 byte
     return n + (len(key.encode("utf-8")) if key is not None else 0)
 
 
