@@ -501,11 +501,14 @@ def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int
     pinned = is_pinned(engine, txn, rec.ns, mid)
     hl = float(_HL_US[R.TYPE_CODES[rec.type]])
     scopes = []
-    for scope in ([rec.ns] if rec.ns in lims["ns"] else []) + ([None] if lims["store"] else []):
-        lim = lims["store"] if scope is None else lims["ns"][scope]
-        srank = Ranking(engine, txn, snap.slots, st.n_slots, scope)
+    applies: list[int | None] = [rec.ns] if rec.ns in lims["ns"] else []
+    if lims["store"]:
+        applies.append(None)
+    for sc in applies:
+        lim = lims["store"] if sc is None else lims["ns"][sc]
+        srank = Ranking(engine, txn, snap.slots, st.n_slots, sc)
         sx = (srank.t_ref - rec.ts) / hl
-        scopes.append({"scope": _scope_name(engine, txn, scope), "max_entries": lim.get("max_entries"),
+        scopes.append({"scope": _scope_name(engine, txn, sc), "max_entries": lim.get("max_entries"),
                        "max_bytes": lim.get("max_bytes"), "live": srank.live,
                        "reference_timestamp": srank.t_ref / 1e6,
                        "retention": float("inf") if pinned else 2.0 ** -sx,
@@ -549,8 +552,8 @@ def verify(engine: "Engine", snap: Any, rep: Any) -> None:
                     break
                 n_pins += 1
                 ns, mid = S.from_u32(k[1:5]), S.from_u64(k[5:13])
-                rec = engine.record(txn, mid)
-                if rec is None or rec.ns != ns:
+                live = engine.record(txn, mid)
+                if live is None or live.ns != ns:
                     rep.add(f"pin of memory {mid} (namespace id {ns}) has no live memory")
     rep.checked["pins"] = n_pins
     nss = engine.namespaces(txn)
@@ -562,13 +565,15 @@ def verify(engine: "Engine", snap: Any, rep: Any) -> None:
             if int(info.get("bytes", 0)) != got:
                 rep.add(f"namespace {name!r}: bytes say {info.get('bytes', 0)}, records hold {got}")
     lims = limits(engine, txn)
-    scopes = [(None, lims["store"], st.live, st.live_bytes)] if lims["store"] else []
+    scopes: list[tuple[int | None, dict[str, int], int, int]] = []
+    if lims["store"]:
+        scopes.append((None, lims["store"], st.live, st.live_bytes))
     for name, info in nss.items():
         nid = int(info["id"])
         if nid in lims["ns"]:
             scopes.append((nid, lims["ns"][nid], count.get(nid, 0), per_ns.get(nid, 0)))
-    for nid, lim, n, b in scopes:
+    for snid, lim, n, b in scopes:
         me, mb = lim.get("max_entries"), lim.get("max_bytes")
         if (me is not None and n > me) or (mb is not None and st.usage and b > mb):
-            rep.add(f"{_scope_name(engine, txn, nid)} holds {n} memories ({b} bytes), over its "
+            rep.add(f"{_scope_name(engine, txn, snid)} holds {n} memories ({b} bytes), over its "
                     f"limit max_entries={me}, max_bytes={mb}")
