@@ -8,7 +8,9 @@ makes the new file durable and atomically renames it over ``data.mdb``.
 
 When it may run (see ``_openlock``): only when this process can hold the store's open
 lock exclusively — no other process has the store open, and none can open it until the
-swap is done — and no transaction of this process is open (``Environment.quiesce``).
+swap is done — while no other writer of this process runs (its write lock is held during
+the copy) and, for the swap itself, no transaction of this process is open
+(``Environment.quiesce``; readers keep going during the copy).
 Otherwise the file is left as it is, and the caller reports why.
 
 Crash rules: until the rename the old ``data.mdb`` is untouched (the new one is a stray
@@ -98,10 +100,9 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
     with _openlock.exclusive(root, env.open_lock_fd) as why:
         if why is not None:
             return False, f"LMDB file left for a later compaction: {why}"
-        with env.quiesce(timeout) as ok:
-            if not ok:
-                return False, ("LMDB file left for a later compaction: read transactions of "
-                               "this process stayed open")
+        # no writer anywhere from here: other processes are locked out by the open lock,
+        # this process's writers by its write lock; readers go on while we copy
+        with env.write_lock:
             data = os.path.join(root, "data.mdb")
             before = os.stat(data).st_size
             tmp = os.path.join(root, TMP_DIR)
@@ -126,11 +127,17 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                     _fsync(root)
                     if progress is not None:
                         progress("swap", 1, 1)
-                env.reopen(swap)
+
+                # the swap itself needs every transaction of this process closed
+                with env.quiesce(timeout) as ok:
+                    if not ok:
+                        return False, ("LMDB file left for a later compaction: read "
+                                       "transactions of this process stayed open")
+                    env.reopen(swap)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            after = os.stat(data).st_size
-            return True, f"LMDB file rewritten: {before} -> {after} bytes"
+        after = os.stat(data).st_size
+        return True, f"LMDB file rewritten: {before} -> {after} bytes"
 
 
 def remove_stray(root: str) -> None:
