@@ -4,7 +4,9 @@ LMDB reuses the pages of deleted entries but never gives them back to the file s
 and deletions leave B-tree pages partly empty. The rewrite copies every named
 sub-database, in key order, into a fresh environment with LMDB's append mode (pages
 filled completely), checks that every sub-database has the same number of entries,
-makes the new file durable and atomically renames it over ``data.mdb``.
+makes the new file durable and atomically renames it over ``data.mdb``. (LMDB's own
+``env.copy(compact=True)`` keeps half-empty pages, and crashes py-lmdb 1.x on a
+dupsort+dupfixed sub-database such as ``postings``.)
 
 When it may run (see ``_openlock``): only when this process can hold the store's open
 lock exclusively — no other process has the store open, and none can open it until the
