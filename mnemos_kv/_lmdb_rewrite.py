@@ -118,9 +118,13 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                 for name in names:
                     known = env.dbs.get(name.decode(errors="replace"))
                     handles[name] = known if known is not None else src.open_db(name, create=False)
-                _copy(src, handles, names, tmp, int(src.info()["map_size"]), progress)
-                new = os.path.join(tmp, "data.mdb")
-                _fsync(new)
+                try:
+                    _copy(src, handles, names, tmp, int(src.info()["map_size"]), progress)
+                    new = os.path.join(tmp, "data.mdb")
+                    _fsync(new)
+                except (lmdb.Error, OSError) as exc:  # e.g. a full disk: the old file stands
+                    return False, (f"LMDB file left for a later compaction: the copy failed "
+                                   f"({S.translate(exc)})")
 
                 def swap() -> None:
                     if progress is not None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import warnings
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mnemos_kv import CapacityError, InvalidInputError, MemoryNotFoundError, Mnemos
 from mnemos_kv import _capacity
@@ -335,3 +338,50 @@ def test_eviction_notes_are_bounded(tmp_path, monkeypatch) -> None:
         assert [db.explain_eviction(i)["status"] for i in ids] == \
             ["gone", "gone", "evicted", "evicted", "evicted", "live", "live"]
         assert db.stats()["evicted"] == 5 and db.verify().ok
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_histories_keep_limits_and_replay_identically(tmp_path_factory, seed) -> None:
+    """Random writes under random limits: no commit exceeds a limit, a refused write
+    changes nothing, and replaying the log gives the same state."""
+    rng = random.Random(seed)
+    root = tmp_path_factory.mktemp("hist")
+    names = ["default", "a", "b"]
+    with Mnemos.open(str(root / "src.mem"), clock=Clock()) as db:
+        handles = {n: (db if n == "default" else db.namespace(n)) for n in names}
+        for _step in range(60):
+            h = handles[rng.choice(names)]
+            r = rng.random()
+            seq = db.stats()["seq"]
+            try:
+                if r < 0.55:
+                    h.remember(f"note {rng.randrange(1000)}", timestamp=T0 + rng.randrange(100) * DAY,
+                               type=rng.choice(["episodic", "semantic", "procedural"]),
+                               pinned=rng.random() < 0.1)
+                elif r < 0.65:
+                    live = [m.id for m in h.memories()]
+                    if live:
+                        h.forget(rng.choice(live))
+                elif r < 0.75:
+                    live = [m.id for m in h.memories()]
+                    if live:
+                        (h.pin if rng.random() < 0.5 else h.unpin)(rng.choice(live))
+                elif r < 0.9:
+                    h.set_capacity(rng.choice([None, 2, 3, 5, 8]))
+                else:
+                    db.set_capacity(rng.choice([None, 6, 10, 15]))
+            except CapacityError:
+                assert db.stats()["seq"] == seq  # refused: nothing written
+            caps = db.capacity()
+            counts = {n: handles[n].count() for n in names}
+            for n, lim in caps["namespaces"].items():
+                assert counts[n] <= lim["max_entries"]
+            if caps["store"]:
+                assert sum(counts.values()) <= caps["store"]["max_entries"]
+        assert db.verify().ok
+        digest = db.state_digest()
+        db.export_replay(str(root / "run.log"))
+    with Mnemos.open(str(root / "dst.mem")) as dst:
+        assert dst.replay(str(root / "run.log")).digest_matches
+        assert dst.state_digest() == digest and dst.verify().ok

@@ -353,3 +353,22 @@ def test_cli_compact(tmp_path, capsys) -> None:
     assert rep["merged"] == 0 and rep["slots_after"] == 26
     assert main(["compact", p, "--merge-similar", "1.5"]) == 1
     assert "merge_similar" in capsys.readouterr().err
+
+
+def test_failed_lmdb_copy_leaves_the_old_file(tmp_path, monkeypatch) -> None:
+    """A storage error while copying (a full disk) leaves data.mdb as it was; the vector
+    and log compaction that came before stays done."""
+    p = str(tmp_path / "s.mem")
+    with Mnemos.open(p, clock=Clock()) as db:
+        ids = db.remember_many([f"note {i}" for i in range(200)])
+        db.forget_many(ids[:150])
+        before = os.stat(os.path.join(p, "data.mdb"))
+
+        def full(*a, **k):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(_lmdb_rewrite, "_copy", full)
+        out = db.compact()
+        assert not out["lmdb_compacted"] and "no space left" in out["lmdb_note"].lower()
+        assert out["slots_after"] == 50 and db.verify().ok
+        assert os.stat(os.path.join(p, "data.mdb")).st_ino == before.st_ino
+        assert not os.path.exists(os.path.join(p, _lmdb_rewrite.TMP_DIR))
