@@ -9,11 +9,12 @@
 
 from ._model import Document, Edge, Memory
 from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
-from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
+from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
                      MnemosError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
                      StoreError)
+from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
@@ -21,10 +22,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId",
     "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
+    "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
-    "ReadOnlyError", "ReplayError", "ClosedError", "CorruptionError", "LogCorruptionError",
-    "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
+    "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
+    "LogCorruptionError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
     "__version__",
 ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import lmdb
 import numpy as np
 
-from . import _lexical_index
+from . import _capacity, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import LogFile, encode_frame
@@ -53,6 +54,8 @@ class State:
     vsync_seq: int = 0    # vector/slot files are known durable up to this seq ...
     vsync_slots: int = 0  # ... holding this many rows ...
     vsync_off: int = 0    # ... and the log frames after it start at this offset
+    live_bytes: int = 0   # capacity bytes of the live memories (see _capacity.entry_bytes)
+    usage: int = 0        # 1: live_bytes and namespace "bytes" are tracked since creation
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -84,6 +87,9 @@ class _Ctx:
     results: list[Any] = field(default_factory=list)
     log: bool = True           # False: restoring a base snapshot (no log frames)
     allow_gaps: bool = False   # True: logged ids may skip (filtered exports, base snapshots)
+    ns_bytes: dict[int, int] = field(default_factory=dict)  # capacity bytes delta per namespace
+    evicted: list[R.Record] = field(default_factory=list)   # evicted in this write (callback)
+    cap_scopes: set[Any] = field(default_factory=set)       # capacity limits set in this write
 
 
 class Engine:
@@ -97,6 +103,8 @@ class Engine:
         self.clock = clock
         self.durable = durable
         self.closed = False
+        #: called after a commit with the records this process's write evicted
+        self.on_evict: Callable[[list[R.Record]], None] | None = None
         self._check_path()
         self.env = S.acquire(self.path, readonly=readonly, map_size=map_size, sync=True)
         try:
@@ -130,7 +138,7 @@ class Engine:
         if os.path.exists(p):
             if not os.path.isdir(p):
                 raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
-            entries = set(os.listdir(p))
+            entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
             if "data.mdb" not in entries and entries:
                 raise NotAStoreError(
                     f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
@@ -162,7 +170,7 @@ class Engine:
 
     def _create(self, embedder: Any) -> dict[str, Any]:
         from ._log import LogFile as _LF
-        st = State()
+        st = State(usage=1)
         fmt = {"version": R.FORMAT_VERSION, "embedder": embedder.name, "dim": int(embedder.dim)}
         VectorFiles.create(self.path, int(embedder.dim), st.gen)
         _LF.create(self.path, st.log_seg, 0)
@@ -285,12 +293,22 @@ class Engine:
     # -- the write path ------------------------------------------------------------------------
 
     def open_log(self, st: State) -> LogFile:
-        """The log segment ``st`` names, reopened when a checkpoint moved to a new one."""
+        """The log segment ``st`` names, reopened when a checkpoint moved to a new one.
+
+        A reader holding an older snapshot gets its own read-only handle of the older
+        segment (closed when dropped): the writer's handle never moves backwards.
+        :raises LogGone: that older segment was already removed by a compaction.
+        """
         with self._ns_lock:
-            if self.log.segment != st.log_seg:
-                fresh = LogFile(self.path, st.log_seg, self.readonly)
-                old, self.log = self.log, fresh
-                old.close()
+            if self.log.segment == st.log_seg:
+                return self.log
+            if st.log_seg < self.log.segment:
+                older = LogFile(self.path, st.log_seg, True)
+                weakref.finalize(older, older.close)
+                return older
+            fresh = LogFile(self.path, st.log_seg, self.readonly)
+            old, self.log = self.log, fresh
+            old.close()
             return self.log
 
     def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,
@@ -299,13 +317,19 @@ class Engine:
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
         metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
-        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``. In a
+        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``, ``("call",
+        fn, n_new)`` (``fn(engine, ctx)`` resolves and applies its own ops; it adds at most
+        ``n_new`` memories), or ``("op", op)`` (an already-resolved op: replay). In a
         ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
         of the same call (used by ``ingest_document`` to add and link in one go).
+
+        A write with any request but ``"op"`` ends by enforcing the capacity limits
+        (evictions are ops of the same transaction; see ``_capacity``).
         """
         self.check_writable()
-        n_new = sum(1 for r in requests
-                    if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem"))
+        n_new = sum(1 if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem")
+                    else int(r[2]) if r[0] == "call" else 0 for r in requests)
+        enforce = any(r[0] != "op" for r in requests)
         holder: dict[str, Any] = {}
 
         def body(txn: lmdb.Transaction) -> list[Any]:
@@ -322,6 +346,8 @@ class Engine:
             seq0 = st.seq
             for req in requests:
                 ctx.results.append(self._resolve(ctx, req))
+            if enforce:
+                _capacity.enforce(self, ctx)
             if not log:
                 ctx.frames.clear()
             if ctx.frames:
@@ -345,7 +371,11 @@ class Engine:
             if holder.get("appended"):
                 self.log.truncate(holder["log_end"])
 
-        return self.env.write(body, on_abort)
+        results = self.env.write(body, on_abort)
+        evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
+        if evicted and self.on_evict is not None:
+            _capacity.notify(self.on_evict, evicted)
+        return results
 
     def _mark_synced(self, st: State) -> None:
         """fdatasync the vector and slot files; record that they hold everything up to now."""
@@ -414,8 +444,10 @@ class Engine:
         txn = ctx.txn
         if kind == "op":  # an already-resolved op (replay)
             return self.apply_op(ctx, req[1])
+        if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
+            return req[1](self, ctx)
         if kind == "remember":
-            _, ns, text, meta, type_, ts, key, vec = req
+            _, ns, text, meta, type_, ts, key, vec = req[:8]
             nid = self._ensure_ns(ctx, ns)
             if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
                 raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
@@ -424,6 +456,8 @@ class Engine:
                   "vec": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
             if key is not None:
                 op["key"] = key
+            if len(req) > 8 and req[8]:  # pinned (never evicted; see _capacity)
+                op["pin"] = True
             return self.apply_op(ctx, op)
         if kind == "forget":
             _, ns, mid = req
@@ -488,6 +522,7 @@ class Engine:
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
             _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
+            _capacity.on_add(self, ctx, rec, op)  # capacity bytes, pinned flag
             st.next_id += 1
             st.n_slots += 1
             st.live += 1
@@ -505,6 +540,7 @@ class Engine:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
             _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             self._drop_edges(txn, mid)
+            _capacity.on_remove(self, ctx, rec, op, seq)  # bytes, pin, eviction note
             ctx.dead.append((rec.slot, seq))
             st.live -= 1
             ctx.ns_delta[rec.ns] = ctx.ns_delta.get(rec.ns, 0) - 1
@@ -519,6 +555,8 @@ class Engine:
             self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
         elif kind == "compact":
             pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind in _capacity.OPS:  # capacity, pin, evicted (base), meta: see _capacity
+            result = _capacity.OPS[kind](self, ctx, op)
         elif kind == "base":
             # ends a base snapshot: the counters of the source at its sequence number
             if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
@@ -580,14 +618,17 @@ class Engine:
 
     def _flush_ns_counts(self, ctx: _Ctx) -> None:
         ndb = self.env.db("namespaces")
-        for nid in sorted(ctx.ns_delta):
-            delta = ctx.ns_delta[nid]
-            if not delta:
+        for nid in sorted(set(ctx.ns_delta) | set(ctx.ns_bytes)):
+            delta = ctx.ns_delta.get(nid, 0)
+            dbytes = ctx.ns_bytes.get(nid, 0)
+            if not delta and not dbytes:
                 continue
             name = self.ns_name(nid, ctx.txn) if nid in self._ns_names else \
                 ctx.txn.get(_NS_REV + S.u32(nid), db=ndb).decode()
             info = R.decode(ctx.txn.get(name.encode(), db=ndb), "namespace")
             info["count"] = int(info.get("count", 0)) + delta
+            if dbytes:
+                info["bytes"] = int(info.get("bytes", 0)) + dbytes
             ctx.txn.put(name.encode(), R.encode(info), db=ndb)
 
     # -- reads ----------------------------------------------------------------------------------

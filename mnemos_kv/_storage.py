@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
+from . import _openlock
 from .errors import DiskFullError, MapFullError, StorageError, MnemosError
 
 T = TypeVar("T")
@@ -32,6 +33,7 @@ DB_NAMES = (
     b"keys",       # ns(u32) key(utf8) -> id(u64)
     b"postings",   # ns(u32) term(utf8) -> dups of id(u64) tf(u32) len(u32), see _lexical_index
     b"lexstats",   # ns(u32) -> docs(u64) total_len(u64); b"version" -> u32
+    b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
 )
 
 #: LMDB flags of the sub-databases that are not plain key -> value tables.
@@ -102,19 +104,34 @@ class Environment:
         self.path = path
         self.readonly = readonly
         self.sync = sync
+        self.map_size = map_size
         self.refs = 0
         self.write_lock = threading.RLock()  # serialises this process's writers
+        # readers of this process, counted so that a compaction can swap the LMDB
+        # file only when none is inside a transaction (see quiesce())
+        self._gate = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._closed_for_swap = False
+        # shared open lock, taken before LMDB opens the file (see _openlock)
+        self.open_lock_fd = _openlock.acquire_shared(path)
         try:
-            self.env = lmdb.open(
-                path, subdir=True, readonly=readonly, create=not readonly,
-                map_size=map_size, max_dbs=MAX_DBS, max_readers=256,
-                sync=sync, metasync=sync, lock=True, readahead=False,
+            self.env = self._open_env()
+            self.dbs: dict[str, Any] = {}
+            self._open_dbs()
+        except BaseException:
+            _openlock.release(self.open_lock_fd)
+            raise
+
+    def _open_env(self) -> lmdb.Environment:
+        try:
+            return lmdb.open(
+                self.path, subdir=True, readonly=self.readonly, create=not self.readonly,
+                map_size=self.map_size, max_dbs=MAX_DBS, max_readers=256,
+                sync=self.sync, metasync=self.sync, lock=True, readahead=False,
                 meminit=False,
             )
         except lmdb.Error as exc:
             raise translate(exc) from exc
-        self.dbs: dict[bytes, Any] = {}
-        self._open_dbs()
 
     def _open_dbs(self) -> None:
         try:
@@ -145,15 +162,27 @@ class Environment:
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        """A read-only snapshot; never blocks and never sees a half-done write."""
+        """A read-only snapshot; never blocks and never sees a half-done write.
+
+        (It waits only while a compaction of this process swaps the LMDB file.)"""
+        with self._gate:
+            while self._closed_for_swap:
+                self._gate.wait()
+            self._readers += 1
         try:
-            txn = self._begin(write=False)
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
-        try:
-            yield txn
+            try:
+                txn = self._begin(write=False)
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+            try:
+                yield txn
+            finally:
+                txn.abort()
         finally:
-            txn.abort()
+            with self._gate:
+                self._readers -= 1
+                if not self._readers:
+                    self._gate.notify_all()
 
     def _begin(self, write: bool) -> lmdb.Transaction:
         try:
@@ -210,8 +239,52 @@ class Environment:
         except lmdb.Error as exc:
             raise translate(exc) from exc
 
+    # -- swapping the LMDB file (compaction; see _lmdb_rewrite) ------------------
+
+    @contextmanager
+    def quiesce(self, timeout: float) -> Iterator[bool]:
+        """Hold this process's writers and readers off the environment.
+
+        Yields True when no transaction of this process is open (and none can start
+        until the block ends), False when readers did not finish within ``timeout``
+        seconds (then nothing may be swapped).
+        """
+        with self.write_lock:
+            with self._gate:
+                self._closed_for_swap = True
+                ok = self._gate.wait_for(lambda: self._readers == 0, timeout)
+                if not ok:
+                    self._closed_for_swap = False
+                    self._gate.notify_all()
+            try:
+                yield ok
+            finally:
+                if ok:
+                    with self._gate:
+                        self._closed_for_swap = False
+                        self._gate.notify_all()
+
+    def reopen(self, swap: Callable[[], None]) -> None:
+        """Close the LMDB environment, run ``swap`` (which replaces its files), reopen it.
+
+        Only inside ``quiesce`` (no transaction of this process is open) and while no
+        other process has the store open (``_openlock.exclusive``). When ``swap``
+        fails, the environment is reopened on the files as they are and the error
+        propagates.
+        """
+        self.map_size = max(self.map_size, int(self.env.info()["map_size"]))
+        self.env.close()
+        try:
+            swap()
+        finally:
+            self.env = self._open_env()
+            self.dbs = {}
+            self._open_dbs()
+
     def close(self) -> None:
         self.env.close()
+        _openlock.release(self.open_lock_fd)
+        self.open_lock_fd = None
 
 
 _registry: dict[str, Environment] = {}

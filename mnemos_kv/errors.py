@@ -14,6 +14,7 @@ can catch one class, or a precise subclass::
     │   ├── ReadOnlyError                      a write on a store opened read-only
     │   ├── ClosedError                        a call on a closed store
     │   ├── ReplayError                        a replay cannot apply here, or diverged
+    │   ├── CapacityError                      a capacity limit cannot be met (pinned memories)
     │   └── CorruptionError                    a file fails its checks (log, vectors, records)
     │       └── LogCorruptionError             a replay-log frame is torn or fails its CRC
     └── StorageError                           the storage layer failed (wraps lmdb.Error)
@@ -37,6 +38,7 @@ __all__ = [
     "ReadOnlyError",
     "ClosedError",
     "ReplayError",
+    "CapacityError",
     "CorruptionError",
     "LogCorruptionError",
     "StorageError",
@@ -92,6 +94,11 @@ class ClosedError(StoreError):
 class ReplayError(StoreError):
     """A replay file cannot be applied to this store (not empty, wrong starting point),
     or applying it did not reproduce the source's state digest."""
+
+
+class CapacityError(StoreError):
+    """A write (or a new capacity limit) cannot be kept within a capacity limit, because
+    every memory that would have to be evicted is pinned. Nothing was written."""
 
 
 class CorruptionError(StoreError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -95,26 +96,32 @@ class _Handle:
 
     def remember(self, text: str, metadata: Mapping[str, Any] | None = None, *,
                  type: str = "episodic", timestamp: Any = None, key: str | None = None,
-                 vector: Any = None) -> MemoryId:
+                 vector: Any = None, pinned: bool = False) -> MemoryId:
         """Store ``text`` and return its id; durable when this returns.
 
         ``timestamp`` is when the remembered event happened (seconds since the epoch
         or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
         ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
         namespace. ``vector`` skips the embedder (must have the store's dimension).
+        ``pinned`` protects the memory from capacity eviction (see :meth:`pin`).
 
         :raises InvalidInputError: bad text, metadata, type, timestamp, key or vector.
         :raises DuplicateKeyError: ``key`` already names a memory of this namespace.
+        :raises CapacityError: a capacity limit cannot be kept (everything evictable is pinned).
         """
         return self.remember_many([{"text": text, "metadata": metadata, "type": type,
-                                    "timestamp": timestamp, "key": key, "vector": vector}])[0]
+                                    "timestamp": timestamp, "key": key, "vector": vector,
+                                    "pinned": pinned}])[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryId]:
         """Store many memories in one transaction; all or nothing.
 
         Each item is a text, or a dict with ``text`` and optionally ``metadata``,
-        ``type``, ``timestamp``, ``key`` and ``vector``. Every item is validated (and
-        embedded, in one embedder call) before anything is written.
+        ``type``, ``timestamp``, ``key``, ``vector`` and ``pinned``. Every item is
+        validated (and embedded, in one embedder call) before anything is written. When
+        the write takes a namespace or the store over its capacity limit, the
+        lowest-retention memories are evicted in the same transaction (possibly some of
+        these new ones, e.g. when they carry old timestamps).
         """
         eng = self._engine
         eng.check_writable()
@@ -129,7 +136,8 @@ class _Handle:
                 item = {"text": item}
             if not isinstance(item, Mapping):
                 raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
-            unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector"}
+            unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
+                                   "pinned"}
             if unknown:
                 raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
             text = R.check_text(item.get("text"), f"item {i} text")
@@ -152,7 +160,10 @@ class _Handle:
                 vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
             else:
                 to_embed.append(i)
-            prepared.append(["remember", self.name, text, meta, type_, ts, key, vec])
+            pinned = item.get("pinned", False)
+            if not isinstance(pinned, bool):
+                raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
+            prepared.append(["remember", self.name, text, meta, type_, ts, key, vec, pinned])
         if not prepared:
             return []
         if to_embed:
@@ -191,6 +202,66 @@ class _Handle:
             raise InvalidInputError("forget_many got the same id twice")
         if reqs:
             self._engine.write(reqs)
+
+    def pin(self, id: MemoryId) -> None:
+        """Protect a memory from capacity eviction (a logged op). :raises MemoryNotFoundError:"""
+        from ._capacity import set_pin
+        self._engine.write([("call", set_pin(self.name, _check_id(id), True), 0)])
+
+    def unpin(self, id: MemoryId) -> None:
+        """Make a pinned memory evictable again (a logged op). :raises MemoryNotFoundError:"""
+        from ._capacity import set_pin
+        self._engine.write([("call", set_pin(self.name, _check_id(id), False), 0)])
+
+    def is_pinned(self, id: MemoryId) -> bool:
+        """Whether the memory is pinned. :raises MemoryNotFoundError:"""
+        from ._capacity import is_pinned
+        mid = _check_id(id)
+        with self._engine.snapshot() as snap:
+            rec = self._own(snap, mid)
+            return is_pinned(self._engine, snap.txn, rec.ns, mid)
+
+    def explain_eviction(self, id: MemoryId) -> dict[str, Any]:
+        """Why a memory was evicted, or where a live one stands in the eviction order.
+
+        For an evicted memory (``status "evicted"``): the seq of its ``evict`` op, the
+        limit and scope that evicted it, and its retention score ``2 ** -x`` with
+        ``x = age / half_life`` at that moment. For a live one (``status "live"``): its
+        retention now, whether it is pinned, and per limit that applies its
+        ``position`` in the eviction order (1 = next to go). ``"reason"`` says it in one
+        sentence. A memory that is gone for another reason gives ``status "gone"``.
+
+        :raises MemoryNotFoundError: an id this store never gave out (or of another namespace).
+        """
+        from ._capacity import explain
+        mid = _check_id(id)
+        eng = self._engine
+        with eng.snapshot() as snap:
+            confined = self._readable is not None
+            nid = self._nid(snap)
+            return explain(eng, snap, self.name, nid, mid, confined=confined)
+
+    def summarize_older(self, than: Any, *, summarizer: Callable[[list[Memory]], str] | None = None,
+                        window: float = 86_400.0, min_group: int = 2,
+                        types: Sequence[str] = ("episodic",)) -> list[dict[str, Any]]:
+        """Replace groups of old memories of this namespace by one summary memory each.
+
+        ``than`` is an age (seconds or a ``timedelta``, counted back from the clock's
+        now) or a cutoff ``datetime``: memories with an earlier timestamp qualify when
+        their type is in ``types`` and they are neither pinned nor keyed. They are
+        grouped by time window (``window`` seconds, aligned to the epoch); each group of
+        at least ``min_group`` memories becomes one ``"semantic"`` memory whose text is
+        ``summarizer(memories)`` (default: :func:`mnemos_kv.extractive_summary`,
+        deterministic; any callable, e.g. an LLM client, works), whose timestamp is the
+        group's newest, and whose metadata records ``summary_of`` (the replaced ids)
+        and ``summary_window``. Edges of the replaced memories to memories outside the
+        group move to the summary; the replaced memories are forgotten. All of it is
+        logged ops in one transaction, so replay reproduces it without calling the
+        summarizer. Returns one dict per summary: ``id``, ``replaced``, ``window``.
+        """
+        from ._semantic import summarize_older
+        return summarize_older(self, than, summarizer=summarizer, window=window,
+                               min_group=min_group, types=types)
 
     def connect(self, a: MemoryId, b: MemoryId, relation: str = "related",
                 weight: float = 1.0) -> None:
@@ -408,6 +479,30 @@ class Namespace(_Handle):
         self.name = check_namespace(name)
         self._readable = frozenset([self.name, *(check_namespace(n) for n in read)])
 
+    def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
+        """Limit this namespace's live memories (count and/or bytes); None removes a limit.
+
+        Each call replaces the namespace's whole policy (``set_capacity()`` removes it).
+        Exceeding memories are evicted at once, lowest retention first, and from then on
+        by every write that would exceed the limit; other namespaces are never touched.
+        See :meth:`Mnemos.set_capacity` for the retention score.
+
+        :raises InvalidInputError: a limit is not a positive int or None.
+        :raises CapacityError: the limit cannot be met without evicting pinned memories.
+        """
+        from ._capacity import check_limit, set_limit
+        me = check_limit(max_entries, "max_entries")
+        mb = check_limit(max_bytes, "max_bytes")
+        self._engine.write([("call", set_limit(self.name, me, mb), 0)])
+
+    def capacity(self) -> dict[str, int | None]:
+        """This namespace's limits: ``{"max_entries": n or None, "max_bytes": n or None}``."""
+        from ._capacity import limits
+        with self._engine.snapshot() as snap:
+            nid = self._nid(snap)
+            lim = limits(self._engine, snap.txn)["ns"].get(nid, {}) if nid is not None else {}
+            return {"max_entries": lim.get("max_entries"), "max_bytes": lim.get("max_bytes")}
+
     def __repr__(self) -> str:
         return f"<Namespace {self.name!r} of {self._engine.path!r}>"
 
@@ -423,11 +518,13 @@ class Mnemos(_Handle):
         self._engine = engine
         self.name = DEFAULT_NS
         self._readable = None  # type: ignore[assignment]  # the root may read every namespace
+        self._on_evict: Callable[[list[Memory]], Any] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Any = None,
              clock: Callable[[], float] | None = None, readonly: bool = False,
-             map_size: int = DEFAULT_MAP_SIZE) -> "Mnemos":
+             map_size: int = DEFAULT_MAP_SIZE,
+             on_evict: Callable[[list[Memory]], Any] | None = None) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
         ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
@@ -436,7 +533,9 @@ class Mnemos(_Handle):
         EmbedderMismatchError. ``clock`` returns seconds since the epoch (default
         ``time.time``): inject one for reproducible runs. ``readonly`` opens without
         write access (works while other processes write). ``map_size`` is the initial
-        LMDB map size in bytes; it grows on demand.
+        LMDB map size in bytes; it grows on demand. ``on_evict`` is called with the
+        list of ``Memory`` objects a write of this process evicted, after its commit
+        (see :attr:`on_evict`).
 
         :raises NotAStoreError: ``path`` is a file or a foreign directory.
         :raises FormatVersionError: the store was written by a newer mnemos-kv.
@@ -446,9 +545,69 @@ class Mnemos(_Handle):
         if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < (1 << 20):
             raise InvalidInputError(f"map_size must be an int of at least 1 MiB, got {map_size!r}")
         emb = resolve(embedder)
+        if on_evict is not None and not callable(on_evict):
+            raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
         engine = Engine(path, embedder=emb, embedder_given=embedder is not None,
                         clock=clock or time.time, readonly=bool(readonly), map_size=map_size)
-        return cls(engine)
+        db = cls(engine)
+        db.on_evict = on_evict
+        return db
+
+    @property
+    def on_evict(self) -> Callable[[list[Memory]], Any] | None:
+        """Called after a commit with the memories that write (of this process, any
+        handle) evicted, as ``Memory`` objects; None for no callback. Its exceptions
+        become ``RuntimeWarning``s: the write is durable either way."""
+        return self._on_evict
+
+    @on_evict.setter
+    def on_evict(self, fn: Callable[[list[Memory]], Any] | None) -> None:
+        if fn is not None and not callable(fn):
+            raise InvalidInputError(f"on_evict must be callable or None, got {type(fn).__name__}")
+        self._on_evict = fn
+        eng = self._engine
+        if fn is None:
+            eng.on_evict = None
+            return
+
+        def hook(records: list[R.Record]) -> None:
+            with eng.env.read() as txn:
+                mems = [Memory(id=r.id, text=r.text, metadata=r.metadata,
+                               namespace=eng.ns_name(r.ns, txn), type=r.type,
+                               created_at=from_us(r.ts), key=r.key) for r in records]
+            fn(mems)
+        eng.on_evict = hook
+
+    def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
+        """Limit the live memories of the whole store (count and/or bytes); None removes it.
+
+        Each call replaces the store-wide policy (``set_capacity()`` removes it); use
+        ``db.namespace(name).set_capacity(...)`` for one namespace. The call is a logged
+        op; memories over the new limit are evicted at once, and from then on every
+        write that would exceed it evicts in the same transaction — exactly down to the
+        limit — so no commit ever exceeds it. Eviction order: ascending retention
+        ``2 ** -(age / half_life)``, age counted back from the newest memory of the
+        scope, half-life 7 days (episodic), 30 (semantic), 90 (procedural); pinned
+        memories are never evicted; ties go to the smaller id. A memory's bytes are its
+        UTF-8 text, CBOR metadata, key and 4 bytes per vector dimension.
+
+        :raises InvalidInputError: a limit is not a positive int or None.
+        :raises CapacityError: the limit cannot be met without evicting pinned memories.
+        """
+        from ._capacity import check_limit, set_limit
+        me = check_limit(max_entries, "max_entries")
+        mb = check_limit(max_bytes, "max_bytes")
+        self._engine.write([("call", set_limit(None, me, mb), 0)])
+
+    def capacity(self) -> dict[str, Any]:
+        """Every limit: ``{"store": {...} or None, "namespaces": {name: {...}}}``."""
+        from ._capacity import limits
+        eng = self._engine
+        with eng.snapshot() as snap:
+            lims = limits(eng, snap.txn)
+            return {"store": dict(lims["store"]) if lims["store"] else None,
+                    "namespaces": {eng.ns_name(n, snap.txn): dict(v)
+                                   for n, v in sorted(lims["ns"].items())}}
 
     @property
     def path(self) -> str:
@@ -480,16 +639,26 @@ class Mnemos(_Handle):
             return list(self._engine.namespaces(snap.txn))
 
     def stats(self) -> dict[str, Any]:
-        """Counts per namespace and in total, format version, embedder, files and sizes."""
+        """Counts per namespace and in total, format version, embedder, files and sizes,
+        capacity limits and evicted counts: ``evicted`` (memories evicted by capacity
+        limits, in total) and ``capacity`` (the store limit, per namespace its limit and
+        evicted count, and the capacity bytes of the live memories — None in a store made
+        before byte counting, until its first ``max_bytes`` limit)."""
+        from ._capacity import evicted_counts, limits
         eng = self._engine
         with eng.snapshot() as snap:
             nss = eng.namespaces(snap.txn)
             st = snap.state
+            ev = evicted_counts(eng, snap.txn)
+            lims = limits(eng, snap.txn)
+            known = bool(st.usage)
             files = {}
             for name in sorted(os.listdir(eng.path)):
-                p = os.path.join(eng.path, name)
-                if os.path.isfile(p):
-                    s = os.stat(p)
+                try:  # a compaction in another process may remove files meanwhile
+                    s = os.stat(os.path.join(eng.path, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(s.st_mode):
                     files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
             return {
                 "path": eng.path,
@@ -497,6 +666,13 @@ class Mnemos(_Handle):
                 "embedder": {"name": eng.embedder_name, "dim": eng.dim},
                 "total": st.live,
                 "namespaces": {n: {"count": int(info["count"])} for n, info in nss.items()},
+                "evicted": sum(ev.values()),
+                "capacity": {
+                    "limit": lims["store"], "bytes": st.live_bytes if known else None,
+                    "namespaces": {n: {"limit": lims["ns"].get(int(info["id"])),
+                                       "evicted": ev.get(int(info["id"]), 0),
+                                       "bytes": int(info.get("bytes", 0)) if known else None}
+                                   for n, info in nss.items()}},
                 "slots": st.n_slots,
                 "generation": st.gen,
                 "seq": st.seq,
@@ -556,14 +732,30 @@ class Mnemos(_Handle):
         self._engine.check_open()
         return verify(self._engine, deep=deep)
 
-    def compact(self) -> dict[str, int]:
-        """Reclaim the vector rows of forgotten memories into a new file generation.
+    def compact(self, *, merge_similar: float | None = None,
+                progress: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:
+        """Recover the space of forgotten, evicted and merged memories in every file.
 
-        Live memories, ids, edges and answers are unchanged. Returns slot counts
-        before and after.
+        Rewrites the vector and slot files without dead rows into a new generation,
+        checkpoints the replay log (a base snapshot + a new, empty segment) and, when no
+        other process has the store open, rewrites the LMDB file without free pages
+        (otherwise it is left for a later compaction: see ``lmdb_compacted`` and
+        ``lmdb_note``). Live memories, ids, edges and answers are unchanged; other
+        processes keep working and move to the new files on their next read. A crash
+        at any point leaves the old or the new state, complete.
+
+        ``merge_similar`` (a cosine threshold in (0, 1]) first merges near-duplicates
+        within each namespace and type: the oldest id is kept, gets the union of the
+        metadata (its own values win) and ``merged_from``, and inherits the edges of
+        the memories merged into it, which are forgotten — all logged ops.
+        ``progress(phase, done, total)`` is called as the work goes on.
+
+        Returns slot counts (``slots_before``/``slots_after``), ``merged``,
+        ``generation``, ``seq``, ``lmdb_compacted``/``lmdb_note``, ``files_before``/
+        ``files_after`` (bytes on disk per file) and ``seconds``.
         """
-        from ._compaction import compact_vectors
-        return compact_vectors(self._engine)
+        from ._compaction import compact
+        return compact(self._engine, merge_similar=merge_similar, progress=progress)
 
     def close(self) -> None:
         """Close the store; later calls raise ClosedError. Idempotent."""
