@@ -1,5 +1,10 @@
 """Prototype LoCoMo retrieval benchmark for the lexical, hashing and fusion building blocks.
 
+Kept as the reference for how the defaults were chosen; the benchmark of the real
+store is ``bench/locomo_bench.py`` (same protocol, through ``Mnemos.ask``). Its
+"DEFAULT" rows use the current constants of ``_fusion`` (neighbour weight 0.2,
+hashing vector weight 0.15 since issue 6; 0.25 and 0.2 when it was written).
+
 Protocol: every dialog turn of a conversation is one memory ("speaker: utterance",
 plus " [image: caption]" when the turn has a ``blip_caption``), timestamped with its
 session date; every QA item with usable evidence is a query, answered against the
@@ -32,6 +37,7 @@ from types import ModuleType
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the modules' own relative imports need the package
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 if not DEFAULT_DATA.exists():
     DEFAULT_DATA = Path("/work/shared/data/locomo/locomo_dev.json")

@@ -8,23 +8,26 @@
 """
 
 from ._batch import Batch, PendingId
-from ._model import Edge, Memory
-from .embedders import Embedder, HashingEmbedder, from_callable
-from .errors import (ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
+from ._model import Document, Edge, Memory
+from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
+from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
-                     LogCorruptionError, MapFullError, MemoryNotFoundError, MnemosError,
-                     NotAStoreError, ReadOnlyError, ReplayError, StorageError, StoreError)
+                     LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
+                     MnemosError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
+                     StoreError)
+from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Mnemos", "Namespace", "Memory", "Edge", "MemoryId", "Batch", "PendingId",
-    "Embedder", "HashingEmbedder", "from_callable",
+    "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId", "Batch", "PendingId",
+    "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
+    "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
-    "ReadOnlyError", "ReplayError", "ClosedError", "CorruptionError", "LogCorruptionError",
-    "StorageError", "MapFullError", "DiskFullError",
+    "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
+    "LogCorruptionError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
     "__version__",
 ]
 

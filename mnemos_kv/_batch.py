@@ -77,10 +77,12 @@ class BatchNamespace:
 
     def remember(self, text: str, metadata: Mapping[str, Any] | None = None, *,
                  type: str = "episodic", timestamp: Any = None, key: str | None = None,
-                 vector: Any = None) -> PendingId:
-        """Queue a memory (validated now, embedded and written at commit)."""
+                 vector: Any = None, pinned: bool = False) -> PendingId:
+        """Queue a memory (validated now, embedded and written at commit); the
+        arguments are those of ``Mnemos.remember``."""
         return self.remember_many([{"text": text, "metadata": metadata, "type": type,
-                                    "timestamp": timestamp, "key": key, "vector": vector}])[0]
+                                    "timestamp": timestamp, "key": key, "vector": vector,
+                                    "pinned": pinned}])[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[PendingId]:
         """Queue many memories (texts or dicts, as ``Mnemos.remember_many`` takes)."""

@@ -1,19 +1,28 @@
-"""Compaction: rewrite the vector files without dead rows, and checkpoint the log.
+"""Compaction: recover the space of forgotten, evicted and merged memories in every file.
 
-The live rows are copied, in slot order, into a new file generation; every live
-record's slot is updated; a ``compact`` op is logged; then a checkpoint writes a base
-snapshot and starts a new log segment (see ``_snapshot``). All of it is committed with
-the state in one LMDB transaction; superseded files are removed after the commit.
-Readers holding an older snapshot keep their mapping of the old generation (unlinked
-files stay mapped) and move to the new one on their next read. A crash before the
-commit leaves the old state in force (the half-written new files are strays, removed
-by the next compaction); a crash after it leaves the new one.
+:func:`compact` runs three steps:
+
+1. (optional) semantic merging of near-duplicates (``_semantic``): logged ops in one
+   write transaction;
+2. :func:`compact_vectors`: the live rows are copied, in slot order, into a new file
+   generation; every live record's slot is updated; a ``compact`` op is logged; then a
+   checkpoint writes a base snapshot and starts a new log segment (see ``_snapshot``).
+   All of it is committed with the state in one LMDB transaction; superseded files are
+   removed after the commit. Readers holding an older snapshot keep their mapping of
+   the old generation (unlinked files stay mapped) and move to the new one on their
+   next read. A crash before the commit leaves the old state in force (the half-written
+   new files are strays, removed by the next compaction); a crash after it leaves the
+   new one;
+3. the LMDB file rewrite (``_lmdb_rewrite``), only when no other process has the store
+   open; it changes no logical state, and a crash leaves one complete file or the other.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import stat
+import time
+from typing import Any, Callable
 
 import lmdb
 import numpy as np
@@ -41,7 +50,47 @@ def _unlink(path: str) -> None:
         pass
 
 
-def compact_vectors(engine: Engine) -> dict[str, int]:
+Progress = Callable[[str, int, int], Any]
+_ROWS_CHUNK = 1 << 15
+
+
+def file_usage(root: str) -> dict[str, dict[str, int]]:
+    """Per file of the store: apparent ``bytes`` and ``disk_bytes`` (allocated blocks)."""
+    out = {}
+    for name in sorted(os.listdir(root)):
+        try:
+            st = os.stat(os.path.join(root, name))
+        except FileNotFoundError:  # removed meanwhile (another process compacting)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[name] = {"bytes": st.st_size, "disk_bytes": st.st_blocks * 512}
+    return out
+
+
+def compact(engine: Engine, *, merge_similar: float | None = None,
+            progress: Progress | None = None, rewrite_lmdb: bool = True) -> dict[str, Any]:
+    """Merge near-duplicates (optional), rewrite the vector files, checkpoint the log and
+    rewrite the LMDB file when no other process has the store open; returns a report."""
+    from . import _lmdb_rewrite, _semantic
+    engine.check_writable()
+    if merge_similar is not None:
+        merge_similar = _semantic.check_threshold(merge_similar)
+    t0 = time.perf_counter()
+    before = file_usage(engine.path)
+    merged = 0
+    if merge_similar is not None:
+        merged = _semantic.merge_similar(engine, merge_similar, progress)
+    out: dict[str, Any] = dict(compact_vectors(engine, progress))
+    if rewrite_lmdb:
+        done, note = _lmdb_rewrite.rewrite(engine.env, progress)
+    else:
+        done, note = False, "LMDB file left as it is (rewrite_lmdb=False)"
+    out.update(merged=merged, lmdb_compacted=done, lmdb_note=note, files_before=before,
+               files_after=file_usage(engine.path), seconds=time.perf_counter() - t0)
+    return out
+
+
+def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[str, int]:
     """Rewrite live vector rows into generation ``gen + 1`` and checkpoint the log."""
     engine.check_writable()
     result: dict[str, int] = {}
@@ -64,14 +113,23 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         fresh = VectorFiles(engine.path, engine.dim, readonly=False)
         try:
             mat, slots = fresh.ensure(new_gen, int(keep.size))
-            mat[: keep.size] = old_mat[keep]
-            slots[: keep.size] = old_slots[keep]
+            n_keep = int(keep.size)
+            for lo in range(0, n_keep, _ROWS_CHUNK):
+                part = keep[lo: lo + _ROWS_CHUNK]
+                mat[lo: lo + part.size] = old_mat[part]
+                slots[lo: lo + part.size] = old_slots[part]
+                if progress is not None:
+                    progress("vectors", lo + part.size, n_keep)
             rdb = engine.env.db("records")
             for new_slot, mid in enumerate(old_slots["id"][keep].tolist()):
                 raw = txn.get(S.u64(mid), db=rdb)
                 if raw is None:
                     raise R.CorruptionError(f"live slot holds id {mid} with no record")
                 txn.put(S.u64(mid), R.Record.from_bytes(raw).with_slot(new_slot).to_bytes(), db=rdb)
+                if progress is not None and (new_slot + 1) % 10_000 == 0:
+                    progress("records", new_slot + 1, n_keep)
+            if progress is not None:
+                progress("records", n_keep, n_keep)
             fresh.sync()
         finally:
             fresh.close()
@@ -85,7 +143,11 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         st.gen, st.n_slots = new_gen, int(keep.size)
         engine.vectors.ensure(new_gen, st.n_slots)
         new_mat, _ = engine.vectors.view(new_gen, st.n_slots)
+        if progress is not None:
+            progress("snapshot", 0, 1)
         checkpoint(engine, txn, st, new_mat)
+        if progress is not None:
+            progress("snapshot", 1, 1)
         holder["new_seg"] = st.log_seg
         txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
         return result
@@ -104,4 +166,6 @@ def compact_vectors(engine: Engine) -> dict[str, int]:
         _unlink(p)
     remove_superseded(engine.path, holder["old_seg"], holder["old_base"])
     engine.open_log(engine.read_state())
+    if progress is not None:
+        progress("committed", 1, 1)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
+from . import _capacity, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
@@ -52,6 +54,8 @@ class State:
     vsync_seq: int = 0    # vector/slot files are known durable up to this seq ...
     vsync_slots: int = 0  # ... holding this many rows ...
     vsync_off: int = 0    # ... and the log frames after it start at this offset
+    live_bytes: int = 0   # capacity bytes of the live memories (see _capacity.entry_bytes)
+    usage: int = 0        # 1: live_bytes and namespace "bytes" are tracked since creation
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -94,6 +98,26 @@ class _Ctx:
     new_ns: list[str] = field(default_factory=list)  # namespaces created (uncommitted)
     log: bool = True           # False: restoring a base snapshot (no log frames)
     allow_gaps: bool = False   # True: logged ids may skip (filtered exports, base snapshots)
+    ns_bytes: dict[int, int] = field(default_factory=dict)  # capacity bytes delta per namespace
+    evicted: list[R.Record] = field(default_factory=list)   # evicted in this write (callback)
+    cap_scopes: set[Any] = field(default_factory=set)       # capacity limits set in this write
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _closed_when_dropped(log: LogFile) -> LogFile:
+    """Close ``log``'s descriptor once nothing references it (and never before).
+
+    (``weakref.finalize`` must not be given a bound method of the object: that would
+    keep it alive until the interpreter exits.)
+    """
+    weakref.finalize(log, _close_fd, log.fd)
+    return log
 
 
 class Engine:
@@ -107,14 +131,17 @@ class Engine:
         self.clock = clock
         self.durable = durable  # True: durability="full"; False: "fast" (see docs/durability.md)
         self.closed = False
+        #: called after a commit with the records this process's write evicted
+        self.on_evict: Callable[[list[R.Record]], None] | None = None
         self._check_path()
         self.env = S.acquire(self.path, readonly=readonly, map_size=map_size)
         try:
             self._ns_cache: dict[str, int] = {DEFAULT_NS: DEFAULT_NS_ID}
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
-            self._old_logs: list[LogFile] = []  # superseded segments (see open_log)
             fmt = self._load_or_create(embedder)
+            if not readonly:
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
@@ -160,7 +187,7 @@ class Engine:
         if os.path.exists(p):
             if not os.path.isdir(p):
                 raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
-            entries = set(os.listdir(p))
+            entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
             if "data.mdb" not in entries and entries:
                 raise NotAStoreError(
                     f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
@@ -192,7 +219,7 @@ class Engine:
 
     def _create(self, embedder: Any) -> dict[str, Any]:
         from ._log import LogFile as _LF
-        st = State()
+        st = State(usage=1)
         fmt = {"version": R.FORMAT_VERSION, "embedder": embedder.name, "dim": int(embedder.dim)}
 
         def body(txn: lmdb.Transaction) -> None:
@@ -325,25 +352,22 @@ class Engine:
     def open_log(self, st: State) -> LogFile:
         """The log segment ``st`` names, reopened when a checkpoint moved to a new one.
 
-        ``self.log`` (what writers append to) only ever moves forward: a reader of an
-        older snapshot gets that snapshot's segment without switching it back under a
-        writer thread. Superseded segments stay open until the engine closes, because
-        another thread may still be reading one (closing it could hand its descriptor
-        number to an unrelated file).
+        A reader holding an older snapshot gets its own read-only handle of the older
+        segment, and ``self.log`` (what writers append to) only ever moves forward: a
+        reader never switches it back under a writer thread. Handles that are not the
+        current one are closed when dropped, never while another thread may still read
+        them (closing could hand the descriptor number to an unrelated file).
+        :raises LogGone: that older segment was already removed by a compaction.
         """
         with self._ns_lock:
             if self.log.segment == st.log_seg:
                 return self.log
-            for old in self._old_logs:
-                if old.segment == st.log_seg:
-                    return old
+            if st.log_seg < self.log.segment:
+                return _closed_when_dropped(LogFile(self.path, st.log_seg, True))
             fresh = LogFile(self.path, st.log_seg, self.readonly)
-            if st.log_seg > self.log.segment:
-                self._old_logs.append(self.log)
-                self.log = fresh
-            else:
-                self._old_logs.append(fresh)
-            return fresh
+            old, self.log = self.log, fresh
+            _closed_when_dropped(old)  # a reader of this process may still hold it
+            return self.log
 
     def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,
               allow_gaps: bool = False, sync: bool | None = None) -> list[Any]:
@@ -351,17 +375,25 @@ class Engine:
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
         metadata, type, ts_us, key, vec)``, ``("forget", ns, id)``, ``("connect", ns, src,
-        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``, or
-        ``("bind", request)``: ``request`` with its :class:`Ref` items replaced by the
-        results of earlier requests of this write.
+        dst, relation, weight)``, ``("disconnect", ns, src, dst, relation)``, ``("call",
+        fn, n_new)`` (``fn(engine, ctx)`` resolves and applies its own ops; it adds at most
+        ``n_new`` memories), or ``("op", op)`` (an already-resolved op: replay). In a
+        ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
+        of the same call (used by ``ingest_document`` to add and link in one go).
+        ``("bind", request)`` is ``request`` with its :class:`Ref` items replaced by the
+        results of earlier requests of this write (used by ``db.batch()``).
+
+        A write with any request but ``"op"`` ends by enforcing the capacity limits
+        (evictions are ops of the same transaction; see ``_capacity``).
 
         The log frames are always fdatasync'ed before the commit (write-ahead). ``sync``
         (default: the store's durability) also makes the LMDB commit durable before
         returning; without it a machine crash may undo this commit (never part of it).
         """
         self.check_writable()
-        n_new = sum(1 for r in requests
-                    if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem"))
+        n_new = sum(1 if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem")
+                    else int(r[2]) if r[0] == "call" else 0 for r in requests)
+        enforce = any(r[0] != "op" for r in requests)
         holder: dict[str, Any] = {}
 
         def body(txn: lmdb.Transaction) -> list[Any]:
@@ -378,6 +410,8 @@ class Engine:
             seq0 = st.seq
             for req in requests:
                 ctx.results.append(self._resolve(ctx, req))
+            if enforce:
+                _capacity.enforce(self, ctx)
             if not log:
                 ctx.frames.clear()
             if ctx.frames:
@@ -402,7 +436,11 @@ class Engine:
             if holder.get("appended"):
                 self.log.truncate(holder["log_end"])
 
-        return self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
+        results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
+        evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
+        if evicted and self.on_evict is not None:
+            _capacity.notify(self.on_evict, evicted)
+        return results
 
     def sync(self) -> None:
         """Make every write committed so far durable, and the vector files synced.
@@ -502,8 +540,10 @@ class Engine:
         txn = ctx.txn
         if kind == "op":  # an already-resolved op (replay)
             return self.apply_op(ctx, req[1])
+        if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
+            return req[1](self, ctx)
         if kind == "remember":
-            _, ns, text, meta, type_, ts, key, vec = req
+            _, ns, text, meta, type_, ts, key, vec = req[:8]
             nid = self._ensure_ns(ctx, ns)
             if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
                 raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
@@ -512,6 +552,8 @@ class Engine:
                   "vec": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
             if key is not None:
                 op["key"] = key
+            if len(req) > 8 and req[8]:  # pinned (never evicted; see _capacity)
+                op["pin"] = True
             return self.apply_op(ctx, op)
         if kind == "forget":
             _, ns, mid = req
@@ -519,6 +561,10 @@ class Engine:
             return self.apply_op(ctx, {"op": "forget", "id": mid})
         if kind == "connect":
             _, ns, src, dst, rel, w = req
+            # ("ref", i): the id returned by request i of this same write (e.g. a chunk
+            # remembered earlier in the batch), so one transaction can add and link
+            src = ctx.results[src[1]] if isinstance(src, tuple) else src
+            dst = ctx.results[dst[1]] if isinstance(dst, tuple) else dst
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "link", "src": src, "dst": dst, "rel": rel, "w": w})
@@ -583,6 +629,8 @@ class Engine:
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
+            _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
+            _capacity.on_add(self, ctx, rec, op)  # capacity bytes, pinned flag
             st.next_id += 1
             st.n_slots += 1
             st.live += 1
@@ -598,7 +646,9 @@ class Engine:
             txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
+            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             self._drop_edges(txn, mid)
+            _capacity.on_remove(self, ctx, rec, op, seq)  # bytes, pin, eviction note
             ctx.dead.append((rec.slot, seq))
             st.live -= 1
             ctx.ns_delta[rec.ns] = ctx.ns_delta.get(rec.ns, 0) - 1
@@ -613,6 +663,8 @@ class Engine:
             self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
         elif kind == "compact":
             pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind in _capacity.OPS:  # capacity, pin, evicted (base), meta: see _capacity
+            result = _capacity.OPS[kind](self, ctx, op)
         elif kind == "base":
             # ends a base snapshot: the counters of the source at its sequence number
             if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
@@ -674,14 +726,17 @@ class Engine:
 
     def _flush_ns_counts(self, ctx: _Ctx) -> None:
         ndb = self.env.db("namespaces")
-        for nid in sorted(ctx.ns_delta):
-            delta = ctx.ns_delta[nid]
-            if not delta:
+        for nid in sorted(set(ctx.ns_delta) | set(ctx.ns_bytes)):
+            delta = ctx.ns_delta.get(nid, 0)
+            dbytes = ctx.ns_bytes.get(nid, 0)
+            if not delta and not dbytes:
                 continue
             name = self.ns_name(nid, ctx.txn) if nid in self._ns_names else \
                 ctx.txn.get(_NS_REV + S.u32(nid), db=ndb).decode()
             info = R.decode(ctx.txn.get(name.encode(), db=ndb), "namespace")
             info["count"] = int(info.get("count", 0)) + delta
+            if dbytes:
+                info["bytes"] = int(info.get("bytes", 0)) + dbytes
             ctx.txn.put(name.encode(), R.encode(info), db=ndb)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -721,8 +776,6 @@ class Engine:
         self.closed = True
         self.vectors.close()
         self.log.close()
-        for old in self._old_logs:
-            old.close()
         S.release(self.env)
 
 

@@ -157,15 +157,27 @@ def bm25_scores(
 # --------------------------------------------------------------------------- Porter stemmer
 
 _VOWELS = frozenset("aeiou")
+#: Longer "words" (hashes, base64, runs of letters) are left unstemmed: no English
+#: word needs it, and Porter's steps are quadratic in the worst case.
+MAX_STEM_LEN = 40
 
 
 def _is_cons(w: str, i: int) -> bool:
+    """Porter's consonant test; a 'y' is a consonant at the start or after a vowel.
+
+    Iterative over a run of 'y's (a recursive version overflows the stack on
+    'yyyy...'): consonant-ness alternates along the run.
+    """
     ch = w[i]
     if ch in _VOWELS:
         return False
-    if ch == "y":
-        return i == 0 or not _is_cons(w, i - 1)
-    return True
+    if ch != "y":
+        return True
+    j = i
+    while j > 0 and w[j - 1] == "y":
+        j -= 1
+    first = j == 0 or w[j - 1] in _VOWELS
+    return first if (i - j) % 2 == 0 else not first
 
 
 def _measure(stem_: str) -> int:
@@ -235,7 +247,7 @@ def _replace_suffixes(w: str, table: tuple[tuple[str, str], ...], min_m: int) ->
 @functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """Porter (1980) stem of a lower-case word; non-ASCII/non-alpha or short words unchanged."""
-    if len(word) <= 2 or not _ASCII_ALPHA_RE.match(word):
+    if len(word) <= 2 or len(word) > MAX_STEM_LEN or not _ASCII_ALPHA_RE.match(word):
         return word
     w = word
     # Step 1a

@@ -74,6 +74,10 @@ def iter_frames(data: bytes | memoryview, start: int, end: int, *, path: str = "
         idx += 1
 
 
+class LogGone(CorruptionError):
+    """A log segment file is missing (superseded by a compaction, or lost)."""
+
+
 class LogFile:
     """One segment of the replay log, opened for appending (writer) or reading."""
 
@@ -84,7 +88,7 @@ class LogFile:
         try:
             self.fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
         except FileNotFoundError as exc:
-            raise CorruptionError(f"missing replay log {self.path}") from exc
+            raise LogGone(f"missing replay log {self.path}") from exc
         head = os.pread(self.fd, FILE_HEADER, 0)
         if len(head) < FILE_HEADER:
             raise CorruptionError(f"{self.path}: shorter than its {FILE_HEADER}-byte header")

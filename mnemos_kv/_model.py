@@ -13,9 +13,10 @@ class Memory:
 
     ``created_at`` is the event time in seconds since the Unix epoch (UTC): the
     ``timestamp=`` given to ``remember`` or the clock's time of the call. ``score``
-    is set by ``ask`` (cosine similarity for the exact vector search, higher is
-    better) and is None elsewhere; ``explain`` holds the parts of the score when
-    ``ask(explain=True)``.
+    is set by ``ask`` (the fused relevance: vector + BM25 + neighbours [+ graph], times
+    type and recency weights; higher is better, comparable within one ``ask``) and is
+    None elsewhere; ``explain`` holds the parts of the score when ``ask(explain=True)``
+    (see docs/retrieval.md).
     """
 
     id: int
@@ -42,3 +43,16 @@ class Edge:
     dst: int
     relation: str
     weight: float
+
+
+@dataclass(frozen=True)
+class Document:
+    """What ``ingest_document`` stored: the document memory and its chunks, in order.
+
+    ``changed`` is False when the same document was already stored (nothing written).
+    """
+
+    doc_id: str
+    id: int
+    chunk_ids: tuple[int, ...]
+    changed: bool = True

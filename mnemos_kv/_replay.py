@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from . import _capacity
 from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
@@ -74,6 +75,8 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
                 continue
             h.update(R.encode(["edge", S.from_u64(k[:8]), S.from_u64(k[8:16]), k[16:].decode(),
                                S.from_f64(v)]))
+    for item in _capacity.digest_items(engine, txn, sel, namespaces is None):
+        h.update(R.encode(item))  # limits, pins, evicted counters (none: nothing added)
     return h.hexdigest()
 
 
@@ -110,16 +113,37 @@ class _NsFilter:
                 self.ids.add(int(op["id"]))
                 return True
             return False
-        if kind in ("forget", "evict"):
+        if kind in ("forget", "evict", "pin", "meta"):
             return int(op["id"]) in self.ids
         if kind in ("link", "unlink"):
             return int(op["src"]) in self.ids
+        if kind == "capacity":
+            return op.get("ns") is not None and int(op["ns"]) in self.ns_ids
+        if kind == "evicted":
+            op["counts"] = [[n, c] for n, c in op["counts"] if int(n) in self.ns_ids]
+            return bool(op["counts"])
         return kind in ("base", "compact")
 
 
 def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None = None,
                   since_seq: int | None = None) -> ExportInfo:
-    """Write the replay file for the store's retained history (see the module doc)."""
+    """Write the replay file for the store's retained history (see the module doc).
+
+    When a compaction in another process removes the log files of the snapshot being
+    exported, the export starts again on a newer snapshot.
+    """
+    from ._log import LogGone
+    for attempt in range(5):
+        try:
+            return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq)
+        except LogGone:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
+                 since_seq: int | None) -> ExportInfo:
     from ._snapshot import read_snapshot, snapshot_file
 
     if namespaces is not None:
@@ -159,6 +183,8 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
                     op = R.decode(p, "snapshot frame")
                     if not flt.keep(op):
                         continue
+                    if op["op"] == "evicted":  # counters narrowed to the namespaces kept
+                        p = R.encode(op)
                 if since_seq is None:
                     n_base += 1
                     base += encode_frame(n_base, p)
@@ -357,10 +383,10 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
             if not filtered and out["seq"] != seq:
                 raise ReplayError(f"replay diverged: compaction at seq {out['seq']}, logged at {seq}")
             continue
+        if len(batch) >= BATCH and op.get("op") != "evict":
+            flush()  # never between a write's ops and the evictions that end it
         batch.append(op)
         last_seq = seq
-        if len(batch) >= BATCH:
-            flush()
     flush()
     with engine.snapshot() as snap:
         digest = state_digest(engine, snap, hdr.get("namespaces"))

@@ -1,17 +1,31 @@
-"""The query planner: candidate rows of a snapshot, scoring, and top-k selection.
+"""The query planner: candidates, vector + lexical fusion, neighbours, graph, types, recency.
 
-Exact search is cosine similarity (rows are stored L2-normalised, so a dot product)
-over the live slots of the asked namespaces, vectorised with numpy. Ties are broken
-by slot order, so the same store and query always give the same answers in the same
-order.
+For one ``ask`` over one snapshot (see docs/retrieval.md for the full story)::
+
+    candidates  live slots of the asked namespaces, minus the type / time filters
+    V(r)        min-max normalised cosine over the candidates
+    L(r)        min-max normalised BM25 (postings in LMDB, see _lexical_index)
+    rel(r)      = w_vec * V(r) + (1 - w_vec) * L(r)
+    nbr(r)      = NEIGHBOUR_WEIGHT * max(rel(prev r), rel(next r))   adjacent candidates
+                  of the same namespace in (timestamp, id) order
+    graph(r)    activation spread from the best hits through edges (use_graph=True)
+    score(r)    = (rel + nbr + graph)(r) * type_weight(r) * recency(r)
+
+Everything is vectorised over the candidate rows (dense over all slots when most of
+them are candidates, gathered otherwise); ties are broken by slot (= id) order, so
+the same store and query always give the same answers, scores and order.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import _fusion, _graph, _lexical_index, _timeorder
+from . import _storage as S
 from ._engine import Snapshot
 
 #: Below this fraction of rows selected, gather the rows before the matrix product
@@ -105,20 +119,351 @@ def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
     return snap.matrix[rows] @ query, rows
 
 
-def search(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int], k: int,
-           accept: Callable[[int], bool] | None = None) -> list[tuple[int, float]]:
-    """Top ``k`` (slot, score) by cosine; ``accept(slot)`` filters (e.g. on metadata)."""
-    scores, rows = vector_scores(snap, query, ns_ids)
+
+
+# --------------------------------------------------------------------------- the planner
+
+#: How much of the best adjacent candidate's ``rel`` a candidate borrows (0 = off).
+NEIGHBOUR_WEIGHT: float = _fusion.NEIGHBOUR_WEIGHT
+#: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
+HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
+MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
+#: Graph expansion: seeds are the best max(top_k, GRAPH_SEEDS) candidates by rel + nbr,
+#: at most GRAPH_MAX_SEEDS.
+GRAPH_SEEDS: int = 10
+GRAPH_MAX_SEEDS: int = 100
+GRAPH_WEIGHT: float = 1.0
+#: Default ranking weight per memory type (episodic, semantic, procedural).
+TYPE_WEIGHTS: dict[str, float] = {"episodic": 1.0, "semantic": 1.1, "procedural": 1.05}
+#: recency(r) = 1 - RECENCY_WEIGHT + RECENCY_WEIGHT * 2 ** (-age(r) / half_life)
+RECENCY_WEIGHT: float = 0.5
+DEFAULT_HALF_LIFE_S: float = 30 * 86_400.0
+#: since/until: up to this many time-index entries per namespace are read; a wider
+#: window uses the slot time column (the same timestamps, vectorised).
+TIME_INDEX_BUDGET: int = 1024
+
+#: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
+EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "graph", "type", "recency")
+
+
+def vector_weight_for(embedder: Any, embedder_name: str) -> float:
+    """w_vec for an embedder: its ``vector_weight`` attribute, else by kind."""
+    w = getattr(embedder, "vector_weight", None)
+    if isinstance(w, (int, float)) and not isinstance(w, bool) and 0.0 <= w <= 1.0:
+        return float(w)
+    return HASH_VECTOR_WEIGHT if embedder_name.startswith("mnemos-hash-v1") else MODEL_VECTOR_WEIGHT
+
+
+@dataclass(frozen=True)
+class Query:
+    """One validated ``ask``: what to search and how to rank it."""
+
+    text: str
+    vector: np.ndarray
+    ns_ids: tuple[int, ...]
+    top_k: int
+    vector_weight: float
+    use_graph: bool = False
+    half_life_s: float | None = None
+    type_codes: tuple[int, ...] | None = None
+    type_weights: tuple[float, ...] = tuple(TYPE_WEIGHTS.values())
+    since_us: int | None = None
+    until_us: int | None = None
+    accept: Callable[[int], bool] | None = None
+    explain: bool = False
+    neighbour_weight: float = NEIGHBOUR_WEIGHT
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked answer: slot, memory id, score and (with explain) its parts."""
+
+    slot: int
+    id: int
+    score: float
+    parts: dict[str, float] | None = None
+
+
+def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | None,
+               until: int | None) -> np.ndarray:
+    """Slots whose timestamp is in [since, until], from the time index when the window is small."""
+    n = snap.state.n_slots
+    lo = S.ts_key(since) if since is not None else b""
+    hi = S.ts_key(until) if until is not None else None
+    ids: list[bytes] = []
+    with snap.txn.cursor(db=env.db("time")) as cur:
+        for ns in sorted(set(ns_ids)):
+            prefix = S.u32(ns)
+            if not cur.set_range(prefix + lo):
+                continue
+            count = 0
+            for k in cur.iternext(values=False):
+                if not k.startswith(prefix) or (hi is not None and k[4:12] > hi):
+                    break
+                count += 1
+                if count > TIME_INDEX_BUDGET:  # a wide window: the column is faster
+                    ts = snap.slots["ts"]
+                    mask = np.ones(n, bool)
+                    if since is not None:
+                        mask &= ts >= since
+                    if until is not None:
+                        mask &= ts <= until
+                    return mask
+                ids.append(k[12:20])
+    mask = np.zeros(n, bool)
+    if ids:
+        want = np.frombuffer(b"".join(ids), dtype=">u8").astype(np.int64)
+        mask[_slots_of(snap, want)[1]] = True
+    return mask
+
+
+def _slots_of(snap: Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend."""
+    col = snap.slots["id"]
+    pos = np.searchsorted(col, ids)
+    pos_c = np.minimum(pos, max(col.size - 1, 0))
+    ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
+    return ok, pos[ok]
+
+
+def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
+    """``scale`` * min-max onto [0, 1] over the valid entries (a constant positive vector -> 1)."""
+    if valid is None:
+        lo, hi = float(x.min()), float(x.max())
+    else:
+        lo = float(np.min(x, where=valid, initial=np.inf))
+        hi = float(np.max(x, where=valid, initial=-np.inf))
+    return _minmax(x, lo, hi, scale)
+
+
+def _minmax(x: np.ndarray, lo: float, hi: float, scale: float) -> np.ndarray:
+    """``scale * (x - lo) / (hi - lo)`` as float32; when hi == lo: ``scale`` where x > 0, else 0."""
+    if hi > lo:
+        out = np.subtract(x, np.float32(lo), dtype=np.float32)
+        out *= np.float32(scale / (hi - lo))
+        return out
+    if hi > 0:
+        return (x > 0).astype(np.float32) * np.float32(scale)
+    return np.zeros(x.shape[0], np.float32)
+
+
+def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct indices, float64 sum of ``vals`` per index), sums in input order."""
+    if unique or idx.size < 2:  # one posting per memory: only the order may need fixing
+        if idx.size > 1 and bool(np.any(idx[1:] < idx[:-1])):
+            order = np.argsort(idx, kind="stable")
+            return idx[order], vals[order].astype(np.float64)
+        return idx, vals.astype(np.float64)
+    if idx.size * 8 >= m:  # many postings: one dense pass
+        dense = np.bincount(idx, weights=vals, minlength=m)
+        uniq = np.flatnonzero(dense)  # BM25 contributions are > 0
+        return uniq, dense[uniq]
+    order = np.argsort(idx, kind="stable")
+    s_idx = idx[order]
+    starts = np.flatnonzero(np.concatenate(([True], s_idx[1:] != s_idx[:-1])))
+    return s_idx[starts], np.add.reduceat(vals[order].astype(np.float64), starts)
+
+
+def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
+                  rows: np.ndarray | None, selected: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """BM25 of the candidates that match a query term: (indices, bm25, weighted L part).
+
+    Indices are positions in the score arrays (ascending, unique); every other
+    candidate has BM25 0. None when no candidate matches.
+    """
+    terms = _lexical_index.query_terms(q.text)
+    if not terms or q.vector_weight >= 1.0:
+        return None
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    if not ids.size:
+        return None
+    ok, slots = _slots_of(snap, ids.astype(np.int64))
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return None
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    uniq, sums = _sum_by_index(idx, contrib, len(terms) == 1, rows.size if rows is not None
+                               else snap.state.n_slots)
+    bm = sums.astype(np.float32)
+    hi = float(bm.max())
+    lo = 0.0 if uniq.size < selected else float(bm.min())  # candidates without a hit score 0
+    return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
+
+
+def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first."""
+    n = snap.state.n_slots
+    if n == 0 or not q.ns_ids:
+        return []
+    view = _timeorder.for_engine(engine).view(snap)
+    # slots of the asked namespaces (when the cache is exactly this snapshot's)
+    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
+        if view.n == n else -1
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None
+    mask: np.ndarray | None = None  # None: every slot is a candidate
+    if filtered or ns_total != n or snap.state.live != n:
+        mask = candidate_mask(snap, q.ns_ids)
+        if q.type_codes is not None:
+            mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
+        if q.since_us is not None or q.until_us is not None:
+            mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
+        selected = int(np.count_nonzero(mask))
+    else:
+        selected = n
+    if selected == 0:
+        return []
+    closed = selected == ns_total  # every slot of the asked namespaces is a candidate
+    if selected >= n * GATHER_FRACTION:
+        rows, cos = None, snap.matrix @ q.vector
+        valid = mask if selected < n else None
+    else:
+        assert mask is not None
+        rows = np.flatnonzero(mask)
+        cos, valid = snap.matrix[rows] @ q.vector, None
+    vec = _normalise(cos, valid, q.vector_weight)
+    # lexical: BM25 from the postings of the asked namespaces, added where it is not 0
+    lexical = _lexical_part(engine, snap, q, mask, rows, selected)
+    rel = vec
+    if lexical is not None:
+        if q.explain:
+            rel = vec.copy()
+        rel[lexical[0]] += lexical[2]
+
+    nbr = None
+    if q.neighbour_weight > 0 and selected > 1:
+        best = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
+        nbr = best * np.float32(q.neighbour_weight)
+    pre = rel if nbr is None else rel + nbr
+
+    graph = None
+    if q.use_graph:
+        graph = _graph_part(engine, snap, q, pre, rows, valid, mask)
+    base = pre if graph is None else pre + graph
+
+    tw: np.ndarray | float | None = None
+    rec = None
+    single = view.single_type if view.n == n else -1
+    if single >= 0:  # one type in the whole generation: a constant factor
+        w = float(q.type_weights[single])
+        tw = None if w == 1.0 else w
+    elif len(set(q.type_weights)) > 1:
+        table = np.asarray(q.type_weights, dtype=np.float32)
+        tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
+    if q.half_life_s is not None:
+        ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
+        newest = int(np.max(ts, where=valid, initial=np.iinfo(np.int64).min)) if valid is not None \
+            else int(ts.max())
+        age_s = (newest - ts).astype(np.float64) / 1e6
+        rw = RECENCY_WEIGHT
+        rec = ((1.0 - rw) + rw * np.exp2(-age_s / q.half_life_s)).astype(np.float32)
+    final = base
+    if tw is not None:
+        final = final * (np.float32(tw) if isinstance(tw, float) else tw)
+    if rec is not None:
+        final = final * rec
+    if final is rel or final is vec:
+        final = final.copy()
+    if valid is not None:
+        final[~valid] = -np.inf
+
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    if accept is None:
-        return [(slot_of(int(i)), float(scores[i])) for i in order_top(scores, rows, k)]
-    out: list[tuple[int, float]] = []
-    for i in iter_ranked(scores, rows, max(4 * k, 32)):
-        if scores[i] == -np.inf:
-            break
-        slot = slot_of(i)
-        if accept(slot):
-            out.append((slot, float(scores[i])))
-            if len(out) >= k:
+    picked: list[int] = []
+    if q.accept is None:
+        picked = order_top(final, rows, q.top_k).tolist()
+    else:
+        for i in iter_ranked(final, rows, max(4 * q.top_k, 32)):
+            if final[i] == -np.inf:
                 break
+            if q.accept(slot_of(i)):
+                picked.append(i)
+                if len(picked) >= q.top_k:
+                    break
+    ids_col = snap.slots["id"]
+    out = []
+    for i in picked:
+        slot = slot_of(int(i))
+        parts = None
+        if q.explain:
+            b = float(base[i])
+            t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
+            r = float(rec[i]) if rec is not None else 1.0
+            li = -1
+            if lexical is not None:
+                li = int(np.searchsorted(lexical[0], i))
+                li = li if li < lexical[0].size and lexical[0][li] == i else -1
+            parts = {
+                "vector": float(vec[i]),
+                "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
+                "neighbour": float(nbr[i]) if nbr is not None else 0.0,
+                "graph": float(graph[i]) if graph is not None else 0.0,
+                "type": b * (t - 1.0),
+                "recency": b * t * (r - 1.0),
+                "cosine": float(cos[i]),
+                "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
+            }
+        out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
     return out
+
+
+def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
+                rows: np.ndarray | None, valid: np.ndarray | None,
+                mask: np.ndarray | None) -> np.ndarray | None:
+    """Activation spread from the best candidates through their edges, onto the rows."""
+    ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
+    seeds = order_top(ranked, rows, min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
+    seeds = seeds[ranked[seeds] > 0]
+    if seeds.size == 0:
+        return None
+    seed_slots = seeds if rows is None else rows[seeds]
+    ids_col = snap.slots["id"]
+    got_ids, amounts = _graph.spread(snap.txn, engine.env, ids_col[seed_slots].tolist(),
+                                     pre[seeds].tolist())
+    if got_ids.size == 0:
+        return None
+    ok, slots = _slots_of(snap, got_ids.astype(np.int64))
+    amounts = amounts[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, amounts = slots[keep], amounts[keep]
+    if slots.size == 0:
+        return None
+    out = np.zeros(pre.shape[0], np.float32)
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    out[idx] = (amounts * GRAPH_WEIGHT).astype(np.float32)
+    return out
+
+
+def parse_half_life(value: Any) -> float | None:
+    """Seconds of a ``recency_bias`` value: False/None -> None, True -> default, "7d", 3600, timedelta."""
+    import datetime as _dt
+
+    from .errors import InvalidInputError
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_HALF_LIFE_S
+    if isinstance(value, _dt.timedelta):
+        secs = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    elif isinstance(value, str):
+        import re
+        mt = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", value)
+        if not mt:
+            raise InvalidInputError(
+                f"recency_bias must be True, a half-life like '7d', '12h', '30m', '2w', '1y' "
+                f"or seconds; got {value!r}")
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_557_600}[mt.group(2)]
+        secs = float(mt.group(1)) * unit
+    else:
+        raise InvalidInputError(
+            f"recency_bias must be a bool, a half-life string like '7d', seconds or a timedelta; "
+            f"got {type(value).__name__} {value!r}")
+    if not math.isfinite(secs) or secs <= 0:
+        raise InvalidInputError(f"recency_bias half-life must be positive and finite, got {value!r}")
+    return secs

@@ -7,8 +7,10 @@ log holds only the operations since the last compaction, and an export is the ba
 snapshot plus the retained frames.
 
 A base snapshot is a stream of ordinary log frames (local sequence numbers 1..m)
-holding synthetic ops that rebuild the state: ``ns`` ops (by namespace id), ``mem``
-ops (by memory id, with the stored vector), ``link`` ops (edge key order), and one
+holding synthetic ops that rebuild the state: ``ns`` ops (by namespace id), then the
+capacity limits and evicted counters (``capacity``/``evicted`` ops, only when there
+are any), ``mem`` ops (by memory id, with the stored vector, ``"pin": True`` when
+pinned), ``link`` ops (edge key order), and one
 final ``base`` op carrying the counters (``seq``, ``next_id``, ``next_ns``). The bytes
 depend only on the logical state, so two stores with the same history write the same
 snapshot.
@@ -23,9 +25,10 @@ from typing import Any, Iterable, Iterator
 import lmdb
 import numpy as np
 
+from . import _capacity
 from . import _records as R
 from . import _storage as S
-from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
+from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_frames, log_file
 from .errors import CorruptionError
 
 SNAP_MAGIC = b"MNMSBAS1"
@@ -46,6 +49,8 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
     for nid in sorted(names):
         if nid != 0 and (ns_ids is None or nid in ns_ids):
             yield {"op": "ns", "name": names[nid], "id": nid}
+    yield from _capacity.base_ops(engine, txn, ns_ids)
+    pinned = set(_capacity.pinned_ids(engine, txn, None).tolist())
     with txn.cursor(db=db("records")) as cur:
         for _k, v in cur:
             rec = R.Record.from_bytes(v)
@@ -56,6 +61,8 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
                   "vec": np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()}
             if rec.key is not None:
                 op["key"] = rec.key
+            if rec.id in pinned:
+                op["pin"] = True
             yield op
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
@@ -101,7 +108,7 @@ def read_snapshot(path: str) -> tuple[int, bytes]:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as exc:
-        raise CorruptionError(f"missing base snapshot {path}") from exc
+        raise LogGone(f"missing base snapshot {path}") from exc
     if len(data) < _SNAP_HDR.size:
         raise CorruptionError(f"{path}: shorter than its header")
     magic, seq, _ = _SNAP_HDR.unpack_from(data)

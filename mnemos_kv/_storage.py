@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
+from . import _openlock
 from .errors import DiskFullError, MapFullError, MnemosError, StorageError, StoreError
 
 T = TypeVar("T")
@@ -32,7 +33,15 @@ DB_NAMES = (
     b"time",       # ns(u32) ts(i64 offset-binary) id(u64) -> b""
     b"namespaces", # name(utf8) -> namespace info (CBOR)
     b"keys",       # ns(u32) key(utf8) -> id(u64)
+    b"postings",   # ns(u32) term(utf8) -> dups of id(u64) tf(u32) len(u32), see _lexical_index
+    b"lexstats",   # ns(u32) -> docs(u64) total_len(u64); b"version" -> u32
+    b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
 )
+
+#: LMDB flags of the sub-databases that are not plain key -> value tables.
+DB_FLAGS: dict[bytes, dict[str, bool]] = {
+    b"postings": {"dupsort": True, "dupfixed": True},
+}
 
 DEFAULT_MAP_SIZE = 1 << 30   # 1 GiB of address space; grows on demand
 MAX_DBS = 32
@@ -129,50 +138,65 @@ class Environment:
     ``"fast"`` mode) a machine crash may undo the last committed transaction, never
     more and never half of one (LMDB keeps the previous meta page intact).
 
-    Growing the map (``mdb_env_set_mapsize``) invalidates every open transaction of
-    this process, so transactions pass through a gate: a resize waits until the
-    process's other transactions have finished, and new ones wait for the resize.
+    Every transaction of this process passes one gate. Growing the map
+    (``mdb_env_set_mapsize``) and swapping the LMDB file (compaction, see
+    ``_lmdb_rewrite``) replace the memory map, which invalidates open transactions:
+    both close the gate and wait until no transaction of this process is open; new
+    ones wait for the gate to reopen (a thread that already holds one passes, since
+    the closer is waiting for it).
     """
 
     def __init__(self, path: str, *, readonly: bool, map_size: int) -> None:
         self.path = path
         self.readonly = readonly
+        self.map_size = map_size
         self.refs = 0
         self.forked = False                  # set in a child process after fork()
         self.pid = os.getpid()
         self.write_lock = threading.RLock()  # serialises this process's writers
         self._gate = threading.Condition(threading.Lock())
         self._active = 0                     # open transactions in this process
-        self._resizing = False
+        self._closed: int | None = None      # thread id holding the gate closed
         self._mine = threading.local()       # open transactions of the current thread
+        # shared open lock, taken before LMDB opens the file (see _openlock)
+        self.open_lock_fd = _openlock.acquire_shared(path)
         try:
-            self.env = lmdb.open(
-                path, subdir=True, readonly=readonly, create=not readonly,
-                map_size=map_size, max_dbs=MAX_DBS, max_readers=256,
+            self.env = self._open_env()
+            self.dbs: dict[str, Any] = {}
+            try:
+                # Free the reader slots of processes that died holding a read
+                # transaction: they would pin old pages and fill the reader table.
+                self.env.reader_check()
+            except lmdb.Error:
+                pass
+            self._open_dbs()
+        except BaseException:
+            _openlock.release(self.open_lock_fd)
+            raise
+
+    def _open_env(self) -> lmdb.Environment:
+        try:
+            return lmdb.open(
+                self.path, subdir=True, readonly=self.readonly, create=not self.readonly,
+                map_size=self.map_size, max_dbs=MAX_DBS, max_readers=256,
                 sync=True, metasync=False, lock=True, readahead=False,
                 meminit=False,
             )
         except lmdb.Error as exc:
-            if "already open in this process" in str(exc) and path in _inherited:
+            if "already open in this process" in str(exc) and self.path in _inherited:
                 raise StoreError(
-                    f"{path!r} was open in the parent process when this process was forked; "
-                    "LMDB cannot open it again here. Open stores after fork(), close them "
-                    "before forking, or start child processes with the 'spawn' method") from exc
+                    f"{self.path!r} was open in the parent process when this process was "
+                    "forked; LMDB cannot open it again here. Open stores after fork(), close "
+                    "them before forking, or start child processes with the 'spawn' "
+                    "method") from exc
             raise translate(exc) from exc
-        self.dbs: dict[str, Any] = {}
-        try:
-            # Free the reader slots of processes that died holding a read transaction:
-            # they would pin old pages (the file grows) and fill the reader table.
-            self.env.reader_check()
-        except lmdb.Error:
-            pass
-        self._open_dbs()
 
     def _open_dbs(self) -> None:
         if not self.readonly:
             def body(txn: lmdb.Transaction) -> None:
                 for name in DB_NAMES:
-                    self.dbs[name.decode()] = self.env.open_db(name, txn=txn, create=True)
+                    self.dbs[name.decode()] = self.env.open_db(
+                        name, txn=txn, create=True, **DB_FLAGS.get(name, {}))
             self.write(body, sync=False)
             return
         # py-lmdb loses handles opened inside an explicit read transaction; let it use
@@ -181,7 +205,8 @@ class Environment:
             try:
                 for name in DB_NAMES:
                     try:
-                        self.dbs[name.decode()] = self.env.open_db(name, create=False)
+                        self.dbs[name.decode()] = self.env.open_db(
+                            name, create=False, **DB_FLAGS.get(name, {}))
                     except lmdb.NotFoundError:
                         pass
                 return
@@ -201,11 +226,12 @@ class Environment:
 
     def _enter(self) -> None:
         mine = getattr(self._mine, "n", 0)
+        me = threading.get_ident()
         with self._gate:
-            # A thread that already holds a transaction must not wait for a resize: the
-            # resize is waiting for that transaction (nested reads, e.g. get_vector
-            # inside a memories() loop, pass; the map cannot change while they run).
-            while self._resizing and not mine:
+            # A thread that already holds a transaction must not wait: the closer is
+            # waiting for that transaction (nested reads, e.g. get_vector inside a
+            # memories() loop, pass; the map cannot change while they run).
+            while self._closed is not None and self._closed != me and not mine:
                 self._gate.wait()
             self._active += 1
         self._mine.n = mine + 1
@@ -214,35 +240,51 @@ class Environment:
         self._mine.n -= 1
         with self._gate:
             self._active -= 1
-            if self._resizing and self._active == 0:
+            if self._closed is not None and self._active == 0:
                 self._gate.notify_all()
 
-    def _resize(self, size: int, why: str) -> None:
-        """Set the map size (0: adopt the size another process grew it to).
+    @contextmanager
+    def _gate_closed(self, timeout: float) -> Iterator[bool]:
+        """Close the gate and wait until no transaction of this process is open.
 
-        Called with no transaction of this thread open; waits for the other threads'
-        transactions to finish, since a resize invalidates them.
+        Yields True then (no new one starts, except in this thread, until the block
+        ends), or False when they did not end within ``timeout`` seconds (the gate is
+        open again).
         """
+        me = threading.get_ident()
+        with self._gate:
+            while self._closed is not None and self._closed != me:
+                self._gate.wait()
+            nested = self._closed == me
+            self._closed = me
+            ok = self._gate.wait_for(lambda: self._active == 0, timeout)
+            if not ok and not nested:
+                self._closed = None
+                self._gate.notify_all()
+        try:
+            yield ok
+        finally:
+            if ok and not nested:
+                with self._gate:
+                    self._closed = None
+                    self._gate.notify_all()
+
+    def _resize(self, size: int, why: str) -> None:
+        """Set the map size (0: adopt the size another process grew it to)."""
         if getattr(self._mine, "n", 0):
             raise MapFullError(
                 f"{why}, but this thread still holds an open read of {self.path!r} (an "
                 "unfinished memories() iterator?); finish it and retry")
-        with self._gate:
-            while self._resizing:  # another thread is resizing: wait for it, then redo
-                self._gate.wait()
-            self._resizing = True
+        with self._gate_closed(RESIZE_WAIT_S) as ok:
+            if not ok:
+                raise MapFullError(
+                    f"{why}, but transactions of other threads stayed open for "
+                    f"{RESIZE_WAIT_S:.0f} s (unfinished memories() iterators?)")
             try:
-                if not self._gate.wait_for(lambda: self._active == 0, timeout=RESIZE_WAIT_S):
-                    raise MapFullError(
-                        f"{why}, but {self._active} transaction(s) of other threads stayed open "
-                        f"for {RESIZE_WAIT_S:.0f} s (unfinished memories() iterators?)")
-                try:
-                    self.env.set_mapsize(size)
-                except lmdb.Error as exc:
-                    raise translate(exc) from exc
-            finally:
-                self._resizing = False
-                self._gate.notify_all()
+                self.env.set_mapsize(size)
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+            self.map_size = max(self.map_size, int(self.env.info()["map_size"]))
 
     # -- transactions -----------------------------------------------------------
 
@@ -267,7 +309,9 @@ class Environment:
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        """A read-only snapshot; never blocks and never sees a half-done write."""
+        """A read-only snapshot; never blocks on writers and never sees a half-done write.
+
+        (It waits only while this process grows the map or swaps the LMDB file.)"""
         txn = self._begin(write=False)
         try:
             yield txn
@@ -319,7 +363,8 @@ class Environment:
         size = int(self.env.info()["map_size"])
         self._resize(size * 2, f"the LMDB map of {self.path!r} is full ({size} bytes)")
 
-    def map_size(self) -> int:
+    def map_size_now(self) -> int:
+        """The current size of this process's map of the LMDB file."""
         return int(self.env.info()["map_size"])
 
     def sync_to_disk(self) -> None:
@@ -329,9 +374,42 @@ class Environment:
         except lmdb.Error as exc:
             raise translate(exc) from exc
 
+    # -- swapping the LMDB file (compaction; see _lmdb_rewrite) ------------------
+
+    @contextmanager
+    def quiesce(self, timeout: float) -> Iterator[bool]:
+        """Hold this process's writers and readers off the environment.
+
+        Yields True when no transaction of this process is open (and none can start,
+        except in this thread, until the block ends), False when they did not finish
+        within ``timeout`` seconds (then nothing may be swapped).
+        """
+        with self.write_lock:
+            with self._gate_closed(timeout) as ok:
+                yield ok
+
+    def reopen(self, swap: Callable[[], None]) -> None:
+        """Close the LMDB environment, run ``swap`` (which replaces its files), reopen it.
+
+        Only inside ``quiesce`` (no transaction of this process is open) and while no
+        other process has the store open (``_openlock.exclusive``). When ``swap``
+        fails, the environment is reopened on the files as they are and the error
+        propagates.
+        """
+        self.map_size = max(self.map_size, int(self.env.info()["map_size"]))
+        self.env.close()
+        try:
+            swap()
+        finally:
+            self.env = self._open_env()
+            self.dbs = {}
+            self._open_dbs()
+
     def close(self) -> None:
         if not self.forked:  # an environment inherited across fork() belongs to the parent
             self.env.close()
+        _openlock.release(self.open_lock_fd)  # (a forked copy of the descriptor: the
+        self.open_lock_fd = None              # parent's shared lock stays)
 
 
 _registry: dict[str, Environment] = {}

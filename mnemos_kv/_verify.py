@@ -6,6 +6,8 @@ Every mismatch becomes one line in the report; nothing is repaired.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 from . import _records as R
 from . import _storage as S
 from ._engine import Engine
+from ._log import LogGone
 from .errors import CorruptionError
 
 MAX_PROBLEMS = 1000
@@ -43,24 +46,24 @@ class VerifyReport:
 
 
 class _Superseded(Exception):
-    """A compaction in another process removed files of the snapshot being verified."""
-
-
-def _superseded(engine: Engine, st: Any) -> bool:
-    return engine.read_state().log_seg != st.log_seg
+    """The snapshot's log segment or base snapshot was removed by a newer compaction."""
 
 
 def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
-    """Check the store; ``deep`` also compares every logged vector with the matrix."""
+    """Check the store; ``deep`` also compares every logged vector with the matrix.
+
+    When a compaction (in another process) removes the log files of the snapshot being
+    checked, the check starts again on a newer snapshot.
+    """
     for _attempt in range(4):
         try:
             return _verify_once(engine, deep)
         except _Superseded:
-            continue  # verify the newer state instead
-    return _verify_once(engine, deep, retry=False)
+            continue
+    return _verify_once(engine, deep)
 
 
-def _verify_once(engine: Engine, deep: bool, retry: bool = True) -> VerifyReport:
+def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
     rep = VerifyReport()
     db = engine.env.db
     with engine.snapshot() as snap:
@@ -148,18 +151,21 @@ def _verify_once(engine: Engine, deep: bool, retry: bool = True) -> VerifyReport
         ids = slots["id"]
         if st.n_slots > 1 and not bool(np.all(np.diff(ids) > 0)):
             rep.add("slot ids are not strictly increasing")
+        # -- capacity: pins, byte counters, limits ----------------------------------------------
+        from ._capacity import verify as verify_capacity
+        verify_capacity(engine, snap, rep)
         # -- log ---------------------------------------------------------------------------------
-        _verify_log(engine, snap, rep, deep, retry)
+        _verify_log(engine, snap, rep, deep)
     return rep
 
 
-def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool, retry: bool) -> None:
+def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> None:
     st = snap.state
     try:
         log = engine.open_log(st)
-    except CorruptionError:
-        if retry and _superseded(engine, st):
-            raise _Superseded from None
+    except LogGone:
+        if engine.read_state().log_seg != st.log_seg:
+            raise _Superseded() from None
         raise
     if log.base_seq:
         from ._snapshot import snapshot_file, snapshot_ops
@@ -171,8 +177,8 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool, retry:
             if last_op.get("op") != "base" or int(last_op.get("seq", -1)) != log.base_seq:
                 rep.add(f"{path}: does not end with the base op of seq {log.base_seq}")
         except CorruptionError as exc:
-            if retry and _superseded(engine, st):
-                raise _Superseded from None
+            if not os.path.exists(path) and engine.read_state().log_seg != st.log_seg:
+                raise _Superseded() from None
             rep.add(f"{path}: {exc}")
     size = log.size()
     if size < st.log_end:

@@ -4,6 +4,7 @@
     mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of memories and edges
     mnemos-kv stats PATH [--json]             counts per namespace, file sizes, format
     mnemos-kv verify PATH [--quick]           check records, vectors, columns and log; exit 1 on problems
+    mnemos-kv compact PATH [--merge-similar T] [--json] [--no-progress]   recover space
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
 """
@@ -91,6 +92,10 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _limit(lim: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((lim or {}).items()) if v is not None)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with Mnemos.open(args.path, readonly=True) as db:
         st = db.stats()
@@ -102,12 +107,79 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"embedder        {st['embedder']['name']} (dim {st['embedder']['dim']})")
     print(f"memories        {st['total']} live, {st['slots']} slots, generation {st['generation']}")
     print(f"log             segment {st['log']['segment']}, {st['log']['bytes']} bytes, seq {st['seq']}")
-    print("namespaces")
+    cap = st["capacity"]
+    print(f"evicted         {st['evicted']} by capacity limits"
+          + (f"; store limit {_limit(cap['limit'])}" if cap["limit"] else ""))
+    print("namespaces      (live, evicted, limit)")
     for name, info in st["namespaces"].items():
-        print(f"  {name:<24} {info['count']:>10}")
+        c = cap["namespaces"].get(name, {})
+        lim = _limit(c.get("limit")) if c.get("limit") else "-"
+        print(f"  {name:<24} {info['count']:>10} {c.get('evicted', 0):>8}  {lim}")
     print("files")
     for name, info in st["files"].items():
         print(f"  {name:<24} {_human(info['bytes']):>10}  ({_human(info['disk_bytes'])} on disk)")
+    return 0
+
+
+class _Progress:
+    """Progress of a long compaction: a tqdm bar per phase when tqdm is installed,
+    otherwise a plain line per phase and every ~10% (on stderr)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.phase: str | None = None
+        self.bar: Any = None
+        self.last = -1
+        try:
+            import tqdm  # type: ignore[import-untyped]
+            self.tqdm = tqdm.tqdm if sys.stderr.isatty() else None
+        except ImportError:
+            self.tqdm = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase, self.last = phase, -1
+            if self.tqdm is not None and total > 1:
+                self.bar = self.tqdm(total=total, desc=phase, unit="item", leave=False)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            return
+        tenth = (10 * done) // total if total else 10
+        if tenth != self.last:
+            self.last = tenth
+            print(f"  {phase}: {done}/{total}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    prog = _Progress(not args.no_progress and not args.json)
+    try:
+        with Mnemos.open(args.path) as db:
+            rep = db.compact(merge_similar=args.merge_similar, progress=prog)
+    finally:
+        prog.close()
+    if args.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+        return 0
+    print(f"compacted {args.path} in {rep['seconds']:.2f} s: {rep['slots_before']} -> "
+          f"{rep['slots_after']} slots, merged {rep['merged']}, generation {rep['generation']}")
+    print(rep["lmdb_note"])
+    before, after = rep["files_before"], rep["files_after"]
+    print(f"  {'file':<28} {'before':>12} {'after':>12}   (on disk)")
+    for name in sorted(set(before) | set(after)):
+        b = _human(before[name]["disk_bytes"]) if name in before else "-"
+        a = _human(after[name]["disk_bytes"]) if name in after else "-"
+        print(f"  {name:<28} {b:>12} {a:>12}")
+    tb = sum(v["disk_bytes"] for v in before.values())
+    ta = sum(v["disk_bytes"] for v in after.values())
+    print(f"  {'total':<28} {_human(tb):>12} {_human(ta):>12}")
     return 0
 
 
@@ -185,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", help="store directory")
     v.add_argument("--quick", action="store_true", help="skip comparing logged vectors with stored ones")
     v.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("compact", help="recover the space of forgotten and evicted memories")
+    c.add_argument("path", help="store directory")
+    c.add_argument("--merge-similar", type=float, default=None, metavar="T",
+                   help="first merge near-duplicates with cosine similarity >= T (0 < T <= 1)")
+    c.add_argument("--json", action="store_true", help="machine-readable report")
+    c.add_argument("--no-progress", action="store_true", help="no progress output")
+    c.set_defaults(func=cmd_compact)
 
     m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
     m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")

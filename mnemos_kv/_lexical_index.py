@@ -1,0 +1,207 @@
+"""BM25 postings in LMDB: maintained in the write transaction of each record, read as numpy.
+
+Two named sub-databases (see ``_storage.DB_NAMES``):
+
+* ``postings`` (dupsort + dupfixed): key ``ns u32 BE + term (UTF-8, at most
+  MAX_TERM_BYTES)``; one 16-byte duplicate per memory holding the term:
+  ``id u64 BE, tf u32 BE, doc length u32 BE``. Duplicates sort by id, and a term's
+  whole list is read with one ``Cursor.getmulti(..., dupfixed_bytes=16)`` into a
+  numpy structured array (no per-posting Python loop).
+* ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, total length u64 BE`` (the BM25
+  collection statistics of the namespace); ``b"version"`` -> ``u32 BE`` (the
+  tokeniser version the postings were built with).
+
+Postings are keyed by memory id, not slot, so compaction never rewrites them. They
+are derived state (rebuilt from the records, never logged): ``Engine.apply_op``
+calls :func:`add` for ``mem`` ops and :func:`remove` for ``forget``/``evict`` ops, so
+live writes, replay and eviction all keep them in step with the records.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+from typing import Any, Iterable, Sequence
+
+import lmdb
+import numpy as np
+
+from . import _lexical
+from . import _records as R
+
+__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "stats", "bm25_postings",
+           "doc_terms", "ensure_built"]
+
+#: Version of the tokeniser/posting layout; a store built with another is reindexed.
+VERSION = 1
+#: Terms longer than this (in UTF-8 bytes) are cut at a character boundary: LMDB keys
+#: are at most 511 bytes, and such "words" are URLs or base64, not vocabulary.
+MAX_TERM_BYTES = 240
+POSTING_BYTES = 16
+POSTING_DTYPE = np.dtype([("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
+_POST = struct.Struct(">QII")
+_STATS = struct.Struct(">QQ")
+_U32 = struct.Struct(">I")
+_VERSION_KEY = b"version"
+
+
+@functools.lru_cache(maxsize=65536)
+def _term_bytes(term: str) -> bytes:
+    """UTF-8 bytes of ``term``, cut to MAX_TERM_BYTES on a character boundary."""
+    raw = term.encode("utf-8")
+    if len(raw) <= MAX_TERM_BYTES:
+        return raw
+    return raw[:MAX_TERM_BYTES].decode("utf-8", "ignore").encode("utf-8")
+
+
+def doc_terms(text: str) -> tuple[dict[bytes, int], int]:
+    """The posting terms of ``text`` (term bytes -> tf, sorted) and its length in terms."""
+    tokens = _lexical.tokenize(text)
+    counts: dict[bytes, int] = {}
+    for tok in tokens:
+        key = _term_bytes(tok)
+        counts[key] = counts.get(key, 0) + 1
+    return {t: counts[t] for t in sorted(counts)}, len(tokens)
+
+
+def query_terms(text: str) -> list[bytes]:
+    """Distinct posting terms of a query, sorted (each counts once in BM25)."""
+    return sorted({_term_bytes(t) for t in _lexical.tokenize(text)})
+
+
+def _bump(txn: lmdb.Transaction, sdb: Any, ns: int, docs: int, length: int) -> None:
+    """Add ``docs`` documents and ``length`` terms to the statistics of namespace ``ns``."""
+    key = _U32.pack(ns)
+    raw = txn.get(key, db=sdb)
+    n, total = _STATS.unpack(raw) if raw is not None else (0, 0)
+    n, total = n + docs, total + length
+    if n <= 0:
+        txn.delete(key, db=sdb)
+    else:
+        txn.put(key, _STATS.pack(n, max(total, 0)), db=sdb)
+
+
+def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
+    """Index memory ``mid`` of namespace ``ns`` (in the caller's write transaction)."""
+    terms, length = doc_terms(text)
+    pdb = env.db("postings")
+    prefix = _U32.pack(ns)
+    for term, tf in terms.items():
+        txn.put(prefix + term, _POST.pack(mid, tf, length), db=pdb, dupdata=True)
+    _bump(txn, env.db("lexstats"), ns, 1, length)
+
+
+def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
+    """Remove memory ``mid`` from the postings and statistics of namespace ``ns``."""
+    terms, length = doc_terms(text)
+    prefix = _U32.pack(ns)
+    idb = struct.pack(">Q", mid)
+    with txn.cursor(db=env.db("postings")) as cur:
+        for term in terms:
+            # the duplicate is found by id alone (tf and length need not be recomputed)
+            if cur.set_range_dup(prefix + term, idb) and cur.value()[:8] == idb:
+                cur.delete()
+    _bump(txn, env.db("lexstats"), ns, -1, -length)
+
+
+def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, int]:
+    """BM25 collection statistics over ``ns_ids``: (documents, total length in terms)."""
+    sdb = env.db("lexstats")
+    n = total = 0
+    for ns in ns_ids:
+        raw = txn.get(_U32.pack(ns), db=sdb)
+        if raw is not None:
+            a, b = _STATS.unpack(raw)
+            n, total = n + a, total + b
+    return n, total
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_dtype(key_len: int) -> np.dtype:
+    """The layout of one ``getmulti(keyfixed=True)`` row: the key, then one posting."""
+    return np.dtype([("k", f"V{key_len}"), ("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
+
+
+def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
+    """The postings of ``term`` in namespace ``ns``: a structured array with ``id``, ``tf``,
+    ``dl`` fields (sorted by id), read with one ``getmulti``."""
+    key = _U32.pack(ns) + term
+    buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=POSTING_BYTES, keyfixed=True)
+    return np.frombuffer(buf, dtype=_row_dtype(len(key)))
+
+
+def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
+                  k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
+
+    The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
+    the collection statistics of the asked namespaces. ``ids`` may repeat (one entry
+    per matching term, terms in the given order); summing by id gives the BM25 score.
+    Empty when no term is indexed.
+    """
+    empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
+    if not terms or not ns_ids or not env.has_db("postings"):
+        return empty
+    n_docs, total = stats(txn, env, ns_ids)
+    if n_docs <= 0:
+        return empty
+    avgdl = total / n_docs if total > 0 else 1.0
+    lists: list[np.ndarray] = []
+    idfs: list[float] = []
+    sizes: list[int] = []
+    with txn.cursor(db=env.db("postings")) as cur:
+        for term in terms:
+            per_ns = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
+            df = sum(p.size for p in per_ns)
+            if not df:
+                continue
+            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5))
+            for p in per_ns:
+                lists.append(p)
+                idfs.append(idf)
+                sizes.append(p.size)
+    if not lists:
+        return empty
+    if len(lists) == 1:
+        ids, tf, dl = lists[0]["id"], lists[0]["tf"], lists[0]["dl"]
+        idf_arr = np.float32(idfs[0])
+    else:
+        ids = np.concatenate([p["id"] for p in lists])
+        tf = np.concatenate([p["tf"] for p in lists])
+        dl = np.concatenate([p["dl"] for p in lists])
+        idf_arr = np.repeat(np.asarray(idfs, np.float32), sizes)
+    tf32 = tf.astype(np.float32)
+    norm = np.float32(k1 * (1.0 - b)) + np.float32(k1 * b / avgdl) * dl.astype(np.float32)
+    scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
+    return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
+
+
+def ensure_built(env: Any) -> None:
+    """Index every record of a store whose postings are missing or of another version.
+
+    Stores written before the lexical index existed (or by another tokeniser version)
+    are reindexed once, in one write transaction, on their first read-write open.
+    """
+    if not env.has_db("lexstats"):
+        return
+    with env.read() as txn:
+        raw = txn.get(_VERSION_KEY, db=env.db("lexstats"))
+    if raw is not None and _U32.unpack(raw)[0] == VERSION:
+        return
+
+    def body(txn: lmdb.Transaction) -> None:
+        """Drop and rebuild the postings and statistics from the records."""
+        sdb = env.db("lexstats")
+        raw2 = txn.get(_VERSION_KEY, db=sdb)
+        if raw2 is not None and _U32.unpack(raw2)[0] == VERSION:
+            return  # another process did it
+        txn.drop(env.db("postings"), delete=False)
+        txn.drop(sdb, delete=False)
+        with txn.cursor(db=env.db("records")) as cur:
+            for _k, v in cur:
+                rec = R.Record.from_bytes(v)
+                add(txn, env, rec.ns, rec.id, rec.text)
+        txn.put(_VERSION_KEY, _U32.pack(VERSION), db=sdb)
+    env.write(body)

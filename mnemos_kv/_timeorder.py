@@ -1,0 +1,187 @@
+"""Per-namespace time order of the slots, cached and grown incrementally: who is next to whom.
+
+Neighbour expansion needs, for every candidate memory, the candidates just before and
+after it in its namespace, in (timestamp, id) order. Sorting every slot on each query
+would cost O(n log n); instead each engine keeps, per generation:
+
+* per namespace, its slots sorted by (timestamp, slot) (slot order is id order);
+* ``prev`` / ``next``: for every slot, the slot just before / after it in that order
+  (-1 at the ends), so that when every slot of the asked namespaces is a candidate
+  (no forgotten slot, no filter) neighbour expansion is two gathers;
+* a contiguous copy of the slots' ``type`` column and how many slots have each type.
+
+Slots are append-only within a generation and a slot's namespace, timestamp and type
+never change, so a newer snapshot only inserts its new rows (binary search + one
+``np.insert``); forgotten slots stay in the order and are dropped per query by the
+candidate mask. A new generation (compaction) rebuilds the cache once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["TimeOrder", "OrderView", "for_engine", "neighbour_best"]
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An immutable state of the cache, covering slots ``[0, n)`` of one generation."""
+
+    n: int
+    blocks: dict[int, np.ndarray]   # ns -> slots sorted by (ts, slot)
+    prev: np.ndarray                # int64, slot -> previous slot of its namespace or -1
+    next: np.ndarray                # int64, slot -> next slot of its namespace or -1
+    types: np.ndarray               # uint8, slot -> type code
+    type_counts: np.ndarray         # slots per type code
+    single_type: int                # the one type code of every slot, or -1 (mixed or none)
+
+
+def _single(counts: np.ndarray) -> int:
+    """The only type code with slots, or -1."""
+    present = np.flatnonzero(counts)
+    return int(present[0]) if present.size == 1 else -1
+
+
+def _link(prev: np.ndarray, nxt: np.ndarray, s: np.ndarray) -> None:
+    """Set prev/next of the slots of one namespace block ``s`` (in time order)."""
+    if s.size == 0:
+        return
+    prev[s[0]] = -1
+    nxt[s[-1]] = -1
+    prev[s[1:]] = s[:-1]
+    nxt[s[:-1]] = s[1:]
+
+
+class TimeOrder:
+    """The per-generation slot order cache of one engine (thread-safe, copy-on-write)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.gen = -1
+        self.state: OrderView | None = None
+        self._ts: dict[int, np.ndarray] = {}  # ns -> timestamps in block order
+
+    def _rebuild(self, slots: np.ndarray, gen: int, n: int) -> None:
+        """Sort slots [0, n) of generation ``gen`` from scratch."""
+        ns = np.asarray(slots["ns"][:n])
+        ts = np.asarray(slots["ts"][:n]).astype(np.int64)
+        order = np.lexsort((np.arange(n), ts, ns))
+        ns_sorted = ns[order]
+        cuts = np.flatnonzero(ns_sorted[1:] != ns_sorted[:-1]) + 1
+        blocks: dict[int, np.ndarray] = {}
+        tss: dict[int, np.ndarray] = {}
+        prev = np.full(n, -1, np.int64)
+        nxt = np.full(n, -1, np.int64)
+        for part in (np.split(order, cuts) if n else []):
+            part = part.astype(np.int64)
+            blocks[int(ns[part[0]])] = part
+            tss[int(ns[part[0]])] = ts[part]
+            _link(prev, nxt, part)
+        types = np.ascontiguousarray(slots["type"][:n], dtype=np.uint8)
+        counts = np.bincount(types, minlength=3)
+        self._ts, self.gen = tss, gen
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
+
+    def _extend(self, slots: np.ndarray, n: int) -> None:
+        """Insert the slots [self.state.n, n) into their namespaces' orders."""
+        old = self.state
+        assert old is not None
+        start = old.n
+        new = np.arange(start, n, dtype=np.int64)
+        ns = np.asarray(slots["ns"][start:n])
+        ts = np.asarray(slots["ts"][start:n]).astype(np.int64)
+        blocks = dict(old.blocks)
+        tss = dict(self._ts)
+        prev = np.concatenate([old.prev, np.full(n - start, -1, np.int64)])
+        nxt = np.concatenate([old.next, np.full(n - start, -1, np.int64)])
+        for v in np.unique(ns).tolist():
+            sel = ns == v
+            s_new, t_new = new[sel], ts[sel]
+            o = np.lexsort((s_new, t_new))
+            s_new, t_new = s_new[o], t_new[o]
+            blk = blocks.get(int(v))
+            if blk is None:
+                blk, tblk = s_new, t_new
+            else:
+                # new slots are larger than every old one: among equal timestamps they go last
+                pos = np.searchsorted(tss[int(v)], t_new, side="right")
+                blk, tblk = np.insert(blk, pos, s_new), np.insert(tss[int(v)], pos, t_new)
+            blocks[int(v)], tss[int(v)] = blk, tblk
+            _link(prev, nxt, blk)
+        add = np.ascontiguousarray(slots["type"][start:n], dtype=np.uint8)
+        types = np.concatenate([old.types, add])
+        counts = old.type_counts + np.bincount(add, minlength=old.type_counts.size)[:old.type_counts.size]
+        self._ts = tss
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
+
+    def view(self, snap: Any) -> OrderView:
+        """The cache state covering at least the snapshot's slots (maybe more: use slot < n)."""
+        gen, n = snap.state.gen, snap.state.n_slots
+        with self._lock:
+            if gen != self.gen or self.state is None:
+                self._rebuild(snap.slots, gen, n)
+            elif n > self.state.n:
+                if n - self.state.n > max(4096, self.state.n // 2):
+                    self._rebuild(snap.slots, gen, n)
+                else:
+                    self._extend(snap.slots, n)
+            assert self.state is not None
+            return self.state
+
+
+_caches: "weakref.WeakKeyDictionary[Any, TimeOrder]" = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def for_engine(engine: Any) -> TimeOrder:
+    """The TimeOrder cache of an engine (created on first use)."""
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = TimeOrder()
+        return cache
+
+
+def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
+                   rows: np.ndarray | None, rel: np.ndarray, closed: bool) -> np.ndarray:
+    """For each candidate, ``max(rel(prev), rel(next))`` over its adjacent candidates.
+
+    ``mask`` (length ``n``, None = every slot) marks candidate slots; ``rel`` is
+    indexed by slot when ``rows`` is None, else by position in the sorted candidate
+    slots ``rows``. prev/next are the candidates just before/after in the same
+    namespace in (timestamp, id) order; a missing neighbour counts 0. ``closed`` says
+    that every slot below ``n`` of the asked namespaces is a candidate (then the
+    cached prev/next arrays are exact). Returns an array shaped like ``rel``.
+    """
+    if closed and rows is None and view.n == n:
+        padded = np.empty(n + 1, np.float32)
+        padded[:n] = rel
+        padded[n] = 0  # index -1 -> 0
+        out = padded[view.prev]
+        np.maximum(out, padded[view.next], out=out)
+        return out
+    best = np.zeros(rel.shape[0], dtype=np.float32)
+    for ns in sorted(set(ns_ids)):
+        s = view.blocks.get(ns)
+        if s is None:
+            continue
+        if view.n > n:  # the cache is ahead of this (older) snapshot
+            s = s[s < n]
+        if mask is not None:
+            s = s[mask[s]]
+        if s.size < 2:
+            continue
+        idx = s if rows is None else np.searchsorted(rows, s)
+        r = rel[idx]
+        b = np.empty(r.size, dtype=np.float32)
+        b[0] = r[1]
+        b[-1] = r[-2]
+        if r.size > 2:
+            np.maximum(r[:-2], r[2:], out=b[1:-1])
+        best[idx] = b
+    return best
