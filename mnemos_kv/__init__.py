@@ -7,6 +7,7 @@
 'We chose Stripe for payments'
 """
 
+from ._batch import Batch, PendingId
 from ._model import Document, Edge, Memory
 from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
 from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
@@ -20,7 +21,7 @@ from .store import MemoryId, Mnemos, Namespace
 __version__ = "0.1.0"
 
 __all__ = [
-    "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId",
+    "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId", "Batch", "PendingId",
     "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
     "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",

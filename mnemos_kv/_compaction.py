@@ -136,7 +136,7 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         ctx = _Ctx(txn, st, mat, slots)
         engine.apply_op(ctx, {"op": "compact", "gen": new_gen})
         holder["log_end"] = st.log_end
-        st.log_end = engine.log.append(st.log_end, b"".join(ctx.frames), engine.durable)
+        st.log_end = engine.log.append(st.log_end, b"".join(ctx.frames), True)  # write-ahead, both modes
         holder["appended"] = True
         result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen,
                       seq=st.seq)

@@ -17,7 +17,7 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import lmdb
 import numpy as np
@@ -25,8 +25,8 @@ import numpy as np
 from . import _capacity, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
-from ._log import LogFile, encode_frame
-from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
+from ._log import FILE_HEADER, LogFile, encode_frame, log_file
+from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles, _fsync_dir
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
                      ReadOnlyError, StoreError)
@@ -75,6 +75,16 @@ class Snapshot:
         return (dead == 0) | (dead > self.state.seq)
 
 
+class Ref(NamedTuple):
+    """In a ``("bind", request)`` request: the result of request ``item`` of the same write.
+
+    ``db.batch()`` uses it to name a memory remembered earlier in the same transaction,
+    whose id is only assigned inside the transaction.
+    """
+
+    item: int
+
+
 @dataclass
 class _Ctx:
     txn: lmdb.Transaction
@@ -85,11 +95,29 @@ class _Ctx:
     dead: list[tuple[int, int]] = field(default_factory=list)   # (slot, seq)
     ns_delta: dict[int, int] = field(default_factory=dict)
     results: list[Any] = field(default_factory=list)
+    new_ns: list[str] = field(default_factory=list)  # namespaces created (uncommitted)
     log: bool = True           # False: restoring a base snapshot (no log frames)
     allow_gaps: bool = False   # True: logged ids may skip (filtered exports, base snapshots)
     ns_bytes: dict[int, int] = field(default_factory=dict)  # capacity bytes delta per namespace
     evicted: list[R.Record] = field(default_factory=list)   # evicted in this write (callback)
     cap_scopes: set[Any] = field(default_factory=set)       # capacity limits set in this write
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _closed_when_dropped(log: LogFile) -> LogFile:
+    """Close ``log``'s descriptor once nothing references it (and never before).
+
+    (``weakref.finalize`` must not be given a bound method of the object: that would
+    keep it alive until the interpreter exits.)
+    """
+    weakref.finalize(log, _close_fd, log.fd)
+    return log
 
 
 class Engine:
@@ -101,12 +129,12 @@ class Engine:
         self.path = os.fspath(path)
         self.readonly = readonly
         self.clock = clock
-        self.durable = durable
+        self.durable = durable  # True: durability="full"; False: "fast" (see docs/durability.md)
         self.closed = False
         #: called after a commit with the records this process's write evicted
         self.on_evict: Callable[[list[R.Record]], None] | None = None
         self._check_path()
-        self.env = S.acquire(self.path, readonly=readonly, map_size=map_size, sync=True)
+        self.env = S.acquire(self.path, readonly=readonly, map_size=map_size)
         try:
             self._ns_cache: dict[str, int] = {DEFAULT_NS: DEFAULT_NS_ID}
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
@@ -119,9 +147,7 @@ class Engine:
             self.embedder_name = str(fmt["embedder"])
             self.embedder = self._match_embedder(embedder, embedder_given)
             self.vectors = VectorFiles(self.path, self.dim, readonly)
-            st = self.read_state()
-            self.log = LogFile(self.path, st.log_seg, readonly)
-            self.vectors.view(st.gen, st.n_slots)
+            st = self._open_files()
             self._vsync_check = not readonly
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
@@ -132,6 +158,29 @@ class Engine:
             raise
 
     # -- opening ------------------------------------------------------------------
+
+    def _open_files(self) -> State:
+        """Open the log segment and vector generation of the current state.
+
+        A compaction committed by another process between reading the state and
+        opening its files removes them: read the newer state and try again.
+        """
+        st = self.read_state()
+        for attempt in range(5):
+            log = None
+            try:
+                log = LogFile(self.path, st.log_seg, self.readonly)
+                self.vectors.view(st.gen, st.n_slots)
+                self.log = log
+                return st
+            except CorruptionError:
+                if log is not None:
+                    log.close()
+                fresh = self.read_state()
+                if attempt == 4 or (fresh.log_seg, fresh.gen) == (st.log_seg, st.gen):
+                    raise
+                st = fresh
+        raise AssertionError("unreachable")
 
     def _check_path(self) -> None:
         p = self.path
@@ -172,14 +221,17 @@ class Engine:
         from ._log import LogFile as _LF
         st = State(usage=1)
         fmt = {"version": R.FORMAT_VERSION, "embedder": embedder.name, "dim": int(embedder.dim)}
-        VectorFiles.create(self.path, int(embedder.dim), st.gen)
-        _LF.create(self.path, st.log_seg, 0)
-        st.log_end = _LF(self.path, st.log_seg, True).size()
 
         def body(txn: lmdb.Transaction) -> None:
             meta = self.env.db("meta")
             if txn.get(b"format", db=meta) is not None:  # another process won the race
                 return
+            # The files are made under the writer lock: a process racing to create
+            # the same store waits here, then finds the format record and keeps them.
+            VectorFiles.create(self.path, int(embedder.dim), st.gen)
+            _LF.create(self.path, st.log_seg, 0)
+            _fsync_dir(self.path)  # the log's directory entry is durable before the commit
+            st.log_end = st.vsync_off = os.path.getsize(log_file(self.path, st.log_seg))
             txn.put(b"format", R.encode(fmt), db=meta)
             txn.put(b"state", R.encode(st.to_dict()), db=meta)
             ns = self.env.db("namespaces")
@@ -209,6 +261,11 @@ class Engine:
     def check_open(self) -> None:
         if self.closed:
             raise ClosedError(f"store {self.path!r} is closed")
+        if self.env.forked:
+            raise ClosedError(
+                f"store {self.path!r} was opened in process {self.env.pid}, before this process "
+                "was forked from it; a child process must open stores itself (see "
+                "docs/concurrency.md)")
 
     def check_writable(self) -> None:
         self.check_open()
@@ -296,23 +353,24 @@ class Engine:
         """The log segment ``st`` names, reopened when a checkpoint moved to a new one.
 
         A reader holding an older snapshot gets its own read-only handle of the older
-        segment (closed when dropped): the writer's handle never moves backwards.
+        segment, and ``self.log`` (what writers append to) only ever moves forward: a
+        reader never switches it back under a writer thread. Handles that are not the
+        current one are closed when dropped, never while another thread may still read
+        them (closing could hand the descriptor number to an unrelated file).
         :raises LogGone: that older segment was already removed by a compaction.
         """
         with self._ns_lock:
             if self.log.segment == st.log_seg:
                 return self.log
             if st.log_seg < self.log.segment:
-                older = LogFile(self.path, st.log_seg, True)
-                weakref.finalize(older, older.close)
-                return older
+                return _closed_when_dropped(LogFile(self.path, st.log_seg, True))
             fresh = LogFile(self.path, st.log_seg, self.readonly)
             old, self.log = self.log, fresh
-            old.close()
+            _closed_when_dropped(old)  # a reader of this process may still hold it
             return self.log
 
     def write(self, requests: Sequence[tuple[Any, ...]], *, log: bool = True,
-              allow_gaps: bool = False) -> list[Any]:
+              allow_gaps: bool = False, sync: bool | None = None) -> list[Any]:
         """Resolve, apply, log and commit ``requests`` in one transaction; returns results.
 
         Each request is a tuple whose first item names it: ``("remember", ns, text,
@@ -322,9 +380,15 @@ class Engine:
         ``n_new`` memories), or ``("op", op)`` (an already-resolved op: replay). In a
         ``connect``, ``src``/``dst`` may be ``("ref", i)``: the id made by request ``i``
         of the same call (used by ``ingest_document`` to add and link in one go).
+        ``("bind", request)`` is ``request`` with its :class:`Ref` items replaced by the
+        results of earlier requests of this write (used by ``db.batch()``).
 
         A write with any request but ``"op"`` ends by enforcing the capacity limits
         (evictions are ops of the same transaction; see ``_capacity``).
+
+        The log frames are always fdatasync'ed before the commit (write-ahead). ``sync``
+        (default: the store's durability) also makes the LMDB commit durable before
+        returning; without it a machine crash may undo this commit (never part of it).
         """
         self.check_writable()
         n_new = sum(1 if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem")
@@ -352,12 +416,12 @@ class Engine:
                 ctx.frames.clear()
             if ctx.frames:
                 holder["appended"] = True
-                st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), self.durable)
+                st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), True)
             for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
                 slots["dead"][slot] = seq
             self._flush_ns_counts(ctx)
             if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
-                if not log or (self.durable and (st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames)):
+                if not log or st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames:
                     self._mark_synced(st)
                 txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
             return ctx.results
@@ -368,18 +432,32 @@ class Engine:
                 for slot, _seq in ctx.dead:
                     if ctx.slots["dead"][slot] == _seq:
                         ctx.slots["dead"][slot] = 0
+                self._forget_ns(ctx.new_ns)
             if holder.get("appended"):
                 self.log.truncate(holder["log_end"])
 
-        results = self.env.write(body, on_abort)
+        results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
         evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
         if evicted and self.on_evict is not None:
             _capacity.notify(self.on_evict, evicted)
         return results
 
+    def sync(self) -> None:
+        """Make every write committed so far durable, and the vector files synced.
+
+        In ``durability="fast"`` this ends the window in which a machine crash could
+        undo the last commit; in both modes it leaves nothing for the next open to redo.
+        """
+        self.check_writable()
+        st = self.read_state()
+        if st.vsync_seq != st.seq:
+            self.write([], sync=True)  # syncs the vector files, commits, syncs LMDB
+        else:
+            self.env.sync_to_disk()
+
     def _mark_synced(self, st: State) -> None:
         """fdatasync the vector and slot files; record that they hold everything up to now."""
-        self.vectors.sync()
+        self.vectors.sync(st.gen)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
 
     def _recover_vectors(self, txn: lmdb.Transaction, st: State) -> None:
@@ -398,14 +476,17 @@ class Engine:
         matrix, slots = self.vectors.ensure(st.gen, st.n_slots)
         next_slot = st.vsync_slots
         new_ids: dict[int, int] = {}
-        for _off, seq, payload in self.log.frames(st.vsync_off, st.log_end):
+        rows: list[tuple[int, Any, tuple[Any, ...]]] = []
+        dead: dict[int, int] = {}
+        # (stores made before vsync_off was initialised hold 0 there: frames start after
+        # the header)
+        for _off, seq, payload in self.log.frames(max(st.vsync_off, FILE_HEADER), st.log_end):
             op = R.decode(payload, "log frame")
             kind = op.get("op")
             if kind == "mem":
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
-                matrix[next_slot] = np.frombuffer(op["vec"], dtype="<f4")
-                slots[next_slot] = (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)
+                rows.append((next_slot, op["vec"], (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)))
                 new_ids[int(op["id"])] = next_slot
                 next_slot += 1
             elif kind in ("forget", "evict"):
@@ -415,7 +496,22 @@ class Engine:
                     hit = np.flatnonzero(slots["id"][: st.vsync_slots] == mid)
                     slot = int(hit[0]) if hit.size else None
                 if slot is not None:
-                    slots["dead"][slot] = seq
+                    dead[slot] = seq
+        # Readers in other processes may be reading these rows: write each row whole,
+        # with its final dead mark, and only when it differs (after a clean shutdown
+        # nothing differs and nothing is written).
+        row = np.zeros(1, SLOT_DTYPE)
+        for slot, vec, cols in rows:
+            v = np.frombuffer(vec, dtype="<f4")
+            if not np.array_equal(matrix[slot], v):
+                matrix[slot] = v
+            row[0] = cols
+            row["dead"][0] = dead.pop(slot, 0)
+            if slots[slot : slot + 1].tobytes() != row.tobytes():
+                slots[slot] = row[0]
+        for slot, seq in dead.items():
+            if slots["dead"][slot] != seq:
+                slots["dead"][slot] = seq
         self._mark_synced(st)
         txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
 
@@ -477,13 +573,25 @@ class Engine:
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
+        if kind == "bind":
+            bound = tuple(ctx.results[x.item] if isinstance(x, Ref) else x for x in req[1])
+            return self._resolve(ctx, bound)
         raise InvalidInputError(f"unknown request {kind!r}")
 
     def _ensure_ns(self, ctx: _Ctx, name: str) -> int:
         nid = self.ns_id(name, ctx.txn)
         if nid is not None:
             return nid
+        ctx.new_ns.append(name)  # uncached again if the transaction aborts
         return int(self.apply_op(ctx, {"op": "ns", "name": name, "id": ctx.state.next_ns}))
+
+    def _forget_ns(self, names: Sequence[str]) -> None:
+        """Drop cached ids of namespaces created by a transaction that did not commit."""
+        with self._ns_lock:
+            for name in names:
+                nid = self._ns_cache.pop(name, None)
+                if nid is not None and self._ns_names.get(nid) == name:
+                    del self._ns_names[nid]
 
     def _live_record(self, ctx: _Ctx, ns: str, mid: int) -> R.Record:
         nid = self.ns_id(ns, ctx.txn)
@@ -660,11 +768,9 @@ class Engine:
     def close(self) -> None:
         if self.closed:
             return
-        if not self.readonly:
+        if not self.readonly and not self.env.forked:
             try:
-                st = self.read_state()
-                if st.vsync_seq != st.seq and self.durable:
-                    self.write([])  # leave the files synced: the next open has nothing to redo
+                self.sync()  # leave everything durable: the next open has nothing to redo
             except Exception:  # closing must not fail; the next writer recovers
                 pass
         self.closed = True
@@ -673,4 +779,4 @@ class Engine:
         S.release(self.env)
 
 
-__all__ = ["Engine", "State", "Snapshot", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]
+__all__ = ["Engine", "State", "Snapshot", "Ref", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]

@@ -2,7 +2,9 @@
 
 This is the one place where ``lmdb.Error`` becomes a :class:`~mnemos_kv.errors.MnemosError`.
 An environment is opened once per process per path and shared (LMDB forbids opening
-the same environment twice in one process); handles are reference counted.
+the same environment twice in one process); handles are reference counted. A child
+process created by ``fork()`` forgets its parent's environments (it must open its own;
+see docs/concurrency.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import lmdb
 
 from . import _openlock
-from .errors import DiskFullError, MapFullError, StorageError, MnemosError
+from .errors import DiskFullError, MapFullError, MnemosError, StorageError, StoreError
 
 T = TypeVar("T")
 
@@ -90,33 +92,83 @@ def translate(exc: BaseException) -> MnemosError:
         return exc
     if isinstance(exc, lmdb.MapFullError):
         return MapFullError(f"LMDB map is full ({exc}); open with a larger map_size=")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on device: {exc}")
-    if isinstance(exc, lmdb.Error) and "No space left" in str(exc):
-        return DiskFullError(f"no space left on device: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or "quota" in str(exc)):
+        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
 
-class Environment:
-    """One LMDB environment (per process, per path) with its named sub-databases."""
+#: Below this much free space, a short write (which LMDB reports as EIO) means a full disk.
+LOW_SPACE_BYTES = 1 << 20
 
-    def __init__(self, path: str, *, readonly: bool, map_size: int, sync: bool) -> None:
+
+def translate_write(exc: BaseException, path: str) -> MnemosError:
+    """:func:`translate` for a failed write under ``path``.
+
+    A write that fills the disk may end as a *short* write rather than ENOSPC, and
+    LMDB reports a short write as EIO. When the filesystem is then (nearly) out of
+    space, that is a full disk: say so.
+    """
+    err = translate(exc)
+    if type(err) is StorageError and ("Input/output error" in str(exc) or "short write" in str(exc)):
+        try:
+            st = os.statvfs(path)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            return err
+        if free < LOW_SPACE_BYTES:
+            return DiskFullError(
+                f"no space left on device under {path!r} ({free} bytes free; nothing of the "
+                f"failed call was kept): {exc}")
+    return err
+
+
+#: How long a map resize waits for this process's other transactions to finish.
+RESIZE_WAIT_S = 30.0
+
+
+class Environment:
+    """One LMDB environment (per process, per path) with its named sub-databases.
+
+    The environment is opened with ``metasync=False``: a commit fdatasyncs the data
+    pages, and writes the meta page without a sync. :meth:`write` with ``sync=True``
+    (the default, used by ``durability="full"``) then fdatasyncs the file, which makes
+    the commit exactly as durable as LMDB's own synchronous commit; without it (the
+    ``"fast"`` mode) a machine crash may undo the last committed transaction, never
+    more and never half of one (LMDB keeps the previous meta page intact).
+
+    Every transaction of this process passes one gate. Growing the map
+    (``mdb_env_set_mapsize``) and swapping the LMDB file (compaction, see
+    ``_lmdb_rewrite``) replace the memory map, which invalidates open transactions:
+    both close the gate and wait until no transaction of this process is open; new
+    ones wait for the gate to reopen (a thread that already holds one passes, since
+    the closer is waiting for it).
+    """
+
+    def __init__(self, path: str, *, readonly: bool, map_size: int) -> None:
         self.path = path
         self.readonly = readonly
-        self.sync = sync
         self.map_size = map_size
         self.refs = 0
+        self.forked = False                  # set in a child process after fork()
+        self.pid = os.getpid()
         self.write_lock = threading.RLock()  # serialises this process's writers
-        # readers of this process, counted so that a compaction can swap the LMDB
-        # file only when none is inside a transaction (see quiesce())
         self._gate = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._closed_for_swap = False
+        self._active = 0                     # open transactions in this process
+        self._closed: int | None = None      # thread id holding the gate closed
+        self._mine = threading.local()       # open transactions of the current thread
         # shared open lock, taken before LMDB opens the file (see _openlock)
         self.open_lock_fd = _openlock.acquire_shared(path)
         try:
             self.env = self._open_env()
             self.dbs: dict[str, Any] = {}
+            try:
+                # Free the reader slots of processes that died holding a read
+                # transaction: they would pin old pages and fill the reader table.
+                self.env.reader_check()
+            except lmdb.Error:
+                pass
             self._open_dbs()
         except BaseException:
             _openlock.release(self.open_lock_fd)
@@ -127,30 +179,42 @@ class Environment:
             return lmdb.open(
                 self.path, subdir=True, readonly=self.readonly, create=not self.readonly,
                 map_size=self.map_size, max_dbs=MAX_DBS, max_readers=256,
-                sync=self.sync, metasync=self.sync, lock=True, readahead=False,
+                sync=True, metasync=False, lock=True, readahead=False,
                 meminit=False,
             )
         except lmdb.Error as exc:
+            if "already open in this process" in str(exc) and self.path in _inherited:
+                raise StoreError(
+                    f"{self.path!r} was open in the parent process when this process was "
+                    "forked; LMDB cannot open it again here. Open stores after fork(), close "
+                    "them before forking, or start child processes with the 'spawn' "
+                    "method") from exc
             raise translate(exc) from exc
 
     def _open_dbs(self) -> None:
-        try:
-            if self.readonly:
-                # py-lmdb loses handles opened inside an explicit read transaction; let
-                # it use its own.
+        if not self.readonly:
+            def body(txn: lmdb.Transaction) -> None:
+                for name in DB_NAMES:
+                    self.dbs[name.decode()] = self.env.open_db(
+                        name, txn=txn, create=True, **DB_FLAGS.get(name, {}))
+            self.write(body, sync=False)
+            return
+        # py-lmdb loses handles opened inside an explicit read transaction; let it use
+        # its own (no other transaction of this environment exists yet).
+        for _attempt in range(3):
+            try:
                 for name in DB_NAMES:
                     try:
                         self.dbs[name.decode()] = self.env.open_db(
                             name, create=False, **DB_FLAGS.get(name, {}))
                     except lmdb.NotFoundError:
                         pass
-            else:
-                with self.env.begin(write=True) as txn:
-                    for name in DB_NAMES:
-                        self.dbs[name.decode()] = self.env.open_db(
-                            name, txn=txn, create=True, **DB_FLAGS.get(name, {}))
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
+                return
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+        raise StorageError(f"{self.path!r}: the LMDB map kept growing while opening")
 
     def db(self, name: str) -> Any:
         return self.dbs[name]
@@ -158,82 +222,153 @@ class Environment:
     def has_db(self, name: str) -> bool:
         return name in self.dbs
 
-    # -- transactions ---------------------------------------------------------
+    # -- the transaction gate ---------------------------------------------------
+
+    def _enter(self) -> None:
+        mine = getattr(self._mine, "n", 0)
+        me = threading.get_ident()
+        with self._gate:
+            # A thread that already holds a transaction must not wait: the closer is
+            # waiting for that transaction (nested reads, e.g. get_vector inside a
+            # memories() loop, pass; the map cannot change while they run).
+            while self._closed is not None and self._closed != me and not mine:
+                self._gate.wait()
+            self._active += 1
+        self._mine.n = mine + 1
+
+    def _leave(self) -> None:
+        self._mine.n -= 1
+        with self._gate:
+            self._active -= 1
+            if self._closed is not None and self._active == 0:
+                self._gate.notify_all()
+
+    @contextmanager
+    def _gate_closed(self, timeout: float) -> Iterator[bool]:
+        """Close the gate and wait until no transaction of this process is open.
+
+        Yields True then (no new one starts, except in this thread, until the block
+        ends), or False when they did not end within ``timeout`` seconds (the gate is
+        open again).
+        """
+        me = threading.get_ident()
+        with self._gate:
+            while self._closed is not None and self._closed != me:
+                self._gate.wait()
+            nested = self._closed == me
+            self._closed = me
+            ok = self._gate.wait_for(lambda: self._active == 0, timeout)
+            if not ok and not nested:
+                self._closed = None
+                self._gate.notify_all()
+        try:
+            yield ok
+        finally:
+            if ok and not nested:
+                with self._gate:
+                    self._closed = None
+                    self._gate.notify_all()
+
+    def _resize(self, size: int, why: str) -> None:
+        """Set the map size (0: adopt the size another process grew it to)."""
+        if getattr(self._mine, "n", 0):
+            raise MapFullError(
+                f"{why}, but this thread still holds an open read of {self.path!r} (an "
+                "unfinished memories() iterator?); finish it and retry")
+        with self._gate_closed(RESIZE_WAIT_S) as ok:
+            if not ok:
+                raise MapFullError(
+                    f"{why}, but transactions of other threads stayed open for "
+                    f"{RESIZE_WAIT_S:.0f} s (unfinished memories() iterators?)")
+            try:
+                self.env.set_mapsize(size)
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+            self.map_size = max(self.map_size, int(self.env.info()["map_size"]))
+
+    # -- transactions -----------------------------------------------------------
+
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        """Begin a transaction (inside the gate); adopts a map grown by another process."""
+        self._enter()
+        try:
+            try:
+                return self.env.begin(write=write, buffers=False)
+            except lmdb.MapResizedError:
+                pass
+            # Another process grew the map beyond ours: adopt its size, then retry.
+            self._leave()
+            self._resize(0, "another process grew the LMDB map")
+            self._enter()
+            return self.env.begin(write=write, buffers=False)
+        except BaseException as exc:
+            self._leave()
+            if isinstance(exc, lmdb.Error):
+                raise translate(exc) from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        """A read-only snapshot; never blocks and never sees a half-done write.
+        """A read-only snapshot; never blocks on writers and never sees a half-done write.
 
-        (It waits only while a compaction of this process swaps the LMDB file.)"""
-        with self._gate:
-            while self._closed_for_swap:
-                self._gate.wait()
-            self._readers += 1
+        (It waits only while this process grows the map or swaps the LMDB file.)"""
+        txn = self._begin(write=False)
         try:
-            try:
-                txn = self._begin(write=False)
-            except lmdb.Error as exc:
-                raise translate(exc) from exc
-            try:
-                yield txn
-            finally:
-                txn.abort()
+            yield txn
         finally:
-            with self._gate:
-                self._readers -= 1
-                if not self._readers:
-                    self._gate.notify_all()
-
-    def _begin(self, write: bool) -> lmdb.Transaction:
-        try:
-            return self.env.begin(write=write, buffers=False)
-        except lmdb.MapResizedError:
-            # Another process grew the map: adopt its size, then retry once.
-            self.env.set_mapsize(0)
-            return self.env.begin(write=write, buffers=False)
+            try:
+                txn.abort()
+            finally:
+                self._leave()
 
     def write(self, body: Callable[[lmdb.Transaction], T],
-              on_abort: Callable[[], None] | None = None) -> T:
+              on_abort: Callable[[], None] | None = None, *, sync: bool = True) -> T:
         """Run ``body`` in one write transaction and commit it.
 
         The LMDB write transaction is the cross-process writer lock. On any failure
         the transaction is aborted and ``on_abort`` runs (to undo side files). When
-        the map is full it is doubled (the size is adopted by other processes on
-        their next transaction) and the whole body runs again.
+        the map is full it is doubled (other processes adopt the new size at their
+        next transaction) and the whole body runs again. ``sync`` makes the commit
+        durable before returning (see the class docstring).
         """
         with self.write_lock:
-            for _attempt in range(8):
+            for _attempt in range(16):
+                txn = self._begin(write=True)
                 try:
-                    txn = self._begin(write=True)
-                except lmdb.Error as exc:
-                    raise translate(exc) from exc
-                try:
-                    result = body(txn)
-                    txn.commit()
-                    return result
+                    try:
+                        result = body(txn)
+                        txn.commit()
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    finally:
+                        self._leave()
                 except lmdb.MapFullError:
-                    txn.abort()
                     if on_abort is not None:
                         on_abort()
                     self._grow()
                     continue
                 except BaseException as exc:
-                    txn.abort()
                     if on_abort is not None:
                         on_abort()
                     if isinstance(exc, (lmdb.Error, OSError)):
-                        raise translate(exc) from exc
+                        raise translate_write(exc, self.path) from exc
                     raise
+                if sync:
+                    self.sync_to_disk()
+                return result
             raise MapFullError(f"LMDB map still full after growing to {self.env.info()['map_size']} bytes")
 
     def _grow(self) -> None:
-        size = self.env.info()["map_size"]
-        try:
-            self.env.set_mapsize(size * 2)
-        except lmdb.Error as exc:
-            raise translate(exc) from exc
+        size = int(self.env.info()["map_size"])
+        self._resize(size * 2, f"the LMDB map of {self.path!r} is full ({size} bytes)")
+
+    def map_size_now(self) -> int:
+        """The current size of this process's map of the LMDB file."""
+        return int(self.env.info()["map_size"])
 
     def sync_to_disk(self) -> None:
+        """fdatasync the LMDB data file: every commit so far (meta page included) is durable."""
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
@@ -245,24 +380,13 @@ class Environment:
     def quiesce(self, timeout: float) -> Iterator[bool]:
         """Hold this process's writers and readers off the environment.
 
-        Yields True when no transaction of this process is open (and none can start
-        until the block ends), False when readers did not finish within ``timeout``
-        seconds (then nothing may be swapped).
+        Yields True when no transaction of this process is open (and none can start,
+        except in this thread, until the block ends), False when they did not finish
+        within ``timeout`` seconds (then nothing may be swapped).
         """
         with self.write_lock:
-            with self._gate:
-                self._closed_for_swap = True
-                ok = self._gate.wait_for(lambda: self._readers == 0, timeout)
-                if not ok:
-                    self._closed_for_swap = False
-                    self._gate.notify_all()
-            try:
+            with self._gate_closed(timeout) as ok:
                 yield ok
-            finally:
-                if ok:
-                    with self._gate:
-                        self._closed_for_swap = False
-                        self._gate.notify_all()
 
     def reopen(self, swap: Callable[[], None]) -> None:
         """Close the LMDB environment, run ``swap`` (which replaces its files), reopen it.
@@ -282,22 +406,25 @@ class Environment:
             self._open_dbs()
 
     def close(self) -> None:
-        self.env.close()
-        _openlock.release(self.open_lock_fd)
-        self.open_lock_fd = None
+        if not self.forked:  # an environment inherited across fork() belongs to the parent
+            self.env.close()
+        _openlock.release(self.open_lock_fd)  # (a forked copy of the descriptor: the
+        self.open_lock_fd = None              # parent's shared lock stays)
 
 
 _registry: dict[str, Environment] = {}
 _registry_lock = threading.Lock()
+#: Paths whose environment this process inherited, open, from its parent by fork().
+_inherited: set[str] = set()
 
 
-def acquire(path: str, *, readonly: bool, map_size: int, sync: bool) -> Environment:
+def acquire(path: str, *, readonly: bool, map_size: int) -> Environment:
     """The process-wide Environment for ``path``, opened on first use."""
     key = os.path.realpath(path)
     with _registry_lock:
         env = _registry.get(key)
         if env is None:
-            env = Environment(key, readonly=readonly, map_size=map_size, sync=sync)
+            env = Environment(key, readonly=readonly, map_size=map_size)
             _registry[key] = env
         elif env.readonly and not readonly:
             raise StorageError(
@@ -312,5 +439,20 @@ def release(env: Environment) -> None:
     with _registry_lock:
         env.refs -= 1
         if env.refs <= 0:
-            _registry.pop(env.path, None)
+            if _registry.get(env.path) is env:
+                del _registry[env.path]
             env.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not use its parent's environments: LMDB forbids it."""
+    global _registry_lock
+    _registry_lock = threading.Lock()  # the parent may have held it while forking
+    for key, env in _registry.items():
+        env.forked = True
+        _inherited.add(key)
+    _registry.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -14,6 +14,7 @@ Files (``G`` is the generation, zero-padded)::
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -84,11 +85,18 @@ class _MappedFile:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            os.write(fd, _HDR.pack(magic, width, gen, 0).ljust(HEADER, b"\0"))
-            os.ftruncate(fd, HEADER + rows * row_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, _HDR.pack(magic, width, gen, 0).ljust(HEADER, b"\0"))
+                allocate(fd, HEADER + rows * row_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(path))
 
@@ -118,10 +126,21 @@ class _MappedFile:
         self.mm, self.array, self.capacity = mm, arr, cap
 
     def grow(self, need: int) -> None:
+        """Extend the file to hold at least ``need`` rows (blocks allocated, not sparse)."""
         if need <= self.capacity:
             return
         new = _grown(self.capacity, need)
-        os.ftruncate(self.fd, HEADER + new * self.row_bytes)
+        old_size = HEADER + self.capacity * self.row_bytes
+        try:
+            allocate(self.fd, HEADER + new * self.row_bytes)
+        except OSError:
+            # e.g. ENOSPC: leave the file as it was; no reader maps rows past n_slots
+            try:
+                if os.fstat(self.fd).st_size > old_size:
+                    os.ftruncate(self.fd, old_size)
+            except OSError:
+                pass
+            raise
         self.remap()
 
     def sync(self) -> None:
@@ -139,11 +158,15 @@ class _MappedFile:
 class VectorFiles:
     """The matrix and slot columns of the store's current generation, as numpy views."""
 
+    #: Generations kept mapped at once (the current one and those readers still ask for).
+    KEEP_GENERATIONS = 3
+
     def __init__(self, root: str, dim: int, readonly: bool) -> None:
         self.root, self.dim, self.readonly = root, dim, readonly
-        self.gen = -1
-        self._vec: _MappedFile | None = None
-        self._slots: _MappedFile | None = None
+        self.gen = -1  # the generation writers use (last ensure()d, else last viewed)
+        # Each generation keeps its own mapping: a thread reading an older snapshot
+        # never swaps the files under a writer thread of the same process.
+        self._gens: dict[int, tuple[_MappedFile, _MappedFile]] = {}
         self._lock = threading.RLock()
 
     @staticmethod
@@ -153,7 +176,11 @@ class VectorFiles:
         _MappedFile.create(slot_file(root, gen), SLOT_MAGIC, SLOT_DTYPE.itemsize, gen, rows,
                            SLOT_DTYPE.itemsize)
 
-    def _open_gen(self, gen: int) -> None:
+    def _files(self, gen: int) -> tuple[_MappedFile, _MappedFile]:
+        """The mapped files of generation ``gen`` (opened on first use; lock held)."""
+        pair = self._gens.get(gen)
+        if pair is not None:
+            return pair
         vec = _MappedFile(vector_file(self.root, gen), VEC_MAGIC, self.dim, gen, self.dim * 4,
                           np.dtype("<f4"), (self.dim,), self.readonly)
         try:
@@ -162,26 +189,29 @@ class VectorFiles:
         except BaseException:
             vec.close()
             raise
-        old = (self._vec, self._slots)
-        self._vec, self._slots, self.gen = vec, slots, gen
-        for f in old:
-            if f is not None:
+        self._gens[gen] = pair = (vec, slots)
+        if self.gen < 0:
+            self.gen = gen
+        # Unmap superseded generations (arrays handed out keep their mapping alive).
+        keep = {gen, self.gen, *sorted(self._gens)[-self.KEEP_GENERATIONS + 1:]}
+        for g in [g for g in self._gens if g not in keep]:
+            for f in self._gens.pop(g):
                 f.close()
+        return pair
 
     def view(self, gen: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``[0, n)`` of generation ``gen``: (matrix n x dim, slot columns n)."""
         with self._lock:
-            if gen != self.gen or self._vec is None:
-                self._open_gen(gen)
-            assert self._vec is not None and self._slots is not None
-            if n > self._vec.capacity or n > self._slots.capacity:
-                self._vec.remap()
-                self._slots.remap()
-                if n > self._vec.capacity or n > self._slots.capacity:
+            vec, slots = self._files(gen)
+            if n > vec.capacity or n > slots.capacity:
+                # another process grew the files since we mapped them
+                vec.remap()
+                slots.remap()
+                if n > vec.capacity or n > slots.capacity:
                     raise CorruptionError(
-                        f"store says {n} slots but {self._vec.path} holds {self._vec.capacity} "
-                        f"and {self._slots.path} holds {self._slots.capacity}")
-            return self._vec.array[:n], self._slots.array[:n]
+                        f"store says {n} slots but {vec.path} holds {vec.capacity} "
+                        f"and {slots.path} holds {slots.capacity}")
+            return vec.array[:n], slots.array[:n]
 
     # -- writer side (called under the LMDB write lock) -------------------------
 
@@ -190,35 +220,55 @@ class VectorFiles:
         if self.readonly:
             raise StoreError("vector files are open read-only")
         with self._lock:
-            if gen != self.gen or self._vec is None:
-                self._open_gen(gen)
-            assert self._vec is not None and self._slots is not None
-            self._vec.remap()
-            self._slots.remap()
-            self._vec.grow(need)
-            self._slots.grow(need)
-            return self._vec.array, self._slots.array
+            vec, slots = self._files(gen)
+            self.gen = gen
+            vec.remap()
+            slots.remap()
+            vec.grow(need)
+            slots.grow(need)
+            return vec.array, slots.array
 
-    def sync(self) -> None:
-        """fdatasync both files (dirty mmap pages included)."""
-        if self._vec is not None and self._slots is not None:
-            self._vec.sync()
-            self._slots.sync()
+    def sync(self, gen: int | None = None) -> None:
+        """fdatasync both files of generation ``gen`` (default: the writers') with their
+        dirty mmap pages."""
+        with self._lock:
+            pair = self._gens.get(self.gen if gen is None else gen)
+        if pair is not None:
+            pair[0].sync()
+            pair[1].sync()
 
     def file_sizes(self) -> dict[str, int]:
         out = {}
-        for f in (self._vec, self._slots):
-            if f is not None:
-                out[os.path.basename(f.path)] = os.fstat(f.fd).st_size
+        with self._lock:
+            pair = self._gens.get(self.gen)
+        for f in pair or ():
+            out[os.path.basename(f.path)] = os.fstat(f.fd).st_size
         return out
 
     def close(self) -> None:
         with self._lock:
-            for f in (self._vec, self._slots):
-                if f is not None:
+            for pair in self._gens.values():
+                for f in pair:
                     f.close()
-            self._vec = self._slots = None
+            self._gens.clear()
             self.gen = -1
+
+
+def allocate(fd: int, size: int) -> None:
+    """Grow the file to ``size`` bytes with its blocks allocated.
+
+    A sparse file would be allocated later, by page faults of writes through the
+    mmap; on a full disk those kill the process with SIGBUS. Allocating up front turns
+    that into an ``OSError(ENOSPC)`` here, before anything is written.
+    """
+    if os.fstat(fd).st_size >= size:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)  # the filesystem cannot preallocate
 
 
 def _fsync_dir(path: str) -> None:

@@ -26,12 +26,16 @@ from .embedders import check_vectors, embed_checked, resolve
 from .errors import InvalidInputError, MemoryNotFoundError
 
 if TYPE_CHECKING:
+    from ._batch import Batch
     from ._replay import ExportInfo, ReplayResult
     from ._verify import VerifyReport
 
 __all__ = ["Mnemos", "Namespace", "MemoryId"]
 
 MemoryId = int
+
+#: ``Mnemos.open(durability=...)``: see docs/durability.md.
+DURABILITY_MODES = frozenset({"full", "fast"})
 
 _NS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 MAX_TOP_K = 10_000
@@ -127,51 +131,24 @@ class _Handle:
         eng.check_writable()
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
-        prepared: list[list[Any]] = []
-        keys_seen: set[str] = set()
-        to_embed: list[int] = []
-        now: int | None = None
-        for i, item in enumerate(items):
-            if isinstance(item, str):
-                item = {"text": item}
-            if not isinstance(item, Mapping):
-                raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
-            unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
-                                   "pinned"}
-            if unknown:
-                raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
-            text = R.check_text(item.get("text"), f"item {i} text")
-            meta = R.check_metadata(item.get("metadata"))
-            type_ = R.check_type(item.get("type", "episodic") or "episodic")
-            ts_in = item.get("timestamp")
-            if ts_in is None:
-                if now is None:
-                    now = to_us(eng.clock(), "clock()")
-                ts = now
-            else:
-                ts = to_us(ts_in, f"item {i} timestamp")
-            key = R.check_key(item.get("key"))
-            if key is not None:
-                if key in keys_seen:
-                    raise InvalidInputError(f"key {key!r} appears twice in one remember_many call")
-                keys_seen.add(key)
-            vec = item.get("vector")
-            if vec is not None:
-                vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
-            else:
-                to_embed.append(i)
-            pinned = item.get("pinned", False)
-            if not isinstance(pinned, bool):
-                raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
-            prepared.append(["remember", self.name, text, meta, type_, ts, key, vec, pinned])
+        prepared = prepare_remember(eng, self.name, items, set())
         if not prepared:
             return []
-        if to_embed:
-            embedder = eng.require_embedder()
-            vecs = embed_checked(embedder, [prepared[i][2] for i in to_embed])
-            for j, i in enumerate(to_embed):
-                prepared[i][7] = vecs[j]
+        embed_missing(eng, prepared)
         return eng.write([tuple(p) for p in prepared])
+
+    def batch(self) -> "Batch":
+        """A context manager that applies many writes in one transaction, at its end.
+
+        ``remember`` in a batch returns a :class:`~mnemos_kv.PendingId`, whose ``.id``
+        is set when the batch commits (ids are assigned in the transaction); pass it
+        to the batch's ``connect``/``forget`` to refer to that memory before then.
+        All or nothing: an error at commit (or in the ``with`` block) writes nothing.
+        See docs/concurrency.md.
+        """
+        from ._batch import Batch
+        self._engine.check_writable()
+        return Batch(self)
 
     def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
                         doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
@@ -269,12 +246,8 @@ class _Handle:
         a, b = _check_id(a, "a"), _check_id(b, "b")
         if a == b:
             raise InvalidInputError(f"cannot connect memory {a} to itself")
-        if not isinstance(relation, str) or not _RELATION.match(relation):
-            raise InvalidInputError(
-                f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
-            raise InvalidInputError(f"weight must be a finite number, got {weight!r}")
-        self._engine.write([("connect", self.name, a, b, relation, float(weight))])
+        self._engine.write([("connect", self.name, a, b, check_relation(relation),
+                             check_weight(weight))])
 
     def disconnect(self, a: MemoryId, b: MemoryId, relation: str | None = None) -> None:
         """Remove the edge ``a -> b`` (with ``relation``, or all relations)."""
@@ -471,6 +444,72 @@ class _Handle:
         return sorted(set(names))
 
 
+def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
+                     keys_seen: set[str], first: int = 0) -> list[list[Any]]:
+    """Validate remember items into engine requests (vector None where still to embed).
+
+    ``keys_seen`` collects the keys of the call (a key may appear once); ``first``
+    numbers the items in error messages.
+    """
+    prepared: list[list[Any]] = []
+    now: int | None = None
+    for i, item in enumerate(items, first):
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
+        unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
+                               "pinned"}
+        if unknown:
+            raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
+        text = R.check_text(item.get("text"), f"item {i} text")
+        meta = R.check_metadata(item.get("metadata"))
+        type_ = R.check_type(item.get("type", "episodic") or "episodic")
+        ts_in = item.get("timestamp")
+        if ts_in is None:
+            if now is None:
+                now = to_us(eng.clock(), "clock()")
+            ts = now
+        else:
+            ts = to_us(ts_in, f"item {i} timestamp")
+        key = R.check_key(item.get("key"))
+        if key is not None:
+            kk = f"{ns}\0{key}"
+            if kk in keys_seen:
+                raise InvalidInputError(f"key {key!r} appears twice in one remember_many call")
+            keys_seen.add(kk)
+        vec = item.get("vector")
+        if vec is not None:
+            vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
+        pinned = item.get("pinned", False)
+        if not isinstance(pinned, bool):
+            raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
+        prepared.append(["remember", ns, text, meta, type_, ts, key, vec, pinned])
+    return prepared
+
+
+def embed_missing(eng: Engine, prepared: Sequence[list[Any]]) -> None:
+    """Embed, in one embedder call, the texts of prepared requests that have no vector."""
+    todo = [p for p in prepared if p[7] is None]
+    if todo:
+        vecs = embed_checked(eng.require_embedder(), [p[2] for p in todo])
+        for p, v in zip(todo, vecs):
+            p[7] = v
+
+
+def check_relation(relation: Any) -> str:
+    if not isinstance(relation, str) or not _RELATION.match(relation):
+        raise InvalidInputError(
+            f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
+    return relation
+
+
+def check_weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
+        raise InvalidInputError(f"weight must be a finite number, got {weight!r}")
+    return float(weight)
+
+
 class Namespace(_Handle):
     """A handle confined to one namespace; get it with ``db.namespace(name)``."""
 
@@ -523,7 +562,7 @@ class Mnemos(_Handle):
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Any = None,
              clock: Callable[[], float] | None = None, readonly: bool = False,
-             map_size: int = DEFAULT_MAP_SIZE,
+             map_size: int = DEFAULT_MAP_SIZE, durability: str = "full",
              on_evict: Callable[[list[Memory]], Any] | None = None) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
@@ -533,7 +572,11 @@ class Mnemos(_Handle):
         EmbedderMismatchError. ``clock`` returns seconds since the epoch (default
         ``time.time``): inject one for reproducible runs. ``readonly`` opens without
         write access (works while other processes write). ``map_size`` is the initial
-        LMDB map size in bytes; it grows on demand. ``on_evict`` is called with the
+        LMDB map size in bytes; it grows on demand. ``durability`` is ``"full"`` (every
+        write is durable when it returns) or ``"fast"`` (a machine crash may undo the
+        last committed write until the next write or :meth:`sync`; a process crash
+        loses nothing); see docs/durability.md. Any number of processes may open the
+        same store at once (see docs/concurrency.md). ``on_evict`` is called with the
         list of ``Memory`` objects a write of this process evicted, after its commit
         (see :attr:`on_evict`).
 
@@ -544,11 +587,15 @@ class Mnemos(_Handle):
             raise InvalidInputError(f"clock must be callable, got {type(clock).__name__}")
         if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < (1 << 20):
             raise InvalidInputError(f"map_size must be an int of at least 1 MiB, got {map_size!r}")
+        if durability not in DURABILITY_MODES:
+            raise InvalidInputError(
+                f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
         emb = resolve(embedder)
         if on_evict is not None and not callable(on_evict):
             raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
         engine = Engine(path, embedder=emb, embedder_given=embedder is not None,
-                        clock=clock or time.time, readonly=bool(readonly), map_size=map_size)
+                        clock=clock or time.time, readonly=bool(readonly), map_size=map_size,
+                        durable=durability == "full")
         db = cls(engine)
         db.on_evict = on_evict
         return db
@@ -616,6 +663,20 @@ class Mnemos(_Handle):
     @property
     def readonly(self) -> bool:
         return self._engine.readonly
+
+    @property
+    def durability(self) -> str:
+        """``"full"`` or ``"fast"``: what a returned write survives (docs/durability.md)."""
+        return "full" if self._engine.durable else "fast"
+
+    def sync(self) -> None:
+        """Make every write committed so far durable, whatever the durability mode.
+
+        In ``"fast"`` mode, call it where losing the last write to a power cut would
+        matter; in both modes it also syncs the vector files, so the next open has
+        nothing to redo. :raises ReadOnlyError: the store is open read-only.
+        """
+        self._engine.sync()
 
     @property
     def embedder(self) -> Any:

@@ -1,0 +1,135 @@
+"""Several processes on one store: writers serialise, readers keep consistent snapshots.
+
+Children are separate interpreters (``tests/_mp_workers.py``) importing this
+worktree's ``mnemos_kv``. Marked ``slow``: CI runs them (``pytest -q`` runs every test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _mp_workers import expected_vector, spawn, writer_text  # noqa: E402
+
+from mnemos_kv import Mnemos  # noqa: E402
+from mnemos_kv.cli import main as cli_main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 120
+
+
+def _result(proc: subprocess.Popen, timeout: float = TIMEOUT) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"worker timed out; stderr:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return json.loads(lines[-1])
+
+
+def test_four_writers_two_readers(tmp_path) -> None:
+    path = str(tmp_path / "shared.mem")
+    stop = str(tmp_path / "stop")
+    Mnemos.open(path).close()  # created once, so read-only readers can start at once
+    readers = [spawn("reader", path, stop, "1"), spawn("reader", path, stop, "0")]
+    writers = [spawn("writer", path, str(i), "500") for i in range(4)]
+    t0 = time.monotonic()
+    done = [_result(w) for w in writers]
+    write_s = time.monotonic() - t0
+    open(stop, "w").close()
+    seen = [_result(r) for r in readers]
+
+    for r in seen:
+        assert r["errors"] == [], r["errors"]
+        assert r["iters"] >= 3
+    # readers watched the store grow: they saw many intermediate states
+    assert all(r["distinct_counts"] >= 5 for r in seen), seen
+
+    ids = [row[0] for d in done for row in d["done"]]
+    assert len(ids) == 2000 and len(set(ids)) == 2000
+    assert sorted(ids) == list(range(1, 2001))  # ids are dense: no id lost to an aborted write
+    with Mnemos.open(path, readonly=True) as db:
+        assert db.stats()["total"] == 2000
+        counts = {n: db.namespace(n).count() for n in db.namespaces()}
+        assert counts == {"default": 0, "shared": 1000,
+                          **{f"agent_{i}": 250 for i in range(4)}}
+        for d, i in zip(done, range(4)):
+            for k, (mid, ns, text) in enumerate(d["done"]):
+                assert text == writer_text(i, k)
+                m = db.namespace(ns).get(mid)
+                assert m.text == text and m.metadata == {"w": i, "k": k}
+                assert np.array_equal(db.namespace(ns).get_vector(mid), expected_vector(text))
+        rep = db.verify()
+        assert rep.ok, str(rep)
+        assert rep.checked["log_frames"] == 2000 + 5  # 5 namespace creations
+    assert cli_main(["verify", path]) == 0
+    print(f"4 x 500 remembers in {write_s:.2f} s; reader iterations {[r['iters'] for r in seen]}")
+
+
+def test_map_grows_across_processes(tmp_path) -> None:
+    """A 1 MiB map fills many times over; writers grow it, everyone adopts the size."""
+    path = str(tmp_path / "grow.mem")
+    stop = str(tmp_path / "stop")
+    Mnemos.open(path, map_size=1 << 20).close()
+    reader = spawn("growth_reader", path, stop)
+    writers = [spawn("growth_writer", path, str(i), "150") for i in range(3)]
+    done = [_result(w) for w in writers]
+    open(stop, "w").close()
+    seen = _result(reader)
+    assert seen["errors"] == [], seen["errors"]
+    assert seen["map_size"] > 1 << 20  # the reader adopted the grown map
+    assert all(d["map_size"] > 1 << 20 for d in done)
+    ids = [m for d in done for m in d["done"]]
+    assert len(set(ids)) == len(ids) == 3 * (135 + 15 * 5)
+    with Mnemos.open(path, readonly=True) as db:
+        assert db.stats()["total"] == len(ids)
+        assert db._engine.env.map_size_now() > 4 << 20  # it grew, and this process adopted it
+        rep = db.verify()
+        assert rep.ok, str(rep)
+
+
+def test_readers_survive_compaction_in_another_process(tmp_path) -> None:
+    path = str(tmp_path / "compact.mem")
+    stop = str(tmp_path / "stop")
+    with Mnemos.open(path) as db:
+        db.namespace("churn").remember_many([f"seed {j}: the plan item" for j in range(50)])
+    reader = spawn("compaction_reader", path, stop)
+    opener = spawn("opener", path, stop)
+    comp = _result(spawn("compactor", path, "25"))
+    open(stop, "w").close()
+    seen = _result(reader)
+    opened = _result(opener)
+    assert seen["errors"] == [], seen["errors"]
+    assert opened["errors"] == [], opened["errors"]
+    assert comp["generation"] == 26
+    assert len(seen["generations"]) > 1  # the reader followed the store across generations
+    with Mnemos.open(path) as db:
+        assert db.verify().ok
+        assert sorted(os.path.basename(p) for p in os.listdir(path) if p.startswith("vectors")) == \
+            ["vectors.000026.f32"]
+
+
+def test_a_write_from_another_process_is_seen_on_the_next_read(tmp_path) -> None:
+    path = str(tmp_path / "s.mem")
+    with Mnemos.open(path) as db, Mnemos.open(path, readonly=True) as ro:
+        assert db.count() == 0
+        ids = _result(spawn("remember_n", path, "3"))["done"]
+        assert db.count() == 3 and ro.count() == 3
+        assert [m.id for m in ro.memories()] == ids
+        assert ro.get(ids[0]).text == "child memory 0"
+        # and this process's writes continue after the other's, ids in order
+        assert db.remember("parent memory") == ids[-1] + 1
+        assert ro.get(ids[-1] + 1).text == "parent memory"
