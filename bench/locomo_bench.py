@@ -1,6 +1,6 @@
 """LoCoMo retrieval benchmark through the store API: recall@k and MRR of ``ask``.
 
-Protocol (the same as ``bench/locomo_proto.py``, the prototype it supersedes): every
+Protocol: every
 dialog turn of a conversation is one memory, remembered with ``remember_many`` into
 the namespace of its conversation — text ``"speaker: utterance"`` (plus
 ``" [image: caption]"`` when the turn shares a photo), metadata ``session``, ``date``

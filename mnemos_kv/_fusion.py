@@ -7,7 +7,7 @@ linearly (:func:`fuse_scores`); :func:`rrf_fuse` is the rank-based alternative.
 :func:`neighbour_expand` then lets a row borrow part of the score of the rows just
 before and after it in its conversation (time order).
 
-Defaults (tuned on the LoCoMo dev split, see ``bench/locomo_proto.py``)::
+Defaults (tuned on the LoCoMo dev split, see ``bench/locomo_bench.py``)::
 
     fused(r)    = w_vec * minmax(cos)(r) + (1 - w_vec) * minmax(bm25)(r)
                   w_vec = 0.5 for a sentence model (MiniLM), 0.15 for the hashing embedder

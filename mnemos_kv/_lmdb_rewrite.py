@@ -42,12 +42,7 @@ QUIESCE_TIMEOUT = 2.0
 Progress = Callable[[str, int, int], Any]
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync = S.fsync_path
 
 
 def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], dst_dir: str,

@@ -139,15 +139,7 @@ def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) 
     st.log_seg = seg
     st.log_end = FILE_HEADER
     st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
-    S_fsync_dir(engine.path)
-
-
-def S_fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    S.fsync_path(engine.path)
 
 
 def remove_stale(root: str, log_seg: int, base_seq: int) -> None:

@@ -86,6 +86,15 @@ def from_ts_key(b: bytes) -> int:
     return _U64.unpack(b)[0] - _TS_OFFSET
 
 
+def fsync_path(path: str) -> None:
+    """fsync a file or directory by path (a directory: its entries are durable)."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def translate(exc: BaseException) -> MnemosError:
     """Map an LMDB/OS error to the most precise MnemosError (callers chain ``from exc``)."""
     if isinstance(exc, MnemosError):

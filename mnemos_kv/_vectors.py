@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._storage import fsync_path
 from .errors import CorruptionError, StoreError
 
 HEADER = 4096
@@ -272,8 +273,4 @@ def allocate(fd: int, size: int) -> None:
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path)
