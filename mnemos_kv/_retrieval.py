@@ -217,9 +217,15 @@ def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | Non
     return mask
 
 
-def _slots_of(snap: Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend."""
-    col = snap.slots["id"]
+def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend.
+
+    ``col``: a contiguous copy of the snapshot's id column, if the caller has one
+    (searchsorted copies a strided column first, an O(n) cost per call).
+    """
+    if col is None:
+        col = snap.slots["id"]
     pos = np.searchsorted(col, ids)
     pos_c = np.minimum(pos, max(col.size - 1, 0))
     ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
@@ -266,7 +272,7 @@ def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
 
 
 def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
-                  rows: np.ndarray | None, selected: int
+                  rows: np.ndarray | None, selected: int, id_col: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """BM25 of the candidates that match a query term: (indices, bm25, weighted L part).
 
@@ -279,7 +285,7 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
     if not ids.size:
         return None
-    ok, slots = _slots_of(snap, ids.astype(np.int64))
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
     contrib = contrib[ok]
     if mask is not None:
         keep = mask[slots]
@@ -327,7 +333,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         cos, valid = snap.matrix[rows] @ q.vector, None
     vec = _normalise(cos, valid, q.vector_weight)
     # lexical: BM25 from the postings of the asked namespaces, added where it is not 0
-    lexical = _lexical_part(engine, snap, q, mask, rows, selected)
+    id_col = view.ids[:n] if view.n >= n else None
+    lexical = _lexical_part(engine, snap, q, mask, rows, selected, id_col)
     rel = vec
     if lexical is not None:
         if q.explain:
@@ -336,9 +343,15 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
     nbr = None
     if q.neighbour_weight > 0 and selected > 1:
-        best = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
-        nbr = best * np.float32(q.neighbour_weight)
-    pre = rel if nbr is None else rel + nbr
+        nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
+        nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+    if nbr is None:
+        pre = rel
+    elif q.explain or q.use_graph:
+        pre = rel + nbr  # rel stays intact for the explanation / graph seeds
+    else:
+        rel += nbr  # nothing reads rel again: save a pass and an allocation
+        pre = rel
 
     graph = None
     if q.use_graph:
@@ -366,8 +379,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         final = final * (np.float32(tw) if isinstance(tw, float) else tw)
     if rec is not None:
         final = final * rec
-    if final is rel or final is vec:
-        final = final.copy()
+    if q.explain and (final is rel or final is vec):
+        final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
         final[~valid] = -np.inf
 

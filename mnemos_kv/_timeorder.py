@@ -39,6 +39,7 @@ class OrderView:
     types: np.ndarray               # uint8, slot -> type code
     type_counts: np.ndarray         # slots per type code
     single_type: int                # the one type code of every slot, or -1 (mixed or none)
+    ids: np.ndarray                 # int64, slot -> memory id (a contiguous copy: searchsorted)
 
 
 def _single(counts: np.ndarray) -> int:
@@ -84,8 +85,9 @@ class TimeOrder:
             _link(prev, nxt, part)
         types = np.ascontiguousarray(slots["type"][:n], dtype=np.uint8)
         counts = np.bincount(types, minlength=3)
+        ids = np.ascontiguousarray(slots["id"][:n], dtype=np.int64)
         self._ts, self.gen = tss, gen
-        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
 
     def _extend(self, slots: np.ndarray, n: int) -> None:
         """Insert the slots [self.state.n, n) into their namespaces' orders."""
@@ -116,8 +118,9 @@ class TimeOrder:
         add = np.ascontiguousarray(slots["type"][start:n], dtype=np.uint8)
         types = np.concatenate([old.types, add])
         counts = old.type_counts + np.bincount(add, minlength=old.type_counts.size)[:old.type_counts.size]
+        ids = np.concatenate([old.ids, np.asarray(slots["id"][start:n], dtype=np.int64)])
         self._ts = tss
-        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts))
+        self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
 
     def view(self, snap: Any) -> OrderView:
         """The cache state covering at least the snapshot's slots (maybe more: use slot < n)."""
