@@ -213,12 +213,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ids = db.remember_many([{"text": f"{who}: {text}", "metadata": {"speaker": who}}
                                     for who, text in DEMO_CONVERSATION])
             db.connect(ids[2], ids[3], relation="follow-up")
+            db.namespace("critic").remember("critic: the Berlin move plan lacks a budget")
         print(f"store: {path}  ({db.count()} memories)\n")
         for q in DEMO_QUESTIONS:
             print(f"Q: {q}")
             for m in db.ask(q, top_k=2):
                 print(f"   {m.score:.3f}  #{m.id}  {m.text}")
             print()
+        critic = db.namespace("critic", read=["default"])
+        print("critic asks its own and the shared memories: 'Berlin move'")
+        for m in critic.ask("Berlin move", top_k=2, namespaces=["critic", "default"]):
+            print(f"   {m.score:.3f}  #{m.id}  [{m.namespace}]  {m.text}")
+        replay = os.path.join(root, "run.replay")
+        info = db.export_replay(replay)
+        digest = db.state_digest()
+    copy_path = os.path.join(root, "copy.mem")
+    if not os.path.exists(copy_path):
+        with Mnemos.open(copy_path) as copy:
+            result = copy.replay(replay)
+        same = "same state" if result.digest_matches and result.digest == digest else "DIFFERENT"
+        print(f"\nexported {info.frames} operations to {replay}; replayed into {copy_path}: "
+              f"{same} (digest {digest[:16]}...)")
     return 0
 
 

@@ -16,8 +16,12 @@ def test_demo_answers_questions(tmp_path, capsys) -> None:
     assert "Q: What payment provider did we choose?" in out
     first_answer = out.split("Q: What payment provider did we choose?")[1].splitlines()[1]
     assert "Stripe" in first_answer
+    assert "same state" in out and "[critic]" in out
     with Mnemos.open(str(tmp_path / "agent.mem")) as db:
-        assert db.count() == 10
+        assert db.count() == 10 and db.namespace("critic").count() == 1
+        digest = db.state_digest()
+    with Mnemos.open(str(tmp_path / "copy.mem")) as copy:
+        assert copy.state_digest() == digest
 
 
 def test_dump_jsonl(tmp_path, capsys) -> None:
