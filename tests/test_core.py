@@ -218,3 +218,22 @@ def test_close_is_idempotent_and_context_manager(store_path: str) -> None:
         s.remember("x")
     s.close()
     assert "closed" in repr(s)
+
+
+def test_files_follow_the_umask(tmp_path) -> None:
+    """Store files get the user's umask; nothing is made world-writable on purpose."""
+    import os
+    import stat
+    old = os.umask(0o027)
+    try:
+        with Mnemos.open(str(tmp_path / "u.mem")) as s:
+            ids = s.remember_many(["a", "b"])
+            s.forget(ids[0])
+            s.compact()
+            s.export_replay(str(tmp_path / "r.replay"))
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "u.mem" / f for f in os.listdir(tmp_path / "u.mem")] + [tmp_path / "r.replay"]
+    for p in paths:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+        assert mode & 0o007 == 0, f"{p.name} has mode {oct(mode)}"
