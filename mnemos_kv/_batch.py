@@ -86,7 +86,7 @@ class BatchNamespace:
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[PendingId]:
         """Queue many memories (texts or dicts, as ``Mnemos.remember_many`` takes)."""
-        from .store import prepare_remember
+        from ._validate import prepare_remember
         b = self._batch
         b._check_open()
         if isinstance(items, (str, bytes, Mapping)):
@@ -111,7 +111,7 @@ class BatchNamespace:
     def connect(self, a: int | PendingId, b: int | PendingId, relation: str = "related",
                 weight: float = 1.0) -> None:
         """Queue the edge ``a -> b`` (both in this namespace)."""
-        from .store import check_relation, check_weight
+        from ._validate import check_relation, check_weight
         bt = self._batch
         bt._check_open()
         ra, rb = bt._ref(a, "a"), bt._ref(b, "b")
@@ -152,7 +152,7 @@ class Batch(BatchNamespace):
 
     def namespace(self, name: str) -> BatchNamespace:
         """Queue writes for namespace ``name`` in this batch (root store batches only)."""
-        from .store import check_namespace
+        from ._validate import check_namespace
         check_namespace(name)
         if name != self._handle.name and self._handle._readable is not None:
             raise InvalidInputError(
@@ -166,7 +166,7 @@ class Batch(BatchNamespace):
 
     def _ref(self, mid: Any, what: str) -> Any:
         """A committed id as an int, a pending id of this batch as a Ref to its request."""
-        from .store import _check_id
+        from ._validate import check_id as _check_id
         if isinstance(mid, PendingId):
             if mid._id is not None:
                 return mid._id
@@ -197,7 +197,7 @@ class Batch(BatchNamespace):
         Called by the ``with`` block's end. All or nothing: on any error nothing is
         written and the batch is marked failed.
         """
-        from .store import embed_missing
+        from ._validate import embed_missing
         self._check_open()
         try:
             reqs = self._requests

@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

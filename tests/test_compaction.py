@@ -12,9 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-import zlib
 
-import numpy as np
 import pytest
 
 from mnemos_kv import Mnemos

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from mnemos_kv import Mnemos
-from mnemos_kv import _storage as S
 from mnemos_kv._log import log_file
 from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
 from mnemos_kv.cli import main

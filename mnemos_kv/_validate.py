@@ -1,0 +1,139 @@
+"""Argument validation for the public API: every check raises InvalidInputError, before any write."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import _records as R
+from . import _retrieval
+from ._timeutil import to_us
+from .embedders import check_vectors, embed_checked
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+_NS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+MAX_TOP_K = 10_000
+_RELATION = re.compile(r"^\S(.{0,62}\S)?$")
+
+
+def check_namespace(name: Any) -> str:
+    """A valid namespace name (exact names; no prefixes or patterns)."""
+    if not isinstance(name, str) or not _NS_NAME.match(name):
+        raise InvalidInputError(
+            f"namespace name must be 1-128 characters of letters, digits, '_', '.', ':' or '-', "
+            f"starting with a letter or digit; got {name!r}")
+    return name
+
+
+def check_id(mid: Any, what: str = "id") -> int:
+    """A positive int memory id."""
+    if isinstance(mid, bool) or not isinstance(mid, (int, np.integer)) or mid < 1:
+        raise InvalidInputError(f"{what} must be a positive int memory id, got {mid!r}")
+    return int(mid)
+
+
+def check_types(types: Any) -> tuple[tuple[int, ...] | None, tuple[float, ...]]:
+    """``ask(types=...)`` -> (type codes to keep or None, ranking weight per type code)."""
+    weights = dict(_retrieval.TYPE_WEIGHTS)
+    if types is None:
+        return None, tuple(weights[t] for t in R.MEMORY_TYPES)
+    if isinstance(types, str):
+        types = [types]
+    if isinstance(types, Mapping):
+        for name, w in types.items():
+            R.check_type(name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+                raise InvalidInputError(
+                    f"types weight for {name!r} must be a finite number >= 0, got {w!r}")
+            weights[name] = float(w)
+        chosen = list(types)
+    else:
+        try:
+            chosen = [R.check_type(t) for t in types]
+        except TypeError:
+            raise InvalidInputError(
+                f"types must be a type name, a list of them or a dict of weights, got {types!r}") from None
+    if not chosen:
+        raise InvalidInputError("types must name at least one memory type")
+    codes = tuple(sorted({R.TYPE_CODES[t] for t in chosen}))
+    return codes, tuple(weights[t] for t in R.MEMORY_TYPES)
+
+
+def check_top_k(top_k: Any) -> int:
+    """An int from 1 to MAX_TOP_K."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInputError(f"top_k must be an int from 1 to {MAX_TOP_K}, got {top_k!r}")
+    return int(top_k)
+
+
+def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
+                     keys_seen: set[str], first: int = 0) -> list[list[Any]]:
+    """Validate remember items into engine requests (vector None where still to embed).
+
+    ``keys_seen`` collects the keys of the call (a key may appear once); ``first``
+    numbers the items in error messages.
+    """
+    prepared: list[list[Any]] = []
+    now: int | None = None
+    for i, item in enumerate(items, first):
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
+        unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
+                               "pinned"}
+        if unknown:
+            raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
+        text = R.check_text(item.get("text"), f"item {i} text")
+        meta = R.check_metadata(item.get("metadata"))
+        type_ = R.check_type(item.get("type", "episodic") or "episodic")
+        ts_in = item.get("timestamp")
+        if ts_in is None:
+            if now is None:
+                now = to_us(eng.clock(), "clock()")
+            ts = now
+        else:
+            ts = to_us(ts_in, f"item {i} timestamp")
+        key = R.check_key(item.get("key"))
+        if key is not None:
+            kk = f"{ns}\0{key}"
+            if kk in keys_seen:
+                raise InvalidInputError(f"key {key!r} appears twice in one remember_many call")
+            keys_seen.add(kk)
+        vec = item.get("vector")
+        if vec is not None:
+            vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
+        pinned = item.get("pinned", False)
+        if not isinstance(pinned, bool):
+            raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
+        prepared.append(["remember", ns, text, meta, type_, ts, key, vec, pinned])
+    return prepared
+
+
+def embed_missing(eng: Engine, prepared: Sequence[list[Any]]) -> None:
+    """Embed, in one embedder call, the texts of prepared requests that have no vector."""
+    todo = [p for p in prepared if p[7] is None]
+    if todo:
+        vecs = embed_checked(eng.require_embedder(), [p[2] for p in todo])
+        for p, v in zip(todo, vecs):
+            p[7] = v
+
+
+def check_relation(relation: Any) -> str:
+    """An edge relation: 1-64 characters, no surrounding spaces."""
+    if not isinstance(relation, str) or not _RELATION.match(relation):
+        raise InvalidInputError(
+            f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
+    return relation
+
+
+def check_weight(weight: Any) -> float:
+    """A finite edge weight."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
+        raise InvalidInputError(f"weight must be a finite number, got {weight!r}")
+    return float(weight)
