@@ -129,7 +129,7 @@ def main() -> int:
             assert db.count() == n - n // 2
         fresh_u = usage(fresh)
 
-        say(f"# Compaction benchmark\n")
+        say("# Compaction benchmark\n")
         say(f"{n:,} memories (dim {DIM}, precomputed vectors), {n // 2:,} forgotten at random "
             f"(seed 7), then `compact()`; a fresh store holding the same {n - n // 2:,} live "
             "memories is built in the same run for comparison. Sizes in MiB: apparent "
