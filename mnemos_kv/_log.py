@@ -39,39 +39,91 @@ def encode_frame(seq: int, payload: bytes) -> bytes:
     return _FRAME.pack(len(payload), crc, seq) + payload
 
 
+class _Partial(Exception):
+    """Internal: the chunk ends inside a frame (more bytes are needed)."""
+
+    def __init__(self, off: int, need: int) -> None:
+        self.off, self.need = off, need
+
+
 def iter_frames(data: bytes | memoryview, start: int, end: int, *, path: str = "",
-                first_index: int = 0) -> Iterator[tuple[int, int, bytes]]:
+                first_index: int = 0, last_seq: int | None = None, base: int = 0,
+                partial_ok: bool = False) -> Iterator[tuple[int, int, bytes]]:
     """Yield (offset, seq, payload) for frames in ``data[start:end]``.
 
     Raises LogCorruptionError naming the frame index and byte offset of the first
-    torn or corrupted frame, after yielding every good frame before it.
+    torn or corrupted frame, after yielding every good frame before it. ``base`` is
+    added to offsets in messages (the chunk's position in its file); ``last_seq`` is
+    the seq of the frame before the chunk. With ``partial_ok`` a frame cut by the
+    chunk's end raises the internal ``_Partial`` instead (the caller reads on).
     """
-    off, idx, last = start, first_index, None
+    off, idx, last = start, first_index, last_seq
     while off < end:
+        if partial_ok and end - off < FRAME_HEADER:
+            raise _Partial(off, FRAME_HEADER)
+        if end - off >= FRAME_HEADER and partial_ok:
+            length = _FRAME.unpack_from(data, off)[0]
+            if length <= MAX_FRAME and off + FRAME_HEADER + length > end:
+                raise _Partial(off, FRAME_HEADER + length)
         if end - off < FRAME_HEADER:
             raise LogCorruptionError(
-                f"{path or 'log'}: truncated frame header at byte {off} (frame {idx}): "
-                f"{end - off} of {FRAME_HEADER} bytes", path=path, offset=off, frame=idx,
+                f"{path or 'log'}: truncated frame header at byte {base + off} (frame {idx}): "
+                f"{end - off} of {FRAME_HEADER} bytes", path=path, offset=base + off, frame=idx,
                 good_seq=last)
         length, crc, seq = _FRAME.unpack_from(data, off)
         if length > MAX_FRAME or off + FRAME_HEADER + length > end:
             raise LogCorruptionError(
-                f"{path or 'log'}: truncated or oversized frame at byte {off} (frame {idx}): "
+                f"{path or 'log'}: truncated or oversized frame at byte {base + off} (frame {idx}): "
                 f"claims {length} payload bytes, {end - off - FRAME_HEADER} remain",
-                path=path, offset=off, frame=idx, good_seq=last)
+                path=path, offset=base + off, frame=idx, good_seq=last)
         payload = bytes(data[off + FRAME_HEADER: off + FRAME_HEADER + length])
         if zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq))) != crc:
             raise LogCorruptionError(
-                f"{path or 'log'}: checksum mismatch in frame {idx} at byte {off} (seq {seq})",
-                path=path, offset=off, frame=idx, good_seq=last)
+                f"{path or 'log'}: checksum mismatch in frame {idx} at byte {base + off} (seq {seq})",
+                path=path, offset=base + off, frame=idx, good_seq=last)
         if last is not None and seq != last + 1:
             raise LogCorruptionError(
-                f"{path or 'log'}: sequence jumps from {last} to {seq} at byte {off} "
-                f"(frame {idx})", path=path, offset=off, frame=idx, good_seq=last)
+                f"{path or 'log'}: sequence jumps from {last} to {seq} at byte {base + off} "
+                f"(frame {idx})", path=path, offset=base + off, frame=idx, good_seq=last)
         yield off, seq, payload
         last = seq
         off += FRAME_HEADER + length
         idx += 1
+
+
+CHUNK = 8 << 20
+
+
+def iter_file_frames(fd: int, start: int, end: int, *, path: str = ""
+                     ) -> Iterator[tuple[int, int, bytes]]:
+    """Frames of the file ``fd`` in [start, end), read in chunks of about 8 MiB.
+
+    The same checks and messages as :func:`iter_frames` (offsets are file offsets),
+    in bounded memory however long the log is.
+    """
+    pos, idx, last = start, 0, None
+    want = CHUNK
+    while pos < end:
+        ask = min(want, end - pos)
+        data = os.pread(fd, ask, pos)
+        final = len(data) < ask or pos + len(data) >= end  # short read: the file ends here
+        used = 0
+        try:
+            for off, seq, payload in iter_frames(data, 0, len(data), path=path, first_index=idx,
+                                                 last_seq=last, base=pos,
+                                                 partial_ok=not final):
+                yield pos + off, seq, payload
+                idx += 1
+                last = seq
+                used = off + FRAME_HEADER + len(payload)
+        except _Partial as part:
+            used = part.off
+            want = max(CHUNK, part.need)  # a frame larger than a chunk: read it whole
+        if not data:
+            return
+        if used == 0 and final:
+            return
+        pos += used
 
 
 class LogGone(CorruptionError):
@@ -137,10 +189,9 @@ class LogFile:
         return bytes(out)
 
     def frames(self, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
-        """Frames in [start, end), verified; raises LogCorruptionError at the first bad one."""
-        data = self.read(start, end)
-        for off, seq, payload in iter_frames(data, 0, len(data), path=self.path):
-            yield start + off, seq, payload
+        """Frames in [start, end), verified, read in bounded chunks; raises
+        LogCorruptionError at the first bad one."""
+        yield from iter_file_frames(self.fd, start, end, path=self.path)
 
     def tail_frames(self, start: int) -> list[tuple[int, int, bytes]]:
         """The intact frames after ``start`` (an uncommitted tail), stopping at a torn one."""

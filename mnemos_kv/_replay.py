@@ -18,8 +18,10 @@ and the same ``state_digest()``. Exporting the replayed store gives the same byt
 from __future__ import annotations
 
 import hashlib
+from array import array
 import mmap
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -28,7 +30,7 @@ from . import _capacity
 from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
-from ._log import FILE_HEADER, encode_frame, iter_frames
+from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
 from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, ReplayError)
 
@@ -144,7 +146,7 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
 
 def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                  since_seq: int | None) -> ExportInfo:
-    from ._snapshot import read_snapshot, snapshot_file
+    from ._snapshot import snapshot_file, snapshot_frames
 
     if namespaces is not None:
         if isinstance(namespaces, str):
@@ -173,59 +175,65 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             flt = _NsFilter({DEFAULT_NS_ID} if "default" in names else set(), set(names))
         # base section (scanned with a filter even when not exported: it says which
         # memory ids belong to the selected namespaces)
-        base = bytearray()
-        n_base = 0
-        if base_seq > 0 and (since_seq is None or flt is not None):
-            spath = snapshot_file(engine.path, base_seq)
-            _bseq, body = read_snapshot(spath)
-            for _o, _s, p in iter_frames(body, 0, len(body), path=spath):
-                if flt is not None:
-                    op = R.decode(p, "snapshot frame")
-                    if not flt.keep(op):
-                        continue
-                    if op["op"] == "evicted":  # counters narrowed to the namespaces kept
-                        p = R.encode(op)
-                if since_seq is None:
-                    n_base += 1
-                    base += encode_frame(n_base, p)
-        # log section
-        start = base_seq if since_seq is None else since_seq
-        body_log = bytearray()
-        n_log, first, last = 0, None, start
-        data = log.read(FILE_HEADER, st.log_end)
-        renumber = flt is not None
-        for off, seq, payload in iter_frames(data, 0, len(data), path=log.path):
-            if flt is not None and not flt.keep(R.decode(payload, "log frame")):
-                continue
-            if seq <= start:
-                continue
-            n_log += 1
-            out_seq = (n_log if renumber else seq)
-            first = out_seq if first is None else first
-            last = out_seq
-            body_log += encode_frame(out_seq, payload) if renumber else data[off: off + 16 + len(payload)]
-        digest = state_digest(engine, snap, names)
-        header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
-                  "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
-                  "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
-                  "first_seq": first, "last_seq": last if n_log else (base_seq if n_base else start),
-                  "renumbered": renumber}
-        hdr = R.encode(header)
-        trailer = encode_frame(0, R.encode({"op": "end", "digest": digest,
-                                            "frames": n_base + n_log}))
-        blob = _PREFIX.pack(REPLAY_MAGIC, len(base), len(body_log), len(hdr)) + hdr
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        for part in (blob, base, body_log, trailer):
-            os.write(fd, part)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        # The sections are streamed into a scratch file (bounded memory for any log
+        # size), then copied behind the header, which needs their lengths and counts.
+        scratch = f"{path}.body.tmp"
+        out = open(scratch, "w+b")
+        try:
+            n_base = 0
+            if base_seq > 0 and (since_seq is None or flt is not None):
+                for _o, _s, p in snapshot_frames(snapshot_file(engine.path, base_seq)):
+                    if flt is not None:
+                        op = R.decode(p, "snapshot frame")
+                        if not flt.keep(op):
+                            continue
+                        if op["op"] == "evicted":  # counters narrowed to the namespaces kept
+                            p = R.encode(op)
+                    if since_seq is None:
+                        n_base += 1
+                        out.write(encode_frame(n_base, p))
+            base_len = out.tell()
+            # log section
+            start = base_seq if since_seq is None else since_seq
+            n_log, first, last = 0, None, start
+            renumber = flt is not None
+            for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
+                if flt is not None and not flt.keep(R.decode(payload, "log frame")):
+                    continue
+                if seq <= start:
+                    continue
+                n_log += 1
+                out_seq = (n_log if renumber else seq)
+                first = out_seq if first is None else first
+                last = out_seq
+                out.write(encode_frame(out_seq, payload))
+            log_len = out.tell() - base_len
+            digest = state_digest(engine, snap, names)
+            header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+                      "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
+                      "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
+                      "first_seq": first,
+                      "last_seq": last if n_log else (base_seq if n_base else start),
+                      "renumbered": renumber}
+            hdr = R.encode(header)
+            trailer = encode_frame(0, R.encode({"op": "end", "digest": digest,
+                                                "frames": n_base + n_log}))
+            blob = _PREFIX.pack(REPLAY_MAGIC, base_len, log_len, len(hdr)) + hdr
+            tmp = f"{path}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                out.seek(0)
+                shutil.copyfileobj(out, f, 1 << 20)
+                f.write(trailer)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            out.close()
+            os.unlink(scratch)
     os.replace(tmp, path)
     return ExportInfo(path=os.fspath(path), frames=n_base + n_log, base_frames=n_base,
                       first_seq=first, last_seq=header["last_seq"],
-                      bytes=len(blob) + len(base) + len(body_log) + len(trailer), digest=digest)
+                      bytes=len(blob) + base_len + log_len + len(trailer), digest=digest)
 
 
 # -- replay --------------------------------------------------------------------------------
@@ -248,11 +256,33 @@ class ReplayResult:
         return self.source_digest is not None and self.digest == self.source_digest
 
 
+class _Frames:
+    """Verified frames of a mapped replay file, kept as positions: payloads are sliced
+    from the mapping on iteration, so a replay holds no copy of the whole file."""
+
+    def __init__(self, data: Any, with_seq: bool) -> None:
+        self.data, self.with_seq = data, with_seq
+        self.offsets, self.seqs, self.lengths = array("q"), array("q"), array("q")
+
+    def add(self, off: int, seq: int, length: int) -> None:
+        self.offsets.append(off)
+        self.seqs.append(seq)
+        self.lengths.append(length)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[Any]:
+        for off, seq, n in zip(self.offsets, self.seqs, self.lengths):
+            payload = bytes(self.data[off + FRAME_HEADER: off + FRAME_HEADER + n])
+            yield (off, seq, payload) if self.with_seq else (off, payload)
+
+
 @dataclass
 class _Parsed:
     header: dict[str, Any]
-    base: list[tuple[int, bytes]]     # (offset, payload)
-    log: list[tuple[int, int, bytes]] # (offset, seq, payload)
+    base: _Frames                     # iterates (offset, payload)
+    log: _Frames                      # iterates (offset, seq, payload)
     trailer: dict[str, Any] | None
     error: LogCorruptionError | None
 
@@ -285,7 +315,7 @@ def _parse(path: str) -> _Parsed:
             f"{path}: replay file version {header['version']} (store format "
             f"{header.get('format_version')}) is newer than this mnemos-kv reads "
             f"({REPLAY_VERSION}/{R.FORMAT_VERSION}); upgrade mnemos-kv")
-    out = _Parsed(header, [], [], None, None)
+    out = _Parsed(header, _Frames(data, False), _Frames(data, True), None, None)
     off = _PREFIX.size + hdr_len
     index = 0
     sections = ((off, base_len, "base"), (off + base_len, log_len, "log"),
@@ -303,9 +333,9 @@ def _parse(path: str) -> _Parsed:
             for f_off, seq, payload in iter_frames(data, start, end, path=path, first_index=index):
                 index += 1
                 if kind == "base":
-                    out.base.append((f_off, payload))
+                    out.base.add(f_off, seq, len(payload))
                 elif kind == "log":
-                    out.log.append((f_off, seq, payload))
+                    out.log.add(f_off, seq, len(payload))
                 else:
                     op = R.decode(payload, "replay trailer")
                     if op.get("op") != "end":
@@ -355,11 +385,20 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
     applied = 0
     # base section: restore in batches without logging, then checkpoint the target
     if parsed.base:
-        ops = [R.decode(p, "snapshot frame") for _o, p in parsed.base]
-        for i in range(0, len(ops), BATCH):
-            engine.write([("op", op) for op in ops[i:i + BATCH]], log=False, allow_gaps=True)
-            applied += len(ops[i:i + BATCH])
-        if ops[-1].get("op") == "base":
+        chunk: list[dict[str, Any]] = []
+        last_kind = None
+        for _o, p in parsed.base:
+            op = R.decode(p, "snapshot frame")
+            last_kind = op.get("op")
+            chunk.append(op)
+            if len(chunk) >= BATCH:
+                engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
+                applied += len(chunk)
+                chunk = []
+        if chunk:
+            engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
+            applied += len(chunk)
+        if last_kind == "base":
             _checkpoint_now(engine)
     batch: list[dict[str, Any]] = []
     last_seq = None

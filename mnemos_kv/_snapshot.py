@@ -28,7 +28,7 @@ import numpy as np
 from . import _capacity
 from . import _records as R
 from . import _storage as S
-from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_frames, log_file
+from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_file_frames, log_file
 from .errors import CorruptionError
 
 SNAP_MAGIC = b"MNMSBAS1"
@@ -102,25 +102,27 @@ def write_snapshot(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarr
     return path
 
 
-def read_snapshot(path: str) -> tuple[int, bytes]:
-    """The base seq and the frame bytes of a snapshot file (frames not yet verified)."""
+def snapshot_frames(path: str) -> Iterator[tuple[int, int, bytes]]:
+    """Verified (offset, local seq, payload) frames of a snapshot file, read in chunks."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise LogGone(f"missing base snapshot {path}") from exc
-    if len(data) < _SNAP_HDR.size:
-        raise CorruptionError(f"{path}: shorter than its header")
-    magic, seq, _ = _SNAP_HDR.unpack_from(data)
-    if magic != SNAP_MAGIC:
-        raise CorruptionError(f"{path}: not a base snapshot (magic {magic!r})")
-    return seq, data[_SNAP_HDR.size:]
+    try:
+        head = os.pread(fd, _SNAP_HDR.size, 0)
+        if len(head) < _SNAP_HDR.size:
+            raise CorruptionError(f"{path}: shorter than its header")
+        magic, _seq, _ = _SNAP_HDR.unpack(head)
+        if magic != SNAP_MAGIC:
+            raise CorruptionError(f"{path}: not a base snapshot (magic {magic!r})")
+        yield from iter_file_frames(fd, _SNAP_HDR.size, os.fstat(fd).st_size, path=path)
+    finally:
+        os.close(fd)
 
 
 def snapshot_ops(path: str) -> Iterator[dict[str, Any]]:
     """Decoded, verified ops of a snapshot file."""
-    _seq, body = read_snapshot(path)
-    for _off, _s, payload in iter_frames(body, 0, len(body), path=path):
+    for _off, _s, payload in snapshot_frames(path):
         yield R.decode(payload, "snapshot frame")
 
 

@@ -332,3 +332,31 @@ def test_replay_grows_vector_files(tmp_path) -> None:
         assert dst.replay(str(tmp_path / "r.log")).digest_matches
         assert dst.state_digest() == digest and dst.count() == 2600
         assert dst.verify().ok
+
+
+def test_chunked_log_reading_matches_whole_reads(tmp_path, monkeypatch) -> None:
+    """Logs are read in bounded chunks: frames cut by chunk ends, frames larger than a
+    chunk, and a file shorter than its committed end are all handled."""
+    from mnemos_kv import _log
+    with Mnemos.open(str(tmp_path / "s.mem")) as db:
+        db.remember_many([f"memory {i} " + "x" * (i * 37 % 900) for i in range(300)])
+        db.remember("big " * 20000)  # one frame far larger than the chunk below
+        whole = [(o, s) for o, s, _p in db._engine.log.frames(32, db._engine.read_state().log_end)]
+        monkeypatch.setattr(_log, "CHUNK", 1000)
+        chunked = [(o, s) for o, s, _p in db._engine.log.frames(32, db._engine.read_state().log_end)]
+        assert chunked == whole and len(whole) == 301
+        assert db.verify().ok
+        db.export_replay(str(tmp_path / "a.replay"))
+        monkeypatch.setattr(_log, "CHUNK", 8 << 20)
+        db.export_replay(str(tmp_path / "b.replay"))
+        end = db._engine.read_state().log_end
+        path = db._engine.log.path
+    assert open(tmp_path / "a.replay", "rb").read() == open(tmp_path / "b.replay", "rb").read()
+    os.truncate(path, end - 100)
+    monkeypatch.setattr(_log, "CHUNK", 1000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(LogCorruptionError, match="truncated"):
+            list(_log.iter_file_frames(fd, 32, end, path=path))
+    finally:
+        os.close(fd)
