@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._engine import Ref
+from ._validate import (check_id as _check_id, check_namespace, check_relation,
+                        check_relation_filter, check_weight, embed_missing, prepare_remember)
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -86,7 +88,6 @@ class BatchNamespace:
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[PendingId]:
         """Queue many memories (texts or dicts, as ``Mnemos.remember_many`` takes)."""
-        from ._validate import prepare_remember
         b = self._batch
         b._check_open()
         if isinstance(items, (str, bytes, Mapping)):
@@ -111,7 +112,6 @@ class BatchNamespace:
     def connect(self, a: int | PendingId, b: int | PendingId, relation: str = "related",
                 weight: float = 1.0) -> None:
         """Queue the edge ``a -> b`` (both in this namespace)."""
-        from ._validate import check_relation, check_weight
         bt = self._batch
         bt._check_open()
         ra, rb = bt._ref(a, "a"), bt._ref(b, "b")
@@ -123,8 +123,7 @@ class BatchNamespace:
         """Queue the removal of the edge ``a -> b`` (one relation, or all)."""
         bt = self._batch
         bt._check_open()
-        if relation is not None and not isinstance(relation, str):
-            raise InvalidInputError(f"relation must be a str or None, got {relation!r}")
+        relation = check_relation_filter(relation)
         bt._add(("disconnect", self.name, bt._ref(a, "a"), bt._ref(b, "b"), relation))
 
     def __repr__(self) -> str:
@@ -152,7 +151,6 @@ class Batch(BatchNamespace):
 
     def namespace(self, name: str) -> BatchNamespace:
         """Queue writes for namespace ``name`` in this batch (root store batches only)."""
-        from ._validate import check_namespace
         check_namespace(name)
         if name != self._handle.name and self._handle._readable is not None:
             raise InvalidInputError(
@@ -166,7 +164,6 @@ class Batch(BatchNamespace):
 
     def _ref(self, mid: Any, what: str) -> Any:
         """A committed id as an int, a pending id of this batch as a Ref to its request."""
-        from ._validate import check_id as _check_id
         if isinstance(mid, PendingId):
             if mid._id is not None:
                 return mid._id
@@ -197,7 +194,6 @@ class Batch(BatchNamespace):
         Called by the ``with`` block's end. All or nothing: on any error nothing is
         written and the batch is marked failed.
         """
-        from ._validate import embed_missing
         self._check_open()
         try:
             reqs = self._requests

@@ -120,11 +120,7 @@ def _check_doc_id(doc_id: Any, text: str) -> str:
         return "doc-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     if not isinstance(doc_id, str) or not doc_id.strip():
         raise InvalidInputError(f"doc_id must be a non-empty str or None, got {doc_id!r}")
-    try:
-        n = len(doc_id.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"doc_id is not valid unicode: {doc_id!r}") from exc
-    if n > MAX_DOC_ID_BYTES:
+    if R.utf8_size(doc_id, "doc_id") > MAX_DOC_ID_BYTES:
         raise InvalidInputError(f"doc_id is longer than {MAX_DOC_ID_BYTES} bytes: {doc_id[:40]!r}...")
     return doc_id
 

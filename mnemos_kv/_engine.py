@@ -140,12 +140,12 @@ class Engine:
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
             fmt = self._load_or_create(embedder)
-            if not readonly:
-                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.format = fmt
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
             self.embedder = self._match_embedder(embedder, embedder_given)
+            if not readonly:  # after every check of the open: a refused open writes nothing
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             st = self._open_files()
             self._vsync_check = not readonly

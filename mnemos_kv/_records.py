@@ -54,15 +54,20 @@ def decode(data: bytes, what: str = "record") -> Any:
         raise CorruptionError(f"cannot decode stored {what}: {exc}") from exc
 
 
+def utf8_size(value: str, what: str) -> int:
+    """Bytes of ``value`` in UTF-8; a lone surrogate (not encodable) is bad input."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid unicode (lone surrogate?): {exc}") from exc
+
+
 def check_text(text: Any, what: str = "text") -> str:
     if not isinstance(text, str):
         raise InvalidInputError(f"{what} must be a str, got {type(text).__name__}")
     if not text.strip():
         raise InvalidInputError(f"{what} must not be empty or only whitespace")
-    try:
-        n = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"{what} is not valid unicode (lone surrogate?): {exc}") from exc
+    n = utf8_size(text, what)
     if n > MAX_TEXT_BYTES:
         raise InvalidInputError(f"{what} is {n} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}")
     return text
@@ -127,7 +132,7 @@ def check_key(key: Any) -> str | None:
         return None
     if not isinstance(key, str) or not key:
         raise InvalidInputError(f"key must be a non-empty str or None, got {key!r}")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if utf8_size(key, "key") > MAX_KEY_BYTES:
         raise InvalidInputError(f"key is longer than {MAX_KEY_BYTES} bytes: {key[:40]!r}...")
     return key
 

@@ -129,6 +129,16 @@ def check_relation(relation: Any) -> str:
     if not isinstance(relation, str) or not _RELATION.match(relation):
         raise InvalidInputError(
             f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
+    R.utf8_size(relation, "relation")
+    return relation
+
+
+def check_relation_filter(relation: Any) -> str | None:
+    """``disconnect``'s relation: None (every relation) or any encodable str."""
+    if relation is not None:
+        if not isinstance(relation, str):
+            raise InvalidInputError(f"relation must be a str or None, got {relation!r}")
+        R.utf8_size(relation, "relation")
     return relation
 
 

@@ -22,7 +22,8 @@ from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import embed_checked, resolve
-from ._validate import (check_id as _check_id, check_namespace, check_relation, check_top_k as _check_top_k,
+from ._validate import (check_id as _check_id, check_namespace, check_relation, check_relation_filter,
+                        check_top_k as _check_top_k,
                         check_types as _check_types, check_weight, embed_missing, prepare_remember)
 from .errors import InvalidInputError, MemoryNotFoundError
 
@@ -203,8 +204,7 @@ class _Handle:
     def disconnect(self, a: MemoryId, b: MemoryId, relation: str | None = None) -> None:
         """Remove the edge ``a -> b`` (with ``relation``, or all relations)."""
         a, b = _check_id(a, "a"), _check_id(b, "b")
-        if relation is not None and not isinstance(relation, str):
-            raise InvalidInputError(f"relation must be a str or None, got {relation!r}")
+        relation = check_relation_filter(relation)
         self._engine.write([("disconnect", self.name, a, b, relation)])
 
     # -- reads --------------------------------------------------------------------------

@@ -233,3 +233,35 @@ def test_bad_open_arguments(tmp_path) -> None:
         Mnemos.open(str(tmp_path / "m.mem"), map_size=10)
     with pytest.raises(InvalidInputError, match="clock"):
         Mnemos.open(str(tmp_path / "m.mem"), clock=5)
+
+
+def test_lone_surrogates_in_keys_and_relations_are_bad_input(db: Mnemos) -> None:
+    """Regression: these reached the LMDB write as a UnicodeEncodeError, not a MnemosError."""
+    a, b = db.remember_many(["a", "b"])
+    before = _fingerprint(db)
+    with pytest.raises(InvalidInputError, match="key is not valid unicode"):
+        db.remember("x", key="k\ud800")
+    with pytest.raises(InvalidInputError, match="key is not valid unicode"):
+        db.get_by_key("k\ud800")
+    with pytest.raises(InvalidInputError, match="relation is not valid unicode"):
+        db.connect(a, b, relation="r\ud800")
+    with pytest.raises(InvalidInputError, match="relation is not valid unicode"):
+        db.disconnect(a, b, relation="r\ud800")
+    with pytest.raises(InvalidInputError, match="doc_id is not valid unicode"):
+        db.ingest_document("some text", doc_id="d\ud800")
+    assert _fingerprint(db) == before
+
+
+def test_refused_open_writes_nothing(store_path: str) -> None:
+    Mnemos.open(store_path).close()
+    before = {f: os.path.getsize(os.path.join(store_path, f)) for f in os.listdir(store_path)}
+    with pytest.raises(EmbedderMismatchError):
+        Mnemos.open(store_path, embedder=HashingEmbedder(dim=64))
+    assert {f: os.path.getsize(os.path.join(store_path, f)) for f in os.listdir(store_path)} == before
+
+
+def test_batch_disconnect_rejects_lone_surrogate_relation(db: Mnemos) -> None:
+    a, b = db.remember_many(["a", "b"])
+    with pytest.raises(InvalidInputError, match="relation is not valid unicode"):
+        with db.batch() as bt:
+            bt.disconnect(a, b, relation="r\ud800")
