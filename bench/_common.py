@@ -60,3 +60,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells]
     return "\n".join([line, sep, *body])
+
+
+def report(headers: Sequence[str], rows: Sequence[Sequence[object]], note: str,
+           results: object, json_path: str | None) -> None:
+    """Print the table and its targets; also write ``results`` as JSON when asked."""
+    import json
+    print(table(headers, rows))
+    print("\n" + note)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)

@@ -17,7 +17,6 @@ Targets (issue 3): open < 20 ms at 100k; ask within 1.5x of numpy; remember_many
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import time
 
 import numpy as np
 
-from _common import PrecomputedEmbedder, median, pct, table, timeit
+from _common import PrecomputedEmbedder, median, pct, report, timeit
 
 from mnemos_kv import Mnemos
 
@@ -112,13 +111,10 @@ def main() -> None:
              f"{r['remember_p90_ms']:.3f}", f"{r['open_warm_ms']:.2f}", f"{r['open_cold_proc_ms']:.2f}",
              f"{r['ask_med_ms']:.2f}", f"{r['numpy_med_ms']:.2f}", f"{r['ask_ratio']:.2f}x",
              f"{r['ask_p99_ms']:.2f}"] for r in results]
-    print(table(["N", "remember_many /s", "remember ms (med)", "p90", "open ms (warm)",
-                 "open ms (new proc)", "ask top-10 ms", "numpy ms", "ask/numpy", "ask p99 ms"], rows))
-    print("\ntargets: remember_many >= 20,000/s; remember < 1 ms median; open < 20 ms at 100k; "
-          "ask within 1.5x numpy")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(["N", "remember_many /s", "remember ms (med)", "p90", "open ms (warm)",
+            "open ms (new proc)", "ask top-10 ms", "numpy ms", "ask/numpy", "ask p99 ms"], rows,
+           "targets: remember_many >= 20,000/s; remember < 1 ms median; open < 20 ms at 100k; "
+           "ask within 1.5x numpy", results, args.json)
 
 
 if __name__ == "__main__":

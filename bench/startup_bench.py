@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from _common import PrecomputedEmbedder, median, table
+from _common import PrecomputedEmbedder, median, report
 
 from mnemos_kv import Mnemos
 from mnemos_kv import _records as R
@@ -169,14 +169,11 @@ def main() -> None:
              f"{r['open_ms']:.2f}", f"{r['open_ro_ms']:.2f}", f"{r['first_ask_ms']:.2f}",
              f"{r['open_reconcile_ms']:.2f}", f"{r['open_after_ms']:.2f}",
              f"{r['export_s']:.2f}", f"{r['replay_s']:.2f}", f"{r['replay_mb']:.0f}"] for r in results]
-    print(table(["live memories", "logged ops", "log MiB", "import ms", "open ms", "open ro ms",
-                 "first ask ms", "open+reconcile ms", "open after ms", "export s", "replay s",
-                 "replay file MiB"], rows))
-    print("\ntarget: open < 100 ms for small/medium stores, flat as history grows "
-          "(open reads no log frames; reconcile redoes at most 256)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(["live memories", "logged ops", "log MiB", "import ms", "open ms", "open ro ms",
+            "first ask ms", "open+reconcile ms", "open after ms", "export s", "replay s",
+            "replay file MiB"], rows,
+           "target: open < 100 ms for small/medium stores, flat as history grows "
+           "(open reads no log frames; reconcile redoes at most 256)", results, args.json)
 
 
 if __name__ == "__main__":

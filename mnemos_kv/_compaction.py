@@ -40,14 +40,8 @@ def _remove_generations(root: str, keep: int) -> None:
         parts = name.split(".")
         if len(parts) >= 3 and parts[0] in ("vectors", "slots") and parts[1].isdigit():
             if int(parts[1]) != keep:
-                _unlink(os.path.join(root, name))
+                S.unlink_quiet(os.path.join(root, name))
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 Progress = Callable[[str, int, int], Any]
@@ -158,12 +152,12 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         gen = holder.get("gen")
         if gen is not None:
             for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
-                _unlink(p)
+                S.unlink_quiet(p)
 
     out = engine.env.write(body, on_abort)
     # after the commit: remove exactly what this compaction superseded
     for p in (vector_file(engine.path, holder["old_gen"]), slot_file(engine.path, holder["old_gen"])):
-        _unlink(p)
+        S.unlink_quiet(p)
     remove_superseded(engine.path, holder["old_seg"], holder["old_base"])
     engine.open_log(engine.read_state())
     if progress is not None:

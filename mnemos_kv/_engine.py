@@ -26,7 +26,7 @@ from . import _capacity, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
-from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles, _fsync_dir
+from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
                      ReadOnlyError, StoreError)
@@ -230,7 +230,7 @@ class Engine:
             # the same store waits here, then finds the format record and keeps them.
             VectorFiles.create(self.path, int(embedder.dim), st.gen)
             _LF.create(self.path, st.log_seg, 0)
-            _fsync_dir(self.path)  # the log's directory entry is durable before the commit
+            S.fsync_path(self.path)  # the log's directory entry is durable before the commit
             st.log_end = st.vsync_off = os.path.getsize(log_file(self.path, st.log_seg))
             txn.put(b"format", R.encode(fmt), db=meta)
             txn.put(b"state", R.encode(st.to_dict()), db=meta)

@@ -157,7 +157,7 @@ def remove_stale(root: str, log_seg: int, base_seq: int) -> None:
                  or (name.startswith("log.") and name.endswith(".mlog"))
                  or (name.startswith("base.") and name.endswith(".msnap")))
         if stale and name not in keep:
-            _unlink(os.path.join(root, name))
+            S.unlink_quiet(os.path.join(root, name))
 
 
 def remove_superseded(root: str, old_seg: int, old_base_seq: int) -> None:
@@ -165,13 +165,7 @@ def remove_superseded(root: str, old_seg: int, old_base_seq: int) -> None:
 
     Names only grow, so no other process can be creating these files now.
     """
-    _unlink(log_file(root, old_seg))
+    S.unlink_quiet(log_file(root, old_seg))
     if old_base_seq:
-        _unlink(snapshot_file(root, old_base_seq))
+        S.unlink_quiet(snapshot_file(root, old_base_seq))
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -95,6 +95,14 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def unlink_quiet(path: str) -> None:
+    """Remove a file; one that is already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def translate(exc: BaseException) -> MnemosError:
     """Map an LMDB/OS error to the most precise MnemosError (callers chain ``from exc``)."""
     if isinstance(exc, MnemosError):

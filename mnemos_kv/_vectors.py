@@ -99,7 +99,7 @@ class _MappedFile:
                 pass
             raise
         os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_path(os.path.dirname(path))
 
     def _check_header(self) -> None:
         head = os.pread(self.fd, _HDR.size, 0)
@@ -271,6 +271,3 @@ def allocate(fd: int, size: int) -> None:
             raise
         os.ftruncate(fd, size)  # the filesystem cannot preallocate
 
-
-def _fsync_dir(path: str) -> None:
-    fsync_path(path)
