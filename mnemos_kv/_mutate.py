@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import _capacity, _lexical_index
+from . import _capacity, _filter_index, _lexical_index
 from . import _records as R
 from . import _storage as S
 from .errors import CorruptionError, InvalidInputError
@@ -41,13 +41,13 @@ if TYPE_CHECKING:
 _NS_REV = b"\x00"
 
 
-def _index_hooks() -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
-    """The metadata filter index's add/remove hooks when that module exists (issue 11)."""
-    try:
-        from . import _filter_index  # type: ignore[attr-defined]
-    except ImportError:
-        return None, None
-    return getattr(_filter_index, "add", None), getattr(_filter_index, "remove", None)
+def _sweep(txn: Any, db: Any, prefix: bytes, dups: bool = False) -> None:
+    """Delete every key starting with ``prefix`` (with all its duplicates when ``dups``)."""
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not (cur.delete(dupdata=True) if dups else cur.delete()):
+                    break
 
 
 # -- ops (applied by Engine.apply_op; also on replay) ------------------------------------------
@@ -78,10 +78,9 @@ def apply_update(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) ->
     if new.text != old.text:
         _lexical_index.remove(txn, engine.env, old.ns, mid, old.text)
         _lexical_index.add(txn, engine.env, new.ns, mid, new.text)
-    add, remove = _index_hooks()
-    if remove is not None and add is not None:
-        remove(engine, ctx, old)
-        add(engine, ctx, new)
+    if R.encode(new.metadata) != R.encode(old.metadata):
+        _filter_index.remove(txn, engine.env, old.ns, mid, old.metadata)
+        _filter_index.add(txn, engine.env, new.ns, mid, new.metadata)
     _capacity.on_update(engine, ctx, old, new)
     ctx.dead.append((old.slot, seq))
     st.n_slots += 1
@@ -99,13 +98,12 @@ def apply_drop(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) -> i
         raise CorruptionError(f"op drops namespace {name!r} (id {nid}), which does not exist")
     prefix = S.u32(nid)
     ids: list[int] = []
-    with txn.cursor(db=db("time")) as cur:  # the namespace's memories, removing their entries
+    with txn.cursor(db=db("time")) as cur:  # the namespace's memories; their entries go
         if cur.set_range(prefix):
             while cur.key().startswith(prefix):
                 ids.append(S.from_u64(cur.key()[12:20]))
                 if not cur.delete():
                     break
-    _add, remove = _index_hooks()
     rdb = db("records")
     gone_bytes = 0
     for mid in ids:
@@ -115,14 +113,9 @@ def apply_drop(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) -> i
         rec = R.Record.from_bytes(rec_raw)
         gone_bytes += _capacity.entry_bytes(rec.text, rec.metadata, rec.key, engine.dim)
         engine._drop_edges(txn, mid)  # both directions, other namespaces' edges too
-        if remove is not None:
-            remove(engine, ctx, rec)
         ctx.dead.append((rec.slot, seq))
-    with txn.cursor(db=db("keys")) as cur:
-        if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
-                if not cur.delete():
-                    break
+    _sweep(txn, db("keys"), prefix)
+    _sweep(txn, db(_filter_index.DB), prefix, dups=True)  # the metadata filter index
     _lexical_index.drop_namespace(txn, engine.env, nid)
     _capacity.on_drop(engine, ctx, nid)
     st.live -= len(ids)

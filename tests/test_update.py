@@ -480,3 +480,20 @@ def test_lost_vector_rows_of_updates_and_drops_are_rebuilt(store_path: str) -> N
         assert [(h.id, h.score) for h in s.ask("memory five rewritten", top_k=5)] == hits
         assert s.state_digest() == digest
         assert s.verify().ok
+
+
+def test_update_and_drop_keep_the_filter_index_in_step(db: Mnemos) -> None:
+    a = db.remember("alpha memory", {"stage": 1, "tags": {"x": "a"}})
+    b = db.remember("beta memory", {"stage": 2})
+    assert [m.id for m in db.ask("memory", filter={"stage": {"$gte": 2}})] == [b]
+    db.update(a, metadata={"stage": 5})
+    assert sorted(m.id for m in db.ask("memory", filter={"stage": {"$gte": 2}})) == [a, b]
+    assert db.count(filter={"tags.x": "a"}) == 0
+    ns = db.namespace("n")
+    ns.remember_many([{"text": f"n {i}", "metadata": {"stage": i}} for i in range(5)])
+    assert ns.count(filter={"stage": {"$lt": 3}}) == 3
+    ns.drop()
+    assert ns.count(filter={"stage": {"$lt": 3}}) == 0
+    ns.remember("again", {"stage": 0})
+    assert ns.count(filter={"stage": {"$lt": 3}}) == 1
+    assert db.verify().ok
