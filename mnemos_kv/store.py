@@ -76,8 +76,9 @@ class _Handle:
                  vector: Any = None, pinned: bool = False) -> MemoryId:
         """Store ``text`` and return its id; durable when this returns.
 
-        ``timestamp`` is when the remembered event happened (seconds since the epoch
-        or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
+        ``timestamp`` is when the remembered event happened (seconds since the epoch,
+        a datetime or date, or an ISO-8601 string like ``"2026-01-01T09:30:00Z"``;
+        naive means UTC; default: the clock's now). ``type`` is ``"episodic"``,
         ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
         namespace. ``vector`` skips the embedder (must have the store's dimension).
         ``pinned`` protects the memory from capacity eviction (see :meth:`pin`).
@@ -262,7 +263,7 @@ class _Handle:
                         types: Sequence[str] = ("episodic",)) -> list[dict[str, Any]]:
         """Replace groups of old memories of this namespace by one summary memory each.
 
-        ``than`` is an age (seconds or a ``timedelta``, counted back from the clock's
+        ``than`` is an age (seconds, a ``timedelta`` or "30 days", counted back from the clock's
         now) or a cutoff ``datetime``: memories with an earlier timestamp qualify when
         their type is in ``types`` and they are neither pinned nor keyed. They are
         grouped by time window (``window`` seconds, aligned to the epoch); each group of
@@ -414,7 +415,7 @@ class _Handle:
         ``mode="hybrid"`` (default): vector similarity fused with BM25 over the stored
         words, plus a share of the score of each memory's time-adjacent neighbours (see
         docs/retrieval.md); ``use_graph`` also lets memories linked (1-2 edges) to the
-        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, seconds
+        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, ``"7 days"``, ``"12h"``, seconds
         or a timedelta) favours newer memories; ``types`` as a dict ``{type: weight}``
         sets ranking weights (default ``episodic`` 1.0, ``semantic`` 1.1,
         ``procedural`` 1.05). ``mode="vector"``: pure cosine order, ``Memory.score`` is
@@ -427,8 +428,8 @@ class _Handle:
         without it the text is embedded (with the embedder's ``embed_query`` when it
         has one). Give text, a vector, or both (hybrid: the vector scores, the text
         feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
-        types; ``since``/``until`` keep memories whose timestamp is in that (inclusive)
-        range; ``namespaces`` searches several namespaces at once (a handle may name
+        types; ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string)
+        keep memories whose timestamp is in that (inclusive) range; ``namespaces`` searches several namespaces at once (a handle may name
         only its own and those it was granted read access to); ``filter`` keeps
         memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
         docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
