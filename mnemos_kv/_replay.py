@@ -17,6 +17,8 @@ and the same ``state_digest()``. Exporting the replayed store gives the same byt
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 from array import array
 import mmap
@@ -33,6 +35,8 @@ from ._engine import DEFAULT_NS_ID, Engine, Snapshot
 from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
 from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, ReplayError)
+
+log = logging.getLogger("mnemos_kv")
 
 REPLAY_MAGIC = b"MNMSRPL1"
 REPLAY_VERSION = 1
@@ -433,6 +437,7 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
     with engine.snapshot() as snap:
         digest = state_digest(engine, snap, hdr.get("namespaces"))
     err = parsed.error
+    log.debug("%s: replayed %d frames from %s", engine.path, applied, path)
     source = parsed.trailer.get("digest") if parsed.trailer else None
     if err is None and source is not None and digest != source:
         raise ReplayError(f"replay of {path} finished but the state digest {digest[:16]}… differs "
