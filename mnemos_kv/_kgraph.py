@@ -378,7 +378,8 @@ class KnowledgeGraph:
         ents = sorted(n for n, a in nodes(data=True)
                       if a["metadata"].get("kind") == ENTITY and a.get("key") is not None)
         page = ents[offset:] if limit is None else ents[offset:offset + limit]
-        out_e, out_r = [], []
+        out_e: list[dict[str, Any]] = []
+        out_r: list[dict[str, str]] = []
         for n in page:
             attrs = nodes[n]
             obs, rels = [], []

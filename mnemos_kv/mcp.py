@@ -52,7 +52,7 @@ _RELATION = {"type": "object", "properties": {
     "to": {"type": "string", "description": "The name of the entity where the relation ends"},
     "relationType": {"type": "string", "description": "The type of the relation"}},
     "required": ["from", "to", "relationType"]}
-_GRAPH_OUT = {"type": "object", "properties": {
+_GRAPH_OUT: dict[str, Any] = {"type": "object", "properties": {
     "entities": {"type": "array", "items": _ENTITY},
     "relations": {"type": "array", "items": _RELATION}},
     "required": ["entities", "relations"]}
@@ -299,7 +299,7 @@ class MemoryServer:
     def _validate(self, spec: ToolSpec, args: Mapping[str, Any]) -> None:
         v = self._validators.get(spec.name)
         if v is None:
-            from jsonschema import Draft202012Validator
+            from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
             v = self._validators[spec.name] = Draft202012Validator(spec.input_schema)
         errors = sorted(v.iter_errors(dict(args)), key=lambda e: list(e.absolute_path))
         if errors:
