@@ -188,3 +188,46 @@ def _has_key(db: Mnemos, key: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def test_streamable_http_transport(tmp_path) -> None:
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = str(tmp_path / "http.mem")
+    proc = subprocess.Popen([sys.executable, "-m", "mnemos_kv.mcp", path, "--http", f"127.0.0.1:{port}",
+                             "--namespace", "web"], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S  # waits for the server to listen; not a speed check
+        while True:
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the HTTP server never started listening"
+                time.sleep(0.1)
+
+        async def talk() -> tuple[Any, Any]:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+                created = ok(await c.call_tool("create_entities", {"entities": [
+                    {"name": "Web", "entityType": "site", "observations": ["served over HTTP"]}]}))
+                bad = await c.call_tool("create_relations", {"relations": [
+                    {"from": "Web", "to": "Nowhere", "relationType": "links"}]})
+                assert bad.is_error and "Entity with name Nowhere not found" in bad.content[0].text
+                return created, ok(await c.call_tool("read_graph", {}))
+
+        created, graph = anyio.run(talk)
+        assert created["entities"][0]["name"] == "Web"
+        assert graph["entities"] == [{"name": "Web", "entityType": "site", "observations": ["served over HTTP"]}]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=HANG_GUARD_S)
+    with Mnemos.open(path, readonly=True) as db:
+        assert db.namespace("web").get_by_key("Web").metadata["entityType"] == "site"
+        assert db.verify().ok
