@@ -37,6 +37,8 @@ __all__ = ["KnowledgeGraph", "ImportReport", "OBSERVATION_RELATION", "read_jsonl
 #: The edge from an entity to each of its observations.
 OBSERVATION_RELATION = "has_observation"
 ENTITY, OBSERVATION = "entity", "observation"
+#: The memories of the graph (``search_nodes`` skips plain memories of the namespace).
+GRAPH_FILTER = {"kind": {"$in": [ENTITY, OBSERVATION]}}
 #: How often a call is re-run when another process changed the same names meanwhile.
 RETRIES = 8
 
@@ -439,7 +441,8 @@ class KnowledgeGraph:
         """Entities ranked by hybrid search over names, types and observations."""
         query = _str(query, "query")
         handles = {h.name: h for h in [self.h, *self.readable]}
-        hits = self.h.ask(query, top_k=max(3 * limit, 10), namespaces=list(handles))
+        hits = self.h.ask(query, top_k=max(2 * limit, 10), namespaces=list(handles),
+                          filter=GRAPH_FILTER)
         found: list[tuple["Memory", "Namespace"]] = []
         seen: set[tuple[str, str]] = set()
         for m in hits:

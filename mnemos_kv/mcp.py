@@ -190,7 +190,14 @@ TOOLS: tuple[ToolSpec, ...] = (
                    "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
                    "filter": {"type": "object",
                               "description": "Keep memories whose metadata matches, e.g. "
-                                             "{\"topic\": \"billing\"}"},
+                                             "{\"topic\": \"billing\"}, {\"n\": {\"$gte\": 2}}, "
+                                             "{\"$or\": [{\"a\": 1}, {\"b\": {\"$in\": [2, 3]}}]}; "
+                                             "operators $eq $ne $gt $gte $lt $lte $in $nin $exists "
+                                             "$and $or $not, dotted paths into nested fields"},
+                   "mode": {"type": "string", "enum": ["hybrid", "vector", "lexical"],
+                            "default": "hybrid",
+                            "description": "hybrid (default): meaning + words; vector: meaning only; "
+                                           "lexical: shared words only"},
                    "since": {**_TIME, "description": "Only memories from this time on. "
                              + str(_TIME["description"])},
                    "until": {**_TIME, "description": "Only memories up to this time. "
@@ -376,8 +383,9 @@ class MemoryServer:
 
     def t_ask(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None,
               since: Any = None, until: Any = None, recency: Any = False, use_graph: bool = False,
-              types: list[str] | None = None, namespaces: list[str] | None = None) -> tuple[Any, str | None]:
-        hits = self.h.ask(query, top_k, filter=filter, since=_time_arg(since, "since"),
+              types: list[str] | None = None, namespaces: list[str] | None = None,
+              mode: str = "hybrid") -> tuple[Any, str | None]:
+        hits = self.h.ask(query, top_k, mode=mode, filter=filter, since=_time_arg(since, "since"),
                           until=_time_arg(until, "until"), recency_bias=recency,
                           use_graph=use_graph, types=types,
                           namespaces=namespaces or [self.h.name, *self.read])

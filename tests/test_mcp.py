@@ -220,6 +220,12 @@ def test_search_nodes_ranks_by_observation_and_name(s: Session) -> None:
         ent("Carol", "person", ["writes compilers"])]
 
 
+def test_search_nodes_is_not_crowded_out_by_plain_memories(s: Session, db: Mnemos) -> None:
+    db.remember_many([f"bicycles bicycles note {i}" for i in range(40)])
+    s.ok("create_entities", {"entities": [ent("Bob", "person", ["fixes bicycles"])]})
+    assert [e["name"] for e in s.ok("search_nodes", {"query": "bicycles", "limit": 3})["entities"]] == ["Bob"]
+
+
 def test_open_nodes_with_incoming_and_outgoing_relations(s: Session) -> None:
     s.ok("create_entities", {"entities": [ent("A", obs=["a"]), ent("B"), ent("C")]})
     s.ok("create_relations", {"relations": [rel("A", "B", "x"), rel("C", "A", "y"), rel("B", "C", "z")]})
@@ -246,6 +252,13 @@ def test_remember_ask_get_connect_forget(s: Session, db: Mnemos) -> None:
     assert [m["id"] for m in s.ok("ask", {"query": "office", "until": 1767300000})["memories"]] == [a]
     assert [m["id"] for m in s.ok("ask", {"query": "Stripe", "types": ["episodic"]})["memories"]] == [b]
     assert s.ok("ask", {"query": "Berlin", "recency": "7d", "use_graph": True})["memories"][0]["id"] == b
+    for n in range(4):
+        s.ok("remember", {"text": f"sprint {n} planning notes", "metadata": {"sprint": n, "team": {"name": "core"}}})
+    got = s.ok("ask", {"query": "planning", "top_k": 10, "mode": "lexical",
+                       "filter": {"$or": [{"sprint": {"$gte": 2}}, {"team.name": "none"}]}})["memories"]
+    assert sorted(m["metadata"]["sprint"] for m in got) == [2, 3]
+    got = s.ok("ask", {"query": "planning", "top_k": 10, "mode": "vector", "filter": {"sprint": {"$in": [0, 9]}}})
+    assert [m["metadata"]["sprint"] for m in got["memories"]] == [0]
     s.ok("connect", {"from_id": a, "to_id": b, "relation": "before", "weight": 2})
     got = s.ok("get", {"key": "payments"})
     assert got["id"] == a and got["edges"] == [{"from_id": a, "to_id": b, "relation": "before",
@@ -254,7 +267,7 @@ def test_remember_ask_get_connect_forget(s: Session, db: Mnemos) -> None:
     assert s.ok("forget", {"id": a}) == {"forgotten": a}
     assert a not in db and db.neighbors(b) == []
     st = s.ok("stats")
-    assert st["counts"] == {"default": 1} and st["namespace"] == "default"
+    assert st["counts"] == {"default": 5} and st["namespace"] == "default"
 
 
 # -- bad input: a tool error with the library's message, nothing written, server alive --
@@ -292,6 +305,9 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("ask", {"query": "x", "recency": "soon"}, "recency"),
     ("ask", {"query": "x", "since": "2026-03-01", "until": "2026-01-01"}, "is after until"),
     ("ask", {"query": "x", "namespaces": ["elsewhere"]}, "may not read ['elsewhere']"),
+    ("ask", {"query": "x", "filter": {"n": {"$near": 1}}}, "$near"),
+    ("ask", {"query": "x", "mode": "fuzzy"}, "is not one of"),
+    ("ask", {"query": "x", "mode": "vector", "use_graph": True}, "need mode='hybrid'"),
     ("forget", {"id": 999999}, "no memory with id 999999"),
     ("forget", {"id": "one"}, "is not of type 'integer'"),
     ("connect", {"from_id": 1, "to_id": 1}, "cannot connect memory 1 to itself"),
