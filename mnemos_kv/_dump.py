@@ -230,9 +230,9 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
         if mid <= last:
             raise InvalidInputError(f"line {line}: memory id {mid} appears twice")
         last = mid
-        name = row.get("namespace")
-        if name not in ns_ids:
-            raise InvalidInputError(f"line {line}: namespace {name!r} has no namespace line")
+        ns_name = row.get("namespace")
+        if ns_name not in ns_ids:
+            raise InvalidInputError(f"line {line}: namespace {ns_name!r} has no namespace line")
         text = R.check_text(row.get("text"), f"line {line}: text")
         meta = R.check_metadata(from_json(row.get("metadata", {})))
         type_ = R.check_type(row.get("type", "episodic"))
@@ -242,13 +242,13 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
             ts = to_us(row.get("created_at"), f"line {line}: created_at")
         elif isinstance(ts, bool) or not isinstance(ts, int):
             raise InvalidInputError(f"line {line}: ts must be int microseconds, got {ts!r}")
-        op: dict[str, Any] = {"op": "mem", "id": mid, "ns": ns_ids[name], "text": text,
+        op: dict[str, Any] = {"op": "mem", "id": mid, "ns": ns_ids[ns_name], "text": text,
                               "meta": meta, "type": R.TYPE_CODES[type_], "ts": ts}
         key = R.check_key(row.get("key"))
         if key is not None:
-            if (ns_ids[name], key) in keys:
-                raise InvalidInputError(f"line {line}: key {key!r} appears twice in {name!r}")
-            keys.add((ns_ids[name], key))
+            if (ns_ids[ns_name], key) in keys:
+                raise InvalidInputError(f"line {line}: key {key!r} appears twice in {ns_name!r}")
+            keys.add((ns_ids[ns_name], key))
             op["key"] = key
         if row.get("pinned"):
             op["pin"] = True
@@ -272,7 +272,7 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
     ops.extend(mem_ops)
     ids = {op["id"]: op["ns"] for op in mem_ops}
     seen_edges: set[tuple[int, int, str]] = set()
-    link_ops = []
+    link_ops: list[dict[str, Any]] = []
     for row, line in edges:
         src, dst = _int(row, "src", line, 1), _int(row, "dst", line, 1)
         rel = row.get("relation")
