@@ -32,9 +32,8 @@ store without it (or of another version) is indexed on its first read-write open
 
 from __future__ import annotations
 
-import logging
-
 import functools
+import logging
 import math
 import struct
 from typing import Any, Callable, Iterator, Mapping, Sequence
