@@ -440,9 +440,38 @@ def forget_where(ns_name: str, node: F.Node) -> Callable[[Any, Any], int]:
         for slot, _seq in ctx.dead:  # forgotten earlier in this transaction
             if slot < n:
                 universe[slot] = False
-        hit = filter_mask(engine, snap, [nid], node, universe)
-        ids = sorted(int(i) for i in snap.slots["id"][np.flatnonzero(hit)].tolist())
-        for mid in ids:
+        ids = np.ascontiguousarray(snap.slots["id"])
+        hit = filter_mask(engine, snap, [nid], node, universe, ids)
+        victims = sorted(int(i) for i in ids[np.flatnonzero(hit)].tolist())
+        for mid in victims:
             engine.apply_op(ctx, {"op": "forget", "id": mid})
-        return len(ids)
+        return len(victims)
     return fn
+
+
+class Checker:
+    """verify(): the index holds exactly the entries of the snapshot's records."""
+
+    def __init__(self, txn: lmdb.Transaction, env: Any) -> None:
+        self.txn, self.env = txn, env
+        self.on = ready(txn, env)
+        self.expected = 0
+        self.cur = txn.cursor(db=env.db(DB)) if self.on else None
+
+    def missing(self, ns: int, mid: int, meta: Mapping[str, Any]) -> int:
+        """How many of the record's entries the index lacks (counted as expected)."""
+        if self.cur is None:
+            return 0
+        keys, overflow = entries(ns, meta)
+        if overflow:
+            keys.append(_U32.pack(ns) + _OVERFLOW)
+        self.expected += len(keys)
+        idb = _U64.pack(mid)
+        return sum(1 for k in keys if not self.cur.set_key_dup(k, idb))
+
+    def total(self) -> int:
+        """Entries in the index (without the version key)."""
+        if self.cur is None:
+            return 0
+        n = int(self.txn.stat(self.env.db(DB))["entries"])
+        return n - 1  # the version key
