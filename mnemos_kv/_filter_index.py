@@ -32,6 +32,8 @@ store without it (or of another version) is indexed on its first read-write open
 
 from __future__ import annotations
 
+import logging
+
 import functools
 import math
 import struct
@@ -42,6 +44,8 @@ import numpy as np
 
 from . import _records as R
 from . import filters as F
+
+log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "add", "remove", "ready", "ensure_built", "select", "entries"]
 
@@ -204,6 +208,9 @@ def ensure_built(env: Any) -> bool:
         if ready(txn, env):
             return  # another process did it
         txn.drop(env.db(DB), delete=False)
+        n = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: building the metadata filter index over %d memories", getattr(env, "path", "?"), n)
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
                 rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
