@@ -499,14 +499,23 @@ def _parse_http(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def embedder_for(name: str | None) -> Any:
+    """``--embedder``: None/"hashing" is the built-in default; anything else names a
+    sentence-transformers model (needs the ``st`` extra)."""
+    if name is None or name == "hashing":
+        return None
+    from .embedders import SentenceTransformerEmbedder
+    return SentenceTransformerEmbedder(name)
+
+
 def serve(path: str, *, namespace: str = "default", read: Sequence[str] = (),
-          readonly: bool = False, http: str | None = None) -> None:
+          readonly: bool = False, http: str | None = None, embedder: str | None = None) -> None:
     """Open the store at ``path`` and serve it over stdio (default) or streamable HTTP
     (``http="HOST:PORT"``, endpoint ``/mcp``) until the client goes away."""
     _require_mcp()
     import anyio
     hostport = _parse_http(http) if http else None
-    with Mnemos.open(path, readonly=readonly) as db:
+    with Mnemos.open(path, readonly=readonly, embedder=embedder_for(embedder)) as db:
         server = build_server(MemoryServer(db, namespace, read))
         if hostport is None:
             from mcp.server.stdio import stdio_server
@@ -530,11 +539,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readonly", action="store_true", help="offer only the reading tools")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--embedder", metavar="MODEL", default=None,
+                   help="the store's embedder: 'hashing' (default, no model) or a "
+                        "sentence-transformers model name, e.g. all-MiniLM-L6-v2 (needs mnemos-kv[st])")
 
 
 def run_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly, http=args.http)
+    serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly, http=args.http,
+          embedder=args.embedder)
     return 0
 
 

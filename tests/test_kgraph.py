@@ -142,3 +142,14 @@ def test_unknown_entity_is_an_error_without_retries(db: Mnemos, monkeypatch) -> 
     with pytest.raises(MemoryNotFoundError, match="Entity with name Ghost not found"):
         kg.add_observations([{"entityName": "Ghost", "contents": ["boo"]}])
     assert calls["n"] == 1
+
+
+def test_mcp_command_reports_a_missing_extra_or_model_cleanly(tmp_path) -> None:
+    """A refused start is one error line on stderr and exit status 1 (no traceback)."""
+    code = ("import sys; from mnemos_kv.cli import main; "
+            f"sys.exit(main(['mcp', {str(tmp_path / 's.mem')!r}, '--http', 'nonsense']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "error:" in out.stderr and ("--http takes HOST:PORT" in out.stderr or "mnemos-kv[mcp]" in out.stderr)
+    assert not (tmp_path / "s.mem").exists()  # refused before the store was touched
