@@ -38,6 +38,8 @@ log = logging.getLogger("mnemos_kv.mcp")
 READ_GRAPH_LIMIT = 500
 READ_GRAPH_MAX = 5000
 MAX_TOP_K = 100
+#: The resource holding the graph (the reference server's URI).
+GRAPH_URI = "memory://knowledge-graph"
 
 # -- schemas ---------------------------------------------------------------------
 
@@ -488,8 +490,27 @@ def build_server(memory: MemoryServer, *, name: str = "mnemos-kv") -> Any:
         return types.CallToolResult(content=[types.TextContent(text=text)],
                                     structured_content=result)
 
+    async def list_resources(ctx: Any, params: Any) -> Any:
+        return types.ListResourcesResult(resources=[types.Resource(
+            uri=GRAPH_URI, name="knowledge-graph", title="Knowledge Graph",
+            description=f"The knowledge graph of namespace {memory.h.name!r} (entities with their "
+                        f"observations, and relations), as JSON; at most {READ_GRAPH_MAX} entities",
+            mime_type="application/json")])
+
+    async def read_resource(ctx: Any, params: Any) -> Any:
+        from mcp.shared.exceptions import MCPError
+        if params.uri != GRAPH_URI:
+            raise MCPError(code=types.INVALID_PARAMS,
+                           message=f"unknown resource {params.uri!r}; this server has {GRAPH_URI!r}")
+        result, _ = await anyio.to_thread.run_sync(
+            lambda: memory.call("read_graph", {"limit": READ_GRAPH_MAX}))
+        return types.ReadResourceResult(contents=[types.TextResourceContents(
+            uri=GRAPH_URI, mime_type="application/json",
+            text=json.dumps(result, indent=2, ensure_ascii=False))])
+
     return Server(name, version=__version__, instructions=INSTRUCTIONS,
-                  on_list_tools=list_tools, on_call_tool=call_tool)
+                  on_list_tools=list_tools, on_call_tool=call_tool,
+                  on_list_resources=list_resources, on_read_resource=read_resource)
 
 
 def _parse_http(value: str) -> tuple[str, int]:

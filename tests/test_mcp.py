@@ -93,6 +93,20 @@ def test_tools_listed_with_schemas(s: Session) -> None:
     assert tools["delete_entities"].annotations.destructive_hint is True
 
 
+def test_knowledge_graph_resource(s: Session) -> None:
+    s.ok("create_entities", {"entities": [ent("A", obs=["a1"]), ent("B")]})
+    s.ok("create_relations", {"relations": [rel("A", "B", "knows")]})
+    res = s.portal.call(s.client.list_resources).resources
+    assert [(r.uri, r.mime_type) for r in res] == [("memory://knowledge-graph", "application/json")]
+    body = s.portal.call(s.client.read_resource, "memory://knowledge-graph")
+    graph = json.loads(body.contents[0].text)
+    assert graph["entities"] == [ent("A", obs=["a1"]), ent("B")]
+    assert graph["relations"] == [rel("A", "B", "knows")]
+    with pytest.raises(Exception, match="unknown resource"):
+        s.portal.call(s.client.read_resource, "memory://elsewhere")
+    assert s.ok("stats")["counts"] == {"default": 3}  # still serving
+
+
 def test_legacy_handshake_client(db: Mnemos, connect: Callable[..., Session]) -> None:
     s = connect(db, mode="legacy")
     assert s.client.protocol_version < "2026"
