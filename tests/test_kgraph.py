@@ -153,3 +153,19 @@ def test_mcp_command_reports_a_missing_extra_or_model_cleanly(tmp_path) -> None:
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "error:" in out.stderr and ("--http takes HOST:PORT" in out.stderr or "mnemos-kv[mcp]" in out.stderr)
     assert not (tmp_path / "s.mem").exists()  # refused before the store was touched
+
+
+def test_mcp_cli_arguments_and_import_into_a_namespace(tmp_path, capsys) -> None:
+    from mnemos_kv.cli import build_parser, main
+    a = build_parser().parse_args(["mcp", "team.mem", "--namespace", "planner", "--read", "shared",
+                                   "--read", "docs", "--readonly", "--http", "127.0.0.1:8765"])
+    assert (a.path, a.namespace, a.read, a.readonly, a.http, a.embedder) == (
+        "team.mem", "planner", ["shared", "docs"], True, "127.0.0.1:8765", None)
+    d = build_parser().parse_args(["mcp", "team.mem"])
+    assert (d.namespace, d.read, d.readonly, d.http) == ("default", [], False, None)
+    path = str(tmp_path / "team.mem")
+    assert main(["mcp-import", path, FIXTURE, "--namespace", "imported"]) == 0
+    assert "namespace imported): 5 entities, 9 observations, 5 relations" in capsys.readouterr().out
+    with Mnemos.open(path, readonly=True) as db:
+        assert db.count() == 0 and db.namespace("imported").count() == 14  # 5 entities + 9 observations
+        assert db.namespace("imported").get_by_key("Anthropic").metadata["entityType"] == "organization"
