@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._kgraph import KnowledgeGraph
-from .errors import InvalidInputError, MissingDependencyError, MnemosError, ReadOnlyError
+from .errors import (InvalidInputError, MemoryNotFoundError, MissingDependencyError, MnemosError,
+                     ReadOnlyError)
 from .store import Mnemos
 
 if TYPE_CHECKING:
@@ -276,8 +277,8 @@ def memory_dict(m: "Memory") -> dict[str, Any]:
     return d
 
 
-class ToolError(MnemosError):
-    """A tool call's arguments do not fit its JSON schema."""
+class ToolError(InvalidInputError):
+    """A tool call names no tool, or its arguments do not fit the tool's JSON schema."""
 
 
 class MemoryServer:
@@ -406,7 +407,6 @@ class MemoryServer:
     def t_get(self, id: int | None = None, key: str | None = None) -> tuple[Any, str | None]:
         if (id is None) == (key is None):
             raise InvalidInputError("get takes exactly one of id or key")
-        from .errors import MemoryNotFoundError
         last: MemoryNotFoundError | None = None
         for h in [self.h, *self.readable]:
             try:
@@ -566,9 +566,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly, http=args.http,
-          embedder=args.embedder)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # stdout is the protocol's
+    try:
+        serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly,
+              http=args.http, embedder=args.embedder)
+    except KeyboardInterrupt:  # Ctrl-C in a terminal: the store is closed, every write kept
+        pass
     return 0
 
 
