@@ -2,8 +2,8 @@
 
 A drop-in superset of the reference ``@modelcontextprotocol/server-memory``: its nine
 knowledge-graph tools, with the same names and argument shapes, stored as memories
-(see ``_kgraph``), plus mnemos's own ``remember``/``ask``/``forget``/``connect``/
-``get``/``stats``. Every MCP client starts its own server process; they can all point
+(see ``_kgraph``), plus mnemos's own ``remember``/``ask``/``update``/``forget``/
+``connect``/``get``/``stats``. Every MCP client starts its own server process; they can all point
 at one store, which serialises their writes and keeps each one durable and whole.
 
 Needs the optional extra (``pip install mnemos-kv[mcp]``); ``import mnemos_kv`` never
@@ -219,6 +219,16 @@ TOOLS: tuple[ToolSpec, ...] = (
                   ["query"], strict=True),
              "ask", False, _obj({"memories": {"type": "array", "items": {"type": "object"}}},
                                 ["memories"]), idempotent=True),
+    ToolSpec("update", "Update Memory",
+             "Change a memory's text, metadata (replaced whole) or type, keeping its id, key and "
+             "links. For knowledge-graph entities and observations use the graph tools instead.",
+             _obj({"id": {**_ID, "description": "The memory id"},
+                   "key": {"type": "string", "description": "The memory's key (instead of id)"},
+                   "text": {"type": "string", "description": "The new text"},
+                   "metadata": {"type": "object", "description": "The new metadata (replaces all of it)"},
+                   "type": {"type": "string", "enum": ["episodic", "semantic", "procedural"]}},
+                  strict=True),
+             "update", True, None, idempotent=True),
     ToolSpec("forget", "Forget",
              "Delete a memory (by id) and every link touching it.",
              _obj({"id": {**_ID, "description": "The memory id"}}, ["id"], strict=True),
@@ -272,6 +282,9 @@ def memory_dict(m: "Memory") -> dict[str, Any]:
                          "metadata": _jsonable(m.metadata)}
     if m.key is not None:
         d["key"] = m.key
+    if m.updated_at != m.created_at:
+        d["updated_at"] = _dt.datetime.fromtimestamp(m.updated_at, _dt.timezone.utc).isoformat().replace(
+            "+00:00", "Z")
     if m.score is not None:
         d["score"] = round(float(m.score), 6)
     return d
@@ -393,6 +406,18 @@ class MemoryServer:
                           use_graph=use_graph, types=types,
                           namespaces=namespaces or [self.h.name, *self.read])
         return {"memories": [memory_dict(m) for m in hits]}, None
+
+    def t_update(self, id: int | None = None, key: str | None = None, text: str | None = None,
+                 metadata: dict[str, Any] | None = None, type: str | None = None) -> tuple[Any, str | None]:
+        if (id is None) == (key is None):
+            raise InvalidInputError("update takes exactly one of id or key")
+        m = self.h.get(id) if id is not None else self.h.get_by_key(key)  # type: ignore[arg-type]
+        if m.metadata.get("kind") in ("entity", "observation"):
+            raise InvalidInputError(
+                f"memory {m.id} is a knowledge-graph {m.metadata['kind']}; change it with "
+                "add_observations / delete_observations / delete_entities instead")
+        new = self.h.update(m.id, text=text, metadata=metadata, type=type)
+        return memory_dict(new), None
 
     def t_forget(self, id: int) -> tuple[Any, str | None]:
         self.h.forget(id)
