@@ -210,3 +210,13 @@ def test_remember_many_progress_chunks_give_the_same_vectors(tmp_path) -> None:
         b.remember_many(texts)
         assert seen[:3] == [("embed", 1024, 2500), ("embed", 2048, 2500), ("embed", 2500, 2500)]
         assert np.array_equal(a.get_vector(ids[-1]), b.get_vector(ids[-1]))
+
+
+def test_a_progress_callback_that_raises_before_the_commit_writes_nothing(tmp_path) -> None:
+    def stop(phase, done, total):
+        if phase == "embed":
+            raise RuntimeError("cancelled by the user")
+    with Mnemos.open(str(tmp_path / "a.mem")) as db:
+        with pytest.raises(RuntimeError):
+            db.remember_many(["one", "two"], progress=stop)
+        assert db.count() == 0 and db.stats()["seq"] == 0
