@@ -33,8 +33,10 @@ store without it (or of another version) is indexed on its first read-write open
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import struct
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lmdb
@@ -47,6 +49,7 @@ __all__ = ["VERSION", "add", "remove", "ready", "ensure_built", "select", "entri
 
 VERSION = 1
 DB = "fields"
+_log = logging.getLogger("mnemos_kv")
 #: Paths longer than this (encoded) are not keys: their memories go in the overflow list.
 MAX_PATH_KEY = 200
 #: Strings whose encoding is longer than this are listed under LONG, not by value.
@@ -203,12 +206,17 @@ def ensure_built(env: Any) -> bool:
     def body(txn: lmdb.Transaction) -> None:
         if ready(txn, env):
             return  # another process did it
+        t0 = time.perf_counter()
         txn.drop(env.db(DB), delete=False)
+        n = 0
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
-                rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
+                rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs
                 add(txn, env, rec.ns, rec.id, rec.metadata)
+                n += 1
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=env.db(DB))
+        _log.info("built the metadata filter index of %s: %d memories in %.2f s",
+                  getattr(env, "path", "?"), n, time.perf_counter() - t0)
     env.write(body)
     return True
 

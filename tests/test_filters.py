@@ -242,7 +242,7 @@ def test_filtered_reads_survive_replay_and_compaction(opener, tmp_path) -> None:
     twin.replay(tmp_path / "r.mlog")
     assert twin.state_digest() == db.state_digest()
     assert _answers(twin) == before
-    db.compact()
+    assert db.compact()["lmdb_compacted"]  # the fields sub-database is copied too
     assert _answers(db) == before
     assert db.verify().ok
     db.close()
@@ -412,3 +412,15 @@ def test_matches_langgraph_in_memory_store_where_it_is_defined(flt, meta) -> Non
                    for v in flt.values())
         return
     assert matches(flt, meta) is want
+
+
+def test_building_the_index_on_open_is_logged(opener, store_path, caplog) -> None:
+    import logging
+    db = opener()
+    _fill(db, 5)
+    db.close()
+    _drop_index(store_path)
+    with caplog.at_level(logging.INFO, logger="mnemos_kv"):
+        opener()
+    assert any("filter index" in r.getMessage() and "5 memories" in r.getMessage()
+               for r in caplog.records)
