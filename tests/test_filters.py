@@ -424,3 +424,14 @@ def test_building_the_index_on_open_is_logged(opener, store_path, caplog) -> Non
         opener()
     assert any("filter index" in r.getMessage() and "5 memories" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_reader_keeps_its_snapshot_of_the_index(db: Mnemos) -> None:
+    """memories(filter=) reads one snapshot: a forget_where committed meanwhile does not
+    change what it yields (the index lives in LMDB, versioned with the records)."""
+    db.remember_many([{"text": f"m{i}", "metadata": {"k": i % 2}} for i in range(6)])
+    it = db.memories(filter={"k": 0})
+    first = next(it)
+    assert db.forget_where({"k": 0}) == 3
+    assert [first.id] + [m.id for m in it] == [1, 3, 5]
+    assert list(db.memories(filter={"k": 0})) == [] and db.count({"k": 1}) == 3
