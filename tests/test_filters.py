@@ -435,3 +435,19 @@ def test_a_reader_keeps_its_snapshot_of_the_index(db: Mnemos) -> None:
     assert db.forget_where({"k": 0}) == 3
     assert [first.id] + [m.id for m in it] == [1, 3, 5]
     assert list(db.memories(filter={"k": 0})) == [] and db.count({"k": 1}) == 3
+
+
+@pytest.mark.parametrize("field", ["few", "many", "word"])
+def test_ranges_over_shared_and_distinct_values(db: Mnemos, field: str) -> None:
+    """Ranges read shared values in bulk and distinct ones pair by pair: both agree
+    with the reference, at every bound (present or absent, first or last)."""
+    metas = [{"few": i % 5, "many": i / 7, "word": ["ant", "bee", "cat", "dog"][i % 4] + str(i % 3)}
+             for i in range(120)]
+    ids = db.remember_many([{"text": f"m{i}", "metadata": m} for i, m in enumerate(metas)])
+    bounds = {"few": [-1, 0, 2, 2.5, 4, 9], "many": [-1, 0, 1 / 7, 5.0, 16.9, 17, 100],
+              "word": ["", "ant0", "b", "bee2", "cat", "dog2", "z"]}[field]
+    for b in bounds:
+        for op in ("$gt", "$gte", "$lt", "$lte"):
+            flt = {field: {op: b}}
+            want = [i for i, m in zip(ids, metas) if matches(flt, m)]
+            assert [m.id for m in db.memories(filter=flt)] == want, flt
