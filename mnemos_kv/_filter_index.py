@@ -45,11 +45,12 @@ import numpy as np
 from . import _records as R
 from . import filters as F
 
+log = logging.getLogger("mnemos_kv")
+
 __all__ = ["VERSION", "add", "remove", "ready", "ensure_built", "select", "entries"]
 
 VERSION = 1
 DB = "fields"
-_log = logging.getLogger("mnemos_kv")
 #: Paths longer than this (encoded) are not keys: their memories go in the overflow list.
 MAX_PATH_KEY = 200
 #: Strings whose encoding is longer than this are listed under LONG, not by value.
@@ -211,6 +212,10 @@ def ensure_built(env: Any) -> bool:
             return  # another process did it
         t0 = time.perf_counter()
         txn.drop(env.db(DB), delete=False)
+        total = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if total else logging.DEBUG,
+                "%s: building the metadata filter index over %d memories",
+                getattr(env, "path", "?"), total)
         n = 0
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
@@ -218,8 +223,9 @@ def ensure_built(env: Any) -> bool:
                 add(txn, env, rec.ns, rec.id, rec.metadata)
                 n += 1
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=env.db(DB))
-        _log.info("built the metadata filter index of %s: %d memories in %.2f s",
-                  getattr(env, "path", "?"), n, time.perf_counter() - t0)
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: built the metadata filter index: %d memories in %.2f s",
+                getattr(env, "path", "?"), n, time.perf_counter() - t0)
     env.write(body)
     return True
 

@@ -582,31 +582,11 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
 
 
 def parse_half_life(value: Any) -> float | None:
-    """Seconds of a ``recency_bias`` value: False/None -> None, True -> default, "7d", 3600, timedelta."""
-    import datetime as _dt
-
-    from .errors import InvalidInputError
+    """Seconds of a ``recency_bias`` value: False/None -> None, True -> the default
+    half-life, else a duration: seconds, a timedelta, or "7d", "7 days", "12h", "2w"..."""
+    from ._timeutil import parse_duration
     if value is None or value is False:
         return None
     if value is True:
         return DEFAULT_HALF_LIFE_S
-    if isinstance(value, _dt.timedelta):
-        secs = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
-    elif isinstance(value, str):
-        import re
-        mt = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", value)
-        if not mt:
-            raise InvalidInputError(
-                f"recency_bias must be True, a half-life like '7d', '12h', '30m', '2w', '1y' "
-                f"or seconds; got {value!r}")
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_557_600}[mt.group(2)]
-        secs = float(mt.group(1)) * unit
-    else:
-        raise InvalidInputError(
-            f"recency_bias must be a bool, a half-life string like '7d', seconds or a timedelta; "
-            f"got {type(value).__name__} {value!r}")
-    if not math.isfinite(secs) or secs <= 0:
-        raise InvalidInputError(f"recency_bias half-life must be positive and finite, got {value!r}")
-    return secs
+    return parse_duration(value, "recency_bias half-life")

@@ -51,7 +51,7 @@ class _Superseded(Exception):
     """The snapshot's log segment or base snapshot was removed by a newer compaction."""
 
 
-def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
+def verify(engine: Engine, *, deep: bool = True, progress: Any = None) -> VerifyReport:
     """Check the store; ``deep`` also compares every logged vector with the matrix.
 
     When a compaction (in another process) removes the log files of the snapshot being
@@ -59,13 +59,13 @@ def verify(engine: Engine, *, deep: bool = True) -> VerifyReport:
     """
     for _attempt in range(4):
         try:
-            return _verify_once(engine, deep)
+            return _verify_once(engine, deep, progress)
         except _Superseded:
             continue
-    return _verify_once(engine, deep)
+    return _verify_once(engine, deep, progress)
 
 
-def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
+def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyReport:
     rep = VerifyReport()
     db = engine.env.db
     with engine.snapshot() as snap:
@@ -80,6 +80,8 @@ def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
         with txn.cursor(db=db("records")) as cur:
             for k, v in cur:
                 n_rec += 1
+                if progress is not None and n_rec % 10_000 == 0:
+                    progress("records", n_rec, st.live)
                 try:
                     rec = R.Record.from_bytes(v)
                 except CorruptionError as exc:
@@ -172,11 +174,14 @@ def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
         from ._capacity import verify as verify_capacity
         verify_capacity(engine, snap, rep)
         # -- log ---------------------------------------------------------------------------------
-        _verify_log(engine, snap, rep, deep)
+        if progress is not None:
+            progress("records", n_rec, n_rec)
+        _verify_log(engine, snap, rep, deep, progress)
     return rep
 
 
-def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> None:
+def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
+                progress: Any = None) -> None:
     st = snap.state
     try:
         log = engine.open_log(st)
@@ -215,6 +220,8 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> Non
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
             last = seq
+            if progress is not None and n % 10_000 == 0:
+                progress("log", n, st.seq - log.base_seq)
             if deep:
                 op = R.decode(payload, "log frame")
                 if op.get("op") in ("mem", "update"):
