@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._model import Memory
     from .store import _Handle
 
-__all__ = ["ExternalEmbedder", "check_filter", "matches", "search", "put_by_key",
+__all__ = ["ExternalEmbedder", "check_filter", "matches", "search", "write_by_key",
            "delete_keys", "get_by_keys"]
 
 #: How often a write-by-key is retried when another process changed one of its keys
@@ -254,42 +254,53 @@ def get_by_keys(handle: "_Handle", keys: Sequence[str]) -> dict[str, "Memory"]:
     return out
 
 
-def put_by_key(handle: "_Handle", items: Sequence[Mapping[str, Any]]) -> None:
-    """Insert or replace, by ``key``, each item (``text``, ``metadata``, ``key``,
-    ``vector``, optional ``timestamp``) of the handle's namespace, all in one
-    transaction. A replaced memory keeps its id and creation time."""
-    if not items:
+def _scoped(handle: "_Handle", ns: str) -> "_Handle":
+    return handle if ns == handle.name else handle.namespace(ns)  # type: ignore[attr-defined, no-any-return]
+
+
+def write_by_key(handle: "_Handle", entries: Sequence[Mapping[str, Any]]) -> None:
+    """Insert, replace or delete memories by key, all in one transaction.
+
+    Each entry has ``key`` and optionally ``ns`` (default: the handle's namespace;
+    another one needs the root store). ``delete=True`` forgets the memory holding the
+    key (if any); otherwise ``text``, ``metadata``, ``vector`` and optional
+    ``timestamp`` insert the memory or replace the one holding the key, which keeps its
+    id and creation time.
+    """
+    if not entries:
         return
-    keys = [it["key"] for it in items]
-    if len(set(keys)) != len(keys):
-        raise InvalidInputError("put_by_key got the same key twice")
+    targets = [(e.get("ns", handle.name), e["key"]) for e in entries]
+    if len(set(targets)) != len(targets):
+        raise InvalidInputError("write_by_key got the same key of a namespace twice")
     from ._batch import BatchNamespace
-    if not hasattr(BatchNamespace, "upsert"):
-        return _interim_put_by_key(handle, items, keys)
-    with handle.batch() as b:
-        for it in items:
-            b.upsert(it["key"], it["text"], it.get("metadata"), vector=it["vector"],
-                     timestamp=it.get("timestamp"))
-
-
-def _interim_put_by_key(handle: "_Handle", items: Sequence[Mapping[str, Any]],
-                        keys: list[str]) -> None:
-    """FALLBACK until issue 11's upsert lands: forget the old memories and remember the
-    new ones in one batch (one transaction); the id changes, the creation time is kept."""
+    upsert = hasattr(BatchNamespace, "upsert")
     err: Exception | None = None
     for _ in range(WRITE_RETRIES):
-        old = get_by_keys(handle, keys)
+        # deletes (and, without upsert, replacements) need the current ids; another
+        # process may change them before our transaction: then it fails whole, retry
+        need = [(ns, k) for (ns, k), e in zip(targets, entries) if e.get("delete") or not upsert]
+        old: dict[tuple[str, str], Memory] = {}
+        for ns in dict.fromkeys(ns for ns, _ in need):
+            found = get_by_keys(_scoped(handle, ns), [k for n, k in need if n == ns])
+            old.update({(ns, k): m for k, m in found.items()})
         try:
             with handle.batch() as b:
-                for m in old.values():
-                    b.forget(m.id)
-                for it in items:
-                    prev = old.get(it["key"])
-                    ts = it.get("timestamp")
-                    if ts is None and prev is not None:
-                        ts = prev.created_at
-                    b.remember(it["text"], it.get("metadata"), key=it["key"],
-                               vector=it["vector"], timestamp=ts)
+                for (ns, key), e in zip(targets, entries):
+                    bn = b if ns == handle.name else b.namespace(ns)
+                    prev = old.get((ns, key))
+                    if e.get("delete"):
+                        if prev is not None:
+                            bn.forget(prev.id)
+                    elif upsert:
+                        bn.upsert(key, e["text"], e.get("metadata"),  # type: ignore[attr-defined]
+                                  vector=e["vector"], timestamp=e.get("timestamp"))
+                    else:  # FALLBACK until issue 11's upsert lands: forget + remember
+                        ts = e.get("timestamp")
+                        if prev is not None:
+                            bn.forget(prev.id)
+                            ts = prev.created_at if ts is None else ts
+                        bn.remember(e["text"], e.get("metadata"), key=key, vector=e["vector"],
+                                    timestamp=ts)
             return
         except (MemoryNotFoundError, DuplicateKeyError) as exc:  # a concurrent writer
             err = exc

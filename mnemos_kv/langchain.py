@@ -165,7 +165,7 @@ class MnemosVectorStore(VectorStore):
         items = [{"key": out[n], "text": texts[n], "vector": vecs[n],
                   "metadata": (metadatas[n] if metadatas else None)}
                  for n in sorted(last.values())]
-        A.put_by_key(self._ns, items)
+        A.write_by_key(self._ns, items)
         return out
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
