@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import _fusion, _graph, _lexical_index, _timeorder
+from . import _filter_index, _fusion, _graph, _idslots, _lexical_index, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -82,6 +82,15 @@ def order_top(scores: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray
     if out.size and scores[out[-1]] == -np.inf:
         out = out[scores[out] > -np.inf]
     return out
+
+
+def _tie_rows(snap: Snapshot, rows: np.ndarray | None) -> np.ndarray | None:
+    """What breaks score ties: the slots (= id order), or the ids themselves once an
+    update appended a slot out of id order (so a compaction changes no answer)."""
+    if not snap.state.unsorted:
+        return rows
+    col = snap.slots["id"][: snap.state.n_slots]
+    return np.asarray(col if rows is None else col[rows], dtype=np.int64)
 
 
 def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
@@ -172,6 +181,10 @@ class Query:
     accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
+    #: slots a metadata filter allows (see :func:`filter_mask`); None: no filter
+    allowed: np.ndarray | None = None
+    #: "hybrid" (the full planner), "vector" (cosine only) or "lexical" (BM25 only)
+    mode: str = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -219,17 +232,8 @@ def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | Non
 
 def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend.
-
-    ``col``: a contiguous copy of the snapshot's id column, if the caller has one
-    (searchsorted copies a strided column first, an O(n) cost per call).
-    """
-    if col is None:
-        col = snap.slots["id"]
-    pos = np.searchsorted(col, ids)
-    pos_c = np.minimum(pos, max(col.size - 1, 0))
-    ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
-    return ok, pos[ok]
+    """(which of ``ids`` have a slot in the snapshot, their (latest) slots): see _idslots."""
+    return _idslots.slots_of(snap, ids, col)
 
 
 def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
@@ -301,26 +305,143 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
 
 
-def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
-    """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first."""
+def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
+                universe: np.ndarray | None = None) -> np.ndarray:
+    """Slots live in ``ns_ids`` whose metadata matches the parsed filter ``node``.
+
+    Answered by the filter index (``_filter_index``); a snapshot without one (a store
+    made before it, open read-only) decodes the records of the namespaces instead.
+    """
+    from . import filters as F
+    if universe is None:
+        universe = candidate_mask(snap, ns_ids)
+    n = snap.state.n_slots
+    ids = np.ascontiguousarray(snap.slots["id"][:n])
+
+    def meta_of(mid: int) -> Any:
+        rec = engine.record(snap.txn, mid)
+        return rec.metadata if rec is not None else None
+
+    out = _filter_index.select(snap.txn, engine.env, ns_ids, ids, universe, node,
+                               lambda x: _slots_of(snap, x, ids)[1], meta_of)
+    if out is None:
+        out = np.zeros(n, bool)
+        for slot in np.flatnonzero(universe).tolist():
+            meta = meta_of(int(ids[slot]))
+            out[slot] = meta is not None and F.evaluate(node, meta)
+    return out
+
+
+def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
+                ) -> tuple[np.ndarray | None, int, int]:
+    """(candidate mask or None for every slot, how many, slots of the asked namespaces)."""
+    n = snap.state.n_slots
+    # slots of the asked namespaces (when the cache is exactly this snapshot's)
+    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
+        if view.n == n else -1
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None \
+        or q.allowed is not None
+    if not (filtered or ns_total != n or snap.state.live != n):
+        return None, n, ns_total
+    mask = candidate_mask(snap, q.ns_ids)
+    if q.allowed is not None:
+        mask &= q.allowed
+    if q.type_codes is not None:
+        mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
+    if q.since_us is not None or q.until_us is not None:
+        mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
+    return mask, int(np.count_nonzero(mask)), ns_total
+
+
+def _accepted(order: Iterable[int], slot_of: Callable[[int], int], q: Query) -> list[int]:
+    """The first ``q.top_k`` of ``order`` that ``q.accept`` takes (all when it is None)."""
+    picked: list[int] = []
+    for i in order:
+        if q.accept is None or q.accept(slot_of(i)):
+            picked.append(i)
+            if len(picked) >= q.top_k:
+                break
+    return picked
+
+
+def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """``mode="vector"``: the candidates in pure cosine order; the score is the cosine."""
     n = snap.state.n_slots
     if n == 0 or not q.ns_ids:
         return []
     view = _timeorder.for_engine(engine).view(snap)
-    # slots of the asked namespaces (when the cache is exactly this snapshot's)
-    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
-        if view.n == n else -1
-    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None
-    mask: np.ndarray | None = None  # None: every slot is a candidate
-    if filtered or ns_total != n or snap.state.live != n:
-        mask = candidate_mask(snap, q.ns_ids)
-        if q.type_codes is not None:
-            mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
-        if q.since_us is not None or q.until_us is not None:
-            mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
-        selected = int(np.count_nonzero(mask))
+    mask, selected, _ = _candidates(engine, snap, q, view)
+    if selected == 0:
+        return []
+    if mask is None or selected >= n * GATHER_FRACTION:
+        rows, cos = None, snap.matrix @ q.vector
+        if mask is not None and selected < n:
+            cos[~mask] = -np.inf
     else:
-        selected = n
+        rows = np.flatnonzero(mask)
+        cos = snap.matrix[rows] @ q.vector
+    slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
+    if q.accept is None:
+        picked = order_top(cos, tie, q.top_k).tolist()
+    else:
+        ranked = (i for i in iter_ranked(cos, tie, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
+        picked = _accepted(ranked, slot_of, q)
+    ids_col = snap.slots["id"]
+    out = []
+    for i in picked:
+        slot = slot_of(int(i))
+        c = float(cos[i])
+        out.append(Hit(slot, int(ids_col[slot]), c, {"cosine": c} if q.explain else None))
+    return out
+
+
+def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """``mode="lexical"``: candidates with a query term, by BM25; the score is the BM25."""
+    n = snap.state.n_slots
+    terms = _lexical_index.query_terms(q.text)
+    if n == 0 or not q.ns_ids or not terms:
+        return []
+    view = _timeorder.for_engine(engine).view(snap)
+    mask, selected, _ = _candidates(engine, snap, q, view)
+    if selected == 0:
+        return []
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    if not ids.size:
+        return []
+    id_col = view.ids[:n] if view.n >= n else None
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return []
+    uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    tie = _tie_rows(snap, uniq)
+    if q.accept is None:
+        picked = order_top(sums, tie, q.top_k).tolist()
+    else:
+        picked = _accepted(iter_ranked(sums, tie, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+    ids_col = snap.slots["id"]
+    out = []
+    for i in picked:
+        slot, b = int(uniq[i]), float(sums[i])
+        out.append(Hit(slot, int(ids_col[slot]), b, {"bm25": b} if q.explain else None))
+    return out
+
+
+def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first."""
+    if q.mode == "vector":
+        return run_vector(engine, snap, q)
+    if q.mode == "lexical":
+        return run_lexical(engine, snap, q)
+    n = snap.state.n_slots
+    if n == 0 or not q.ns_ids:
+        return []
+    view = _timeorder.for_engine(engine).view(snap)
+    mask, selected, ns_total = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
     closed = selected == ns_total  # every slot of the asked namespaces is a candidate
@@ -385,11 +506,12 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         final[~valid] = -np.inf
 
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
     picked: list[int] = []
     if q.accept is None:
-        picked = order_top(final, rows, q.top_k).tolist()
+        picked = order_top(final, tie, q.top_k).tolist()
     else:
-        for i in iter_ranked(final, rows, max(4 * q.top_k, 32)):
+        for i in iter_ranked(final, tie, max(4 * q.top_k, 32)):
             if final[i] == -np.inf:
                 break
             if q.accept(slot_of(i)):
@@ -428,7 +550,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
                 mask: np.ndarray | None) -> np.ndarray | None:
     """Activation spread from the best candidates through their edges, onto the rows."""
     ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
-    seeds = order_top(ranked, rows, min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
+    seeds = order_top(ranked, _tie_rows(snap, rows), min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
     seeds = seeds[ranked[seeds] > 0]
     if seeds.size == 0:
         return None
