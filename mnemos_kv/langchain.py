@@ -172,13 +172,7 @@ class MnemosVectorStore(VectorStore):
         """Delete the documents with these ids (missing ones are ignored); ``ids=None``
         deletes every document of the namespace. One transaction."""
         if ids is None:
-            drop = getattr(self._ns, "drop", None)
-            if drop is not None:
-                drop()
-            else:  # FALLBACK until issue 11's drop_namespace lands
-                mids = [m.id for m in self._ns.memories()]
-                if mids:
-                    self._ns.forget_many(mids)
+            self._ns.drop()
             return True
         if isinstance(ids, str):
             raise InvalidInputError("delete takes a list of ids, not one str")

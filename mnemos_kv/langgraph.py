@@ -340,8 +340,7 @@ class MnemosStore(BaseStore):
     def _item(self, mem: Any, namespace: tuple[str, ...], score: float | None = None,
               search: bool = False) -> Item:
         created = _dt.datetime.fromtimestamp(mem.created_at, tz=_dt.timezone.utc)
-        upd = getattr(mem, "updated_at", None)  # Memory.updated_at arrives with issue 11
-        updated = _dt.datetime.fromtimestamp(upd, tz=_dt.timezone.utc) if upd is not None else created
+        updated = _dt.datetime.fromtimestamp(mem.updated_at, tz=_dt.timezone.utc)
         if search:
             return SearchItem(namespace=namespace, key=mem.key, value=dict(mem.metadata),
                               created_at=created, updated_at=updated, score=score)
@@ -393,9 +392,7 @@ class MnemosStore(BaseStore):
         seen = 0
         for name in names:
             ns = listing[name]["ns"]
-            for mem in self._db.namespace(name).memories():
-                if f and not A.matches(f, mem.metadata):
-                    continue
+            for mem in self._db.namespace(name).memories(filter=f):
                 seen += 1
                 if seen > op.offset:
                     out.append(self._item(mem, ns, None, search=True))
