@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import _adapters as A
+from . import _records as R
 from .errors import (EmbedderMismatchError, InvalidInputError, MemoryNotFoundError,
                      MissingDependencyError)
 
@@ -256,10 +257,12 @@ class MnemosStore(BaseStore):
                 if op.ttl is not None:
                     raise InvalidInputError(
                         "TTL is not supported by MnemosStore (supports_ttl is False); use ttl=None")
+                R.check_key(op.key)
                 if op.value is not None:
                     if not isinstance(op.value, dict):
                         raise InvalidInputError(f"value must be a dict or None, got {type(op.value).__name__}")
-                    self._text_of(op)  # validates the value before anything is embedded
+                    R.check_metadata(op.value)  # before anything is embedded or written
+                    self._text_of(op)
                 plan.puts[(tuple(op.namespace), op.key)] = (op, [])
             elif isinstance(op, SearchOp):
                 self._check_labels(op.namespace_prefix)

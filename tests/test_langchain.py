@@ -3,8 +3,10 @@ and async) and the parts the suite does not cover (filters, MMR, persistence, er
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -217,5 +219,21 @@ def test_import_mnemos_kv_does_not_import_langchain() -> None:
     code = ("import sys, mnemos_kv; m = mnemos_kv.Mnemos; "
             "bad = [n for n in sys.modules if n.startswith(('langchain', 'langgraph'))]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(
-        __file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=str(Path(__file__).resolve().parents[1]))
+
+
+def _doc_example(page: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text(encoding="utf-8")
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_docs_example_runs(tmp_path) -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", _doc_example("langchain.md")], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": root}, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.splitlines() == [
+        "deploys | Deploys run every Friday at 11:00 from the release branch.",
+        "hotfix | The on-call engineer approves hotfix deploys outside the Friday window.",
+        "['deploys', 'hotfix']"]

@@ -238,8 +238,10 @@ def test_bad_input_is_rejected(tmp_path) -> None:
             store.search(("a",), filter={"n": {"$regex": "x"}})
         with pytest.raises(InvalidInputError):
             store.search(("a",), limit=-1)
-        with pytest.raises(InvalidInputError):  # a whole batch is validated before any put
-            store.batch([PutOp(("a",), "ok", {"text": "fine"}), PutOp(("a",), "bad", {"x": {1, 2}})])
+        for bad in (PutOp(("a",), "bad", {"x": {1, 2}}), PutOp(("a",), "bad", {"text": "t", "x": {1}}),
+                    PutOp(("a",), "", {"text": "t"}), PutOp(("a",), "k" * 300, {"text": "t"})):
+            with pytest.raises(InvalidInputError):  # a whole batch is validated before any put
+                store.batch([PutOp(("a",), "ok", {"text": "fine"}), bad])
         assert store.get(("a",), "ok") is None
         assert store.get(("x" * 200,), "k") is None
         with pytest.raises(NamespaceTooLongError):
@@ -327,3 +329,12 @@ def test_two_processes_see_each_others_puts(tmp_path) -> None:
         out = subprocess.run([sys.executable, "-c", code, str(ROOT), path], check=True,
                              capture_output=True, text=True).stdout.strip()
         assert out == "from the parent"
+
+
+def test_docs_example_runs(tmp_path) -> None:
+    text = (ROOT / "docs" / "langgraph.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "['My favourite colour is green.', 'I live in Lisbon and work as a nurse.']"
