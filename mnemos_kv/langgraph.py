@@ -15,9 +15,11 @@ Several processes (LangGraph workers) may share one store. See docs/langgraph.md
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as _dt
 import json
 import os
+import threading
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -30,8 +32,8 @@ from .errors import (EmbedderMismatchError, InvalidInputError, MemoryNotFoundErr
 try:
     from langgraph.store.base import (BaseStore, GetOp, IndexConfig, InvalidNamespaceError, Item,
                                       ListNamespacesOp, MatchCondition, Op, PutOp, Result,
-                                      SearchItem, SearchOp, ensure_embeddings, get_text_at_path,
-                                      tokenize_path)
+                                      SearchItem, SearchOp, TTLConfig, ensure_embeddings,
+                                      get_text_at_path, tokenize_path)
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(
         'mnemos_kv.langgraph needs langgraph: pip install "mnemos-kv[langgraph]"') from _exc
@@ -112,6 +114,25 @@ def _does_match(cond: MatchCondition, ns: tuple[str, ...]) -> bool:
     return all(p == "*" or k == p for k, p in pairs)
 
 
+def _check_ttl_config(ttl: Any) -> TTLConfig | None:
+    if ttl is None:
+        return None
+    if not isinstance(ttl, dict):
+        raise InvalidInputError(f"ttl must be a TTLConfig dict or None, got {ttl!r}")
+    unknown = set(ttl) - {"refresh_on_read", "default_ttl", "sweep_interval_minutes", "omit_expired"}
+    if unknown:
+        raise InvalidInputError(f"ttl config has unknown keys {sorted(unknown)}")
+    if ttl.get("omit_expired"):
+        raise InvalidInputError("omit_expired is not supported: expired items are deleted by sweep_ttl()")
+    for name in ("default_ttl", "sweep_interval_minutes"):
+        v = ttl.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise InvalidInputError(f"ttl {name} must be a positive number or None, got {v!r}")
+    if not isinstance(ttl.get("refresh_on_read", True), bool):
+        raise InvalidInputError(f"ttl refresh_on_read must be a bool, got {ttl['refresh_on_read']!r}")
+    return ttl  # type: ignore[return-value]
+
+
 def _check_window(op: Any, what: str) -> None:
     for name in ("limit", "offset"):
         v = getattr(op, name)
@@ -133,15 +154,19 @@ class MnemosStore(BaseStore):
     query searches: ``"vector"`` (cosine; ``score`` is the cosine similarity, as
     LangGraph's stores) or ``"hybrid"`` (the store's vector + BM25 ranking over the
     indexed text). ``prefix`` is the store-namespace prefix of every LangGraph
-    namespace (see :func:`encode_namespace`). Other keyword arguments go to
-    :meth:`Mnemos.open`. TTL is not supported (``supports_ttl`` is False).
+    namespace (see :func:`encode_namespace`). ``ttl`` is LangGraph's ``TTLConfig``
+    (``default_ttl`` and a put's ``ttl`` in minutes, ``refresh_on_read``,
+    ``sweep_interval_minutes``): an item with a TTL expires that long after its last
+    put or read, and :meth:`sweep_ttl` (or the thread :meth:`start_ttl_sweeper` starts)
+    deletes expired items. Other keyword arguments go to :meth:`Mnemos.open`.
     """
 
-    supports_ttl = False
+    supports_ttl = True
 
     def __init__(self, path_or_store: str | os.PathLike[str] | Mnemos, *,
-                 index: IndexConfig | None = None, mode: str = "vector", prefix: str = "lg",
-                 embedding_name: str | None = None, **open_kwargs: Any) -> None:
+                 index: IndexConfig | None = None, ttl: TTLConfig | None = None,
+                 mode: str = "vector", prefix: str = "lg", embedding_name: str | None = None,
+                 **open_kwargs: Any) -> None:
         if mode not in _MODES:
             raise InvalidInputError(f"mode must be one of {list(_MODES)}, got {mode!r}")
         self.mode = mode
@@ -149,6 +174,9 @@ class MnemosStore(BaseStore):
             raise InvalidInputError(
                 f"prefix must be letters, digits, '_' or '-' starting with a letter or digit; got {prefix!r}")
         self.prefix = prefix
+        self.ttl_config = _check_ttl_config(ttl)
+        self._sweeper: concurrent.futures.Future[None] | None = None
+        self._sweep_stop = threading.Event()
         self.index_config: dict[str, Any] | None = None
         self.embeddings: Any = None
         self._fields: list[tuple[str, Any]] = []
@@ -187,7 +215,8 @@ class MnemosStore(BaseStore):
         return self._db
 
     def close(self) -> None:
-        """Close the store if this object opened it (idempotent)."""
+        """Stop the TTL sweeper; close the store if this object opened it (idempotent)."""
+        self.stop_ttl_sweeper()
         if self._owns:
             self._db.close()
 
@@ -254,9 +283,9 @@ class MnemosStore(BaseStore):
             if isinstance(op, PutOp):
                 if not op.namespace:
                     raise InvalidNamespaceError("Namespace cannot be empty.")
-                if op.ttl is not None:
-                    raise InvalidInputError(
-                        "TTL is not supported by MnemosStore (supports_ttl is False); use ttl=None")
+                if op.ttl is not None and (isinstance(op.ttl, bool) or not isinstance(
+                        op.ttl, (int, float)) or not 0 < op.ttl < float("inf")):
+                    raise InvalidInputError(f"ttl must be a positive number of minutes or None, got {op.ttl!r}")
                 R.check_key(op.key)
                 if op.value is not None:
                     if not isinstance(op.value, dict):
@@ -323,21 +352,32 @@ class MnemosStore(BaseStore):
              qvecs: dict[str, np.ndarray]) -> list[Result]:
         results: list[Result] = []
         listing: dict[str, dict[str, Any]] | None = None
+        touched: dict[tuple[str, str], None] = {}  # (store namespace, key) read with refresh_ttl
         for op in plan.ops:
             if isinstance(op, GetOp):
-                results.append(self._get(op))
+                item = self._get(op)
+                results.append(item)
+                if item is not None and op.refresh_ttl:
+                    touched[(encode_namespace(item.namespace, self.prefix), item.key)] = None
             elif isinstance(op, SearchOp):
                 if listing is None:
                     listing = self._listing()
-                results.append(self._search(op, listing, qvecs))
+                found = self._search(op, listing, qvecs)
+                results.append(found)
+                if op.refresh_ttl:
+                    touched.update(((encode_namespace(it.namespace, self.prefix), it.key), None)
+                                   for it in found)
             elif isinstance(op, ListNamespacesOp):
                 if listing is None:
                     listing = self._listing()
                 results.append(self._list(op, listing))
             else:
                 results.append(None)
+        entries = self._refresh_entries(touched, plan) if touched else []
         if plan.puts:
-            self._apply_puts(plan, dvecs)
+            entries.extend(self._put_entries(plan, dvecs))
+        if entries:
+            A.write_by_key(self._db, entries)
         return results
 
     def _item(self, mem: Any, namespace: tuple[str, ...], score: float | None = None,
@@ -413,10 +453,16 @@ class MnemosStore(BaseStore):
             nss = sorted(nss)
         return nss[op.offset:op.offset + op.limit]
 
-    def _apply_puts(self, plan: "MnemosStore._Plan", dvecs: np.ndarray | None) -> None:
+    def _put_entries(self, plan: "MnemosStore._Plan", dvecs: np.ndarray | None) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
+        now = float(self._db._engine.clock())
         for (ns, key), (op, rows) in plan.puts.items():
             name = encode_namespace(ns, self.prefix)
+            tname = self._ttl_name(name, strict=op.value is not None and op.ttl is not None)
+            if op.value is not None and op.ttl is not None:
+                entries.append(self._ttl_entry(tname, key, now, float(op.ttl)))
+            elif self._db._engine.ns_id(tname) is not None:  # the item no longer expires
+                entries.append({"ns": tname, "key": key, "delete": True})
             if op.value is None:
                 entries.append({"ns": name, "key": key, "delete": True})
                 continue
@@ -428,7 +474,104 @@ class MnemosStore(BaseStore):
                 vec = v.mean(axis=0).astype(np.float32)  # several texts: their mean direction
             entries.append({"ns": name, "key": key, "text": self._text_of(op),
                             "metadata": op.value, "vector": vec})
-        A.write_by_key(self._db, entries)
+        return entries
+
+    # -- TTL ---------------------------------------------------------------------------
+
+    def _ttl_name(self, name: str, strict: bool = False) -> str:
+        """The store namespace of the TTL records of store namespace ``name``:
+        ``prefix + ".ttl:" + ...`` (no LangGraph namespace name has a ``.`` before its ``:``)."""
+        tname = f"{self.prefix}.ttl:" + name[len(self.prefix) + 1:]
+        if strict and len(tname) > _MAX_NAME:
+            raise NamespaceTooLongError(
+                f"namespace {name!r} is too long to hold items with a TTL: its TTL records "
+                f"need {len(tname)} characters; the store allows {_MAX_NAME}")
+        return tname
+
+    def _ttl_entry(self, tname: str, key: str, now: float, minutes: float) -> dict[str, Any]:
+        return {"ns": tname, "key": key, "text": key, "vector": np.zeros(self._dim, np.float32),
+                "metadata": {"expires_at": now + 60.0 * minutes, "ttl": minutes}}
+
+    def _refresh_entries(self, touched: dict[tuple[str, str], None],
+                         plan: "MnemosStore._Plan") -> list[dict[str, Any]]:
+        """New expiry times for the items read with ``refresh_ttl`` that have a TTL (and
+        are not put by the same batch, whose put sets their TTL)."""
+        if self._db.readonly:
+            return []
+        eng = self._db._engine
+        put = {(encode_namespace(ns, self.prefix), k) for ns, k in plan.puts}
+        now = float(eng.clock())
+        out = []
+        for name, key in touched:
+            tname = self._ttl_name(name)
+            if (name, key) in put or eng.ns_id(tname) is None:
+                continue
+            try:
+                rec = self._db.namespace(tname).get_by_key(key)
+            except (MemoryNotFoundError, InvalidInputError):
+                continue
+            out.append(self._ttl_entry(tname, key, now, float(rec.metadata["ttl"])))
+        return out
+
+    def sweep_ttl(self) -> int:
+        """Delete every item whose TTL has expired (by the store's clock), with its TTL
+        record, one transaction per namespace; returns how many items were deleted."""
+        eng = self._db._engine
+        head = f"{self.prefix}.ttl:"
+        with eng.snapshot() as snap:
+            names = [n for n, info in eng.namespaces(snap.txn).items()
+                     if n.startswith(head) and int(info.get("count", 0)) > 0]
+        now = float(eng.clock())
+        total = 0
+        for tname in names:
+            item_ns = f"{self.prefix}:" + tname[len(head):]
+            expired = [m.key for m in self._db.namespace(tname).memories(
+                filter={"expires_at": {"$lte": now}}) if m.key is not None]
+            if expired:
+                A.write_by_key(self._db, [e for k in expired for e in (
+                    {"ns": item_ns, "key": k, "delete": True}, {"ns": tname, "key": k, "delete": True})])
+                total += len(expired)
+        return total
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None
+                          ) -> "concurrent.futures.Future[None]":
+        """Run :meth:`sweep_ttl` every ``sweep_interval_minutes`` (default: the TTL
+        config's, else 5) in a daemon thread until :meth:`stop_ttl_sweeper` or
+        :meth:`close`; returns a future that completes when the thread ends."""
+        minutes = sweep_interval_minutes
+        if minutes is None:
+            minutes = (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+            raise InvalidInputError(f"sweep_interval_minutes must be a positive number, got {minutes!r}")
+        if self._sweeper is not None and not self._sweeper.done():
+            return self._sweeper
+        self._sweep_stop.clear()
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def loop() -> None:
+            try:
+                while not self._sweep_stop.wait(60.0 * float(minutes)):
+                    self.sweep_ttl()
+                fut.set_result(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future
+                fut.set_exception(exc)
+
+        threading.Thread(target=loop, name="mnemos-ttl-sweeper", daemon=True).start()
+        self._sweeper = fut
+        return fut
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper thread; True when it has stopped (or none ran)."""
+        fut = self._sweeper
+        if fut is None:
+            return True
+        self._sweep_stop.set()
+        try:
+            fut.exception(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        self._sweeper = None
+        return True
 
     def __repr__(self) -> str:
         return f"<MnemosStore {self._db.path!r} prefix={self.prefix!r} mode={self.mode!r}>"

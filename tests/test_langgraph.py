@@ -230,10 +230,8 @@ def test_bad_input_is_rejected(tmp_path) -> None:
             store.batch([PutOp((), "k", {"text": "x"})])
         with pytest.raises(InvalidNamespaceError):
             store.batch([GetOp(("", "x"), "k")])
-        with pytest.raises(NotImplementedError):  # BaseStore's own check: TTL unsupported
-            store.put(("a",), "k", {"text": "x"}, ttl=5)
         with pytest.raises(InvalidInputError):
-            store.batch([PutOp(("a",), "k", {"text": "x"}, ttl=5.0)])
+            store.batch([PutOp(("a",), "k", {"text": "x"}, ttl=-5.0)])
         with pytest.raises(InvalidInputError):
             store.search(("a",), filter={"n": {"$regex": "x"}})
         with pytest.raises(InvalidInputError):
@@ -248,6 +246,77 @@ def test_bad_input_is_rejected(tmp_path) -> None:
             store.put(("x" * 200,), "k", {"text": "x"})
     with pytest.raises(InvalidInputError):
         MnemosStore(str(tmp_path / "f.mem"), index={"dims": 0, "embed": DeterministicFakeEmbedding(size=4)})
+
+
+class ManualClock:
+    """A clock the test moves by hand (seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ttl_expiry_refresh_and_sweep(tmp_path) -> None:
+    clock = ManualClock()
+    with MnemosStore(str(tmp_path / "t.mem"), clock=clock,
+                     ttl={"default_ttl": 2, "refresh_on_read": True}) as store:
+        assert store.supports_ttl
+        store.put(("s",), "default", {"v": 1})                 # the config's 2 minutes
+        store.put(("s",), "short", {"v": 2}, ttl=1)
+        store.put(("s",), "forever", {"v": 3}, ttl=None)
+        store.put(("s",), "cleared", {"v": 4}, ttl=1)
+        store.put(("s",), "cleared", {"v": 5}, ttl=None)      # a put without TTL clears it
+        clock.now += 50
+        assert store.sweep_ttl() == 0
+        assert store.get(("s",), "short").value == {"v": 2}   # a read refreshes: 1 min from now
+        assert store.get(("s",), "default", refresh_ttl=False).value == {"v": 1}
+        clock.now += 50                                        # 100 s after the puts
+        assert store.sweep_ttl() == 0
+        clock.now += 15                                        # 115 s: "short" (read at 50 s) is due
+        assert store.sweep_ttl() == 1
+        assert store.get(("s",), "short") is None
+        assert store.get(("s",), "default", refresh_ttl=False).value == {"v": 1}
+        clock.now += 10                                        # 125 s: "default" (120 s) is due
+        assert store.sweep_ttl() == 1
+        assert store.get(("s",), "default") is None
+        assert [i.key for i in store.search(("s",))] == ["forever", "cleared"]
+        # searches refresh what they return; a deleted item takes its TTL record along
+        store.put(("s",), "seen", {"v": 6}, ttl=1)
+        store.put(("s",), "gone", {"v": 7}, ttl=1)
+        store.delete(("s",), "gone")
+        clock.now += 45
+        assert {i.key for i in store.search(("s",), filter={"v": 6})} == {"seen"}
+        clock.now += 45
+        assert store.sweep_ttl() == 0
+        assert store.store.namespace("lg.ttl:s").count() == 1  # only "seen" has a record
+        clock.now += 61
+        assert store.sweep_ttl() == 1
+        assert [i.key for i in store.search(("s",))] == ["forever", "cleared"]
+        assert store.list_namespaces() == [("s",)]  # TTL records are not a LangGraph namespace
+    with pytest.raises(InvalidInputError):
+        MnemosStore(str(tmp_path / "u.mem"), ttl={"omit_expired": True})
+    with pytest.raises(InvalidInputError):
+        MnemosStore(str(tmp_path / "u.mem"), ttl={"default_ttl": 0})
+
+
+def test_ttl_sweeper_thread(tmp_path) -> None:
+    import time
+    clock = ManualClock()
+    with MnemosStore(str(tmp_path / "w.mem"), clock=clock) as store:
+        store.put(("s",), "k", {"v": 1}, ttl=1)
+        clock.now += 61
+        fut = store.start_ttl_sweeper(sweep_interval_minutes=0.001)
+        assert store.start_ttl_sweeper(0.001) is fut  # one sweeper at a time
+        deadline = time.monotonic() + 60  # waits for the thread; asserts nothing about speed
+        while store.get(("s",), "k", refresh_ttl=False) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get(("s",), "k") is None
+        assert store.stop_ttl_sweeper(timeout=60) and fut.done() and fut.exception() is None
+    with MnemosStore(str(tmp_path / "w.mem"), clock=clock) as store:
+        store.start_ttl_sweeper(5)
+    assert store._sweeper is None  # close() stopped it
 
 
 def test_index_fields_per_put_and_multi_text(tmp_path) -> None:
