@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterable, Iterator, TextIO
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
                        "weight": S.from_f64(v)}
 
 
-def dump(engine: Any, out: TextIO, *, namespaces: list[str] | None = None, vectors: bool = False,
+def dump(engine: Any, out: IO[str], *, namespaces: list[str] | None = None, vectors: bool = False,
          progress: Progress | None = None) -> int:
     """Write the dump of one consistent snapshot to ``out``; returns the lines written."""
     n = 0
