@@ -700,10 +700,12 @@ class Mnemos(_Handle):
 
     @property
     def path(self) -> str:
+        """The store directory."""
         return self._engine.path
 
     @property
     def readonly(self) -> bool:
+        """Whether the store was opened read-only (writes raise ReadOnlyError)."""
         return self._engine.readonly
 
     @property
