@@ -339,28 +339,30 @@ class MemoryServer:
             raise ReadOnlyError(f"tool {name!r} writes, and this server is read-only (--readonly)")
         args = dict(arguments or {})
         self._validate(spec, args)
+        known = spec.input_schema["properties"]
+        args = {k: v for k, v in args.items() if k in known}  # as zod does: unknown keys dropped
         fn: Callable[..., tuple[Any, str | None]] = getattr(self, "t_" + spec.method)
         return fn(**args)
 
     # reference tools
 
-    def t_create_entities(self, entities: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_create_entities(self, entities: list[Any]) -> tuple[Any, str | None]:
         return {"entities": self.kg.create_entities(entities)}, None
 
-    def t_create_relations(self, relations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_create_relations(self, relations: list[Any]) -> tuple[Any, str | None]:
         return {"relations": self.kg.create_relations(relations)}, None
 
-    def t_add_observations(self, observations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_add_observations(self, observations: list[Any]) -> tuple[Any, str | None]:
         return {"results": self.kg.add_observations(observations)}, None
 
-    def t_delete_entities(self, entityNames: list[str], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_entities(self, entityNames: list[str]) -> tuple[Any, str | None]:
         r = self.kg.delete_entities(entityNames)
         msg = ("Entities deleted successfully" if not r["notFound"] else
                f"Deleted {len(r['deleted'])} of {len(entityNames)} entities. "
                f"Not found: {', '.join(r['notFound'])}")
         return {"success": True, "message": msg}, msg
 
-    def t_delete_observations(self, deletions: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_observations(self, deletions: list[Any]) -> tuple[Any, str | None]:
         r = self.kg.delete_observations(deletions)
         requested = sum(len(d.get("observations", [])) for d in deletions)
         msg = ("Observations deleted successfully" if r["deletedCount"] == requested else
@@ -368,13 +370,13 @@ class MemoryServer:
                + (f" Entities not found: {', '.join(r['missingEntities'])}" if r["missingEntities"] else ""))
         return {"success": True, "message": msg}, msg
 
-    def t_delete_relations(self, relations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_relations(self, relations: list[Any]) -> tuple[Any, str | None]:
         n = self.kg.delete_relations(relations)
         msg = ("Relations deleted successfully" if n == len(relations) else
                f"Deleted {n} of {len(relations)} relations. The rest matched nothing.")
         return {"success": True, "message": msg}, msg
 
-    def t_read_graph(self, offset: int = 0, limit: int = READ_GRAPH_LIMIT, **_: Any) -> tuple[Any, str | None]:
+    def t_read_graph(self, offset: int = 0, limit: int = READ_GRAPH_LIMIT) -> tuple[Any, str | None]:
         g = self.kg.read_graph(offset, limit)
         end = offset + len(g["entities"])
         if end < g["total"]:
@@ -383,10 +385,10 @@ class MemoryServer:
                          f"offset={end} for more")
         return g, None
 
-    def t_search_nodes(self, query: str, limit: int = 10, **_: Any) -> tuple[Any, str | None]:
+    def t_search_nodes(self, query: str, limit: int = 10) -> tuple[Any, str | None]:
         return self.kg.search_nodes(query, limit), None
 
-    def t_open_nodes(self, names: list[str], **_: Any) -> tuple[Any, str | None]:
+    def t_open_nodes(self, names: list[str]) -> tuple[Any, str | None]:
         return self.kg.open_nodes(names), None
 
     # mnemos tools
