@@ -259,8 +259,8 @@ TOOLS_BY_NAME = {t.name: t for t in TOOLS}
 # -- the tools, as plain Python ------------------------------------------------------
 
 def _jsonable(value: Any) -> Any:
-    from .cli import _jsonable as cli_jsonable
-    return json.loads(json.dumps(cli_jsonable(value), default=str))
+    from ._dump import to_json
+    return json.loads(json.dumps(to_json(value), default=str))
 
 
 def _time_arg(value: Any, what: str) -> Any:
