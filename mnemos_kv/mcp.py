@@ -207,7 +207,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                              + str(_TIME["description"])},
                    "recency": {"type": ["boolean", "string", "number"],
                                "description": "Favour recent memories: true, or a half-life such as "
-                                              "\"7d\" or seconds"},
+                                              "\"7 days\", \"12h\" or seconds"},
                    "use_graph": {"type": "boolean", "default": False,
                                  "description": "Also surface memories linked to the best hits"},
                    "types": {"type": "array", "items": {"type": "string",
@@ -261,18 +261,6 @@ TOOLS_BY_NAME = {t.name: t for t in TOOLS}
 def _jsonable(value: Any) -> Any:
     from ._dump import to_json
     return json.loads(json.dumps(to_json(value), default=str))
-
-
-def _time_arg(value: Any, what: str) -> Any:
-    """An ISO-8601 string -> datetime (naive = UTC); numbers pass through."""
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInputError(
-            f"{what} must be an ISO-8601 date/time or seconds since the epoch, got {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
 
 
 def memory_dict(m: "Memory") -> dict[str, Any]:
@@ -396,15 +384,15 @@ class MemoryServer:
     def t_remember(self, text: str, metadata: dict[str, Any] | None = None, type: str = "episodic",
                    key: str | None = None, timestamp: Any = None) -> tuple[Any, str | None]:
         mid = self.h.remember(text, metadata, type=type, key=key,
-                              timestamp=_time_arg(timestamp, "timestamp"))
+                              timestamp=timestamp)
         return {"id": mid}, f"remembered as memory {mid}"
 
     def t_ask(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None,
               since: Any = None, until: Any = None, recency: Any = False, use_graph: bool = False,
               types: list[str] | None = None, namespaces: list[str] | None = None,
               mode: str = "hybrid") -> tuple[Any, str | None]:
-        hits = self.h.ask(query, top_k, mode=mode, filter=filter, since=_time_arg(since, "since"),
-                          until=_time_arg(until, "until"), recency_bias=recency,
+        hits = self.h.ask(query, top_k, mode=mode, filter=filter, since=since, until=until,
+                          recency_bias=recency,
                           use_graph=use_graph, types=types,
                           namespaces=namespaces or [self.h.name, *self.read])
         return {"memories": [memory_dict(m) for m in hits]}, None
