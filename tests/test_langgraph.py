@@ -200,6 +200,22 @@ def Mnemos_name_ok(name: str) -> bool:  # noqa: N802
     return check_namespace(name) == name
 
 
+def test_prefixes_match_whole_labels(tmp_path) -> None:
+    nss = [("a",), ("ab",), ("a b",), ("a", "b"), ("a-",), ("a", "b", "c"), ("b", "a")]
+    with MnemosStore(str(tmp_path / "n.mem")) as store:
+        ref = InMemoryStore()
+        for s in (store, ref):
+            for i, ns in enumerate(nss):
+                s.put(ns, "k", {"i": i})
+        for prefix in [("a",), ("a", "b"), ("ab",), ("a b",), ("b",), ("c",), ()]:
+            got = [(i.namespace, i.value["i"]) for i in store.search(prefix, limit=100)]
+            assert sorted(got) == sorted((i.namespace, i.value["i"]) for i in ref.search(prefix, limit=100))
+            assert store.list_namespaces(prefix=prefix) == ref.list_namespaces(prefix=prefix)
+        assert store.list_namespaces(prefix=("a",)) == [("a",), ("a", "b"), ("a", "b", "c")]
+        assert store.list_namespaces(prefix=("*", "b")) == [("a", "b"), ("a", "b", "c")]
+        assert store.list_namespaces(suffix=("a",), max_depth=1) == [("a",), ("b",)]
+
+
 def test_items_persist_with_timestamps_and_other_namespaces_untouched(tmp_path) -> None:
     path = str(tmp_path / "s.mem")
     clock = Clock()
