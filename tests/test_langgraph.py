@@ -335,6 +335,25 @@ def test_ttl_sweeper_thread(tmp_path) -> None:
     assert store._sweeper is None  # close() stopped it
 
 
+def test_hybrid_mode_ranks_by_words(tmp_path) -> None:
+    def constant(texts: Any) -> list[list[float]]:  # equal vectors: only words tell items apart
+        return [[1.0, 0.0, 0.0, 0.0] for _ in texts]
+    index = {"dims": 4, "embed": constant, "fields": ["text"]}
+    items = {"k1": "red apples", "k2": "yellow bananas", "k3": "green grapes", "k4": "yellow lemons"}
+    with MnemosStore(str(tmp_path / "h.mem"), index=index, mode="hybrid") as store:
+        for k, t in items.items():
+            store.put(("f",), k, {"text": t})
+        assert sorted(h.key for h in store.search(("f",), query="yellow", limit=2)) == ["k2", "k4"]
+        # a plain function is recorded by its module and name
+        assert store.store.stats()["embedder"]["name"] == \
+            "langchain:test_langgraph.test_hybrid_mode_ranks_by_words.<locals>.constant"
+    with MnemosStore(str(tmp_path / "h.mem"), index=index, mode="vector") as store:
+        hits = store.search(("f",), query="yellow", limit=2)  # cosine 1.0 everywhere: ties by age
+        assert [(h.key, round(h.score, 6)) for h in hits] == [("k1", 1.0), ("k2", 1.0)]
+    with pytest.raises(InvalidInputError):
+        MnemosStore(str(tmp_path / "h.mem"), index=index, mode="lexical")
+
+
 def test_index_fields_per_put_and_multi_text(tmp_path) -> None:
     emb = DeterministicFakeEmbedding(size=DIMS)
     with MnemosStore(str(tmp_path / "i.mem"), index=_index(["text"])) as store:
