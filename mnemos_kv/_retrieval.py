@@ -125,6 +125,12 @@ def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
 
 #: How much of the best adjacent candidate's ``rel`` a candidate borrows (0 = off).
 NEIGHBOUR_WEIGHT: float = _fusion.NEIGHBOUR_WEIGHT
+#: Conversation structure: the turn right after a question borrows this share of the
+#: question's ``rel`` (when larger than its neighbour term); 0 = off. See _fusion.
+REPLY_WEIGHT: float = _fusion.REPLY_WEIGHT
+#: Lossless lexical matching: weight of the exact-word (surface) field next to the
+#: stem field in BM25; 0 = stems only.
+SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -172,6 +178,9 @@ class Query:
     accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
+    #: None: the module default at run time (REPLY_WEIGHT, SURFACE_WEIGHT, ...)
+    reply_weight: float | None = None
+    surface_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -279,10 +288,12 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     Indices are positions in the score arrays (ascending, unique); every other
     candidate has BM25 0. None when no candidate matches.
     """
-    terms = _lexical_index.query_terms(q.text)
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if not terms or q.vector_weight >= 1.0:
         return None
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
+                                                surface_weight=sw)
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -345,6 +356,11 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if q.neighbour_weight > 0 and selected > 1:
         nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
         nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+    reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
+    if reply_w > 0 and selected > 1:
+        reply = _reply_part(engine, snap, q, view, n, mask, rows, rel, closed, id_col, reply_w)
+        if reply is not None:
+            nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
     if nbr is None:
         pre = rel
     elif q.explain or q.use_graph:
@@ -420,6 +436,29 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                 "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
             }
         out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
+    return out
+
+
+def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderView, n: int,
+                mask: np.ndarray | None, rows: np.ndarray | None, rel: np.ndarray, closed: bool,
+                id_col: np.ndarray | None, weight: float) -> np.ndarray | None:
+    """``weight * rel(prev r)`` where the candidate before ``r`` asks a question, else 0.
+
+    The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
+    is one postings read plus two gathers.
+    """
+    qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
+    if not qids.size:
+        return None
+    _, slots = _slots_of(snap, qids.astype(np.int64), id_col)
+    if rows is not None:
+        pos = np.searchsorted(rows, slots)
+        pos_c = np.minimum(pos, rows.size - 1)
+        slots = pos[(pos < rows.size) & (rows[pos_c] == slots)]
+    asked = np.zeros(rel.shape[0], np.float32)
+    asked[slots] = rel[slots]
+    out = _timeorder.prev_values(view, q.ns_ids, n, mask, rows, asked, closed)
+    out *= np.float32(weight)
     return out
 
 
