@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import _fusion, _graph, _lexical_index, _timeorder
+from . import _fusion, _graph, _lexical_index, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -131,6 +131,16 @@ REPLY_WEIGHT: float = _fusion.REPLY_WEIGHT
 #: Lossless lexical matching: weight of the exact-word (surface) field next to the
 #: stem field in BM25; 0 = stems only.
 SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
+#: Temporal query understanding: a memory outside the window the query names keeps
+#: 1 - TEMPORAL_WEIGHT of its score (0 = off). The window is widened after its end by
+#: its own length (TEMPORAL_LAG = 1): what happens is often told a little later.
+TEMPORAL_WEIGHT: float = 0.5
+TEMPORAL_LAG: float = 1.0
+#: Multi-hop: a second round seeded by the best PRF_SEEDS candidates (pseudo-relevance
+#: feedback): the score-weighted centroid of their vectors is a second query, whose
+#: min-max cosine, times PRF_WEIGHT, is added (0 = off).
+PRF_WEIGHT: float = 0.2
+PRF_SEEDS: int = 5
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -149,7 +159,7 @@ DEFAULT_HALF_LIFE_S: float = 30 * 86_400.0
 TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
-EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "graph", "type", "recency")
+EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -181,6 +191,8 @@ class Query:
     #: None: the module default at run time (REPLY_WEIGHT, SURFACE_WEIGHT, ...)
     reply_weight: float | None = None
     surface_weight: float | None = None
+    #: anchor of relative dates in the query ("last week"), epoch microseconds
+    now_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -369,6 +381,10 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rel += nbr  # nothing reads rel again: save a pass and an allocation
         pre = rel
 
+    prf = _feedback_part(snap, pre, rows, valid) if PRF_WEIGHT > 0 and selected > PRF_SEEDS \
+        else None
+    if prf is not None:
+        pre = pre + prf if (q.explain or q.use_graph or pre is rel) else np.add(pre, prf, out=pre)
     graph = None
     if q.use_graph:
         graph = _graph_part(engine, snap, q, pre, rows, valid, mask)
@@ -383,6 +399,11 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     elif len(set(q.type_weights)) > 1:
         table = np.asarray(q.type_weights, dtype=np.float32)
         tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
+    window = tprior = None
+    if TEMPORAL_WEIGHT > 0 and q.now_us is not None:
+        window = _temporal.parse(q.text, q.now_us / 1e6)
+        if window is not None:
+            tprior = _time_prior(snap, rows, valid, window)
     if q.half_life_s is not None:
         ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
         newest = int(np.max(ts, where=valid, initial=np.iinfo(np.int64).min)) if valid is not None \
@@ -395,6 +416,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         final = final * (np.float32(tw) if isinstance(tw, float) else tw)
     if rec is not None:
         final = final * rec
+    if tprior is not None:
+        final = final * tprior
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
@@ -421,6 +444,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
             b = float(base[i])
             t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
             r = float(rec[i]) if rec is not None else 1.0
+            tp = float(tprior[i]) if tprior is not None else 1.0
             li = -1
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
@@ -429,14 +453,59 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                 "vector": float(vec[i]),
                 "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
+                "feedback": float(prf[i]) if prf is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
+                "time": b * t * r * (tp - 1.0),
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
             }
+            if window is not None:
+                parts["window_start"], parts["window_end"] = window.start, window.end
         out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
     return out
+
+
+def _feedback_part(snap: Snapshot, pre: np.ndarray, rows: np.ndarray | None,
+                   valid: np.ndarray | None) -> np.ndarray | None:
+    """Pseudo-relevance feedback: ``PRF_WEIGHT * minmax(cos(centroid, r))`` over the candidates.
+
+    The centroid is the ``pre``-weighted mean vector of the best PRF_SEEDS candidates:
+    a second query made of what the first round found, so memories that share the
+    hits' other words (or meaning, with a model) surface — the other hops.
+    """
+    ranked = pre if valid is None else np.where(valid, pre, np.float32(-np.inf))
+    seeds = order_top(ranked, rows, PRF_SEEDS)
+    seeds = seeds[ranked[seeds] > 0]
+    if seeds.size == 0:
+        return None
+    seed_slots = seeds if rows is None else rows[seeds]
+    centroid = pre[seeds].astype(np.float32) @ snap.matrix[seed_slots]
+    norm = float(np.linalg.norm(centroid))
+    if norm == 0:
+        return None
+    centroid /= np.float32(norm)
+    cos2 = snap.matrix @ centroid if rows is None else snap.matrix[rows] @ centroid
+    return _normalise(cos2, valid, PRF_WEIGHT)
+
+
+def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | None,
+                window: _temporal.TimeWindow) -> np.ndarray | None:
+    """Per candidate: 1 inside the (lag-widened) window, 1 - TEMPORAL_WEIGHT outside.
+
+    None when the window holds every candidate or none of them (then it cannot
+    reorder anything: a flat prior, never a hidden recency bias).
+    """
+    ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
+    lo = int(window.start * 1e6)
+    hi = int((window.end + TEMPORAL_LAG * (window.end - window.start)) * 1e6)
+    inside = (ts >= lo) & (ts < hi)
+    n_in = int(np.count_nonzero(inside, where=valid)) if valid is not None else int(inside.sum())
+    n_all = int(np.count_nonzero(valid)) if valid is not None else inside.size
+    if n_in == 0 or n_in == n_all:
+        return None
+    return np.where(inside, np.float32(1.0), np.float32(1.0 - TEMPORAL_WEIGHT))
 
 
 def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderView, n: int,

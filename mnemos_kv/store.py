@@ -304,7 +304,8 @@ class _Handle:
             recency_bias: bool | str | float | Any = False,
             types: str | Sequence[str] | Mapping[str, float] | None = None,
             since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
-            filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[Memory]:
+            filter: Mapping[str, Any] | None = None, explain: bool = False,
+            now: Any = None) -> list[Memory]:
         """The ``top_k`` memories most relevant to ``query``, best first.
 
         Hybrid ranking: vector similarity fused with BM25 over the stored words, plus
@@ -318,7 +319,9 @@ class _Handle:
         ``namespaces`` searches several namespaces at once (a handle may name only its
         own and those it was granted read access to). ``filter`` keeps memories whose
         metadata equals every given key/value. ``explain=True`` fills each
-        ``Memory.explain`` with the parts of its score.
+        ``Memory.explain`` with the parts of its score. Dates in the query ("in
+        October", "last week") favour memories of that time; ``now`` (default: the
+        store's clock) anchors the relative ones.
         """
         eng = self._engine
         eng.check_open()
@@ -335,6 +338,7 @@ class _Handle:
         until_us = to_us(until, "until") if until is not None else None
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
+        now_us = to_us(now if now is not None else eng.clock(), "now")
         names = self._search_names(namespaces)
         embedder = eng.require_embedder()
         qvec = embed_checked(embedder, [q])[0]
@@ -356,7 +360,7 @@ class _Handle:
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
                 accept=accept, explain=bool(explain),
-                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT)
+                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT, now_us=now_us)
             out = []
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)
