@@ -166,7 +166,8 @@ def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
                   k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
-                  surface_weight: float = SURFACE_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
+                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
@@ -174,6 +175,7 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     own average length); surface-field terms (``SURFACE_PREFIX``) count
     ``surface_weight`` times. ``ids`` may repeat (one entry per matching term, terms in
     the given order); summing by id gives the BM25 score. Empty when no term is indexed.
+    ``weights`` (one per term) scale each term's contribution (a weighted query).
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
@@ -186,7 +188,7 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     sizes: list[int] = []
     coefs: list[float] = []  # k1 * b / avgdl of the term's field
     with txn.cursor(db=env.db("postings")) as cur:
-        for term in terms:
+        for ti, term in enumerate(terms):
             surface = term.startswith(SURFACE_PREFIX)
             if surface and surface_weight <= 0:
                 continue
@@ -195,6 +197,8 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
             if not df:
                 continue
             idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
+            if weights is not None:
+                idf *= weights[ti]
             field_total = stotal if surface else total
             avgdl = field_total / n_docs if field_total > 0 else 1.0
             for p in per_ns:
@@ -206,8 +210,8 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
         return empty
     if len(lists) == 1:
         ids, tf, dl = lists[0]["id"], lists[0]["tf"], lists[0]["dl"]
-        idf_arr = np.float32(idfs[0])
-        coef = np.float32(coefs[0])
+        idf_arr: Any = np.float32(idfs[0])
+        coef: Any = np.float32(coefs[0])
     else:
         ids = np.concatenate([p["id"] for p in lists])
         tf = np.concatenate([p["tf"] for p in lists])

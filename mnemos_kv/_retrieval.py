@@ -137,10 +137,12 @@ SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
 TEMPORAL_WEIGHT: float = 0.5
 TEMPORAL_LAG: float = 1.0
 #: Multi-hop: a second round seeded by the best PRF_SEEDS candidates (pseudo-relevance
-#: feedback): the score-weighted centroid of their vectors is a second query, whose
-#: min-max cosine, times PRF_WEIGHT, is added (0 = off).
-PRF_WEIGHT: float = 0.2
+#: feedback, RM3-style): their PRF_TERMS most weighted new stems form a second query
+#: whose max-normalised BM25, times PRF_WEIGHT, is added. Off by default (0): it did
+#: not raise LoCoMo recall (bench/locomo_bench.py, docs/retrieval.md).
+PRF_WEIGHT: float = 0.0
 PRF_SEEDS: int = 5
+PRF_TERMS: int = 10
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -381,8 +383,9 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rel += nbr  # nothing reads rel again: save a pass and an allocation
         pre = rel
 
-    prf = _feedback_part(snap, pre, rows, valid) if PRF_WEIGHT > 0 and selected > PRF_SEEDS \
-        else None
+    prf = None
+    if PRF_WEIGHT > 0 and selected > PRF_SEEDS:
+        prf = _lexical_feedback(engine, snap, q, pre, rows, valid, mask, id_col)
     if prf is not None:
         pre = pre + prf if (q.explain or q.use_graph or pre is rel) else np.add(pre, prf, out=pre)
     graph = None
@@ -467,27 +470,62 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     return out
 
 
-def _feedback_part(snap: Snapshot, pre: np.ndarray, rows: np.ndarray | None,
-                   valid: np.ndarray | None) -> np.ndarray | None:
-    """Pseudo-relevance feedback: ``PRF_WEIGHT * minmax(cos(centroid, r))`` over the candidates.
+def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
+                      rows: np.ndarray | None, valid: np.ndarray | None, mask: np.ndarray | None,
+                      id_col: np.ndarray | None) -> np.ndarray | None:
+    """RM3-style feedback: BM25 of the best PRF_TERMS new stems of the best PRF_SEEDS hits.
 
-    The centroid is the ``pre``-weighted mean vector of the best PRF_SEEDS candidates:
-    a second query made of what the first round found, so memories that share the
-    hits' other words (or meaning, with a model) surface — the other hops.
+    A seed's terms count by its score above the candidates' lowest score (a share
+    every candidate has, like a flat vector part, says nothing about the seed) and
+    by their frequency in it; the query's own stems are left out.
     """
+    from . import _lexical
     ranked = pre if valid is None else np.where(valid, pre, np.float32(-np.inf))
+    floor = float(np.min(pre, where=valid, initial=np.inf)) if valid is not None else float(pre.min())
     seeds = order_top(ranked, rows, PRF_SEEDS)
-    seeds = seeds[ranked[seeds] > 0]
+    seeds = seeds[ranked[seeds] > floor]
     if seeds.size == 0:
         return None
     seed_slots = seeds if rows is None else rows[seeds]
-    centroid = pre[seeds].astype(np.float32) @ snap.matrix[seed_slots]
-    norm = float(np.linalg.norm(centroid))
-    if norm == 0:
+    ids_col = snap.slots["id"]
+    qterms = set(_lexical_index.query_terms(q.text, surface=False))
+    weight: dict[bytes, float] = {}
+    lift = pre[seeds].astype(np.float64) - floor
+    total = float(lift.sum())
+    for slot, sc in zip(seed_slots.tolist(), lift.tolist()):
+        rec = engine.record(snap.txn, int(ids_col[slot]))
+        if rec is None:
+            continue
+        toks = _lexical.tokenize(rec.text)
+        if not toks:
+            continue
+        share = sc / total / len(toks)
+        for t in toks:
+            key = t.encode("utf-8")
+            if key not in qterms:
+                weight[key] = weight.get(key, 0.0) + share
+    if not weight:
         return None
-    centroid /= np.float32(norm)
-    cos2 = snap.matrix @ centroid if rows is None else snap.matrix[rows] @ centroid
-    return _normalise(cos2, valid, PRF_WEIGHT)
+    best = sorted(weight, key=lambda t: (-weight[t], t))[:PRF_TERMS]
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, best,
+                                                weights=[weight[t] for t in best])
+    if not ids.size:
+        return None
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return None
+    size = pre.shape[0]
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    dense = np.bincount(idx, weights=contrib, minlength=size).astype(np.float32)
+    hi = float(dense.max())
+    if hi <= 0:
+        return None
+    dense *= np.float32(PRF_WEIGHT / hi)
+    return dense
 
 
 def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | None,
@@ -501,7 +539,7 @@ def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | Non
     lo = int(window.start * 1e6)
     hi = int((window.end + TEMPORAL_LAG * (window.end - window.start)) * 1e6)
     inside = (ts >= lo) & (ts < hi)
-    n_in = int(np.count_nonzero(inside, where=valid)) if valid is not None else int(inside.sum())
+    n_in = int(np.count_nonzero(inside & valid)) if valid is not None else int(inside.sum())
     n_all = int(np.count_nonzero(valid)) if valid is not None else inside.size
     if n_in == 0 or n_in == n_all:
         return None

@@ -69,7 +69,7 @@ _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("my", re.compile(r"\b" + _MON + r"\s*,?\s*" + _YEAR + r"\b")),
     ("iso_month", re.compile(r"\b(?P<year>\d{4})-(?P<month>\d{2})\b")),
     ("bare_month", re.compile(
-        r"\b(?P<prep>in|during|since|until|till|by|before|after|of|early|late|mid|last|this|next"
+        r"\b(?P<prep>in|during|since|until|till|by|before|after|of|early|late|mid|last|this|next|between"
         r"|through|throughout|from)\s+(?:the\s+month\s+of\s+)?" + _FULLMON + r"\b")),
     ("year", re.compile(
         r"\b(?:in|during|since|of|by|before|after|until|till|from|throughout)\s+"
@@ -86,7 +86,10 @@ _RELATIVE: list[tuple[str, re.Pattern[str]]] = [
     ("word", re.compile(r"\b(?P<word>today|tonight|yesterday|tomorrow|recently)\b")),
 ]
 
-DAY_S = 86_400.0
+# a cheap first test: a query without any of these holds no time expression
+_MAYBE = re.compile(r"\d|today|tonight|yesterday|tomorrow|recent|week|month|year|day|"
+                    + "|".join(m for m in _MONTHS if len(m) > 3) + r"|jan|feb|mar|apr|jun|jul|aug"
+                    r"|sep|oct|nov|dec")
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ def parse(text: str, now: float) -> TimeWindow | None:
     if not text:
         return None
     low = text.casefold()
+    if _MAYBE.search(low) is None:
+        return None
     today = datetime.fromtimestamp(now, tz=timezone.utc).date()
     taken = [False] * len(low)
     spans: list[tuple[date, date]] = []

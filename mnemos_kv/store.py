@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _records as R
 from . import _retrieval
+from . import rerank as _rerank
 from ._engine import DEFAULT_NS, Engine, Snapshot
 from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
@@ -305,7 +306,7 @@ class _Handle:
             types: str | Sequence[str] | Mapping[str, float] | None = None,
             since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
             filter: Mapping[str, Any] | None = None, explain: bool = False,
-            now: Any = None) -> list[Memory]:
+            now: Any = None, rerank: Any = None) -> list[Memory]:
         """The ``top_k`` memories most relevant to ``query``, best first.
 
         Hybrid ranking: vector similarity fused with BM25 over the stored words, plus
@@ -321,7 +322,9 @@ class _Handle:
         metadata equals every given key/value. ``explain=True`` fills each
         ``Memory.explain`` with the parts of its score. Dates in the query ("in
         October", "last week") favour memories of that time; ``now`` (default: the
-        store's clock) anchors the relative ones.
+        store's clock) anchors the relative ones. ``rerank``: a callable
+        ``(query, texts) -> scores`` (or e.g. ``rerank.CrossEncoderReranker``) that
+        reorders the best candidates; ``Memory.score`` is then its score.
         """
         eng = self._engine
         eng.check_open()
@@ -339,6 +342,8 @@ class _Handle:
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
         now_us = to_us(now if now is not None else eng.clock(), "now")
+        if rerank is not None:
+            _rerank.check(rerank)
         names = self._search_names(namespaces)
         embedder = eng.require_embedder()
         qvec = embed_checked(embedder, [q])[0]
@@ -355,7 +360,8 @@ class _Handle:
                         k in rec.metadata and rec.metadata[k] == v for k, v in want.items())
                 accept = _matches
             plan = _retrieval.Query(
-                text=q, vector=qvec, ns_ids=nids, top_k=k,
+                text=q, vector=qvec, ns_ids=nids,
+                top_k=k if rerank is None else _rerank.candidates(k),
                 vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name),
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
@@ -366,7 +372,7 @@ class _Handle:
                 rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
                     out.append(self._memory(snap, rec, hit.score, hit.parts))
-            return out
+        return out if rerank is None else _rerank.apply(rerank, q, out, k)
 
     def graph(self, namespace: str | Sequence[str] | None = None) -> Any:
         """A ``networkx.MultiDiGraph`` of the memories and edges of a namespace.
