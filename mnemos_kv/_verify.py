@@ -7,6 +7,7 @@ Every mismatch becomes one line in the report; nothing is repaired.
 from __future__ import annotations
 
 import os
+import zlib
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,8 +150,12 @@ def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
             for slot in bad[:20].tolist():
                 rep.add(f"slot {slot}: vector norm {norms[np.searchsorted(live_rows, slot)]:.4f}, expected 1")
         ids = slots["id"]
-        if st.n_slots > 1 and not bool(np.all(np.diff(ids) > 0)):
+        if st.n_slots > 1 and not st.unsorted and not bool(np.all(np.diff(ids) > 0)):
             rep.add("slot ids are not strictly increasing")
+        if st.unsorted:  # updates append newer slots of older ids: live ids stay unique
+            live_ids = ids[live]
+            if np.unique(live_ids).size != live_ids.size:
+                rep.add("two live slots hold the same id")
         # -- capacity: pins, byte counters, limits ----------------------------------------------
         from ._capacity import verify as verify_capacity
         verify_capacity(engine, snap, rep)
@@ -190,22 +195,38 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> Non
     from ._log import FILE_HEADER
     last = log.base_seq
     n = 0
-    slot_of_id = snap.slots["id"]
+    # Every mem/update op of this segment took the next slot of the generation, so
+    # its k-th one is slot n_slots - (count) + k: each logged vector is checked
+    # against its own row (live or dead), after the pass has counted them.
+    logged: list[tuple[int, int, int]] = []  # (id, crc32 of the vector, seq)
     try:
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
             last = seq
             if deep:
                 op = R.decode(payload, "log frame")
-                if op.get("op") == "mem":
-                    mid = int(op["id"])
-                    i = int(np.searchsorted(slot_of_id, mid))
-                    if i < st.n_slots and int(slot_of_id[i]) == mid and snap.live_mask()[i]:
-                        if snap.matrix[i].tobytes() != op["vec"]:
-                            rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
+                if op.get("op") in ("mem", "update"):
+                    logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq))
     except CorruptionError as exc:
         rep.add(str(exc))
         return
+    if deep and logged:
+        start = st.n_slots - len(logged)
+        if start < 0:
+            rep.add(f"log holds {len(logged)} new vectors, the generation only {st.n_slots} slots")
+        else:
+            bad = 0
+            for k, (mid, crc, seq) in enumerate(logged):
+                slot = start + k
+                if int(snap.slots["id"][slot]) != mid:
+                    rep.add(f"slot {slot} holds id {int(snap.slots['id'][slot])}, its log frame "
+                            f"(seq {seq}) wrote id {mid}")
+                    bad += 1
+                elif zlib.crc32(snap.matrix[slot].tobytes()) != crc:
+                    rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
+                    bad += 1
+                if bad >= 20:
+                    break
     if n and last != st.seq:
         rep.add(f"log ends at seq {last}, the store committed seq {st.seq}")
     rep.checked["log_frames"] = n
