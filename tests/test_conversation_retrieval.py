@@ -82,6 +82,22 @@ def test_question_marker_is_indexed_and_removed(db: Mnemos) -> None:
         assert _lexical_index.question_ids(snap.txn, db._engine.env, [nid]).size == 0
 
 
+def test_update_keeps_the_question_marker_and_word_field_in_step(db: Mnemos) -> None:
+    a = db.remember("Is the paint dry?")
+    db.remember("Yes it is.")
+    env = db._engine.env
+    db.update(a, text="The paint is dry now.")
+    with db._engine.snapshot() as snap:
+        assert _lexical_index.question_ids(snap.txn, env, [0]).size == 0
+        ids, _ = _lexical_index.bm25_postings(snap.txn, env, [0], [b"\x01now"])
+        assert ids.tolist() == [a]
+    b = db.upsert("k", "Who painted it?")
+    with db._engine.snapshot() as snap:
+        assert _lexical_index.question_ids(snap.txn, env, [0]).tolist() == [b]
+        # stems: paint dry | - | paint; words: paint dry now | yes | who painted
+        assert _lexical_index.stats(snap.txn, env, [0]) == (3, 3, 6)
+
+
 def test_old_index_version_is_rebuilt_with_both_fields(store_path) -> None:
     with Mnemos.open(store_path) as s:
         a = s.remember("Are the paintings dry?")
