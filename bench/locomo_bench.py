@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{n_q} questions with evidence; ask(top_k={TOP}) per question in its conversation's "
              "namespace."]
     results: dict[str, dict[str, dict[str, float]]] = {}
+    ranked: dict[str, list[list[list[str]]]] = {}  # rows shown per conversation too
     root = tempfile.mkdtemp(prefix="mnemos-locomo-")
     try:
         ref = ranks_by_bm25s(convs)
@@ -400,17 +401,19 @@ def main(argv: list[str] | None = None) -> int:
             results["BM25 (mnemos postings, stems + surface)"] = evaluate(
                 convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
         with settings(**OFF_ALL):
-            results["ask v0.1 (all below off)"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+            ranked["ask v0.1 (all below off)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results["ask v0.1 (all below off)"] = evaluate(convs, ranked["ask v0.1 (all below off)"])
             p50_old, _ = ask_latency(hpath, HashingEmbedder(), convs)
         for mech in MECHANISMS:
             with settings(**only(mech)):
-                results[f"ask v0.1 + {mech} only"] = evaluate(
-                    convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+                results[f"ask v0.1 + {mech} only"] = evaluate(convs, ranked[f"ask v0.1 + {mech} only"])
         for mech in MECHANISMS:
             label, flip = toggled(mech)
             with settings(**flip):
                 results[label] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
-        results["ask default (no model)"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+        ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+        results["ask default (no model)"] = evaluate(convs, ranked["ask default (no model)"])
         p50, p90 = ask_latency(hpath, HashingEmbedder(), convs)
         lines.append(f"ask(top_k=10) latency, default: p50 {p50:.3f} ms, p90 {p90:.3f} ms "
                      f"(v0.1 settings in the same run: p50 {p50_old:.3f} ms; embed + rank + records, "
@@ -435,6 +438,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     report(results, lines)
+    if ranked:
+        lines.append("\nrecall@10 per conversation (does a mechanism's gain hold in each one?):\n")
+        names = list(ranked)
+        lines.append("| conversation | questions | " + " | ".join(names) + " |")
+        lines.append("|---|---|" + "---|" * len(names))
+        for i, c in enumerate(convs):
+            vals = [evaluate([c], [ranked[n][i]])["all"]["R@10"] for n in names]
+            lines.append(f"| {c.sample_id} | {len(c.questions)} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     baselines = [b for b in (BASELINE, STRONG, "BM25 (mnemos postings, stems)") if b in results]
     lines.append("\nworst per-category recall@10 difference against each BM25 (negative = loss):\n")
     for name in [n for n in results if n.startswith("ask") and " - " not in n and " + " not in n]:

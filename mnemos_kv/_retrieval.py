@@ -1,15 +1,21 @@
-"""The query planner: candidates, vector + lexical fusion, neighbours, graph, types, recency.
+"""The query planner: candidates, vector + lexical fusion, neighbours and replies, feedback,
+graph, types, recency, dates in the question.
 
 For one ``ask`` over one snapshot (see docs/retrieval.md for the full story)::
 
     candidates  live slots of the asked namespaces, minus the type / time filters
     V(r)        min-max normalised cosine over the candidates
-    L(r)        min-max normalised BM25 (postings in LMDB, see _lexical_index)
+    L(r)        min-max normalised BM25 of the stem field + SURFACE_WEIGHT * the word
+                field (postings in LMDB, see _lexical_index)
     rel(r)      = w_vec * V(r) + (1 - w_vec) * L(r)
-    nbr(r)      = NEIGHBOUR_WEIGHT * max(rel(prev r), rel(next r))   adjacent candidates
-                  of the same namespace in (timestamp, id) order
+    nbr(r)      = max(NEIGHBOUR_WEIGHT * max(rel(prev r), rel(next r)),
+                      REPLY_WEIGHT * rel(prev r) if prev r asks a question)
+                  prev/next: adjacent candidates of the same namespace, (timestamp, id) order
+    fb(r)       feedback round from the best hits' words (PRF_WEIGHT, off by default)
     graph(r)    activation spread from the best hits through edges (use_graph=True)
-    score(r)    = (rel + nbr + graph)(r) * type_weight(r) * recency(r)
+    score(r)    = (rel + nbr + fb + graph)(r) * type_weight(r) * recency(r) * time(r)
+    time(r)     1 inside the window a date in the query names (_temporal), else
+                1 - TEMPORAL_WEIGHT
 
 Everything is vectorised over the candidate rows (dense over all slots when most of
 them are candidates, gathered otherwise); ties are broken by slot (= id) order, so
