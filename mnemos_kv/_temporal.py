@@ -260,8 +260,16 @@ def _relative(kind: str, m: re.Match[str], today: date) -> tuple[date, date] | N
 def parse(text: str, now: float) -> TimeWindow | None:
     """The time window named by the expressions in ``text`` (see the module doc), or None.
 
-    ``now``: epoch seconds, the anchor of relative expressions (its UTC day).
+    ``now``: epoch seconds, the anchor of relative expressions (its UTC day). Never
+    raises on any text or anchor: what leaves the calendar (year 0 or 10000) is no window.
     """
+    try:
+        return _parse(text, now)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _parse(text: str, now: float) -> TimeWindow | None:
     if not text:
         return None
     low = text.casefold()

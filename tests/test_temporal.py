@@ -94,3 +94,28 @@ def test_deterministic_and_independent_of_the_time_of_day() -> None:
     a = _temporal.parse(q, NOW)
     b = _temporal.parse(q, d(2023, 10, 18) + 1)  # same UTC day, other hour
     assert a == b == _temporal.parse(q, NOW)
+
+
+def test_edges_of_the_calendar_give_no_window_instead_of_an_error() -> None:
+    far_past = dt.datetime(1, 1, 3, tzinfo=UTC).timestamp()
+    far_future = dt.datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+    assert _temporal.parse("what happened 900 years ago", far_past) is None
+    assert _temporal.parse("plans for next year", far_future) is None
+    assert _temporal.parse("yesterday", 1e30) is None
+
+
+def test_random_text_never_raises() -> None:
+    hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
+    st = hypothesis.strategies
+    words = st.sampled_from(["in", "on", "last", "next", "the", "before", "after", "ago", "week",
+                             "weekend", "month", "year", "days", "May", "October", "13", "2023",
+                             "1/2/2023", "99/99/9999", "Friday", "yesterday", "two", "0", "31",
+                             "February", "30,", "9999", "0001", "-", "of", "recently"])
+
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True)
+    @hypothesis.given(st.lists(words, max_size=8), st.floats(-6e10, 2.5e11))
+    def check(parts: list[str], now: float) -> None:
+        w = _temporal.parse(" ".join(parts), now)
+        assert w is None or w.start < w.end
+
+    check()
