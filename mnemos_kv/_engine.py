@@ -12,6 +12,8 @@ sequence) and look only at the rows and liveness that snapshot implies.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import threading
 import weakref
@@ -30,6 +32,8 @@ from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
                      ReadOnlyError, StoreError)
+
+logger = logging.getLogger("mnemos_kv")
 
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
@@ -167,7 +171,12 @@ class Engine:
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             st = self._open_files()
             self._vsync_check = not readonly
+            logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
+                      "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
+                logger.info("%s: recovering on open (log %d bytes, committed %d; vector files "
+                         "synced to seq %d of %d)", self.path, self.log.size(), st.log_end,
+                         st.vsync_seq, st.seq)
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
                 # the vector rows written since the last file sync from the log
                 self.write([])
@@ -457,6 +466,8 @@ class Engine:
                 self.log.truncate(holder["log_end"])
 
         results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: committed %d requests", self.path, len(requests))
         evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
         if evicted and self.on_evict is not None:
             _capacity.notify(self.on_evict, evicted)
@@ -525,6 +536,9 @@ class Engine:
                 for slot in on_disk.tolist() + [r[0] for r in rows if int(r[2][3]) == nid]:
                     if slot not in dead:
                         dead[slot] = seq
+        logger.info("%s: re-applying log frames after seq %d to the vector files (%d rows, %d "
+                 "dead marks) after an unclean shutdown", self.path, st.vsync_seq, len(rows),
+                 len(dead))
         # Readers in other processes may be reading these rows: write each row whole,
         # with its final dead mark, and only when it differs (after a clean shutdown
         # nothing differs and nothing is written).
@@ -552,6 +566,8 @@ class Engine:
             raise CorruptionError(
                 f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
                 "the log was truncated outside mnemos-kv")
+        logger.info("%s: dropping %d uncommitted log bytes after seq %d (a writer died before "
+                 "its commit)", self.log.path, size - st.log_end, st.seq)
         _, slots = self.vectors.ensure(st.gen, st.n_slots)
         # dead marks set by the uncommitted ops (forget, evict, update, drop) carry a seq
         # beyond the committed one: undo them all at once
@@ -808,6 +824,7 @@ class Engine:
         self.vectors.close()
         self.log.close()
         S.release(self.env)
+        logger.debug("%s: closed", self.path)
 
 
 __all__ = ["Engine", "State", "Snapshot", "Ref", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]
