@@ -249,6 +249,11 @@ def test_open_nodes_with_incoming_and_outgoing_relations(s: Session) -> None:
     assert out["entities"] == [ent("A", obs=["a"])]
     assert sorted((r["from"], r["to"]) for r in out["relations"]) == [("A", "B"), ("C", "A")]
     assert s.ok("open_nodes", {"names": []}) == {"entities": [], "relations": []}
+    # a relation may be called like the observation edge: it is still a relation
+    s.ok("create_relations", {"relations": [rel("B", "C", "has_observation")]})
+    assert rel("B", "C", "has_observation") in s.ok("open_nodes", {"names": ["B"]})["relations"]
+    assert ("B", "C", "has_observation") in graph_of(s)["relations"]
+    assert graph_of(s)["entities"]["B"] == ("person", [])
 
 
 def test_parallel_calls_in_one_session_are_each_whole(s: Session, db: Mnemos) -> None:
