@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -97,19 +97,6 @@ def _tie_rows(snap: Snapshot, rows: np.ndarray | None) -> np.ndarray | None:
         return rows
     col = snap.slots["id"][: snap.state.n_slots]
     return np.asarray(col if rows is None else col[rows], dtype=np.int64)
-
-
-def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
-    """Indices into ``scores`` in rank order; the first ``first`` cheaply, then the rest."""
-    top = order_top(scores, rows, first)
-    yield from top.tolist()
-    if top.size == first and top.size < scores.size:
-        rest = scores > -np.inf
-        rest[top] = False
-        idx = np.flatnonzero(rest)
-        tie = idx if rows is None else rows[idx]
-        order = np.lexsort((tie, -scores[idx].astype(np.float64)))
-        yield from idx[order].tolist()
 
 
 def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
@@ -202,7 +189,6 @@ class Query:
     type_weights: tuple[float, ...] = tuple(TYPE_WEIGHTS.values())
     since_us: int | None = None
     until_us: int | None = None
-    accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
     #: slots a metadata filter allows, within the live slots of ``ns_ids`` (see
@@ -392,17 +378,6 @@ def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
     return mask, int(np.count_nonzero(mask)), ns_total
 
 
-def _accepted(order: Iterable[int], slot_of: Callable[[int], int], q: Query) -> list[int]:
-    """The first ``q.top_k`` of ``order`` that ``q.accept`` takes (all when it is None)."""
-    picked: list[int] = []
-    for i in order:
-        if q.accept is None or q.accept(slot_of(i)):
-            picked.append(i)
-            if len(picked) >= q.top_k:
-                break
-    return picked
-
-
 def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """``mode="vector"``: the candidates in pure cosine order; the score is the cosine."""
     n = snap.state.n_slots
@@ -420,12 +395,7 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rows = np.flatnonzero(mask)
         cos = snap.matrix[rows] @ q.vector
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    tie = _tie_rows(snap, rows)
-    if q.accept is None:
-        picked = order_top(cos, tie, q.top_k).tolist()
-    else:
-        ranked = (i for i in iter_ranked(cos, tie, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
-        picked = _accepted(ranked, slot_of, q)
+    picked = order_top(cos, _tie_rows(snap, rows), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -459,11 +429,7 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
-    tie = _tie_rows(snap, uniq)
-    if q.accept is None:
-        picked = order_top(sums, tie, q.top_k).tolist()
-    else:
-        picked = _accepted(iter_ranked(sums, tie, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+    picked = order_top(sums, _tie_rows(snap, uniq), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -566,18 +532,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         final[~valid] = -np.inf
 
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    tie = _tie_rows(snap, rows)
-    picked: list[int] = []
-    if q.accept is None:
-        picked = order_top(final, tie, q.top_k).tolist()
-    else:
-        for i in iter_ranked(final, tie, max(4 * q.top_k, 32)):
-            if final[i] == -np.inf:
-                break
-            if q.accept(slot_of(i)):
-                picked.append(i)
-                if len(picked) >= q.top_k:
-                    break
+    picked = order_top(final, _tie_rows(snap, rows), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
