@@ -470,12 +470,14 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rel[lexical[0]] += lexical[2]
 
     nbr = None
-    if q.neighbour_weight > 0 and selected > 1:
-        nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
-        nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
     reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
-    if reply_w > 0 and selected > 1:
-        reply = _reply_part(engine, snap, q, view, n, mask, rows, rel, closed, id_col, reply_w)
+    links = _timeorder.chain(view, q.ns_ids, n, mask, rows, closed) \
+        if selected > 1 and (q.neighbour_weight > 0 or reply_w > 0) else None
+    if q.neighbour_weight > 0 and links is not None:
+        nbr = _timeorder.best_of(links, rel)
+        nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+    if reply_w > 0 and links is not None:
+        reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w)
         if reply is not None:
             nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
     if nbr is None:
@@ -639,13 +641,13 @@ def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | Non
     return np.where(inside, np.float32(1.0), np.float32(1.0 - TEMPORAL_WEIGHT))
 
 
-def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderView, n: int,
-                mask: np.ndarray | None, rows: np.ndarray | None, rel: np.ndarray, closed: bool,
-                id_col: np.ndarray | None, weight: float) -> np.ndarray | None:
+def _reply_part(engine: Any, snap: Snapshot, q: Query, links: tuple[np.ndarray, np.ndarray],
+                rows: np.ndarray | None, rel: np.ndarray, id_col: np.ndarray | None,
+                weight: float) -> np.ndarray | None:
     """``weight * rel(prev r)`` where the candidate before ``r`` asks a question, else 0.
 
     The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
-    is one postings read plus two gathers.
+    is one postings read plus two gathers over the candidates' chain (``links``).
     """
     qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
     if not qids.size:
@@ -657,7 +659,7 @@ def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderVie
         slots = pos[(pos < rows.size) & (rows[pos_c] == slots)]
     asked = np.zeros(rel.shape[0], np.float32)
     asked[slots] = rel[slots]
-    out = _timeorder.prev_values(view, q.ns_ids, n, mask, rows, asked, closed)
+    out = _timeorder.prev_of(links, asked)
     out *= np.float32(weight)
     return out
 
