@@ -22,14 +22,14 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _lexical_index, _openlock
+from . import _capacity, _lexical_index, _lmdbcheck, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
 from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
-                     FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
-                     ReadOnlyError, StoreError)
+                     FormatVersionError, InvalidInputError, MemoryNotFoundError,
+                     NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
 
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
@@ -120,6 +120,46 @@ def _closed_when_dropped(log: LogFile) -> LogFile:
     return log
 
 
+def history_files(root: str) -> list[str]:
+    """Files of ``root`` that hold store history: a base snapshot, or a log with frames.
+
+    (A log holding only its header is what a creator that died before its first commit
+    leaves: nothing to lose.)
+    """
+    out = []
+    for name in sorted(os.listdir(root)):
+        full = os.path.join(root, name)
+        if name.startswith("base.") and name.endswith(".msnap"):
+            out.append(full)
+        elif name.startswith("log.") and name.endswith(".mlog"):
+            try:
+                if os.path.getsize(full) > FILE_HEADER:
+                    out.append(full)
+            except OSError:
+                pass
+    return out
+
+
+def _lmdb_usable(root: str) -> bool:
+    """False when data.mdb is missing or empty (LMDB would make a new, empty one)."""
+    try:
+        return os.path.getsize(os.path.join(root, "data.mdb")) > 0
+    except OSError:
+        return False
+
+
+def path_error(path: str, exc: OSError) -> StoreError:
+    """An OSError about the store directory itself, as a StoreError naming the path."""
+    import errno as _errno
+    why = {_errno.ENOTDIR: "a part of the path is a file, not a directory",
+           _errno.EACCES: "permission denied", _errno.EPERM: "permission denied",
+           _errno.EROFS: "the file system is read-only",
+           _errno.ENAMETOOLONG: "the path is too long",
+           _errno.ENOENT: "a parent directory does not exist"}.get(exc.errno or 0, exc.strerror)
+    cls = NotAStoreError if exc.errno in (_errno.ENOTDIR, _errno.ENOENT) else StoreError
+    return cls(f"cannot use {path!r} as a store: {why} ({type(exc).__name__}: {exc})")
+
+
 class Engine:
     """The store internals shared by the ``Mnemos`` facade and its namespace handles."""
 
@@ -147,7 +187,12 @@ class Engine:
             if not readonly:  # after every check of the open: a refused open writes nothing
                 _lexical_index.ensure_built(self.env)  # stores from before the lexical index
             self.vectors = VectorFiles(self.path, self.dim, readonly)
-            st = self._open_files()
+            try:
+                st = self._open_files()
+            except NeedsRecoveryError:
+                raise
+            except CorruptionError as exc:
+                raise NeedsRecoveryError(f"{exc}; nothing was changed. {self.recover_hint()}") from exc
             self._vsync_check = not readonly
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
@@ -183,20 +228,38 @@ class Engine:
         raise AssertionError("unreachable")
 
     def _check_path(self) -> None:
+        """Refuse what is not a store, and a store whose LMDB file is lost or damaged,
+        before LMDB opens (and would either recreate or map) ``data.mdb``."""
         p = self.path
-        if os.path.exists(p):
-            if not os.path.isdir(p):
-                raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
-            entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
-            if "data.mdb" not in entries and entries:
-                raise NotAStoreError(
-                    f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
-            if "data.mdb" not in entries and self.readonly:
-                raise NotAStoreError(f"{p!r} holds no store; cannot create one read-only")
-        else:
-            if self.readonly:
-                raise NotAStoreError(f"{p!r} does not exist; cannot create a store read-only")
-            os.makedirs(p, exist_ok=True)
+        try:
+            if os.path.exists(p):
+                if not os.path.isdir(p):
+                    raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
+                entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
+                if history_files(p) and not _lmdb_usable(p):
+                    raise NeedsRecoveryError(
+                        f"{p!r}: data.mdb is {'missing' if 'data.mdb' not in entries else 'empty'}"
+                        f" but the replay log holds the store's history; nothing was changed. "
+                        f"Rebuild it with Mnemos.recover({p!r}) or `mnemos-kv recover {p}`")
+                if "data.mdb" not in entries and entries:
+                    raise NotAStoreError(
+                        f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
+                if "data.mdb" not in entries and self.readonly:
+                    raise NotAStoreError(f"{p!r} holds no store; cannot create one read-only")
+                if "data.mdb" in entries and os.path.getsize(os.path.join(p, "data.mdb")):
+                    try:
+                        _lmdbcheck.check_meta(os.path.join(p, "data.mdb"))
+                    except CorruptionError as exc:
+                        raise NeedsRecoveryError(
+                            f"{exc}; LMDB cannot open it safely and nothing was changed. Rebuild "
+                            f"the store with Mnemos.recover({p!r}) or `mnemos-kv recover {p}`"
+                        ) from exc
+            else:
+                if self.readonly:
+                    raise NotAStoreError(f"{p!r} does not exist; cannot create a store read-only")
+                os.makedirs(p, exist_ok=True)
+        except OSError as exc:
+            raise path_error(p, exc) from exc
 
     def _load_or_create(self, embedder: Any) -> dict[str, Any]:
         if self.env.has_db("meta"):
@@ -205,6 +268,8 @@ class Engine:
         else:
             raw = None
         if raw is None:
+            if history_files(self.path):
+                raise self._lost_lmdb()
             if self.readonly or not self.env.has_db("meta"):
                 raise NotAStoreError(f"{self.path!r} holds no initialised mnemos-kv store")
             return self._create(embedder)
@@ -226,6 +291,8 @@ class Engine:
             meta = self.env.db("meta")
             if txn.get(b"format", db=meta) is not None:  # another process won the race
                 return
+            if history_files(self.path):  # under the writer lock: no creator is racing us
+                raise self._lost_lmdb()
             # The files are made under the writer lock: a process racing to create
             # the same store waits here, then finds the format record and keeps them.
             VectorFiles.create(self.path, int(embedder.dim), st.gen)
@@ -240,6 +307,17 @@ class Engine:
         self.env.write(body)
         with self.env.read() as txn:
             return R.decode(txn.get(b"format", db=self.env.db("meta")), "store format")
+
+    def recover_hint(self) -> str:
+        return (f"Rebuild the store from its log with Mnemos.recover({self.path!r}) or "
+                f"`mnemos-kv recover {self.path}`")
+
+    def _lost_lmdb(self) -> NeedsRecoveryError:
+        p = self.path
+        return NeedsRecoveryError(
+            f"{p!r}: data.mdb holds no store, but the replay log holds the store's history "
+            f"(data.mdb was replaced or emptied?); nothing was changed. Rebuild it with "
+            f"Mnemos.recover({p!r}) or `mnemos-kv recover {p}`")
 
     def _match_embedder(self, embedder: Any, given: bool) -> Any:
         if embedder.name == self.embedder_name and int(embedder.dim) == self.dim:
@@ -404,7 +482,7 @@ class Engine:
             self._reconcile(txn, st)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
-            matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
+            matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new, have=st.n_slots)
             ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps)
             holder["ctx"] = ctx
             seq0 = st.seq
@@ -473,7 +551,7 @@ class Engine:
         self._vsync_check = False
         if st.vsync_seq == st.seq or st.vsync_off >= st.log_end:
             return
-        matrix, slots = self.vectors.ensure(st.gen, st.n_slots)
+        matrix, slots = self.vectors.ensure(st.gen, st.n_slots, have=st.n_slots)
         next_slot = st.vsync_slots
         new_ids: dict[int, int] = {}
         rows: list[tuple[int, Any, tuple[Any, ...]]] = []
@@ -521,11 +599,20 @@ class Engine:
         if size == st.log_end:
             return
         if size < st.log_end:
-            raise CorruptionError(
+            raise NeedsRecoveryError(
                 f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
-                "the log was truncated outside mnemos-kv")
-        _, slots = self.vectors.ensure(st.gen, st.n_slots)
-        for _off, _seq, payload in self.log.tail_frames(st.log_end):
+                f"the log was truncated outside mnemos-kv. {self.recover_hint()}")
+        _, slots = self.vectors.ensure(st.gen, st.n_slots, have=st.n_slots)
+        tail = self.log.tail_frames(st.log_end)
+        if tail and tail[0][1] != st.seq + 1:
+            # Not what a writer that died before its commit leaves (its frames continue
+            # the committed sequence): LMDB does not prove these frames uncommitted, so
+            # they are not cut. (data.mdb older than the log, e.g. restored from a copy.)
+            raise NeedsRecoveryError(
+                f"{self.log.path}: {size - st.log_end} bytes after the committed end hold frames "
+                f"from seq {tail[0][1]}, but the store committed seq {st.seq}; the log and "
+                f"data.mdb disagree and nothing was changed. {self.recover_hint()}")
+        for _off, _seq, payload in tail:
             op = R.decode(payload, "log frame")
             if op.get("op") in ("forget", "evict"):
                 raw = txn.get(S.u64(op["id"]), db=self.env.db("records"))

@@ -77,8 +77,12 @@ class _MappedFile:
         self.mm: mmap.mmap | None = None
         self.array: np.ndarray = np.empty((0,) + shape_tail, dtype)
         self.capacity = 0
-        self._check_header()
-        self.remap()
+        try:
+            self._check_header()
+            self.remap()
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     @classmethod
     def create(cls, path: str, magic: bytes, width: int, gen: int, rows: int, row_bytes: int) -> None:
@@ -102,9 +106,11 @@ class _MappedFile:
         fsync_path(os.path.dirname(path))
 
     def _check_header(self) -> None:
+        size = os.fstat(self.fd).st_size
+        if size < HEADER:
+            raise CorruptionError(f"{self.path}: {size} bytes, shorter than its {HEADER}-byte header "
+                                  "(the file was truncated)")
         head = os.pread(self.fd, _HDR.size, 0)
-        if len(head) < _HDR.size:
-            raise CorruptionError(f"{self.path}: file shorter than its header ({len(head)} bytes)")
         magic, width, gen, _ = _HDR.unpack(head)
         if magic != self.magic:
             raise CorruptionError(f"{self.path}: bad magic {magic!r}, expected {self.magic!r}")
@@ -115,6 +121,9 @@ class _MappedFile:
 
     def remap(self) -> None:
         size = os.fstat(self.fd).st_size
+        if size < HEADER:
+            raise CorruptionError(f"{self.path}: {size} bytes, shorter than its {HEADER}-byte "
+                                  "header (the file was truncated)")
         cap = max(0, (size - HEADER) // self.row_bytes)
         if cap == self.capacity and self.mm is not None:
             return
@@ -216,8 +225,12 @@ class VectorFiles:
 
     # -- writer side (called under the LMDB write lock) -------------------------
 
-    def ensure(self, gen: int, need: int) -> tuple[np.ndarray, np.ndarray]:
-        """Map generation ``gen`` with room for ``need`` rows; returns writable full arrays."""
+    def ensure(self, gen: int, need: int, have: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Map generation ``gen`` with room for ``need`` rows; returns writable full arrays.
+
+        ``have`` is the committed row count: files holding fewer rows were truncated
+        outside mnemos-kv, and growing them would silently zero committed rows.
+        """
         if self.readonly:
             raise StoreError("vector files are open read-only")
         with self._lock:
@@ -225,6 +238,11 @@ class VectorFiles:
             self.gen = gen
             vec.remap()
             slots.remap()
+            for f in (vec, slots):
+                if f.capacity < have:
+                    raise CorruptionError(
+                        f"{f.path}: holds {f.capacity} rows but the store committed {have} "
+                        "(the file was truncated)")
             vec.grow(need)
             slots.grow(need)
             return vec.array, slots.array

@@ -7,6 +7,7 @@
     mnemos-kv compact PATH [--merge-similar T] [--json] [--no-progress]   recover space
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
+    mnemos-kv recover PATH [--to NEW]          rebuild LMDB and vector files from the log
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import MnemosError
+from .errors import InvalidInputError, MnemosError
 from .store import Mnemos
 
 
@@ -82,6 +83,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = db.verify(deep=not args.quick)
     print(report)
     return 0 if report.ok else 1
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    emb = None
+    if args.embedder_name or args.dim:
+        if not (args.embedder_name and args.dim):
+            raise InvalidInputError("--embedder-name and --dim go together")
+        from .embedders import resolve
+        if args.embedder_name == resolve(None).name and args.dim == resolve(None).dim:
+            emb = resolve(None)
+        else:
+            from ._recover import _Stand_in
+            emb = _Stand_in(args.embedder_name, args.dim)
+    rep = Mnemos.recover(args.path, to=args.to, embedder=emb)
+    print(rep)
+    return 0 if rep.complete else 1
 
 
 def _human(n: int) -> str:
@@ -272,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", help="store directory")
     v.add_argument("--quick", action="store_true", help="skip comparing logged vectors with stored ones")
     v.set_defaults(func=cmd_verify)
+
+    rc = sub.add_parser("recover", help="rebuild a damaged store from its base snapshot and log")
+    rc.add_argument("path", help="store directory")
+    rc.add_argument("--to", default=None, metavar="NEW",
+                    help="write the rebuilt store to NEW and leave PATH untouched")
+    rc.add_argument("--embedder-name", default=None,
+                    help="the store's embedder name (only when data.mdb cannot say)")
+    rc.add_argument("--dim", type=int, default=None, help="the store's vector dimension (with --embedder-name)")
+    rc.set_defaults(func=cmd_recover)
 
     c = sub.add_parser("compact", help="recover the space of forgotten and evicted memories")
     c.add_argument("path", help="store directory")

@@ -29,6 +29,7 @@ from .errors import InvalidInputError, MemoryNotFoundError
 
 if TYPE_CHECKING:
     from ._batch import Batch
+    from ._recover import RecoveryReport
     from ._replay import ExportInfo, ReplayResult
     from ._verify import VerifyReport
 
@@ -667,6 +668,23 @@ class Mnemos(_Handle):
         """
         from ._replay import replay
         return replay(self._engine, os.fspath(path), strict=strict, resume=resume)
+
+    @staticmethod
+    def recover(path: str | os.PathLike[str], *, to: str | os.PathLike[str] | None = None,
+                embedder: Any = None) -> "RecoveryReport":
+        """Rebuild a damaged store's LMDB file and vector files from its base snapshot and log.
+
+        Use it when opening raises :class:`~mnemos_kv.NeedsRecoveryError` (or ``verify``
+        reports damage). Every operation whose log frame is intact is re-applied (same
+        ids, records, edges, vectors); the report lists what could not be restored (e.g.
+        the frames after a damaged one). With ``to``, the rebuilt store is written there
+        and ``path`` is left untouched; in place, every replaced file is moved aside as
+        ``<name>.damaged-<n>`` (nothing is deleted) and no other process may have the
+        store open. ``embedder`` is needed only when data.mdb is too damaged to say which
+        embedder the store uses (see docs/durability.md).
+        """
+        from ._recover import recover
+        return recover(path, to=None if to is None else os.fspath(to), embedder=embedder)  # type: ignore[arg-type]
 
     def verify(self, *, deep: bool = True) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.
