@@ -26,7 +26,8 @@ from . import _capacity, _lexical_index, _lmdbcheck, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
-from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
+from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, slot_file, slot_row,
+                       vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
@@ -186,6 +187,7 @@ class Engine:
             self.embedder = self._match_embedder(embedder, embedder_given)
             if not readonly:  # after every check of the open: a refused open writes nothing
                 _lexical_index.ensure_built(self.env)  # stores from before the lexical index
+                self._upgrade_format()
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             try:
                 st = self._open_files()
@@ -307,6 +309,22 @@ class Engine:
         self.env.write(body)
         with self.env.read() as txn:
             return R.decode(txn.get(b"format", db=self.env.db("meta")), "store format")
+
+    def _upgrade_format(self) -> None:
+        """Mark an older-format store as this format (docs/format.md): what this version
+        writes (checksummed records and rows) an older mnemos-kv cannot read, so from
+        now on it refuses the store with FormatVersionError instead of misreading it."""
+        if int(self.format["version"]) >= R.FORMAT_VERSION:
+            return
+        meta = self.env.db("meta")
+
+        def body(txn: lmdb.Transaction) -> None:
+            fmt = R.decode(txn.get(b"format", db=meta), "store format")
+            if int(fmt["version"]) < R.FORMAT_VERSION:
+                fmt["version"] = R.FORMAT_VERSION
+                txn.put(b"format", R.encode(fmt), db=meta)
+        self.env.write(body)
+        self.format = dict(self.format, version=R.FORMAT_VERSION)
 
     def recover_hint(self) -> str:
         return (f"Rebuild the store from its log with Mnemos.recover({self.path!r}) or "
@@ -564,7 +582,8 @@ class Engine:
             if kind == "mem":
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
-                rows.append((next_slot, op["vec"], (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)))
+                rows.append((next_slot, op["vec"],
+                             slot_row(op["id"], op["ts"], op["ns"], op["type"], op["vec"])))
                 new_ids[int(op["id"])] = next_slot
                 next_slot += 1
             elif kind in ("forget", "evict"):
@@ -711,7 +730,7 @@ class Engine:
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
                            key=op.get("key"), seq=seq)
             ctx.matrix[slot] = vec
-            ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, 0, 0)
+            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
             txn.put(S.u64(mid), rec.to_bytes(), db=db("records"))
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
@@ -829,8 +848,37 @@ class Engine:
     # -- reads ----------------------------------------------------------------------------------
 
     def record(self, txn: lmdb.Transaction, mid: int) -> R.Record | None:
+        """The record of ``mid`` (None: none). :raises CorruptionError: it fails its checks."""
         raw = txn.get(S.u64(mid), db=self.env.db("records"))
-        return None if raw is None else R.Record.from_bytes(raw)
+        if raw is None:
+            return None
+        try:
+            return R.Record.from_bytes(raw)
+        except CorruptionError as exc:
+            raise CorruptionError(f"memory {mid}: {exc} (in {os.path.join(self.path, 'data.mdb')}; "
+                                  f"{self.recover_hint()})") from exc
+
+    def check_vector(self, snap: Snapshot, rec: R.Record) -> None:
+        """Check the vector row of ``rec`` against its slot's checksum and id.
+
+        :raises CorruptionError: naming the memory and the vector file."""
+        self.check_row(rec, snap.matrix, snap.slots, snap.state.gen)
+
+    def check_row(self, rec: R.Record, matrix: np.ndarray, slots: np.ndarray, gen: int) -> None:
+        """:meth:`check_vector` on explicit rows of generation ``gen``."""
+        slot = rec.slot
+        if not 0 <= slot < slots.shape[0] or int(slots["id"][slot]) != rec.id:
+            raise CorruptionError(f"memory {rec.id}: its slot {slot} is not in the slot file "
+                                  f"{slot_file(self.path, gen)}; {self.recover_hint()}")
+        if bad_rows(matrix, slots, (slot,)):
+            raise CorruptionError(
+                f"memory {rec.id}: its vector (row {slot} of {vector_file(self.path, gen)}) "
+                f"fails its checksum; {self.recover_hint()}")
+
+    def checked_vector(self, snap: Snapshot, rec: R.Record) -> np.ndarray:
+        """The vector row of ``rec`` after :meth:`check_vector`."""
+        self.check_vector(snap, rec)
+        return snap.matrix[rec.slot]
 
     def edges(self, txn: lmdb.Transaction, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
         """Edges (src, dst, relation, weight) touching ``mid``: 'out', 'in' or 'both'."""

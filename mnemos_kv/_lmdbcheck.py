@@ -73,8 +73,13 @@ def _meta_at(raw: bytes, page: int, path: str) -> tuple[int, int, int, int, int,
     return psize, txnid, last_pg, free[7], main[7], main[2]
 
 
-def check_meta(path: str) -> Meta:
-    """Check both meta pages of the LMDB file ``path`` and its size; return the current one.
+class MetaMoved(Exception):
+    """Neither meta page holds the asked transaction id any more (newer commits)."""
+
+
+def check_meta(path: str, txnid: int | None = None) -> Meta:
+    """Check both meta pages of the LMDB file ``path`` and its size; return the current one
+    (or the one of transaction ``txnid``: a reader's snapshot; MetaMoved when gone).
 
     :raises CorruptionError: a meta page is damaged, or the file is shorter than the
         current meta page says (truncated), or a root page lies beyond its end.
@@ -107,6 +112,10 @@ def check_meta(path: str) -> Meta:
         raise CorruptionError(f"{path}: the meta pages hold transaction ids {metas[0][1]} and "
                               f"{metas[1][1]} (they must be consecutive)")
     cur = 1 if metas[1][1] > metas[0][1] else 0
+    if txnid is not None:
+        if metas[txnid % 2][1] != txnid:
+            raise MetaMoved()
+        cur = txnid % 2
     ps, txnid, last_pg, free_root, main_root, depth = metas[cur]
     need = (last_pg + 1) * psize
     if last_pg < 1 or need > size:
@@ -221,13 +230,14 @@ class _Reader:
                 stack.append((child, depth + 1))
 
 
-def walk(path: str) -> tuple[list[str], int]:
-    """Check every page reachable from the current meta page: (problems, pages checked).
-
-    Reads with pread only, so a damaged file gives problems, never a signal.
+def walk(path: str, txnid: int | None = None) -> tuple[list[str], int]:
+    """Check every page reachable from the current meta page (or that of transaction
+    ``txnid``, which the caller keeps open so its pages are not reused meanwhile):
+    (problems, pages checked). Reads with pread only, so a damaged file gives problems,
+    never a signal. :raises MetaMoved: ``txnid`` is no longer in a meta page.
     """
     try:
-        meta = check_meta(path)
+        meta = check_meta(path, txnid)
     except CorruptionError as exc:
         return [str(exc)], 0
     rd = _Reader(path, meta)

@@ -113,6 +113,12 @@ def translate(exc: BaseException) -> MnemosError:
         return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
     if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or "quota" in str(exc)):
         return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                        lmdb.VersionMismatchError, lmdb.PageFullError)):
+        from .errors import NeedsRecoveryError
+        return NeedsRecoveryError(
+            f"data.mdb is damaged ({type(exc).__name__}: {exc}); rebuild the store from its log "
+            "with Mnemos.recover(path) or `mnemos-kv recover PATH`")
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
 
@@ -332,6 +338,8 @@ class Environment:
         txn = self._begin(write=False)
         try:
             yield txn
+        except lmdb.Error as exc:  # e.g. MDB_CORRUPTED from a damaged page
+            raise translate(exc) from exc
         finally:
             try:
                 txn.abort()

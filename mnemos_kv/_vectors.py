@@ -14,6 +14,7 @@ Files (``G`` is the generation, zero-padded)::
 
 from __future__ import annotations
 
+import binascii
 import errno
 import mmap
 import os
@@ -37,12 +38,38 @@ SLOT_DTYPE = np.dtype([
     ("ts", "<i8"),     # event time, microseconds since epoch
     ("ns", "<i4"),     # namespace id
     ("type", "u1"),    # memory type code
-    ("flags", "u1"),   # bit 0: pinned
-    ("pad", "<u2"),
+    ("flags", "u1"),   # bit 7 (CHECKED): pad holds the vector row's CRC-16
+    ("pad", "<u2"),    # CRC-16 of the vector row when flags & CHECKED
 ])
 assert SLOT_DTYPE.itemsize == 32
 
 INITIAL_ROWS = 1024
+
+#: ``flags`` bit: the row's ``pad`` holds the CRC-16 (CCITT) of its vector row
+#: (format 2; rows written before have it clear and are not checked).
+CHECKED = 0x80
+
+
+def row_crc(vec: bytes | memoryview) -> int:
+    """The checksum kept in a slot's ``pad``: CRC-16/CCITT of the little-endian float32 row
+    (detects every 1- and 2-bit error and every burst of up to 16 bits in a row)."""
+    return binascii.crc_hqx(vec, 0)
+
+
+def slot_row(mid: int, ts: int, ns: int, type_code: int, vec: bytes) -> tuple[int, ...]:
+    """A new live slot row, with the checksum of its vector bytes ``vec``."""
+    return (mid, 0, ts, ns, type_code, CHECKED, row_crc(vec))
+
+
+def bad_rows(matrix: np.ndarray, slots: np.ndarray, rows: Any) -> list[int]:
+    """The rows among ``rows`` whose vector fails its checksum (unchecked rows pass)."""
+    out = []
+    flags, pad = slots["flags"], slots["pad"]
+    for r in rows:
+        r = int(r)
+        if flags[r] & CHECKED and row_crc(matrix[r].tobytes()) != int(pad[r]):
+            out.append(r)
+    return out
 
 
 class GenerationGone(CorruptionError):

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -25,38 +24,11 @@ from .errors import InvalidInputError, MnemosError
 from .store import Mnemos
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def cmd_dump(args: argparse.Namespace) -> int:
     out = sys.stdout
     with Mnemos.open(args.path, readonly=True) as db:
-        names = [args.namespace] if args.namespace else db.namespaces()
-        for name in names:
-            handle = db if name == "default" else db.namespace(name)
-            ids = []
-            for m in handle.memories():
-                row: dict[str, Any] = {"kind": "memory", "id": m.id, "namespace": m.namespace,
-                                       "text": m.text, "metadata": _jsonable(m.metadata),
-                                       "type": m.type, "created_at": m.created_at}
-                if m.key is not None:
-                    row["key"] = m.key
-                if args.vectors:
-                    row["vector"] = [float(x) for x in handle.get_vector(m.id)]
-                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-                ids.append(m.id)
-            for mid in ids:
-                for e in handle.neighbors(mid, direction="out"):
-                    out.write(json.dumps({"kind": "edge", "namespace": name, "src": e.src,
-                                          "dst": e.dst, "relation": e.relation,
-                                          "weight": e.weight}, sort_keys=True) + "\n")
+        for row in db.dump(args.namespace, vectors=args.vectors):
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
     return 0
 
 
@@ -313,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except MnemosError as exc:
@@ -323,6 +293,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+
+
+#: Commands that read every page of a store that may be damaged: run in a child process,
+#: so that even a crash inside LMDB (a signal) becomes an error report.
+GUARDED = frozenset({"verify", "dump"})
+
+
+def _run_guarded(args: argparse.Namespace) -> int:
+    """Run the command in a forked child; its output is copied through, a signal reported."""
+    import signal
+    import threading
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the command, never return into the caller
+        code = 1
+        try:
+            os.close(r)
+            os.close(er)
+            sys.stdout = os.fdopen(w, "w", encoding="utf-8")
+            sys.stderr = os.fdopen(ew, "w", encoding="utf-8")
+            code = _run(args)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - report anything, then leave
+            try:
+                import traceback
+                traceback.print_exc()
+                sys.stderr.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(ew)
+    err: list[bytes] = []
+    t = threading.Thread(target=lambda: err.append(_read_all(er)), daemon=True)
+    t.start()
+    broken = False
+    with os.fdopen(r, "rb") as child_out:
+        for chunk in iter(lambda: child_out.read1(1 << 16), b""):
+            if broken:
+                continue
+            try:
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            except BrokenPipeError:
+                broken = True
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    sys.stderr.write(b"".join(err).decode("utf-8", errors="replace"))
+    if os.WIFSIGNALED(status):
+        sig = signal.Signals(os.WTERMSIG(status)).name
+        print(f"mnemos-kv: error: {args.command} of {args.path} died of {sig} while reading the "
+              f"store: a file of it is damaged in a way the checks did not catch. Rebuild the "
+              f"store with `mnemos-kv recover {args.path}` (or --to NEW to keep this copy)",
+              file=sys.stderr)
+        return 1
+    return 0 if broken else os.WEXITSTATUS(status)
+
+
+def _read_all(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in GUARDED and hasattr(os, "fork"):
+        return _run_guarded(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

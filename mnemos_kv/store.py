@@ -288,7 +288,7 @@ class _Handle:
         mid = _check_id(id)
         with self._engine.snapshot() as snap:
             rec = self._own(snap, mid)
-            return np.array(snap.matrix[rec.slot], dtype=np.float32)
+            return np.array(self._engine.checked_vector(snap, rec), dtype=np.float32)
 
     def neighbors(self, id: MemoryId, *, relation: str | None = None,
                   direction: str = "both") -> list[Edge]:
@@ -362,6 +362,7 @@ class _Handle:
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
+                    eng.check_vector(snap, rec)  # a corrupted vector is an error, not an answer
                     out.append(self._memory(snap, rec, hit.score, hit.parts))
             return out
 
@@ -685,6 +686,20 @@ class Mnemos(_Handle):
         """
         from ._recover import recover
         return recover(path, to=None if to is None else os.fspath(to), embedder=embedder)  # type: ignore[arg-type]
+
+    def dump(self, namespace: str | None = None, *, vectors: bool = False) -> Iterator[dict[str, Any]]:
+        """Every memory (then its outgoing edges) of one namespace or all, as JSON-ready
+        dicts, from one snapshot (consistent while other processes write). The pages of
+        data.mdb are checked first: a damaged file raises CorruptionError, never crashes.
+        ``vectors`` adds each memory's vector (checksum-checked)."""
+        from ._dump import rows
+        names = None if namespace is None else [check_namespace(namespace)]
+        if self._readable is not None:
+            names = [self.name] if names is None else names
+            denied = sorted(set(names) - self._readable)
+            if denied:
+                raise InvalidInputError(f"namespace handle {self.name!r} may not read {denied}")
+        return rows(self._engine, names, bool(vectors))
 
     def verify(self, *, deep: bool = True) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.
