@@ -109,6 +109,7 @@ def _check_value(value: Any, path: str, depth: int) -> Any:
             if not isinstance(k, str):
                 raise InvalidInputError(
                     f"metadata keys must be str, got {type(k).__name__} {k!r} at {path}")
+            utf8_size(k, f"metadata key {k!r} at {path}")
             out[k] = _check_value(v, f"{path}.{k}", depth + 1)
         return out
     raise InvalidInputError(

@@ -82,7 +82,19 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
     return h.hexdigest()
 
 
-# -- export --------------------------------------------------------------------------------
+# -- export ------------------------------------------------------------------------------
+
+def check_out_path(path: Any, what: str) -> str:
+    """A path a new file can be written to: its directory exists, it is not a directory."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+        raise InvalidInputError(f"{what} must be a non-empty str or os.PathLike, got {path!r}")
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{what} {path!r} is a directory; name a file in it")
+    if not os.path.isdir(parent):
+        raise InvalidInputError(f"{what} {path!r}: its directory {parent!r} does not exist")
+    return path
 
 @dataclass(frozen=True)
 class ExportInfo:
@@ -135,6 +147,7 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
     exported, the export starts again on a newer snapshot.
     """
     from ._log import LogGone
+    check_out_path(path, "export path")
     for attempt in range(5):
         try:
             return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq)
@@ -288,10 +301,14 @@ class _Parsed:
 
 
 def _parse(path: str) -> _Parsed:
+    if os.path.isdir(path):
+        raise InvalidInputError(f"replay file {path!r} is a directory, not a replay file")
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise InvalidInputError(f"replay file {path!r} does not exist") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"replay file {path!r} cannot be read: {exc.strerror}") from exc
     try:
         size = os.fstat(fd).st_size
         data: Any = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""

@@ -112,8 +112,11 @@ def translate(exc: BaseException) -> MnemosError:
     if isinstance(exc, lmdb.MapFullError):
         return MapFullError(f"LMDB map is full ({exc}); open with a larger map_size=")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
-    if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or "quota" in str(exc)):
+        why = "a file reached its size limit (EFBIG)" if getattr(exc, "errno", None) == errno.EFBIG \
+            else "no space left on device"
+        return DiskFullError(f"{why} (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, lmdb.Error) and any(s in str(exc) for s in (
+            "No space left", "quota", "File too large")):
         return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
     if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                         lmdb.VersionMismatchError, lmdb.PageFullError)):

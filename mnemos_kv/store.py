@@ -22,7 +22,7 @@ from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import embed_checked, resolve
-from ._validate import (check_id as _check_id, check_namespace, check_relation, check_relation_filter,
+from ._validate import (as_list, check_id as _check_id, check_namespace, check_relation, check_relation_filter,
                         check_top_k as _check_top_k,
                         check_types as _check_types, check_weight, embed_missing, prepare_remember)
 from .errors import InvalidInputError, MemoryNotFoundError
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["Mnemos", "Namespace", "MemoryId"]
 
 MemoryId = int
+
+#: The largest ``map_size=`` accepted (LMDB's map is address space: 256 TiB).
+MAX_MAP_SIZE = 1 << 48
 
 #: ``Mnemos.open(durability=...)``: see docs/durability.md.
 DURABILITY_MODES = frozenset({"full", "fast"})
@@ -97,7 +100,7 @@ class _Handle:
         eng.check_writable()
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
-        prepared = prepare_remember(eng, self.name, items, set())
+        prepared = prepare_remember(eng, self.name, as_list(items, "items"), set())
         if not prepared:
             return []
         embed_missing(eng, prepared)
@@ -140,7 +143,7 @@ class _Handle:
 
     def forget_many(self, ids: Iterable[MemoryId]) -> None:
         """Delete several memories in one transaction; all or nothing."""
-        reqs = [("forget", self.name, _check_id(i)) for i in ids]
+        reqs = [("forget", self.name, _check_id(i)) for i in as_list(ids, "ids")]
         if len({r[2] for r in reqs}) != len(reqs):
             raise InvalidInputError("forget_many got the same id twice")
         if reqs:
@@ -479,7 +482,7 @@ class Namespace(_Handle):
     def __init__(self, engine: Engine, name: str, read: Iterable[str] = ()) -> None:
         self._engine = engine
         self.name = check_namespace(name)
-        self._readable = frozenset([self.name, *(check_namespace(n) for n in read)])
+        self._readable = frozenset([self.name, *(check_namespace(n) for n in as_list(read, "read"))])
 
     def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
         """Limit this namespace's live memories (count and/or bytes); None removes a limit.
@@ -548,8 +551,12 @@ class Mnemos(_Handle):
         """
         if clock is not None and not callable(clock):
             raise InvalidInputError(f"clock must be callable, got {type(clock).__name__}")
-        if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < (1 << 20):
-            raise InvalidInputError(f"map_size must be an int of at least 1 MiB, got {map_size!r}")
+        if isinstance(map_size, bool) or not isinstance(map_size, int) or \
+                not (1 << 20) <= map_size <= MAX_MAP_SIZE:
+            raise InvalidInputError(
+                f"map_size must be an int from 1 MiB to 2**48 bytes, got {map_size!r}")
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+            raise InvalidInputError(f"path must be a non-empty str or os.PathLike, got {path!r}")
         if durability not in DURABILITY_MODES:
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
@@ -723,8 +730,9 @@ class Mnemos(_Handle):
         only those namespaces' operations; ``since_seq`` only the operations after that
         sequence number (an incremental export, applied with ``replay(resume=True)``).
         """
-        from ._replay import export_replay
+        from ._replay import check_out_path, export_replay
         self._engine.check_open()
+        check_out_path(path, "export path")
         return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
                              since_seq=since_seq)
 
@@ -743,6 +751,8 @@ class Mnemos(_Handle):
         :raises ReplayError: the store is not empty, or the result's digest differs.
         """
         from ._replay import replay
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+            raise InvalidInputError(f"path must be a replay file path (str), got {path!r}")
         return replay(self._engine, os.fspath(path), strict=strict, resume=resume)
 
     @staticmethod

@@ -170,3 +170,84 @@ def test_truncated_vector_files_raise_corruption(tmp_path, which: str, cut: int)
             with Mnemos.open(path, readonly=readonly) as db:
                 db.ask("fact number 3")
     assert cli_main(["verify", path]) == 1
+
+
+def _flip_everywhere(path: str, needle: bytes, bit: int = 0x01) -> int:
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        n, at = 0, data.find(needle)
+        while at >= 0:
+            data[at + len(needle) // 2] ^= bit
+            n += 1
+            at = data.find(needle, at + 1)
+        f.seek(0)
+        f.write(data)
+    return n
+
+
+def test_flipped_bit_in_a_record_is_detected(tmp_path) -> None:
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        a = db.remember("the quick brown fox jumps over the lazy dog", {"k": 1})
+        db.remember("an unrelated memory about payments")
+    assert _flip_everywhere(os.path.join(path, "data.mdb"), b"quick brown fox") >= 1
+    with Mnemos.open(path, readonly=True) as db:
+        with pytest.raises(CorruptionError, match=rf"memory {a}\b.*data\.mdb"):
+            db.get(a)
+        with pytest.raises(CorruptionError, match=rf"memory {a}\b"):
+            db.ask("quick brown fox lazy dog", top_k=2)
+        rep = db.verify()
+        assert not rep.ok and any(f"memory {a}" in p and "checksum" in p for p in rep.problems)
+    rep = Mnemos.recover(path, to=str(tmp_path / "r"))
+    with Mnemos.open(str(tmp_path / "r")) as db:
+        assert db.get(a).text == "the quick brown fox jumps over the lazy dog"
+
+
+def test_flipped_bit_in_a_vector_is_detected(tmp_path) -> None:
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        ids = db.remember_many([f"memory number {i} about gardening" for i in range(5)])
+        good = db.get_vector(ids[3])
+    vec = os.path.join(path, "vectors.000001.f32")
+    with open(vec, "r+b") as f:  # one bit of one float of slot 3
+        off = 4096 + 3 * 512 * 4 + 4 * int(abs(good).argmax())
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0x04]))
+    with Mnemos.open(path, readonly=True) as db:
+        with pytest.raises(CorruptionError, match=rf"memory {ids[3]}\b.*vectors\.000001\.f32"):
+            db.get_vector(ids[3])
+        with pytest.raises(CorruptionError, match=rf"memory {ids[3]}"):
+            db.ask("memory number 3 about gardening", top_k=5)
+        rep = db.verify()
+        assert any(f"memory {ids[3]}" in p and "checksum" in p for p in rep.problems), rep
+        assert any(f"memory {ids[3]}" in p and "differs from log" in p for p in rep.problems), rep
+    with Mnemos.open(path) as db:  # compaction must not bake the damaged row into a base
+        with pytest.raises(CorruptionError, match=rf"memory {ids[3]}"):
+            db.compact()
+        assert db.verify().problems  # still reported, nothing was replaced
+    Mnemos.recover(path)
+    with Mnemos.open(path) as db:
+        assert (db.get_vector(ids[3]) == good).all() and db.verify().ok
+
+
+def test_dump_reads_one_snapshot_while_another_process_writes(tmp_path) -> None:
+    """main's dump read each memory and its edges in separate snapshots: a forget in
+    between made it fail ("no memory with id N")."""
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        ids = db.remember_many([f"note {i}" for i in range(30)])
+        for a, b in zip(ids, ids[1:]):
+            db.connect(a, b)
+        rows = db.dump()
+        first = next(rows)  # the snapshot is taken; now another writer forgets everything
+        code = ("import sys\nfrom mnemos_kv import Mnemos\n"
+                "with Mnemos.open(sys.argv[1]) as db:\n"
+                "    db.forget_many([m.id for m in db.memories()])\n")
+        subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, check=True, timeout=120)
+        rest = list(rows)
+        assert db.count() == 0
+    mems = [first] + [r for r in rest if r["kind"] == "memory"]
+    assert [m["id"] for m in mems] == ids
+    assert len([r for r in rest if r["kind"] == "edge"]) == len(ids) - 1
