@@ -134,7 +134,11 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                     if not ok:
                         return False, ("LMDB file left for a later compaction: read "
                                        "transactions of this process stayed open")
-                    env.reopen(swap)
+                    try:
+                        env.reopen(swap)
+                    except (lmdb.Error, OSError) as exc:  # the file in place stands (old or new)
+                        return False, (f"LMDB file left for a later compaction: the swap "
+                                       f"failed ({S.translate(exc)})")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         after = os.stat(data).st_size

@@ -312,6 +312,8 @@ def _parse(path: str) -> _Parsed:
     try:
         size = os.fstat(fd).st_size
         data: Any = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+    except OSError as exc:
+        raise S.translate(exc) from exc
     finally:
         os.close(fd)
     if size < _PREFIX.size:

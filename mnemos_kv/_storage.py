@@ -152,6 +152,11 @@ def translate_write(exc: BaseException, path: str) -> MnemosError:
     return err
 
 
+def env_sync(env: lmdb.Environment) -> None:
+    """LMDB's fdatasync of its data file (one function, so tests can make it fail)."""
+    env.sync(True)
+
+
 #: How long a map resize waits for this process's other transactions to finish.
 RESIZE_WAIT_S = 30.0
 
@@ -400,7 +405,7 @@ class Environment:
     def sync_to_disk(self) -> None:
         """fdatasync the LMDB data file: every commit so far (meta page included) is durable."""
         try:
-            self.env.sync(True)
+            env_sync(self.env)
         except lmdb.Error as exc:
             raise translate(exc) from exc
 
