@@ -259,9 +259,9 @@ def recover(path: str, *, to: str | None = None, embedder: Any = None) -> Recove
                       "since_seq": None, "base_seq": base_seq if n_base else 0,
                       "first_seq": first, "last_seq": last if last is not None else base_seq,
                       "renumbered": False}
-            hdr = R.encode(header)
+            head = R.encode(header)
             with open(replay_path, "wb") as f:
-                f.write(_PREFIX.pack(REPLAY_MAGIC, base_len, log_len, len(hdr)) + hdr)
+                f.write(_PREFIX.pack(REPLAY_MAGIC, base_len, log_len, len(head)) + head)
                 out.seek(0)
                 shutil.copyfileobj(out, f, 1 << 20)
                 f.write(encode_frame(0, R.encode({"op": "end", "frames": n_base + n_log})))

@@ -113,7 +113,8 @@ class _NsFilter:
     """Follows which memory ids belong to the selected namespaces while scanning ops."""
 
     def __init__(self, ns_ids: set[int], names: set[str]) -> None:
-        self.ns_ids, self.names, self.ids = ns_ids, names, set()
+        self.ns_ids, self.names = ns_ids, names
+        self.ids: set[int] = set()
 
     def keep(self, op: dict[str, Any]) -> bool:
         kind = op["op"]
@@ -222,7 +223,7 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                 out.write(encode_frame(out_seq, payload))
             log_len = out.tell() - base_len
             digest = state_digest(engine, snap, names)
-            header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+            header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
                       "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
                       "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
                       "first_seq": first,
@@ -245,7 +246,7 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             os.unlink(scratch)
     os.replace(tmp, path)
     return ExportInfo(path=os.fspath(path), frames=n_base + n_log, base_frames=n_base,
-                      first_seq=first, last_seq=header["last_seq"],
+                      first_seq=first, last_seq=int(header["last_seq"]),
                       bytes=len(blob) + base_len + log_len + len(trailer), digest=digest)
 
 

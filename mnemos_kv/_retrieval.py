@@ -530,13 +530,13 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                 li = li if li < lexical[0].size and lexical[0][li] == i else -1
             parts = {
                 "vector": float(vec[i]),
-                "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
+                "lexical": float(lexical[2][li]) if lexical is not None and li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
                 "cosine": float(cos[i]),
-                "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
+                "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
         out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
     return out
