@@ -97,6 +97,9 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         engine._reconcile(txn, st)
         old_mat, old_slots = engine.vectors.view(st.gen, st.n_slots)
         keep = np.flatnonzero(old_slots["dead"] == 0)
+        # live rows in id order (an update appends a newer slot for an older id): the
+        # new generation's id column ascends again, like a replay of the base snapshot
+        keep = keep[np.argsort(old_slots["id"][keep], kind="stable")]
         new_gen = st.gen + 1
         holder.update(gen=new_gen, old_gen=st.gen, old_seg=st.log_seg,
                       old_base=engine.log.base_seq)
@@ -135,6 +138,7 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen,
                       seq=st.seq)
         st.gen, st.n_slots = new_gen, int(keep.size)
+        st.unsorted = 0
         engine.vectors.ensure(new_gen, st.n_slots)
         new_mat, _ = engine.vectors.view(new_gen, st.n_slots)
         if progress is not None:

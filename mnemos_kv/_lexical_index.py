@@ -30,7 +30,7 @@ import numpy as np
 from . import _lexical
 from . import _records as R
 
-__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "stats", "bm25_postings",
+__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "drop_namespace", "stats", "bm25_postings",
            "doc_terms", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
@@ -205,3 +205,16 @@ def ensure_built(env: Any) -> None:
                 add(txn, env, rec.ns, rec.id, rec.text)
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=sdb)
     env.write(body)
+
+
+def drop_namespace(txn: lmdb.Transaction, env: Any, ns: int) -> None:
+    """Remove every posting and the statistics of namespace ``ns`` (one prefix sweep)."""
+    prefix = _U32.pack(ns)
+    with txn.cursor(db=env.db("postings")) as cur:
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not cur.delete(dupdata=True):  # every duplicate of the key; moves on
+                    break
+                if not cur.key():  # past the last key
+                    break
+    txn.delete(prefix, db=env.db("lexstats"))

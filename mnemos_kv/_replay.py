@@ -68,8 +68,11 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
             rec = R.Record.from_bytes(v)
             if rec.ns not in sel:
                 continue
-            h.update(R.encode(["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type,
-                               rec.ts, rec.key, snap.matrix[rec.slot].tobytes()]))
+            item = ["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type, rec.ts, rec.key,
+                    snap.matrix[rec.slot].tobytes()]
+            if rec.upd is not None:  # (never-updated memories digest as before)
+                item.append(rec.upd)
+            h.update(R.encode(item))
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
             raw = txn.get(k[:8], db=db("records"))
@@ -128,11 +131,11 @@ class _NsFilter:
                 self.ids.add(int(op["id"]))
                 return True
             return False
-        if kind in ("forget", "evict", "pin", "meta"):
+        if kind in ("forget", "evict", "pin", "meta", "update"):
             return int(op["id"]) in self.ids
         if kind in ("link", "unlink"):
             return int(op["src"]) in self.ids
-        if kind == "capacity":
+        if kind in ("capacity", "drop"):
             return op.get("ns") is not None and int(op["ns"]) in self.ns_ids
         if kind == "evicted":
             op["counts"] = [[n, c] for n, c in op["counts"] if int(n) in self.ns_ids]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import _filter_index, _fusion, _graph, _lexical_index, _timeorder
+from . import _filter_index, _fusion, _graph, _idslots, _lexical_index, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -82,6 +82,15 @@ def order_top(scores: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray
     if out.size and scores[out[-1]] == -np.inf:
         out = out[scores[out] > -np.inf]
     return out
+
+
+def _tie_rows(snap: Snapshot, rows: np.ndarray | None) -> np.ndarray | None:
+    """What breaks score ties: the slots (= id order), or the ids themselves once an
+    update appended a slot out of id order (so a compaction changes no answer)."""
+    if not snap.state.unsorted:
+        return rows
+    col = snap.slots["id"][: snap.state.n_slots]
+    return np.asarray(col if rows is None else col[rows], dtype=np.int64)
 
 
 def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
@@ -223,17 +232,8 @@ def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | Non
 
 def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend.
-
-    ``col``: a contiguous copy of the snapshot's id column, if the caller has one
-    (searchsorted copies a strided column first, an O(n) cost per call).
-    """
-    if col is None:
-        col = snap.slots["id"]
-    pos = np.searchsorted(col, ids)
-    pos_c = np.minimum(pos, max(col.size - 1, 0))
-    ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
-    return ok, pos[ok]
+    """(which of ``ids`` have a slot in the snapshot, their (latest) slots): see _idslots."""
+    return _idslots.slots_of(snap, ids, col)
 
 
 def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
@@ -381,10 +381,11 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         rows = np.flatnonzero(mask)
         cos = snap.matrix[rows] @ q.vector
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
     if q.accept is None:
-        picked = order_top(cos, rows, q.top_k).tolist()
+        picked = order_top(cos, tie, q.top_k).tolist()
     else:
-        ranked = (i for i in iter_ranked(cos, rows, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
+        ranked = (i for i in iter_ranked(cos, tie, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
         picked = _accepted(ranked, slot_of, q)
     ids_col = snap.slots["id"]
     out = []
@@ -417,10 +418,11 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    tie = _tie_rows(snap, uniq)
     if q.accept is None:
-        picked = order_top(sums, uniq, q.top_k).tolist()
+        picked = order_top(sums, tie, q.top_k).tolist()
     else:
-        picked = _accepted(iter_ranked(sums, uniq, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+        picked = _accepted(iter_ranked(sums, tie, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -504,11 +506,12 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         final[~valid] = -np.inf
 
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
     picked: list[int] = []
     if q.accept is None:
-        picked = order_top(final, rows, q.top_k).tolist()
+        picked = order_top(final, tie, q.top_k).tolist()
     else:
-        for i in iter_ranked(final, rows, max(4 * q.top_k, 32)):
+        for i in iter_ranked(final, tie, max(4 * q.top_k, 32)):
             if final[i] == -np.inf:
                 break
             if q.accept(slot_of(i)):
@@ -547,7 +550,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
                 mask: np.ndarray | None) -> np.ndarray | None:
     """Activation spread from the best candidates through their edges, onto the rows."""
     ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
-    seeds = order_top(ranked, rows, min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
+    seeds = order_top(ranked, _tie_rows(snap, rows), min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
     seeds = seeds[ranked[seeds] > 0]
     if seeds.size == 0:
         return None

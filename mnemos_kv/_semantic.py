@@ -126,6 +126,7 @@ def _merge_groups(engine: "Engine", ctx: "_Ctx", t: float, progress: Progress | 
     groups: list[tuple[int, list[int]]] = []
     for nid, tcode in pairs:
         rows = np.flatnonzero(alive & (sl["ns"] == nid) & (sl["type"] == tcode))
+        rows = rows[np.argsort(sl["id"][rows], kind="stable")]  # id order (updates append slots)
         m = int(rows.size)
         done += m
         if m < 2:

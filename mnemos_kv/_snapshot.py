@@ -65,6 +65,8 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
                 op["key"] = rec.key
             if rec.id in pinned:
                 op["pin"] = True
+            if rec.upd is not None:
+                op["upd"] = rec.upd
             yield op
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:

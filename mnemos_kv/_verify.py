@@ -7,6 +7,7 @@ Every mismatch becomes one line in the report; nothing is repaired.
 from __future__ import annotations
 
 import os
+import zlib
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,8 +183,12 @@ def _verify_once(engine: Engine, deep: bool) -> VerifyReport:
                 rep.add(f"memory {int(slots['id'][slot])}: its vector (row {slot} of "
                         f"{os.path.basename(vector_file(engine.path, st.gen))}) fails its checksum")
         ids = slots["id"]
-        if st.n_slots > 1 and not bool(np.all(np.diff(ids) > 0)):
+        if st.n_slots > 1 and not st.unsorted and not bool(np.all(np.diff(ids) > 0)):
             rep.add("slot ids are not strictly increasing")
+        if st.unsorted:  # updates append newer slots of older ids: live ids stay unique
+            live_ids = ids[live]
+            if np.unique(live_ids).size != live_ids.size:
+                rep.add("two live slots hold the same id")
         # -- capacity: pins, byte counters, limits ----------------------------------------------
         from ._capacity import verify as verify_capacity
         verify_capacity(engine, snap, rep)
@@ -208,9 +213,13 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
     if (seq is not None and rec.seq != seq) or (base_seq is not None and rec.seq > base_seq):
         return
     name = os.path.basename(where)
-    if (rec.text, rec.ts, rec.ns, rec.key) != (op["text"], op["ts"], op["ns"], op.get("key")):
+    mine = (rec.text, rec.ts, rec.ns) + ((rec.key,) if op["op"] == "mem" else ())
+    logged = (op["text"], op["ts"], op["ns"]) + ((op.get("key"),) if op["op"] == "mem" else ())
+    if mine != logged:
         rep.add(f"memory {mid}: its record in data.mdb differs from {name} "
                 f"(text, time, namespace or key)")
+    if seq is not None:
+        return  # the log pass checks every logged vector against its own row
     if 0 <= rec.slot < snap.state.n_slots and snap.matrix[rec.slot].tobytes() != op["vec"]:
         rep.add(f"memory {mid}: its vector (row {rec.slot} of "
                 f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from {name}")
@@ -248,17 +257,39 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool) -> Non
     from ._log import FILE_HEADER
     last = log.base_seq
     n = 0
+    # Every mem/update op of this segment took the next slot of the generation, so
+    # its k-th one is slot n_slots - (count) + k: each logged vector is checked
+    # against its own row (live or dead), after the pass has counted them.
+    logged: list[tuple[int, int, int]] = []  # (id, crc32 of the vector, seq)
     try:
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
             last = seq
             if deep:
                 op = R.decode(payload, "log frame")
-                if op.get("op") == "mem":
+                if op.get("op") in ("mem", "update"):
+                    logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq))
                     _compare(engine, snap, rep, op, seq, None, log.path)
     except CorruptionError as exc:
         rep.add(str(exc))
         return
+    if deep and logged:
+        start = st.n_slots - len(logged)
+        if start < 0:
+            rep.add(f"log holds {len(logged)} new vectors, the generation only {st.n_slots} slots")
+        else:
+            bad = 0
+            for k, (mid, crc, seq) in enumerate(logged):
+                slot = start + k
+                if int(snap.slots["id"][slot]) != mid:
+                    rep.add(f"slot {slot} holds id {int(snap.slots['id'][slot])}, its log frame "
+                            f"(seq {seq}) wrote id {mid}")
+                    bad += 1
+                elif zlib.crc32(snap.matrix[slot].tobytes()) != crc:
+                    rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
+                    bad += 1
+                if bad >= 20:
+                    break
     if n and last != st.seq:
         rep.add(f"log ends at seq {last}, the store committed seq {st.seq}")
     rep.checked["log_frames"] = n

@@ -8,6 +8,8 @@
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
     mnemos-kv recover PATH [--to NEW]          rebuild LMDB and vector files from the log
+    mnemos-kv mcp PATH [--namespace NS] [--read NS] [--readonly] [--http HOST:PORT]   MCP memory server
+    mnemos-kv mcp-import PATH memory.jsonl [--namespace NS]   import a reference memory server's graph
 """
 
 from __future__ import annotations
@@ -172,6 +174,25 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import run_args  # lazily: only this command needs the mcp extra
+    return run_args(args)
+
+
+def cmd_mcp_import(args: argparse.Namespace) -> int:
+    from ._kgraph import KnowledgeGraph
+    with Mnemos.open(args.path) as db:
+        rep = KnowledgeGraph(db.namespace(args.namespace)).import_jsonl(args.file)
+    print(f"imported {args.file} into {args.path} (namespace {args.namespace}): {rep.entities} "
+          f"entities, {rep.observations} observations, {rep.relations} relations created")
+    for reason in rep.skipped_lines:
+        print(f"  skipped {reason}", file=sys.stderr)
+    for r in rep.dangling_relations:
+        print(f"  skipped relation {r['from']} -{r['relationType']}-> {r['to']}: an end is not an entity",
+              file=sys.stderr)
+    return 0
+
+
 DEMO_CONVERSATION = [
     ("user", "Let's settle billing: we chose Stripe for payments, PayPal was too expensive."),
     ("agent", "Noted. The invoices will be sent on the first of every month."),
@@ -279,10 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress output")
     c.set_defaults(func=cmd_compact)
 
+    q = sub.add_parser("mcp", help="serve the store to MCP clients (needs mnemos-kv[mcp])")
+    _mcp_arguments(q)
+    q.set_defaults(func=cmd_mcp)
+
+    i = sub.add_parser("mcp-import", help="import a reference MCP memory server's memory.jsonl")
+    i.add_argument("path", help="store directory (created if missing)")
+    i.add_argument("file", help="the reference server's memory.jsonl")
+    i.add_argument("--namespace", default="default", help="namespace to import into (default: default)")
+    i.set_defaults(func=cmd_mcp_import)
+
     m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
     m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")
     m.set_defaults(func=cmd_demo)
     return p
+
+
+def _mcp_arguments(p: argparse.ArgumentParser) -> None:
+    """``mnemos-kv mcp``'s options (defined without importing the mcp SDK)."""
+    from .mcp import add_arguments
+    add_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:

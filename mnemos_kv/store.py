@@ -47,6 +47,14 @@ ASK_MODES = ("hybrid", "vector", "lexical")
 
 
 
+def _to_memory(rec: R.Record, namespace: str, score: float | None = None,
+               explain: dict[str, float] | None = None) -> Memory:
+    """The public value of a stored record."""
+    return Memory(id=rec.id, text=rec.text, metadata=rec.metadata, namespace=namespace,
+                  type=rec.type, created_at=from_us(rec.ts), score=score, key=rec.key,
+                  explain=explain, updated_at=from_us(rec.upd if rec.upd is not None else rec.ts))
+
+
 def _parse_filter(filter: Any) -> Any:
     """The parsed filter (None for None or ``{}``). :raises InvalidInputError:"""
     from . import filters as F
@@ -136,6 +144,55 @@ class _Handle:
         from ._chunking import ingest
         return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
                       unit=unit, type_=type, timestamp=timestamp, progress=progress)
+
+    def update(self, id: MemoryId, *, text: str | None = None,
+               metadata: Mapping[str, Any] | None = None, type: str | None = None,
+               timestamp: Any = None) -> Memory:
+        """Change a memory of this namespace, keeping its id, key, edges and pin.
+
+        Only the given fields change: ``metadata`` replaces the whole dict, a new
+        ``text`` is re-embedded and re-indexed (BM25), ``timestamp`` moves it in time.
+        One logged op in one transaction; readers see the old or the new version,
+        never a mix. ``updated_at`` becomes the clock's now, unless nothing differs
+        (then nothing is written). Returns the memory as it now is.
+
+        :raises MemoryNotFoundError: no such memory in this namespace.
+        :raises InvalidInputError: nothing to change, or a bad value (before anything is written).
+        """
+        from ._mutate import check_fields
+        eng = self._engine
+        eng.check_writable()
+        mid = _check_id(id)
+        fields = check_fields(text, metadata, type, timestamp, None, eng.dim, require_text=False)
+        with eng.snapshot() as snap:
+            self._own(snap, mid)  # unknown or foreign: refused before embedding
+        if "text" in fields:
+            fields["vec"] = embed_checked(eng.require_embedder(), [fields["text"]])[0]
+        rec = eng.write([("update", self.name, mid, fields, to_us(eng.clock(), "clock()"))])[0]
+        return _to_memory(rec, self.name)
+
+    def upsert(self, key: str, text: str, metadata: Mapping[str, Any] | None = None, *,
+               type: str = "episodic", timestamp: Any = None, vector: Any = None) -> MemoryId:
+        """Insert a memory under ``key``, or replace the one that has it; returns the id.
+
+        A new key is remembered like :meth:`remember` (``timestamp`` default: now). An
+        existing key keeps its id, edges and pin, and gets this text, metadata and
+        type (and ``timestamp`` when given; else it keeps its own), as :meth:`update`
+        does; writing the same values again changes nothing.
+
+        :raises InvalidInputError: bad key, text, metadata, type, timestamp or vector.
+        """
+        from ._mutate import check_fields
+        eng = self._engine
+        eng.check_writable()
+        k = R.check_key(key)
+        if k is None:
+            raise InvalidInputError("upsert needs a key (a non-empty str), got None")
+        fields = check_fields(text, metadata, type, timestamp, vector, eng.dim, require_text=True)
+        if "vec" not in fields:
+            fields["vec"] = embed_checked(eng.require_embedder(), [fields["text"]])[0]
+        now = to_us(eng.clock(), "clock()")
+        return int(eng.write([("upsert", self.name, k, fields, now, False)])[0])
 
     def forget(self, id: MemoryId) -> None:
         """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
@@ -248,9 +305,7 @@ class _Handle:
 
     def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None,
                 explain: dict[str, float] | None = None) -> Memory:
-        return Memory(id=rec.id, text=rec.text, metadata=rec.metadata,
-                      namespace=self._engine.ns_name(rec.ns, snap.txn), type=rec.type,
-                      created_at=from_us(rec.ts), score=score, key=rec.key, explain=explain)
+        return _to_memory(rec, self._engine.ns_name(rec.ns, snap.txn), score, explain)
 
     def _own(self, snap: Snapshot, mid: int) -> R.Record:
         nid = self._nid(snap)
@@ -500,6 +555,14 @@ class Namespace(_Handle):
         mb = check_limit(max_bytes, "max_bytes")
         self._engine.write([("call", set_limit(self.name, me, mb), 0)])
 
+    def drop(self) -> int:
+        """Delete this namespace: every memory, edge (also edges from other namespaces
+        into it), key, index entry, capacity limit and counter, in one logged op and
+        one transaction. Returns how many memories it held (0: it did not exist). The
+        handle stays usable: a later write creates the namespace afresh."""
+        self._engine.check_writable()
+        return int(self._engine.write([("drop", self.name)])[0])
+
     def capacity(self) -> dict[str, int | None]:
         """This namespace's limits: ``{"max_entries": n or None, "max_bytes": n or None}``."""
         from ._capacity import limits
@@ -589,9 +652,7 @@ class Mnemos(_Handle):
 
         def hook(records: list[R.Record]) -> None:
             with eng.env.read() as txn:
-                mems = [Memory(id=r.id, text=r.text, metadata=r.metadata,
-                               namespace=eng.ns_name(r.ns, txn), type=r.type,
-                               created_at=from_us(r.ts), key=r.key) for r in records]
+                mems = [_to_memory(r, eng.ns_name(r.ns, txn)) for r in records]
             fn(mems)
         eng.on_evict = hook
 
@@ -663,6 +724,14 @@ class Mnemos(_Handle):
         if isinstance(read, str):
             read = [read]
         return Namespace(self._engine, name, read)
+
+    def drop_namespace(self, name: str) -> int:
+        """Delete namespace ``name`` and everything in it (see :meth:`Namespace.drop`);
+        returns how many memories it held (0: it did not exist). ``"default"`` is
+        emptied and stays. One logged op: replay, export and compaction follow it."""
+        name = check_namespace(name)
+        self._engine.check_writable()
+        return int(self._engine.write([("drop", name)])[0])
 
     def namespaces(self) -> list[str]:
         """Names of every namespace that exists (sorted)."""
