@@ -22,6 +22,7 @@ import tempfile
 from typing import Any, Sequence
 
 from . import __version__
+from ._dump import jsonable as _jsonable  # noqa: F401 - also used by mcp
 from .errors import InvalidInputError, MnemosError
 from .store import Mnemos
 
