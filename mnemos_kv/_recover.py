@@ -22,7 +22,8 @@ from . import _lmdbcheck, _openlock
 from . import _records as R
 from ._log import FILE_HEADER, LOG_MAGIC, _FILE_HDR, encode_frame, iter_file_frames, log_file
 from ._storage import unlink_quiet
-from .errors import CorruptionError, InvalidInputError, LogCorruptionError, StoreError
+from .errors import (CorruptionError, InvalidInputError, LogCorruptionError, MnemosError,
+                     StoreError)
 
 _LOG_NAME = re.compile(r"log\.(\d{6,})\.mlog")
 #: Files of a store that recovery replaces (moved aside in place, never deleted).
@@ -120,11 +121,9 @@ def _frames(fd: int, start: int, end: int, path: str, what: str, rep: RecoveryRe
 
 
 def recover(path: str, *, to: str | None = None, embedder: Any = None) -> RecoveryReport:
-    """Rebuild the store at ``path`` from its base snapshot and log (see Mnemos.recover)."""
-    from ._replay import REPLAY_VERSION, _PREFIX, REPLAY_MAGIC
-    from ._snapshot import _SNAP_HDR, SNAP_MAGIC, snapshot_file
-    from .store import Mnemos
-
+    """Rebuild the store at ``path`` from its base snapshot and log (see Mnemos.recover);
+    when they cannot restore everything but data.mdb is intact, keep data.mdb's state and
+    rebuild the history files from it instead."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise InvalidInputError(f"path must be a store directory, got {path!r}")
     root = os.path.abspath(os.fspath(path))
@@ -142,7 +141,117 @@ def recover(path: str, *, to: str | None = None, embedder: Any = None) -> Recove
         target = root
     rep = RecoveryReport(path=root, target=target)
     fmt, st = _read_lmdb_meta(root, rep)
+    scratch = f"{target}.recover-{os.getpid()}"
+    from_log, from_lmdb = scratch + "-log", scratch + "-lmdb"
+    for d in (from_log, from_lmdb):
+        shutil.rmtree(d, ignore_errors=True)  # our own leftovers (same pid)
+    chosen = keep = None
+    try:
+        try:
+            _from_log(root, from_log, rep, fmt, st, embedder)
+            chosen = from_log
+        except CorruptionError as exc:
+            if fmt is None or st is None:
+                raise
+            rep.lost.append(str(exc))
+        if not rep.complete and fmt is not None and st is not None and _lmdb_intact(root):
+            # The log cannot give everything back, but data.mdb is intact: rebuild the
+            # history files (a base snapshot) from it instead.
+            alt = RecoveryReport(path=root, target=target)
+            try:
+                _from_lmdb(root, from_lmdb, alt, fmt, st, embedder)
+            except MnemosError as exc:
+                rep.notes.append(f"rebuilding from data.mdb failed too: {exc}")
+            else:
+                alt.notes.append("the log could not restore everything (" + "; ".join(rep.lost)
+                                 + "); data.mdb is intact, so the store was kept from it "
+                                 "and its history files rebuilt: a base snapshot of the state "
+                                 f"at seq {alt.last_seq} (the operations before it are no "
+                                 "longer exported one by one)")
+                rep, chosen = alt, from_lmdb
+        if chosen is None:
+            raise CorruptionError(f"{root!r}: nothing to recover from: " + "; ".join(rep.lost)
+                                  + " (nothing was changed)")
+        if to is not None:
+            if os.path.isdir(target):
+                os.rmdir(target)  # empty (checked above)
+            os.rename(chosen, target)
+        else:
+            try:
+                _swap_in(root, chosen, rep)
+            except StoreError:
+                keep = chosen  # the message names it
+                raise
+    finally:
+        for d in (from_log, from_lmdb):
+            if d != keep:
+                shutil.rmtree(d, ignore_errors=True)
+    return rep
 
+
+def _lmdb_intact(root: str) -> bool:
+    """data.mdb's pages all check out (read by pread, never mapped)."""
+    path = os.path.join(root, "data.mdb")
+    try:
+        problems, _pages = _lmdbcheck.walk(path)
+    except OSError:
+        return False
+    return not problems
+
+
+def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
+               st: dict[str, Any], embedder: Any) -> None:
+    """Keep the LMDB state and the current vector files; write new history files.
+
+    Copies data.mdb and the current generation's files into ``build``, points the state
+    at a fresh, empty log segment, then checkpoints (a base snapshot of the whole state,
+    every vector row checked) and verifies.
+    """
+    import lmdb
+
+    from ._log import LogFile
+    from ._replay import _checkpoint_now
+    from ._storage import DEFAULT_MAP_SIZE
+    from ._vectors import slot_file, vector_file
+    from .store import Mnemos
+
+    gen = int(st["gen"])
+    os.makedirs(build)
+    for src in (os.path.join(root, "data.mdb"), vector_file(root, gen), slot_file(root, gen)):
+        shutil.copy2(src, os.path.join(build, os.path.basename(src)))
+    segs = [int(m.group(1)) for m in map(_LOG_NAME.fullmatch, os.listdir(root)) if m]
+    seg = max(segs + [int(st.get("log_seg", 1))]) + 1
+    size = os.path.getsize(os.path.join(build, "data.mdb"))
+    env = lmdb.open(build, subdir=True, max_dbs=32, map_size=max(DEFAULT_MAP_SIZE, 2 * size))
+    try:
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            state = R.decode(txn.get(b"state", db=meta), "store state")
+            state.update(log_seg=seg, log_end=FILE_HEADER, vsync_seq=state["seq"],
+                         vsync_slots=state["n_slots"], vsync_off=FILE_HEADER)
+            txn.put(b"state", R.encode(state), db=meta)
+        env.sync(True)
+    finally:
+        env.close()
+    LogFile.create(build, seg, 0)
+    emb = embedder if embedder is not None else _Stand_in(str(fmt["embedder"]), int(fmt["dim"]))
+    with Mnemos.open(build, embedder=emb) as db:
+        _checkpoint_now(db._engine)
+        v = db.verify()
+        if not v.ok:
+            raise CorruptionError(f"the store kept from data.mdb fails verify: {v.problems[:3]}")
+        stats = db.stats()
+        rep.memories, rep.last_seq = stats["total"], stats["seq"]
+
+
+def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | None,
+              st: dict[str, Any] | None, embedder: Any) -> None:
+    """Replay the base snapshot and the intact log frames into a new store at ``build``."""
+    from ._replay import REPLAY_VERSION, _PREFIX, REPLAY_MAGIC
+    from ._snapshot import _SNAP_HDR, SNAP_MAGIC, snapshot_file
+    from .store import Mnemos
+
+    target = build
     # -- which log segment ----------------------------------------------------------------
     segs = {}
     for name in os.listdir(root):
@@ -275,10 +384,7 @@ def recover(path: str, *, to: str | None = None, embedder: Any = None) -> Recove
     rep.base_frames, rep.log_frames, rep.frames = n_base, n_log, n_base + n_log
     rep.last_seq = last if last is not None else (base_seq if base_ok else 0)
 
-    # -- build the new store, then swap it in ----------------------------------------------
-    build = target if to is not None else f"{root}.recovering-{os.getpid()}"
-    if to is None and os.path.exists(build):
-        shutil.rmtree(build)  # our own leftover of an earlier, interrupted run (same pid)
+    # -- build the new store ---------------------------------------------------------------
     try:
         with Mnemos.open(build, embedder=emb) as db:
             db.replay(replay_path, strict=True)
@@ -291,9 +397,6 @@ def recover(path: str, *, to: str | None = None, embedder: Any = None) -> Recove
     if st is not None and int(st.get("seq", 0)) > rep.last_seq:
         rep.lost.append(f"data.mdb had committed up to seq {st['seq']}; the log holds only up to "
                         f"seq {rep.last_seq}")
-    if to is None:
-        _swap_in(root, build, rep)
-    return rep
 
 
 def _default_dim() -> int:
