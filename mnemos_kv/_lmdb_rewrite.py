@@ -44,6 +44,9 @@ Progress = Callable[[str, int, int], Any]
 
 _fsync = S.fsync_path
 
+#: Whether py-lmdb's putmulti(append=True) appends duplicates of a dupsort table.
+APPEND_DUPS = int(lmdb.__version__.split(".")[0]) >= 3
+
 
 def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], dst_dir: str,
           map_size: int, progress: Progress | None) -> None:
@@ -59,13 +62,16 @@ def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], 
                 with dst.begin(write=True) as wtxn:
                     ddb = dst.open_db(name, txn=wtxn, create=True, **flags)
                     added = 0
+                    # MDB_APPEND rejects a second value of the same key; py-lmdb 3 uses
+                    # MDB_APPENDDUP for dupsort tables, 1.x does not (it copied a fraction)
+                    append = APPEND_DUPS or not flags.get("dupsort")
                     with rtxn.cursor(db=sdb) as rc, wtxn.cursor(db=ddb) as wc:
                         items = rc.iternext(keys=True, values=True)
                         while True:
                             chunk = list(itertools.islice(items, CHUNK))
                             if not chunk:
                                 break
-                            _consumed, n = wc.putmulti(chunk, append=True)
+                            _consumed, n = wc.putmulti(chunk, append=append)
                             added += n
                             done += len(chunk)
                             if progress is not None:
