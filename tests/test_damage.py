@@ -286,3 +286,24 @@ def test_lost_history_files_are_rebuilt_from_an_intact_lmdb(tmp_path, damage: st
         db.export_replay(str(tmp_path / "x.replay"))
     with Mnemos.open(str(tmp_path / "copy")) as copy:  # the new history replays
         assert copy.replay(str(tmp_path / "x.replay")).digest_matches
+
+
+def test_quick_verify_checks_a_sample_of_rows_deep_checks_all(tmp_path, monkeypatch) -> None:
+    from mnemos_kv import _verify
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        ids = db.remember_many([f"row {i} of a small store" for i in range(10)])
+    vec = os.path.join(path, "vectors.000001.f32")
+    with open(vec, "r+b") as f:  # corrupt rows 0 (sampled: first) and 4 (not sampled)
+        for slot in (0, 4):
+            f.seek(4096 + slot * 2048 + 8)
+            b = f.read(1)
+            f.seek(4096 + slot * 2048 + 8)
+            f.write(bytes([b[0] ^ 0x01]))
+    monkeypatch.setattr(_verify, "QUICK_ROWS", 2)
+    with Mnemos.open(path, readonly=True) as db:
+        quick = db.verify(deep=False)
+        deep = db.verify()
+    bad = lambda rep: {p.split(":")[0] for p in rep.problems if "checksum" in p}  # noqa: E731
+    assert bad(quick) == {f"memory {ids[0]}"} and quick.checked["vector_checksums"] == 2
+    assert bad(deep) == {f"memory {ids[0]}", f"memory {ids[4]}"}
