@@ -152,6 +152,11 @@ def translate_write(exc: BaseException, path: str) -> MnemosError:
     return err
 
 
+def txn_commit(txn: lmdb.Transaction) -> None:
+    """Commit a write transaction (one function, so tests can make it fail)."""
+    txn.commit()
+
+
 def env_sync(env: lmdb.Environment) -> None:
     """LMDB's fdatasync of its data file (one function, so tests can make it fail)."""
     env.sync(True)
@@ -372,7 +377,7 @@ class Environment:
                 try:
                     try:
                         result = body(txn)
-                        txn.commit()
+                        txn_commit(txn)
                     except BaseException:
                         txn.abort()
                         raise

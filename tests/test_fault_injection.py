@@ -1,5 +1,5 @@
 """Fault injection, as SQLite's I/O-error tests: every OS-level write, fsync, fdatasync,
-rename, truncate, fallocate and mmap call (and LMDB's file sync) of a write path, of
+rename, truncate, fallocate and mmap call (and LMDB's commit and file sync) of a write path, of
 ``compact()`` and of ``replay`` fails in turn with EIO, one injection point at a time,
 enumerated deterministically. After each: the call raised a MnemosError (or returned,
 when the failing call was a best-effort one), the store reopens (``recover`` if it says
@@ -41,6 +41,7 @@ class Injector:
                 self._wrap(os, name, f"os.{name}")
         self._wrap(mmap, "mmap", "mmap.mmap")
         self._wrap(S, "env_sync", "lmdb sync")
+        self._wrap(S, "txn_commit", "lmdb commit")
 
     def _wrap(self, owner: Any, name: str, label: str) -> None:
         real = getattr(owner, name)
@@ -50,7 +51,10 @@ class Injector:
             if self.calls == self.fail_at:
                 self.failed = label
                 if label == "lmdb sync":  # what py-lmdb raises for a failed mdb_env_sync
-                    raise lmdb.Error(f"mdb_env_sync: Input/output error (injected)")
+                    raise lmdb.Error("mdb_env_sync: Input/output error (injected)")
+                if label == "lmdb commit":  # a failed mdb_txn_commit: nothing committed
+                    a[0].abort()
+                    raise lmdb.Error("mdb_txn_commit: Input/output error (injected)")
                 raise OSError(errno.EIO, f"injected I/O error in {label}")
             return real(*a, **k)
         self.mp.setattr(owner, name, fake)
@@ -66,6 +70,7 @@ def _seed(path: str) -> None:
     with Mnemos.open(path) as db:
         ids = db.remember_many([f"seed memory {i} about apples" for i in range(6)])
         db.connect(ids[0], ids[1])
+        db.namespace("team").remember_many(["a team memory", "another team memory"])
 
 
 def _batch(db: Mnemos) -> None:
@@ -81,6 +86,9 @@ OPS: dict[str, Callable[[Mnemos, str], Any]] = {
     "batch": lambda db, x: _batch(db),
     "forget": lambda db, x: db.forget(2),
     "connect": lambda db, x: db.connect(4, 5, relation="likes"),
+    "update": lambda db, x: db.update(1, text="seed memory 0, now about quinces"),
+    "upsert": lambda db, x: db.upsert("fresh-key", "an upserted memory"),
+    "drop_namespace": lambda db, x: db.drop_namespace("team"),
     "compact": lambda db, x: db.compact(),
     "replay": lambda db, x: db.replay(x),
     # grows the vector files past their first 1024 rows (fallocate, remap) and crosses
