@@ -147,6 +147,19 @@ class BatchNamespace:
         b._check_open()
         b._add(("forget", self.name, b._ref(id, "id")))
 
+    def forget_where(self, filter: Mapping[str, Any]) -> None:
+        """Queue forgetting every memory of this namespace whose metadata matches
+        ``filter`` at that point of the batch (memories remembered earlier in it
+        included). The filter is checked now; how many it forgot is not reported
+        (``db.forget_where`` outside a batch returns it)."""
+        from ._filter_index import forget_where
+        from .filters import parse
+        b = self._batch
+        b._check_open()
+        if not isinstance(filter, Mapping) or not filter:
+            raise InvalidInputError(f"forget_where needs a non-empty filter dict, got {filter!r}")
+        b._add(("call", forget_where(self.name, parse(filter)), 0))
+
     def connect(self, a: int | PendingId, b: int | PendingId, relation: str = "related",
                 weight: float = 1.0) -> None:
         """Queue the edge ``a -> b`` (both in this namespace)."""

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import stat
 import time
@@ -32,6 +34,8 @@ from . import _storage as S
 from ._engine import Engine, _Ctx
 from ._snapshot import checkpoint, remove_stale, remove_superseded
 from ._vectors import VectorFiles, slot_file, vector_file
+
+log = logging.getLogger("mnemos_kv")
 
 
 def _remove_generations(root: str, keep: int) -> None:
@@ -72,15 +76,21 @@ def compact(engine: Engine, *, merge_similar: float | None = None,
     t0 = time.perf_counter()
     before = file_usage(engine.path)
     merged = 0
+    log.info("%s: compaction started", engine.path)
     if merge_similar is not None:
         merged = _semantic.merge_similar(engine, merge_similar, progress)
+        log.info("%s: compaction merged %d near-duplicates (cosine >= %s)", engine.path, merged,
+                 merge_similar)
     out: dict[str, Any] = dict(compact_vectors(engine, progress))
+    log.info("%s: compaction wrote generation %d (%d -> %d slots) and a checkpoint at seq %d",
+             engine.path, out["generation"], out["slots_before"], out["slots_after"], out["seq"])
     if rewrite_lmdb:
         done, note = _lmdb_rewrite.rewrite(engine.env, progress)
     else:
         done, note = False, "LMDB file left as it is (rewrite_lmdb=False)"
     out.update(merged=merged, lmdb_compacted=done, lmdb_note=note, files_before=before,
                files_after=file_usage(engine.path), seconds=time.perf_counter() - t0)
+    log.info("%s: compaction done in %.2f s", engine.path, out["seconds"])
     return out
 
 

@@ -12,6 +12,8 @@ sequence) and look only at the rows and liveness that snapshot implies.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import threading
 import weakref
@@ -31,6 +33,8 @@ from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, slot_f
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
+
+logger = logging.getLogger("mnemos_kv")
 
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
@@ -214,7 +218,12 @@ class Engine:
             except CorruptionError as exc:
                 raise NeedsRecoveryError(f"{exc}; nothing was changed. {self.recover_hint()}") from exc
             self._vsync_check = not readonly
+            logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
+                      "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
+                logger.info("%s: recovering on open (log %d bytes, committed %d; vector files "
+                         "synced to seq %d of %d)", self.path, self.log.size(), st.log_end,
+                         st.vsync_seq, st.seq)
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
                 # the vector rows written since the last file sync from the log
                 self.write([])
@@ -553,6 +562,8 @@ class Engine:
                 self.log.truncate(holder["log_end"])
 
         results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: committed %d requests", self.path, len(requests))
         evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
         if evicted and self.on_evict is not None:
             _capacity.notify(self.on_evict, evicted)
@@ -622,6 +633,9 @@ class Engine:
                 for slot in on_disk.tolist() + [r[0] for r in rows if int(r[2][3]) == nid]:
                     if slot not in dead:
                         dead[slot] = seq
+        logger.info("%s: re-applying log frames after seq %d to the vector files (%d rows, %d "
+                 "dead marks) after an unclean shutdown", self.path, st.vsync_seq, len(rows),
+                 len(dead))
         # Readers in other processes may be reading these rows: write each row whole,
         # with its final dead mark, and only when it differs (after a clean shutdown
         # nothing differs and nothing is written).
@@ -659,6 +673,8 @@ class Engine:
                 f"{self.log.path}: {size - st.log_end} bytes after the committed end hold frames "
                 f"from seq {tail[0][1]}, but the store committed seq {st.seq}; the log and "
                 f"data.mdb disagree and nothing was changed. {self.recover_hint()}")
+        logger.info("%s: dropping %d uncommitted log bytes after seq %d (a writer died before "
+                    "its commit)", self.log.path, size - st.log_end, st.seq)
         # dead marks set by the uncommitted ops (forget, evict, update, drop) carry a seq
         # beyond the committed one: undo them all at once
         undo = np.flatnonzero(slots["dead"][: st.n_slots] > st.seq)
@@ -943,6 +959,7 @@ class Engine:
         self.vectors.close()
         self.log.close()
         S.release(self.env)
+        logger.debug("%s: closed", self.path)
 
 
 __all__ = ["Engine", "State", "Snapshot", "Ref", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]

@@ -20,11 +20,12 @@ or the id and the call is re-run from the reads (a few times at most).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from .errors import DuplicateKeyError, InvalidInputError, MemoryNotFoundError
 
@@ -43,6 +44,14 @@ GRAPH_FILTER = {"kind": {"$in": [ENTITY, OBSERVATION]}}
 RETRIES = 8
 
 T = TypeVar("T")
+
+
+class _Conflict(Exception):
+    """A commit refused because of a concurrent writer (carries the store's error)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def observation_key(entity: str, text: str) -> str:
@@ -200,14 +209,30 @@ class KnowledgeGraph:
         out.sort(key=lambda m: m.id)
         return out
 
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[Any]:
+        """A batch committed at the end of the block; a commit refused because another
+        writer changed the same names since our reads becomes :class:`_Conflict`."""
+        b = self.h.batch()
+        try:
+            yield b
+        except BaseException:
+            b.discard()
+            raise
+        try:
+            b.commit()
+        except (DuplicateKeyError, MemoryNotFoundError) as exc:
+            raise _Conflict(exc) from exc
+
     def _retry(self, fn: Callable[[], T]) -> T:
-        """Run a read-then-write call again when a concurrent writer invalidated its reads."""
+        """Run a read-then-write call again when a concurrent writer invalidated its reads
+        (at most ``RETRIES`` times; then the store's error is raised)."""
         for attempt in range(RETRIES):
             try:
                 return fn()
-            except (DuplicateKeyError, MemoryNotFoundError):
+            except _Conflict as conflict:
                 if attempt == RETRIES - 1:
-                    raise
+                    raise conflict.error from None
         raise AssertionError("unreachable")
 
     # -- writes --------------------------------------------------------------------
@@ -231,7 +256,7 @@ class KnowledgeGraph:
                 seen.add(name)
                 created.append((name, etype, obs))
             if created:
-                with self.h.batch() as b:
+                with self._txn() as b:
                     for name, etype, obs in created:
                         eid = b.remember(entity_text(name, etype), {"kind": ENTITY, "entityType": etype},
                                          type="semantic", key=name)
@@ -269,7 +294,7 @@ class KnowledgeGraph:
                     added.append(text)
                 plan.append((name, ent.id, added))
             if queued:
-                with self.h.batch() as b:
+                with self._txn() as b:
                     for name, eid, added in plan:
                         self._queue_observations(b, eid, name, added)
             return [{"entityName": n, "addedObservations": a} for n, _, a in plan]
@@ -293,7 +318,7 @@ class KnowledgeGraph:
                 if not self._has_edge(a.id, b.id, rtype):
                     new.append((a.id, b.id, (src, dst, rtype)))
             if new:
-                with self.h.batch() as bt:
+                with self._txn() as bt:
                     for a_id, b_id, (_, _, rtype) in new:
                         bt.connect(a_id, b_id, rtype)
             return [_rel_dict(r) for _, _, r in new]
@@ -318,7 +343,7 @@ class KnowledgeGraph:
                 ids.append(ent.id)
                 ids.extend(m.id for m in self._observation_memories(ent.id))
             if ids:
-                with self.h.batch() as b:
+                with self._txn() as b:
                     for mid in ids:
                         b.forget(mid)
             return {"deleted": deleted, "notFound": missing}
@@ -347,7 +372,7 @@ class KnowledgeGraph:
                     if is_observation(m) and m.metadata["entity"] == name and m.id not in ids:
                         ids.append(m.id)
             if ids:
-                with self.h.batch() as b:
+                with self._txn() as b:
                     for mid in ids:
                         b.forget(mid)
             return {"deletedCount": len(ids), "missingEntities": _unique(missing)}
@@ -364,7 +389,7 @@ class KnowledgeGraph:
                 if a is not None and b is not None and self._has_edge(a.id, b.id, rtype):
                     found.append((a.id, b.id, rtype))
             if found:
-                with self.h.batch() as bt:
+                with self._txn() as bt:
                     for a_id, b_id, rtype in found:
                         bt.disconnect(a_id, b_id, rtype)
             return len(found)

@@ -19,6 +19,8 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
+import logging
+
 import functools
 import math
 import struct
@@ -29,6 +31,8 @@ import numpy as np
 
 from . import _lexical
 from . import _records as R
+
+log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "drop_namespace", "stats", "bm25_postings",
            "doc_terms", "ensure_built"]
@@ -199,6 +203,10 @@ def ensure_built(env: Any) -> None:
             return  # another process did it
         txn.drop(env.db("postings"), delete=False)
         txn.drop(sdb, delete=False)
+        n = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: building the BM25 index over %d memories (postings missing or of "
+                "another version)", getattr(env, "path", "?"), n)
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
                 rec = R.Record.from_bytes(v)

@@ -306,28 +306,34 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
 
 
 def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
-                universe: np.ndarray | None = None) -> np.ndarray:
-    """Slots live in ``ns_ids`` whose metadata matches the parsed filter ``node``.
+                universe: np.ndarray | None = None, ids: np.ndarray | None = None) -> np.ndarray:
+    """Slots live in ``ns_ids`` (or in ``universe``) whose metadata matches the parsed
+    filter ``node``.
 
     Answered by the filter index (``_filter_index``); a snapshot without one (a store
     made before it, open read-only) decodes the records of the namespaces instead.
+    ``ids``: the slots' contiguous id column; None takes it from the time-order cache,
+    which only committed snapshots may use (a write transaction passes its own).
     """
     from . import filters as F
     if universe is None:
         universe = candidate_mask(snap, ns_ids)
     n = snap.state.n_slots
-    ids = np.ascontiguousarray(snap.slots["id"][:n])
+    if ids is None:
+        view = _timeorder.for_engine(engine).view(snap)  # its id column is contiguous already
+        ids = view.ids[:n] if view.n >= n else np.ascontiguousarray(snap.slots["id"][:n])
+    id_col = ids
 
     def meta_of(mid: int) -> Any:
         rec = engine.record(snap.txn, mid)
         return rec.metadata if rec is not None else None
 
-    out = _filter_index.select(snap.txn, engine.env, ns_ids, ids, universe, node,
-                               lambda x: _slots_of(snap, x, ids)[1], meta_of)
+    out = _filter_index.select(snap.txn, engine.env, ns_ids, id_col, universe, node,
+                               lambda x: _slots_of(snap, x, id_col)[1], meta_of)
     if out is None:
         out = np.zeros(n, bool)
         for slot in np.flatnonzero(universe).tolist():
-            meta = meta_of(int(ids[slot]))
+            meta = meta_of(int(id_col[slot]))
             out[slot] = meta is not None and F.evaluate(node, meta)
     return out
 
@@ -574,31 +580,11 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
 
 
 def parse_half_life(value: Any) -> float | None:
-    """Seconds of a ``recency_bias`` value: False/None -> None, True -> default, "7d", 3600, timedelta."""
-    import datetime as _dt
-
-    from .errors import InvalidInputError
+    """Seconds of a ``recency_bias`` value: False/None -> None, True -> the default
+    half-life, else a duration: seconds, a timedelta, or "7d", "7 days", "12h", "2w"..."""
+    from ._timeutil import parse_duration
     if value is None or value is False:
         return None
     if value is True:
         return DEFAULT_HALF_LIFE_S
-    if isinstance(value, _dt.timedelta):
-        secs = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
-    elif isinstance(value, str):
-        import re
-        mt = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", value)
-        if not mt:
-            raise InvalidInputError(
-                f"recency_bias must be True, a half-life like '7d', '12h', '30m', '2w', '1y' "
-                f"or seconds; got {value!r}")
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_557_600}[mt.group(2)]
-        secs = float(mt.group(1)) * unit
-    else:
-        raise InvalidInputError(
-            f"recency_bias must be a bool, a half-life string like '7d', seconds or a timedelta; "
-            f"got {type(value).__name__} {value!r}")
-    if not math.isfinite(secs) or secs <= 0:
-        raise InvalidInputError(f"recency_bias half-life must be positive and finite, got {value!r}")
-    return secs
+    return parse_duration(value, "recency_bias half-life")

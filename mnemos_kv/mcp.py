@@ -2,8 +2,8 @@
 
 A drop-in superset of the reference ``@modelcontextprotocol/server-memory``: its nine
 knowledge-graph tools, with the same names and argument shapes, stored as memories
-(see ``_kgraph``), plus mnemos's own ``remember``/``ask``/``forget``/``connect``/
-``get``/``stats``. Every MCP client starts its own server process; they can all point
+(see ``_kgraph``), plus mnemos's own ``remember``/``ask``/``update``/``forget``/
+``connect``/``get``/``stats``. Every MCP client starts its own server process; they can all point
 at one store, which serialises their writes and keeps each one durable and whole.
 
 Needs the optional extra (``pip install mnemos-kv[mcp]``); ``import mnemos_kv`` never
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._kgraph import KnowledgeGraph
-from .errors import InvalidInputError, MissingDependencyError, MnemosError, ReadOnlyError
+from .errors import (InvalidInputError, MemoryNotFoundError, MissingDependencyError, MnemosError,
+                     ReadOnlyError)
 from .store import Mnemos
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ log = logging.getLogger("mnemos_kv.mcp")
 READ_GRAPH_LIMIT = 500
 READ_GRAPH_MAX = 5000
 MAX_TOP_K = 100
+#: The resource holding the graph (the reference server's URI).
+GRAPH_URI = "memory://knowledge-graph"
 
 # -- schemas ---------------------------------------------------------------------
 
@@ -216,6 +219,16 @@ TOOLS: tuple[ToolSpec, ...] = (
                   ["query"], strict=True),
              "ask", False, _obj({"memories": {"type": "array", "items": {"type": "object"}}},
                                 ["memories"]), idempotent=True),
+    ToolSpec("update", "Update Memory",
+             "Change a memory's text, metadata (replaced whole) or type, keeping its id, key and "
+             "links. For knowledge-graph entities and observations use the graph tools instead.",
+             _obj({"id": {**_ID, "description": "The memory id"},
+                   "key": {"type": "string", "description": "The memory's key (instead of id)"},
+                   "text": {"type": "string", "description": "The new text"},
+                   "metadata": {"type": "object", "description": "The new metadata (replaces all of it)"},
+                   "type": {"type": "string", "enum": ["episodic", "semantic", "procedural"]}},
+                  strict=True),
+             "update", True, None, idempotent=True),
     ToolSpec("forget", "Forget",
              "Delete a memory (by id) and every link touching it.",
              _obj({"id": {**_ID, "description": "The memory id"}}, ["id"], strict=True),
@@ -246,8 +259,8 @@ TOOLS_BY_NAME = {t.name: t for t in TOOLS}
 # -- the tools, as plain Python ------------------------------------------------------
 
 def _jsonable(value: Any) -> Any:
-    from .cli import _jsonable as cli_jsonable
-    return json.loads(json.dumps(cli_jsonable(value), default=str))
+    from ._dump import to_json
+    return json.loads(json.dumps(to_json(value), default=str))
 
 
 def _time_arg(value: Any, what: str) -> Any:
@@ -269,13 +282,16 @@ def memory_dict(m: "Memory") -> dict[str, Any]:
                          "metadata": _jsonable(m.metadata)}
     if m.key is not None:
         d["key"] = m.key
+    if m.updated_at != m.created_at:
+        d["updated_at"] = _dt.datetime.fromtimestamp(m.updated_at, _dt.timezone.utc).isoformat().replace(
+            "+00:00", "Z")
     if m.score is not None:
         d["score"] = round(float(m.score), 6)
     return d
 
 
-class ToolError(MnemosError):
-    """A tool call's arguments do not fit its JSON schema."""
+class ToolError(InvalidInputError):
+    """A tool call names no tool, or its arguments do not fit the tool's JSON schema."""
 
 
 class MemoryServer:
@@ -391,6 +407,18 @@ class MemoryServer:
                           namespaces=namespaces or [self.h.name, *self.read])
         return {"memories": [memory_dict(m) for m in hits]}, None
 
+    def t_update(self, id: int | None = None, key: str | None = None, text: str | None = None,
+                 metadata: dict[str, Any] | None = None, type: str | None = None) -> tuple[Any, str | None]:
+        if (id is None) == (key is None):
+            raise InvalidInputError("update takes exactly one of id or key")
+        m = self.h.get(id) if id is not None else self.h.get_by_key(key)  # type: ignore[arg-type]
+        if m.metadata.get("kind") in ("entity", "observation"):
+            raise InvalidInputError(
+                f"memory {m.id} is a knowledge-graph {m.metadata['kind']}; change it with "
+                "add_observations / delete_observations / delete_entities instead")
+        new = self.h.update(m.id, text=text, metadata=metadata, type=type)
+        return memory_dict(new), None
+
     def t_forget(self, id: int) -> tuple[Any, str | None]:
         self.h.forget(id)
         return {"forgotten": id}, f"forgot memory {id}"
@@ -404,7 +432,6 @@ class MemoryServer:
     def t_get(self, id: int | None = None, key: str | None = None) -> tuple[Any, str | None]:
         if (id is None) == (key is None):
             raise InvalidInputError("get takes exactly one of id or key")
-        from .errors import MemoryNotFoundError
         last: MemoryNotFoundError | None = None
         for h in [self.h, *self.readable]:
             try:
@@ -488,8 +515,27 @@ def build_server(memory: MemoryServer, *, name: str = "mnemos-kv") -> Any:
         return types.CallToolResult(content=[types.TextContent(text=text)],
                                     structured_content=result)
 
+    async def list_resources(ctx: Any, params: Any) -> Any:
+        return types.ListResourcesResult(resources=[types.Resource(
+            uri=GRAPH_URI, name="knowledge-graph", title="Knowledge Graph",
+            description=f"The knowledge graph of namespace {memory.h.name!r} (entities with their "
+                        f"observations, and relations), as JSON; at most {READ_GRAPH_MAX} entities",
+            mime_type="application/json")])
+
+    async def read_resource(ctx: Any, params: Any) -> Any:
+        from mcp.shared.exceptions import MCPError
+        if params.uri != GRAPH_URI:
+            raise MCPError(code=types.INVALID_PARAMS,
+                           message=f"unknown resource {params.uri!r}; this server has {GRAPH_URI!r}")
+        result, _ = await anyio.to_thread.run_sync(
+            lambda: memory.call("read_graph", {"limit": READ_GRAPH_MAX}))
+        return types.ReadResourceResult(contents=[types.TextResourceContents(
+            uri=GRAPH_URI, mime_type="application/json",
+            text=json.dumps(result, indent=2, ensure_ascii=False))])
+
     return Server(name, version=__version__, instructions=INSTRUCTIONS,
-                  on_list_tools=list_tools, on_call_tool=call_tool)
+                  on_list_tools=list_tools, on_call_tool=call_tool,
+                  on_list_resources=list_resources, on_read_resource=read_resource)
 
 
 def _parse_http(value: str) -> tuple[str, int]:
@@ -499,14 +545,23 @@ def _parse_http(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def embedder_for(name: str | None) -> Any:
+    """``--embedder``: None/"hashing" is the built-in default; anything else names a
+    sentence-transformers model (needs the ``st`` extra)."""
+    if name is None or name == "hashing":
+        return None
+    from .embedders import SentenceTransformerEmbedder
+    return SentenceTransformerEmbedder(name)
+
+
 def serve(path: str, *, namespace: str = "default", read: Sequence[str] = (),
-          readonly: bool = False, http: str | None = None) -> None:
+          readonly: bool = False, http: str | None = None, embedder: str | None = None) -> None:
     """Open the store at ``path`` and serve it over stdio (default) or streamable HTTP
     (``http="HOST:PORT"``, endpoint ``/mcp``) until the client goes away."""
     _require_mcp()
     import anyio
     hostport = _parse_http(http) if http else None
-    with Mnemos.open(path, readonly=readonly) as db:
+    with Mnemos.open(path, readonly=readonly, embedder=embedder_for(embedder)) as db:
         server = build_server(MemoryServer(db, namespace, read))
         if hostport is None:
             from mcp.server.stdio import stdio_server
@@ -530,11 +585,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readonly", action="store_true", help="offer only the reading tools")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--embedder", metavar="MODEL", default=None,
+                   help="the store's embedder: 'hashing' (default, no model) or a "
+                        "sentence-transformers model name, e.g. all-MiniLM-L6-v2 (needs mnemos-kv[st])")
 
 
 def run_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly, http=args.http)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # stdout is the protocol's
+    try:
+        serve(args.path, namespace=args.namespace, read=args.read, readonly=args.readonly,
+              http=args.http, embedder=args.embedder)
+    except KeyboardInterrupt:  # Ctrl-C in a terminal: the store is closed, every write kept
+        pass
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -80,8 +80,9 @@ class _Handle:
                  vector: Any = None, pinned: bool = False) -> MemoryId:
         """Store ``text`` and return its id; durable when this returns.
 
-        ``timestamp`` is when the remembered event happened (seconds since the epoch
-        or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
+        ``timestamp`` is when the remembered event happened (seconds since the epoch,
+        a datetime or date, or an ISO-8601 string like ``"2026-01-01T09:30:00Z"``;
+        naive means UTC; default: the clock's now). ``type`` is ``"episodic"``,
         ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
         namespace. ``vector`` skips the embedder (must have the store's dimension).
         ``pinned`` protects the memory from capacity eviction (see :meth:`pin`).
@@ -94,7 +95,8 @@ class _Handle:
                                     "timestamp": timestamp, "key": key, "vector": vector,
                                     "pinned": pinned}])[0]
 
-    def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryId]:
+    def remember_many(self, items: Iterable[str | Mapping[str, Any]], *,
+                      progress: Callable[[str, int, int], Any] | None = None) -> list[MemoryId]:
         """Store many memories in one transaction; all or nothing.
 
         Each item is a text, or a dict with ``text`` and optionally ``metadata``,
@@ -102,17 +104,31 @@ class _Handle:
         validated (and embedded, in one embedder call) before anything is written. When
         the write takes a namespace or the store over its capacity limit, the
         lowest-retention memories are evicted in the same transaction (possibly some of
-        these new ones, e.g. when they carry old timestamps).
+        these new ones, e.g. when they carry old timestamps). ``progress(phase, done,
+        total)`` is called as the work goes on: phase ``"embed"`` (texts embedded, in
+        chunks of 1024), then ``"write"`` (0 of 1, then 1 of 1 once committed).
         """
+        from ._progress import check, embed
         eng = self._engine
         eng.check_writable()
+        prog = check(progress)
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
         prepared = prepare_remember(eng, self.name, as_list(items, "items"), set())
         if not prepared:
             return []
-        embed_missing(eng, prepared)
-        return eng.write([tuple(p) for p in prepared])
+        if prog is None:
+            embed_missing(eng, prepared)
+        else:
+            todo = [p for p in prepared if p[7] is None]
+            if todo:
+                for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo], prog)):
+                    p[7] = v
+            prog("write", 0, 1)
+        ids = eng.write([tuple(p) for p in prepared])
+        if prog is not None:
+            prog("write", 1, 1)
+        return ids
 
     def batch(self) -> "Batch":
         """A context manager that applies many writes in one transaction, at its end.
@@ -130,7 +146,7 @@ class _Handle:
     def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
                         doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
                         unit: str = "words", type: str = "semantic", timestamp: Any = None,
-                        progress: bool | None = None) -> Document:
+                        progress: bool | Callable[[str, int, int], Any] | None = None) -> Document:
         """Chunk ``text`` into fixed windows and store them, linked, in one transaction.
 
         Windows of ``chunk_size`` units (``"words"`` or ``"chars"``) overlapping by
@@ -139,7 +155,9 @@ class _Handle:
         chunks are linked ``next`` to the following chunk and ``part_of`` to the
         document. Ingesting the same document again writes nothing; a changed one
         replaces its old chunks. ``progress`` shows a tqdm bar while embedding (None:
-        only for long documents on a terminal, when tqdm is installed).
+        only for long documents on a terminal, when tqdm is installed), or is a callback
+        ``progress(phase, done, total)``: ``"embed"`` (texts embedded: the document's
+        and its chunks'), then ``"write"`` (0 of 1, 1 of 1).
         """
         from ._chunking import ingest
         return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
@@ -266,7 +284,7 @@ class _Handle:
                         types: Sequence[str] = ("episodic",)) -> list[dict[str, Any]]:
         """Replace groups of old memories of this namespace by one summary memory each.
 
-        ``than`` is an age (seconds or a ``timedelta``, counted back from the clock's
+        ``than`` is an age (seconds, a ``timedelta`` or "30 days", counted back from the clock's
         now) or a cutoff ``datetime``: memories with an earlier timestamp qualify when
         their type is in ``types`` and they are neither pinned nor keyed. They are
         grouped by time window (``window`` seconds, aligned to the epoch); each group of
@@ -418,7 +436,7 @@ class _Handle:
         ``mode="hybrid"`` (default): vector similarity fused with BM25 over the stored
         words, plus a share of the score of each memory's time-adjacent neighbours (see
         docs/retrieval.md); ``use_graph`` also lets memories linked (1-2 edges) to the
-        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, seconds
+        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, ``"7 days"``, ``"12h"``, seconds
         or a timedelta) favours newer memories; ``types`` as a dict ``{type: weight}``
         sets ranking weights (default ``episodic`` 1.0, ``semantic`` 1.1,
         ``procedural`` 1.05). ``mode="vector"``: pure cosine order, ``Memory.score`` is
@@ -431,8 +449,8 @@ class _Handle:
         without it the text is embedded (with the embedder's ``embed_query`` when it
         has one). Give text, a vector, or both (hybrid: the vector scores, the text
         feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
-        types; ``since``/``until`` keep memories whose timestamp is in that (inclusive)
-        range; ``namespaces`` searches several namespaces at once (a handle may name
+        types; ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string)
+        keep memories whose timestamp is in that (inclusive) range; ``namespaces`` searches several namespaces at once (a handle may name
         only its own and those it was granted read access to); ``filter`` keeps
         memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
         docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
@@ -733,6 +751,50 @@ class Mnemos(_Handle):
         self._engine.check_writable()
         return int(self._engine.write([("drop", name)])[0])
 
+    def dump(self, file: str | os.PathLike[str] | IO[str], *, namespaces: Sequence[str] | None = None,
+             vectors: bool = False, progress: Callable[[str, int, int], Any] | None = None) -> int:
+        """Write the store's logical state as JSON Lines (one consistent snapshot).
+
+        ``file`` is a path or a text file. Lines: the store (counters, limits), each
+        namespace, each memory (in id order; with ``vectors``, its stored vector), each
+        edge; the format is in docs/api.md. :meth:`load` is its inverse. ``namespaces``
+        keeps only those. ``progress("memories", done, total)``. Returns the lines written.
+        """
+        from ._dump import dump
+        from ._progress import check
+        prog = check(progress)
+        self._engine.check_open()
+        names = [namespaces] if isinstance(namespaces, str) else \
+            None if namespaces is None else [check_namespace(n) for n in namespaces]
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "w", encoding="utf-8") as f:
+                return dump(self._engine, f, namespaces=names, vectors=bool(vectors), progress=prog)
+        return dump(self._engine, file, namespaces=names, vectors=bool(vectors), progress=prog)
+
+    def load(self, file: str | os.PathLike[str] | Iterable[str], *,
+             progress: Callable[[str, int, int], Any] | None = None) -> int:
+        """Load a :meth:`dump` into this empty store: the same ids, counters, records,
+        vectors (embedded again when the dump has none), keys, pins, limits and edges,
+        so ``state_digest()`` equals the source's. ``file`` is a path or an iterable of
+        lines. Everything is validated before anything is written. ``progress(phase,
+        done, total)``: ``"embed"`` (when embedding), ``"restore"``. Returns the memories.
+
+        :raises ReplayError: the store is not empty.
+        :raises InvalidInputError: a malformed dump (the message names the line).
+        :raises EmbedderMismatchError: the dump's vectors come from another embedder.
+        """
+        from ._dump import load
+        from ._progress import check
+        prog = check(progress)
+        self._engine.check_writable()
+        if isinstance(file, (str, os.PathLike)):
+            try:
+                with open(file, encoding="utf-8") as f:
+                    return load(self._engine, f, prog)
+            except FileNotFoundError:
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} does not exist") from None
+        return load(self._engine, file, prog)
+
     def namespaces(self) -> list[str]:
         """Names of every namespace that exists (sorted)."""
         with self._engine.snapshot() as snap:
@@ -791,22 +853,27 @@ class Mnemos(_Handle):
             return state_digest(self._engine, snap, namespaces)
 
     def export_replay(self, path: str | os.PathLike[str], *, namespaces: Sequence[str] | None = None,
-                      since_seq: int | None = None) -> "ExportInfo":
+                      since_seq: int | None = None,
+                      progress: Callable[[str, int, int], Any] | None = None) -> "ExportInfo":
         """Write a portable replay file of this store's history (one consistent snapshot).
 
         By default: the base snapshot of the last compaction (if any) plus every logged
         operation after it, and a digest of the state at the end. ``namespaces`` keeps
         only those namespaces' operations; ``since_seq`` only the operations after that
         sequence number (an incremental export, applied with ``replay(resume=True)``).
+        ``progress("log", frames, total)`` is called every 10,000 logged frames.
         """
+        from ._progress import check
         from ._replay import check_out_path, export_replay
+        prog = check(progress)
         self._engine.check_open()
         check_out_path(path, "export path")
         return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
-                             since_seq=since_seq)
+                             since_seq=since_seq, progress=prog)
 
     def replay(self, path: str | os.PathLike[str], *, strict: bool = True,
-               resume: bool = False) -> "ReplayResult":
+               resume: bool = False,
+               progress: Callable[[str, int, int], Any] | None = None) -> "ReplayResult":
         """Apply a replay file: same ids, records, edges, timestamps, vectors and answers.
 
         The store must be empty, unless ``resume=True``: then it must be at exactly the
@@ -817,12 +884,17 @@ class Mnemos(_Handle):
         result says where it stopped. A file of a newer format or another embedder is
         refused before anything is applied.
 
+        ``progress(phase, done, total)``: ``"restore"`` (base snapshot ops), ``"replay"``
+        (frames applied).
+
         :raises ReplayError: the store is not empty, or the result's digest differs.
         """
+        from ._progress import check
         from ._replay import replay
         if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
             raise InvalidInputError(f"path must be a replay file path (str), got {path!r}")
-        return replay(self._engine, os.fspath(path), strict=strict, resume=resume)
+        prog = check(progress)
+        return replay(self._engine, os.fspath(path), strict=strict, resume=resume, progress=prog)
 
     @staticmethod
     def recover(path: str | os.PathLike[str], *, to: str | os.PathLike[str] | None = None,
@@ -841,21 +913,8 @@ class Mnemos(_Handle):
         from ._recover import recover
         return recover(path, to=None if to is None else os.fspath(to), embedder=embedder)  # type: ignore[arg-type]
 
-    def dump(self, namespace: str | None = None, *, vectors: bool = False) -> Iterator[dict[str, Any]]:
-        """Every memory (then its outgoing edges) of one namespace or all, as JSON-ready
-        dicts, from one snapshot (consistent while other processes write). The pages of
-        data.mdb are checked first: a damaged file raises CorruptionError, never crashes.
-        ``vectors`` adds each memory's vector (checksum-checked)."""
-        from ._dump import rows
-        names = None if namespace is None else [check_namespace(namespace)]
-        if self._readable is not None:
-            names = [self.name] if names is None else names
-            denied = sorted(set(names) - self._readable)
-            if denied:
-                raise InvalidInputError(f"namespace handle {self.name!r} may not read {denied}")
-        return rows(self._engine, names, bool(vectors))
-
-    def verify(self, *, deep: bool = True) -> "VerifyReport":
+    def verify(self, *, deep: bool = True,
+               progress: Callable[[str, int, int], Any] | None = None) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.
 
         Runs in one snapshot (safe while other processes write); returns a report
@@ -863,10 +922,13 @@ class Mnemos(_Handle):
         checked without LMDB, so a damaged file is reported, never a crash. ``deep``
         checks the checksum of every vector row and compares every logged record and
         vector with the stored one; ``deep=False`` checks an even sample of 4096 rows.
+        ``progress(phase, done, total)``: ``"records"``, ``"log"`` (every 10,000).
         """
+        from ._progress import check
         from ._verify import verify
+        prog = check(progress)
         self._engine.check_open()
-        return verify(self._engine, deep=deep)
+        return verify(self._engine, deep=deep, progress=prog)
 
     def compact(self, *, merge_similar: float | None = None,
                 progress: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:

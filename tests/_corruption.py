@@ -6,6 +6,7 @@ brings back every memory whose log (or base snapshot) frame is intact."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -23,6 +24,13 @@ from mnemos_kv import _records as R
 QUERY = "fact number 7 about topic"
 
 
+def dump_rows(db: Mnemos, namespaces: list[str] | None = None, vectors: bool = False) -> list[dict]:
+    """``db.dump`` parsed back into its rows."""
+    buf = io.StringIO()
+    db.dump(buf, namespaces=namespaces, vectors=vectors)
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
 def build(path: str, compacted: bool) -> dict[str, Any]:
     """A small closed store; returns what it must hold."""
     ticks = iter(range(1_767_225_600, 1_767_235_600, 10))
@@ -37,10 +45,10 @@ def build(path: str, compacted: bool) -> dict[str, Any]:
             db.compact()
             db.remember_many([f"after compaction {i}" for i in range(6)])
             db.forget(ids[5])
-        mems = {m["id"]: m["text"] for m in db.dump() if m["kind"] == "memory"}
+        mems = {m["id"]: m["text"] for m in dump_rows(db) if m["kind"] == "memory"}
         vecs = {mid: db.get_vector(mid).tobytes().hex() for mid in mems if mid in db}
         vecs.update({m["id"]: np.asarray(m["vector"], np.float32).tobytes().hex()
-                     for m in db.dump("other", vectors=True) if m["kind"] == "memory"})
+                     for m in dump_rows(db, ["other"], vectors=True) if m["kind"] == "memory"})
         top = [m.id for m in db.ask(QUERY, top_k=3)]
     return {"memories": {str(k): v for k, v in mems.items()}, "vectors": {str(k): v for k, v in vecs.items()},
             "top": top}
@@ -157,14 +165,14 @@ def check(path: str, expect: dict[str, Any], work: str, damaged: str = "") -> di
             if not rep.ok:
                 out["open"] = "detected"
                 if damaged != "data.mdb":
-                    for read in (lambda: list(db.dump(vectors=True)),
+                    for read in (lambda: dump_rows(db, vectors=True),
                                  lambda: db.ask(QUERY, top_k=3)):
                         try:
                             read()
                         except MnemosError:
                             pass
             else:
-                got = {m["id"]: m["text"] for m in db.dump() if m["kind"] == "memory"}
+                got = {m["id"]: m["text"] for m in dump_rows(db) if m["kind"] == "memory"}
                 assert got == mems, f"dump differs from the store's content: {sorted(set(got) ^ set(mems))}"
                 for mid, hexv in expect["vectors"].items():
                     v = db.get_vector(int(mid)) if int(mid) in db else \
@@ -186,7 +194,7 @@ def check(path: str, expect: dict[str, Any], work: str, damaged: str = "") -> di
         return out
     with Mnemos.open(new, readonly=True) as db:
         assert db.verify().ok
-        got = {m["id"]: m["text"] for m in db.dump() if m["kind"] == "memory"}
+        got = {m["id"]: m["text"] for m in dump_rows(db) if m["kind"] == "memory"}
     missing = sorted(want - set(got))
     assert not missing, f"recover lost memories with intact frames: {missing[:10]}"
     for mid in want:

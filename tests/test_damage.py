@@ -6,6 +6,7 @@ truncating tool would, and checks that nothing committed is silently lost.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -237,21 +238,32 @@ def test_dump_reads_one_snapshot_while_another_process_writes(tmp_path) -> None:
     """main's dump read each memory and its edges in separate snapshots: a forget in
     between made it fail ("no memory with id N")."""
     path = str(tmp_path / "s")
+    code = ("import sys\nfrom mnemos_kv import Mnemos\n"
+            "with Mnemos.open(sys.argv[1]) as db:\n"
+            "    db.forget_many([m.id for m in db.memories()])\n")
+
+    class Out:
+        """A text sink that, at the first line, lets another process forget everything."""
+
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def write(self, text: str) -> int:
+            if not self.lines:
+                subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, check=True, timeout=120)
+            self.lines.append(text)
+            return len(text)
+
     with Mnemos.open(path) as db:
         ids = db.remember_many([f"note {i}" for i in range(30)])
         for a, b in zip(ids, ids[1:]):
             db.connect(a, b)
-        rows = db.dump()
-        first = next(rows)  # the snapshot is taken; now another writer forgets everything
-        code = ("import sys\nfrom mnemos_kv import Mnemos\n"
-                "with Mnemos.open(sys.argv[1]) as db:\n"
-                "    db.forget_many([m.id for m in db.memories()])\n")
-        subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, check=True, timeout=120)
-        rest = list(rows)
-        assert db.count() == 0
-    mems = [first] + [r for r in rest if r["kind"] == "memory"]
-    assert [m["id"] for m in mems] == ids
-    assert len([r for r in rest if r["kind"] == "edge"]) == len(ids) - 1
+        out = Out()
+        db.dump(out)  # type: ignore[arg-type]
+        assert db.count() == 0  # the forget happened while the dump ran
+    rows = [json.loads(x) for x in out.lines]
+    assert [r["id"] for r in rows if r["kind"] == "memory"] == ids
+    assert len([r for r in rows if r["kind"] == "edge"]) == len(ids) - 1
 
 
 @pytest.mark.parametrize("damage", ["log missing", "log header", "log frame", "base missing"])

@@ -330,3 +330,40 @@ def test_values_the_keys_cannot_hold_are_checked_against_the_records(db: Mnemos)
         want = [i for i in ids if matches(flt, metas[i])]
         assert [m.id for m in db.memories(filter=flt)] == want, flt
     assert db.count({"v": [1, 2]}) == 1 and db.count({"v": 2 ** 64 - 1}) == 1
+
+
+def test_verify_checks_the_index_against_the_records(db: Mnemos) -> None:
+    mid = db.remember("x", {"team": "red", "n": 3})
+    db.remember("y", {"team": "blue"})
+    assert db.verify().ok and db.verify().checked["filter_entries"] == 3
+    env = db._engine.env
+    key = _filter_index.entries(0, {"team": "red"})[0][0]
+
+    def edit(txn, put: bool, who: int) -> None:
+        if put:
+            txn.put(key, who.to_bytes(8, "big"), db=env.db("fields"), dupdata=True)
+        else:
+            txn.delete(key, who.to_bytes(8, "big"), db=env.db("fields"))
+    for who, first in ((mid, False), (999, True)):  # a missing entry; one no record makes
+        env.write(lambda txn: edit(txn, first, who))
+        rep = db.verify()
+        assert not rep.ok and any("filter index" in p for p in rep.problems), rep.problems
+        env.write(lambda txn: edit(txn, not first, who))
+    assert db.verify().ok
+
+
+def test_forget_where_in_a_batch(db: Mnemos) -> None:
+    old = db.remember("old", {"k": 1})
+    keep = db.remember("keep", {"k": 2})
+    with db.batch() as b:
+        b.remember("new", {"k": 1})
+        b.forget(old)  # already gone when forget_where runs: not counted twice
+        b.forget_where({"k": 1})
+        with pytest.raises(InvalidInputError):
+            b.forget_where({"k": {"$bad": 1}})
+    assert [m.id for m in db.memories()] == [keep]
+    with pytest.raises(Exception):
+        with db.batch() as b:  # forget_where, then forget of a memory it forgot: all or nothing
+            b.forget_where({"k": 2})
+            b.forget(keep)
+    assert [m.id for m in db.memories()] == [keep] and db.verify().ok

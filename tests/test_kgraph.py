@@ -100,3 +100,72 @@ def test_core_import_and_cli_parser_do_not_import_the_mcp_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": ROOT}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_write_between_reads_and_commit_is_retried_not_duplicated(db: Mnemos, monkeypatch) -> None:
+    """Another writer creates the same entity (and observation) after this call's reads:
+    the commit is refused by the key, the call re-reads and skips what now exists."""
+    kg = KnowledgeGraph(db.namespace("default"))
+    other = KnowledgeGraph(db.namespace("default"))
+    real = KnowledgeGraph._entity
+    state = {"interfered": 0}
+
+    def racing_entity(self, name, handle=None):  # type: ignore[no-untyped-def]
+        found = real(self, name, handle)
+        if self is kg and found is None and name == "hub" and not state["interfered"]:
+            state["interfered"] += 1
+            other.create_entities([{"name": "hub", "entityType": "t", "observations": ["x"]}])
+        return found
+
+    monkeypatch.setattr(KnowledgeGraph, "_entity", racing_entity)
+    out = kg.create_entities([{"name": "hub", "entityType": "t", "observations": ["x"]},
+                              {"name": "mine", "entityType": "t", "observations": []}])
+    assert state["interfered"] == 1
+    assert out == [{"name": "mine", "entityType": "t", "observations": []}]
+    assert [e["name"] for e in kg.read_graph()["entities"]] == ["hub", "mine"]
+    assert db.count() == 3  # hub, its observation, mine: nothing written twice
+
+
+def test_unknown_entity_is_an_error_without_retries(db: Mnemos, monkeypatch) -> None:
+    import pytest
+
+    from mnemos_kv import MemoryNotFoundError
+    kg = KnowledgeGraph(db.namespace("default"))
+    calls = {"n": 0}
+    real = KnowledgeGraph._require
+
+    def counting(self, name):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(self, name)
+
+    monkeypatch.setattr(KnowledgeGraph, "_require", counting)
+    with pytest.raises(MemoryNotFoundError, match="Entity with name Ghost not found"):
+        kg.add_observations([{"entityName": "Ghost", "contents": ["boo"]}])
+    assert calls["n"] == 1
+
+
+def test_mcp_command_reports_a_missing_extra_or_model_cleanly(tmp_path) -> None:
+    """A refused start is one error line on stderr and exit status 1 (no traceback)."""
+    code = ("import sys; from mnemos_kv.cli import main; "
+            f"sys.exit(main(['mcp', {str(tmp_path / 's.mem')!r}, '--http', 'nonsense']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "error:" in out.stderr and ("--http takes HOST:PORT" in out.stderr or "mnemos-kv[mcp]" in out.stderr)
+    assert not (tmp_path / "s.mem").exists()  # refused before the store was touched
+
+
+def test_mcp_cli_arguments_and_import_into_a_namespace(tmp_path, capsys) -> None:
+    from mnemos_kv.cli import build_parser, main
+    a = build_parser().parse_args(["mcp", "team.mem", "--namespace", "planner", "--read", "shared",
+                                   "--read", "docs", "--readonly", "--http", "127.0.0.1:8765"])
+    assert (a.path, a.namespace, a.read, a.readonly, a.http, a.embedder) == (
+        "team.mem", "planner", ["shared", "docs"], True, "127.0.0.1:8765", None)
+    d = build_parser().parse_args(["mcp", "team.mem"])
+    assert (d.namespace, d.read, d.readonly, d.http) == ("default", [], False, None)
+    path = str(tmp_path / "team.mem")
+    assert main(["mcp-import", path, FIXTURE, "--namespace", "imported"]) == 0
+    assert "namespace imported): 5 entities, 9 observations, 5 relations" in capsys.readouterr().out
+    with Mnemos.open(path, readonly=True) as db:
+        assert db.count() == 0 and db.namespace("imported").count() == 14  # 5 entities + 9 observations
+        assert db.namespace("imported").get_by_key("Anthropic").metadata["entityType"] == "organization"

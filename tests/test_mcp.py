@@ -84,13 +84,27 @@ def graph_of(s: Session) -> dict[str, Any]:
 def test_tools_listed_with_schemas(s: Session) -> None:
     tools = {t.name: t for t in s.tools()}
     assert set(tools) == {t.name for t in TOOLS}
-    assert len(tools) == 15
+    assert len(tools) == 16
     for t in tools.values():
         assert t.input_schema["type"] == "object" and t.description
         assert t.annotations.read_only_hint == (t.name in READ_TOOLS)
     assert tools["create_entities"].input_schema["required"] == ["entities"]
     assert set(tools["open_nodes"].input_schema["properties"]) == {"names"}
     assert tools["delete_entities"].annotations.destructive_hint is True
+
+
+def test_knowledge_graph_resource(s: Session) -> None:
+    s.ok("create_entities", {"entities": [ent("A", obs=["a1"]), ent("B")]})
+    s.ok("create_relations", {"relations": [rel("A", "B", "knows")]})
+    res = s.portal.call(s.client.list_resources).resources
+    assert [(r.uri, r.mime_type) for r in res] == [("memory://knowledge-graph", "application/json")]
+    body = s.portal.call(s.client.read_resource, "memory://knowledge-graph")
+    graph = json.loads(body.contents[0].text)
+    assert graph["entities"] == [ent("A", obs=["a1"]), ent("B")]
+    assert graph["relations"] == [rel("A", "B", "knows")]
+    with pytest.raises(Exception, match="unknown resource"):
+        s.portal.call(s.client.read_resource, "memory://elsewhere")
+    assert s.ok("stats")["counts"] == {"default": 3}  # still serving
 
 
 def test_legacy_handshake_client(db: Mnemos, connect: Callable[..., Session]) -> None:
@@ -264,6 +278,11 @@ def test_remember_ask_get_connect_forget(s: Session, db: Mnemos) -> None:
     assert got["id"] == a and got["edges"] == [{"from_id": a, "to_id": b, "relation": "before",
                                                 "weight": 2.0}]
     assert s.ok("get", {"id": b})["created_at"] == "2026-02-01T10:00:00Z"
+    upd = s.ok("update", {"key": "payments", "text": "We chose Adyen for payments",
+                          "metadata": {"topic": "billing", "v": 2}})
+    assert upd["id"] == a and upd["text"] == "We chose Adyen for payments" and "updated_at" in upd
+    assert db.get(a).metadata == {"topic": "billing", "v": 2}
+    assert s.ok("ask", {"query": "Adyen", "top_k": 1})["memories"][0]["id"] == a
     assert s.ok("forget", {"id": a}) == {"forgotten": a}
     assert a not in db and db.neighbors(b) == []
     st = s.ok("stats")
@@ -318,6 +337,11 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("get", {"id": 777}, "no memory with id 777"),
     ("get", {"key": "nope"}, "no memory with key 'nope'"),
     ("stats", {"verbose": True}, "Additional properties are not allowed"),
+    ("update", {"text": "x"}, "exactly one of id or key"),
+    ("update", {"id": 1, "text": "x"}, "is a knowledge-graph entity"),
+    ("update", {"key": "Used"}, "update needs at least one of text, metadata, type"),
+    ("update", {"key": "Used", "type": "dream"}, "is not one of"),
+    ("update", {"id": 31337, "text": "x"}, "no memory with id 31337"),
     ("no_such_tool", {}, "unknown tool 'no_such_tool'"),
 ]
 
