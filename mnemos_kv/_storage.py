@@ -131,6 +131,10 @@ def translate(exc: BaseException) -> MnemosError:
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
 
+_FORKED = ("{path!r} was open in the parent process when this process was forked; LMDB "
+           "cannot open it again here. Open stores after fork(), close them before forking, "
+           "or start child processes with the 'spawn' method")
+
 #: Below this much free space, a short write (which LMDB reports as EIO) means a full disk.
 LOW_SPACE_BYTES = 1 << 20
 
@@ -217,6 +221,10 @@ class Environment:
             raise
 
     def _open_env(self) -> lmdb.Environment:
+        if self.path in _inherited and self.pid == os.getpid():
+            # py-lmdb 3 refuses this itself ("already open in this process"); 1.x/2.x
+            # would open it, and LMDB forbids using an environment across fork()
+            raise StoreError(_FORKED.format(path=self.path))
         try:
             return lmdb.open(
                 self.path, subdir=True, readonly=self.readonly, create=not self.readonly,
@@ -226,11 +234,7 @@ class Environment:
             )
         except lmdb.Error as exc:
             if "already open in this process" in str(exc) and self.path in _inherited:
-                raise StoreError(
-                    f"{self.path!r} was open in the parent process when this process was "
-                    "forked; LMDB cannot open it again here. Open stores after fork(), close "
-                    "them before forking, or start child processes with the 'spawn' "
-                    "method") from exc
+                raise StoreError(_FORKED.format(path=self.path)) from exc
             raise translate(exc) from exc
 
     def _open_dbs(self) -> None:
