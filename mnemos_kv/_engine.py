@@ -206,10 +206,6 @@ class Engine:
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
             self.embedder = self._match_embedder(embedder, embedder_given)
-            if not readonly:  # after every check of the open: a refused open writes nothing
-                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
-                _filter_index.ensure_built(self.env)  # ... and before the filter index
-                self._upgrade_format()
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             try:
                 st = self._open_files()
@@ -217,6 +213,10 @@ class Engine:
                 raise
             except CorruptionError as exc:
                 raise NeedsRecoveryError(f"{exc}; nothing was changed. {self.recover_hint()}") from exc
+            if not readonly:  # after every check of the open: a refused open writes nothing
+                _lexical_index.ensure_built(self.env)  # stores from before the lexical index
+                _filter_index.ensure_built(self.env)  # ... and before the filter index
+                self._upgrade_format()
             self._vsync_check = not readonly
             logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
                       "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
@@ -228,6 +228,9 @@ class Engine:
                 # the vector rows written since the last file sync from the log
                 self.write([])
         except BaseException:
+            for part in (getattr(self, "vectors", None), getattr(self, "log", None)):
+                if part is not None:  # a refused open keeps no file open
+                    part.close()
             S.release(self.env)
             raise
 

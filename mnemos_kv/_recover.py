@@ -61,7 +61,7 @@ class RecoveryReport:
         return "\n".join(lines)
 
 
-class _Stand_in:
+class _StandIn:
     """The store's embedder by name and dimension only: replay never embeds."""
 
     def __init__(self, name: str, dim: int) -> None:
@@ -234,7 +234,7 @@ def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
     finally:
         env.close()
     LogFile.create(build, seg, 0)
-    emb = embedder if embedder is not None else _Stand_in(str(fmt["embedder"]), int(fmt["dim"]))
+    emb = embedder if embedder is not None else _StandIn(str(fmt["embedder"]), int(fmt["dim"]))
     with Mnemos.open(build, embedder=emb) as db:
         _checkpoint_now(db._engine)
         v = db.verify()
@@ -350,7 +350,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                 from .embedders import resolve
                 emb = resolve(embedder)
             elif fmt is not None and "embedder" in fmt and dim is not None:
-                emb = _Stand_in(str(fmt["embedder"]), int(dim))
+                emb = _StandIn(str(fmt["embedder"]), int(dim))
             elif dim is not None and dim == _default_dim():
                 from .embedders import resolve
                 emb = resolve(None)

@@ -168,8 +168,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.embedder_name == resolve(None).name and args.dim == resolve(None).dim:
             emb = resolve(None)
         else:
-            from ._recover import _Stand_in
-            emb = _Stand_in(args.embedder_name, args.dim)
+            from ._recover import _StandIn
+            emb = _StandIn(args.embedder_name, args.dim)
     rep = Mnemos.recover(args.path, to=args.to, embedder=emb)
     print(rep)
     return 0 if rep.complete else 1
