@@ -767,6 +767,8 @@ class Mnemos(_Handle):
         names = [namespaces] if isinstance(namespaces, str) else \
             None if namespaces is None else [check_namespace(n) for n in namespaces]
         if isinstance(file, (str, os.PathLike)):
+            from ._replay import check_out_path
+            check_out_path(file, "dump file")
             with open(file, "w", encoding="utf-8") as f:
                 return dump(self._engine, f, namespaces=names, vectors=bool(vectors), progress=prog)
         return dump(self._engine, file, namespaces=names, vectors=bool(vectors), progress=prog)
@@ -788,11 +790,17 @@ class Mnemos(_Handle):
         prog = check(progress)
         self._engine.check_writable()
         if isinstance(file, (str, os.PathLike)):
+            if os.path.isdir(file):
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} is a directory")
             try:
-                with open(file, encoding="utf-8") as f:
-                    return load(self._engine, f, prog)
+                f = open(file, encoding="utf-8")
             except FileNotFoundError:
                 raise InvalidInputError(f"dump file {os.fspath(file)!r} does not exist") from None
+            except OSError as exc:
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} cannot be read: "
+                                        f"{exc.strerror}") from None
+            with f:
+                return load(self._engine, f, prog)
         return load(self._engine, file, prog)
 
     def namespaces(self) -> list[str]:

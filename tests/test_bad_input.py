@@ -56,6 +56,9 @@ CASES = {
     "replay of a directory": (lambda db, a, b, d: Mnemos.open(os.path.join(d, "t1")).replay(d), "directory"),
     "replay(None)": (lambda db, a, b, d: Mnemos.open(os.path.join(d, "t2")).replay(None), "path"),
     "recover(None)": (lambda db, a, b, d: Mnemos.recover(None), "path"),
+    "dump into a missing directory": (lambda db, a, b, d: db.dump(os.path.join(d, "no", "x.jsonl")),
+                                      "does not exist"),
+    "load of a directory": (lambda db, a, b, d: Mnemos.open(os.path.join(d, "t3")).load(d), "directory"),
     "recover of a missing path": (lambda db, a, b, d: Mnemos.recover(os.path.join(d, "nope")), "not a directory"),
 }
 
