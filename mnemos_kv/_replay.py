@@ -313,6 +313,29 @@ class _Parsed:
     error: LogCorruptionError | None
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bad_header_field(h: dict[str, Any]) -> str:
+    """What is wrong with a replay header's fields ("" when nothing): the header has no
+    checksum of its own, so its types are checked before anything uses them."""
+    for k in ("version", "format_version", "dim", "base_seq"):
+        if k in h and not (_is_int(h[k]) and h[k] >= 0):
+            return f"{k} is {h[k]!r}, expected an int >= 0"
+    if "embedder" in h and not isinstance(h["embedder"], str):
+        return f"embedder is {h['embedder']!r}, expected a str"
+    for k in ("since_seq", "first_seq", "last_seq"):
+        if h.get(k) is not None and not _is_int(h[k]):
+            return f"{k} is {h[k]!r}, expected an int or null"
+    ns = h.get("namespaces")
+    if ns is not None and not (isinstance(ns, list) and all(isinstance(n, str) for n in ns)):
+        return f"namespaces is {ns!r}, expected a list of names or null"
+    if "renumbered" in h and not isinstance(h["renumbered"], bool):
+        return f"renumbered is {h['renumbered']!r}, expected a bool"
+    return ""
+
+
 def _parse(path: str) -> _Parsed:
     if os.path.isdir(path):
         raise InvalidInputError(f"replay file {path!r} is a directory, not a replay file")
@@ -342,6 +365,10 @@ def _parse(path: str) -> _Parsed:
     header = R.decode(bytes(data[_PREFIX.size:_PREFIX.size + hdr_len]), "replay header")
     if not isinstance(header, dict) or "version" not in header:
         raise LogCorruptionError(f"{path}: malformed header", path=path, offset=_PREFIX.size, frame=0)
+    bad = _bad_header_field(header)
+    if bad:
+        raise LogCorruptionError(f"{path}: malformed header: {bad}", path=path,
+                                 offset=_PREFIX.size, frame=0)
     if header["version"] > REPLAY_VERSION or header.get("format_version", 0) > R.FORMAT_VERSION:
         raise FormatVersionError(
             f"{path}: replay file version {header['version']} (store format "

@@ -16,6 +16,7 @@ import tempfile
 from typing import Any, Callable
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,6 +143,29 @@ def test_replay_file_parse(data: bytes) -> None:
     p = _file(data)
     _mnemos_or_result(lambda: _parse(p), "replay file header and body")
     shutil.rmtree(os.path.dirname(p))
+
+
+def _replay_header_with(**fields: Any) -> bytes:
+    """The corpus replay file with header fields replaced (the header has no checksum)."""
+    import struct as _struct
+    raw = corpus()["replay"]
+    magic, base_len, log_len, hdr_len = _struct.unpack_from("<8sQQI", raw, 0)
+    header = R.decode(raw[28:28 + hdr_len])
+    header.update(fields)
+    head = R.encode(header)
+    return _struct.pack("<8sQQI", magic, base_len, log_len, len(head)) + head + raw[28 + hdr_len:]
+
+
+def test_replay_header_fields_of_the_wrong_type_are_refused(tmp_path) -> None:
+    """Found by scripts/fuzz_parsers.py: ``"namespaces": 0`` in a header was a TypeError."""
+    for fields in ({"namespaces": 0}, {"namespaces": [1]}, {"since_seq": "x"}, {"dim": -1},
+                   {"embedder": 5}, {"renumbered": 1}, {"base_seq": None}):
+        p = str(tmp_path / "x.replay")
+        with open(p, "wb") as f:
+            f.write(_replay_header_with(**fields))
+        with Mnemos.open(str(tmp_path / f"t{len(os.listdir(tmp_path))}")) as db:
+            with pytest.raises(MnemosError, match="malformed header"):
+                db.replay(p, strict=False)
 
 
 @settings(FUZZ, max_examples=max(EXAMPLES // 3, 10))
