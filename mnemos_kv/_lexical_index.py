@@ -19,9 +19,8 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
-import logging
-
 import functools
+import logging
 import math
 import struct
 from typing import Any, Iterable, Sequence

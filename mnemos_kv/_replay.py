@@ -17,9 +17,8 @@ and the same ``state_digest()``. Exporting the replayed store gives the same byt
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
+import logging
 from array import array
 import mmap
 import os

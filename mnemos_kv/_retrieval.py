@@ -181,7 +181,8 @@ class Query:
     accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
-    #: slots a metadata filter allows (see :func:`filter_mask`); None: no filter
+    #: slots a metadata filter allows, within the live slots of ``ns_ids`` (see
+    #: :func:`filter_mask`); None: no filter
     allowed: np.ndarray | None = None
     #: "hybrid" (the full planner), "vector" (cosine only) or "lexical" (BM25 only)
     mode: str = "hybrid"
@@ -349,9 +350,10 @@ def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
         or q.allowed is not None
     if not (filtered or ns_total != n or snap.state.live != n):
         return None, n, ns_total
-    mask = candidate_mask(snap, q.ns_ids)
-    if q.allowed is not None:
-        mask &= q.allowed
+    if q.allowed is not None:  # a filter's slots: live and of the asked namespaces already
+        mask = q.allowed.copy()
+    else:
+        mask = candidate_mask(snap, q.ns_ids)
     if q.type_codes is not None:
         mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
     if q.since_us is not None or q.until_us is not None:

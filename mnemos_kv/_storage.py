@@ -9,9 +9,8 @@ see docs/concurrency.md).
 
 from __future__ import annotations
 
-import logging
-
 import errno
+import logging
 import os
 import struct
 import threading

@@ -34,6 +34,10 @@ from .errors import InvalidInputError, MemoryNotFoundError, MnemosError
 from .store import Mnemos
 
 
+#: metadata -> JSON-able values (bytes as {"$bytes": base64}); also used by mcp.py
+_jsonable = to_json
+
+
 def _reporter(args: argparse.Namespace) -> Reporter:
     return Reporter(enabled=not getattr(args, "no_progress", False))
 

@@ -448,9 +448,11 @@ class _Handle:
         ``vector``: the caller's query vector (the store's dimension, real and finite);
         without it the text is embedded (with the embedder's ``embed_query`` when it
         has one). Give text, a vector, or both (hybrid: the vector scores, the text
-        feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
-        types; ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string)
-        keep memories whose timestamp is in that (inclusive) range; ``namespaces`` searches several namespaces at once (a handle may name
+        feeds BM25; in vector mode a given vector is used and the text is not embedded).
+        Filters, in every mode: ``types`` keeps only the given memory types;
+        ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string) keep
+        memories whose timestamp is in that (inclusive) range; ``namespaces`` searches
+        several namespaces at once (a handle may name
         only its own and those it was granted read access to); ``filter`` keeps
         memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
         docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
@@ -707,10 +709,12 @@ class Mnemos(_Handle):
 
     @property
     def path(self) -> str:
+        """The store directory."""
         return self._engine.path
 
     @property
     def readonly(self) -> bool:
+        """Whether the store was opened read-only (writes raise ReadOnlyError)."""
         return self._engine.readonly
 
     @property

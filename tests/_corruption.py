@@ -6,6 +6,7 @@ brings back every memory whose log (or base snapshot) frame is intact."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -14,8 +15,6 @@ import shutil
 import signal
 import time
 from typing import Any
-
-import numpy as np
 
 from mnemos_kv import Mnemos, MnemosError
 from mnemos_kv._log import FILE_HEADER, iter_file_frames
@@ -47,7 +46,7 @@ def build(path: str, compacted: bool) -> dict[str, Any]:
             db.forget(ids[5])
         mems = {m["id"]: m["text"] for m in dump_rows(db) if m["kind"] == "memory"}
         vecs = {mid: db.get_vector(mid).tobytes().hex() for mid in mems if mid in db}
-        vecs.update({m["id"]: np.asarray(m["vector"], np.float32).tobytes().hex()
+        vecs.update({m["id"]: base64.b64decode(m["vector_b64"]).hex()
                      for m in dump_rows(db, ["other"], vectors=True) if m["kind"] == "memory"})
         top = [m.id for m in db.ask(QUERY, top_k=3)]
     return {"memories": {str(k): v for k, v in mems.items()}, "vectors": {str(k): v for k, v in vecs.items()},
