@@ -101,8 +101,8 @@ def _text_features(text: str, dim: int) -> tuple[list[int], list[float]]:
     for (_, left), (_, right) in zip(pairs, pairs[1:]):
         k, v = _bigram_feature(left, right, dim)
         acc[k] = acc.get(k, 0.0) + v
-    keys = sorted(acc)
-    return keys, [acc[k] for k in keys]
+    order = sorted(acc)
+    return order, [acc[k] for k in order]
 
 
 def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
@@ -127,7 +127,8 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     out = np.zeros((n, dim), dtype=np.float64)
     if rows:
         flat = np.concatenate(rows) * dim + np.concatenate(cols)
-        out = np.bincount(flat, weights=np.concatenate(vals), minlength=n * dim).reshape(n, dim)
+        out = np.bincount(flat, weights=np.concatenate(vals),
+                          minlength=n * dim).reshape(n, dim).astype(np.float64, copy=False)
     out = np.sign(out) * np.log1p(np.abs(out))
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)

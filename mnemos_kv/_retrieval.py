@@ -549,7 +549,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                 li = li if li < lexical[0].size and lexical[0][li] == i else -1
             parts = {
                 "vector": float(vec[i]),
-                "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
+                "lexical": float(lexical[2][li]) if lexical is not None and li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
                 "feedback": float(prf[i]) if prf is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
@@ -557,7 +557,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                 "recency": b * t * (r - 1.0),
                 "time": b * t * r * (tp - 1.0),
                 "cosine": float(cos[i]),
-                "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
+                "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
             if window is not None:
                 parts["window_start"], parts["window_end"] = window.start, window.end
