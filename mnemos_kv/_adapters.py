@@ -62,6 +62,9 @@ def default_name(embeddings: Any) -> str:
         val = getattr(embeddings, attr, None)
         if isinstance(val, str) and val:
             return f"{type(embeddings).__name__}:{val}"
+    fn = getattr(embeddings, "func", None) or getattr(embeddings, "afunc", None)
+    if callable(fn):  # LangGraph's wrapper of a plain embedding function: name the function
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
     size = getattr(embeddings, "size", None)  # the fake embeddings of langchain-core
     if isinstance(size, int) and not isinstance(size, bool):
         return f"{type(embeddings).__name__}:{size}"

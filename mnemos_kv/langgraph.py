@@ -351,7 +351,6 @@ class MnemosStore(BaseStore):
     def _run(self, plan: "MnemosStore._Plan", dvecs: np.ndarray | None,
              qvecs: dict[str, np.ndarray]) -> list[Result]:
         results: list[Result] = []
-        listing: dict[str, dict[str, Any]] | None = None
         touched: dict[tuple[str, str], None] = {}  # (store namespace, key) read with refresh_ttl
         for op in plan.ops:
             if isinstance(op, GetOp):
@@ -360,17 +359,13 @@ class MnemosStore(BaseStore):
                 if item is not None and op.refresh_ttl:
                     touched[(encode_namespace(item.namespace, self.prefix), item.key)] = None
             elif isinstance(op, SearchOp):
-                if listing is None:
-                    listing = self._listing()
-                found = self._search(op, listing, qvecs)
+                found = self._search(op, qvecs)
                 results.append(found)
                 if op.refresh_ttl:
                     touched.update(((encode_namespace(it.namespace, self.prefix), it.key), None)
                                    for it in found)
             elif isinstance(op, ListNamespacesOp):
-                if listing is None:
-                    listing = self._listing()
-                results.append(self._list(op, listing))
+                results.append(self._list(op))
             else:
                 results.append(None)
         entries = self._refresh_entries(touched, plan) if touched else []
@@ -401,27 +396,41 @@ class MnemosStore(BaseStore):
             return None
         return self._item(mem, tuple(op.namespace))
 
-    def _listing(self) -> dict[str, dict[str, Any]]:
-        """Our namespaces that hold items: name -> {"ns": tuple, "id": store namespace id}."""
+    def _listing(self, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Our namespaces under the namespace prefix ``labels`` that hold items: store
+        name -> {"ns": tuple, "id": store namespace id}. A range scan of the store's
+        sorted namespace table (escaped labels contain no ".", so the names under a
+        prefix are the prefix's name and those that continue it with "."), so one user's
+        namespace is found without reading every user's."""
+        try:
+            head = encode_namespace(labels, self.prefix) if labels else f"{self.prefix}:"
+        except NamespaceTooLongError:
+            return {}  # no namespace is that long
+        under = head + "." if labels else head
         eng = self._db._engine
+        out: dict[str, dict[str, Any]] = {}
         with eng.snapshot() as snap:
-            raw = eng.namespaces(snap.txn)
-        out = {}
-        for name, info in raw.items():
-            if int(info.get("count", 0)) <= 0:
-                continue
-            ns = decode_namespace(name, self.prefix)
-            if ns is not None:
-                out[name] = {"ns": ns, "id": int(info["id"])}
+            with snap.txn.cursor(db=eng.env.db("namespaces")) as cur:
+                if not cur.set_range(head.encode()):
+                    return out
+                for k, v in cur:
+                    name = bytes(k).decode()
+                    if not name.startswith(head):
+                        break
+                    if name != head and not name.startswith(under):
+                        continue
+                    info = R.decode(bytes(v), "namespace")
+                    if int(info.get("count", 0)) <= 0:
+                        continue
+                    ns = decode_namespace(name, self.prefix)
+                    if ns is not None:
+                        out[name] = {"ns": ns, "id": int(info["id"])}
         return out
 
-    def _search(self, op: SearchOp, listing: dict[str, dict[str, Any]],
-                qvecs: dict[str, np.ndarray]) -> list[Item]:
-        prefix = tuple(op.namespace_prefix)
-        n = len(prefix)
+    def _search(self, op: SearchOp, qvecs: dict[str, np.ndarray]) -> list[Item]:
+        listing = self._listing(tuple(op.namespace_prefix))
         # namespaces in creation order, then (without a query) items in time order
-        names = [name for name, info in sorted(listing.items(), key=lambda kv: kv[1]["id"])
-                 if info["ns"][:n] == prefix]
+        names = [name for name, info in sorted(listing.items(), key=lambda kv: kv[1]["id"])]
         if not names or op.limit == 0:
             return []
         f = A.check_filter(op.filter)
@@ -443,8 +452,16 @@ class MnemosStore(BaseStore):
                         return out
         return out
 
-    def _list(self, op: ListNamespacesOp, listing: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
-        nss = [info["ns"] for info in listing.values()]
+    def _list(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        literal: list[str] = []  # the leading labels of a prefix condition, up to a "*"
+        for cond in op.match_conditions or ():
+            if cond.match_type == "prefix":
+                for label in cond.path:
+                    if label == "*":
+                        break
+                    literal.append(label)
+                break
+        nss = [info["ns"] for info in self._listing(literal).values()]
         if op.match_conditions:
             nss = [ns for ns in nss if all(_does_match(c, ns) for c in op.match_conditions)]
         if op.max_depth is not None:

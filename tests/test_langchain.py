@@ -86,6 +86,9 @@ def test_metadata_filters(vs: MnemosVectorStore) -> None:
         "fruit", k=10, filter={"$or": [{"fruit": "apple"}, {"n": {"$in": [4, 5]}}]}))) == ["a", "g", "l"]
     assert sorted(_ids(vs.similarity_search("fruit", k=10, filter={"tags": {"$exists": False}}))) == ["l"]
     assert vs.similarity_search("fruit", k=10, filter={"fruit": "kiwi"}) == []
+    # the filter applies inside the ranking: k results even when the best ones do not match
+    for doc_id, fruit in (("l", "lemon"), ("g", "grape"), ("a", "apple")):
+        assert _ids(vs.similarity_search("apples are red", k=1, filter={"fruit": fruit})) == [doc_id]
     with pytest.raises(InvalidInputError):
         vs.similarity_search("fruit", filter={"n": {"$regex": "x"}})
 

@@ -200,6 +200,22 @@ def Mnemos_name_ok(name: str) -> bool:  # noqa: N802
     return check_namespace(name) == name
 
 
+def test_prefixes_match_whole_labels(tmp_path) -> None:
+    nss = [("a",), ("ab",), ("a b",), ("a", "b"), ("a-",), ("a", "b", "c"), ("b", "a")]
+    with MnemosStore(str(tmp_path / "n.mem")) as store:
+        ref = InMemoryStore()
+        for s in (store, ref):
+            for i, ns in enumerate(nss):
+                s.put(ns, "k", {"i": i})
+        for prefix in [("a",), ("a", "b"), ("ab",), ("a b",), ("b",), ("c",), ()]:
+            got = [(i.namespace, i.value["i"]) for i in store.search(prefix, limit=100)]
+            assert sorted(got) == sorted((i.namespace, i.value["i"]) for i in ref.search(prefix, limit=100))
+            assert store.list_namespaces(prefix=prefix) == ref.list_namespaces(prefix=prefix)
+        assert store.list_namespaces(prefix=("a",)) == [("a",), ("a", "b"), ("a", "b", "c")]
+        assert store.list_namespaces(prefix=("*", "b")) == [("a", "b"), ("a", "b", "c")]
+        assert store.list_namespaces(suffix=("a",), max_depth=1) == [("a",), ("b",)]
+
+
 def test_items_persist_with_timestamps_and_other_namespaces_untouched(tmp_path) -> None:
     path = str(tmp_path / "s.mem")
     clock = Clock()
@@ -317,6 +333,25 @@ def test_ttl_sweeper_thread(tmp_path) -> None:
     with MnemosStore(str(tmp_path / "w.mem"), clock=clock) as store:
         store.start_ttl_sweeper(5)
     assert store._sweeper is None  # close() stopped it
+
+
+def test_hybrid_mode_ranks_by_words(tmp_path) -> None:
+    def constant(texts: Any) -> list[list[float]]:  # equal vectors: only words tell items apart
+        return [[1.0, 0.0, 0.0, 0.0] for _ in texts]
+    index = {"dims": 4, "embed": constant, "fields": ["text"]}
+    items = {"k1": "red apples", "k2": "yellow bananas", "k3": "green grapes", "k4": "yellow lemons"}
+    with MnemosStore(str(tmp_path / "h.mem"), index=index, mode="hybrid") as store:
+        for k, t in items.items():
+            store.put(("f",), k, {"text": t})
+        assert sorted(h.key for h in store.search(("f",), query="yellow", limit=2)) == ["k2", "k4"]
+        # a plain function is recorded by its module and name
+        assert store.store.stats()["embedder"]["name"] == \
+            "langchain:test_langgraph.test_hybrid_mode_ranks_by_words.<locals>.constant"
+    with MnemosStore(str(tmp_path / "h.mem"), index=index, mode="vector") as store:
+        hits = store.search(("f",), query="yellow", limit=2)  # cosine 1.0 everywhere: ties by age
+        assert [(h.key, round(h.score, 6)) for h in hits] == [("k1", 1.0), ("k2", 1.0)]
+    with pytest.raises(InvalidInputError):
+        MnemosStore(str(tmp_path / "h.mem"), index=index, mode="lexical")
 
 
 def test_index_fields_per_put_and_multi_text(tmp_path) -> None:
