@@ -19,6 +19,7 @@ from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError,
                      StoreError)
 from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
+from .rerank import CrossEncoderReranker
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ _logging.getLogger("mnemos_kv").addHandler(_logging.NullHandler())
 __all__ = [
     "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId", "Batch", "PendingId",
     "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
+    "CrossEncoderReranker",
     "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, TextIO
 import numpy as np
 
 from . import _capacity
+from . import _progress
 from . import _records as R
 from . import _storage as S
 from ._progress import Progress
@@ -93,7 +94,7 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
         for _k, v in cur:
             rec = R.Record.from_bytes(v)
             done += 1
-            if progress is not None and (done % 10_000 == 0 or done == total):
+            if progress is not None and (done % _progress.EVERY == 0 or done == total):
                 progress("memories", done, total)
             if rec.ns not in sel:
                 continue
