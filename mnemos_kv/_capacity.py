@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import lmdb
 import numpy as np
 
+from . import _filter_index
 from . import _records as R
 from . import _storage as S
 from .errors import CapacityError, CorruptionError, InvalidInputError, MemoryNotFoundError
@@ -237,6 +238,8 @@ def _apply_meta(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
     new = R.Record(rec.id, rec.ns, rec.text, op["meta"], rec.type, rec.ts, rec.slot, rec.key,
                    rec.seq, rec.extra)
     txn.put(S.u64(rec.id), new.to_bytes(), db=engine.env.db("records"))
+    _filter_index.remove(txn, engine.env, rec.ns, rec.id, rec.metadata)
+    _filter_index.add(txn, engine.env, rec.ns, rec.id, new.metadata)
     delta = entry_bytes(new.text, new.metadata, new.key, engine.dim) - before
     ctx.state.live_bytes += delta
     ctx.ns_bytes[rec.ns] = ctx.ns_bytes.get(rec.ns, 0) + delta

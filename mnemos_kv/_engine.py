@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _lexical_index, _openlock
+from . import _capacity, _filter_index, _lexical_index, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
@@ -148,6 +148,7 @@ class Engine:
             self.embedder = self._match_embedder(embedder, embedder_given)
             if not readonly:  # after every check of the open: a refused open writes nothing
                 _lexical_index.ensure_built(self.env)  # stores from before the lexical index
+                _filter_index.ensure_built(self.env)  # ... and before the filter index
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             st = self._open_files()
             self._vsync_check = not readonly
@@ -632,6 +633,7 @@ class Engine:
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
             _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
+            _filter_index.add(txn, self.env, rec.ns, mid, rec.metadata)  # metadata filter index
             _capacity.on_add(self, ctx, rec, op)  # capacity bytes, pinned flag
             st.next_id += 1
             st.n_slots += 1
@@ -649,6 +651,7 @@ class Engine:
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
             _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
+            _filter_index.remove(txn, self.env, rec.ns, mid, rec.metadata)
             self._drop_edges(txn, mid)
             _capacity.on_remove(self, ctx, rec, op, seq)  # bytes, pin, eviction note
             ctx.dead.append((rec.slot, seq))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import _ann, _fusion, _graph, _lexical_index, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _lexical_index, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -172,6 +172,10 @@ class Query:
     accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
+    #: slots a metadata filter allows (see :func:`filter_mask`); None: no filter
+    allowed: np.ndarray | None = None
+    #: "hybrid" (the full planner), "vector" (cosine only) or "lexical" (BM25 only)
+    mode: str = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,135 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
 
 
+def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
+                universe: np.ndarray | None = None) -> np.ndarray:
+    """Slots live in ``ns_ids`` whose metadata matches the parsed filter ``node``.
+
+    Answered by the filter index (``_filter_index``); a snapshot without one (a store
+    made before it, open read-only) decodes the records of the namespaces instead.
+    """
+    from . import filters as F
+    if universe is None:
+        universe = candidate_mask(snap, ns_ids)
+    n = snap.state.n_slots
+    ids = np.ascontiguousarray(snap.slots["id"][:n])
+
+    def meta_of(mid: int) -> Any:
+        rec = engine.record(snap.txn, mid)
+        return rec.metadata if rec is not None else None
+
+    out = _filter_index.select(snap.txn, engine.env, ns_ids, ids, universe, node,
+                               lambda x: _slots_of(snap, x, ids)[1], meta_of)
+    if out is None:
+        out = np.zeros(n, bool)
+        for slot in np.flatnonzero(universe).tolist():
+            meta = meta_of(int(ids[slot]))
+            out[slot] = meta is not None and F.evaluate(node, meta)
+    return out
+
+
+def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
+                ) -> tuple[np.ndarray | None, int, int]:
+    """(candidate mask or None for every slot, how many, slots of the asked namespaces)."""
+    n = snap.state.n_slots
+    # slots of the asked namespaces (when the cache is exactly this snapshot's)
+    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
+        if view.n == n else -1
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None \
+        or q.allowed is not None
+    if not (filtered or ns_total != n or snap.state.live != n):
+        return None, n, ns_total
+    mask = candidate_mask(snap, q.ns_ids)
+    if q.allowed is not None:
+        mask &= q.allowed
+    if q.type_codes is not None:
+        mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
+    if q.since_us is not None or q.until_us is not None:
+        mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
+    return mask, int(np.count_nonzero(mask)), ns_total
+
+
+def _accepted(order: Iterable[int], slot_of: Callable[[int], int], q: Query) -> list[int]:
+    """The first ``q.top_k`` of ``order`` that ``q.accept`` takes (all when it is None)."""
+    picked: list[int] = []
+    for i in order:
+        if q.accept is None or q.accept(slot_of(i)):
+            picked.append(i)
+            if len(picked) >= q.top_k:
+                break
+    return picked
+
+
+def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """``mode="vector"``: the candidates in pure cosine order; the score is the cosine."""
+    n = snap.state.n_slots
+    if n == 0 or not q.ns_ids:
+        return []
+    view = _timeorder.for_engine(engine).view(snap)
+    mask, selected, _ = _candidates(engine, snap, q, view)
+    if selected == 0:
+        return []
+    if mask is None or selected >= n * GATHER_FRACTION:
+        rows, cos = None, snap.matrix @ q.vector
+        if mask is not None and selected < n:
+            cos[~mask] = -np.inf
+    else:
+        rows = np.flatnonzero(mask)
+        cos = snap.matrix[rows] @ q.vector
+    return _vector_hits(snap, q, rows, cos)
+
+
+def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
+    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot) that ``q.accept`` takes."""
+    slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    if q.accept is None:
+        picked = order_top(cos, rows, q.top_k).tolist()
+    else:
+        ranked = (i for i in iter_ranked(cos, rows, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
+        picked = _accepted(ranked, slot_of, q)
+    ids_col = snap.slots["id"]
+    out = []
+    for i in picked:
+        slot = slot_of(int(i))
+        c = float(cos[i])
+        out.append(Hit(slot, int(ids_col[slot]), c, {"cosine": c} if q.explain else None))
+    return out
+
+
+def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """``mode="lexical"``: candidates with a query term, by BM25; the score is the BM25."""
+    n = snap.state.n_slots
+    terms = _lexical_index.query_terms(q.text)
+    if n == 0 or not q.ns_ids or not terms:
+        return []
+    view = _timeorder.for_engine(engine).view(snap)
+    mask, selected, _ = _candidates(engine, snap, q, view)
+    if selected == 0:
+        return []
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    if not ids.size:
+        return []
+    id_col = view.ids[:n] if view.n >= n else None
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return []
+    uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    if q.accept is None:
+        picked = order_top(sums, uniq, q.top_k).tolist()
+    else:
+        picked = _accepted(iter_ranked(sums, uniq, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+    ids_col = snap.slots["id"]
+    out = []
+    for i in picked:
+        slot, b = int(uniq[i]), float(sums[i])
+        out.append(Hit(slot, int(ids_col[slot]), b, {"bm25": b} if q.explain else None))
+    return out
+
+
 def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first.
 
@@ -347,6 +480,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     a query whose filters leave too few of them, or whose ``accept`` refuses too
     many, is answered by the exact path instead.
     """
+    if q.mode == "lexical":
+        return run_lexical(engine, snap, q)
     n = snap.state.n_slots
     if n == 0 or not q.ns_ids:
         return []
@@ -354,6 +489,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         hits = _run_ann(engine, snap, q)
         if hits is not None:
             return hits
+    if q.mode == "vector":
+        return run_vector(engine, snap, q)
     return _run_exact(engine, snap, q)
 
 
@@ -365,10 +502,12 @@ ANN_FLOOR_SAMPLE: int = 1024
 
 
 def _rows_ok(snap: Snapshot, q: Query, rows: np.ndarray) -> np.ndarray:
-    """Which ``rows`` are candidates of ``q`` in ``snap``: live, namespace, type, time."""
+    """Which ``rows`` are candidates of ``q`` in ``snap``: live, namespace, type, time, filter."""
     sl = snap.slots[rows]
     dead = sl["dead"]
     ok = (dead == 0) | (dead > snap.state.seq)
+    if q.allowed is not None:
+        ok &= q.allowed[rows]
     ns_ids = sorted(set(q.ns_ids))
     ok &= sl["ns"] == ns_ids[0] if len(ns_ids) == 1 else np.isin(sl["ns"], ns_ids)
     if q.type_codes is not None:
@@ -402,6 +541,9 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     rows = rows[_rows_ok(snap, q, rows)]
     if rows.size < max(ANN_MIN_CANDIDATES, 8 * q.top_k):
         return None
+    if q.mode == "vector":
+        out = _vector_hits(snap, q, rows, snap.matrix[rows] @ q.vector)
+        return None if q.accept is not None and len(out) < q.top_k else out
     hits = _lexical_hits(engine, snap, q)
     if hits is not None:
         keep = _rows_ok(snap, q, hits[0])
@@ -512,20 +654,7 @@ def _run_exact(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """The planner over every candidate of the snapshot."""
     n = snap.state.n_slots
     view = _timeorder.for_engine(engine).view(snap)
-    # slots of the asked namespaces (when the cache is exactly this snapshot's)
-    ns_total = sum(view.blocks[ns].size for ns in q.ns_ids if ns in view.blocks) \
-        if view.n == n else -1
-    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None
-    mask: np.ndarray | None = None  # None: every slot is a candidate
-    if filtered or ns_total != n or snap.state.live != n:
-        mask = candidate_mask(snap, q.ns_ids)
-        if q.type_codes is not None:
-            mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
-        if q.since_us is not None or q.until_us is not None:
-            mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
-        selected = int(np.count_nonzero(mask))
-    else:
-        selected = n
+    mask, selected, ns_total = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
     closed = selected == ns_total  # every slot of the asked namespaces is a candidate

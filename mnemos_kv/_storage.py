@@ -36,11 +36,13 @@ DB_NAMES = (
     b"postings",   # ns(u32) term(utf8) -> dups of id(u64) tf(u32) len(u32), see _lexical_index
     b"lexstats",   # ns(u32) -> docs(u64) total_len(u64); b"version" -> u32
     b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
+    b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index
 )
 
 #: LMDB flags of the sub-databases that are not plain key -> value tables.
 DB_FLAGS: dict[bytes, dict[str, bool]] = {
     b"postings": {"dupsort": True, "dupfixed": True},
+    b"fields": {"dupsort": True, "dupfixed": True},
 }
 
 DEFAULT_MAP_SIZE = 1 << 30   # 1 GiB of address space; grows on demand

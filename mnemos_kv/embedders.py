@@ -2,7 +2,9 @@
 
 An embedder is any object with ``name`` (str), ``dim`` (int) and
 ``embed(texts: list[str]) -> numpy.ndarray`` of shape ``(len(texts), dim)``; a plain
-callable ``f(list[str]) -> array`` works too (see :func:`from_callable`). The store
+callable ``f(list[str]) -> array`` works too (see :func:`from_callable`). An optional
+``embed_query(texts)`` (same shape) embeds ``ask`` queries when present, for models
+that embed questions differently from documents (e5, bge, nomic: a query prefix). The store
 records the embedder's name and dimension when it is created and refuses to open
 with a different one, because vectors from two models are not comparable.
 
@@ -46,6 +48,8 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> Any:  # -> np.ndarray (n, dim)
         ...
 
+    # optional: def embed_query(self, texts: Sequence[str]) -> np.ndarray (n, dim)
+
 
 class HashingEmbedder:
     """Deterministic feature-hashing embedder: no model, no network, stable across runs.
@@ -77,13 +81,20 @@ class SentenceTransformerEmbedder:
     ``HF_HUB_OFFLINE=1`` to forbid downloads). The store records the name
     ``"st:<model>"`` (the directory name for a path) and the model's dimension.
     ``threads`` caps torch's CPU threads. Rows are L2-normalised.
+
+    ``query_prefix`` is prepended to ``ask`` queries (e.g. ``"query: "`` for e5,
+    ``"Represent this sentence for searching relevant passages: "`` for bge), and
+    ``query_prompt_name`` picks a prompt configured in the model (e.g. ``"query"``);
+    documents are embedded as they are, so neither changes the stored vectors or the
+    embedder's name.
     """
 
     vector_weight = 0.5
 
     def __init__(self, model: str | os.PathLike[str] = "all-MiniLM-L6-v2", *,
                  device: str = "cpu", batch_size: int = 64, name: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, query_prefix: str = "",
+                 query_prompt_name: str | None = None) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
@@ -94,6 +105,12 @@ class SentenceTransformerEmbedder:
             raise InvalidInputError(f"model must be a model name or a directory, got {model!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(query_prefix, str):
+            raise InvalidInputError(f"query_prefix must be a str, got {query_prefix!r}")
+        if query_prompt_name is not None and not isinstance(query_prompt_name, str):
+            raise InvalidInputError(f"query_prompt_name must be a str or None, got {query_prompt_name!r}")
+        self.query_prefix = query_prefix
+        self.query_prompt_name = query_prompt_name
         if threads is not None:
             import torch
             torch.set_num_threads(int(threads))
@@ -120,6 +137,16 @@ class SentenceTransformerEmbedder:
         """(len(texts), dim) float32, L2-normalised rows."""
         out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                 normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Queries: ``query_prefix`` + text (and ``query_prompt_name``), like :meth:`embed`."""
+        extra: dict[str, Any] = {}
+        if self.query_prompt_name is not None:
+            extra["prompt_name"] = self.query_prompt_name
+        out = self.model.encode([self.query_prefix + t for t in texts], batch_size=self.batch_size,
+                                convert_to_numpy=True, normalize_embeddings=True,
+                                show_progress_bar=False, **extra)
         return np.asarray(out, dtype=np.float32)
 
 
@@ -178,6 +205,45 @@ def embed_checked(embedder: Any, texts: Sequence[str]) -> np.ndarray:
         return np.zeros((0, embedder.dim), np.float32)
     arr = np.asarray(embedder.embed(list(texts)))
     return check_vectors(arr, len(texts), embedder.dim, f"embedder {embedder.name!r}")
+
+
+def embed_query_checked(embedder: Any, text: str) -> np.ndarray:
+    """The query vector of ``text``: ``embedder.embed_query`` when it has one, else ``embed``."""
+    fn = getattr(embedder, "embed_query", None)
+    if not callable(fn):
+        return embed_checked(embedder, [text])[0]
+    arr = np.asarray(fn([text]))
+    return check_vectors(arr, 1, embedder.dim, f"embedder {embedder.name!r} embed_query")[0]
+
+
+_KIND_NAMES = {"c": "complex numbers", "O": "Python objects", "b": "bools", "U": "strings",
+               "S": "bytes", "M": "datetimes", "m": "timedeltas", "V": "raw records"}
+
+
+def check_query_vector(vector: Any, dim: int) -> np.ndarray:
+    """A caller's query vector: real numbers, shape (dim,) or (1, dim), finite, not zero;
+    returned L2-normalised float32. Complex, object, bool and string arrays are refused."""
+    try:
+        a = np.asarray(vector)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"vector is not an array of numbers: {exc}") from exc
+    if a.dtype.kind not in "fiu":
+        kind = _KIND_NAMES.get(a.dtype.kind, str(a.dtype))
+        raise InvalidInputError(
+            f"vector must hold real numbers (float or int), got {kind} (dtype {a.dtype})")
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.shape != (dim,):
+        raise InvalidInputError(f"vector has shape {a.shape}; the store's dimension is {dim}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise InvalidInputError("vector contains NaN or infinity")
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if peak == 0.0:
+        raise InvalidInputError("vector is all zeros: it has no direction to search by")
+    a /= peak  # no overflow in the norm of huge values
+    a /= np.sqrt(a @ a)
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def check_vectors(arr: Any, n: int, dim: int, what: str = "vector") -> np.ndarray:

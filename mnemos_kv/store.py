@@ -38,7 +38,20 @@ MemoryId = int
 
 #: ``Mnemos.open(durability=...)``: see docs/durability.md.
 DURABILITY_MODES = frozenset({"full", "fast"})
+#: ``ask(mode=...)``: see :meth:`Mnemos.ask` and docs/retrieval.md.
+ASK_MODES = ("hybrid", "vector", "lexical")
 
+
+
+def _parse_filter(filter: Any) -> Any:
+    """The parsed filter (None for None or ``{}``). :raises InvalidInputError:"""
+    from . import filters as F
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise InvalidInputError(
+            f"filter must be a dict (see docs/filters.md), got {type(filter).__name__} {filter!r}")
+    return F.parse(filter) if filter else None
 
 
 class _Handle:
@@ -131,6 +144,23 @@ class _Handle:
             raise InvalidInputError("forget_many got the same id twice")
         if reqs:
             self._engine.write(reqs)
+
+    def forget_where(self, filter: Mapping[str, Any]) -> int:
+        """Forget every memory of this namespace whose metadata matches ``filter``, in one
+        transaction (logged as ``forget`` ops, like :meth:`forget_many`); returns how
+        many. The filter is checked before anything is read or written; an empty
+        filter (``{}``) is refused rather than taken to mean "everything".
+
+        :raises InvalidInputError: a malformed filter (see docs/filters.md).
+        """
+        from ._filter_index import forget_where
+        node = _parse_filter(filter)
+        if node is None:
+            raise InvalidInputError(
+                f"forget_where needs a non-empty filter dict, got {filter!r}")
+        eng = self._engine
+        eng.check_writable()
+        return int(eng.write([("call", forget_where(self.name, node), 0)])[0])
 
     def pin(self, id: MemoryId) -> None:
         """Protect a memory from capacity eviction (a logged op). :raises MemoryNotFoundError:"""
@@ -248,27 +278,43 @@ class _Handle:
         except (MemoryNotFoundError, InvalidInputError):
             return False
 
-    def count(self) -> int:
-        """Live memories in this namespace."""
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """Live memories in this namespace; with ``filter``, those whose metadata
+        matches it (see docs/filters.md; answered from the filter index)."""
         eng = self._engine
         eng.check_open()
+        node = _parse_filter(filter)
         with eng.snapshot() as snap:
+            if node is not None:
+                nid = self._nid(snap)
+                if nid is None:
+                    return 0
+                return int(np.count_nonzero(_retrieval.filter_mask(eng, snap, [nid], node)))
             raw = snap.txn.get(self.name.encode(), db=eng.env.db("namespaces"))
             return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
 
     def __len__(self) -> int:
         return self.count()
 
-    def memories(self, *, since: Any = None, until: Any = None) -> Iterator[Memory]:
-        """Every live memory of this namespace in time order (then id), from one snapshot."""
+    def memories(self, *, since: Any = None, until: Any = None,
+                 filter: Mapping[str, Any] | None = None) -> Iterator[Memory]:
+        """Every live memory of this namespace in time order (then id), from one snapshot;
+        ``since``/``until`` bound the timestamps, ``filter`` matches the metadata."""
         from . import _storage as S
         eng = self._engine
+        node = _parse_filter(filter)
         lo = S.ts_key(to_us(since, "since")) if since is not None else b""
         hi = to_us(until, "until") if until is not None else None
         with eng.snapshot() as snap:
             nid = self._nid(snap)
             if nid is None:
                 return
+            wanted: set[bytes] | None = None
+            if node is not None:
+                hit = _retrieval.filter_mask(eng, snap, [nid], node)
+                wanted = {S.u64(int(i)) for i in snap.slots["id"][np.flatnonzero(hit)].tolist()}
+                if not wanted:
+                    return
             prefix = S.u32(nid)
             with snap.txn.cursor(db=eng.env.db("time")) as cur:
                 if not cur.set_range(prefix + lo):
@@ -278,6 +324,8 @@ class _Handle:
                         break
                     if hi is not None and S.from_ts_key(k[4:12]) > hi:
                         break
+                    if wanted is not None and k[12:20] not in wanted:
+                        continue
                     rec = eng.record(snap.txn, S.from_u64(k[12:20]))
                     if rec is not None:
                         yield self._memory(snap, rec)
@@ -300,63 +348,90 @@ class _Handle:
             edges = self._engine.edges(snap.txn, mid, direction)
         return [Edge(s, d, r, w) for s, d, r, w in edges if relation is None or r == relation]
 
-    def ask(self, query: str, top_k: int = 5, *, use_graph: bool = False,
+    def ask(self, query: str | None = None, top_k: int = 5, *, vector: Any = None,
+            mode: str = "hybrid", use_graph: bool = False,
             recency_bias: bool | str | float | Any = False,
             types: str | Sequence[str] | Mapping[str, float] | None = None,
             since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
             filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[Memory]:
-        """The ``top_k`` memories most relevant to ``query``, best first.
+        """The ``top_k`` memories most relevant to ``query`` (text) and/or ``vector``, best first.
 
-        Hybrid ranking: vector similarity fused with BM25 over the stored words, plus
-        a share of the score of each memory's time-adjacent neighbours (see
-        docs/retrieval.md). ``use_graph`` also lets memories linked (1-2 edges) to
-        the best hits surface. ``recency_bias`` (True, or a half-life like ``"7d"``,
-        seconds or a timedelta) favours newer memories. ``types`` keeps only the
-        given memory types; a dict ``{type: weight}`` also sets their ranking weights
-        (default ``episodic`` 1.0, ``semantic`` 1.1, ``procedural`` 1.05). ``since`` /
-        ``until`` keep memories whose timestamp is in that (inclusive) range.
-        ``namespaces`` searches several namespaces at once (a handle may name only its
-        own and those it was granted read access to). ``filter`` keeps memories whose
-        metadata equals every given key/value. ``explain=True`` fills each
-        ``Memory.explain`` with the parts of its score.
+        ``mode="hybrid"`` (default): vector similarity fused with BM25 over the stored
+        words, plus a share of the score of each memory's time-adjacent neighbours (see
+        docs/retrieval.md); ``use_graph`` also lets memories linked (1-2 edges) to the
+        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, seconds
+        or a timedelta) favours newer memories; ``types`` as a dict ``{type: weight}``
+        sets ranking weights (default ``episodic`` 1.0, ``semantic`` 1.1,
+        ``procedural`` 1.05). ``mode="vector"``: pure cosine order, ``Memory.score`` is
+        the cosine similarity; ``mode="lexical"``: BM25 only (memories sharing no word
+        with the query are not returned), ``Memory.score`` is the BM25 score. The pure
+        modes rank by their one signal, so they refuse ``use_graph``, ``recency_bias``
+        and type weights (a list of ``types`` still filters).
+
+        ``vector``: the caller's query vector (the store's dimension, real and finite);
+        without it the text is embedded (with the embedder's ``embed_query`` when it
+        has one). Give text, a vector, or both (hybrid: the vector scores, the text
+        feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
+        types; ``since``/``until`` keep memories whose timestamp is in that (inclusive)
+        range; ``namespaces`` searches several namespaces at once (a handle may name
+        only its own and those it was granted read access to); ``filter`` keeps
+        memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
+        docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
+        of its score.
+
+        :raises InvalidInputError: bad query, vector, mode, filter or option.
         """
+        from .embedders import check_query_vector, embed_query_checked
         eng = self._engine
         eng.check_open()
-        q = R.check_text(query, "query")
+        if mode not in ASK_MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(ASK_MODES)}; got {mode!r}")
+        if query is None and vector is None:
+            raise InvalidInputError("ask needs a query text, a vector, or both")
+        q = R.check_text(query, "query") if query is not None else ""
+        if mode == "lexical" and query is None:
+            raise InvalidInputError("mode='lexical' needs a query text")
         k = _check_top_k(top_k)
-        if filter is not None and not isinstance(filter, Mapping):
-            raise InvalidInputError(f"filter must be a dict of metadata equalities, got {filter!r}")
+        node = _parse_filter(filter)
         for flag, val in (("use_graph", use_graph), ("explain", explain)):
             if not isinstance(val, (bool, np.bool_)):
                 raise InvalidInputError(f"{flag} must be True or False, got {val!r}")
         half_life = _retrieval.parse_half_life(recency_bias)
         type_codes, type_weights = _check_types(types)
+        if mode != "hybrid":
+            extra = [n for n, on in (("use_graph", bool(use_graph)),
+                                     ("recency_bias", half_life is not None),
+                                     ("type weights", isinstance(types, Mapping))) if on]
+            if extra:
+                raise InvalidInputError(
+                    f"mode={mode!r} ranks by {'cosine' if mode == 'vector' else 'BM25'} only; "
+                    f"{', '.join(extra)} need mode='hybrid'")
         since_us = to_us(since, "since") if since is not None else None
         until_us = to_us(until, "until") if until is not None else None
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
         names = self._search_names(namespaces)
-        embedder = eng.require_embedder()
-        qvec = embed_checked(embedder, [q])[0]
+        if vector is not None:
+            qvec = check_query_vector(vector, eng.dim)
+            embedder = eng.embedder
+        elif mode == "lexical":
+            qvec, embedder = np.zeros(eng.dim, np.float32), eng.embedder
+        else:
+            embedder = eng.require_embedder()
+            qvec = embed_query_checked(embedder, q)
         with eng.snapshot() as snap:
             nids = tuple(n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None)
-            accept: Callable[[int], bool] | None = None
-            if filter:
-                want = dict(filter)
-                ids_col = snap.slots["id"]
-
-                def _matches(slot: int) -> bool:
-                    rec = eng.record(snap.txn, int(ids_col[slot]))
-                    return rec is not None and all(
-                        k in rec.metadata and rec.metadata[k] == v for k, v in want.items())
-                accept = _matches
+            allowed = None
+            if node is not None and nids:
+                allowed = _retrieval.filter_mask(eng, snap, nids, node)
             plan = _retrieval.Query(
                 text=q, vector=qvec, ns_ids=nids, top_k=k,
-                vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name),
+                vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name)
+                if q else 1.0,
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
-                accept=accept, explain=bool(explain),
-                neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT)
+                explain=bool(explain), neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT,
+                allowed=allowed, mode=mode)
             out = []
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)

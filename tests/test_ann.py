@@ -277,3 +277,23 @@ def test_explain_parts_add_up_on_the_ann_path(big) -> None:
             p = m.explain
             total = sum(p[k] for k in RT.EXPLAIN_PARTS)
             assert total == pytest.approx(m.score, rel=1e-4, abs=1e-5)
+
+
+def test_vector_mode_uses_the_index_with_exact_cosines(big) -> None:
+    rng = np.random.default_rng(11)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * 0.3
+               for i in rng.integers(0, N, 20)]
+    with _open(big, ann=False) as db:
+        exact = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                 for v in queries]
+    with _open(big) as db:
+        approx = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                  for v in queries]
+    found = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact))
+    assert found / (10 * len(queries)) >= 0.95
+    for a, e in zip(approx, exact):
+        ex = dict(e)
+        for mid, score in a:
+            if mid in ex:
+                assert score == pytest.approx(ex[mid], abs=1e-5)  # re-ranked by the true cosine
