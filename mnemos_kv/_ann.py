@@ -156,10 +156,13 @@ class IndexState:
     order: np.ndarray       # int32 slots sorted by (list, slot)
     offsets: np.ndarray     # int64, nlist + 1
 
-    def probe(self, query: np.ndarray, n: int, nprobe: int) -> np.ndarray:
-        """Sorted slots below ``covered(n)`` of the ``nprobe`` lists nearest ``query``."""
+    def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False) -> np.ndarray:
+        """Sorted slots below ``covered(n)`` of the ``nprobe`` lists nearest ``query``
+        (``farthest``: of the lists least similar to it, where its lowest cosines are)."""
         c = covered(n)
         scores = self.centroids @ query
+        if farthest:
+            scores = -scores
         k = min(nprobe, scores.size)
         part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
         # deterministic choice at the boundary: score descending, then list ascending

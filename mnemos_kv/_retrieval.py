@@ -499,6 +499,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 ANN_MIN_CANDIDATES: int = 256
 #: Rows sampled (evenly spaced) to estimate the minimum cosine for the normalisation.
 ANN_FLOOR_SAMPLE: int = 1024
+#: ... and from the rows of this many lists whose centroids are least similar to the query.
+ANN_FLOOR_LISTS: int = 2
 
 
 def _rows_ok(snap: Snapshot, q: Query, rows: np.ndarray) -> np.ndarray:
@@ -550,9 +552,10 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
         hits = (hits[0][keep], hits[1][keep], hits[2])
         rows = np.union1d(rows, hits[0])
     # min-max of the cosine: the exact path's minimum is over every candidate, estimated
-    # here from an evenly spaced sample of the store's candidate rows
+    # here from the lists least similar to the query and an evenly spaced sample
     m = min(n, ANN_FLOOR_SAMPLE)
-    sample = (np.arange(m, dtype=np.int64) * n) // m
+    sample = np.concatenate([(np.arange(m, dtype=np.int64) * n) // m,
+                             index.probe(q.vector, n, ANN_FLOOR_LISTS, farthest=True)])
     sample = sample[_rows_ok(snap, q, sample)]
     floor = float((snap.matrix[sample] @ q.vector).min()) if sample.size else None
     cos = snap.matrix[rows] @ q.vector
@@ -581,15 +584,30 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     Returns the candidate rows extended by the neighbours, their cosines, the mask of
     rows that may be ranked (the shortlist and its neighbours) and ``rel -> nbr``.
     """
-    vec = _normalise(cos, None, q.vector_weight, floor)
+    lo = float(cos.min()) if floor is None else min(float(cos.min()), floor)
+    hi = float(cos.max())
+    vec = _minmax(cos, lo, hi, q.vector_weight)  # = _normalise(cos, None, w, floor)
     lexical = _lexical_part(engine, snap, q, None, rows, int(rows.size), None, hits)
     if lexical is not None:
         vec[lexical[0]] += lexical[2]
-    # contenders: a memory can gain at most neighbour_weight * max(rel) from a neighbour
+    w = q.neighbour_weight
     top = order_top(vec, rows, ANN_SHORTLIST_MAX)
-    kth = float(vec[top[min(q.top_k, top.size) - 1]])
-    bound = kth - q.neighbour_weight * float(vec[top[0]])
-    keep = max(4 * q.top_k, int(np.count_nonzero(vec[top] >= bound)))
+    # tau: a lower bound of the k-th best rel + nbr, from the best few and their neighbours
+    s1 = top[:max(4 * q.top_k, 32)]
+    nb = _true_neighbours(engine, snap, q, rows[s1])
+    flat = nb.ravel()
+    at = np.minimum(np.searchsorted(rows, flat), rows.size - 1)
+    inside = (flat >= 0) & (rows[at] == flat)
+    nrel = np.zeros(flat.size, np.float32)
+    nrel[inside] = vec[at[inside]]
+    outside = (flat >= 0) & ~inside  # a neighbour the ANN stage did not propose: cosine only
+    if outside.any():
+        nrel[outside] = _minmax(snap.matrix[flat[outside]] @ q.vector, lo, hi, q.vector_weight)
+    lower = vec[s1] + w * nrel.reshape(-1, 2).max(axis=1)
+    tau = float(np.sort(lower)[::-1][min(q.top_k, lower.size) - 1])
+    # A memory outside the shortlist whose neighbours are outside too scores at most
+    # (1 + w) * (the shortlist's lowest rel): keep every rel >= tau / (1 + w).
+    keep = max(s1.size, int(np.count_nonzero(vec[top] >= tau / (1.0 + w))))
     short = rows[top[:keep]]
     ring1 = _true_neighbours(engine, snap, q, short)
     first = np.union1d(short, ring1[ring1 >= 0])
@@ -616,22 +634,31 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     return rows, cos, valid, nbr_fn
 
 
-#: The ANN path ranks, with exact neighbour scores, the candidates whose rel is within
-#: neighbour_weight * max(rel) of the k-th best (at most ANN_SHORTLIST_MAX, at least
-#: 4 * top_k) and their time neighbours.
+#: The ANN path ranks, with exact neighbour scores, the candidates that can still reach
+#: the top k through a neighbour (at most ANN_SHORTLIST_MAX) and their time neighbours.
 ANN_SHORTLIST_MAX: int = 512
 #: Time-index entries looked at on each side when filters skip some neighbours.
 ANN_NEIGHBOUR_WIDTH: int = 4
+
+
+_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])  # the time index key
 
 
 def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -> np.ndarray:
     """``len(slots) x 2`` array: the slot of each one's previous / next candidate in its
     namespace's (timestamp, id) order, -1 when there is none (within a few steps)."""
     sl = snap.slots[slots]
-    keys = [S.u32(int(ns)) + S.ts_key(int(ts)) + S.u64(int(i))
-            for ns, ts, i in zip(sl["ns"].tolist(), sl["ts"].tolist(), sl["id"].tolist())]
+    packed = np.empty(slots.size, _TIME_KEY)
+    packed["ns"] = sl["ns"]
+    packed["ts"] = sl["ts"].astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # offset binary
+    packed["id"] = sl["id"]
+    raw = packed.tobytes()
+    keys = [raw[i:i + 20] for i in range(0, len(raw), 20)]
+    # only filters (type, time, metadata) can make the adjacent entry a non-candidate
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None \
+        or q.allowed is not None
     before, after = _timeorder.index_neighbours(snap.txn, engine.env.db("time"), keys,
-                                                ANN_NEIGHBOUR_WIDTH)
+                                                ANN_NEIGHBOUR_WIDTH if filtered else 1)
     out = np.full((slots.size, 2), -1, np.int64)
     for col, side in enumerate((before, after)):
         flat = side.ravel()
