@@ -7,7 +7,14 @@
 'We chose Stripe for payments'
 """
 
-from ._batch import Batch, PendingId
+import logging as _logging
+
+# Silent by default, as a library should be: the application configures logging.
+# INFO: slow or surprising events (index rebuilds, map growth, compaction phases,
+# recovery on open, a skipped LMDB rewrite); DEBUG: the rest.
+_logging.getLogger("mnemos_kv").addHandler(_logging.NullHandler())
+
+from ._batch import Batch, PendingId  # noqa: E402
 from ._model import Document, Edge, Memory
 from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
 from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from ._engine import Ref
 from ._validate import (check_id as _check_id, check_namespace, check_relation,
                         check_relation_filter, check_weight, embed_missing, prepare_remember)
+from .embedders import embed_checked
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -103,11 +104,61 @@ class BatchNamespace:
             out.append(pid)
         return out
 
+    def update(self, id: int | PendingId, *, text: str | None = None,
+               metadata: Mapping[str, Any] | None = None, type: str | None = None,
+               timestamp: Any = None) -> None:
+        """Queue a change of a memory of this namespace (``Mnemos.update``'s arguments;
+        a new text is embedded at commit with the batch's other texts)."""
+        from ._mutate import check_fields
+        from ._timeutil import to_us
+        b = self._batch
+        b._check_open()
+        ref = b._ref(id, "id")
+        fields = check_fields(text, metadata, type, timestamp, None, b._engine.dim,
+                              require_text=False)
+        if "text" in fields:
+            b._to_embed.append(fields)
+        b._add(("update", self.name, ref, fields, to_us(b._engine.clock(), "clock()")))
+
+    def upsert(self, key: str, text: str, metadata: Mapping[str, Any] | None = None, *,
+               type: str = "episodic", timestamp: Any = None, vector: Any = None) -> PendingId:
+        """Queue an insert-or-replace by ``key`` (``Mnemos.upsert``'s arguments); the
+        returned :class:`PendingId` is the memory's id after the commit."""
+        from . import _records as R
+        from ._mutate import check_fields
+        from ._timeutil import to_us
+        b = self._batch
+        b._check_open()
+        k = R.check_key(key)
+        if k is None:
+            raise InvalidInputError("upsert needs a key (a non-empty str), got None")
+        fields = check_fields(text, metadata, type, timestamp, vector, b._engine.dim,
+                              require_text=True)
+        if "vec" not in fields:
+            b._to_embed.append(fields)
+        pid = PendingId(b, len(b._requests))
+        b._add(("upsert", self.name, k, fields, to_us(b._engine.clock(), "clock()"), False))
+        b._pending.append(pid)
+        return pid
+
     def forget(self, id: int | PendingId) -> None:
         """Queue the deletion of a memory (and its edges) of this namespace."""
         b = self._batch
         b._check_open()
         b._add(("forget", self.name, b._ref(id, "id")))
+
+    def forget_where(self, filter: Mapping[str, Any]) -> None:
+        """Queue forgetting every memory of this namespace whose metadata matches
+        ``filter`` at that point of the batch (memories remembered earlier in it
+        included). The filter is checked now; how many it forgot is not reported
+        (``db.forget_where`` outside a batch returns it)."""
+        from ._filter_index import forget_where
+        from .filters import parse
+        b = self._batch
+        b._check_open()
+        if not isinstance(filter, Mapping) or not filter:
+            raise InvalidInputError(f"forget_where needs a non-empty filter dict, got {filter!r}")
+        b._add(("call", forget_where(self.name, parse(filter)), 0))
 
     def connect(self, a: int | PendingId, b: int | PendingId, relation: str = "related",
                 weight: float = 1.0) -> None:
@@ -144,10 +195,21 @@ class Batch(BatchNamespace):
         self._requests: list[Any] = []
         self._pending: list[PendingId] = []
         self._keys: set[str] = set()
+        self._to_embed: list[dict[str, Any]] = []  # update/upsert fields whose text needs a vector
         self._state = "open"  # open -> committed | failed | discarded
         super().__init__(self, handle.name)
 
     # -- building ------------------------------------------------------------------
+
+    def drop_namespace(self, name: str) -> None:
+        """Queue the drop of namespace ``name`` (see ``Mnemos.drop_namespace``); a batch
+        of a namespace handle may drop only its own namespace."""
+        self._check_open()
+        check_namespace(name)
+        if name != self._handle.name and self._handle._readable is not None:
+            raise InvalidInputError(
+                f"a batch of namespace {self._handle.name!r} cannot drop namespace {name!r}")
+        self._add(("drop", name))
 
     def namespace(self, name: str) -> BatchNamespace:
         """Queue writes for namespace ``name`` in this batch (root store batches only)."""
@@ -183,7 +245,7 @@ class Batch(BatchNamespace):
 
     @property
     def ids(self) -> list[int]:
-        """Ids of the memories remembered in this batch, in order (after commit)."""
+        """Ids of the memories remembered or upserted in this batch, in order (after commit)."""
         return [p.id for p in self._pending]
 
     # -- committing ----------------------------------------------------------------
@@ -198,6 +260,11 @@ class Batch(BatchNamespace):
         try:
             reqs = self._requests
             embed_missing(self._engine, [r for r in reqs if isinstance(r, list)])
+            if self._to_embed:
+                vecs = embed_checked(self._engine.require_embedder(),
+                                     [f["text"] for f in self._to_embed])
+                for f, v in zip(self._to_embed, vecs):
+                    f["vec"] = v
             if reqs:
                 results = self._engine.write([tuple(r) if isinstance(r, list) else r for r in reqs])
                 for pid in self._pending:

@@ -37,6 +37,7 @@ Sub-database ``capacity`` keys::
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -185,6 +186,48 @@ def on_remove(engine: "Engine", ctx: "_Ctx", rec: R.Record, op: dict[str, Any], 
     txn.put(_NOTES_N, S.u64(n), db=db)
 
 
+def on_update(engine: "Engine", ctx: "_Ctx", old: R.Record, new: R.Record) -> None:
+    """A memory changed (``update`` op): count the difference of its bytes."""
+    delta = (entry_bytes(new.text, new.metadata, new.key, engine.dim)
+             - entry_bytes(old.text, old.metadata, old.key, engine.dim))
+    ctx.state.live_bytes += delta
+    ctx.ns_bytes[new.ns] = ctx.ns_bytes.get(new.ns, 0) + delta
+
+
+def on_drop(engine: "Engine", ctx: "_Ctx", nid: int) -> None:
+    """A namespace was dropped (``drop`` op): its limit, pins, evicted counter and the
+    eviction notes of its memories go with it."""
+    txn, db = ctx.txn, _db(engine)
+    prefix = b"P" + S.u32(nid)
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not cur.delete():
+                    break
+    txn.delete(b"C" + S.u32(nid), db=db)
+    lims = limits(engine, txn)
+    if nid in lims["ns"]:
+        _apply_capacity(engine, ctx, {"op": "capacity", "ns": nid})
+        ctx.cap_scopes.discard(nid)
+    raw = txn.get(_NOTES_N, db=db)
+    if not raw:
+        return
+    gone = []  # eviction notes of the namespace's memories (at most NOTES_MAX to scan)
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(b"E"):
+            for k, v in cur:
+                if not k.startswith(b"E"):
+                    break
+                info = R.decode(v, "eviction note")
+                if int(info["ns"]) == nid:
+                    gone.append((k, int(info["id"])))
+    for k, mid in gone:
+        txn.delete(k, db=db)
+        txn.delete(b"I" + S.u64(mid), db=db)
+    if gone:
+        txn.put(_NOTES_N, S.u64(S.from_u64(raw) - len(gone)), db=db)
+
+
 def _apply_capacity(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
     """``{"op": "capacity", "ns": nid or None, "max_entries": n?, "max_bytes": n?}``."""
     txn = ctx.txn
@@ -235,8 +278,7 @@ def _apply_meta(engine: "Engine", ctx: "_Ctx", op: dict[str, Any]) -> None:
     if rec is None:
         raise CorruptionError(f"op sets the metadata of id {op['id']}, which is not live")
     before = entry_bytes(rec.text, rec.metadata, rec.key, engine.dim)
-    new = R.Record(rec.id, rec.ns, rec.text, op["meta"], rec.type, rec.ts, rec.slot, rec.key,
-                   rec.seq, rec.extra)
+    new = dataclasses.replace(rec, metadata=op["meta"])
     txn.put(S.u64(rec.id), new.to_bytes(), db=engine.env.db("records"))
     _filter_index.remove(txn, engine.env, rec.ns, rec.id, rec.metadata)
     _filter_index.add(txn, engine.env, rec.ns, rec.id, new.metadata)

@@ -169,7 +169,7 @@ def _existing(engine: Any, ns: str, doc_id: str) -> tuple[Any, list[int]]:
 
 def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any,
            metadata: Any, unit: str, type_: str, timestamp: Any,
-           progress: bool | None) -> Document:
+           progress: Any) -> Document:
     """Chunk, embed and store a document in one transaction (see the module docstring)."""
     from ._timeutil import to_us
     engine = handle._engine
@@ -185,8 +185,11 @@ def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any
     if clash:
         raise InvalidInputError(f"metadata keys {clash} are reserved by ingest_document")
     doc_id = _check_doc_id(doc_id, text)
-    if progress is not None and not isinstance(progress, bool):
-        raise InvalidInputError(f"progress must be True, False or None, got {progress!r}")
+    if progress is not None and not isinstance(progress, bool) and not callable(progress):
+        raise InvalidInputError(
+            f"progress must be True, False, None or a callable progress(phase, done, total), "
+            f"got {progress!r}")
+    callback = progress if callable(progress) else None
     ts = to_us(timestamp if timestamp is not None else engine.clock(), "timestamp")
     fp = fingerprint(text, chunk_size, overlap, unit, type_, meta)
     chunks = chunk_text(text, chunk_size, overlap, unit)
@@ -204,7 +207,7 @@ def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any
         return Document(doc_id, doc.id, tuple(old_ids), changed=False)
 
     texts = [doc_text] + [c.text for c in chunks]
-    bar = _progress(len(chunks), progress)
+    bar = None if callback is not None else _progress(len(chunks), progress)
     embedder = engine.require_embedder()
     vecs: list[Any] = []
     try:
@@ -213,6 +216,8 @@ def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any
             vecs.extend(embed_checked(embedder, batch))
             if bar is not None:
                 bar.update(len(batch) - (1 if start == 0 else 0))
+            if callback is not None:
+                callback("embed", len(vecs), len(texts))
     finally:
         if bar is not None:
             bar.close()
@@ -229,9 +234,13 @@ def ingest(handle: Any, text: str, chunk_size: int, overlap: int, *, doc_id: Any
         if i + 1 < len(chunks):
             reqs.append(("connect", handle.name, ("ref", base + 1 + i), ("ref", base + 2 + i), "next", 1.0))
         reqs.append(("connect", handle.name, ("ref", base + 1 + i), ("ref", base), "part_of", 1.0))
+    if callback is not None:
+        callback("write", 0, 1)
     try:
         results = engine.write(reqs)
     except MemoryNotFoundError as exc:
         raise MemoryNotFoundError(
             f"document {doc_id!r} changed while it was being ingested ({exc}); try again") from exc
+    if callback is not None:
+        callback("write", 1, 1)
     return Document(doc_id, results[base], tuple(results[base + 1: base + 1 + len(chunks)]), changed=True)

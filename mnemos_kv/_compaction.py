@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import stat
 import time
@@ -33,6 +35,8 @@ from . import _storage as S
 from ._engine import Engine, _Ctx
 from ._snapshot import checkpoint, remove_stale, remove_superseded
 from ._vectors import VectorFiles, slot_file, vector_file
+
+log = logging.getLogger("mnemos_kv")
 
 
 def _remove_generations(root: str, keep: int) -> None:
@@ -83,15 +87,21 @@ def compact(engine: Engine, *, merge_similar: float | None = None,
     t0 = time.perf_counter()
     before = file_usage(engine.path)
     merged = 0
+    log.info("%s: compaction started", engine.path)
     if merge_similar is not None:
         merged = _semantic.merge_similar(engine, merge_similar, progress)
+        log.info("%s: compaction merged %d near-duplicates (cosine >= %s)", engine.path, merged,
+                 merge_similar)
     out: dict[str, Any] = dict(compact_vectors(engine, progress))
+    log.info("%s: compaction wrote generation %d (%d -> %d slots) and a checkpoint at seq %d",
+             engine.path, out["generation"], out["slots_before"], out["slots_after"], out["seq"])
     if rewrite_lmdb:
         done, note = _lmdb_rewrite.rewrite(engine.env, progress)
     else:
         done, note = False, "LMDB file left as it is (rewrite_lmdb=False)"
     out.update(merged=merged, lmdb_compacted=done, lmdb_note=note, files_before=before,
                files_after=file_usage(engine.path), seconds=time.perf_counter() - t0)
+    log.info("%s: compaction done in %.2f s", engine.path, out["seconds"])
     return out
 
 
@@ -108,6 +118,9 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         engine._reconcile(txn, st)
         old_mat, old_slots = engine.vectors.view(st.gen, st.n_slots)
         keep = np.flatnonzero(old_slots["dead"] == 0)
+        # live rows in id order (an update appends a newer slot for an older id): the
+        # new generation's id column ascends again, like a replay of the base snapshot
+        keep = keep[np.argsort(old_slots["id"][keep], kind="stable")]
         new_gen = st.gen + 1
         holder.update(gen=new_gen, old_gen=st.gen, old_seg=st.log_seg,
                       old_base=engine.log.base_seq)
@@ -146,6 +159,7 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         result.update(slots_before=st.n_slots, slots_after=int(keep.size), generation=new_gen,
                       seq=st.seq)
         st.gen, st.n_slots = new_gen, int(keep.size)
+        st.unsorted = 0
         engine.vectors.ensure(new_gen, st.n_slots)
         new_mat, _ = engine.vectors.view(new_gen, st.n_slots)
         if progress is not None:

@@ -12,6 +12,8 @@ sequence) and look only at the rows and liveness that snapshot implies.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import threading
 import weakref
@@ -22,7 +24,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index, _openlock
+from . import _capacity, _filter_index, _lexical_index, _mutate, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
@@ -30,6 +32,8 @@ from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
                      ReadOnlyError, StoreError)
+
+logger = logging.getLogger("mnemos_kv")
 
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
@@ -56,6 +60,8 @@ class State:
     vsync_off: int = 0    # ... and the log frames after it start at this offset
     live_bytes: int = 0   # capacity bytes of the live memories (see _capacity.entry_bytes)
     usage: int = 0        # 1: live_bytes and namespace "bytes" are tracked since creation
+    unsorted: int = 0     # 1: an update gave an id a slot after larger ids (slot ids not
+                          # ascending) in this generation; compaction sorts them again
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -69,6 +75,7 @@ class Snapshot:
     state: State
     matrix: np.ndarray
     slots: np.ndarray
+    engine: Any = None  # the engine it came from (per-engine caches key on it)
 
     def live_mask(self) -> np.ndarray:
         dead = self.slots["dead"]
@@ -120,6 +127,20 @@ def _closed_when_dropped(log: LogFile) -> LogFile:
     return log
 
 
+def _slots_needed(req: tuple[Any, ...]) -> int:
+    """How many fresh slots a write request may take (rows reserved before applying)."""
+    kind = req[0]
+    if kind in ("remember", "update", "upsert"):
+        return 1
+    if kind == "op":
+        return 1 if req[1].get("op") in _mutate.SLOT_OPS else 0
+    if kind == "call":
+        return int(req[2])
+    if kind == "bind":
+        return _slots_needed(req[1])
+    return 0
+
+
 class Engine:
     """The store internals shared by the ``Mnemos`` facade and its namespace handles."""
 
@@ -152,7 +173,12 @@ class Engine:
             self.vectors = VectorFiles(self.path, self.dim, readonly)
             st = self._open_files()
             self._vsync_check = not readonly
+            logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
+                      "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
+                logger.info("%s: recovering on open (log %d bytes, committed %d; vector files "
+                         "synced to seq %d of %d)", self.path, self.log.size(), st.log_end,
+                         st.vsync_seq, st.seq)
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
                 # the vector rows written since the last file sync from the log
                 self.write([])
@@ -308,16 +334,18 @@ class Engine:
                     if attempt == 4:
                         raise
                     continue
-                yield Snapshot(txn, st, matrix, slots)
+                yield Snapshot(txn, st, matrix, slots, self)
                 return
 
     # -- namespaces -------------------------------------------------------------------------
 
     def ns_id(self, name: str, txn: lmdb.Transaction | None = None) -> int | None:
-        """The id of namespace ``name``, or None when it has never been written to."""
-        hit = self._ns_cache.get(name)
-        if hit is not None:
-            return hit
+        """The id of namespace ``name``, or None when it does not exist (in ``txn``).
+
+        Always read from the transaction: a namespace dropped (by any process) and made
+        again gets a new id, so a cached name -> id could be stale. (id -> name never
+        changes: ids are not reused.)
+        """
         if txn is None:
             with self.env.read() as t:
                 return self.ns_id(name, t)
@@ -394,8 +422,7 @@ class Engine:
         returning; without it a machine crash may undo this commit (never part of it).
         """
         self.check_writable()
-        n_new = sum(1 if r[0] == "remember" or (r[0] == "op" and r[1].get("op") == "mem")
-                    else int(r[2]) if r[0] == "call" else 0 for r in requests)
+        n_new = sum(_slots_needed(r) for r in requests)
         enforce = any(r[0] != "op" for r in requests)
         holder: dict[str, Any] = {}
 
@@ -420,8 +447,9 @@ class Engine:
             if ctx.frames:
                 holder["appended"] = True
                 st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), True)
-            for slot, seq in ctx.dead:  # after the frames are durable: write-ahead
-                slots["dead"][slot] = seq
+            if ctx.dead:  # after the frames are durable: write-ahead
+                marks = np.array(ctx.dead, dtype=np.int64)
+                slots["dead"][marks[:, 0]] = marks[:, 1]
             self._flush_ns_counts(ctx)
             if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
                 if not log or st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames:
@@ -440,6 +468,8 @@ class Engine:
                 self.log.truncate(holder["log_end"])
 
         results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: committed %d requests", self.path, len(requests))
         evicted = holder["ctx"].evicted if holder.get("ctx") is not None else None
         if evicted and self.on_evict is not None:
             _capacity.notify(self.on_evict, evicted)
@@ -486,20 +516,31 @@ class Engine:
         for _off, seq, payload in self.log.frames(max(st.vsync_off, FILE_HEADER), st.log_end):
             op = R.decode(payload, "log frame")
             kind = op.get("op")
-            if kind == "mem":
+            if kind in ("forget", "evict", "update"):
+                mid = int(op["id"])
+                slot = new_ids.get(mid)
+                if slot is None:  # its latest slot: an update appends a newer one
+                    hit = np.flatnonzero(slots["id"][: st.vsync_slots] == mid)
+                    slot = int(hit[-1]) if hit.size else None
+                if slot is not None:
+                    dead[slot] = seq
+            if kind in _mutate.SLOT_OPS:
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
                 rows.append((next_slot, op["vec"], (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)))
                 new_ids[int(op["id"])] = next_slot
                 next_slot += 1
-            elif kind in ("forget", "evict"):
-                mid = int(op["id"])
-                slot = new_ids.get(mid)
-                if slot is None:
-                    hit = np.flatnonzero(slots["id"][: st.vsync_slots] == mid)
-                    slot = int(hit[0]) if hit.size else None
-                if slot is not None:
-                    dead[slot] = seq
+            elif kind == "drop":  # every slot of the namespace still live at this seq
+                nid = int(op["ns"])
+                d = slots["dead"][: st.vsync_slots]
+                on_disk = np.flatnonzero((slots["ns"][: st.vsync_slots] == nid)
+                                         & ((d == 0) | (d >= seq)))
+                for slot in on_disk.tolist() + [r[0] for r in rows if int(r[2][3]) == nid]:
+                    if slot not in dead:
+                        dead[slot] = seq
+        logger.info("%s: re-applying log frames after seq %d to the vector files (%d rows, %d "
+                 "dead marks) after an unclean shutdown", self.path, st.vsync_seq, len(rows),
+                 len(dead))
         # Readers in other processes may be reading these rows: write each row whole,
         # with its final dead mark, and only when it differs (after a clean shutdown
         # nothing differs and nothing is written).
@@ -527,15 +568,14 @@ class Engine:
             raise CorruptionError(
                 f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
                 "the log was truncated outside mnemos-kv")
+        logger.info("%s: dropping %d uncommitted log bytes after seq %d (a writer died before "
+                 "its commit)", self.log.path, size - st.log_end, st.seq)
         _, slots = self.vectors.ensure(st.gen, st.n_slots)
-        for _off, _seq, payload in self.log.tail_frames(st.log_end):
-            op = R.decode(payload, "log frame")
-            if op.get("op") in ("forget", "evict"):
-                raw = txn.get(S.u64(op["id"]), db=self.env.db("records"))
-                if raw is not None:
-                    slot = R.Record.from_bytes(raw).slot
-                    if slot < st.n_slots and slots["dead"][slot] > st.seq:
-                        slots["dead"][slot] = 0
+        # dead marks set by the uncommitted ops (forget, evict, update, drop) carry a seq
+        # beyond the committed one: undo them all at once
+        undo = np.flatnonzero(slots["dead"][: st.n_slots] > st.seq)
+        if undo.size:
+            slots["dead"][undo] = 0
         self.log.truncate(st.log_end)
 
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
@@ -543,6 +583,8 @@ class Engine:
         txn = ctx.txn
         if kind == "op":  # an already-resolved op (replay)
             return self.apply_op(ctx, req[1])
+        if kind in _mutate.REQUESTS:  # update, upsert, drop (namespace)
+            return _mutate.REQUESTS[kind](self, ctx, req)
         if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
             return req[1](self, ctx)
         if kind == "remember":
@@ -625,7 +667,7 @@ class Engine:
             type_code = int(op["type"])
             rec = R.Record(id=mid, ns=int(op["ns"]), text=op["text"], metadata=op["meta"],
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
-                           key=op.get("key"), seq=seq)
+                           key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
             ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, 0, 0)
             txn.put(S.u64(mid), rec.to_bytes(), db=db("records"))
@@ -668,6 +710,8 @@ class Engine:
             self._drop_edge_pairs(txn, src, dst, None if rel is None else rel.encode())
         elif kind == "compact":
             pass  # the caller rewrote the files; the op marks the point in the log
+        elif kind in _mutate.OPS:  # update, drop: see _mutate
+            result = _mutate.OPS[kind](self, ctx, op, seq)
         elif kind in _capacity.OPS:  # capacity, pin, evicted (base), meta: see _capacity
             result = _capacity.OPS[kind](self, ctx, op)
         elif kind == "base":
@@ -782,6 +826,7 @@ class Engine:
         self.vectors.close()
         self.log.close()
         S.release(self.env)
+        logger.debug("%s: closed", self.path)
 
 
 __all__ = ["Engine", "State", "Snapshot", "Ref", "SLOT_DTYPE", "DEFAULT_NS", "StoreError"]

@@ -32,6 +32,8 @@ store without it (or of another version) is indexed on its first read-write open
 
 from __future__ import annotations
 
+import logging
+
 import functools
 import math
 import struct
@@ -42,6 +44,8 @@ import numpy as np
 
 from . import _records as R
 from . import filters as F
+
+log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "add", "remove", "ready", "ensure_built", "select", "entries"]
 
@@ -68,9 +72,17 @@ def _esc(b: bytes) -> bytes:
     return b.replace(b"\x00", b"\x00\xff")
 
 
-def path_key(path: Sequence[str]) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def path_key(path: tuple[str, ...]) -> bytes:
     """The encoded path (prefix-free; see the module doc)."""
     return b"\x00\x01".join(_esc(p.encode("utf-8")) for p in path) + b"\x00\x00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_prefix(ns: int, path: tuple[str, ...]) -> bytes | None:
+    """``ns + path`` of an index key, or None when the path is too long to be one."""
+    pk = path_key(path)
+    return _U32.pack(ns) + pk if len(pk) <= MAX_PATH_KEY else None
 
 
 def num_key(x: float) -> bytes:
@@ -103,17 +115,22 @@ def _exact_int(v: int) -> bool:
 
 def value_key(v: Any) -> bytes:
     """``tag + value`` of a metadata value (a bare tag for values listed by type)."""
+    t = type(v)
+    if t is str:
+        k = str_key(v)
+        return T_STR + k if len(k) <= MAX_STR_KEY else T_LONG
     if v is None:
         return T_NULL
-    if isinstance(v, bool):
+    if t is bool:
         return T_BOOL + (b"\x01" if v else b"\x00")
+    if t is float:
+        return T_NUM + num_key(v)
     if isinstance(v, int):
         return T_NUM + num_key(v) if _exact_int(v) else T_BIG
     if isinstance(v, float):
         return T_NUM + num_key(v)
     if isinstance(v, str):
-        k = str_key(v)
-        return T_STR + k if len(k) <= MAX_STR_KEY else T_LONG
+        return value_key(str(v))
     return T_OTHER
 
 
@@ -123,7 +140,7 @@ def _walk(meta: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tu
             continue  # no filter path can name it
         path = prefix + (k,)
         yield path, v
-        if isinstance(v, Mapping):
+        if isinstance(v, dict):  # decoded metadata holds plain dicts
             yield from _walk(v, path)
 
 
@@ -131,13 +148,12 @@ def entries(ns: int, meta: Mapping[str, Any]) -> tuple[list[bytes], bool]:
     """(the index keys of a memory's metadata, sorted; whether a path overflowed)."""
     out: list[bytes] = []
     overflow = False
-    nsb = _U32.pack(ns)
     for path, v in _walk(meta or {}, ()):
-        pk = path_key(path)
-        if len(pk) > MAX_PATH_KEY:
+        pre = _entry_prefix(ns, path)
+        if pre is None:
             overflow = True
             continue
-        out.append(nsb + pk + value_key(v))
+        out.append(pre + value_key(v))
     out.sort()
     return out, overflow
 
@@ -192,9 +208,12 @@ def ensure_built(env: Any) -> bool:
         if ready(txn, env):
             return  # another process did it
         txn.drop(env.db(DB), delete=False)
+        n = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: building the metadata filter index over %d memories", getattr(env, "path", "?"), n)
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
-                rec = R.Record.from_bytes(v)
+                rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
                 add(txn, env, rec.ns, rec.id, rec.metadata)
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=env.db(DB))
     env.write(body)
@@ -226,14 +245,12 @@ class _Eval:
     def none(self) -> np.ndarray:
         return np.zeros(self.n, bool)
 
-    def mask(self, id_chunks: list[bytes] | list[np.ndarray]) -> np.ndarray:
-        """Slots of the given ids (raw u64 BE bytes or arrays), within the universe."""
+    def mask(self, id_chunks: list[np.ndarray]) -> np.ndarray:
+        """Slots of the given ids (arrays of u64), within the universe."""
         out = self.none()
         if not id_chunks:
             return out
-        parts = [np.frombuffer(c, ">u8") if isinstance(c, (bytes, bytearray, memoryview)) else c
-                 for c in id_chunks]
-        ids = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        ids = np.concatenate(id_chunks) if len(id_chunks) > 1 else id_chunks[0]
         if ids.size:
             out[self.slots_of(ids.astype(np.int64))] = True
             out &= self.universe
@@ -250,27 +267,32 @@ class _Eval:
         return [self.key_ids(ns + pk + suffix) for ns in self.ns]
 
     def scan(self, prefix: bytes, start: bytes = b"",
-             keep: Callable[[bytes], int] | None = None) -> list[bytes]:
+             keep: Callable[[bytes], int] | None = None) -> list[np.ndarray]:
         """Ids of the keys ``prefix + v`` with ``v >= start``, in key order.
 
-        ``keep(v)``: 1 take, 0 skip, -1 stop (None takes everything).
+        ``keep(v)``: 1 take, 0 skip, -1 stop (None takes everything). Walks the
+        distinct keys, then reads their duplicates with one ``getmulti`` per key length.
         """
-        out: list[bytes] = []
         cur = self.cur
         if not cur.set_range(prefix + start):
-            return out
+            return []
         lp = len(prefix)
-        for k, v in cur.iternext():
-            if not k.startswith(prefix):
+        by_len: dict[int, list[bytes]] = {}
+        for k in cur.iternext_nodup(keys=True, values=False):
+            if not k.startswith(prefix):  # type: ignore[union-attr]  # py-lmdb stubs
                 break
             if keep is not None:
-                d = keep(k[lp:])
+                d = keep(k[lp:])  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
                 if d < 0:
                     break
                 if d == 0:
                     continue
-            out.append(v)
-        return [b"".join(out)] if out else []
+            by_len.setdefault(len(k), []).append(k)  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
+        out = []
+        for length, keys in by_len.items():
+            buf = cur.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
+            out.append(np.frombuffer(buf, dtype=_row_dtype(length))["id"])
+        return out
 
     # -- nodes -----------------------------------------------------------------------
 
@@ -405,7 +427,7 @@ def scan_all(txn: lmdb.Transaction, env: Any) -> Iterator[tuple[bytes, int]]:
     with txn.cursor(db=env.db(DB)) as cur:
         for k, v in cur:
             if k != _VERSION_KEY:
-                yield k, _U64.unpack(v)[0]
+                yield k, _U64.unpack(v)[0]  # type: ignore[misc]  # py-lmdb stubs
 
 
 def forget_where(ns_name: str, node: F.Node) -> Callable[[Any, Any], int]:
@@ -425,9 +447,38 @@ def forget_where(ns_name: str, node: F.Node) -> Callable[[Any, Any], int]:
         for slot, _seq in ctx.dead:  # forgotten earlier in this transaction
             if slot < n:
                 universe[slot] = False
-        hit = filter_mask(engine, snap, [nid], node, universe)
-        ids = sorted(int(i) for i in snap.slots["id"][np.flatnonzero(hit)].tolist())
-        for mid in ids:
+        ids = np.ascontiguousarray(snap.slots["id"])
+        hit = filter_mask(engine, snap, [nid], node, universe, ids)
+        victims = sorted(int(i) for i in ids[np.flatnonzero(hit)].tolist())
+        for mid in victims:
             engine.apply_op(ctx, {"op": "forget", "id": mid})
-        return len(ids)
+        return len(victims)
     return fn
+
+
+class Checker:
+    """verify(): the index holds exactly the entries of the snapshot's records."""
+
+    def __init__(self, txn: lmdb.Transaction, env: Any) -> None:
+        self.txn, self.env = txn, env
+        self.on = ready(txn, env)
+        self.expected = 0
+        self.cur = txn.cursor(db=env.db(DB)) if self.on else None
+
+    def missing(self, ns: int, mid: int, meta: Mapping[str, Any]) -> int:
+        """How many of the record's entries the index lacks (counted as expected)."""
+        if self.cur is None:
+            return 0
+        keys, overflow = entries(ns, meta)
+        if overflow:
+            keys.append(_U32.pack(ns) + _OVERFLOW)
+        self.expected += len(keys)
+        idb = _U64.pack(mid)
+        return sum(1 for k in keys if not self.cur.set_key_dup(k, idb))
+
+    def total(self) -> int:
+        """Entries in the index (without the version key)."""
+        if self.cur is None:
+            return 0
+        n = int(self.txn.stat(self.env.db(DB))["entries"])
+        return n - 1  # the version key

@@ -19,6 +19,8 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
+import logging
+
 import functools
 import math
 import struct
@@ -30,7 +32,9 @@ import numpy as np
 from . import _lexical
 from . import _records as R
 
-__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "stats", "bm25_postings",
+log = logging.getLogger("mnemos_kv")
+
+__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "drop_namespace", "stats", "bm25_postings",
            "doc_terms", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
@@ -199,9 +203,26 @@ def ensure_built(env: Any) -> None:
             return  # another process did it
         txn.drop(env.db("postings"), delete=False)
         txn.drop(sdb, delete=False)
+        n = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: building the BM25 index over %d memories (postings missing or of "
+                "another version)", getattr(env, "path", "?"), n)
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
                 rec = R.Record.from_bytes(v)
                 add(txn, env, rec.ns, rec.id, rec.text)
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=sdb)
     env.write(body)
+
+
+def drop_namespace(txn: lmdb.Transaction, env: Any, ns: int) -> None:
+    """Remove every posting and the statistics of namespace ``ns`` (one prefix sweep)."""
+    prefix = _U32.pack(ns)
+    with txn.cursor(db=env.db("postings")) as cur:
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not cur.delete(dupdata=True):  # every duplicate of the key; moves on
+                    break
+                if not cur.key():  # past the last key
+                    break
+    txn.delete(prefix, db=env.db("lexstats"))

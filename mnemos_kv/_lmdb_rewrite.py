@@ -23,6 +23,8 @@ other — with the same logical content.
 
 from __future__ import annotations
 
+import logging
+
 import itertools
 import os
 import shutil
@@ -33,6 +35,8 @@ import lmdb
 from . import _openlock
 from . import _storage as S
 from .errors import CorruptionError
+
+log = logging.getLogger("mnemos_kv")
 
 TMP_DIR = "data.rewrite.tmp"
 CHUNK = 20_000
@@ -96,6 +100,7 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
     timeout = QUIESCE_TIMEOUT if timeout is None else timeout
     with _openlock.exclusive(root, env.open_lock_fd) as why:
         if why is not None:
+            log.info("%s: LMDB rewrite skipped: %s", root, why)
             return False, f"LMDB file left for a later compaction: {why}"
         # no writer anywhere from here: other processes are locked out by the open lock,
         # this process's writers by its write lock; readers go on while we copy
@@ -118,6 +123,7 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                     new = os.path.join(tmp, "data.mdb")
                     _fsync(new)
                 except (lmdb.Error, OSError) as exc:  # e.g. a full disk: the old file stands
+                    log.info("%s: LMDB rewrite skipped: the copy failed (%s)", root, exc)
                     return False, (f"LMDB file left for a later compaction: the copy failed "
                                    f"({S.translate(exc)})")
 
@@ -132,12 +138,15 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                 # the swap itself needs every transaction of this process closed
                 with env.quiesce(timeout) as ok:
                     if not ok:
+                        log.info("%s: LMDB rewrite skipped: read transactions of this "
+                                 "process stayed open", root)
                         return False, ("LMDB file left for a later compaction: read "
                                        "transactions of this process stayed open")
                     env.reopen(swap)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         after = os.stat(data).st_size
+        log.info("%s: LMDB file rewritten: %d -> %d bytes", root, before, after)
         return True, f"LMDB file rewritten: {before} -> {after} bytes"
 
 

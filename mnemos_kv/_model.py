@@ -16,7 +16,9 @@ class Memory:
     is set by ``ask`` (the fused relevance: vector + BM25 + neighbours [+ graph], times
     type and recency weights; higher is better, comparable within one ``ask``) and is
     None elsewhere; ``explain`` holds the parts of the score when ``ask(explain=True)``
-    (see docs/retrieval.md).
+    (see docs/retrieval.md). ``updated_at`` is the store clock's time (epoch seconds) of
+    the last ``update``/``upsert`` that changed the memory; equal to ``created_at`` for
+    a memory never changed.
     """
 
     id: int
@@ -28,6 +30,11 @@ class Memory:
     score: float | None = None
     key: str | None = None
     explain: dict[str, float] | None = field(default=None, compare=False)
+    updated_at: float = None  # type: ignore[assignment]  # None given: created_at
+
+    def __post_init__(self) -> None:
+        if self.updated_at is None:
+            object.__setattr__(self, "updated_at", self.created_at)
 
     @property
     def created(self) -> _dt.datetime:

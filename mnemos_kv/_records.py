@@ -8,7 +8,7 @@ booleans, null and byte strings, so anything else on disk is corruption.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import cbor2
@@ -151,6 +151,7 @@ class Record:
     key: str | None = None
     seq: int = 0       # log sequence number of the operation that wrote it
     extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible fields
+    upd: int | None = None  # µs of the last update/upsert that changed it (None: never)
 
     def to_bytes(self) -> bytes:
         d: dict[str, Any] = {"i": self.id, "n": self.ns, "t": self.text, "m": self.metadata,
@@ -160,6 +161,8 @@ class Record:
             d["k"] = self.key
         if self.extra:
             d["x"] = self.extra
+        if self.upd is not None:
+            d["u"] = self.upd
         return encode(d)
 
     @classmethod
@@ -168,10 +171,9 @@ class Record:
         try:
             return cls(id=d["i"], ns=d["n"], text=d["t"], metadata=d["m"],
                        type=MEMORY_TYPES[d["y"]], ts=d["ts"], slot=d["s"],
-                       key=d.get("k"), seq=d.get("q", 0), extra=d.get("x", {}))
+                       key=d.get("k"), seq=d.get("q", 0), extra=d.get("x", {}), upd=d.get("u"))
         except (KeyError, IndexError, TypeError) as exc:
             raise CorruptionError(f"stored record is missing a field: {exc!r}") from exc
 
     def with_slot(self, slot: int) -> "Record":
-        return Record(self.id, self.ns, self.text, self.metadata, self.type, self.ts, slot,
-                      self.key, self.seq, self.extra)
+        return replace(self, slot=slot)

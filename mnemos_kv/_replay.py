@@ -17,6 +17,8 @@ and the same ``state_digest()``. Exporting the replayed store gives the same byt
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 from array import array
 import mmap
@@ -24,7 +26,7 @@ import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import _capacity
 from . import _records as R
@@ -33,6 +35,8 @@ from ._engine import DEFAULT_NS_ID, Engine, Snapshot
 from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
 from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, ReplayError)
+
+log = logging.getLogger("mnemos_kv")
 
 REPLAY_MAGIC = b"MNMSRPL1"
 REPLAY_VERSION = 1
@@ -68,8 +72,11 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
             rec = R.Record.from_bytes(v)
             if rec.ns not in sel:
                 continue
-            h.update(R.encode(["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type,
-                               rec.ts, rec.key, snap.matrix[rec.slot].tobytes()]))
+            item = ["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type, rec.ts, rec.key,
+                    snap.matrix[rec.slot].tobytes()]
+            if rec.upd is not None:  # (never-updated memories digest as before)
+                item.append(rec.upd)
+            h.update(R.encode(item))
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
             raw = txn.get(k[:8], db=db("records"))
@@ -115,11 +122,11 @@ class _NsFilter:
                 self.ids.add(int(op["id"]))
                 return True
             return False
-        if kind in ("forget", "evict", "pin", "meta"):
+        if kind in ("forget", "evict", "pin", "meta", "update"):
             return int(op["id"]) in self.ids
         if kind in ("link", "unlink"):
             return int(op["src"]) in self.ids
-        if kind == "capacity":
+        if kind in ("capacity", "drop"):
             return op.get("ns") is not None and int(op["ns"]) in self.ns_ids
         if kind == "evicted":
             op["counts"] = [[n, c] for n, c in op["counts"] if int(n) in self.ns_ids]
@@ -128,7 +135,7 @@ class _NsFilter:
 
 
 def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None = None,
-                  since_seq: int | None = None) -> ExportInfo:
+                  since_seq: int | None = None, progress: Any = None) -> ExportInfo:
     """Write the replay file for the store's retained history (see the module doc).
 
     When a compaction in another process removes the log files of the snapshot being
@@ -137,7 +144,8 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
     from ._log import LogGone
     for attempt in range(5):
         try:
-            return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq)
+            return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq,
+                                progress=progress)
         except LogGone:
             if attempt == 4:
                 raise
@@ -145,7 +153,7 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
 
 
 def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
-                 since_seq: int | None) -> ExportInfo:
+                 since_seq: int | None, progress: Any = None) -> ExportInfo:
     from ._snapshot import snapshot_file, snapshot_frames
 
     if namespaces is not None:
@@ -197,7 +205,11 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             start = base_seq if since_seq is None else since_seq
             n_log, first, last = 0, None, start
             renumber = flt is not None
+            scanned = 0
             for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
+                scanned += 1
+                if progress is not None and scanned % 10_000 == 0:
+                    progress("log", scanned, st.seq - base_seq)
                 if flt is not None and not flt.keep(R.decode(payload, "log frame")):
                     continue
                 if seq <= start:
@@ -357,7 +369,8 @@ def _parse(path: str) -> _Parsed:
     return out
 
 
-def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = False) -> ReplayResult:
+def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = False,
+           progress: Any = None) -> ReplayResult:
     """Apply a replay file to the store (see ``Mnemos.replay`` for the rules)."""
     from ._compaction import compact_vectors
 
@@ -385,21 +398,8 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
     applied = 0
     # base section: restore in batches without logging, then checkpoint the target
     if parsed.base:
-        chunk: list[dict[str, Any]] = []
-        last_kind = None
-        for _o, p in parsed.base:
-            op = R.decode(p, "snapshot frame")
-            last_kind = op.get("op")
-            chunk.append(op)
-            if len(chunk) >= BATCH:
-                engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
-                applied += len(chunk)
-                chunk = []
-        if chunk:
-            engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
-            applied += len(chunk)
-        if last_kind == "base":
-            _checkpoint_now(engine)
+        applied += restore_base(engine, (R.decode(p, "snapshot frame") for _o, p in parsed.base),
+                                progress)
     batch: list[dict[str, Any]] = []
     last_seq = None
 
@@ -408,6 +408,8 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
         if batch:
             engine.write([("op", op) for op in batch], allow_gaps=filtered)
             applied += len(batch)
+            if progress is not None:
+                progress("replay", applied, len(parsed.base) + len(parsed.log))
             got = engine.read_state().seq
             if not filtered and got != last_seq:
                 raise ReplayError(f"replay diverged: after seq {last_seq} the store is at seq {got}")
@@ -430,6 +432,7 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
     with engine.snapshot() as snap:
         digest = state_digest(engine, snap, hdr.get("namespaces"))
     err = parsed.error
+    log.debug("%s: replayed %d frames from %s", engine.path, applied, path)
     source = parsed.trailer.get("digest") if parsed.trailer else None
     if err is None and source is not None and digest != source:
         raise ReplayError(f"replay of {path} finished but the state digest {digest[:16]}… differs "
@@ -438,6 +441,33 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
                         stopped_at=None if err is None else err.offset,
                         stopped_frame=None if err is None else err.frame,
                         error=None if err is None else str(err))
+
+
+def restore_base(engine: Engine, ops: Iterable[dict[str, Any]], progress: Any = None) -> int:
+    """Apply the ops of a base snapshot (or a loaded dump) in batches, without logging,
+    then checkpoint: the new log starts after a base snapshot holding them. Returns
+    how many ops. ``progress("restore", done, total=0)`` after each batch."""
+    applied = 0
+    total = len(ops) if isinstance(ops, list) else 0
+    chunk: list[dict[str, Any]] = []
+    last_kind = None
+    for op in ops:
+        last_kind = op.get("op")
+        chunk.append(op)
+        if len(chunk) >= BATCH:
+            engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
+            applied += len(chunk)
+            chunk = []
+            if progress is not None:
+                progress("restore", applied, total)
+    if chunk:
+        engine.write([("op", o) for o in chunk], log=False, allow_gaps=True)
+        applied += len(chunk)
+    if last_kind == "base":
+        _checkpoint_now(engine)
+    if progress is not None:
+        progress("restore", applied, applied)
+    return applied
 
 
 def _checkpoint_now(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import _ann, _filter_index, _fusion, _graph, _lexical_index, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -82,6 +82,15 @@ def order_top(scores: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray
     if out.size and scores[out[-1]] == -np.inf:
         out = out[scores[out] > -np.inf]
     return out
+
+
+def _tie_rows(snap: Snapshot, rows: np.ndarray | None) -> np.ndarray | None:
+    """What breaks score ties: the slots (= id order), or the ids themselves once an
+    update appended a slot out of id order (so a compaction changes no answer)."""
+    if not snap.state.unsorted:
+        return rows
+    col = snap.slots["id"][: snap.state.n_slots]
+    return np.asarray(col if rows is None else col[rows], dtype=np.int64)
 
 
 def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
@@ -223,34 +232,8 @@ def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | Non
 
 def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """(which of ``ids`` have a slot in the snapshot, their slots). Slot ids ascend.
-
-    ``col``: a contiguous copy of the snapshot's id column, if the caller has one
-    (searchsorted copies a strided column first, an O(n) cost per call).
-    """
-    if col is None:
-        col = snap.slots["id"]
-        pos = _bisect(col, ids) if ids.size * 64 < col.size else np.searchsorted(col, ids)
-    else:
-        pos = np.searchsorted(col, ids)
-    pos_c = np.minimum(pos, max(col.size - 1, 0))
-    ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
-    return ok, pos[ok]
-
-
-def _bisect(col: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(col, x)`` (left) by vectorised bisection: no copy of a strided ``col``."""
-    lo = np.zeros(x.size, np.int64)
-    hi = np.full(x.size, col.size, np.int64)
-    top = max(col.size - 1, 0)
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            return lo
-        mid = (lo + hi) // 2
-        below = open_ & (col[np.minimum(mid, top)] < x)
-        lo = np.where(below, mid + 1, lo)
-        hi = np.where(open_ & ~below, mid, hi)
+    """(which of ``ids`` have a slot in the snapshot, their (latest) slots): see _idslots."""
+    return _idslots.slots_of(snap, ids, col)
 
 
 def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0,
@@ -345,28 +328,34 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
 
 
 def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
-                universe: np.ndarray | None = None) -> np.ndarray:
-    """Slots live in ``ns_ids`` whose metadata matches the parsed filter ``node``.
+                universe: np.ndarray | None = None, ids: np.ndarray | None = None) -> np.ndarray:
+    """Slots live in ``ns_ids`` (or in ``universe``) whose metadata matches the parsed
+    filter ``node``.
 
     Answered by the filter index (``_filter_index``); a snapshot without one (a store
     made before it, open read-only) decodes the records of the namespaces instead.
+    ``ids``: the slots' contiguous id column; None takes it from the time-order cache,
+    which only committed snapshots may use (a write transaction passes its own).
     """
     from . import filters as F
     if universe is None:
         universe = candidate_mask(snap, ns_ids)
     n = snap.state.n_slots
-    ids = np.ascontiguousarray(snap.slots["id"][:n])
+    if ids is None:
+        view = _timeorder.for_engine(engine).view(snap)  # its id column is contiguous already
+        ids = view.ids[:n] if view.n >= n else np.ascontiguousarray(snap.slots["id"][:n])
+    id_col = ids
 
     def meta_of(mid: int) -> Any:
         rec = engine.record(snap.txn, mid)
         return rec.metadata if rec is not None else None
 
-    out = _filter_index.select(snap.txn, engine.env, ns_ids, ids, universe, node,
-                               lambda x: _slots_of(snap, x, ids)[1], meta_of)
+    out = _filter_index.select(snap.txn, engine.env, ns_ids, id_col, universe, node,
+                               lambda x: _slots_of(snap, x, id_col)[1], meta_of)
     if out is None:
         out = np.zeros(n, bool)
         for slot in np.flatnonzero(universe).tolist():
-            meta = meta_of(int(ids[slot]))
+            meta = meta_of(int(id_col[slot]))
             out[slot] = meta is not None and F.evaluate(node, meta)
     return out
 
@@ -425,10 +414,11 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
     """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot) that ``q.accept`` takes."""
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
     if q.accept is None:
-        picked = order_top(cos, rows, q.top_k).tolist()
+        picked = order_top(cos, tie, q.top_k).tolist()
     else:
-        ranked = (i for i in iter_ranked(cos, rows, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
+        ranked = (i for i in iter_ranked(cos, tie, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
         picked = _accepted(ranked, slot_of, q)
     ids_col = snap.slots["id"]
     out = []
@@ -461,10 +451,11 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    tie = _tie_rows(snap, uniq)
     if q.accept is None:
-        picked = order_top(sums, uniq, q.top_k).tolist()
+        picked = order_top(sums, tie, q.top_k).tolist()
     else:
-        picked = _accepted(iter_ranked(sums, uniq, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+        picked = _accepted(iter_ranked(sums, tie, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -591,7 +582,7 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     if lexical is not None:
         vec[lexical[0]] += lexical[2]
     w = q.neighbour_weight
-    top = order_top(vec, rows, ANN_SHORTLIST_MAX)
+    top = order_top(vec, _tie_rows(snap, rows), ANN_SHORTLIST_MAX)
     # tau: a lower bound of the k-th best rel + nbr, from the best few and their neighbours
     s1 = top[:max(4 * q.top_k, 32)]
     nb = _true_neighbours(engine, snap, q, rows[s1])
@@ -693,25 +684,6 @@ def _run_exact(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
                   mask if rows is None and selected < n else None, None)
 
 
-def _local_neighbour_best(snap: Snapshot, rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """:func:`_timeorder.neighbour_best` when the candidates are exactly ``rows``: sorts
-    just them by (namespace, timestamp, slot) -- no per-store time-order cache."""
-    sl = snap.slots[rows]
-    ns = sl["ns"]
-    order = np.lexsort((rows, sl["ts"], ns))
-    r = rel[order]
-    same = ns[order][1:] == ns[order][:-1]   # pair (i, i+1) adjacent in one namespace
-    best = np.zeros(rows.size, np.float32)
-    if rows.size > 1:
-        nxt = np.where(same, r[1:], 0).astype(np.float32)
-        prv = np.where(same, r[:-1], 0).astype(np.float32)
-        b = np.zeros(rows.size, np.float32)
-        b[:-1] = nxt
-        np.maximum(b[1:], prv, out=b[1:])
-        best[order] = b
-    return best
-
-
 def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
            rows: np.ndarray | None, selected: int, view: _timeorder.OrderView | None,
            closed: bool, valid: np.ndarray | None, lex_hits: LexHits | None,
@@ -747,10 +719,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
     if q.neighbour_weight > 0 and selected > 1:
         if nbr_fn is not None:
             nbr = nbr_fn(rel)
-        elif view is None:
-            assert rows is not None
-            nbr = _local_neighbour_best(snap, rows, rel)
         else:
+            assert view is not None  # the ANN path passes nbr_fn
             nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
         nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
     if nbr is None:
@@ -801,11 +771,12 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         final[~valid] = -np.inf
 
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
+    tie = _tie_rows(snap, rows)
     picked: list[int] = []
     if q.accept is None:
-        picked = order_top(final, rows, q.top_k).tolist()
+        picked = order_top(final, tie, q.top_k).tolist()
     else:
-        for i in iter_ranked(final, rows, max(4 * q.top_k, 32)):
+        for i in iter_ranked(final, tie, max(4 * q.top_k, 32)):
             if final[i] == -np.inf:
                 break
             if q.accept(slot_of(i)):
@@ -844,7 +815,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
                 mask: np.ndarray | None) -> np.ndarray | None:
     """Activation spread from the best candidates through their edges, onto the rows."""
     ranked = pre if valid is None else np.where(valid, pre, -np.inf).astype(np.float32)
-    seeds = order_top(ranked, rows, min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
+    seeds = order_top(ranked, _tie_rows(snap, rows), min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
     seeds = seeds[ranked[seeds] > 0]
     if seeds.size == 0:
         return None
@@ -872,31 +843,11 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
 
 
 def parse_half_life(value: Any) -> float | None:
-    """Seconds of a ``recency_bias`` value: False/None -> None, True -> default, "7d", 3600, timedelta."""
-    import datetime as _dt
-
-    from .errors import InvalidInputError
+    """Seconds of a ``recency_bias`` value: False/None -> None, True -> the default
+    half-life, else a duration: seconds, a timedelta, or "7d", "7 days", "12h", "2w"..."""
+    from ._timeutil import parse_duration
     if value is None or value is False:
         return None
     if value is True:
         return DEFAULT_HALF_LIFE_S
-    if isinstance(value, _dt.timedelta):
-        secs = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
-    elif isinstance(value, str):
-        import re
-        mt = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", value)
-        if not mt:
-            raise InvalidInputError(
-                f"recency_bias must be True, a half-life like '7d', '12h', '30m', '2w', '1y' "
-                f"or seconds; got {value!r}")
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_557_600}[mt.group(2)]
-        secs = float(mt.group(1)) * unit
-    else:
-        raise InvalidInputError(
-            f"recency_bias must be a bool, a half-life string like '7d', seconds or a timedelta; "
-            f"got {type(value).__name__} {value!r}")
-    if not math.isfinite(secs) or secs <= 0:
-        raise InvalidInputError(f"recency_bias half-life must be positive and finite, got {value!r}")
-    return secs
+    return parse_duration(value, "recency_bias half-life")

@@ -126,6 +126,7 @@ def _merge_groups(engine: "Engine", ctx: "_Ctx", t: float, progress: Progress | 
     groups: list[tuple[int, list[int]]] = []
     for nid, tcode in pairs:
         rows = np.flatnonzero(alive & (sl["ns"] == nid) & (sl["type"] == tcode))
+        rows = rows[np.argsort(sl["id"][rows], kind="stable")]  # id order (updates append slots)
         m = int(rows.size)
         done += m
         if m < 2:
@@ -216,8 +217,13 @@ def _fields(rec: R.Record) -> tuple[Any, ...]:
 
 
 def _cutoff(engine: "Engine", than: Any) -> int:
-    if isinstance(than, _dt.datetime):
+    if isinstance(than, (_dt.datetime, _dt.date)):
         return to_us(than, "than")
+    if isinstance(than, str):  # an ISO-8601 cutoff, or an age like "30 days"
+        from ._timeutil import looks_like_iso, parse_duration
+        if looks_like_iso(than):
+            return to_us(than, "than")
+        return to_us(engine.clock(), "clock()") - int(round(parse_duration(than, "than") * 1e6))
     if isinstance(than, _dt.timedelta):
         secs = than.total_seconds()
     elif isinstance(than, (int, float)) and not isinstance(than, bool):

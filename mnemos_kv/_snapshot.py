@@ -18,6 +18,8 @@ snapshot.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import struct
 from typing import Any, Iterable, Iterator
@@ -30,6 +32,8 @@ from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_file_frames, log_file
 from .errors import CorruptionError
+
+log = logging.getLogger("mnemos_kv")
 
 SNAP_MAGIC = b"MNMSBAS1"
 _SNAP_HDR = struct.Struct("<8sQQ")  # magic, base seq, reserved
@@ -63,6 +67,8 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
                 op["key"] = rec.key
             if rec.id in pinned:
                 op["pin"] = True
+            if rec.upd is not None:
+                op["upd"] = rec.upd
             yield op
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
@@ -136,6 +142,7 @@ def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) 
     """
     engine.vectors.sync()
     write_snapshot(engine, txn, st, matrix)
+    log.debug("%s: base snapshot at seq %d written", engine.path, st.seq)
     seg = st.log_seg + 1
     LogFile.create(engine.path, seg, st.seq)
     st.log_seg = seg

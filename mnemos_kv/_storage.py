@@ -9,6 +9,8 @@ see docs/concurrency.md).
 
 from __future__ import annotations
 
+import logging
+
 import errno
 import os
 import struct
@@ -38,6 +40,8 @@ DB_NAMES = (
     b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
     b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index
 )
+
+log = logging.getLogger("mnemos_kv")
 
 #: LMDB flags of the sub-databases that are not plain key -> value tables.
 DB_FLAGS: dict[bytes, dict[str, bool]] = {
@@ -304,6 +308,11 @@ class Environment:
             except lmdb.Error as exc:
                 raise translate(exc) from exc
             self.map_size = max(self.map_size, int(self.env.info()["map_size"]))
+        if size:
+            log.info("%s: LMDB map grown to %d bytes (%s)", self.path, self.map_size, why)
+        else:
+            log.debug("%s: adopted the LMDB map size %d grown by another process", self.path,
+                      self.map_size)
 
     # -- transactions -----------------------------------------------------------
 

@@ -4,7 +4,9 @@ Neighbour expansion needs, for every candidate memory, the candidates just befor
 after it in its namespace, in (timestamp, id) order. Sorting every slot on each query
 would cost O(n log n); instead each engine keeps, per generation:
 
-* per namespace, its slots sorted by (timestamp, slot) (slot order is id order);
+* per namespace, its slots sorted by (timestamp, id, slot) (slot order is id order,
+  except after an ``update`` gave an id a fresh slot: the order stays by id, so it
+  is the same before and after a compaction);
 * ``prev`` / ``next``: for every slot, the slot just before / after it in that order
   (-1 at the ends), so that when every slot of the asked namespaces is a candidate
   (no forgotten slot, no filter) neighbour expansion is two gathers;
@@ -72,7 +74,8 @@ class TimeOrder:
         """Sort slots [0, n) of generation ``gen`` from scratch."""
         ns = np.asarray(slots["ns"][:n])
         ts = np.asarray(slots["ts"][:n]).astype(np.int64)
-        order = np.lexsort((np.arange(n), ts, ns))
+        ids = np.ascontiguousarray(slots["id"][:n], dtype=np.int64)
+        order = np.lexsort((np.arange(n), ids, ts, ns))
         ns_sorted = ns[order]
         cuts = np.flatnonzero(ns_sorted[1:] != ns_sorted[:-1]) + 1
         blocks: dict[int, np.ndarray] = {}
@@ -86,7 +89,6 @@ class TimeOrder:
             _link(prev, nxt, part)
         types = np.ascontiguousarray(slots["type"][:n], dtype=np.uint8)
         counts = np.bincount(types, minlength=3)
-        ids = np.ascontiguousarray(slots["id"][:n], dtype=np.int64)
         self._ts, self.gen = tss, gen
         self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
 
@@ -102,24 +104,31 @@ class TimeOrder:
         tss = dict(self._ts)
         prev = np.concatenate([old.prev, np.full(n - start, -1, np.int64)])
         nxt = np.concatenate([old.next, np.full(n - start, -1, np.int64)])
+        ids = np.concatenate([old.ids, np.asarray(slots["id"][start:n], dtype=np.int64)])
         for v in np.unique(ns).tolist():
             sel = ns == v
             s_new, t_new = new[sel], ts[sel]
-            o = np.lexsort((s_new, t_new))
+            o = np.lexsort((s_new, ids[s_new], t_new))
             s_new, t_new = s_new[o], t_new[o]
             blk = blocks.get(int(v))
             if blk is None:
                 blk, tblk = s_new, t_new
             else:
-                # new slots are larger than every old one: among equal timestamps they go last
-                pos = np.searchsorted(tss[int(v)], t_new, side="right")
-                blk, tblk = np.insert(blk, pos, s_new), np.insert(tss[int(v)], pos, t_new)
+                # new slots are larger than every old one: among equal timestamps they go
+                # last, unless an update gave a smaller id a new slot (then by id)
+                t_old = tss[int(v)]
+                pos = np.searchsorted(t_old, t_new, side="right")
+                back = np.flatnonzero((pos > 0) & (t_old[np.maximum(pos - 1, 0)] == t_new)
+                                      & (ids[blk[np.maximum(pos - 1, 0)]] > ids[s_new]))
+                for j in back.tolist():
+                    lo = int(np.searchsorted(t_old, t_new[j], side="left"))
+                    pos[j] = lo + int(np.searchsorted(ids[blk[lo:pos[j]]], ids[s_new[j]], side="right"))
+                blk, tblk = np.insert(blk, pos, s_new), np.insert(t_old, pos, t_new)
             blocks[int(v)], tss[int(v)] = blk, tblk
             _link(prev, nxt, blk)
         add = np.ascontiguousarray(slots["type"][start:n], dtype=np.uint8)
         types = np.concatenate([old.types, add])
         counts = old.type_counts + np.bincount(add, minlength=old.type_counts.size)[:old.type_counts.size]
-        ids = np.concatenate([old.ids, np.asarray(slots["id"][start:n], dtype=np.int64)])
         self._ts = tss
         self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
 

@@ -1,18 +1,24 @@
 """The ``mnemos-kv`` command: a thin client of the public API.
 
     mnemos-kv demo [DIR]                      remember a short agent conversation, ask, print
-    mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of memories and edges
+    mnemos-kv ask PATH "question" [--top-k K] [--namespace NS] [--filter JSON] [--json]
+    mnemos-kv get PATH ID [--namespace NS] [--json]    one memory
+    mnemos-kv forget PATH ID... [--namespace NS]       delete memories (and their edges)
+    mnemos-kv namespaces PATH [--json]        namespaces and their counts
+    mnemos-kv dump PATH [--namespace NS] [--vectors]   JSON Lines of the store's state
+    mnemos-kv load PATH FILE.jsonl            load a dump into a new store (same state digest)
     mnemos-kv stats PATH [--json]             counts per namespace, file sizes, format
     mnemos-kv verify PATH [--quick]           check records, vectors, columns and log; exit 1 on problems
     mnemos-kv compact PATH [--merge-similar T] [--json] [--no-progress]   recover space
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
+    mnemos-kv mcp PATH [--namespace NS] [--read NS] [--readonly] [--http HOST:PORT]   MCP memory server
+    mnemos-kv mcp-import PATH memory.jsonl [--namespace NS]   import a reference memory server's graph
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -20,57 +26,125 @@ import tempfile
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import MnemosError
+from ._dump import to_json
+from ._model import Memory
+from ._progress import Reporter
+from .errors import InvalidInputError, MemoryNotFoundError, MnemosError
 from .store import Mnemos
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+def _reporter(args: argparse.Namespace) -> Reporter:
+    return Reporter(enabled=not getattr(args, "no_progress", False))
+
+
+def _memory_json(m: Memory) -> dict[str, Any]:
+    return {"id": m.id, "namespace": m.namespace, "text": m.text, "metadata": to_json(m.metadata),
+            "type": m.type, "created_at": m.created_at, "updated_at": m.updated_at,
+            "key": m.key, "score": m.score}
+
+
+def _print_memory(m: Memory) -> None:
+    score = f"{m.score:.3f}  " if m.score is not None else ""
+    key = f"  (key {m.key})" if m.key is not None else ""
+    print(f"{score}#{m.id}  [{m.namespace}]  {m.text}{key}")
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    with Mnemos.open(args.path, readonly=True) as db, _reporter(args) as prog:
+        db.dump(sys.stdout, namespaces=[args.namespace] if args.namespace else None,
+                vectors=args.vectors, progress=prog)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path) as db, _reporter(args) as prog:
+        if args.file == "-":
+            n = db.load(sys.stdin, progress=prog)
+        else:
+            n = db.load(args.file, progress=prog)
+        digest = db.state_digest()
+    print(f"loaded {n} memories into {args.path}; digest {digest}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    flt = None
+    if args.filter is not None:
+        try:
+            flt = json.loads(args.filter)
+        except ValueError as exc:
+            raise InvalidInputError(f"--filter is not valid JSON: {exc}") from None
     with Mnemos.open(args.path, readonly=True) as db:
-        names = [args.namespace] if args.namespace else db.namespaces()
-        for name in names:
-            handle = db if name == "default" else db.namespace(name)
-            ids = []
-            for m in handle.memories():
-                row: dict[str, Any] = {"kind": "memory", "id": m.id, "namespace": m.namespace,
-                                       "text": m.text, "metadata": _jsonable(m.metadata),
-                                       "type": m.type, "created_at": m.created_at}
-                if m.key is not None:
-                    row["key"] = m.key
-                if args.vectors:
-                    row["vector"] = [float(x) for x in handle.get_vector(m.id)]
-                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-                ids.append(m.id)
-            for mid in ids:
-                for e in handle.neighbors(mid, direction="out"):
-                    out.write(json.dumps({"kind": "edge", "namespace": name, "src": e.src,
-                                          "dst": e.dst, "relation": e.relation,
-                                          "weight": e.weight}, sort_keys=True) + "\n")
+        handle = db.namespace(args.namespace) if args.namespace else db
+        hits = handle.ask(args.question, top_k=args.top_k, filter=flt)
+    if args.json:
+        print(json.dumps([_memory_json(m) for m in hits], ensure_ascii=False, indent=2))
+    else:
+        for m in hits:
+            _print_memory(m)
+    return 0
+
+
+def _find(db: Mnemos, mid: int, namespace: str | None) -> Memory:
+    """The memory ``mid`` of ``namespace`` (None: whichever namespace holds it)."""
+    names = [namespace] if namespace else db.namespaces()
+    for name in names:
+        try:
+            return db.namespace(name).get(mid)
+        except MemoryNotFoundError:
+            continue
+    where = f"namespace {namespace!r}" if namespace else "any namespace"
+    raise MemoryNotFoundError(f"no memory with id {mid} in {where}")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path, readonly=True) as db:
+        m = _find(db, args.id, args.namespace)
+    if args.json:
+        print(json.dumps(_memory_json(m), ensure_ascii=False, indent=2))
+    else:
+        _print_memory(m)
+        if m.metadata:
+            print(f"  metadata: {json.dumps(to_json(m.metadata), ensure_ascii=False, sort_keys=True)}")
+        print(f"  type {m.type}, created {m.created.isoformat()}, updated_at {m.updated_at}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path) as db:
+        by_ns: dict[str, list[int]] = {}
+        for mid in dict.fromkeys(args.ids):  # every id is found before anything is deleted
+            by_ns.setdefault(_find(db, mid, args.namespace).namespace, []).append(mid)
+        for name, ids in sorted(by_ns.items()):
+            db.namespace(name).forget_many(ids)
+    n = sum(len(v) for v in by_ns.values())
+    print(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
+    return 0
+
+
+def cmd_namespaces(args: argparse.Namespace) -> int:
+    with Mnemos.open(args.path, readonly=True) as db:
+        counts = {n: info["count"] for n, info in db.stats()["namespaces"].items()}
+    if args.json:
+        print(json.dumps(counts, indent=2, sort_keys=True))
+    else:
+        for name, n in counts.items():
+            print(f"{name}\t{n}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     ns = args.namespace or None
-    with Mnemos.open(args.path, readonly=True) as db:
-        info = db.export_replay(args.out, namespaces=ns, since_seq=args.since_seq)
+    with Mnemos.open(args.path, readonly=True) as db, _reporter(args) as prog:
+        info = db.export_replay(args.out, namespaces=ns, since_seq=args.since_seq, progress=prog)
     print(f"wrote {info.path}: {info.frames} frames ({info.base_frames} from the base snapshot), "
           f"{info.bytes} bytes, last seq {info.last_seq}, digest {info.digest}")
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    with Mnemos.open(args.path) as db:
-        res = db.replay(args.file, strict=not args.lenient, resume=args.resume)
+    with Mnemos.open(args.path) as db, _reporter(args) as prog:
+        res = db.replay(args.file, strict=not args.lenient, resume=args.resume, progress=prog)
     state = "complete" if res.complete else f"stopped at byte {res.stopped_at} (frame {res.stopped_frame}): {res.error}"
     match = "matches the source" if res.digest_matches else "source digest unknown"
     print(f"applied {res.applied} frames, {state}; digest {res.digest} ({match})")
@@ -78,8 +152,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with Mnemos.open(args.path, readonly=True) as db:
-        report = db.verify(deep=not args.quick)
+    with Mnemos.open(args.path, readonly=True) as db, _reporter(args) as prog:
+        report = db.verify(deep=not args.quick, progress=prog)
     print(report)
     return 0 if report.ok else 1
 
@@ -121,45 +195,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """Progress of a long compaction: a tqdm bar per phase when tqdm is installed,
-    otherwise a plain line per phase and every ~10% (on stderr)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.phase: str | None = None
-        self.bar: Any = None
-        self.last = -1
-        try:
-            import tqdm  # type: ignore[import-untyped]
-            self.tqdm = tqdm.tqdm if sys.stderr.isatty() else None
-        except ImportError:
-            self.tqdm = None
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if phase != self.phase:
-            self.close()
-            self.phase, self.last = phase, -1
-            if self.tqdm is not None and total > 1:
-                self.bar = self.tqdm(total=total, desc=phase, unit="item", leave=False)
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-            return
-        tenth = (10 * done) // total if total else 10
-        if tenth != self.last:
-            self.last = tenth
-            print(f"  {phase}: {done}/{total}", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def cmd_compact(args: argparse.Namespace) -> int:
-    prog = _Progress(not args.no_progress and not args.json)
+    prog = Reporter(not args.no_progress and not args.json, min_total=0)
     try:
         with Mnemos.open(args.path) as db:
             rep = db.compact(merge_similar=args.merge_similar, progress=prog)
@@ -180,6 +217,25 @@ def cmd_compact(args: argparse.Namespace) -> int:
     tb = sum(v["disk_bytes"] for v in before.values())
     ta = sum(v["disk_bytes"] for v in after.values())
     print(f"  {'total':<28} {_human(tb):>12} {_human(ta):>12}")
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import run_args  # lazily: only this command needs the mcp extra
+    return run_args(args)
+
+
+def cmd_mcp_import(args: argparse.Namespace) -> int:
+    from ._kgraph import KnowledgeGraph
+    with Mnemos.open(args.path) as db:
+        rep = KnowledgeGraph(db.namespace(args.namespace)).import_jsonl(args.file)
+    print(f"imported {args.file} into {args.path} (namespace {args.namespace}): {rep.entities} "
+          f"entities, {rep.observations} observations, {rep.relations} relations created")
+    for reason in rep.skipped_lines:
+        print(f"  skipped {reason}", file=sys.stderr)
+    for r in rep.dangling_relations:
+        print(f"  skipped relation {r['from']} -{r['relationType']}-> {r['to']}: an end is not an entity",
+              file=sys.stderr)
     return 0
 
 
@@ -242,11 +298,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mnemos-kv {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("dump", help="print memories and edges as JSON Lines")
+    a = sub.add_parser("ask", help="the memories most relevant to a question")
+    a.add_argument("path", help="store directory")
+    a.add_argument("question", help="the question (text)")
+    a.add_argument("--top-k", type=int, default=5, help="how many (default 5)")
+    a.add_argument("--namespace", help="ask this namespace (default: default)")
+    a.add_argument("--filter", help='a metadata filter as JSON, e.g. \'{"n": {"$gt": 1}}\'')
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=cmd_ask)
+
+    g = sub.add_parser("get", help="print one memory")
+    g.add_argument("path", help="store directory")
+    g.add_argument("id", type=int, help="memory id")
+    g.add_argument("--namespace", help="its namespace (default: whichever holds it)")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.set_defaults(func=cmd_get)
+
+    f = sub.add_parser("forget", help="delete memories and their edges")
+    f.add_argument("path", help="store directory")
+    f.add_argument("ids", type=int, nargs="+", metavar="ID", help="memory ids")
+    f.add_argument("--namespace", help="their namespace (default: whichever holds each)")
+    f.set_defaults(func=cmd_forget)
+
+    n = sub.add_parser("namespaces", help="list namespaces and their counts")
+    n.add_argument("path", help="store directory")
+    n.add_argument("--json", action="store_true", help="machine-readable output")
+    n.set_defaults(func=cmd_namespaces)
+
+    d = sub.add_parser("dump", help="print the store's state as JSON Lines (see load)")
     d.add_argument("path", help="store directory")
     d.add_argument("--namespace", help="only this namespace")
     d.add_argument("--vectors", action="store_true", help="include each memory's vector")
+    d.add_argument("--no-progress", action="store_true", help="no progress output")
     d.set_defaults(func=cmd_dump)
+
+    lo = sub.add_parser("load", help="load a dump into a new, empty store")
+    lo.add_argument("path", help="store directory (created if missing; must be empty)")
+    lo.add_argument("file", help="a dump (JSON Lines) from `mnemos-kv dump`; - for stdin")
+    lo.add_argument("--no-progress", action="store_true", help="no progress output")
+    lo.set_defaults(func=cmd_load)
 
     s = sub.add_parser("stats", help="counts per namespace, file sizes, format version")
     s.add_argument("path", help="store directory")
@@ -258,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", help="replay file to write")
     e.add_argument("--namespace", action="append", help="only this namespace (repeatable)")
     e.add_argument("--since-seq", type=int, default=None, help="only operations after this seq")
+    e.add_argument("--no-progress", action="store_true", help="no progress output")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("replay", help="apply a replay file to a (new) store")
@@ -266,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue a store from an incremental export")
     r.add_argument("--lenient", action="store_true",
                    help="apply the intact prefix of a damaged file instead of refusing it")
+    r.add_argument("--no-progress", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_replay)
 
     v = sub.add_parser("verify", help="check records, vectors, slot columns and log against each other")
     v.add_argument("path", help="store directory")
     v.add_argument("--quick", action="store_true", help="skip comparing logged vectors with stored ones")
+    v.add_argument("--no-progress", action="store_true", help="no progress output")
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("compact", help="recover the space of forgotten and evicted memories")
@@ -281,10 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress output")
     c.set_defaults(func=cmd_compact)
 
+    q = sub.add_parser("mcp", help="serve the store to MCP clients (needs mnemos-kv[mcp])")
+    _mcp_arguments(q)
+    q.set_defaults(func=cmd_mcp)
+
+    i = sub.add_parser("mcp-import", help="import a reference MCP memory server's memory.jsonl")
+    i.add_argument("path", help="store directory (created if missing)")
+    i.add_argument("file", help="the reference server's memory.jsonl")
+    i.add_argument("--namespace", default="default", help="namespace to import into (default: default)")
+    i.set_defaults(func=cmd_mcp_import)
+
     m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
     m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")
     m.set_defaults(func=cmd_demo)
     return p
+
+
+def _mcp_arguments(p: argparse.ArgumentParser) -> None:
+    """``mnemos-kv mcp``'s options (defined without importing the mcp SDK)."""
+    from .mcp import add_arguments
+    add_arguments(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MnemosError as exc:
+        print(f"mnemos-kv: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the user named: missing, unreadable, a full disk
         print(f"mnemos-kv: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +43,14 @@ ASK_MODES = ("hybrid", "vector", "lexical")
 
 
 
+def _to_memory(rec: R.Record, namespace: str, score: float | None = None,
+               explain: dict[str, float] | None = None) -> Memory:
+    """The public value of a stored record."""
+    return Memory(id=rec.id, text=rec.text, metadata=rec.metadata, namespace=namespace,
+                  type=rec.type, created_at=from_us(rec.ts), score=score, key=rec.key,
+                  explain=explain, updated_at=from_us(rec.upd if rec.upd is not None else rec.ts))
+
+
 def _parse_filter(filter: Any) -> Any:
     """The parsed filter (None for None or ``{}``). :raises InvalidInputError:"""
     from . import filters as F
@@ -68,8 +76,9 @@ class _Handle:
                  vector: Any = None, pinned: bool = False) -> MemoryId:
         """Store ``text`` and return its id; durable when this returns.
 
-        ``timestamp`` is when the remembered event happened (seconds since the epoch
-        or a datetime; default: the clock's now). ``type`` is ``"episodic"``,
+        ``timestamp`` is when the remembered event happened (seconds since the epoch,
+        a datetime or date, or an ISO-8601 string like ``"2026-01-01T09:30:00Z"``;
+        naive means UTC; default: the clock's now). ``type`` is ``"episodic"``,
         ``"semantic"`` or ``"procedural"``. ``key`` is an optional name unique in the
         namespace. ``vector`` skips the embedder (must have the store's dimension).
         ``pinned`` protects the memory from capacity eviction (see :meth:`pin`).
@@ -82,7 +91,8 @@ class _Handle:
                                     "timestamp": timestamp, "key": key, "vector": vector,
                                     "pinned": pinned}])[0]
 
-    def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryId]:
+    def remember_many(self, items: Iterable[str | Mapping[str, Any]], *,
+                      progress: Callable[[str, int, int], Any] | None = None) -> list[MemoryId]:
         """Store many memories in one transaction; all or nothing.
 
         Each item is a text, or a dict with ``text`` and optionally ``metadata``,
@@ -90,17 +100,31 @@ class _Handle:
         validated (and embedded, in one embedder call) before anything is written. When
         the write takes a namespace or the store over its capacity limit, the
         lowest-retention memories are evicted in the same transaction (possibly some of
-        these new ones, e.g. when they carry old timestamps).
+        these new ones, e.g. when they carry old timestamps). ``progress(phase, done,
+        total)`` is called as the work goes on: phase ``"embed"`` (texts embedded, in
+        chunks of 1024), then ``"write"`` (0 of 1, then 1 of 1 once committed).
         """
+        from ._progress import check, embed
         eng = self._engine
         eng.check_writable()
+        prog = check(progress)
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
         prepared = prepare_remember(eng, self.name, items, set())
         if not prepared:
             return []
-        embed_missing(eng, prepared)
-        return eng.write([tuple(p) for p in prepared])
+        if prog is None:
+            embed_missing(eng, prepared)
+        else:
+            todo = [p for p in prepared if p[7] is None]
+            if todo:
+                for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo], prog)):
+                    p[7] = v
+            prog("write", 0, 1)
+        ids = eng.write([tuple(p) for p in prepared])
+        if prog is not None:
+            prog("write", 1, 1)
+        return ids
 
     def batch(self) -> "Batch":
         """A context manager that applies many writes in one transaction, at its end.
@@ -118,7 +142,7 @@ class _Handle:
     def ingest_document(self, text: str, chunk_size: int = 512, overlap: int = 50, *,
                         doc_id: str | None = None, metadata: Mapping[str, Any] | None = None,
                         unit: str = "words", type: str = "semantic", timestamp: Any = None,
-                        progress: bool | None = None) -> Document:
+                        progress: bool | Callable[[str, int, int], Any] | None = None) -> Document:
         """Chunk ``text`` into fixed windows and store them, linked, in one transaction.
 
         Windows of ``chunk_size`` units (``"words"`` or ``"chars"``) overlapping by
@@ -127,11 +151,62 @@ class _Handle:
         chunks are linked ``next`` to the following chunk and ``part_of`` to the
         document. Ingesting the same document again writes nothing; a changed one
         replaces its old chunks. ``progress`` shows a tqdm bar while embedding (None:
-        only for long documents on a terminal, when tqdm is installed).
+        only for long documents on a terminal, when tqdm is installed), or is a callback
+        ``progress(phase, done, total)``: ``"embed"`` (texts embedded: the document's
+        and its chunks'), then ``"write"`` (0 of 1, 1 of 1).
         """
         from ._chunking import ingest
         return ingest(self, text, chunk_size, overlap, doc_id=doc_id, metadata=metadata,
                       unit=unit, type_=type, timestamp=timestamp, progress=progress)
+
+    def update(self, id: MemoryId, *, text: str | None = None,
+               metadata: Mapping[str, Any] | None = None, type: str | None = None,
+               timestamp: Any = None) -> Memory:
+        """Change a memory of this namespace, keeping its id, key, edges and pin.
+
+        Only the given fields change: ``metadata`` replaces the whole dict, a new
+        ``text`` is re-embedded and re-indexed (BM25), ``timestamp`` moves it in time.
+        One logged op in one transaction; readers see the old or the new version,
+        never a mix. ``updated_at`` becomes the clock's now, unless nothing differs
+        (then nothing is written). Returns the memory as it now is.
+
+        :raises MemoryNotFoundError: no such memory in this namespace.
+        :raises InvalidInputError: nothing to change, or a bad value (before anything is written).
+        """
+        from ._mutate import check_fields
+        eng = self._engine
+        eng.check_writable()
+        mid = _check_id(id)
+        fields = check_fields(text, metadata, type, timestamp, None, eng.dim, require_text=False)
+        with eng.snapshot() as snap:
+            self._own(snap, mid)  # unknown or foreign: refused before embedding
+        if "text" in fields:
+            fields["vec"] = embed_checked(eng.require_embedder(), [fields["text"]])[0]
+        rec = eng.write([("update", self.name, mid, fields, to_us(eng.clock(), "clock()"))])[0]
+        return _to_memory(rec, self.name)
+
+    def upsert(self, key: str, text: str, metadata: Mapping[str, Any] | None = None, *,
+               type: str = "episodic", timestamp: Any = None, vector: Any = None) -> MemoryId:
+        """Insert a memory under ``key``, or replace the one that has it; returns the id.
+
+        A new key is remembered like :meth:`remember` (``timestamp`` default: now). An
+        existing key keeps its id, edges and pin, and gets this text, metadata and
+        type (and ``timestamp`` when given; else it keeps its own), as :meth:`update`
+        does; writing the same values again changes nothing.
+
+        :raises InvalidInputError: bad key, text, metadata, type, timestamp or vector.
+        """
+        from ._mutate import check_fields
+        eng = self._engine
+        eng.check_writable()
+        k = R.check_key(key)
+        if k is None:
+            raise InvalidInputError("upsert needs a key (a non-empty str), got None")
+        fields = check_fields(text, metadata, type, timestamp, vector, eng.dim, require_text=True)
+        if "vec" not in fields:
+            fields["vec"] = embed_checked(eng.require_embedder(), [fields["text"]])[0]
+        now = to_us(eng.clock(), "clock()")
+        return int(eng.write([("upsert", self.name, k, fields, now, False)])[0])
 
     def forget(self, id: MemoryId) -> None:
         """Delete a memory and every edge touching it. :raises MemoryNotFoundError:"""
@@ -205,7 +280,7 @@ class _Handle:
                         types: Sequence[str] = ("episodic",)) -> list[dict[str, Any]]:
         """Replace groups of old memories of this namespace by one summary memory each.
 
-        ``than`` is an age (seconds or a ``timedelta``, counted back from the clock's
+        ``than`` is an age (seconds, a ``timedelta`` or "30 days", counted back from the clock's
         now) or a cutoff ``datetime``: memories with an earlier timestamp qualify when
         their type is in ``types`` and they are neither pinned nor keyed. They are
         grouped by time window (``window`` seconds, aligned to the epoch); each group of
@@ -244,9 +319,7 @@ class _Handle:
 
     def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None,
                 explain: dict[str, float] | None = None) -> Memory:
-        return Memory(id=rec.id, text=rec.text, metadata=rec.metadata,
-                      namespace=self._engine.ns_name(rec.ns, snap.txn), type=rec.type,
-                      created_at=from_us(rec.ts), score=score, key=rec.key, explain=explain)
+        return _to_memory(rec, self._engine.ns_name(rec.ns, snap.txn), score, explain)
 
     def _own(self, snap: Snapshot, mid: int) -> R.Record:
         nid = self._nid(snap)
@@ -359,7 +432,7 @@ class _Handle:
         ``mode="hybrid"`` (default): vector similarity fused with BM25 over the stored
         words, plus a share of the score of each memory's time-adjacent neighbours (see
         docs/retrieval.md); ``use_graph`` also lets memories linked (1-2 edges) to the
-        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, seconds
+        best hits surface; ``recency_bias`` (True, or a half-life like ``"7d"``, ``"7 days"``, ``"12h"``, seconds
         or a timedelta) favours newer memories; ``types`` as a dict ``{type: weight}``
         sets ranking weights (default ``episodic`` 1.0, ``semantic`` 1.1,
         ``procedural`` 1.05). ``mode="vector"``: pure cosine order, ``Memory.score`` is
@@ -372,8 +445,8 @@ class _Handle:
         without it the text is embedded (with the embedder's ``embed_query`` when it
         has one). Give text, a vector, or both (hybrid: the vector scores, the text
         feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
-        types; ``since``/``until`` keep memories whose timestamp is in that (inclusive)
-        range; ``namespaces`` searches several namespaces at once (a handle may name
+        types; ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string)
+        keep memories whose timestamp is in that (inclusive) range; ``namespaces`` searches several namespaces at once (a handle may name
         only its own and those it was granted read access to); ``filter`` keeps
         memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
         docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
@@ -495,6 +568,14 @@ class Namespace(_Handle):
         mb = check_limit(max_bytes, "max_bytes")
         self._engine.write([("call", set_limit(self.name, me, mb), 0)])
 
+    def drop(self) -> int:
+        """Delete this namespace: every memory, edge (also edges from other namespaces
+        into it), key, index entry, capacity limit and counter, in one logged op and
+        one transaction. Returns how many memories it held (0: it did not exist). The
+        handle stays usable: a later write creates the namespace afresh."""
+        self._engine.check_writable()
+        return int(self._engine.write([("drop", self.name)])[0])
+
     def capacity(self) -> dict[str, int | None]:
         """This namespace's limits: ``{"max_entries": n or None, "max_bytes": n or None}``."""
         from ._capacity import limits
@@ -587,9 +668,7 @@ class Mnemos(_Handle):
 
         def hook(records: list[R.Record]) -> None:
             with eng.env.read() as txn:
-                mems = [Memory(id=r.id, text=r.text, metadata=r.metadata,
-                               namespace=eng.ns_name(r.ns, txn), type=r.type,
-                               created_at=from_us(r.ts), key=r.key) for r in records]
+                mems = [_to_memory(r, eng.ns_name(r.ns, txn)) for r in records]
             fn(mems)
         eng.on_evict = hook
 
@@ -662,6 +741,58 @@ class Mnemos(_Handle):
             read = [read]
         return Namespace(self._engine, name, read)
 
+    def drop_namespace(self, name: str) -> int:
+        """Delete namespace ``name`` and everything in it (see :meth:`Namespace.drop`);
+        returns how many memories it held (0: it did not exist). ``"default"`` is
+        emptied and stays. One logged op: replay, export and compaction follow it."""
+        name = check_namespace(name)
+        self._engine.check_writable()
+        return int(self._engine.write([("drop", name)])[0])
+
+    def dump(self, file: str | os.PathLike[str] | IO[str], *, namespaces: Sequence[str] | None = None,
+             vectors: bool = False, progress: Callable[[str, int, int], Any] | None = None) -> int:
+        """Write the store's logical state as JSON Lines (one consistent snapshot).
+
+        ``file`` is a path or a text file. Lines: the store (counters, limits), each
+        namespace, each memory (in id order; with ``vectors``, its stored vector), each
+        edge; the format is in docs/api.md. :meth:`load` is its inverse. ``namespaces``
+        keeps only those. ``progress("memories", done, total)``. Returns the lines written.
+        """
+        from ._dump import dump
+        from ._progress import check
+        prog = check(progress)
+        self._engine.check_open()
+        names = [namespaces] if isinstance(namespaces, str) else \
+            None if namespaces is None else [check_namespace(n) for n in namespaces]
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "w", encoding="utf-8") as f:
+                return dump(self._engine, f, namespaces=names, vectors=bool(vectors), progress=prog)
+        return dump(self._engine, file, namespaces=names, vectors=bool(vectors), progress=prog)
+
+    def load(self, file: str | os.PathLike[str] | Iterable[str], *,
+             progress: Callable[[str, int, int], Any] | None = None) -> int:
+        """Load a :meth:`dump` into this empty store: the same ids, counters, records,
+        vectors (embedded again when the dump has none), keys, pins, limits and edges,
+        so ``state_digest()`` equals the source's. ``file`` is a path or an iterable of
+        lines. Everything is validated before anything is written. ``progress(phase,
+        done, total)``: ``"embed"`` (when embedding), ``"restore"``. Returns the memories.
+
+        :raises ReplayError: the store is not empty.
+        :raises InvalidInputError: a malformed dump (the message names the line).
+        :raises EmbedderMismatchError: the dump's vectors come from another embedder.
+        """
+        from ._dump import load
+        from ._progress import check
+        prog = check(progress)
+        self._engine.check_writable()
+        if isinstance(file, (str, os.PathLike)):
+            try:
+                with open(file, encoding="utf-8") as f:
+                    return load(self._engine, f, prog)
+            except FileNotFoundError:
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} does not exist") from None
+        return load(self._engine, file, prog)
+
     def namespaces(self) -> list[str]:
         """Names of every namespace that exists (sorted)."""
         with self._engine.snapshot() as snap:
@@ -720,21 +851,26 @@ class Mnemos(_Handle):
             return state_digest(self._engine, snap, namespaces)
 
     def export_replay(self, path: str | os.PathLike[str], *, namespaces: Sequence[str] | None = None,
-                      since_seq: int | None = None) -> "ExportInfo":
+                      since_seq: int | None = None,
+                      progress: Callable[[str, int, int], Any] | None = None) -> "ExportInfo":
         """Write a portable replay file of this store's history (one consistent snapshot).
 
         By default: the base snapshot of the last compaction (if any) plus every logged
         operation after it, and a digest of the state at the end. ``namespaces`` keeps
         only those namespaces' operations; ``since_seq`` only the operations after that
         sequence number (an incremental export, applied with ``replay(resume=True)``).
+        ``progress("log", frames, total)`` is called every 10,000 logged frames.
         """
+        from ._progress import check
         from ._replay import export_replay
+        prog = check(progress)
         self._engine.check_open()
         return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
-                             since_seq=since_seq)
+                             since_seq=since_seq, progress=prog)
 
     def replay(self, path: str | os.PathLike[str], *, strict: bool = True,
-               resume: bool = False) -> "ReplayResult":
+               resume: bool = False,
+               progress: Callable[[str, int, int], Any] | None = None) -> "ReplayResult":
         """Apply a replay file: same ids, records, edges, timestamps, vectors and answers.
 
         The store must be empty, unless ``resume=True``: then it must be at exactly the
@@ -745,21 +881,30 @@ class Mnemos(_Handle):
         result says where it stopped. A file of a newer format or another embedder is
         refused before anything is applied.
 
+        ``progress(phase, done, total)``: ``"restore"`` (base snapshot ops), ``"replay"``
+        (frames applied).
+
         :raises ReplayError: the store is not empty, or the result's digest differs.
         """
+        from ._progress import check
         from ._replay import replay
-        return replay(self._engine, os.fspath(path), strict=strict, resume=resume)
+        prog = check(progress)
+        return replay(self._engine, os.fspath(path), strict=strict, resume=resume, progress=prog)
 
-    def verify(self, *, deep: bool = True) -> "VerifyReport":
+    def verify(self, *, deep: bool = True,
+               progress: Callable[[str, int, int], Any] | None = None) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.
 
         Runs in one snapshot (safe while other processes write); returns a report
         whose ``ok`` is True when nothing is wrong. ``deep`` also compares every logged
-        vector with the stored one.
+        vector with the stored one. ``progress(phase, done, total)``: ``"records"``,
+        ``"log"`` (every 10,000).
         """
+        from ._progress import check
         from ._verify import verify
+        prog = check(progress)
         self._engine.check_open()
-        return verify(self._engine, deep=deep)
+        return verify(self._engine, deep=deep, progress=prog)
 
     def compact(self, *, merge_similar: float | None = None,
                 progress: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:

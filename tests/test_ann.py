@@ -297,3 +297,17 @@ def test_vector_mode_uses_the_index_with_exact_cosines(big) -> None:
         for mid, score in a:
             if mid in ex:
                 assert score == pytest.approx(ex[mid], abs=1e-5)  # re-ranked by the true cosine
+
+
+def test_updates_move_memories_to_fresh_slots_without_ghosts(tmp_path) -> None:
+    """An update appends a fresh slot (the id column is then unsorted): the ANN path finds
+    the new version by its new vector and never the old one."""
+    with _open(tmp_path / "u.mem") as db:
+        ids = db.remember_many(_items(0, N))
+        db.ask("m-1")
+        db.update(ids[10], text=f"m-{N + 60} moved")
+        got = db.ask(f"m-{N + 60}", top_k=3)
+        assert got[0].id == ids[10] and got[0].text == f"m-{N + 60} moved"
+        old = [m.id for m in db.ask("m-10", top_k=10, mode="vector")]
+        assert ids[10] not in old
+        assert len(set(old)) == len(old)

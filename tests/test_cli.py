@@ -40,7 +40,9 @@ def test_dump_jsonl(tmp_path, capsys) -> None:
         {"kind": "edge", "namespace": "default", "src": a, "dst": b, "relation": "next", "weight": 1.0}]
     assert main(["dump", p, "--namespace", "other", "--vectors"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 1 and len(rows[0]["vector"]) == 512
+    mems = [r for r in rows if r["kind"] == "memory"]
+    assert len(mems) == 1 and len(mems[0]["vector"]) == 512
+    assert [r["kind"] for r in rows] == ["store", "namespace", "memory"]
 
 
 def test_stats_json_and_text(tmp_path, capsys) -> None:

@@ -1,0 +1,369 @@
+"""The filter language: reference semantics, validation, and the index against the reference."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnemos_kv import InvalidInputError, Mnemos
+from mnemos_kv import _filter_index
+from mnemos_kv.filters import matches, validate
+
+from conftest import Clock
+
+META = {"n": 5, "f": 2.5, "s": "beta", "b": True, "z": None, "big": 2 ** 60 + 1,
+        "tags": ["x", "y"], "user": {"name": "ann", "age": 31, "deep": {"k": "v"}},
+        "a.b": "dotted key", "raw": b"\x00\x01"}
+
+
+# ------------------------------------------------------------------ the reference semantics
+
+@pytest.mark.parametrize("flt, expected", [
+    ({}, True),
+    ({"n": 5}, True), ({"n": 5.0}, True), ({"n": 6}, False), ({"n": "5"}, False),
+    ({"b": True}, True), ({"b": 1}, False), ({"n": True}, False),  # bool is not a number
+    ({"n": {"$eq": 5}}, True), ({"n": {"$ne": 5}}, False), ({"n": {"$ne": 4}}, True),
+    ({"n": {"$gt": 4}}, True), ({"n": {"$gt": 5}}, False), ({"n": {"$gte": 5}}, True),
+    ({"n": {"$lt": 5.5}}, True), ({"n": {"$lte": 4.9}}, False),
+    ({"n": {"$gt": 1, "$lt": 9}}, True), ({"n": {"$gt": 1, "$lt": 3}}, False),
+    ({"s": {"$gt": "alpha"}}, True), ({"s": {"$lt": "alpha"}}, False),
+    ({"s": {"$gt": 1}}, False), ({"n": {"$gt": "a"}}, False),  # mismatched types: false
+    ({"b": {"$gt": 0}}, False), ({"b": {"$lt": 2}}, False),
+    ({"n": {"$in": [1, 5]}}, True), ({"n": {"$in": []}}, False), ({"n": {"$nin": [1, 5]}}, False),
+    ({"n": {"$nin": []}}, True),
+    ({"missing": {"$ne": 1}}, True), ({"missing": {"$nin": [1]}}, True),
+    ({"missing": {"$gt": 0}}, False), ({"missing": {"$lt": 0}}, False),
+    ({"missing": None}, True), ({"z": None}, True), ({"n": None}, False),
+    ({"z": {"$exists": True}}, True), ({"missing": {"$exists": False}}, True),
+    ({"missing": {"$in": [None]}}, True), ({"z": {"$ne": None}}, False),
+    ({"user.name": "ann"}, True), ({"user": {"name": "ann"}}, True),
+    ({"user": {"age": {"$gte": 30}, "name": "ann"}}, True),
+    ({"user.deep.k": "v"}, True), ({"user.name.x": "ann"}, False),
+    ({"user": {"$eq": {"name": "ann"}}}, False),  # $eq compares the whole dict
+    ({"user.deep": {"$eq": {"k": "v"}}}, True),
+    ({"tags": ["x", "y"]}, True), ({"tags": ["y", "x"]}, False), ({"tags": "x"}, False),
+    ({"a.b": "dotted key"}, False),  # a dotted path never names a key with a dot
+    ({"big": 2 ** 60 + 1}, True), ({"big": float(2 ** 60)}, False), ({"big": {"$gt": 2 ** 60}}, True),
+    ({"raw": b"\x00\x01"}, True),
+    ({"$and": [{"n": 5}, {"s": "beta"}]}, True), ({"$and": [{"n": 5}, {"s": "x"}]}, False),
+    ({"$or": [{"n": 4}, {"s": "beta"}]}, True), ({"$or": [{"n": 4}, {"s": "x"}]}, False),
+    ({"$not": {"n": 5}}, False), ({"$not": {"n": 4}}, True),
+    ({"n": {"$not": {"$gt": 9}}}, True), ({"missing": {"$not": {"$gt": 0}}}, True),
+    ({"n": 5, "s": "x"}, False),  # implicit $and
+])
+def test_reference_semantics(flt, expected) -> None:
+    assert matches(flt, META) is expected
+
+
+@pytest.mark.parametrize("flt, needle", [
+    ({"n": {"$regex": "x"}}, "$regex"),
+    ({"$nor": [{"n": 1}]}, "$nor"),
+    ({"n": {"$in": 5}}, "$in"),
+    ({"n": {"$nin": "ab"}}, "$nin"),
+    ({"n": {"$gt": {"a": 1}}}, "$gt"),
+    ({"n": {"$gt": None}}, "$gt"),
+    ({"n": {"$lte": True}}, "$lte"),
+    ({"n": {"$lt": [1]}}, "$lt"),
+    ({"n": {"$exists": 1}}, "$exists"),
+    ({"n": {"$not": 5}}, "$not"),
+    ({"n": {"$not": {}}}, "$not"),
+    ({"$and": {"n": 1}}, "$and"),
+    ({"$and": []}, "$and"),
+    ({"$or": [1]}, "dict"),
+    ({"$not": []}, "$not"),
+    ({"n": {}}, "empty dict"),
+    ({"n": {"$gt": 1, "x": 2}}, "mixes"),
+    ({"": 1}, "empty"),
+    ({"a..b": 1}, "empty path"),
+    ({1: 2}, "str"),
+    ({"n": float("nan")}, "finite"),
+    ({"n": {"$in": [float("inf")]}}, "finite"),
+    ({"n": object()}, "type"),
+    ({"n": {1: 2}}, "must be str"),
+    ([("n", 1)], "dict"),
+    ("n", "dict"),
+])
+def test_malformed_filters_raise_naming_the_problem(flt, needle, db: Mnemos) -> None:
+    db.remember_many([{"text": "a note", "metadata": {"n": 1}}])
+    digest = db.state_digest()
+    with pytest.raises(InvalidInputError, match=None) as exc:
+        validate(flt)
+    assert needle.lower() in str(exc.value).lower()
+    for call in (lambda: db.ask("note", filter=flt), lambda: db.count(flt),
+                 lambda: list(db.memories(filter=flt)), lambda: db.forget_where(flt),
+                 lambda: matches(flt, {})):
+        with pytest.raises(InvalidInputError):
+            call()
+    assert db.state_digest() == digest and db.count() == 1
+
+
+def test_forget_where_refuses_an_empty_filter(db: Mnemos) -> None:
+    db.remember("kept")
+    for flt in ({}, None):
+        with pytest.raises(InvalidInputError):
+            db.forget_where(flt)  # type: ignore[arg-type]
+    assert db.count() == 1
+
+
+# ------------------------------------------------------------------ random metadata vs index
+
+_KEYS = ["a", "b", "c", "a.b"]
+_SCALARS = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(-3, 3), st.sampled_from([2 ** 53 + 1, -(2 ** 63), 2 ** 64 - 1, 2 ** 60]),
+    st.sampled_from([0.5, -0.0, 2.5, -1.5, 3.0, 1e300]),
+    st.sampled_from(["", "a", "ab", "b", "a\x00", "é", "zz"]),
+    st.sampled_from(["L" * 300, "L" * 300 + "a", "L" * 299]),  # longer than an index key
+    st.sampled_from([b"", b"x"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda kids: st.one_of(st.lists(kids, max_size=2),
+                           st.dictionaries(st.sampled_from(_KEYS), kids, max_size=3)),
+    max_leaves=6)
+_META = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4)
+
+_PATHS = st.sampled_from(["a", "b", "c", "a.b", "a.c", "b.a.c", "a.b.c"])
+_ORDER_OPS = st.sampled_from(["$gt", "$gte", "$lt", "$lte"])
+_OPERANDS = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2),
+                      st.dictionaries(st.sampled_from(_KEYS), _SCALARS, max_size=2))
+_ORDERABLE = st.one_of(st.integers(-4, 4), st.sampled_from([2 ** 53 + 1, 2 ** 60, 10 ** 400, 2.5, -0.0]),
+                       st.sampled_from(["", "a", "ab", "b", "a\x00", "L" * 300, "L" * 299 + "M"]))
+
+
+def _field_ops() -> st.SearchStrategy:
+    single = st.one_of(
+        st.builds(lambda v: {"$eq": v}, _OPERANDS), st.builds(lambda v: {"$ne": v}, _OPERANDS),
+        st.builds(lambda o, v: {o: v}, _ORDER_OPS, _ORDERABLE),
+        st.builds(lambda v: {"$in": v}, st.lists(_OPERANDS, max_size=3)),
+        st.builds(lambda v: {"$nin": v}, st.lists(_OPERANDS, max_size=3)),
+        st.builds(lambda v: {"$exists": v}, st.booleans()))
+    both = st.builds(lambda a, b: {**a, **b}, single, single)
+    return st.one_of(single, both, st.builds(lambda x: {"$not": x}, single))
+
+
+_LEAF = st.one_of(
+    st.builds(lambda p, v: {p: v}, _PATHS, _SCALARS.filter(lambda v: not isinstance(v, dict))),
+    st.builds(lambda p, ops: {p: ops}, _PATHS, _field_ops()),
+    st.builds(lambda p, q, v: {p: {q: v}}, st.sampled_from(["a", "b"]), st.sampled_from(["b", "c"]),
+              _SCALARS),  # nested shorthand
+)
+_FILTERS = st.recursive(
+    _LEAF,
+    lambda kids: st.one_of(st.builds(lambda xs: {"$and": xs}, st.lists(kids, min_size=1, max_size=3)),
+                           st.builds(lambda xs: {"$or": xs}, st.lists(kids, min_size=1, max_size=3)),
+                           st.builds(lambda x: {"$not": x}, kids),
+                           st.builds(lambda a, b: {**a, **b}, kids, kids)),
+    max_leaves=5)
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@SETTINGS
+@given(metas=st.lists(_META, min_size=1, max_size=14), filters=st.lists(_FILTERS, min_size=1, max_size=6))
+def test_index_agrees_with_reference_on_random_metadata(metas, filters) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        with Mnemos.open(os.path.join(d, "s.mem"), clock=Clock()) as db:
+            ids = db.remember_many([{"text": f"memory number {i}", "metadata": m}
+                                    for i, m in enumerate(metas)])
+            by_id = dict(zip(ids, metas))
+            for flt in filters:
+                want = [i for i in ids if matches(flt, by_id[i])]
+                assert db.count(flt) == len(want), flt
+                assert [m.id for m in db.memories(filter=flt)] == want, flt
+                got = {m.id for m in db.ask(vector=[1.0] * db._engine.dim, mode="vector",
+                                            top_k=len(ids), filter=flt)}
+                assert got == set(want), flt
+            victim = filters[0]
+            gone = {i for i in ids if matches(victim, by_id[i])}
+            assert db.forget_where(victim) == len(gone)
+            assert {m.id for m in db.memories()} == set(ids) - gone
+            assert db.verify().ok
+
+
+@SETTINGS
+@given(flt=_FILTERS, meta=_META)
+def test_validate_accepts_generated_filters_and_matches_returns_bools(flt, meta) -> None:
+    validate(flt)
+    assert matches(flt, meta) in (True, False)
+    # $not is exactly the negation; $and of a filter with itself is the filter
+    assert matches({"$not": flt}, meta) is (not matches(flt, meta))
+    assert matches({"$and": [flt, flt]}, meta) is matches(flt, meta)
+
+
+# ------------------------------------------------------------------ through the store's life
+
+def _fill(db: Mnemos, n: int = 60) -> list[int]:
+    return db.remember_many([{"text": f"invoice {i} for client {i % 7}",
+                              "metadata": {"i": i, "team": ["red", "blue", "green"][i % 3],
+                                           "price": i * 1.5, "user": {"tier": i % 4}}}
+                             for i in range(n)])
+
+
+QUERIES = [{"team": "red"}, {"i": {"$gte": 10, "$lt": 20}}, {"user.tier": {"$in": [1, 3]}},
+           {"$or": [{"team": "blue"}, {"price": {"$gt": 80}}]}, {"team": {"$ne": "green"}},
+           {"$not": {"user.tier": 0}}]
+
+
+def _answers(db: Mnemos) -> list:
+    return [(db.count(q), [m.id for m in db.memories(filter=q)],
+             [m.id for m in db.ask("invoice client", top_k=7, filter=q)]) for q in QUERIES]
+
+
+def test_filtered_reads_survive_replay_and_compaction(opener, tmp_path) -> None:
+    db = opener()
+    ids = _fill(db)
+    assert db.forget_where({"i": {"$lt": 5}}) == 5
+    db.forget(ids[30])
+    db.namespace("other").remember("not here", {"team": "red"})
+    before = _answers(db)
+    assert before[0][0] == 17  # red: 20 with i % 3 == 0, minus 0 and 3 (i < 5), minus 30
+    db.export_replay(tmp_path / "r.mlog")
+    twin = opener("twin.mem")
+    twin.replay(tmp_path / "r.mlog")
+    assert twin.state_digest() == db.state_digest()
+    assert _answers(twin) == before
+    db.compact()
+    assert _answers(db) == before
+    assert db.verify().ok
+    db.close()
+    again = opener()
+    assert _answers(again) == before
+
+
+def test_namespace_handle_is_confined(db: Mnemos) -> None:
+    a, b = db.namespace("a"), db.namespace("b")
+    a.remember("x", {"k": 1})
+    b.remember("y", {"k": 1})
+    b.remember("z", {"k": 2})
+    assert a.count({"k": 1}) == 1 and b.count({"k": {"$gte": 1}}) == 2
+    assert a.forget_where({"k": 1}) == 1
+    assert b.count({"k": 1}) == 1 and a.count() == 0
+    assert [m.text for m in db.ask("y", namespaces=["a", "b"], filter={"k": 1})] == ["y"]
+
+
+def test_merge_similar_updates_the_index(db: Mnemos) -> None:
+    """compact(merge_similar=...) changes the kept memory's metadata with a ``meta`` op."""
+    db.remember("the quarterly report is due friday", {"team": "red"})
+    db.remember("the quarterly report is due friday!", {"owner": "bo"})
+    assert db.count({"owner": "bo"}) == 1 and db.count({"team": "red"}) == 1
+    assert db.compact(merge_similar=0.9)["merged"] == 1
+    kept = next(iter(db.memories()))
+    assert kept.metadata["owner"] == "bo" and db.count({"owner": "bo"}) == 1
+    assert db.count({"merged_from": {"$exists": True}}) == 1
+    assert db.count({"team": "red", "owner": "bo"}) == 1
+
+
+def _drop_index(path: str) -> None:
+    """Make a store look like one written before the filter index (v0.1)."""
+    env = lmdb.open(path, max_dbs=32)
+    try:
+        fields = env.open_db(b"fields", dupsort=True, dupfixed=True)
+        with env.begin(write=True) as txn:
+            txn.drop(fields, delete=True)
+    finally:
+        env.close()
+
+
+def test_store_without_index_answers_and_is_indexed_on_writable_open(opener, store_path) -> None:
+    db = opener()
+    _fill(db)
+    before = _answers(db)
+    db.close()
+    _drop_index(store_path)
+    ro = opener(readonly=True)
+    with ro._engine.snapshot() as snap:
+        assert not _filter_index.ready(snap.txn, ro._engine.env)
+    assert _answers(ro) == before  # the fallback decodes the records
+    ro.close()
+    rw = opener()
+    with rw._engine.snapshot() as snap:
+        assert _filter_index.ready(snap.txn, rw._engine.env)
+    assert _answers(rw) == before
+    assert rw.forget_where({"team": "red"}) == 20
+    assert rw.count({"team": "red"}) == 0 and rw.verify().ok
+
+
+def test_index_has_one_entry_per_indexed_path(db: Mnemos) -> None:
+    mid = db.remember("x", {"a": {"b": 1, "c": [1]}, "s": "L" * 400, "k.x": 1, "big": 2 ** 62 + 1})
+    with db._engine.snapshot() as snap:
+        got = sorted(k for k, i in _filter_index.scan_all(snap.txn, db._engine.env) if i == mid)
+    keys, overflow = _filter_index.entries(0, db.get(mid).metadata)
+    assert got == keys and not overflow
+    assert len(keys) == 5  # a (dict), a.b, a.c (list), s (long), big; never "k.x"
+    db.forget(mid)
+    with db._engine.snapshot() as snap:
+        assert list(_filter_index.scan_all(snap.txn, db._engine.env)) == []
+
+
+def test_overlong_paths_fall_back_to_the_records(db: Mnemos) -> None:
+    deep = {"p" * 60: {"q" * 60: {"r" * 60: {"s" * 60: 7}}}}
+    path = ".".join(["p" * 60, "q" * 60, "r" * 60, "s" * 60])
+    mid = db.remember("deep", deep)
+    db.remember("shallow", {"x": 1})
+    assert db.count({path: 7}) == 1 and db.count({path: {"$ne": 7}}) == 1
+    assert [m.id for m in db.memories(filter={path: {"$gt": 6}})] == [mid]
+    assert db.forget_where({path: 7}) == 1 and db.count() == 1
+
+
+UNKEYED = [[1, 2], {"x": 1}, b"\x00b", 2 ** 53 + 1, 2 ** 64 - 1, "L" * 300, "L" * 300 + "a", "L" * 299]
+
+
+def test_values_the_keys_cannot_hold_are_checked_against_the_records(db: Mnemos) -> None:
+    """Lists, dicts, bytes, ints beyond float64 and long strings: listed by type, decided
+    by decoding those records (equality, $in, $ne and ranges)."""
+    ids = db.remember_many([{"text": f"m{i}", "metadata": {"v": v}} for i, v in enumerate(UNKEYED)]
+                           + [{"text": "plain", "metadata": {"v": 3}}])
+    metas = {i: db.get(i).metadata for i in ids}
+    cases = [{"v": v} for v in UNKEYED] + [{"v": {"$ne": v}} for v in UNKEYED] + [
+        {"v": {"$in": [[1, 2], 2 ** 64 - 1]}}, {"v": {"$gt": 2 ** 53}}, {"v": {"$gte": 2 ** 53 + 1}},
+        {"v": {"$lt": 2 ** 64 - 1}}, {"v": {"$gt": "L" * 300}}, {"v": {"$lte": "L" * 300}},
+        {"v": {"$gt": "L" * 299 + "K"}}, {"v": float(2 ** 53)}, {"v": {"$lt": 10 ** 400}},
+        {"v.x": 1}, {"v": {"$exists": True}}]
+    for flt in cases:
+        want = [i for i in ids if matches(flt, metas[i])]
+        assert [m.id for m in db.memories(filter=flt)] == want, flt
+    assert db.count({"v": [1, 2]}) == 1 and db.count({"v": 2 ** 64 - 1}) == 1
+
+
+def test_verify_checks_the_index_against_the_records(db: Mnemos) -> None:
+    mid = db.remember("x", {"team": "red", "n": 3})
+    db.remember("y", {"team": "blue"})
+    assert db.verify().ok and db.verify().checked["filter_entries"] == 3
+    env = db._engine.env
+    key = _filter_index.entries(0, {"team": "red"})[0][0]
+
+    def edit(txn, put: bool, who: int) -> None:
+        if put:
+            txn.put(key, who.to_bytes(8, "big"), db=env.db("fields"), dupdata=True)
+        else:
+            txn.delete(key, who.to_bytes(8, "big"), db=env.db("fields"))
+    for who, first in ((mid, False), (999, True)):  # a missing entry; one no record makes
+        env.write(lambda txn: edit(txn, first, who))
+        rep = db.verify()
+        assert not rep.ok and any("filter index" in p for p in rep.problems), rep.problems
+        env.write(lambda txn: edit(txn, not first, who))
+    assert db.verify().ok
+
+
+def test_forget_where_in_a_batch(db: Mnemos) -> None:
+    old = db.remember("old", {"k": 1})
+    keep = db.remember("keep", {"k": 2})
+    with db.batch() as b:
+        b.remember("new", {"k": 1})
+        b.forget(old)  # already gone when forget_where runs: not counted twice
+        b.forget_where({"k": 1})
+        with pytest.raises(InvalidInputError):
+            b.forget_where({"k": {"$bad": 1}})
+    assert [m.id for m in db.memories()] == [keep]
+    with pytest.raises(Exception):
+        with db.batch() as b:  # forget_where, then forget of a memory it forgot: all or nothing
+            b.forget_where({"k": 2})
+            b.forget(keep)
+    assert [m.id for m in db.memories()] == [keep] and db.verify().ok
