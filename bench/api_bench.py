@@ -8,7 +8,7 @@ once per round (so the load of a shared machine hits them alike):
 
 * unfiltered hybrid ``ask`` top-10 (the reference);
 * the same ask with a metadata filter selecting 50% (``bucket $lt 50``, a cursor
-  range), 10% (``bucket $in [10 values]``), 1% (``bucket == 7``, one key) and 1%
+  range over 50 shared values; ``score $gte 0.5``, a range over 50k distinct ones), 10% (``bucket $in [10 values]``), 1% (``bucket == 7``, one key) and 1%
   through a range on unique floats (``score $gte 0.99``), each as a ratio to the
   unfiltered ask;
 * ``ask(vector=q, mode="vector")`` next to numpy brute force (``matrix @ q`` +
@@ -60,6 +60,7 @@ def metadata(n: int, seed: int = 11) -> list[dict]:
 
 FILTERS = [
     ("50% (bucket $lt 50)", {"bucket": {"$lt": 50}}),
+    ("50% (score $gte 0.5, distinct values)", {"score": {"$gte": 0.5}}),
     ("10% (bucket $in 10 values)", {"bucket": {"$in": list(range(10, 20))}}),
     ("1% (bucket == 7)", {"bucket": 7}),
     ("1% (score $gte 0.99, range)", {"score": {"$gte": 0.99}}),

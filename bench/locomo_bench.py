@@ -13,12 +13,23 @@ evidence hit (0 beyond rank 100), overall and per category.
 Methods, all through ``Mnemos.ask`` unless marked:
 
 * ``bm25s`` — the quoted baseline, the bm25s package with English stopwords (direct);
-* ``BM25 (mnemos)`` — the store's LMDB postings alone (vector weight 0, no neighbours);
+* ``bm25s, stemmed, tuned`` — bm25s with PyStemmer's English stemmer, k1 and b the best
+  of a 3 x 3 grid on this split (direct; needs ``pip install bm25s PyStemmer``);
+* ``BM25 (mnemos postings, ...)`` — the store's LMDB postings alone (vector weight 0,
+  no neighbours): Porter stems only, then stems + exact surface words;
 * ``hash vector`` — the default embedder alone (vector weight 1, no neighbours);
+* ``ask v0.1`` — ``ask`` with every issue-15 mechanism off (= the v0.1 planner);
+* ``ask v0.1 + X only`` — one mechanism switched on (see MECHANISMS): ``lossless``
+  (surface field), ``reply`` (the turn after a question), ``temporal`` (dates in the
+  question), ``multihop`` (lexical feedback round);
+* ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
-  (all-MiniLM-L6-v2), vector only, then hybrid with default settings;
-* ``... -nbr`` — the default without neighbour expansion (the ablation behind the default).
+  (all-MiniLM-L6-v2), vector only, then hybrid v0.1 and default.
+
+Every ask passes ``now=`` the conversation's last session time (the questions are
+asked after the conversation), which anchors relative dates ("last year").
+Latency: ``ask(top_k=10)`` p50/p90 per question, store open, default vs v0.1 settings.
 
     python bench/locomo_bench.py                      # everything (MiniLM when installed)
     python bench/locomo_bench.py --no-minilm --out -  # no model; print only
@@ -179,14 +190,46 @@ def minilm_available() -> bool:
 
 # --------------------------------------------------------------------------- runs
 
+#: The retrieval mechanisms of issue 15 as planner settings (module constants of
+#: mnemos_kv._retrieval): (settings that switch it off, settings that switch it on).
+#: "v0.1" = every one off; the feedback round is off by default, 0.2 when measured on.
+MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
+    "lossless": ({"SURFACE_WEIGHT": 0.0}, {"SURFACE_WEIGHT": 0.5}),
+    "reply": ({"REPLY_WEIGHT": 0.0}, {"REPLY_WEIGHT": 0.5}),
+    "temporal": ({"TEMPORAL_WEIGHT": 0.0}, {"TEMPORAL_WEIGHT": 0.5}),
+    "multihop": ({"PRF_WEIGHT": 0.0}, {"PRF_WEIGHT": 0.2}),
+}
+OFF_ALL: dict[str, float] = {k: v for off, _ in MECHANISMS.values() for k, v in off.items()}
+
+
 @contextmanager
-def neighbour_weight(w: float) -> Iterator[None]:
-    old = _retrieval.NEIGHBOUR_WEIGHT
-    _retrieval.NEIGHBOUR_WEIGHT = w
+def settings(**values: float) -> Iterator[None]:
+    """Temporarily set planner constants of mnemos_kv._retrieval (names that exist only)."""
+    values = {k: v for k, v in values.items() if hasattr(_retrieval, k)}
+    old = {k: getattr(_retrieval, k) for k in values}
+    for k, v in values.items():
+        setattr(_retrieval, k, v)
     try:
         yield
     finally:
-        _retrieval.NEIGHBOUR_WEIGHT = old
+        for k, v in old.items():
+            setattr(_retrieval, k, v)
+
+
+def only(mechanism: str) -> dict[str, float]:
+    """Settings with every issue-15 mechanism off except ``mechanism`` (switched on)."""
+    return {**OFF_ALL, **MECHANISMS[mechanism][1]}
+
+
+def toggled(mechanism: str) -> tuple[str, dict[str, float]]:
+    """The default with ``mechanism`` flipped: (row label, settings)."""
+    off, on = MECHANISMS[mechanism]
+    is_on = all(getattr(_retrieval, k, None) == v for k, v in on.items())
+    return (f"ask default - {mechanism}", off) if is_on else (f"ask default + {mechanism}", on)
+
+
+def neighbour_weight(w: float) -> Any:
+    return settings(NEIGHBOUR_WEIGHT=w)
 
 
 def ingest(path: str, embedder: Any, convs: list[Conversation]) -> float:
@@ -198,17 +241,45 @@ def ingest(path: str, embedder: Any, convs: list[Conversation]) -> float:
     return time.perf_counter() - t
 
 
+def ask_kwargs(c: Conversation) -> dict[str, Any]:
+    """Per-conversation ask arguments: the questions are asked after the last session,
+    so relative dates ("last year") are anchored there (``now=``, when ask has it)."""
+    import inspect
+    if "now" in inspect.signature(Mnemos.ask).parameters:
+        return {"now": max(t["timestamp"] for t in c.turns)}
+    return {}
+
+
 def ranks_by_ask(path: str, embedder: Any, convs: list[Conversation]) -> list[list[list[str]]]:
     """Per conversation, per question: the dia_ids of the top TOP answers."""
     out = []
     with Mnemos.open(path, embedder=embedder, readonly=True) as db:
         for c in convs:
             ns = db.namespace(c.sample_id)
-            out.append([[h.metadata["dia_id"] for h in ns.ask(q, top_k=TOP)] for q in c.questions])
+            kw = ask_kwargs(c)
+            out.append([[h.metadata["dia_id"] for h in ns.ask(q, top_k=TOP, **kw)]
+                        for q in c.questions])
     return out
 
 
-def ranks_by_bm25s(convs: list[Conversation]) -> list[list[list[str]]] | None:
+def ask_latency(path: str, embedder: Any, convs: list[Conversation], top_k: int = 10
+                ) -> tuple[float, float]:
+    """(p50, p90) milliseconds of one ``ask(top_k=10)`` (embed + rank + records), store open."""
+    times = []
+    with Mnemos.open(path, embedder=embedder, readonly=True) as db:
+        for c in convs:
+            ns = db.namespace(c.sample_id)
+            kw = ask_kwargs(c)
+            for q in c.questions:
+                t = time.perf_counter()
+                ns.ask(q, top_k=top_k, **kw)
+                times.append(time.perf_counter() - t)
+    return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 90) * 1000)
+
+
+def ranks_by_bm25s(convs: list[Conversation], stemmer: Any = None, k1: float = 1.5,
+                   b: float = 0.75) -> list[list[list[str]]] | None:
+    """bm25s (English stopwords; a PyStemmer stemmer when given) over each conversation."""
     try:
         import bm25s
     except ImportError:
@@ -216,9 +287,10 @@ def ranks_by_bm25s(convs: list[Conversation]) -> list[list[list[str]]] | None:
     out = []
     for c in convs:
         texts = [t["text"] for t in c.turns]
-        retr = bm25s.BM25()
-        retr.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        q_tok = bm25s.tokenize(c.questions, stopwords="en", show_progress=False)
+        retr = bm25s.BM25(k1=k1, b=b)
+        retr.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
+                   show_progress=False)
+        q_tok = bm25s.tokenize(c.questions, stopwords="en", stemmer=stemmer, show_progress=False)
         inv = {v: k for k, v in q_tok.vocab.items()}
         per_q = []
         for ids in q_tok.ids:
@@ -227,6 +299,30 @@ def ranks_by_bm25s(convs: list[Conversation]) -> list[list[list[str]]] | None:
             per_q.append([c.dia_ids[i] for i in order])
         out.append(per_q)
     return out
+
+
+BASELINE = "bm25s, en stopwords (baseline)"
+STRONG = "bm25s, stemmed, tuned (strongest plain)"
+
+
+def strongest_bm25s(convs: list[Conversation]) -> tuple[str, dict[str, dict[str, float]]] | None:
+    """bm25s with the PyStemmer English stemmer, k1 and b chosen on this split (best R@10)."""
+    try:
+        import Stemmer
+    except ImportError:
+        return None
+    stemmer = Stemmer.Stemmer("english")
+    best: tuple[float, str, dict[str, dict[str, float]]] | None = None
+    for k1 in (0.9, 1.2, 1.5):
+        for b in (0.3, 0.5, 0.75):
+            ranked = ranks_by_bm25s(convs, stemmer, k1, b)
+            if ranked is None:
+                return None
+            res = evaluate(convs, ranked)
+            if best is None or res["all"]["R@10"] > best[0]:
+                best = (res["all"]["R@10"], f"k1={k1}, b={b}", res)
+    assert best is not None
+    return best[1], best[2]
 
 
 def evaluate(convs: list[Conversation], ranked: list[list[list[str]]]) -> dict[str, dict[str, float]]:
@@ -280,24 +376,48 @@ def main(argv: list[str] | None = None) -> int:
              f"{n_q} questions with evidence; ask(top_k={TOP}) per question in its conversation's "
              "namespace."]
     results: dict[str, dict[str, dict[str, float]]] = {}
+    ranked: dict[str, list[list[list[str]]]] = {}  # rows shown per conversation too
     root = tempfile.mkdtemp(prefix="mnemos-locomo-")
     try:
         ref = ranks_by_bm25s(convs)
         if ref is not None:
-            results["bm25s, en stopwords (baseline)"] = evaluate(convs, ref)
+            results[BASELINE] = evaluate(convs, ref)
+            strong = strongest_bm25s(convs)
+            if strong is not None:
+                label, res = strong
+                results[STRONG] = res
+                lines.append(f"strongest plain baseline: bm25s + PyStemmer English, {label} "
+                             "(the best recall@10 of a k1 x b grid on this split)")
         hpath = os.path.join(root, "hash.mem")
         secs = ingest(hpath, HashingEmbedder(), convs)
         lines.append(f"ingest, default embedder: {secs:.2f} s ({n_turns / secs:,.0f} memories/s, "
                      "embedding + postings + one transaction per conversation)")
-        with neighbour_weight(0.0):
-            results["BM25 (mnemos postings)"] = evaluate(convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+        with settings(NEIGHBOUR_WEIGHT=0.0, **OFF_ALL):
+            results["BM25 (mnemos postings, stems)"] = evaluate(
+                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
             results["hash vector (default embedder)"] = evaluate(
                 convs, ranks_by_ask(hpath, WeightedHashing(1.0), convs))
-            results["ask default -nbr"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
-        t = time.perf_counter()
-        results["ask default (no model)"] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
-        ask_ms = (time.perf_counter() - t) / n_q * 1000
-        lines.append(f"ask latency, default: {ask_ms:.2f} ms per question (open + embed + rank + records)")
+        with settings(NEIGHBOUR_WEIGHT=0.0, **only("lossless")):
+            results["BM25 (mnemos postings, stems + surface)"] = evaluate(
+                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+        with settings(**OFF_ALL):
+            ranked["ask v0.1 (all below off)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results["ask v0.1 (all below off)"] = evaluate(convs, ranked["ask v0.1 (all below off)"])
+            p50_old, _ = ask_latency(hpath, HashingEmbedder(), convs)
+        for mech in MECHANISMS:
+            with settings(**only(mech)):
+                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+                results[f"ask v0.1 + {mech} only"] = evaluate(convs, ranked[f"ask v0.1 + {mech} only"])
+        for mech in MECHANISMS:
+            label, flip = toggled(mech)
+            with settings(**flip):
+                results[label] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+        ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+        results["ask default (no model)"] = evaluate(convs, ranked["ask default (no model)"])
+        p50, p90 = ask_latency(hpath, HashingEmbedder(), convs)
+        lines.append(f"ask(top_k=10) latency, default: p50 {p50:.3f} ms, p90 {p90:.3f} ms "
+                     f"(v0.1 settings in the same run: p50 {p50_old:.3f} ms; embed + rank + records, "
+                     "store open, one thread)")
         if not args.no_minilm and minilm_available():
             cache = args.cache_dir / "mnemos_locomo_bench_minilm.npz"
             mini = CachedMiniLM(cache)
@@ -309,17 +429,26 @@ def main(argv: list[str] | None = None) -> int:
             note = (f"of which {embedded:.1f} s embedding on 1 CPU thread" if embedded
                     else "vectors from the cache, embedding excluded")
             lines.append(f"ingest, MiniLM: {secs:.2f} s ({note})")
-            with neighbour_weight(0.0):
+            with settings(NEIGHBOUR_WEIGHT=0.0, **OFF_ALL):
                 results["MiniLM vector"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache, 1.0), convs))
-                results["ask MiniLM -nbr"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            with settings(**OFF_ALL):
+                results["ask MiniLM v0.1"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             results["ask hybrid MiniLM (default)"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     report(results, lines)
-    baselines = [b for b in ("bm25s, en stopwords (baseline)", "BM25 (mnemos postings)") if b in results]
+    if ranked:
+        lines.append("\nrecall@10 per conversation (does a mechanism's gain hold in each one?):\n")
+        names = list(ranked)
+        lines.append("| conversation | questions | " + " | ".join(names) + " |")
+        lines.append("|---|---|" + "---|" * len(names))
+        for i, c in enumerate(convs):
+            vals = [evaluate([c], [ranked[n][i]])["all"]["R@10"] for n in names]
+            lines.append(f"| {c.sample_id} | {len(c.questions)} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    baselines = [b for b in (BASELINE, STRONG, "BM25 (mnemos postings, stems)") if b in results]
     lines.append("\nworst per-category recall@10 difference against each BM25 (negative = loss):\n")
-    for name in [n for n in results if n.startswith("ask") and "-nbr" not in n]:
+    for name in [n for n in results if n.startswith("ask") and " - " not in n and " + " not in n]:
         for base in baselines:
             deltas = {c: results[name][c]["R@10"] - results[base][c]["R@10"] for c in map(str, CATEGORIES)}
             worst = min(deltas, key=lambda c: (deltas[c], c))

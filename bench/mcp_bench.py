@@ -7,10 +7,12 @@ own code, until three quarters of the target; plain ``remember``-style memories 
 turns fill the rest. Then C = 1 and 4 clients each start their own stdio server
 (``python -m mnemos_kv.mcp PATH``, a real MCP session over pipes) and, all at once, call
 ``ask`` (top_k 5, LoCoMo questions), ``search_nodes`` (limit 10) and ``create_entities``
-(one new entity with two observations, durable) ``--calls`` times each. Reported:
+(one new entity with two observations, durable) ``--calls`` times each, and ``stats``
+(almost no work: the floor of a round trip). Reported:
 per-call latency p50/p99 seen by the client, and the same operation run in-process
-(``MemoryServer.call``, no protocol, no pipes) as the reference for the overhead (measured before and after the
-stdio runs, pooled).
+(``MemoryServer.call``, no protocol, no pipes) as the reference for the overhead. The calls are split into interleaved rounds
+(each tool in turn, the in-process reference in the same rounds), so a change of machine
+load hits every row alike.
 
 Run from the repository root: ``python bench/mcp_bench.py [--memories 10000] [--calls 100]``;
 writes bench/results/mcp_bench.md.
@@ -18,16 +20,21 @@ writes bench/results/mcp_bench.md.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-from _common import pct, table
+# One BLAS thread in the bench process and in every server (set before numpy loads): with
+# several processes on 2 CPUs this is the deployment docs/mcp.md recommends.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from _common import pct, table  # noqa: E402
 
 import anyio  # noqa: E402  (mcp extra)
 from mcp import Client, StdioServerParameters  # noqa: E402
@@ -39,7 +46,7 @@ from mnemos_kv.mcp import MemoryServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCOMO = Path(os.environ.get("LOCOMO", "/work/shared/data/locomo/locomo_dev.json"))
-TOOLS = ("ask", "search_nodes", "create_entities")
+TOOLS = ("ask", "search_nodes", "create_entities", "stats")  # stats: the round-trip floor
 
 
 def build_store(path: str, target: int) -> tuple[int, list[str]]:
@@ -73,6 +80,8 @@ def build_store(path: str, target: int) -> tuple[int, list[str]]:
 def args_for(tool: str, client: int, i: int, questions: list[str]) -> dict[str, Any]:
     if tool == "ask":
         return {"query": questions[(client * 997 + i) % len(questions)], "top_k": 5}
+    if tool == "stats":
+        return {}
     if tool == "search_nodes":
         return {"query": questions[(client * 991 + i * 7) % len(questions)], "limit": 10}
     name = f"bench-c{client}-{i}-{time.monotonic_ns()}"
@@ -80,25 +89,25 @@ def args_for(tool: str, client: int, i: int, questions: list[str]) -> dict[str, 
                           "observations": [f"{name} was created by the benchmark", "it has two facts"]}]}
 
 
-def in_process(path: str, calls: int, questions: list[str]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {t: [] for t in TOOLS}
-    with Mnemos.open(path) as db:
-        srv = MemoryServer(db)
-        for tool in TOOLS:
-            for i in range(5):
-                srv.call(tool, args_for(tool, 99, i, questions))
-            for i in range(calls):
-                a = args_for(tool, 98, i, questions)
-                t0 = time.perf_counter()
-                srv.call(tool, a)
-                out[tool].append(time.perf_counter() - t0)
-    return out
+def timed_in_process(srv: MemoryServer, tool: str, calls: int, start: int, questions: list[str],
+                     out: list[float]) -> None:
+    for i in range(start, start + calls):
+        a = args_for(tool, 98, i, questions)
+        t0 = time.perf_counter()
+        srv.call(tool, a)
+        out.append(time.perf_counter() - t0)
 
 
-async def over_stdio(path: str, n_clients: int, calls: int, questions: list[str]) -> dict[str, list[float]]:
+async def over_stdio(path: str, n_clients: int, calls: int, rounds: int, questions: list[str],
+                     srv: MemoryServer, ref: dict[str, list[float]]) -> dict[str, list[float]]:
+    """``calls`` per tool per client, in ``rounds`` interleaved rounds; each round also
+    times ``calls / rounds`` in-process calls per tool (into ``ref``), so the reference
+    sees the same machine load as the stdio calls."""
     out: dict[str, list[float]] = {t: [] for t in TOOLS}
     params = StdioServerParameters(command=sys.executable, args=["-m", "mnemos_kv.mcp", path],
-                                   env={"PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
+                                   env={"PYTHONPATH": str(ROOT),
+                                        "OPENBLAS_NUM_THREADS": os.environ["OPENBLAS_NUM_THREADS"]},
+                                   cwd=str(ROOT))
     clients = [Client(params) for _ in range(n_clients)]
     for c in clients:
         await c.__aenter__()
@@ -108,17 +117,21 @@ async def over_stdio(path: str, n_clients: int, calls: int, questions: list[str]
                 for i in range(3):
                     r = await c.call_tool(tool, args_for(tool, 50, i, questions))
                     assert not r.is_error, r.content[0].text
-        for tool in TOOLS:
-            async def run(ci: int, c: Client) -> None:
-                for i in range(calls):
-                    a = args_for(tool, ci, i, questions)
-                    t0 = time.perf_counter()
-                    r = await c.call_tool(tool, a)
-                    out[tool].append(time.perf_counter() - t0)
-                    assert not r.is_error, r.content[0].text
-            async with anyio.create_task_group() as tg:
-                for ci, c in enumerate(clients):
-                    tg.start_soon(run, ci, c)
+        per = calls // rounds
+        for rnd in range(rounds):
+            for tool in TOOLS:
+                timed_in_process(srv, tool, per, (n_clients * rounds + rnd) * per, questions, ref[tool])
+
+                async def run(ci: int, c: Client, tool: str = tool) -> None:
+                    for i in range(rnd * per, (rnd + 1) * per):
+                        a = args_for(tool, ci, i, questions)
+                        t0 = time.perf_counter()
+                        r = await c.call_tool(tool, a)
+                        out[tool].append(time.perf_counter() - t0)
+                        assert not r.is_error, r.content[0].text
+                async with anyio.create_task_group() as tg:
+                    for ci, c in enumerate(clients):
+                        tg.start_soon(run, ci, c)
     finally:
         for c in reversed(clients):
             await c.__aexit__(None, None, None)
@@ -129,6 +142,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--memories", type=int, default=10_000)
     p.add_argument("--calls", type=int, default=100, help="calls per tool per client")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are split into")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "mcp_bench.md"))
     a = p.parse_args()
     root = tempfile.mkdtemp(prefix="mnemos-mcpbench-", dir=os.environ.get("BENCH_DIR"))
@@ -137,10 +151,13 @@ def main() -> None:
         t0 = time.perf_counter()
         n, questions = build_store(path, a.memories)
         build_s = time.perf_counter() - t0
-        ref = in_process(path, a.calls, questions)
-        runs = {c: anyio.run(over_stdio, path, c, a.calls, questions) for c in (1, 4)}
-        for tool, xs in in_process(path, a.calls, questions).items():  # before and after: pooled
-            ref[tool] += xs
+        ref: dict[str, list[float]] = {t: [] for t in TOOLS}
+        with Mnemos.open(path) as db:
+            srv = MemoryServer(db)
+            for tool in TOOLS:  # warm-up, as the servers get
+                timed_in_process(srv, tool, 3, 10_000, questions, [])
+            runs = {c: anyio.run(over_stdio, path, c, a.calls, a.rounds, questions, srv, ref)
+                    for c in (1, 4)}
         with Mnemos.open(path, readonly=True) as db:
             final = db.count()
             assert db.verify(deep=False).ok
@@ -161,12 +178,14 @@ def main() -> None:
             f"plus plain memories), built in {build_s:.1f} s; {final:,} after the run. Default "
             f"(hashing) embedder, durability full. Each client has its own stdio server process; "
             f"with 4 clients all four call the same tool at once. {a.calls} calls per tool per client "
-            f"after 3 warm-up calls. {os.cpu_count()} CPUs; load average at the end: {load:.2f}.")
+            f"after 3 warm-up calls, in {a.rounds} interleaved rounds (in-process reference: "
+            f"{a.calls // a.rounds} calls per tool per round, pooled over both runs). OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']} in every "
+            f"process. {os.cpu_count()} CPUs; load average at the end: {load:.2f}.")
     print(table(headers, rows))
     print("\n" + note)
     with open(a.out, "w") as f:
         f.write("# mcp_bench\n\n`python bench/mcp_bench.py` "
-                f"(`--memories {a.memories} --calls {a.calls}`), on {time.strftime('%Y-%m-%d')}, "
+                f"(`--memories {a.memories} --calls {a.calls} --rounds {a.rounds}`), on {time.strftime('%Y-%m-%d')}, "
                 "on a shared 2-vCPU machine (other engineers' jobs running: treat single figures "
                 "as +-20%, compare ratios).\n\n"
                 "Tool-call latency seen by an MCP client over stdio (JSON-RPC over pipes to a "

@@ -9,12 +9,7 @@
 
 import logging as _logging
 
-# Silent by default, as a library should be: the application configures logging.
-# INFO: slow or surprising events (index rebuilds, map growth, compaction phases,
-# recovery on open, a skipped LMDB rewrite); DEBUG: the rest.
-_logging.getLogger("mnemos_kv").addHandler(_logging.NullHandler())
-
-from ._batch import Batch, PendingId  # noqa: E402
+from ._batch import Batch, PendingId
 from ._model import Document, Edge, Memory
 from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, from_callable
 from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
@@ -24,12 +19,19 @@ from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError,
                      StoreError)
 from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
+from .rerank import CrossEncoderReranker
 
 __version__ = "0.1.0"
+
+# Silent by default, as a library should be: the application configures logging.
+# INFO: slow or surprising events (index rebuilds, map growth, compaction phases,
+# recovery on open, a skipped LMDB rewrite); DEBUG: the rest.
+_logging.getLogger("mnemos_kv").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId", "Batch", "PendingId",
     "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
+    "CrossEncoderReranker",
     "extractive_summary",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",

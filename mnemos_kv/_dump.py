@@ -7,7 +7,7 @@ A dump is one JSON object per line, in this order::
     {"kind": "namespace", "name": str, "id": nid, "capacity": {...} | null, "evicted": n}
     {"kind": "memory", "id": id, "namespace": str, "text": str, "metadata": {...},
      "type": str, "created_at": float, "ts": µs, "key"?: str, "updated_at"?: float,
-     "upd"?: µs, "pinned"?: true, "vector"?: [floats]}
+     "upd"?: µs, "pinned"?: true, "vector_b64"?: base64 of the float32 (little-endian) row}
     {"kind": "edge", "namespace": str, "src": id, "dst": id, "relation": str, "weight": w}
 
 Memories come in id order, edges in (src, dst, relation) order. Metadata bytes are
@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, TextIO
 import numpy as np
 
 from . import _capacity
+from . import _progress
 from . import _records as R
 from . import _storage as S
 from ._progress import Progress
@@ -93,7 +94,7 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
         for _k, v in cur:
             rec = R.Record.from_bytes(v)
             done += 1
-            if progress is not None and (done % 10_000 == 0 or done == total):
+            if progress is not None and (done % _progress.EVERY == 0 or done == total):
                 progress("memories", done, total)
             if rec.ns not in sel:
                 continue
@@ -106,8 +107,9 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
                 row["updated_at"], row["upd"] = rec.upd / 1e6, rec.upd
             if rec.id in pinned:
                 row["pinned"] = True
-            if vectors:
-                row["vector"] = [float(x) for x in snap.matrix[rec.slot]]
+            if vectors:  # exact bytes, compact, and fast to write and read
+                row["vector_b64"] = base64.b64encode(
+                    np.ascontiguousarray(snap.matrix[rec.slot], dtype="<f4").tobytes()).decode()
             yield row
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
@@ -217,7 +219,7 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
     # memories, in id order; those without a vector are embedded (in one pass)
     mems.sort(key=lambda t: _int(t[0], "id", t[1], 1))
     dim = engine.dim
-    if any("vector" in r for r, _ in mems) and (header.get("dim") != dim or
+    if any("vector" in r or "vector_b64" in r for r, _ in mems) and (header.get("dim") != dim or
                                                 header.get("embedder") != engine.embedder_name):
         raise EmbedderMismatchError(
             f"the dump's vectors come from embedder {header.get('embedder')!r} (dim "
@@ -230,9 +232,9 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
         if mid <= last:
             raise InvalidInputError(f"line {line}: memory id {mid} appears twice")
         last = mid
-        name = row.get("namespace")
-        if name not in ns_ids:
-            raise InvalidInputError(f"line {line}: namespace {name!r} has no namespace line")
+        ns_name = row.get("namespace")
+        if ns_name not in ns_ids:
+            raise InvalidInputError(f"line {line}: namespace {ns_name!r} has no namespace line")
         text = R.check_text(row.get("text"), f"line {line}: text")
         meta = R.check_metadata(from_json(row.get("metadata", {})))
         type_ = R.check_type(row.get("type", "episodic"))
@@ -242,21 +244,29 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
             ts = to_us(row.get("created_at"), f"line {line}: created_at")
         elif isinstance(ts, bool) or not isinstance(ts, int):
             raise InvalidInputError(f"line {line}: ts must be int microseconds, got {ts!r}")
-        op: dict[str, Any] = {"op": "mem", "id": mid, "ns": ns_ids[name], "text": text,
+        op: dict[str, Any] = {"op": "mem", "id": mid, "ns": ns_ids[ns_name], "text": text,
                               "meta": meta, "type": R.TYPE_CODES[type_], "ts": ts}
         key = R.check_key(row.get("key"))
         if key is not None:
-            if (ns_ids[name], key) in keys:
-                raise InvalidInputError(f"line {line}: key {key!r} appears twice in {name!r}")
-            keys.add((ns_ids[name], key))
+            if (ns_ids[ns_name], key) in keys:
+                raise InvalidInputError(f"line {line}: key {key!r} appears twice in {ns_name!r}")
+            keys.add((ns_ids[ns_name], key))
             op["key"] = key
         if row.get("pinned"):
             op["pin"] = True
         if row.get("upd") is not None:
             op["upd"] = _int(row, "upd", line, -(1 << 62))
         vec = row.get("vector")
+        if row.get("vector_b64") is not None:
+            try:
+                raw = base64.b64decode(row["vector_b64"], validate=True)
+            except (ValueError, TypeError):
+                raise InvalidInputError(f"line {line}: vector_b64 is not base64") from None
+            vec = np.frombuffer(raw, dtype="<f4") if len(raw) == 4 * dim else None
+            if vec is None:
+                raise InvalidInputError(f"line {line}: vector_b64 must hold {dim} float32 values")
         if vec is not None:
-            a = np.asarray(vec, dtype=np.float32) if isinstance(vec, list) else None
+            a = np.asarray(vec, dtype=np.float32) if isinstance(vec, (list, np.ndarray)) else None
             if a is None or a.shape != (dim,) or not np.isfinite(a).all():
                 raise InvalidInputError(f"line {line}: vector must be {dim} finite numbers")
             norm = float(np.linalg.norm(a))
@@ -272,7 +282,7 @@ def parse(engine: Any, lines: Iterable[str], progress: Progress | None = None
     ops.extend(mem_ops)
     ids = {op["id"]: op["ns"] for op in mem_ops}
     seen_edges: set[tuple[int, int, str]] = set()
-    link_ops = []
+    link_ops: list[dict[str, Any]] = []
     for row, line in edges:
         src, dst = _int(row, "src", line, 1), _int(row, "dst", line, 1)
         rel = row.get("relation")

@@ -13,7 +13,6 @@ sequence) and look only at the rows and liveness that snapshot implies.
 from __future__ import annotations
 
 import logging
-
 import os
 import threading
 import weakref
@@ -174,11 +173,11 @@ class Engine:
             st = self._open_files()
             self._vsync_check = not readonly
             logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
-                      "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
+                         "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
             if not readonly and (self.log.size() != st.log_end or st.vsync_seq != st.seq):
                 logger.info("%s: recovering on open (log %d bytes, committed %d; vector files "
-                         "synced to seq %d of %d)", self.path, self.log.size(), st.log_end,
-                         st.vsync_seq, st.seq)
+                            "synced to seq %d of %d)", self.path, self.log.size(), st.log_end,
+                            st.vsync_seq, st.seq)
                 # drops an uncommitted log tail left by a crashed writer, and rewrites
                 # the vector rows written since the last file sync from the log
                 self.write([])
@@ -539,8 +538,8 @@ class Engine:
                     if slot not in dead:
                         dead[slot] = seq
         logger.info("%s: re-applying log frames after seq %d to the vector files (%d rows, %d "
-                 "dead marks) after an unclean shutdown", self.path, st.vsync_seq, len(rows),
-                 len(dead))
+                    "dead marks) after an unclean shutdown", self.path, st.vsync_seq, len(rows),
+                    len(dead))
         # Readers in other processes may be reading these rows: write each row whole,
         # with its final dead mark, and only when it differs (after a clean shutdown
         # nothing differs and nothing is written).
@@ -569,7 +568,7 @@ class Engine:
                 f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
                 "the log was truncated outside mnemos-kv")
         logger.info("%s: dropping %d uncommitted log bytes after seq %d (a writer died before "
-                 "its commit)", self.log.path, size - st.log_end, st.seq)
+                    "its commit)", self.log.path, size - st.log_end, st.seq)
         _, slots = self.vectors.ensure(st.gen, st.n_slots)
         # dead marks set by the uncommitted ops (forget, evict, update, drop) carry a seq
         # beyond the committed one: undo them all at once

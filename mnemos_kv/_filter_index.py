@@ -32,11 +32,11 @@ store without it (or of another version) is indexed on its first read-write open
 
 from __future__ import annotations
 
-import logging
-
 import functools
+import logging
 import math
 import struct
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lmdb
@@ -55,6 +55,9 @@ DB = "fields"
 MAX_PATH_KEY = 200
 #: Strings whose encoding is longer than this are listed under LONG, not by value.
 MAX_STR_KEY = 290
+#: A range whose first value has at least this many ids reads the ids key by key in
+#: bulk; below, it walks the (key, id) pairs.
+DUPS_FOR_BULK = 4
 
 T_NULL, T_BOOL, T_NUM, T_STR = b"\x01", b"\x02", b"\x03", b"\x04"
 T_BIG, T_LONG, T_OTHER = b"\x10", b"\x11", b"\x12"
@@ -207,15 +210,22 @@ def ensure_built(env: Any) -> bool:
     def body(txn: lmdb.Transaction) -> None:
         if ready(txn, env):
             return  # another process did it
+        t0 = time.perf_counter()
         txn.drop(env.db(DB), delete=False)
-        n = int(txn.stat(env.db("records"))["entries"])
-        log.log(logging.INFO if n else logging.DEBUG,
-                "%s: building the metadata filter index over %d memories", getattr(env, "path", "?"), n)
+        total = int(txn.stat(env.db("records"))["entries"])
+        log.log(logging.INFO if total else logging.DEBUG,
+                "%s: building the metadata filter index over %d memories",
+                getattr(env, "path", "?"), total)
+        n = 0
         with txn.cursor(db=env.db("records")) as cur:
             for _k, v in cur:
-                rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs: bytes or memoryview
+                rec = R.Record.from_bytes(v)  # type: ignore[arg-type]  # py-lmdb stubs
                 add(txn, env, rec.ns, rec.id, rec.metadata)
+                n += 1
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=env.db(DB))
+        log.log(logging.INFO if n else logging.DEBUG,
+                "%s: built the metadata filter index: %d memories in %.2f s",
+                getattr(env, "path", "?"), n, time.perf_counter() - t0)
     env.write(body)
     return True
 
@@ -294,6 +304,42 @@ class _Eval:
             out.append(np.frombuffer(buf, dtype=_row_dtype(length))["id"])
         return out
 
+    def range_ids(self, lo: bytes, hi: bytes) -> list[np.ndarray]:
+        """Ids of the keys ``lo <= k < hi``, one comparison per step.
+
+        Values shared by many memories (the first key has several ids): walk the
+        distinct keys, then one ``getmulti`` per key length reads their ids in bulk.
+        Mostly distinct values (scores, times): walk the (key, id) pairs once, which
+        spares a B-tree lookup per key.
+        """
+        cur = self.cur
+        if not cur.set_range(lo):
+            return []
+        if cur.count() < DUPS_FOR_BULK:
+            vals: list[bytes] = []
+            push = vals.append
+            for k, v in cur.iternext(keys=True, values=True):
+                if k >= hi:  # type: ignore[operator]  # py-lmdb stubs
+                    break
+                push(v)  # type: ignore[arg-type]  # py-lmdb stubs
+            return [np.frombuffer(b"".join(vals), ">u8")] if vals else []
+        keys: list[bytes] = []
+        append = keys.append
+        for k in cur.iternext_nodup(keys=True, values=False):
+            if k >= hi:  # type: ignore[operator]  # py-lmdb stubs
+                break
+            append(k)  # type: ignore[arg-type]  # py-lmdb stubs
+        if not keys:
+            return []
+        lengths = {len(k) for k in keys}
+        groups = [keys] if len(lengths) == 1 else \
+            [[k for k in keys if len(k) == n] for n in sorted(lengths)]
+        out = []
+        for group in groups:
+            buf = cur.getmulti(group, dupdata=True, dupfixed_bytes=8, keyfixed=True)
+            out.append(np.frombuffer(buf, dtype=_row_dtype(len(group[0])))["id"])
+        return out
+
     # -- nodes -----------------------------------------------------------------------
 
     def node(self, nd: F.Node) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +364,9 @@ class _Eval:
         return yes, maybe & ~yes
 
     def present(self, pk: bytes) -> np.ndarray:
-        return self.mask([c for ns in self.ns for c in self.scan(ns + pk)])
+        """Slots whose memory has the path (any value); ``pk`` ends with ``\\x00\\x00``."""
+        end = pk[:-1] + b"\x01"  # the first key after every key of the path
+        return self.mask([c for ns in self.ns for c in self.range_ids(ns + pk, ns + end)])
 
     def leaf(self, lf: F.Leaf) -> tuple[np.ndarray, np.ndarray]:
         pk = path_key(lf.path)
@@ -358,6 +406,7 @@ class _Eval:
 
     def order(self, lf: F.Leaf, pk: bytes) -> tuple[list[Any], list[Any]]:
         x, op = lf.value, lf.op
+        long = False
         if isinstance(x, str):
             tag, unsure_tag = T_STR, T_LONG
             k = str_key(x)
@@ -393,7 +442,17 @@ class _Eval:
 
         yes: list[Any] = []
         for ns in self.ns:
-            yes.extend(self.scan(ns + pk + tag, bound if upward else b"", keep))
+            prefix = ns + pk + tag
+            if long:  # the keys starting with the cut bound are compared one by one
+                yes.extend(self.scan(prefix, bound if upward else b"", keep))
+                continue
+            after = prefix[:-1] + bytes([prefix[-1] + 1])  # the first key after the tag's
+            if F.compare(value_of(bound), op, x):  # the bound's own key (equal, or
+                yes.append(self.key_ids(prefix + bound))  # rounded: compared exactly)
+            if upward:
+                yes.extend(self.range_ids(prefix + bound + b"\x00", after))
+            else:
+                yes.extend(self.range_ids(prefix, prefix + bound))
         return yes, self.exact(unsure_tag, pk)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_HASH_VECTOR_WEIGHT",
     "RRF_K",
     "NEIGHBOUR_WEIGHT",
+    "REPLY_WEIGHT",
     "normalize_scores",
     "fuse_scores",
     "rrf_fuse",
@@ -56,6 +57,10 @@ RRF_K: int = 60
 #: no category by more than 2 points (bench/locomo_bench.py, docs/retrieval.md). With
 #: it, the hashing embedder's weight is flat between 0.05 and 0.2; 0.15 was taken.
 NEIGHBOUR_WEIGHT: float = 0.2
+#: Share of a question's fused score that the turn right after it borrows (when more
+#: than its neighbour term): the reply is scored as if it also held the question's
+#: words, at half weight (see docs/retrieval.md, "Conversation structure").
+REPLY_WEIGHT: float = 0.5
 
 
 def normalize_scores(scores: np.ndarray, method: str = "minmax") -> np.ndarray:

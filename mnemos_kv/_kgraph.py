@@ -180,7 +180,7 @@ class KnowledgeGraph:
 
         :raises InvalidInputError: the key names a memory that is not an entity.
         """
-        h = handle or self.h
+        h = self.h if handle is None else handle
         try:
             m = h.get_by_key(name)
         except MemoryNotFoundError:
@@ -196,15 +196,16 @@ class KnowledgeGraph:
             raise MemoryNotFoundError(f"Entity with name {name} not found")
         return m
 
-    def _observation_memories(self, entity_id: int, handle: "Namespace | None" = None) -> list["Memory"]:
-        h = handle or self.h
+    def _observation_memories(self, entity: "Memory", handle: "Namespace | None" = None) -> list["Memory"]:
+        """The observations of an entity (its ``has_observation`` edges), oldest first."""
+        h = self.h if handle is None else handle
         out = []
-        for e in h.neighbors(entity_id, relation=OBSERVATION_RELATION, direction="out"):
+        for e in h.neighbors(entity.id, relation=OBSERVATION_RELATION, direction="out"):
             try:
                 m = h.get(e.dst)
             except MemoryNotFoundError:  # forgotten meanwhile
                 continue
-            if is_observation(m):
+            if is_observation(m) and m.metadata["entity"] == entity.key:
                 out.append(m)
         out.sort(key=lambda m: m.id)
         return out
@@ -341,7 +342,7 @@ class KnowledgeGraph:
                     continue
                 deleted.append(name)
                 ids.append(ent.id)
-                ids.extend(m.id for m in self._observation_memories(ent.id))
+                ids.extend(m.id for m in self._observation_memories(ent))
             if ids:
                 with self._txn() as b:
                     for mid in ids:
@@ -402,29 +403,30 @@ class KnowledgeGraph:
         and the relations that start at them, from one snapshot; plus ``total``."""
         g = self.h.graph()
         nodes = g.nodes
-        ents = sorted(n for n, a in nodes(data=True)
-                      if a["metadata"].get("kind") == ENTITY and a.get("key") is not None)
+        ents: list[int] = []
+        obs_of: dict[Any, list[int]] = {}  # entity name -> its observations' ids, ascending
+        for n, a in sorted(nodes(data=True)):
+            kind = a["metadata"].get("kind")
+            if kind == ENTITY and a.get("key") is not None:
+                ents.append(n)
+            elif kind == OBSERVATION:
+                obs_of.setdefault(a["metadata"].get("entity"), []).append(n)
         page = ents[offset:] if limit is None else ents[offset:offset + limit]
         out_e: list[dict[str, Any]] = []
         out_r: list[dict[str, str]] = []
         for n in page:
             attrs = nodes[n]
-            obs, rels = [], []
-            for _, dst, rel in g.out_edges(n, keys=True):
-                meta = nodes[dst]["metadata"]
-                if rel == OBSERVATION_RELATION and meta.get("kind") == OBSERVATION:
-                    obs.append(dst)
-                elif meta.get("kind") == ENTITY and nodes[dst].get("key") is not None:
-                    rels.append((dst, rel))
+            rels = [(dst, rel) for _, dst, rel in g.out_edges(n, keys=True)
+                    if nodes[dst]["metadata"].get("kind") == ENTITY and nodes[dst].get("key") is not None]
             out_e.append({"name": attrs["key"], "entityType": attrs["metadata"].get("entityType", ""),
-                          "observations": [nodes[o]["text"] for o in sorted(obs)]})
+                          "observations": [nodes[o]["text"] for o in obs_of.get(attrs["key"], [])]})
             out_r.extend({"from": attrs["key"], "to": nodes[d]["key"], "relationType": r}
                          for d, r in sorted(rels))
         return {"entities": out_e, "relations": out_r, "total": len(ents)}
 
     def _entity_dict(self, m: "Memory", handle: "Namespace") -> dict[str, Any]:
         d: dict[str, Any] = {"name": m.key, "entityType": m.metadata.get("entityType", ""),
-                             "observations": [o.text for o in self._observation_memories(m.id, handle)]}
+                             "observations": [o.text for o in self._observation_memories(m, handle)]}
         if handle is not self.h:
             d["namespace"] = handle.name
         return d

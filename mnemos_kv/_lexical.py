@@ -31,6 +31,10 @@ __all__ = [
     "tokenize",
     "words",
     "index_term",
+    "SURFACE_STOPWORDS",
+    "surface_term",
+    "index_fields",
+    "is_question",
     "stem",
     "term_frequencies",
     "bm25_idf",
@@ -58,6 +62,20 @@ STOPWORDS: frozenset[str] = frozenset(
     until up us ve very was wasn we were weren what when where which while who whom why
     will with won would wouldn you your yours yourself yourselves s t d m o y ain
     also yeah yes oh hey hi wow okay ok um uh hmm ah really
+    """.split()
+)
+
+#: Stopwords of the *surface* field of the lexical index (exact word forms): only
+#: articles, conjunctions, prepositions, pronouns and the copula. Auxiliaries and
+#: question-bearing words ("been", "doing", "how", "long", "before", "after") stay, so
+#: "How long has she been doing yoga?" meets "Been doing it for 3 years" on "been doing";
+#: BM25's idf keeps such frequent words weak.
+SURFACE_STOPWORDS: frozenset[str] = frozenset(
+    """
+    a an the and or but nor of to in on at by for with from as into onto than
+    is are was were be am it its i me my you your yours he him his she her hers we us
+    our they them their this that these those there here so if then too very
+    s t d m o y ll re ve oh um uh hmm ah
     """.split()
 )
 
@@ -93,6 +111,36 @@ def index_term(word: str) -> str:
     if len(word) == 1 and word.isascii() and word.isalpha():
         return ""
     return stem(word)
+
+
+@functools.lru_cache(maxsize=65536)
+def surface_term(word: str) -> str:
+    """Map one word of :func:`words` to its surface-field term (the word itself), or ``""``."""
+    if word in SURFACE_STOPWORDS:
+        return ""
+    if len(word) == 1 and word.isascii() and word.isalpha():
+        return ""
+    return word
+
+
+def index_fields(text: str) -> tuple[list[str], list[str]]:
+    """The two fields of the lexical index: (Porter stems as :func:`tokenize`, surface words).
+
+    The stem field merges morphological variants ("painting" ~ "paintings" ~ "paint");
+    the surface field keeps the exact forms and the auxiliaries the stem field drops,
+    so an exact match counts more than a stem match and no word is lost to stemming
+    or to the stopword list.
+    """
+    ws = words(text)
+    stems = [t for t in map(index_term, ws) if t]
+    surface = [t for t in map(surface_term, ws) if t]
+    return stems, surface
+
+
+def is_question(text: str) -> bool:
+    """Whether ``text`` asks something: it holds a question mark (ASCII, full-width or
+    Arabic). A conversation turn that asks is usually answered by the next turn."""
+    return "?" in text or "\uff1f" in text or "\u061f" in text
 
 
 def term_frequencies(tokens: Iterable[str]) -> dict[str, int]:

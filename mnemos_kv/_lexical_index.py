@@ -6,10 +6,13 @@ Two named sub-databases (see ``_storage.DB_NAMES``):
   MAX_TERM_BYTES)``; one 16-byte duplicate per memory holding the term:
   ``id u64 BE, tf u32 BE, doc length u32 BE``. Duplicates sort by id, and a term's
   whole list is read with one ``Cursor.getmulti(..., dupfixed_bytes=16)`` into a
-  numpy structured array (no per-posting Python loop).
-* ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, total length u64 BE`` (the BM25
-  collection statistics of the namespace); ``b"version"`` -> ``u32 BE`` (the
-  tokeniser version the postings were built with).
+  numpy structured array (no per-posting Python loop). Two fields share the table
+  (version 2): Porter stems (key = the stem) and exact surface words (key =
+  ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
+  one marker term, ``QUESTION_TERM``, listing the memories that ask a question.
+* ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, stem length u64 BE, surface length
+  u64 BE`` (the BM25 collection statistics of the namespace); ``b"version"`` ->
+  ``u32 BE`` (the tokeniser version the postings were built with).
 
 Postings are keyed by memory id, not slot, so compaction never rewrites them. They
 are derived state (rebuilt from the records, never logged): ``Engine.apply_op``
@@ -19,9 +22,8 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
-import logging
-
 import functools
+import logging
 import math
 import struct
 from typing import Any, Iterable, Sequence
@@ -34,18 +36,28 @@ from . import _records as R
 
 log = logging.getLogger("mnemos_kv")
 
-__all__ = ["VERSION", "POSTING_DTYPE", "add", "remove", "drop_namespace", "stats", "bm25_postings",
-           "doc_terms", "ensure_built"]
+__all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SURFACE_WEIGHT",
+           "add", "remove", "drop_namespace", "stats", "bm25_postings", "doc_terms", "query_terms",
+           "question_ids", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
-VERSION = 1
+#: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
+VERSION = 2
+#: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
+SURFACE_PREFIX = b"\x01"
+#: The marker term whose postings are the memories that ask a question (_lexical.is_question).
+QUESTION_TERM = b"\x00?"
+#: Weight of the surface field's BM25 next to the stem field's (1.0): an exact word
+#: match scores 1 + SURFACE_WEIGHT times a stem-only match of the same rarity.
+SURFACE_WEIGHT: float = 0.5
 #: Terms longer than this (in UTF-8 bytes) are cut at a character boundary: LMDB keys
 #: are at most 511 bytes, and such "words" are URLs or base64, not vocabulary.
 MAX_TERM_BYTES = 240
 POSTING_BYTES = 16
 POSTING_DTYPE = np.dtype([("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
 _POST = struct.Struct(">QII")
-_STATS = struct.Struct(">QQ")
+_STATS = struct.Struct(">QQQ")
+_STATS_V1 = struct.Struct(">QQ")  # version 1 (read-only opens of a store not yet reindexed)
 _U32 = struct.Struct(">I")
 _VERSION_KEY = b"version"
 
@@ -59,46 +71,61 @@ def _term_bytes(term: str) -> bytes:
     return raw[:MAX_TERM_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
-def doc_terms(text: str) -> tuple[dict[bytes, int], int]:
-    """The posting terms of ``text`` (term bytes -> tf, sorted) and its length in terms."""
-    tokens = _lexical.tokenize(text)
+def doc_terms(text: str) -> tuple[dict[bytes, tuple[int, int]], int, int]:
+    """The posting terms of ``text``: (term bytes -> (tf, field length), sorted), the
+    stem-field length and the surface-field length in terms."""
+    stems, surface = _lexical.index_fields(text)
     counts: dict[bytes, int] = {}
-    for tok in tokens:
+    for tok in stems:
         key = _term_bytes(tok)
         counts[key] = counts.get(key, 0) + 1
-    return {t: counts[t] for t in sorted(counts)}, len(tokens)
+    scounts: dict[bytes, int] = {}
+    for tok in surface:
+        key = SURFACE_PREFIX + _term_bytes(tok)
+        scounts[key] = scounts.get(key, 0) + 1
+    out = {t: (c, len(stems)) for t, c in counts.items()}
+    out.update({t: (c, len(surface)) for t, c in scounts.items()})
+    if _lexical.is_question(text):
+        out[QUESTION_TERM] = (1, 1)
+    return {t: out[t] for t in sorted(out)}, len(stems), len(surface)
 
 
-def query_terms(text: str) -> list[bytes]:
-    """Distinct posting terms of a query, sorted (each counts once in BM25)."""
-    return sorted({_term_bytes(t) for t in _lexical.tokenize(text)})
+def query_terms(text: str, surface: bool = True) -> list[bytes]:
+    """Distinct posting terms of a query, sorted (each counts once in BM25): its stems
+    and, with ``surface``, its surface words (``SURFACE_PREFIX`` + word)."""
+    stems, words = _lexical.index_fields(text)
+    out = {_term_bytes(t) for t in stems}
+    if surface:
+        out.update(SURFACE_PREFIX + _term_bytes(t) for t in words)
+    return sorted(out)
 
 
-def _bump(txn: lmdb.Transaction, sdb: Any, ns: int, docs: int, length: int) -> None:
-    """Add ``docs`` documents and ``length`` terms to the statistics of namespace ``ns``."""
+def _bump(txn: lmdb.Transaction, sdb: Any, ns: int, docs: int, length: int, slength: int) -> None:
+    """Add ``docs`` documents and ``length`` / ``slength`` stem / surface terms to the
+    statistics of namespace ``ns``."""
     key = _U32.pack(ns)
     raw = txn.get(key, db=sdb)
-    n, total = _STATS.unpack(raw) if raw is not None else (0, 0)
-    n, total = n + docs, total + length
+    n, total, stotal = _STATS.unpack(raw) if raw is not None else (0, 0, 0)
+    n, total, stotal = n + docs, total + length, stotal + slength
     if n <= 0:
         txn.delete(key, db=sdb)
     else:
-        txn.put(key, _STATS.pack(n, max(total, 0)), db=sdb)
+        txn.put(key, _STATS.pack(n, max(total, 0), max(stotal, 0)), db=sdb)
 
 
 def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     """Index memory ``mid`` of namespace ``ns`` (in the caller's write transaction)."""
-    terms, length = doc_terms(text)
+    terms, length, slength = doc_terms(text)
     pdb = env.db("postings")
     prefix = _U32.pack(ns)
-    for term, tf in terms.items():
-        txn.put(prefix + term, _POST.pack(mid, tf, length), db=pdb, dupdata=True)
-    _bump(txn, env.db("lexstats"), ns, 1, length)
+    for term, (tf, dl) in terms.items():
+        txn.put(prefix + term, _POST.pack(mid, tf, dl), db=pdb, dupdata=True)
+    _bump(txn, env.db("lexstats"), ns, 1, length, slength)
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     """Remove memory ``mid`` from the postings and statistics of namespace ``ns``."""
-    terms, length = doc_terms(text)
+    terms, length, slength = doc_terms(text)
     prefix = _U32.pack(ns)
     idb = struct.pack(">Q", mid)
     with txn.cursor(db=env.db("postings")) as cur:
@@ -106,19 +133,24 @@ def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> Non
             # the duplicate is found by id alone (tf and length need not be recomputed)
             if cur.set_range_dup(prefix + term, idb) and cur.value()[:8] == idb:
                 cur.delete()
-    _bump(txn, env.db("lexstats"), ns, -1, -length)
+    _bump(txn, env.db("lexstats"), ns, -1, -length, -slength)
 
 
-def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, int]:
-    """BM25 collection statistics over ``ns_ids``: (documents, total length in terms)."""
+def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, int, int]:
+    """BM25 collection statistics over ``ns_ids``: (documents, total stem-field length,
+    total surface-field length) in terms."""
     sdb = env.db("lexstats")
-    n = total = 0
+    n = total = stotal = 0
     for ns in ns_ids:
         raw = txn.get(_U32.pack(ns), db=sdb)
         if raw is not None:
-            a, b = _STATS.unpack(raw)
-            n, total = n + a, total + b
-    return n, total
+            if len(raw) == _STATS_V1.size:
+                a, b = _STATS_V1.unpack(raw)
+                c = b
+            else:
+                a, b, c = _STATS.unpack(raw)
+            n, total, stotal = n + a, total + b, stotal + c
+    return n, total, stotal
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,50 +168,75 @@ def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
 
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
-                  k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B
+                  k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
+                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
-    the collection statistics of the asked namespaces. ``ids`` may repeat (one entry
-    per matching term, terms in the given order); summing by id gives the BM25 score.
-    Empty when no term is indexed.
+    the collection statistics of the asked namespaces, per field (each field has its
+    own average length); surface-field terms (``SURFACE_PREFIX``) count
+    ``surface_weight`` times. ``ids`` may repeat (one entry per matching term, terms in
+    the given order); summing by id gives the BM25 score. Empty when no term is indexed.
+    ``weights`` (one per term) scale each term's contribution (a weighted query).
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
         return empty
-    n_docs, total = stats(txn, env, ns_ids)
+    n_docs, total, stotal = stats(txn, env, ns_ids)
     if n_docs <= 0:
         return empty
-    avgdl = total / n_docs if total > 0 else 1.0
     lists: list[np.ndarray] = []
     idfs: list[float] = []
     sizes: list[int] = []
+    coefs: list[float] = []  # k1 * b / avgdl of the term's field
     with txn.cursor(db=env.db("postings")) as cur:
-        for term in terms:
+        for ti, term in enumerate(terms):
+            surface = term.startswith(SURFACE_PREFIX)
+            if surface and surface_weight <= 0:
+                continue
             per_ns = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
             df = sum(p.size for p in per_ns)
             if not df:
                 continue
-            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5))
+            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
+            if weights is not None:
+                idf *= weights[ti]
+            field_total = stotal if surface else total
+            avgdl = field_total / n_docs if field_total > 0 else 1.0
             for p in per_ns:
                 lists.append(p)
                 idfs.append(idf)
                 sizes.append(p.size)
+                coefs.append(k1 * b / avgdl)
     if not lists:
         return empty
     if len(lists) == 1:
         ids, tf, dl = lists[0]["id"], lists[0]["tf"], lists[0]["dl"]
-        idf_arr = np.float32(idfs[0])
+        idf_arr: Any = np.float32(idfs[0])
+        coef: Any = np.float32(coefs[0])
     else:
         ids = np.concatenate([p["id"] for p in lists])
         tf = np.concatenate([p["tf"] for p in lists])
         dl = np.concatenate([p["dl"] for p in lists])
         idf_arr = np.repeat(np.asarray(idfs, np.float32), sizes)
+        coef = np.repeat(np.asarray(coefs, np.float32), sizes)
     tf32 = tf.astype(np.float32)
-    norm = np.float32(k1 * (1.0 - b)) + np.float32(k1 * b / avgdl) * dl.astype(np.float32)
+    norm = np.float32(k1 * (1.0 - b)) + coef * dl.astype(np.float32)
     scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
+
+
+def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.ndarray:
+    """Ids (uint64, ascending per namespace) of the memories of ``ns_ids`` that ask a question."""
+    if not ns_ids or not env.has_db("postings"):
+        return np.empty(0, np.uint64)
+    with txn.cursor(db=env.db("postings")) as cur:
+        parts = [fetch(cur, ns, QUESTION_TERM)["id"] for ns in ns_ids]
+    parts = [p for p in parts if p.size]
+    if not parts:
+        return np.empty(0, np.uint64)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.uint64)
 
 
 def ensure_built(env: Any) -> None:

@@ -23,9 +23,8 @@ other — with the same logical content.
 
 from __future__ import annotations
 
-import logging
-
 import itertools
+import logging
 import os
 import shutil
 from typing import Any, Callable

@@ -13,9 +13,10 @@ class Memory:
 
     ``created_at`` is the event time in seconds since the Unix epoch (UTC): the
     ``timestamp=`` given to ``remember`` or the clock's time of the call. ``score``
-    is set by ``ask`` (the fused relevance: vector + BM25 + neighbours [+ graph], times
-    type and recency weights; higher is better, comparable within one ``ask``) and is
-    None elsewhere; ``explain`` holds the parts of the score when ``ask(explain=True)``
+    is set by ``ask``: in ``mode="hybrid"`` the fused relevance (vector + BM25 +
+    neighbours [+ graph], times type and recency weights; higher is better, comparable
+    within one ``ask``), in ``mode="vector"`` the cosine similarity, in
+    ``mode="lexical"`` the BM25 score; None elsewhere; ``explain`` holds the parts of the score when ``ask(explain=True)``
     (see docs/retrieval.md). ``updated_at`` is the store clock's time (epoch seconds) of
     the last ``update``/``upsert`` that changed the memory; equal to ``created_at`` for
     a memory never changed.

@@ -17,6 +17,8 @@ from .errors import InvalidInputError
 Progress = Callable[[str, int, int], Any]
 #: Texts per embedder call when a progress callback wants to hear about embedding.
 EMBED_CHUNK = 1024
+#: Long loops (records, log frames) report every this many items.
+EVERY = 10_000
 
 __all__ = ["Progress", "check", "embed", "Reporter"]
 

@@ -17,9 +17,8 @@ and the same ``state_digest()``. Exporting the replayed store gives the same byt
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
+import logging
 from array import array
 import mmap
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import _capacity
+from . import _progress
 from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
@@ -208,7 +208,7 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             scanned = 0
             for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
                 scanned += 1
-                if progress is not None and scanned % 10_000 == 0:
+                if progress is not None and scanned % _progress.EVERY == 0:
                     progress("log", scanned, st.seq - base_seq)
                 if flt is not None and not flt.keep(R.decode(payload, "log frame")):
                     continue

@@ -1,15 +1,21 @@
-"""The query planner: candidates, vector + lexical fusion, neighbours, graph, types, recency.
+"""The query planner: candidates, vector + lexical fusion, neighbours and replies, feedback,
+graph, types, recency, dates in the question.
 
 For one ``ask`` over one snapshot (see docs/retrieval.md for the full story)::
 
     candidates  live slots of the asked namespaces, minus the type / time filters
     V(r)        min-max normalised cosine over the candidates
-    L(r)        min-max normalised BM25 (postings in LMDB, see _lexical_index)
+    L(r)        min-max normalised BM25 of the stem field + SURFACE_WEIGHT * the word
+                field (postings in LMDB, see _lexical_index)
     rel(r)      = w_vec * V(r) + (1 - w_vec) * L(r)
-    nbr(r)      = NEIGHBOUR_WEIGHT * max(rel(prev r), rel(next r))   adjacent candidates
-                  of the same namespace in (timestamp, id) order
+    nbr(r)      = max(NEIGHBOUR_WEIGHT * max(rel(prev r), rel(next r)),
+                      REPLY_WEIGHT * rel(prev r) if prev r asks a question)
+                  prev/next: adjacent candidates of the same namespace, (timestamp, id) order
+    fb(r)       feedback round from the best hits' words (PRF_WEIGHT, off by default)
     graph(r)    activation spread from the best hits through edges (use_graph=True)
-    score(r)    = (rel + nbr + graph)(r) * type_weight(r) * recency(r)
+    score(r)    = (rel + nbr + fb + graph)(r) * type_weight(r) * recency(r) * time(r)
+    time(r)     1 inside the window a date in the query names (_temporal), else
+                1 - TEMPORAL_WEIGHT
 
 Everything is vectorised over the candidate rows (dense over all slots when most of
 them are candidates, gathered otherwise); ties are broken by slot (= id) order, so
@@ -20,11 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -93,19 +99,6 @@ def _tie_rows(snap: Snapshot, rows: np.ndarray | None) -> np.ndarray | None:
     return np.asarray(col if rows is None else col[rows], dtype=np.int64)
 
 
-def iter_ranked(scores: np.ndarray, rows: np.ndarray | None, first: int) -> Iterator[int]:
-    """Indices into ``scores`` in rank order; the first ``first`` cheaply, then the rest."""
-    top = order_top(scores, rows, first)
-    yield from top.tolist()
-    if top.size == first and top.size < scores.size:
-        rest = scores > -np.inf
-        rest[top] = False
-        idx = np.flatnonzero(rest)
-        tie = idx if rows is None else rows[idx]
-        order = np.lexsort((tie, -scores[idx].astype(np.float64)))
-        yield from idx[order].tolist()
-
-
 def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Cosine scores of the candidate slots: ``(scores, rows)``.
@@ -134,6 +127,24 @@ def vector_scores(snap: Snapshot, query: np.ndarray, ns_ids: Iterable[int]
 
 #: How much of the best adjacent candidate's ``rel`` a candidate borrows (0 = off).
 NEIGHBOUR_WEIGHT: float = _fusion.NEIGHBOUR_WEIGHT
+#: Conversation structure: the turn right after a question borrows this share of the
+#: question's ``rel`` (when larger than its neighbour term); 0 = off. See _fusion.
+REPLY_WEIGHT: float = _fusion.REPLY_WEIGHT
+#: Lossless lexical matching: weight of the exact-word (surface) field next to the
+#: stem field in BM25; 0 = stems only.
+SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
+#: Temporal query understanding: a memory outside the window the query names keeps
+#: 1 - TEMPORAL_WEIGHT of its score (0 = off). The window is widened after its end by
+#: its own length (TEMPORAL_LAG = 1): what happens is often told a little later.
+TEMPORAL_WEIGHT: float = 0.5
+TEMPORAL_LAG: float = 1.0
+#: Multi-hop: a second round seeded by the best PRF_SEEDS candidates (pseudo-relevance
+#: feedback, RM3-style): their PRF_TERMS most weighted new stems form a second query
+#: whose max-normalised BM25, times PRF_WEIGHT, is added. Off by default (0): it did
+#: not raise LoCoMo recall (bench/locomo_bench.py, docs/retrieval.md).
+PRF_WEIGHT: float = 0.0
+PRF_SEEDS: int = 5
+PRF_TERMS: int = 10
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -152,7 +163,7 @@ DEFAULT_HALF_LIFE_S: float = 30 * 86_400.0
 TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
-EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "graph", "type", "recency")
+EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -178,13 +189,18 @@ class Query:
     type_weights: tuple[float, ...] = tuple(TYPE_WEIGHTS.values())
     since_us: int | None = None
     until_us: int | None = None
-    accept: Callable[[int], bool] | None = None
     explain: bool = False
     neighbour_weight: float = NEIGHBOUR_WEIGHT
-    #: slots a metadata filter allows (see :func:`filter_mask`); None: no filter
+    #: slots a metadata filter allows, within the live slots of ``ns_ids`` (see
+    #: :func:`filter_mask`); None: no filter
     allowed: np.ndarray | None = None
     #: "hybrid" (the full planner), "vector" (cosine only) or "lexical" (BM25 only)
     mode: str = "hybrid"
+    #: None: the module default at run time (REPLY_WEIGHT, SURFACE_WEIGHT, ...)
+    reply_weight: float | None = None
+    surface_weight: float | None = None
+    #: anchor of relative dates in the query ("last week"), epoch microseconds
+    now_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -289,10 +305,12 @@ def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | No
                   ) -> LexHits | None:
     """(slots, BM25 contribution per posting, number of query terms) of the asked
     namespaces' postings in the snapshot; None when there is nothing to score."""
-    terms = _lexical_index.query_terms(q.text)
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if not terms or q.vector_weight >= 1.0:
         return None
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
+                                                surface_weight=sw)
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -371,25 +389,15 @@ def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
         or q.allowed is not None
     if not (filtered or ns_total != n or snap.state.live != n):
         return None, n, ns_total
-    mask = candidate_mask(snap, q.ns_ids)
-    if q.allowed is not None:
-        mask &= q.allowed
+    if q.allowed is not None:  # a filter's slots: live and of the asked namespaces already
+        mask = q.allowed.copy()
+    else:
+        mask = candidate_mask(snap, q.ns_ids)
     if q.type_codes is not None:
         mask &= np.isin(view.types[:n], np.asarray(q.type_codes, dtype=np.uint8))
     if q.since_us is not None or q.until_us is not None:
         mask &= _time_mask(engine.env, snap, q.ns_ids, q.since_us, q.until_us)
     return mask, int(np.count_nonzero(mask)), ns_total
-
-
-def _accepted(order: Iterable[int], slot_of: Callable[[int], int], q: Query) -> list[int]:
-    """The first ``q.top_k`` of ``order`` that ``q.accept`` takes (all when it is None)."""
-    picked: list[int] = []
-    for i in order:
-        if q.accept is None or q.accept(slot_of(i)):
-            picked.append(i)
-            if len(picked) >= q.top_k:
-                break
-    return picked
 
 
 def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
@@ -412,14 +420,9 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
 
 def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
-    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot) that ``q.accept`` takes."""
+    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot), score = cosine."""
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    tie = _tie_rows(snap, rows)
-    if q.accept is None:
-        picked = order_top(cos, tie, q.top_k).tolist()
-    else:
-        ranked = (i for i in iter_ranked(cos, tie, max(4 * q.top_k, 32)) if cos[i] > -np.inf)
-        picked = _accepted(ranked, slot_of, q)
+    picked = order_top(cos, _tie_rows(snap, rows), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -432,14 +435,16 @@ def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndar
 def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """``mode="lexical"``: candidates with a query term, by BM25; the score is the BM25."""
     n = snap.state.n_slots
-    terms = _lexical_index.query_terms(q.text)
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if n == 0 or not q.ns_ids or not terms:
         return []
     view = _timeorder.for_engine(engine).view(snap)
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms)
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
+                                                surface_weight=sw)
     if not ids.size:
         return []
     id_col = view.ids[:n] if view.n >= n else None
@@ -451,11 +456,7 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
-    tie = _tie_rows(snap, uniq)
-    if q.accept is None:
-        picked = order_top(sums, tie, q.top_k).tolist()
-    else:
-        picked = _accepted(iter_ranked(sums, tie, max(4 * q.top_k, 32)), lambda i: int(uniq[i]), q)
+    picked = order_top(sums, _tie_rows(snap, uniq), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -468,8 +469,8 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first.
 
     Large stores take the vector candidates from the ANN index (see :mod:`_ann`);
-    a query whose filters leave too few of them, or whose ``accept`` refuses too
-    many, is answered by the exact path instead.
+    a query whose filters (type, time, metadata) leave too few of them is answered by
+    the exact path over the filtered rows instead.
     """
     if q.mode == "lexical":
         return run_lexical(engine, snap, q)
@@ -536,7 +537,7 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
         return None
     if q.mode == "vector":
         out = _vector_hits(snap, q, rows, snap.matrix[rows] @ q.vector)
-        return None if q.accept is not None and len(out) < q.top_k else out
+        return out
     hits = _lexical_hits(engine, snap, q)
     if hits is not None:
         keep = _rows_ok(snap, q, hits[0])
@@ -552,28 +553,28 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     cos = snap.matrix[rows] @ q.vector
     valid = None
     nbr_fn = None
-    if q.neighbour_weight > 0:
-        rows, cos, valid, nbr_fn = _ann_neighbours(engine, snap, q, rows, cos, hits, floor)
+    reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
+    if q.neighbour_weight > 0 or reply_w > 0:
+        rows, cos, valid, nbr_fn = _ann_neighbours(engine, snap, q, rows, cos, hits, floor,
+                                                   reply_w)
     newest = None
     if q.half_life_s is not None:
         newest = _timeorder.newest_in_index(
             snap.txn, engine.env.db("time"), q.ns_ids,
             S.ts_key(q.until_us) if q.until_us is not None else None)
-    out = _score(engine, snap, q, None, rows, int(rows.size), None, False, valid, hits,
-                 floor, cos, nbr_fn, newest)
-    if q.accept is not None and len(out) < q.top_k:
-        return None  # the filter refused too many of the approximate candidates
-    return out
+    return _score(engine, snap, q, None, rows, int(rows.size), None, False, valid, hits,
+                  floor, cos, nbr_fn, newest)
 
 
 def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos: np.ndarray,
-                    hits: LexHits | None, floor: float | None
+                    hits: LexHits | None, floor: float | None, reply_w: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                Callable[[np.ndarray], np.ndarray]]:
     """Shortlist, its true time neighbours (two rings) and the neighbour function.
 
     Returns the candidate rows extended by the neighbours, their cosines, the mask of
-    rows that may be ranked (the shortlist and its neighbours) and ``rel -> nbr``.
+    rows that may be ranked (the shortlist and its neighbours) and ``rel -> nbr``
+    (``max(w * max(rel(prev), rel(next)), reply_w * rel(prev) if prev asks)``).
     """
     lo = float(cos.min()) if floor is None else min(float(cos.min()), floor)
     hi = float(cos.max())
@@ -581,7 +582,7 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     lexical = _lexical_part(engine, snap, q, None, rows, int(rows.size), None, hits)
     if lexical is not None:
         vec[lexical[0]] += lexical[2]
-    w = q.neighbour_weight
+    w = max(q.neighbour_weight, reply_w)  # the most a memory gains from a neighbour
     top = order_top(vec, _tie_rows(snap, rows), ANN_SHORTLIST_MAX)
     # tau: a lower bound of the k-th best rel + nbr, from the best few and their neighbours
     s1 = top[:max(4 * q.top_k, 32)]
@@ -594,7 +595,7 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     outside = (flat >= 0) & ~inside  # a neighbour the ANN stage did not propose: cosine only
     if outside.any():
         nrel[outside] = _minmax(snap.matrix[flat[outside]] @ q.vector, lo, hi, q.vector_weight)
-    lower = vec[s1] + w * nrel.reshape(-1, 2).max(axis=1)
+    lower = vec[s1] + q.neighbour_weight * nrel.reshape(-1, 2).max(axis=1)  # replies only add
     tau = float(np.sort(lower)[::-1][min(q.top_k, lower.size) - 1])
     # A memory outside the shortlist whose neighbours are outside too scores at most
     # (1 + w) * (the shortlist's lowest rel): keep every rel >= tau / (1 + w).
@@ -615,11 +616,24 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     valid = np.zeros(rows.size, bool)
     valid[pos_first] = True
 
+    asks = np.zeros(first.size, bool)  # does the previous memory ask a question?
+    if reply_w > 0:
+        qids = np.sort(_lexical_index.question_ids(snap.txn, engine.env, q.ns_ids).astype(np.int64))
+        has_prev = prev_next[:, 0] >= 0
+        if qids.size and has_prev.any():
+            pid = np.asarray(snap.slots["id"][prev_next[has_prev, 0]], np.int64)
+            at = np.minimum(np.searchsorted(qids, pid), qids.size - 1)
+            asks[has_prev] = qids[at] == pid
+
     def nbr_fn(rel: np.ndarray) -> np.ndarray:
         out = np.zeros(rel.shape[0], np.float32)
         padded = np.concatenate([rel.astype(np.float32), np.zeros(1, np.float32)])
         pn = np.where(pos_pn >= 0, pos_pn, rel.shape[0])
-        out[pos_first] = np.maximum(padded[pn[:, 0]], padded[pn[:, 1]])
+        best = np.maximum(padded[pn[:, 0]], padded[pn[:, 1]]) * np.float32(q.neighbour_weight)
+        if asks.any():
+            reply = np.where(asks, padded[pn[:, 0]] * np.float32(reply_w), np.float32(0))
+            best = np.maximum(best, reply)
+        out[pos_first] = best
         return out
 
     return rows, cos, valid, nbr_fn
@@ -716,13 +730,17 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         rel[lexical[0]] += lexical[2]
 
     nbr = None
-    if q.neighbour_weight > 0 and selected > 1:
-        if nbr_fn is not None:
-            nbr = nbr_fn(rel)
-        else:
-            assert view is not None  # the ANN path passes nbr_fn
+    reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
+    if nbr_fn is not None:  # the ANN path: true neighbours of its shortlist, replies included
+        nbr = nbr_fn(rel) if selected > 1 else None
+    elif view is not None:
+        if q.neighbour_weight > 0 and selected > 1:
             nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
-        nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+            nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+        if reply_w > 0 and selected > 1:
+            reply = _reply_part(engine, snap, q, view, n, mask, rows, rel, closed, id_col, reply_w)
+            if reply is not None:
+                nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
     if nbr is None:
         pre = rel
     elif q.explain or q.use_graph:
@@ -731,6 +749,11 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         rel += nbr  # nothing reads rel again: save a pass and an allocation
         pre = rel
 
+    prf = None
+    if PRF_WEIGHT > 0 and selected > PRF_SEEDS and view is not None:  # (not on the ANN path)
+        prf = _lexical_feedback(engine, snap, q, pre, rows, valid, mask, id_col)
+    if prf is not None:
+        pre = pre + prf if (q.explain or q.use_graph or pre is rel) else np.add(pre, prf, out=pre)
     graph = None
     if q.use_graph:
         graph = _graph_part(engine, snap, q, pre, rows, valid, mask)
@@ -749,6 +772,11 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             tw = table[snap.slots["type"][rows]]
         else:
             tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
+    window = tprior = None
+    if TEMPORAL_WEIGHT > 0 and q.now_us is not None:
+        window = _temporal.parse(q.text, q.now_us / 1e6)
+        if window is not None:
+            tprior = _time_prior(snap, rows, valid, window)
     if q.half_life_s is not None:
         ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
         if newest_us is not None:
@@ -765,24 +793,15 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         final = final * (np.float32(tw) if isinstance(tw, float) else tw)
     if rec is not None:
         final = final * rec
+    if tprior is not None:
+        final = final * tprior
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
         final[~valid] = -np.inf
 
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    tie = _tie_rows(snap, rows)
-    picked: list[int] = []
-    if q.accept is None:
-        picked = order_top(final, tie, q.top_k).tolist()
-    else:
-        for i in iter_ranked(final, tie, max(4 * q.top_k, 32)):
-            if final[i] == -np.inf:
-                break
-            if q.accept(slot_of(i)):
-                picked.append(i)
-                if len(picked) >= q.top_k:
-                    break
+    picked = order_top(final, _tie_rows(snap, rows), q.top_k).tolist()
     ids_col = snap.slots["id"]
     out = []
     for i in picked:
@@ -792,6 +811,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             b = float(base[i])
             t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
             r = float(rec[i]) if rec is not None else 1.0
+            tp = float(tprior[i]) if tprior is not None else 1.0
             li = -1
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
@@ -800,13 +820,116 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "vector": float(vec[i]),
                 "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
+                "feedback": float(prf[i]) if prf is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
+                "time": b * t * r * (tp - 1.0),
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
             }
+            if window is not None:
+                parts["window_start"], parts["window_end"] = window.start, window.end
         out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
+    return out
+
+
+def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
+                      rows: np.ndarray | None, valid: np.ndarray | None, mask: np.ndarray | None,
+                      id_col: np.ndarray | None) -> np.ndarray | None:
+    """RM3-style feedback: BM25 of the best PRF_TERMS new stems of the best PRF_SEEDS hits.
+
+    A seed's terms count by its score above the candidates' lowest score (a share
+    every candidate has, like a flat vector part, says nothing about the seed) and
+    by their frequency in it; the query's own stems are left out.
+    """
+    from . import _lexical
+    ranked = pre if valid is None else np.where(valid, pre, np.float32(-np.inf))
+    floor = float(np.min(pre, where=valid, initial=np.inf)) if valid is not None else float(pre.min())
+    seeds = order_top(ranked, rows, PRF_SEEDS)
+    seeds = seeds[ranked[seeds] > floor]
+    if seeds.size == 0:
+        return None
+    seed_slots = seeds if rows is None else rows[seeds]
+    ids_col = snap.slots["id"]
+    qterms = set(_lexical_index.query_terms(q.text, surface=False))
+    weight: dict[bytes, float] = {}
+    lift = pre[seeds].astype(np.float64) - floor
+    total = float(lift.sum())
+    for slot, sc in zip(seed_slots.tolist(), lift.tolist()):
+        rec = engine.record(snap.txn, int(ids_col[slot]))
+        if rec is None:
+            continue
+        toks = _lexical.tokenize(rec.text)
+        if not toks:
+            continue
+        share = sc / total / len(toks)
+        for t in toks:
+            key = t.encode("utf-8")
+            if key not in qterms:
+                weight[key] = weight.get(key, 0.0) + share
+    if not weight:
+        return None
+    best = sorted(weight, key=lambda t: (-weight[t], t))[:PRF_TERMS]
+    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, best,
+                                                weights=[weight[t] for t in best])
+    if not ids.size:
+        return None
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    if not slots.size:
+        return None
+    size = pre.shape[0]
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    dense = np.bincount(idx, weights=contrib, minlength=size).astype(np.float32)
+    hi = float(dense.max())
+    if hi <= 0:
+        return None
+    dense *= np.float32(PRF_WEIGHT / hi)
+    return dense
+
+
+def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | None,
+                window: _temporal.TimeWindow) -> np.ndarray | None:
+    """Per candidate: 1 inside the (lag-widened) window, 1 - TEMPORAL_WEIGHT outside.
+
+    None when the window holds every candidate or none of them (then it cannot
+    reorder anything: a flat prior, never a hidden recency bias).
+    """
+    ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
+    lo = int(window.start * 1e6)
+    hi = int((window.end + TEMPORAL_LAG * (window.end - window.start)) * 1e6)
+    inside = (ts >= lo) & (ts < hi)
+    n_in = int(np.count_nonzero(inside & valid)) if valid is not None else int(inside.sum())
+    n_all = int(np.count_nonzero(valid)) if valid is not None else inside.size
+    if n_in == 0 or n_in == n_all:
+        return None
+    return np.where(inside, np.float32(1.0), np.float32(1.0 - TEMPORAL_WEIGHT))
+
+
+def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderView, n: int,
+                mask: np.ndarray | None, rows: np.ndarray | None, rel: np.ndarray, closed: bool,
+                id_col: np.ndarray | None, weight: float) -> np.ndarray | None:
+    """``weight * rel(prev r)`` where the candidate before ``r`` asks a question, else 0.
+
+    The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
+    is one postings read plus two gathers.
+    """
+    qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
+    if not qids.size:
+        return None
+    _, slots = _slots_of(snap, qids.astype(np.int64), id_col)
+    if rows is not None:
+        pos = np.searchsorted(rows, slots)
+        pos_c = np.minimum(pos, rows.size - 1)
+        slots = pos[(pos < rows.size) & (rows[pos_c] == slots)]
+    asked = np.zeros(rel.shape[0], np.float32)
+    asked[slots] = rel[slots]
+    out = _timeorder.prev_values(view, q.ns_ids, n, mask, rows, asked, closed)
+    out *= np.float32(weight)
     return out
 
 

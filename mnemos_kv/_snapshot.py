@@ -19,7 +19,6 @@ snapshot.
 from __future__ import annotations
 
 import logging
-
 import os
 import struct
 from typing import Any, Iterable, Iterator

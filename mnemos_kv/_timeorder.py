@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["TimeOrder", "OrderView", "for_engine", "neighbour_best", "index_neighbours",
-           "newest_in_index"]
+__all__ = ["TimeOrder", "OrderView", "for_engine", "neighbour_best", "prev_values",
+           "index_neighbours", "newest_in_index"]
 
 
 @dataclass(frozen=True)
@@ -246,3 +246,32 @@ def newest_in_index(txn: Any, time_db: Any, ns_ids: Iterable[int], until_key: by
                 if best is None or ts > best:
                     best = ts
     return None if best is None else int.from_bytes(best, "big") - (1 << 63)
+
+
+def prev_values(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
+                rows: np.ndarray | None, vals: np.ndarray, closed: bool) -> np.ndarray:
+    """For each candidate, ``vals`` of the candidate just before it (0 for the first).
+
+    The same addressing as :func:`neighbour_best` (``vals`` indexed by slot when
+    ``rows`` is None, else by position in ``rows``); the asymmetric half of it, for
+    the turn that follows a question.
+    """
+    if closed and rows is None and view.n == n:
+        padded = np.empty(n + 1, np.float32)
+        padded[:n] = vals
+        padded[n] = 0  # index -1 -> 0
+        return padded[view.prev]
+    out = np.zeros(vals.shape[0], dtype=np.float32)
+    for ns in sorted(set(ns_ids)):
+        s = view.blocks.get(ns)
+        if s is None:
+            continue
+        if view.n > n:
+            s = s[s < n]
+        if mask is not None:
+            s = s[mask[s]]
+        if s.size < 2:
+            continue
+        idx = s if rows is None else np.searchsorted(rows, s)
+        out[idx[1:]] = vals[idx[:-1]]
+    return out

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _filter_index
+from . import _progress
 from . import _records as R
 from . import _storage as S
 from ._engine import Engine
@@ -80,7 +81,7 @@ def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyRepo
         with txn.cursor(db=db("records")) as cur:
             for k, v in cur:
                 n_rec += 1
-                if progress is not None and n_rec % 10_000 == 0:
+                if progress is not None and n_rec % _progress.EVERY == 0:
                     progress("records", n_rec, st.live)
                 try:
                     rec = R.Record.from_bytes(v)
@@ -220,7 +221,7 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
             last = seq
-            if progress is not None and n % 10_000 == 0:
+            if progress is not None and n % _progress.EVERY == 0:
                 progress("log", n, st.seq - log.base_seq)
             if deep:
                 op = R.decode(payload, "log frame")

@@ -14,6 +14,7 @@
     mnemos-kv replay PATH FILE [--resume] [--lenient]
     mnemos-kv mcp PATH [--namespace NS] [--read NS] [--readonly] [--http HOST:PORT]   MCP memory server
     mnemos-kv mcp-import PATH memory.jsonl [--namespace NS]   import a reference memory server's graph
+    mnemos-kv mcp-export PATH memory.jsonl [--namespace NS]   write the graph in that format
 """
 
 from __future__ import annotations
@@ -239,6 +240,14 @@ def cmd_mcp_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp_export(args: argparse.Namespace) -> int:
+    from ._kgraph import KnowledgeGraph
+    with Mnemos.open(args.path, readonly=True) as db:
+        lines = KnowledgeGraph(db.namespace(args.namespace)).export_jsonl(args.file)
+    print(f"wrote {args.file}: {lines} lines (namespace {args.namespace})")
+    return 0
+
+
 DEMO_CONVERSATION = [
     ("user", "Let's settle billing: we chose Stripe for payments, PayPal was too expensive."),
     ("agent", "Noted. The invoices will be sent on the first of every month."),
@@ -383,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", help="the reference server's memory.jsonl")
     i.add_argument("--namespace", default="default", help="namespace to import into (default: default)")
     i.set_defaults(func=cmd_mcp_import)
+
+    x = sub.add_parser("mcp-export", help="write the knowledge graph as a reference memory.jsonl")
+    x.add_argument("path", help="store directory")
+    x.add_argument("file", help="the memory.jsonl to write")
+    x.add_argument("--namespace", default="default", help="namespace to export (default: default)")
+    x.set_defaults(func=cmd_mcp_export)
 
     m = sub.add_parser("demo", help="create a store, remember a short conversation, ask questions")
     m.add_argument("dir", nargs="?", help="folder for the demo store (default: a new temp folder)")

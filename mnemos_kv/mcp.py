@@ -207,7 +207,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                              + str(_TIME["description"])},
                    "recency": {"type": ["boolean", "string", "number"],
                                "description": "Favour recent memories: true, or a half-life such as "
-                                              "\"7d\" or seconds"},
+                                              "\"7 days\", \"12h\" or seconds"},
                    "use_graph": {"type": "boolean", "default": False,
                                  "description": "Also surface memories linked to the best hits"},
                    "types": {"type": "array", "items": {"type": "string",
@@ -261,18 +261,6 @@ TOOLS_BY_NAME = {t.name: t for t in TOOLS}
 def _jsonable(value: Any) -> Any:
     from ._dump import to_json
     return json.loads(json.dumps(to_json(value), default=str))
-
-
-def _time_arg(value: Any, what: str) -> Any:
-    """An ISO-8601 string -> datetime (naive = UTC); numbers pass through."""
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInputError(
-            f"{what} must be an ISO-8601 date/time or seconds since the epoch, got {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
 
 
 def memory_dict(m: "Memory") -> dict[str, Any]:
@@ -339,28 +327,30 @@ class MemoryServer:
             raise ReadOnlyError(f"tool {name!r} writes, and this server is read-only (--readonly)")
         args = dict(arguments or {})
         self._validate(spec, args)
+        known = spec.input_schema["properties"]
+        args = {k: v for k, v in args.items() if k in known}  # as zod does: unknown keys dropped
         fn: Callable[..., tuple[Any, str | None]] = getattr(self, "t_" + spec.method)
         return fn(**args)
 
     # reference tools
 
-    def t_create_entities(self, entities: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_create_entities(self, entities: list[Any]) -> tuple[Any, str | None]:
         return {"entities": self.kg.create_entities(entities)}, None
 
-    def t_create_relations(self, relations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_create_relations(self, relations: list[Any]) -> tuple[Any, str | None]:
         return {"relations": self.kg.create_relations(relations)}, None
 
-    def t_add_observations(self, observations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_add_observations(self, observations: list[Any]) -> tuple[Any, str | None]:
         return {"results": self.kg.add_observations(observations)}, None
 
-    def t_delete_entities(self, entityNames: list[str], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_entities(self, entityNames: list[str]) -> tuple[Any, str | None]:
         r = self.kg.delete_entities(entityNames)
         msg = ("Entities deleted successfully" if not r["notFound"] else
                f"Deleted {len(r['deleted'])} of {len(entityNames)} entities. "
                f"Not found: {', '.join(r['notFound'])}")
         return {"success": True, "message": msg}, msg
 
-    def t_delete_observations(self, deletions: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_observations(self, deletions: list[Any]) -> tuple[Any, str | None]:
         r = self.kg.delete_observations(deletions)
         requested = sum(len(d.get("observations", [])) for d in deletions)
         msg = ("Observations deleted successfully" if r["deletedCount"] == requested else
@@ -368,13 +358,13 @@ class MemoryServer:
                + (f" Entities not found: {', '.join(r['missingEntities'])}" if r["missingEntities"] else ""))
         return {"success": True, "message": msg}, msg
 
-    def t_delete_relations(self, relations: list[Any], **_: Any) -> tuple[Any, str | None]:
+    def t_delete_relations(self, relations: list[Any]) -> tuple[Any, str | None]:
         n = self.kg.delete_relations(relations)
         msg = ("Relations deleted successfully" if n == len(relations) else
                f"Deleted {n} of {len(relations)} relations. The rest matched nothing.")
         return {"success": True, "message": msg}, msg
 
-    def t_read_graph(self, offset: int = 0, limit: int = READ_GRAPH_LIMIT, **_: Any) -> tuple[Any, str | None]:
+    def t_read_graph(self, offset: int = 0, limit: int = READ_GRAPH_LIMIT) -> tuple[Any, str | None]:
         g = self.kg.read_graph(offset, limit)
         end = offset + len(g["entities"])
         if end < g["total"]:
@@ -383,10 +373,10 @@ class MemoryServer:
                          f"offset={end} for more")
         return g, None
 
-    def t_search_nodes(self, query: str, limit: int = 10, **_: Any) -> tuple[Any, str | None]:
+    def t_search_nodes(self, query: str, limit: int = 10) -> tuple[Any, str | None]:
         return self.kg.search_nodes(query, limit), None
 
-    def t_open_nodes(self, names: list[str], **_: Any) -> tuple[Any, str | None]:
+    def t_open_nodes(self, names: list[str]) -> tuple[Any, str | None]:
         return self.kg.open_nodes(names), None
 
     # mnemos tools
@@ -394,15 +384,15 @@ class MemoryServer:
     def t_remember(self, text: str, metadata: dict[str, Any] | None = None, type: str = "episodic",
                    key: str | None = None, timestamp: Any = None) -> tuple[Any, str | None]:
         mid = self.h.remember(text, metadata, type=type, key=key,
-                              timestamp=_time_arg(timestamp, "timestamp"))
+                              timestamp=timestamp)
         return {"id": mid}, f"remembered as memory {mid}"
 
     def t_ask(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None,
               since: Any = None, until: Any = None, recency: Any = False, use_graph: bool = False,
               types: list[str] | None = None, namespaces: list[str] | None = None,
               mode: str = "hybrid") -> tuple[Any, str | None]:
-        hits = self.h.ask(query, top_k, mode=mode, filter=filter, since=_time_arg(since, "since"),
-                          until=_time_arg(until, "until"), recency_bias=recency,
+        hits = self.h.ask(query, top_k, mode=mode, filter=filter, since=since, until=until,
+                          recency_bias=recency,
                           use_graph=use_graph, types=types,
                           namespaces=namespaces or [self.h.name, *self.read])
         return {"memories": [memory_dict(m) for m in hits]}, None

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _records as R
 from . import _retrieval
+from . import rerank as _rerank
 from ._engine import DEFAULT_NS, Engine, Snapshot
 from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
@@ -426,7 +427,8 @@ class _Handle:
             recency_bias: bool | str | float | Any = False,
             types: str | Sequence[str] | Mapping[str, float] | None = None,
             since: Any = None, until: Any = None, namespaces: Sequence[str] | None = None,
-            filter: Mapping[str, Any] | None = None, explain: bool = False) -> list[Memory]:
+            filter: Mapping[str, Any] | None = None, explain: bool = False,
+            now: Any = None, rerank: Any = None) -> list[Memory]:
         """The ``top_k`` memories most relevant to ``query`` (text) and/or ``vector``, best first.
 
         ``mode="hybrid"`` (default): vector similarity fused with BM25 over the stored
@@ -444,13 +446,21 @@ class _Handle:
         ``vector``: the caller's query vector (the store's dimension, real and finite);
         without it the text is embedded (with the embedder's ``embed_query`` when it
         has one). Give text, a vector, or both (hybrid: the vector scores, the text
-        feeds BM25). Filters, in every mode: ``types`` keeps only the given memory
-        types; ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string)
-        keep memories whose timestamp is in that (inclusive) range; ``namespaces`` searches several namespaces at once (a handle may name
+        feeds BM25; in vector mode a given vector is used and the text is not embedded).
+        Filters, in every mode: ``types`` keeps only the given memory types;
+        ``since``/``until`` (epoch seconds, datetime, date or ISO-8601 string) keep
+        memories whose timestamp is in that (inclusive) range; ``namespaces`` searches
+        several namespaces at once (a handle may name
         only its own and those it was granted read access to); ``filter`` keeps
         memories whose metadata matches a filter (see :mod:`mnemos_kv.filters` and
         docs/filters.md). ``explain=True`` fills each ``Memory.explain`` with the parts
         of its score.
+
+        Dates in the query ("in October", "last week") favour memories of that time
+        (hybrid mode); ``now`` (default: the store's clock) anchors the relative ones.
+        ``rerank``: a callable ``(query, texts) -> scores`` (or an object with a
+        ``rerank`` method, e.g. ``CrossEncoderReranker``) that reorders the best
+        candidates; ``Memory.score`` is then its score.
 
         :raises InvalidInputError: bad query, vector, mode, filter or option.
         """
@@ -483,6 +493,11 @@ class _Handle:
         until_us = to_us(until, "until") if until is not None else None
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidInputError(f"since ({since!r}) is after until ({until!r})")
+        now_us = to_us(now if now is not None else eng.clock(), "now")
+        if rerank is not None:
+            _rerank.check(rerank)
+            if not q:
+                raise InvalidInputError("rerank needs a query text (it scores (query, text) pairs)")
         names = self._search_names(namespaces)
         if vector is not None:
             qvec = check_query_vector(vector, eng.dim)
@@ -498,19 +513,20 @@ class _Handle:
             if node is not None and nids:
                 allowed = _retrieval.filter_mask(eng, snap, nids, node)
             plan = _retrieval.Query(
-                text=q, vector=qvec, ns_ids=nids, top_k=k,
+                text=q, vector=qvec, ns_ids=nids,
+                top_k=k if rerank is None else _rerank.candidates(k),
                 vector_weight=_retrieval.vector_weight_for(embedder, eng.embedder_name)
                 if q else 1.0,
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
                 explain=bool(explain), neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT,
-                allowed=allowed, mode=mode)
+                allowed=allowed, mode=mode, now_us=now_us)
             out = []
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
                     out.append(self._memory(snap, rec, hit.score, hit.parts))
-            return out
+        return out if rerank is None else _rerank.apply(rerank, q, out, k)
 
     def graph(self, namespace: str | Sequence[str] | None = None) -> Any:
         """A ``networkx.MultiDiGraph`` of the memories and edges of a namespace.
@@ -705,10 +721,12 @@ class Mnemos(_Handle):
 
     @property
     def path(self) -> str:
+        """The store directory."""
         return self._engine.path
 
     @property
     def readonly(self) -> bool:
+        """Whether the store was opened read-only (writes raise ReadOnlyError)."""
         return self._engine.readonly
 
     @property

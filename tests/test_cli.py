@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_dump_jsonl(tmp_path, capsys) -> None:
     assert main(["dump", p, "--namespace", "other", "--vectors"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     mems = [r for r in rows if r["kind"] == "memory"]
-    assert len(mems) == 1 and len(mems[0]["vector"]) == 512
+    assert len(mems) == 1 and len(base64.b64decode(mems[0]["vector_b64"])) == 4 * 512
     assert [r["kind"] for r in rows] == ["store", "namespace", "memory"]
 
 

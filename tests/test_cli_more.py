@@ -157,25 +157,28 @@ def test_load_refuses_a_non_empty_store(tmp_path) -> None:
             db.load(['{"kind": "store", "version": 1, "seq": 1, "next_id": 2, "next_ns": 1}'])
 
 
-def test_progress_lines_on_stderr_for_long_commands(tmp_path, capsys) -> None:
+def test_progress_lines_on_stderr_for_long_commands(tmp_path, capsys, monkeypatch) -> None:
+    from mnemos_kv import _progress
+    monkeypatch.setattr(_progress, "EVERY", 500)  # report every 500 items (default 10,000)
+    monkeypatch.setattr(_progress, "EMBED_CHUNK", 500)
     p = str(tmp_path / "big.mem")
     with Mnemos.open(p) as db:
-        db.remember_many([f"memory {i}" for i in range(12_000)])
+        db.remember_many([f"memory {i}" for i in range(1200)])
     assert main(["dump", p]) == 0
     cap = capsys.readouterr()
-    assert "memories: 10000/12000" in cap.err and "memories: 12000/12000" in cap.err
+    assert "memories: 500/1200" in cap.err and "memories: 1200/1200" in cap.err
     (tmp_path / "d.jsonl").write_text(cap.out)
     assert main(["load", str(tmp_path / "b.mem"), str(tmp_path / "d.jsonl")]) == 0
     err = capsys.readouterr().err
-    assert "embed: " in err and "restore: " in err
+    assert "embed: 500/1200" in err and "restore: " in err
     assert main(["verify", p]) == 0
-    assert "records: 10000/12000" in capsys.readouterr().err
+    assert "records: 500/1200" in capsys.readouterr().err
     assert main(["verify", p, "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
     assert main(["export-replay", p, str(tmp_path / "r.rpl")]) == 0
-    assert "log: 10000/12000" in capsys.readouterr().err  # one frame per memory
+    assert "log: 1000/1200" in capsys.readouterr().err  # one frame per memory
     assert main(["replay", str(tmp_path / "r.mem"), str(tmp_path / "r.rpl")]) == 0
-    assert "replay: 12000/12000" in capsys.readouterr().err
+    assert "replay: 1200/1200" in capsys.readouterr().err
 
 
 def test_reporter_plain_lines_and_callbacks(store) -> None:
@@ -207,3 +210,13 @@ def test_remember_many_progress_chunks_give_the_same_vectors(tmp_path) -> None:
         b.remember_many(texts)
         assert seen[:3] == [("embed", 1024, 2500), ("embed", 2048, 2500), ("embed", 2500, 2500)]
         assert np.array_equal(a.get_vector(ids[-1]), b.get_vector(ids[-1]))
+
+
+def test_a_progress_callback_that_raises_before_the_commit_writes_nothing(tmp_path) -> None:
+    def stop(phase, done, total):
+        if phase == "embed":
+            raise RuntimeError("cancelled by the user")
+    with Mnemos.open(str(tmp_path / "a.mem")) as db:
+        with pytest.raises(RuntimeError):
+            db.remember_many(["one", "two"], progress=stop)
+        assert db.count() == 0 and db.stats()["seq"] == 0

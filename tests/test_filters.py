@@ -183,7 +183,17 @@ def test_index_agrees_with_reference_on_random_metadata(metas, filters) -> None:
             victim = filters[0]
             gone = {i for i in ids if matches(victim, by_id[i])}
             assert db.forget_where(victim) == len(gone)
-            assert {m.id for m in db.memories()} == set(ids) - gone
+            left = [i for i in ids if i not in gone]
+            assert [m.id for m in db.memories()] == left
+            # updates move memories to fresh slots (ids out of slot order) and re-index them
+            for i, mid in enumerate(left[::2]):
+                by_id[mid] = metas[(i + 1) % len(metas)]
+                db.update(mid, metadata=by_id[mid])
+            for flt in filters:
+                want = [i for i in left if matches(flt, by_id[i])]
+                assert db.count(flt) == len(want), flt
+                assert sorted(m.id for m in db.ask(vector=[1.0] * db._engine.dim, mode="vector",
+                                                   top_k=len(ids), filter=flt)) == want, flt
             assert db.verify().ok
 
 
@@ -222,14 +232,17 @@ def test_filtered_reads_survive_replay_and_compaction(opener, tmp_path) -> None:
     assert db.forget_where({"i": {"$lt": 5}}) == 5
     db.forget(ids[30])
     db.namespace("other").remember("not here", {"team": "red"})
+    db.update(ids[40], metadata={"i": 40, "team": "red", "price": 1.0, "user": {"tier": 9}})
+    assert db.forget_where({"user.tier": 9, "price": {"$lt": 2}}) == 1  # the updated one
+    db.update(ids[41], metadata={"i": 41, "team": "red", "price": 0.5, "user": {"tier": 1}})
     before = _answers(db)
-    assert before[0][0] == 17  # red: 20 with i % 3 == 0, minus 0 and 3 (i < 5), minus 30
+    assert before[0][0] == 18  # red: 20 with i % 3 == 0, minus 0 and 3 (i < 5), minus 30, plus 41
     db.export_replay(tmp_path / "r.mlog")
     twin = opener("twin.mem")
     twin.replay(tmp_path / "r.mlog")
     assert twin.state_digest() == db.state_digest()
     assert _answers(twin) == before
-    db.compact()
+    assert db.compact()["lmdb_compacted"]  # the fields sub-database is copied too
     assert _answers(db) == before
     assert db.verify().ok
     db.close()
@@ -367,3 +380,74 @@ def test_forget_where_in_a_batch(db: Mnemos) -> None:
             b.forget_where({"k": 2})
             b.forget(keep)
     assert [m.id for m in db.memories()] == [keep] and db.verify().ok
+
+
+# ------------------------------------------------------------------ against LangGraph's store
+
+_LG_SCALAR = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, 2.5, -1.5]),
+                       st.sampled_from(["a", "b", "ab"]))
+_LG_META = st.dictionaries(st.sampled_from(["a", "b"]), st.one_of(
+    _LG_SCALAR, st.none(), st.lists(_LG_SCALAR, max_size=2),
+    st.dictionaries(st.sampled_from(["x", "y"]), _LG_SCALAR, max_size=2)), max_size=2)
+_LG_NUM = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, 2.5]))
+_LG_FILTER = st.dictionaries(st.sampled_from(["a", "b"]), st.one_of(
+    _LG_SCALAR, st.lists(_LG_SCALAR, max_size=2),
+    st.builds(lambda v: {"$ne": v}, _LG_SCALAR),
+    st.builds(lambda o, v: {o: v}, _ORDER_OPS, _LG_NUM),
+    st.dictionaries(st.sampled_from(["x", "y"]), _LG_SCALAR, min_size=1, max_size=2)),
+    min_size=1, max_size=2)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(flt=_LG_FILTER, meta=_LG_META)
+def test_matches_langgraph_in_memory_store_where_it_is_defined(flt, meta) -> None:
+    """Equality, $ne, nested dicts, lists and numeric ranges as LangGraph's InMemoryStore
+    filters (bools aside: there True == 1). Where LangGraph raises (float() of a string
+    or None in a range) our comparison is simply false."""
+    lg = pytest.importorskip("langgraph.store.memory")
+    try:
+        want = all(lg._compare_values(meta.get(k), v) for k, v in flt.items())
+    except (TypeError, ValueError):
+        assert any(isinstance(v, dict) and any(o in v for o in ("$gt", "$gte", "$lt", "$lte"))
+                   for v in flt.values())
+        return
+    assert matches(flt, meta) is want
+
+
+def test_building_the_index_on_open_is_logged(opener, store_path, caplog) -> None:
+    import logging
+    db = opener()
+    _fill(db, 5)
+    db.close()
+    _drop_index(store_path)
+    with caplog.at_level(logging.INFO, logger="mnemos_kv"):
+        opener()
+    assert any("filter index" in r.getMessage() and "5 memories" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_reader_keeps_its_snapshot_of_the_index(db: Mnemos) -> None:
+    """memories(filter=) reads one snapshot: a forget_where committed meanwhile does not
+    change what it yields (the index lives in LMDB, versioned with the records)."""
+    db.remember_many([{"text": f"m{i}", "metadata": {"k": i % 2}} for i in range(6)])
+    it = db.memories(filter={"k": 0})
+    first = next(it)
+    assert db.forget_where({"k": 0}) == 3
+    assert [first.id] + [m.id for m in it] == [1, 3, 5]
+    assert list(db.memories(filter={"k": 0})) == [] and db.count({"k": 1}) == 3
+
+
+@pytest.mark.parametrize("field", ["few", "many", "word"])
+def test_ranges_over_shared_and_distinct_values(db: Mnemos, field: str) -> None:
+    """Ranges read shared values in bulk and distinct ones pair by pair: both agree
+    with the reference, at every bound (present or absent, first or last)."""
+    metas = [{"few": i % 5, "many": i / 7, "word": ["ant", "bee", "cat", "dog"][i % 4] + str(i % 3)}
+             for i in range(120)]
+    ids = db.remember_many([{"text": f"m{i}", "metadata": m} for i, m in enumerate(metas)])
+    bounds = {"few": [-1, 0, 2, 2.5, 4, 9], "many": [-1, 0, 1 / 7, 5.0, 16.9, 17, 100],
+              "word": ["", "ant0", "b", "bee2", "cat", "dog2", "z"]}[field]
+    for b in bounds:
+        for op in ("$gt", "$gte", "$lt", "$lte"):
+            flt = {field: {op: b}}
+            want = [i for i, m in zip(ids, metas) if matches(flt, m)]
+            assert [m.id for m in db.memories(filter=flt)] == want, flt

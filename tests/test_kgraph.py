@@ -169,3 +169,7 @@ def test_mcp_cli_arguments_and_import_into_a_namespace(tmp_path, capsys) -> None
     with Mnemos.open(path, readonly=True) as db:
         assert db.count() == 0 and db.namespace("imported").count() == 14  # 5 entities + 9 observations
         assert db.namespace("imported").get_by_key("Anthropic").metadata["entityType"] == "organization"
+    out = tmp_path / "back.jsonl"
+    assert main(["mcp-export", path, str(out), "--namespace", "imported"]) == 0
+    assert "10 lines" in capsys.readouterr().out
+    assert out.read_bytes() == open(FIXTURE, "rb").read()

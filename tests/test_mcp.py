@@ -112,6 +112,8 @@ def test_legacy_handshake_client(db: Mnemos, connect: Callable[..., Session]) ->
     assert s.client.protocol_version < "2026"
     assert s.ok("create_entities", {"entities": [ent("A")]})["entities"][0]["name"] == "A"
     assert graph_of(s)["entities"] == {"A": ("person", [])}
+    # unknown extra arguments are dropped (as the reference server's zod schemas do)
+    assert s.ok("open_nodes", {"names": ["A"], "self": 1, "verbose": True})["entities"] == [ent("A")]
 
 
 # -- the reference nine ----------------------------------------------------------------

@@ -7,7 +7,8 @@ def test_all_names_exist_and_are_exported() -> None:
     for name in mnemos_kv.__all__:
         assert hasattr(mnemos_kv, name), name
     public = {n for n in dir(mnemos_kv) if not n.startswith("_")}
-    modules = {"errors", "embedders", "store", "cli", "filters", "mcp"}
+    modules = {"errors", "embedders", "store", "cli", "filters", "mcp", "langchain", "langgraph",
+               "rerank"}
     assert public - modules - set(mnemos_kv.__all__) == set()
 
 

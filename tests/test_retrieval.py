@@ -297,17 +297,22 @@ def _reference(s: Mnemos, query: str, names: list[str], k: int, types=None, sinc
     from mnemos_kv.embedders import embed_checked
     mems = [m for nm in names for m in s.namespace(nm).memories()]
     mems.sort(key=lambda m: m.id)
-    toks = {m.id: _lexical.tokenize(m.text) for m in mems}
-    qterms = _lexical.tokenize(query)
-    lengths = np.array([len(toks[m.id]) for m in mems], np.float32)
-    post = {}
-    for r, m in enumerate(mems):
-        for t, tf in _lexical.term_frequencies(toks[m.id]).items():
-            post.setdefault(t, ([], []))
-            post[t][0].append(r)
-            post[t][1].append(float(tf))
-    post = {t: (np.array(a), np.array(b, np.float32)) for t, (a, b) in post.items()}
-    bm_all = _lexical.bm25_scores(qterms, post, lengths, len(mems), float(lengths.mean()))
+    def field_bm25(fi: int) -> np.ndarray:
+        """BM25 of one field of the index (0: Porter stems, 1: exact surface words)."""
+        toks = {m.id: _lexical.index_fields(m.text)[fi] for m in mems}
+        qterms = _lexical.index_fields(query)[fi]
+        lengths = np.array([len(toks[m.id]) for m in mems], np.float32)
+        post = {}
+        for r, m in enumerate(mems):
+            for t, tf in _lexical.term_frequencies(toks[m.id]).items():
+                post.setdefault(t, ([], []))
+                post[t][0].append(r)
+                post[t][1].append(float(tf))
+        post = {t: (np.array(a), np.array(b, np.float32)) for t, (a, b) in post.items()}
+        return _lexical.bm25_scores(qterms, post, lengths, len(mems), float(lengths.mean()))
+
+    bm_all = field_bm25(0) + np.float32(_retrieval.SURFACE_WEIGHT) * field_bm25(1)
+    assert not any(_lexical.is_question(m.text) for m in mems)  # no reply lift to model
     keep = [i for i, m in enumerate(mems)
             if (types is None or m.type in types)
             and (since is None or m.created_at >= since) and (until is None or m.created_at <= until)]
@@ -339,7 +344,7 @@ def test_ask_matches_a_from_scratch_reference(opener, seed) -> None:
     rng = np.random.default_rng(seed)
     s = opener(f"ref{seed}.mem")
     vocab = ["stripe", "payment", "berlin", "office", "pizza", "deploy", "friday", "invoice",
-             "card", "team", "launch", "march", "dog", "biscuit", "coffee"]
+             "card", "team", "launch", "march", "dog", "biscuit", "coffee", "been", "doing"]
     names = ["default", "a", "b"][: 1 + seed % 3]
     ids, home = [], {}
     for i in range(int(rng.integers(20, 120))):
@@ -354,7 +359,7 @@ def test_ask_matches_a_from_scratch_reference(opener, seed) -> None:
     if seed == 5:
         s.compact()
     handle = s.namespace(names[0], read=names)
-    for query in ("stripe payment", "berlin office march", "dog", "the of"):
+    for query in ("stripe payment", "berlin office march", "dog", "the of", "been doing coffee"):
         for kw in ({}, {"since": T0 + 10 * 3600}, {"until": T0 + 5 * 3600},
                    {"types": ["episodic", "semantic"]}):
             got = [(h.id, h.score) for h in handle.ask(query, top_k=8, namespaces=names, **kw)]

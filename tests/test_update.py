@@ -497,3 +497,25 @@ def test_update_and_drop_keep_the_filter_index_in_step(db: Mnemos) -> None:
     ns.remember("again", {"stage": 0})
     assert ns.count(filter={"stage": {"$lt": 3}}) == 1
     assert db.verify().ok
+
+
+def test_drop_removes_edges_from_other_namespaces_into_it(db: Mnemos) -> None:
+    a = db.remember("in default")
+    b = db.namespace("x").remember("in x")
+    # the public API links within one namespace; an op can link across (e.g. a replayed
+    # history of another tool): the drop must not leave a dangling edge behind
+    db._engine.write([("op", {"op": "link", "src": a, "dst": b, "rel": "about", "w": 1.0})])
+    assert [e.dst for e in db.neighbors(a)] == [b]
+    assert db.drop_namespace("x") == 1
+    assert db.neighbors(a) == []
+    assert db.verify().ok
+
+
+def test_a_namespace_batch_cannot_drop_another_namespace(db: Mnemos) -> None:
+    db.namespace("b").remember("keep me")
+    bt = db.namespace("a").batch()
+    with pytest.raises(InvalidInputError):
+        bt.drop_namespace("b")
+    bt.drop_namespace("a")  # its own: allowed
+    bt.commit()
+    assert db.namespace("b").count() == 1

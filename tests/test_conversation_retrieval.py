@@ -1,0 +1,262 @@
+"""Issue 15 mechanisms on tiny hand-written conversations: each test also switches its
+mechanism off and checks that the answer is then worse, so it fails if the mechanism
+stops working."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from mnemos_kv import InvalidInputError, Mnemos
+from mnemos_kv import _lexical_index, _retrieval, rerank
+
+T0 = dt.datetime(2023, 3, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+DAY = 86_400.0
+
+
+class FlatEmbedder:
+    """Every text gets the same vector: only the lexical part (and its lifts) can rank."""
+
+    name, dim = "flat-4", 4
+
+    def embed(self, texts):
+        return np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (len(texts), 1))
+
+
+FILLER = [
+    "Alice: The weather was grey all weekend.",
+    "Bob: I cooked pasta with the kids yesterday.",
+    "Alice: Work has been busy with the quarterly report.",
+    "Bob: Our neighbour got a new car.",
+    "Alice: I watched a documentary about whales.",
+    "Bob: The train was late again this morning.",
+]
+
+
+def _at(texts, ts):
+    """remember_many items with one timestamp."""
+    return [{"text": t, "timestamp": ts} for t in texts]
+
+
+def _rank(hits, mid):
+    ids = [h.id for h in hits]
+    return ids.index(mid) if mid in ids else len(ids)
+
+
+# --------------------------------------------------------------------------- lossless lexical
+
+def test_surface_field_rewards_exact_words_and_auxiliaries(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    exact = s.remember("Bob: Been doing yoga every single morning for three years now.")
+    short = s.remember("Bob: Yoga is fun.")
+    query = "How long has Bob been doing yoga?"
+    assert s.ask(query, top_k=1)[0].id == exact  # "been doing" match in the surface field
+    monkeypatch.setattr(_retrieval, "SURFACE_WEIGHT", 0.0)
+    # stems only: "been"/"doing" are stopwords, and the shorter memory wins on "yoga"
+    assert s.ask(query, top_k=1)[0].id == short
+
+
+def test_surface_field_separates_word_forms_that_share_a_stem(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    paint = s.remember("Alice: I paint landscapes.")
+    paintings = s.remember("Alice: I sold paintings.")
+    assert s.ask("Which paintings did Alice sell?", top_k=1)[0].id == paintings
+    assert s.ask("Does Alice paint?", top_k=1)[0].id == paint
+    monkeypatch.setattr(_retrieval, "SURFACE_WEIGHT", 0.0)
+    # stems only: the two tie on "paint" and the older one wins either way
+    assert s.ask("Which paintings did Alice sell?", top_k=1)[0].id == paint
+
+
+def test_question_marker_is_indexed_and_removed(db: Mnemos) -> None:
+    q = db.remember("Did you see the eclipse?")
+    db.remember("Yes, it was beautiful.")
+    with db._engine.snapshot() as snap:
+        nid = db._engine.ns_id("default", snap.txn)
+        assert _lexical_index.question_ids(snap.txn, db._engine.env, [nid]).tolist() == [q]
+    db.forget(q)
+    with db._engine.snapshot() as snap:
+        assert _lexical_index.question_ids(snap.txn, db._engine.env, [nid]).size == 0
+
+
+def test_update_keeps_the_question_marker_and_word_field_in_step(db: Mnemos) -> None:
+    a = db.remember("Is the paint dry?")
+    db.remember("Yes it is.")
+    env = db._engine.env
+    db.update(a, text="The paint is dry now.")
+    with db._engine.snapshot() as snap:
+        assert _lexical_index.question_ids(snap.txn, env, [0]).size == 0
+        ids, _ = _lexical_index.bm25_postings(snap.txn, env, [0], [b"\x01now"])
+        assert ids.tolist() == [a]
+    b = db.upsert("k", "Who painted it?")
+    with db._engine.snapshot() as snap:
+        assert _lexical_index.question_ids(snap.txn, env, [0]).tolist() == [b]
+        # stems: paint dry | - | paint; words: paint dry now | yes | who painted
+        assert _lexical_index.stats(snap.txn, env, [0]) == (3, 3, 6)
+
+
+def test_old_index_version_is_rebuilt_with_both_fields(store_path) -> None:
+    with Mnemos.open(store_path) as s:
+        a = s.remember("Are the paintings dry?")
+        env = s._engine.env
+
+        def downgrade(txn):
+            txn.drop(env.db("postings"), delete=False)
+            txn.put(b"version", (1).to_bytes(4, "big"), db=env.db("lexstats"))
+        env.write(downgrade)
+    with Mnemos.open(store_path) as s:
+        env = s._engine.env
+        with s._engine.snapshot() as snap:
+            assert _lexical_index.question_ids(snap.txn, env, [0]).tolist() == [a]
+            ids, _ = _lexical_index.bm25_postings(snap.txn, env, [0], [b"\x01paintings"])
+            assert ids.tolist() == [a]
+
+
+# --------------------------------------------------------------------------- conversation structure
+
+def _yoga_conversation(s: Mnemos) -> tuple[int, int]:
+    s.remember_many(FILLER[:3])
+    s.remember("Alice: Bob, I saw your yoga mat in the car.")
+    s.remember("Alice: The yoga studio downtown closed, Bob.")
+    question = s.remember("Alice: How long have you been doing yoga, Bob?")
+    answer = s.remember("Bob: Three years now, ever since college.")
+    s.remember_many(FILLER[3:])
+    return question, answer
+
+
+def test_reply_to_a_matching_question_is_lifted(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    question, answer = _yoga_conversation(s)
+    query = "How long has Bob been doing yoga?"
+    hits = s.ask(query, top_k=5, explain=True)
+    assert hits[0].id == question
+    assert _rank(hits, answer) == 1
+    parts = {h.id: h.explain for h in hits}
+    q_rel = parts[question]["vector"] + parts[question]["lexical"]
+    assert parts[answer]["neighbour"] == pytest.approx(_retrieval.REPLY_WEIGHT * q_rel, rel=1e-5)
+    monkeypatch.setattr(_retrieval, "REPLY_WEIGHT", 0.0)
+    # only the symmetric neighbour share (0.2): the two other yoga turns come first
+    assert _rank(s.ask(query, top_k=5), answer) >= 3
+
+
+def test_reply_lift_needs_a_question_before(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER[:3])
+    s.remember("Alice: Bob, I saw your yoga mat in the car.")
+    s.remember("Alice: The yoga studio downtown closed, Bob.")
+    statement = s.remember("Alice: You have been doing yoga for long, Bob.")
+    after = s.remember("Bob: Three years now, ever since college.")
+    s.remember_many(FILLER[3:])
+    hits = s.ask("How long has Bob been doing yoga?", top_k=5)
+    assert hits[0].id == statement and _rank(hits, after) >= 3
+
+
+# --------------------------------------------------------------------------- temporal
+
+def test_dates_in_the_query_favour_memories_of_that_time(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    march = s.remember("Alice: I will go to the concert in town.", timestamp=T0)
+    s.remember_many(_at(FILLER, T0 + 100 * DAY))
+    october = s.remember("Alice: The concert was loud.",
+                         timestamp=dt.datetime(2023, 10, 14, tzinfo=dt.timezone.utc))
+    query = "Which concert did Alice go to in October 2023?"
+    hits = s.ask(query, top_k=2, explain=True)
+    assert hits[0].id == october
+    ex = hits[0].explain
+    assert ex["window_start"] == dt.datetime(2023, 10, 1, tzinfo=dt.timezone.utc).timestamp()
+    assert ex["window_end"] == dt.datetime(2023, 11, 1, tzinfo=dt.timezone.utc).timestamp()
+    assert ex["time"] == 0.0 and hits[1].explain["time"] < 0
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+    monkeypatch.setattr(_retrieval, "TEMPORAL_WEIGHT", 0.0)
+    assert s.ask(query, top_k=1)[0].id == march  # more of its words match
+
+
+def test_relative_dates_use_now(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    old = s.remember("Bob: Dinner with the team was great.", timestamp=T0)
+    s.remember_many(_at(FILLER, T0 + 3 * DAY))
+    recent = s.remember("Bob: The team dinner.", timestamp=T0 + 10 * DAY)
+    query = "Where was Bob's team dinner yesterday?"
+    assert s.ask(query, top_k=1, now=T0 + 11 * DAY)[0].id == recent
+    assert s.ask(query, top_k=1, now=T0 + 1 * DAY)[0].id == old
+    with pytest.raises(InvalidInputError):
+        s.ask(query, now="not a time")
+
+
+def test_a_window_that_holds_every_candidate_changes_nothing(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(_at(FILLER, T0))
+    a = s.ask("What did Bob cook in 2023?", top_k=6, explain=True)
+    b = s.ask("What did Bob cook?", top_k=6)
+    assert [h.id for h in a] == [h.id for h in b]
+    assert all(h.explain["time"] == 0.0 for h in a)
+
+
+# --------------------------------------------------------------------------- multi-hop feedback
+
+def test_feedback_round_reaches_the_second_hop(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    fill = [t.replace("Alice", "Dan") for t in FILLER]
+    s.remember_many(fill[:3])
+    s.remember("Alice: My sister is Carol.")
+    s.remember_many(fill[3:])
+    hop = s.remember("Carol moved to Lisbon in spring.")
+    s.remember_many(["Bob: Lisbon has great food.", "Bob: Spring is my favourite season."])
+    query = "Where does Alice's sister live?"
+    monkeypatch.setattr(_retrieval, "PRF_WEIGHT", 0.0)
+    assert _rank(s.ask(query, top_k=3), hop) == 3  # shares no word with the query
+    monkeypatch.setattr(_retrieval, "PRF_WEIGHT", 0.3)
+    hits = s.ask(query, top_k=3, explain=True)
+    assert _rank(hits, hop) < 3
+    assert {h.id: h.explain for h in hits}[hop]["feedback"] > 0
+
+
+# --------------------------------------------------------------------------- rerank hook
+
+def test_rerank_hook_reorders_the_candidates(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    ids = s.remember_many([f"note about apples number {i}" for i in range(30)])
+    seen: list[int] = []
+
+    def by_number(query: str, texts: list[str]) -> list[float]:
+        seen.append(len(texts))
+        return [float(t.rsplit(" ", 1)[1]) for t in texts]
+
+    hits = s.ask("apples", top_k=3, rerank=by_number, explain=True)
+    assert seen == [rerank.candidates(3)] == [20]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.explain["rerank"] == h.score and "first_stage" in h.explain for h in hits)
+    first = s.ask("apples", top_k=20)
+    assert {h.id for h in hits} <= {h.id for h in first}
+    assert hits[0].text.endswith(str(max(int(h.text.rsplit(" ", 1)[1]) for h in first)))
+    assert set(ids) >= {h.id for h in hits}
+
+    class Obj:
+        def rerank(self, query, texts):
+            return [-len(t) for t in texts]
+    assert len(s.ask("apples", top_k=2, rerank=Obj())) == 2
+    with pytest.raises(InvalidInputError):
+        s.ask("apples", rerank=42)
+    with pytest.raises(InvalidInputError):
+        s.ask("apples", rerank=lambda q, t: [1.0])
+    with pytest.raises(InvalidInputError):
+        s.ask("apples", rerank=lambda q, t: [float("nan")] * len(t))
+
+
+def test_cross_encoder_adapter(opener) -> None:
+    pytest.importorskip("sentence_transformers", reason="the [st] extra is not installed")
+    import os
+    path = os.environ.get("MNEMOS_TEST_CROSS_ENCODER")
+    if not path:
+        pytest.skip("no cross-encoder model available offline (set MNEMOS_TEST_CROSS_ENCODER "
+                    "to a local model directory)")
+    ce = rerank.CrossEncoderReranker(path)
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(["The cat sat on the mat.", "Stock markets fell sharply today.",
+                     "A kitten is sleeping on a rug."])
+    hits = s.ask("Where is the cat sleeping?", top_k=3, rerank=ce)
+    assert "Stock" in hits[-1].text
