@@ -15,7 +15,7 @@ from .embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder, f
 from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError, DuplicateKeyError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
-                     MnemosError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
+                     MnemosError, NeedsRecoveryError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
                      StoreError)
 from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
@@ -36,7 +36,7 @@ __all__ = [
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
     "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
-    "LogCorruptionError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
+    "LogCorruptionError", "NeedsRecoveryError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
     "__version__",
 ]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterable, Iterator, TextIO
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from . import _storage as S
 from ._progress import Progress
 from ._progress import embed as embed_progress
 from ._validate import check_namespace
-from .errors import EmbedderMismatchError, InvalidInputError, ReplayError
+from .errors import CorruptionError, EmbedderMismatchError, InvalidInputError, ReplayError
 
 DUMP_VERSION = 1
 _MARKERS = ("$bytes", "$dict")
@@ -107,9 +107,9 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
                 row["updated_at"], row["upd"] = rec.upd / 1e6, rec.upd
             if rec.id in pinned:
                 row["pinned"] = True
-            if vectors:  # exact bytes, compact, and fast to write and read
-                row["vector_b64"] = base64.b64encode(
-                    np.ascontiguousarray(snap.matrix[rec.slot], dtype="<f4").tobytes()).decode()
+            if vectors:  # exact bytes, compact, and fast to write and read (checksum-checked)
+                row["vector_b64"] = base64.b64encode(np.ascontiguousarray(
+                    engine.checked_vector(snap, rec), dtype="<f4").tobytes()).decode()
             yield row
     with txn.cursor(db=db("edges_out")) as cur:
         for k, v in cur:
@@ -123,9 +123,17 @@ def rows(engine: Any, snap: Any, namespaces: list[str] | None, vectors: bool,
                        "weight": S.from_f64(v)}
 
 
-def dump(engine: Any, out: TextIO, *, namespaces: list[str] | None = None, vectors: bool = False,
+def dump(engine: Any, out: IO[str], *, namespaces: list[str] | None = None, vectors: bool = False,
          progress: Progress | None = None) -> int:
-    """Write the dump of one consistent snapshot to ``out``; returns the lines written."""
+    """Write the dump of one consistent snapshot to ``out``; returns the lines written.
+
+    The pages of data.mdb are checked first (without LMDB's map): a damaged file raises
+    CorruptionError instead of crashing the process in LMDB.
+    """
+    from ._verify import lmdb_pages
+    problems, _pages = lmdb_pages(engine)
+    if problems:
+        raise CorruptionError(problems[0])
     n = 0
     with engine.snapshot() as snap:
         for row in rows(engine, snap, namespaces, vectors, progress):

@@ -23,14 +23,15 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index, _mutate, _openlock
+from . import _capacity, _filter_index, _lexical_index, _lmdbcheck, _mutate, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, log_file
-from ._vectors import SLOT_DTYPE, GenerationGone, VectorFiles
+from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, slot_file, slot_row,
+                       vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
-                     FormatVersionError, InvalidInputError, MemoryNotFoundError, NotAStoreError,
-                     ReadOnlyError, StoreError)
+                     FormatVersionError, InvalidInputError, MemoryNotFoundError,
+                     NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
 
 logger = logging.getLogger("mnemos_kv")
 
@@ -126,6 +127,46 @@ def _closed_when_dropped(log: LogFile) -> LogFile:
     return log
 
 
+def history_files(root: str) -> list[str]:
+    """Files of ``root`` that hold store history: a base snapshot, or a log with frames.
+
+    (A log holding only its header is what a creator that died before its first commit
+    leaves: nothing to lose.)
+    """
+    out = []
+    for name in sorted(os.listdir(root)):
+        full = os.path.join(root, name)
+        if name.startswith("base.") and name.endswith(".msnap"):
+            out.append(full)
+        elif name.startswith("log.") and name.endswith(".mlog"):
+            try:
+                if os.path.getsize(full) > FILE_HEADER:
+                    out.append(full)
+            except OSError:
+                pass
+    return out
+
+
+def _lmdb_usable(root: str) -> bool:
+    """False when data.mdb is missing or empty (LMDB would make a new, empty one)."""
+    try:
+        return os.path.getsize(os.path.join(root, "data.mdb")) > 0
+    except OSError:
+        return False
+
+
+def path_error(path: str, exc: OSError) -> StoreError:
+    """An OSError about the store directory itself, as a StoreError naming the path."""
+    import errno as _errno
+    why = {_errno.ENOTDIR: "a part of the path is a file, not a directory",
+           _errno.EACCES: "permission denied", _errno.EPERM: "permission denied",
+           _errno.EROFS: "the file system is read-only",
+           _errno.ENAMETOOLONG: "the path is too long",
+           _errno.ENOENT: "a parent directory does not exist"}.get(exc.errno or 0, exc.strerror)
+    cls = NotAStoreError if exc.errno in (_errno.ENOTDIR, _errno.ENOENT) else StoreError
+    return cls(f"cannot use {path!r} as a store: {why} ({type(exc).__name__}: {exc})")
+
+
 def _slots_needed(req: tuple[Any, ...]) -> int:
     """How many fresh slots a write request may take (rows reserved before applying)."""
     kind = req[0]
@@ -166,11 +207,17 @@ class Engine:
             self.dim = int(fmt["dim"])
             self.embedder_name = str(fmt["embedder"])
             self.embedder = self._match_embedder(embedder, embedder_given)
+            self.vectors = VectorFiles(self.path, self.dim, readonly)
+            try:
+                st = self._open_files()
+            except NeedsRecoveryError:
+                raise
+            except CorruptionError as exc:
+                raise NeedsRecoveryError(f"{exc}; nothing was changed. {self.recover_hint()}") from exc
             if not readonly:  # after every check of the open: a refused open writes nothing
                 _lexical_index.ensure_built(self.env)  # stores from before the lexical index
                 _filter_index.ensure_built(self.env)  # ... and before the filter index
-            self.vectors = VectorFiles(self.path, self.dim, readonly)
-            st = self._open_files()
+                self._upgrade_format()
             self._vsync_check = not readonly
             logger.debug("%s: opened (%s, seq %d, %d memories, generation %d)", self.path,
                          "read-only" if readonly else "read-write", st.seq, st.live, st.gen)
@@ -182,6 +229,9 @@ class Engine:
                 # the vector rows written since the last file sync from the log
                 self.write([])
         except BaseException:
+            for part in (getattr(self, "vectors", None), getattr(self, "log", None)):
+                if part is not None:  # a refused open keeps no file open
+                    part.close()
             S.release(self.env)
             raise
 
@@ -211,20 +261,38 @@ class Engine:
         raise AssertionError("unreachable")
 
     def _check_path(self) -> None:
+        """Refuse what is not a store, and a store whose LMDB file is lost or damaged,
+        before LMDB opens (and would either recreate or map) ``data.mdb``."""
         p = self.path
-        if os.path.exists(p):
-            if not os.path.isdir(p):
-                raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
-            entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
-            if "data.mdb" not in entries and entries:
-                raise NotAStoreError(
-                    f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
-            if "data.mdb" not in entries and self.readonly:
-                raise NotAStoreError(f"{p!r} holds no store; cannot create one read-only")
-        else:
-            if self.readonly:
-                raise NotAStoreError(f"{p!r} does not exist; cannot create a store read-only")
-            os.makedirs(p, exist_ok=True)
+        try:
+            if os.path.exists(p):
+                if not os.path.isdir(p):
+                    raise NotAStoreError(f"{p!r} is a file, not a mnemos-kv store directory")
+                entries = set(os.listdir(p)) - set(_openlock.LOCK_FILES)
+                if history_files(p) and not _lmdb_usable(p):
+                    raise NeedsRecoveryError(
+                        f"{p!r}: data.mdb is {'missing' if 'data.mdb' not in entries else 'empty'}"
+                        f" but the replay log holds the store's history; nothing was changed. "
+                        f"Rebuild it with Mnemos.recover({p!r}) or `mnemos-kv recover {p}`")
+                if "data.mdb" not in entries and entries:
+                    raise NotAStoreError(
+                        f"{p!r} is a non-empty directory without a mnemos-kv store (no data.mdb)")
+                if "data.mdb" not in entries and self.readonly:
+                    raise NotAStoreError(f"{p!r} holds no store; cannot create one read-only")
+                if "data.mdb" in entries and os.path.getsize(os.path.join(p, "data.mdb")):
+                    try:
+                        _lmdbcheck.check_meta(os.path.join(p, "data.mdb"))
+                    except CorruptionError as exc:
+                        raise NeedsRecoveryError(
+                            f"{exc}; LMDB cannot open it safely and nothing was changed. Rebuild "
+                            f"the store with Mnemos.recover({p!r}) or `mnemos-kv recover {p}`"
+                        ) from exc
+            else:
+                if self.readonly:
+                    raise NotAStoreError(f"{p!r} does not exist; cannot create a store read-only")
+                os.makedirs(p, exist_ok=True)
+        except OSError as exc:
+            raise path_error(p, exc) from exc
 
     def _load_or_create(self, embedder: Any) -> dict[str, Any]:
         if self.env.has_db("meta"):
@@ -233,6 +301,8 @@ class Engine:
         else:
             raw = None
         if raw is None:
+            if history_files(self.path):
+                raise self._lost_lmdb()
             if self.readonly or not self.env.has_db("meta"):
                 raise NotAStoreError(f"{self.path!r} holds no initialised mnemos-kv store")
             return self._create(embedder)
@@ -254,6 +324,8 @@ class Engine:
             meta = self.env.db("meta")
             if txn.get(b"format", db=meta) is not None:  # another process won the race
                 return
+            if history_files(self.path):  # under the writer lock: no creator is racing us
+                raise self._lost_lmdb()
             # The files are made under the writer lock: a process racing to create
             # the same store waits here, then finds the format record and keeps them.
             VectorFiles.create(self.path, int(embedder.dim), st.gen)
@@ -268,6 +340,33 @@ class Engine:
         self.env.write(body)
         with self.env.read() as txn:
             return R.decode(txn.get(b"format", db=self.env.db("meta")), "store format")
+
+    def _upgrade_format(self) -> None:
+        """Mark an older-format store as this format (docs/format.md): what this version
+        writes (checksummed records and rows) an older mnemos-kv cannot read, so from
+        now on it refuses the store with FormatVersionError instead of misreading it."""
+        if int(self.format["version"]) >= R.FORMAT_VERSION:
+            return
+        meta = self.env.db("meta")
+
+        def body(txn: lmdb.Transaction) -> None:
+            fmt = R.decode(txn.get(b"format", db=meta), "store format")
+            if int(fmt["version"]) < R.FORMAT_VERSION:
+                fmt["version"] = R.FORMAT_VERSION
+                txn.put(b"format", R.encode(fmt), db=meta)
+        self.env.write(body)
+        self.format = dict(self.format, version=R.FORMAT_VERSION)
+
+    def recover_hint(self) -> str:
+        return (f"Rebuild the store from its log with Mnemos.recover({self.path!r}) or "
+                f"`mnemos-kv recover {self.path}`")
+
+    def _lost_lmdb(self) -> NeedsRecoveryError:
+        p = self.path
+        return NeedsRecoveryError(
+            f"{p!r}: data.mdb holds no store, but the replay log holds the store's history "
+            f"(data.mdb was replaced or emptied?); nothing was changed. Rebuild it with "
+            f"Mnemos.recover({p!r}) or `mnemos-kv recover {p}`")
 
     def _match_embedder(self, embedder: Any, given: bool) -> Any:
         if embedder.name == self.embedder_name and int(embedder.dim) == self.dim:
@@ -433,7 +532,7 @@ class Engine:
             self._reconcile(txn, st)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
-            matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new)
+            matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new, have=st.n_slots)
             ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps)
             holder["ctx"] = ctx
             seq0 = st.seq
@@ -505,7 +604,7 @@ class Engine:
         self._vsync_check = False
         if st.vsync_seq == st.seq or st.vsync_off >= st.log_end:
             return
-        matrix, slots = self.vectors.ensure(st.gen, st.n_slots)
+        matrix, slots = self.vectors.ensure(st.gen, st.n_slots, have=st.n_slots)
         next_slot = st.vsync_slots
         new_ids: dict[int, int] = {}
         rows: list[tuple[int, Any, tuple[Any, ...]]] = []
@@ -526,7 +625,8 @@ class Engine:
             if kind in _mutate.SLOT_OPS:
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
-                rows.append((next_slot, op["vec"], (op["id"], 0, op["ts"], op["ns"], op["type"], 0, 0)))
+                rows.append((next_slot, op["vec"],
+                             slot_row(op["id"], op["ts"], op["ns"], op["type"], op["vec"])))
                 new_ids[int(op["id"])] = next_slot
                 next_slot += 1
             elif kind == "drop":  # every slot of the namespace still live at this seq
@@ -564,12 +664,21 @@ class Engine:
         if size == st.log_end:
             return
         if size < st.log_end:
-            raise CorruptionError(
+            raise NeedsRecoveryError(
                 f"{self.log.path}: log is {size} bytes but the store committed {st.log_end}; "
-                "the log was truncated outside mnemos-kv")
+                f"the log was truncated outside mnemos-kv. {self.recover_hint()}")
+        _, slots = self.vectors.ensure(st.gen, st.n_slots, have=st.n_slots)
+        tail = self.log.tail_frames(st.log_end)
+        if tail and tail[0][1] != st.seq + 1:
+            # Not what a writer that died before its commit leaves (its frames continue
+            # the committed sequence): LMDB does not prove these frames uncommitted, so
+            # they are not cut. (data.mdb older than the log, e.g. restored from a copy.)
+            raise NeedsRecoveryError(
+                f"{self.log.path}: {size - st.log_end} bytes after the committed end hold frames "
+                f"from seq {tail[0][1]}, but the store committed seq {st.seq}; the log and "
+                f"data.mdb disagree and nothing was changed. {self.recover_hint()}")
         logger.info("%s: dropping %d uncommitted log bytes after seq %d (a writer died before "
                     "its commit)", self.log.path, size - st.log_end, st.seq)
-        _, slots = self.vectors.ensure(st.gen, st.n_slots)
         # dead marks set by the uncommitted ops (forget, evict, update, drop) carry a seq
         # beyond the committed one: undo them all at once
         undo = np.flatnonzero(slots["dead"][: st.n_slots] > st.seq)
@@ -668,7 +777,7 @@ class Engine:
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
                            key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
-            ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, 0, 0)
+            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
             txn.put(S.u64(mid), rec.to_bytes(), db=db("records"))
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
@@ -790,8 +899,37 @@ class Engine:
     # -- reads ----------------------------------------------------------------------------------
 
     def record(self, txn: lmdb.Transaction, mid: int) -> R.Record | None:
+        """The record of ``mid`` (None: none). :raises CorruptionError: it fails its checks."""
         raw = txn.get(S.u64(mid), db=self.env.db("records"))
-        return None if raw is None else R.Record.from_bytes(raw)
+        if raw is None:
+            return None
+        try:
+            return R.Record.from_bytes(raw)
+        except CorruptionError as exc:
+            raise CorruptionError(f"memory {mid}: {exc} (in {os.path.join(self.path, 'data.mdb')}; "
+                                  f"{self.recover_hint()})") from exc
+
+    def check_vector(self, snap: Snapshot, rec: R.Record) -> None:
+        """Check the vector row of ``rec`` against its slot's checksum and id.
+
+        :raises CorruptionError: naming the memory and the vector file."""
+        self.check_row(rec, snap.matrix, snap.slots, snap.state.gen)
+
+    def check_row(self, rec: R.Record, matrix: np.ndarray, slots: np.ndarray, gen: int) -> None:
+        """:meth:`check_vector` on explicit rows of generation ``gen``."""
+        slot = rec.slot
+        if not 0 <= slot < slots.shape[0] or int(slots["id"][slot]) != rec.id:
+            raise CorruptionError(f"memory {rec.id}: its slot {slot} is not in the slot file "
+                                  f"{slot_file(self.path, gen)}; {self.recover_hint()}")
+        if bad_rows(matrix, slots, (slot,)):
+            raise CorruptionError(
+                f"memory {rec.id}: its vector (row {slot} of {vector_file(self.path, gen)}) "
+                f"fails its checksum; {self.recover_hint()}")
+
+    def checked_vector(self, snap: Snapshot, rec: R.Record) -> np.ndarray:
+        """The vector row of ``rec`` after :meth:`check_vector`."""
+        self.check_vector(snap, rec)
+        return snap.matrix[rec.slot]
 
     def edges(self, txn: lmdb.Transaction, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
         """Edges (src, dst, relation, weight) touching ``mid``: 'out', 'in' or 'both'."""

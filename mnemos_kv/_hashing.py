@@ -101,8 +101,8 @@ def _text_features(text: str, dim: int) -> tuple[list[int], list[float]]:
     for (_, left), (_, right) in zip(pairs, pairs[1:]):
         k, v = _bigram_feature(left, right, dim)
         acc[k] = acc.get(k, 0.0) + v
-    keys = sorted(acc)
-    return keys, [acc[k] for k in keys]
+    order = sorted(acc)
+    return order, [acc[k] for k in order]
 
 
 def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:

@@ -424,22 +424,27 @@ class KnowledgeGraph:
                          for d, r in sorted(rels))
         return {"entities": out_e, "relations": out_r, "total": len(ents)}
 
-    def _entity_dict(self, m: "Memory", handle: "Namespace") -> dict[str, Any]:
+    def _entity_dict(self, m: "Memory", handle: "Namespace", obs: Sequence["Memory"]) -> dict[str, Any]:
         d: dict[str, Any] = {"name": m.key, "entityType": m.metadata.get("entityType", ""),
-                             "observations": [o.text for o in self._observation_memories(m, handle)]}
+                             "observations": [o.text for o in obs]}
         if handle is not self.h:
             d["namespace"] = handle.name
         return d
 
     def _subgraph(self, found: Sequence[tuple["Memory", "Namespace"]]) -> dict[str, Any]:
         """The entities found and every relation with at least one end among them."""
-        entities = [self._entity_dict(m, h) for m, h in found]
+        entities: list[dict[str, Any]] = []
+        observation_ids: set[int] = set()
+        for m, h in found:
+            obs = self._observation_memories(m, h)
+            observation_ids.update(o.id for o in obs)
+            entities.append(self._entity_dict(m, h, obs))
         rels: list[tuple[str, str, str]] = []
         for m, h in found:
             for e in h.neighbors(m.id, direction="both"):
-                if e.relation == OBSERVATION_RELATION and e.src == m.id:
-                    continue
                 other = e.dst if e.src == m.id else e.src
+                if other in observation_ids:
+                    continue
                 try:
                     o = h.get(other)
                 except MemoryNotFoundError:

@@ -47,6 +47,9 @@ Progress = Callable[[str, int, int], Any]
 
 _fsync = S.fsync_path
 
+#: Whether py-lmdb's putmulti(append=True) appends duplicates of a dupsort table.
+APPEND_DUPS = int(lmdb.__version__.split(".")[0]) >= 3
+
 
 def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], dst_dir: str,
           map_size: int, progress: Progress | None) -> None:
@@ -62,13 +65,16 @@ def _copy(src: lmdb.Environment, handles: dict[bytes, Any], names: list[bytes], 
                 with dst.begin(write=True) as wtxn:
                     ddb = dst.open_db(name, txn=wtxn, create=True, **flags)
                     added = 0
+                    # MDB_APPEND rejects a second value of the same key; py-lmdb 3 uses
+                    # MDB_APPENDDUP for dupsort tables, 1.x does not (it copied a fraction)
+                    append = APPEND_DUPS or not flags.get("dupsort")
                     with rtxn.cursor(db=sdb) as rc, wtxn.cursor(db=ddb) as wc:
                         items = rc.iternext(keys=True, values=True)
                         while True:
                             chunk = list(itertools.islice(items, CHUNK))
                             if not chunk:
                                 break
-                            _consumed, n = wc.putmulti(chunk, append=True)
+                            _consumed, n = wc.putmulti(chunk, append=append)
                             added += n
                             done += len(chunk)
                             if progress is not None:
@@ -141,7 +147,11 @@ def rewrite(env: S.Environment, progress: Progress | None = None,
                                  "process stayed open", root)
                         return False, ("LMDB file left for a later compaction: read "
                                        "transactions of this process stayed open")
-                    env.reopen(swap)
+                    try:
+                        env.reopen(swap)
+                    except (lmdb.Error, OSError) as exc:  # the file in place stands (old or new)
+                        return False, (f"LMDB file left for a later compaction: the swap "
+                                       f"failed ({S.translate(exc)})")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         after = os.stat(data).st_size

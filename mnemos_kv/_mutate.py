@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import _capacity, _filter_index, _lexical_index
+from ._vectors import slot_row
 from . import _records as R
 from . import _storage as S
 from .errors import CorruptionError, InvalidInputError
@@ -70,7 +71,7 @@ def apply_update(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) ->
     new = dataclasses.replace(old, text=op["text"], metadata=op["meta"], type=R.MEMORY_TYPES[code],
                               ts=int(op["ts"]), slot=slot, seq=seq, upd=int(op["at"]))
     ctx.matrix[slot] = vec
-    ctx.slots[slot] = (mid, 0, new.ts, new.ns, code, 0, 0)
+    ctx.slots[slot] = slot_row(mid, new.ts, new.ns, code, vec.tobytes())
     txn.put(S.u64(mid), new.to_bytes(), db=db("records"))
     if new.ts != old.ts:
         txn.delete(S.u32(old.ns) + S.ts_key(old.ts) + S.u64(mid), db=db("time"))

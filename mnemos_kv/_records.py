@@ -8,6 +8,8 @@ booleans, null and byte strings, so anything else on disk is corruption.
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -16,8 +18,14 @@ import cbor2
 from .errors import CorruptionError, InvalidInputError
 
 #: Version of the on-disk format written by this library. A store with a larger
-#: number is refused with FormatVersionError; smaller numbers are upgraded or read.
-FORMAT_VERSION = 1
+#: number is refused with FormatVersionError; smaller numbers are read, and upgraded
+#: by the first read-write open (see docs/format.md). 2: records and vector rows
+#: carry checksums.
+FORMAT_VERSION = 2
+#: First byte of a format-2 record: ``0x02, u32 CRC-32 of the CBOR, CBOR``. (A format-1
+#: record is the bare CBOR map, whose first byte is 0xa0..0xbf.)
+RECORD_V2 = 0x02
+_CRC = struct.Struct("<I")
 
 MEMORY_TYPES = ("episodic", "semantic", "procedural")
 TYPE_CODES = {name: i for i, name in enumerate(MEMORY_TYPES)}
@@ -101,6 +109,7 @@ def _check_value(value: Any, path: str, depth: int) -> Any:
             if not isinstance(k, str):
                 raise InvalidInputError(
                     f"metadata keys must be str, got {type(k).__name__} {k!r} at {path}")
+            utf8_size(k, f"metadata key {k!r} at {path}")
             out[k] = _check_value(v, f"{path}.{k}", depth + 1)
         return out
     raise InvalidInputError(
@@ -163,17 +172,37 @@ class Record:
             d["x"] = self.extra
         if self.upd is not None:
             d["u"] = self.upd
-        return encode(d)
+        body = encode(d)
+        return bytes((RECORD_V2,)) + _CRC.pack(zlib.crc32(body)) + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Record":
+        """Decode a stored record (format 2 with its checksum checked, or format 1).
+
+        :raises CorruptionError: the checksum fails or the CBOR is not a record.
+        """
+        if data[:1] == b"\x02":
+            body = data[5:]
+            if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
+                raise CorruptionError("stored record fails its checksum")
+            data = body
         d = decode(data)
+        if not isinstance(d, dict):
+            raise CorruptionError(f"stored record is a {type(d).__name__}, not a map")
+        if not isinstance(d.get("y"), int) or not 0 <= d["y"] < len(MEMORY_TYPES):
+            raise CorruptionError(f"stored record has memory type code {d.get('y')!r}")
         try:
-            return cls(id=d["i"], ns=d["n"], text=d["t"], metadata=d["m"],
+            rec = cls(id=d["i"], ns=d["n"], text=d["t"], metadata=d["m"],
                        type=MEMORY_TYPES[d["y"]], ts=d["ts"], slot=d["s"],
                        key=d.get("k"), seq=d.get("q", 0), extra=d.get("x", {}), upd=d.get("u"))
         except (KeyError, IndexError, TypeError) as exc:
             raise CorruptionError(f"stored record is missing a field: {exc!r}") from exc
+        for name, value, want in (("id", rec.id, int), ("ns", rec.ns, int), ("text", rec.text, str),
+                                  ("metadata", rec.metadata, dict), ("ts", rec.ts, int),
+                                  ("slot", rec.slot, int)):
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise CorruptionError(f"stored record field {name} is a {type(value).__name__}")
+        return rec
 
     def with_slot(self, slot: int) -> "Record":
         return replace(self, slot=slot)

@@ -89,7 +89,19 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
     return h.hexdigest()
 
 
-# -- export --------------------------------------------------------------------------------
+# -- export ------------------------------------------------------------------------------
+
+def check_out_path(path: Any, what: str) -> str:
+    """A path a new file can be written to: its directory exists, it is not a directory."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+        raise InvalidInputError(f"{what} must be a non-empty str or os.PathLike, got {path!r}")
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{what} {path!r} is a directory; name a file in it")
+    if not os.path.isdir(parent):
+        raise InvalidInputError(f"{what} {path!r}: its directory {parent!r} does not exist")
+    return path
 
 @dataclass(frozen=True)
 class ExportInfo:
@@ -108,7 +120,8 @@ class _NsFilter:
     """Follows which memory ids belong to the selected namespaces while scanning ops."""
 
     def __init__(self, ns_ids: set[int], names: set[str]) -> None:
-        self.ns_ids, self.names, self.ids = ns_ids, names, set()
+        self.ns_ids, self.names = ns_ids, names
+        self.ids: set[int] = set()
 
     def keep(self, op: dict[str, Any]) -> bool:
         kind = op["op"]
@@ -142,6 +155,7 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
     exported, the export starts again on a newer snapshot.
     """
     from ._log import LogGone
+    check_out_path(path, "export path")
     for attempt in range(5):
         try:
             return _export_once(engine, path, namespaces=namespaces, since_seq=since_seq,
@@ -221,7 +235,7 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                 out.write(encode_frame(out_seq, payload))
             log_len = out.tell() - base_len
             digest = state_digest(engine, snap, names)
-            header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+            header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
                       "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
                       "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
                       "first_seq": first,
@@ -244,7 +258,7 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             os.unlink(scratch)
     os.replace(tmp, path)
     return ExportInfo(path=os.fspath(path), frames=n_base + n_log, base_frames=n_base,
-                      first_seq=first, last_seq=header["last_seq"],
+                      first_seq=first, last_seq=int(header["last_seq"]),
                       bytes=len(blob) + base_len + log_len + len(trailer), digest=digest)
 
 
@@ -299,14 +313,43 @@ class _Parsed:
     error: LogCorruptionError | None
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bad_header_field(h: dict[str, Any]) -> str:
+    """What is wrong with a replay header's fields ("" when nothing): the header has no
+    checksum of its own, so its types are checked before anything uses them."""
+    for k in ("version", "format_version", "dim", "base_seq"):
+        if k in h and not (_is_int(h[k]) and h[k] >= 0):
+            return f"{k} is {h[k]!r}, expected an int >= 0"
+    if "embedder" in h and not isinstance(h["embedder"], str):
+        return f"embedder is {h['embedder']!r}, expected a str"
+    for k in ("since_seq", "first_seq", "last_seq"):
+        if h.get(k) is not None and not _is_int(h[k]):
+            return f"{k} is {h[k]!r}, expected an int or null"
+    ns = h.get("namespaces")
+    if ns is not None and not (isinstance(ns, list) and all(isinstance(n, str) for n in ns)):
+        return f"namespaces is {ns!r}, expected a list of names or null"
+    if "renumbered" in h and not isinstance(h["renumbered"], bool):
+        return f"renumbered is {h['renumbered']!r}, expected a bool"
+    return ""
+
+
 def _parse(path: str) -> _Parsed:
+    if os.path.isdir(path):
+        raise InvalidInputError(f"replay file {path!r} is a directory, not a replay file")
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise InvalidInputError(f"replay file {path!r} does not exist") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"replay file {path!r} cannot be read: {exc.strerror}") from exc
     try:
         size = os.fstat(fd).st_size
         data: Any = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+    except OSError as exc:
+        raise S.translate(exc) from exc
     finally:
         os.close(fd)
     if size < _PREFIX.size:
@@ -322,6 +365,10 @@ def _parse(path: str) -> _Parsed:
     header = R.decode(bytes(data[_PREFIX.size:_PREFIX.size + hdr_len]), "replay header")
     if not isinstance(header, dict) or "version" not in header:
         raise LogCorruptionError(f"{path}: malformed header", path=path, offset=_PREFIX.size, frame=0)
+    bad = _bad_header_field(header)
+    if bad:
+        raise LogCorruptionError(f"{path}: malformed header: {bad}", path=path,
+                                 offset=_PREFIX.size, frame=0)
     if header["version"] > REPLAY_VERSION or header.get("format_version", 0) > R.FORMAT_VERSION:
         raise FormatVersionError(
             f"{path}: replay file version {header['version']} (store format "

@@ -734,11 +734,13 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
     if nbr_fn is not None:  # the ANN path: true neighbours of its shortlist, replies included
         nbr = nbr_fn(rel) if selected > 1 else None
     elif view is not None:
-        if q.neighbour_weight > 0 and selected > 1:
-            nbr = _timeorder.neighbour_best(view, q.ns_ids, n, mask, rows, rel, closed)
+        links = _timeorder.chain(view, q.ns_ids, n, mask, rows, closed) \
+            if selected > 1 and (q.neighbour_weight > 0 or reply_w > 0) else None
+        if q.neighbour_weight > 0 and links is not None:
+            nbr = _timeorder.best_of(links, rel)
             nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
-        if reply_w > 0 and selected > 1:
-            reply = _reply_part(engine, snap, q, view, n, mask, rows, rel, closed, id_col, reply_w)
+        if reply_w > 0 and links is not None:
+            reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w)
             if reply is not None:
                 nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
     if nbr is None:
@@ -818,7 +820,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 li = li if li < lexical[0].size and lexical[0][li] == i else -1
             parts = {
                 "vector": float(vec[i]),
-                "lexical": float(lexical[2][li]) if li >= 0 else 0.0,
+                "lexical": float(lexical[2][li]) if lexical is not None and li >= 0 else 0.0,
                 "neighbour": float(nbr[i]) if nbr is not None else 0.0,
                 "feedback": float(prf[i]) if prf is not None else 0.0,
                 "graph": float(graph[i]) if graph is not None else 0.0,
@@ -826,7 +828,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "recency": b * t * (r - 1.0),
                 "time": b * t * r * (tp - 1.0),
                 "cosine": float(cos[i]),
-                "bm25": float(lexical[1][li]) if li >= 0 else 0.0,
+                "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
             if window is not None:
                 parts["window_start"], parts["window_end"] = window.start, window.end
@@ -910,13 +912,13 @@ def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | Non
     return np.where(inside, np.float32(1.0), np.float32(1.0 - TEMPORAL_WEIGHT))
 
 
-def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderView, n: int,
-                mask: np.ndarray | None, rows: np.ndarray | None, rel: np.ndarray, closed: bool,
-                id_col: np.ndarray | None, weight: float) -> np.ndarray | None:
+def _reply_part(engine: Any, snap: Snapshot, q: Query, links: tuple[np.ndarray, np.ndarray],
+                rows: np.ndarray | None, rel: np.ndarray, id_col: np.ndarray | None,
+                weight: float) -> np.ndarray | None:
     """``weight * rel(prev r)`` where the candidate before ``r`` asks a question, else 0.
 
     The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
-    is one postings read plus two gathers.
+    is one postings read plus two gathers over the candidates' chain (``links``).
     """
     qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
     if not qids.size:
@@ -928,7 +930,7 @@ def _reply_part(engine: Any, snap: Snapshot, q: Query, view: _timeorder.OrderVie
         slots = pos[(pos < rows.size) & (rows[pos_c] == slots)]
     asked = np.zeros(rel.shape[0], np.float32)
     asked[slots] = rel[slots]
-    out = _timeorder.prev_values(view, q.ns_ids, n, mask, rows, asked, closed)
+    out = _timeorder.prev_of(links, asked)
     out *= np.float32(weight)
     return out
 

@@ -54,11 +54,13 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
             yield {"op": "ns", "name": names[nid], "id": nid}
     yield from _capacity.base_ops(engine, txn, ns_ids)
     pinned = set(_capacity.pinned_ids(engine, txn, None).tolist())
+    _, slots = engine.vectors.view(st.gen, st.n_slots)
     with txn.cursor(db=db("records")) as cur:
         for _k, v in cur:
             rec = R.Record.from_bytes(v)
             if ns_ids is not None and rec.ns not in ns_ids:
                 continue
+            engine.check_row(rec, matrix, slots, st.gen)  # never bake a damaged row into a base
             op = {"op": "mem", "id": rec.id, "ns": rec.ns, "text": rec.text, "meta": rec.metadata,
                   "type": R.TYPE_CODES[rec.type], "ts": rec.ts,
                   "vec": np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()}

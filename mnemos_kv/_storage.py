@@ -115,11 +115,24 @@ def translate(exc: BaseException) -> MnemosError:
     if isinstance(exc, lmdb.MapFullError):
         return MapFullError(f"LMDB map is full ({exc}); open with a larger map_size=")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "a file reached its size limit (EFBIG)" if getattr(exc, "errno", None) == errno.EFBIG \
+            else "no space left on device"
+        return DiskFullError(f"{why} (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, lmdb.Error) and any(s in str(exc) for s in (
+            "No space left", "quota", "File too large")):
         return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
-    if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or "quota" in str(exc)):
-        return DiskFullError(f"no space left on device (nothing of the failed call was kept): {exc}")
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                        lmdb.VersionMismatchError, lmdb.PageFullError)):
+        from .errors import NeedsRecoveryError
+        return NeedsRecoveryError(
+            f"data.mdb is damaged ({type(exc).__name__}: {exc}); rebuild the store from its log "
+            "with Mnemos.recover(path) or `mnemos-kv recover PATH`")
     return StorageError(f"storage failure: {type(exc).__name__}: {exc}")
 
+
+_FORKED = ("{path!r} was open in the parent process when this process was forked; LMDB "
+           "cannot open it again here. Open stores after fork(), close them before forking, "
+           "or start child processes with the 'spawn' method")
 
 #: Below this much free space, a short write (which LMDB reports as EIO) means a full disk.
 LOW_SPACE_BYTES = 1 << 20
@@ -144,6 +157,16 @@ def translate_write(exc: BaseException, path: str) -> MnemosError:
                 f"no space left on device under {path!r} ({free} bytes free; nothing of the "
                 f"failed call was kept): {exc}")
     return err
+
+
+def txn_commit(txn: lmdb.Transaction) -> None:
+    """Commit a write transaction (one function, so tests can make it fail)."""
+    txn.commit()
+
+
+def env_sync(env: lmdb.Environment) -> None:
+    """LMDB's fdatasync of its data file (one function, so tests can make it fail)."""
+    env.sync(True)
 
 
 #: How long a map resize waits for this process's other transactions to finish.
@@ -197,6 +220,10 @@ class Environment:
             raise
 
     def _open_env(self) -> lmdb.Environment:
+        if self.path in _inherited and self.pid == os.getpid():
+            # py-lmdb 3 refuses this itself ("already open in this process"); 1.x/2.x
+            # would open it, and LMDB forbids using an environment across fork()
+            raise StoreError(_FORKED.format(path=self.path))
         try:
             return lmdb.open(
                 self.path, subdir=True, readonly=self.readonly, create=not self.readonly,
@@ -206,11 +233,7 @@ class Environment:
             )
         except lmdb.Error as exc:
             if "already open in this process" in str(exc) and self.path in _inherited:
-                raise StoreError(
-                    f"{self.path!r} was open in the parent process when this process was "
-                    "forked; LMDB cannot open it again here. Open stores after fork(), close "
-                    "them before forking, or start child processes with the 'spawn' "
-                    "method") from exc
+                raise StoreError(_FORKED.format(path=self.path)) from exc
             raise translate(exc) from exc
 
     def _open_dbs(self) -> None:
@@ -342,6 +365,8 @@ class Environment:
         txn = self._begin(write=False)
         try:
             yield txn
+        except lmdb.Error as exc:  # e.g. MDB_CORRUPTED from a damaged page
+            raise translate(exc) from exc
         finally:
             try:
                 txn.abort()
@@ -364,7 +389,7 @@ class Environment:
                 try:
                     try:
                         result = body(txn)
-                        txn.commit()
+                        txn_commit(txn)
                     except BaseException:
                         txn.abort()
                         raise
@@ -397,7 +422,7 @@ class Environment:
     def sync_to_disk(self) -> None:
         """fdatasync the LMDB data file: every commit so far (meta page included) is durable."""
         try:
-            self.env.sync(True)
+            env_sync(self.env)
         except lmdb.Error as exc:
             raise translate(exc) from exc
 

@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["TimeOrder", "OrderView", "for_engine", "neighbour_best", "prev_values",
-           "index_neighbours", "newest_in_index"]
+__all__ = ["TimeOrder", "OrderView", "for_engine", "chain", "best_of", "prev_of", "neighbour_best",
+           "prev_values", "index_neighbours", "newest_in_index"]
 
 
 @dataclass(frozen=True)
@@ -160,25 +160,21 @@ def for_engine(engine: Any) -> TimeOrder:
         return cache
 
 
-def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
-                   rows: np.ndarray | None, rel: np.ndarray, closed: bool) -> np.ndarray:
-    """For each candidate, ``max(rel(prev), rel(next))`` over its adjacent candidates.
+def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
+          rows: np.ndarray | None, closed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(prev, next) of every candidate: the index of the candidate just before / after
+    it in its namespace, in (timestamp, id) order, or -1.
 
-    ``mask`` (length ``n``, None = every slot) marks candidate slots; ``rel`` is
-    indexed by slot when ``rows`` is None, else by position in the sorted candidate
-    slots ``rows``. prev/next are the candidates just before/after in the same
-    namespace in (timestamp, id) order; a missing neighbour counts 0. ``closed`` says
-    that every slot below ``n`` of the asked namespaces is a candidate (then the
-    cached prev/next arrays are exact). Returns an array shaped like ``rel``.
+    Indices address the score arrays: slots when ``rows`` is None, else positions in
+    the sorted candidate slots ``rows``. ``mask`` (length ``n``, None = every slot)
+    marks candidate slots; ``closed`` says that every slot below ``n`` of the asked
+    namespaces is a candidate (then the cached prev/next arrays are the answer).
     """
     if closed and rows is None and view.n == n:
-        padded = np.empty(n + 1, np.float32)
-        padded[:n] = rel
-        padded[n] = 0  # index -1 -> 0
-        out = padded[view.prev]
-        np.maximum(out, padded[view.next], out=out)
-        return out
-    best = np.zeros(rel.shape[0], dtype=np.float32)
+        return view.prev, view.next
+    size = n if rows is None else rows.size
+    prev = np.full(size, -1, np.int64)
+    nxt = np.full(size, -1, np.int64)
     for ns in sorted(set(ns_ids)):
         s = view.blocks.get(ns)
         if s is None:
@@ -190,14 +186,37 @@ def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndar
         if s.size < 2:
             continue
         idx = s if rows is None else np.searchsorted(rows, s)
-        r = rel[idx]
-        b = np.empty(r.size, dtype=np.float32)
-        b[0] = r[1]
-        b[-1] = r[-2]
-        if r.size > 2:
-            np.maximum(r[:-2], r[2:], out=b[1:-1])
-        best[idx] = b
-    return best
+        prev[idx[1:]] = idx[:-1]
+        nxt[idx[:-1]] = idx[1:]
+    return prev, nxt
+
+
+def _padded(vals: np.ndarray) -> np.ndarray:
+    """``vals`` as float32 with one extra 0 at the end (so that index -1 reads 0)."""
+    out = np.empty(vals.shape[0] + 1, np.float32)
+    out[:-1] = vals
+    out[-1] = 0
+    return out
+
+
+def best_of(links: tuple[np.ndarray, np.ndarray], vals: np.ndarray) -> np.ndarray:
+    """``max(vals[prev], vals[next])`` per candidate (0 for a missing neighbour)."""
+    padded = _padded(vals)
+    out = padded[links[0]]
+    np.maximum(out, padded[links[1]], out=out)
+    return out
+
+
+def prev_of(links: tuple[np.ndarray, np.ndarray], vals: np.ndarray) -> np.ndarray:
+    """``vals[prev]`` per candidate (0 for the first of its namespace)."""
+    return _padded(vals)[links[0]]
+
+
+def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
+                   rows: np.ndarray | None, rel: np.ndarray, closed: bool) -> np.ndarray:
+    """For each candidate, ``max(rel(prev), rel(next))`` over its adjacent candidates
+    (see :func:`chain` for the addressing). Returns an array shaped like ``rel``."""
+    return best_of(chain(view, ns_ids, n, mask, rows, closed), rel)
 
 
 def index_neighbours(txn: Any, time_db: Any, keys: list[bytes], width: int
@@ -250,28 +269,6 @@ def newest_in_index(txn: Any, time_db: Any, ns_ids: Iterable[int], until_key: by
 
 def prev_values(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
                 rows: np.ndarray | None, vals: np.ndarray, closed: bool) -> np.ndarray:
-    """For each candidate, ``vals`` of the candidate just before it (0 for the first).
-
-    The same addressing as :func:`neighbour_best` (``vals`` indexed by slot when
-    ``rows`` is None, else by position in ``rows``); the asymmetric half of it, for
-    the turn that follows a question.
-    """
-    if closed and rows is None and view.n == n:
-        padded = np.empty(n + 1, np.float32)
-        padded[:n] = vals
-        padded[n] = 0  # index -1 -> 0
-        return padded[view.prev]
-    out = np.zeros(vals.shape[0], dtype=np.float32)
-    for ns in sorted(set(ns_ids)):
-        s = view.blocks.get(ns)
-        if s is None:
-            continue
-        if view.n > n:
-            s = s[s < n]
-        if mask is not None:
-            s = s[mask[s]]
-        if s.size < 2:
-            continue
-        idx = s if rows is None else np.searchsorted(rows, s)
-        out[idx[1:]] = vals[idx[:-1]]
-    return out
+    """For each candidate, ``vals`` of the candidate just before it (0 for the first):
+    the asymmetric half of :func:`neighbour_best`, for the turn that follows a question."""
+    return prev_of(chain(view, ns_ids, n, mask, rows, closed), vals)

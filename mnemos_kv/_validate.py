@@ -16,25 +16,37 @@ from .errors import InvalidInputError
 if TYPE_CHECKING:
     from ._engine import Engine
 
-_NS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_NS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")  # fullmatch: no trailing "\n"
 MAX_TOP_K = 10_000
-_RELATION = re.compile(r"^\S(.{0,62}\S)?$")
+_RELATION = re.compile(r"\S(.{0,62}\S)?")  # fullmatch
 
 
 def check_namespace(name: Any) -> str:
     """A valid namespace name (exact names; no prefixes or patterns)."""
-    if not isinstance(name, str) or not _NS_NAME.match(name):
+    if not isinstance(name, str) or not _NS_NAME.fullmatch(name):
         raise InvalidInputError(
             f"namespace name must be 1-128 characters of letters, digits, '_', '.', ':' or '-', "
             f"starting with a letter or digit; got {name!r}")
     return name
 
 
+#: Ids are stored as u64 keys and i64 slot columns: the largest id there can be.
+MAX_ID = (1 << 63) - 1
+
+
 def check_id(mid: Any, what: str = "id") -> int:
-    """A positive int memory id."""
-    if isinstance(mid, bool) or not isinstance(mid, (int, np.integer)) or mid < 1:
-        raise InvalidInputError(f"{what} must be a positive int memory id, got {mid!r}")
+    """A positive int memory id (at most MAX_ID)."""
+    if isinstance(mid, bool) or not isinstance(mid, (int, np.integer)) or not 1 <= mid <= MAX_ID:
+        raise InvalidInputError(f"{what} must be a positive int memory id (at most 2**63-1), got {mid!r}")
     return int(mid)
+
+
+def as_list(items: Any, what: str) -> list[Any]:
+    """An iterable argument as a list; anything else (None, a number, ...) is bad input."""
+    if items is None or isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+        raise InvalidInputError(f"{what} must be a list (or another iterable), got "
+                                f"{type(items).__name__}")
+    return list(items)
 
 
 def check_types(types: Any) -> tuple[tuple[int, ...] | None, tuple[float, ...]]:
@@ -143,7 +155,7 @@ def embed_missing(eng: Engine, prepared: Sequence[list[Any]]) -> None:
 
 def check_relation(relation: Any) -> str:
     """An edge relation: 1-64 characters, no surrounding spaces."""
-    if not isinstance(relation, str) or not _RELATION.match(relation):
+    if not isinstance(relation, str) or not _RELATION.fullmatch(relation):
         raise InvalidInputError(
             f"relation must be a str of 1-64 characters without surrounding spaces, got {relation!r}")
     R.utf8_size(relation, "relation")
@@ -161,6 +173,10 @@ def check_relation_filter(relation: Any) -> str | None:
 
 def check_weight(weight: Any) -> float:
     """A finite edge weight."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
-        raise InvalidInputError(f"weight must be a finite number, got {weight!r}")
-    return float(weight)
+    try:
+        w = float(weight)
+    except (TypeError, ValueError, OverflowError):
+        w = float("nan")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(w):
+        raise InvalidInputError(f"weight must be a finite number, got {weight!r:.60}")
+    return w

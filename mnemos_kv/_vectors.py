@@ -14,6 +14,7 @@ Files (``G`` is the generation, zero-padded)::
 
 from __future__ import annotations
 
+import binascii
 import errno
 import mmap
 import os
@@ -37,12 +38,38 @@ SLOT_DTYPE = np.dtype([
     ("ts", "<i8"),     # event time, microseconds since epoch
     ("ns", "<i4"),     # namespace id
     ("type", "u1"),    # memory type code
-    ("flags", "u1"),   # bit 0: pinned
-    ("pad", "<u2"),
+    ("flags", "u1"),   # bit 7 (CHECKED): pad holds the vector row's CRC-16
+    ("pad", "<u2"),    # CRC-16 of the vector row when flags & CHECKED
 ])
 assert SLOT_DTYPE.itemsize == 32
 
 INITIAL_ROWS = 1024
+
+#: ``flags`` bit: the row's ``pad`` holds the CRC-16 (CCITT) of its vector row
+#: (format 2; rows written before have it clear and are not checked).
+CHECKED = 0x80
+
+
+def row_crc(vec: bytes | memoryview) -> int:
+    """The checksum kept in a slot's ``pad``: CRC-16/CCITT of the little-endian float32 row
+    (detects every 1- and 2-bit error and every burst of up to 16 bits in a row)."""
+    return binascii.crc_hqx(vec, 0)
+
+
+def slot_row(mid: int, ts: int, ns: int, type_code: int, vec: bytes) -> tuple[int, ...]:
+    """A new live slot row, with the checksum of its vector bytes ``vec``."""
+    return (mid, 0, ts, ns, type_code, CHECKED, row_crc(vec))
+
+
+def bad_rows(matrix: np.ndarray, slots: np.ndarray, rows: Any) -> list[int]:
+    """The rows among ``rows`` whose vector fails its checksum (unchecked rows pass)."""
+    out = []
+    flags, pad = slots["flags"], slots["pad"]
+    for r in rows:
+        r = int(r)
+        if flags[r] & CHECKED and row_crc(matrix[r].tobytes()) != int(pad[r]):
+            out.append(r)
+    return out
 
 
 class GenerationGone(CorruptionError):
@@ -77,8 +104,12 @@ class _MappedFile:
         self.mm: mmap.mmap | None = None
         self.array: np.ndarray = np.empty((0,) + shape_tail, dtype)
         self.capacity = 0
-        self._check_header()
-        self.remap()
+        try:
+            self._check_header()
+            self.remap()
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     @classmethod
     def create(cls, path: str, magic: bytes, width: int, gen: int, rows: int, row_bytes: int) -> None:
@@ -102,9 +133,11 @@ class _MappedFile:
         fsync_path(os.path.dirname(path))
 
     def _check_header(self) -> None:
+        size = os.fstat(self.fd).st_size
+        if size < HEADER:
+            raise CorruptionError(f"{self.path}: {size} bytes, shorter than its {HEADER}-byte header "
+                                  "(the file was truncated)")
         head = os.pread(self.fd, _HDR.size, 0)
-        if len(head) < _HDR.size:
-            raise CorruptionError(f"{self.path}: file shorter than its header ({len(head)} bytes)")
         magic, width, gen, _ = _HDR.unpack(head)
         if magic != self.magic:
             raise CorruptionError(f"{self.path}: bad magic {magic!r}, expected {self.magic!r}")
@@ -115,6 +148,9 @@ class _MappedFile:
 
     def remap(self) -> None:
         size = os.fstat(self.fd).st_size
+        if size < HEADER:
+            raise CorruptionError(f"{self.path}: {size} bytes, shorter than its {HEADER}-byte "
+                                  "header (the file was truncated)")
         cap = max(0, (size - HEADER) // self.row_bytes)
         if cap == self.capacity and self.mm is not None:
             return
@@ -216,8 +252,12 @@ class VectorFiles:
 
     # -- writer side (called under the LMDB write lock) -------------------------
 
-    def ensure(self, gen: int, need: int) -> tuple[np.ndarray, np.ndarray]:
-        """Map generation ``gen`` with room for ``need`` rows; returns writable full arrays."""
+    def ensure(self, gen: int, need: int, have: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Map generation ``gen`` with room for ``need`` rows; returns writable full arrays.
+
+        ``have`` is the committed row count: files holding fewer rows were truncated
+        outside mnemos-kv, and growing them would silently zero committed rows.
+        """
         if self.readonly:
             raise StoreError("vector files are open read-only")
         with self._lock:
@@ -225,6 +265,11 @@ class VectorFiles:
             self.gen = gen
             vec.remap()
             slots.remap()
+            for f in (vec, slots):
+                if f.capacity < have:
+                    raise CorruptionError(
+                        f"{f.path}: holds {f.capacity} rows but the store committed {have} "
+                        "(the file was truncated)")
             vec.grow(need)
             slots.grow(need)
             return vec.array, slots.array

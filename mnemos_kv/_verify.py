@@ -20,9 +20,13 @@ from . import _records as R
 from . import _storage as S
 from ._engine import Engine
 from ._log import LogGone
+from ._vectors import bad_rows, vector_file
 from .errors import CorruptionError
 
 MAX_PROBLEMS = 1000
+#: Vector rows whose checksum ``verify(deep=False)`` checks (evenly spaced over the live
+#: ones); ``deep=True`` checks every row.
+QUICK_ROWS = 4096
 
 
 @dataclass
@@ -52,12 +56,40 @@ class _Superseded(Exception):
     """The snapshot's log segment or base snapshot was removed by a newer compaction."""
 
 
+def lmdb_pages(engine: Engine) -> tuple[list[str], int]:
+    """Walk every page of data.mdb reachable in a read snapshot, without LMDB's map:
+    (problems, pages). A damaged page becomes a problem line here instead of an LMDB
+    assertion (SIGABRT) or a fault (SIGBUS) in the reads that follow."""
+    from ._lmdbcheck import MetaMoved, walk
+    path = os.path.join(engine.path, "data.mdb")
+    for _attempt in range(20):
+        with engine.env.read() as txn:  # pins the pages of its snapshot while we walk
+            try:
+                problems, pages = walk(path, txn.id())
+            except MetaMoved:
+                continue  # two commits since the read began: take a newer snapshot
+        if problems:
+            problems = [p + f" (LMDB would crash reading it: rebuild the store with "
+                        f"`mnemos-kv recover {engine.path}`)" for p in problems]
+        return problems, pages
+    return [], 0  # writers kept committing; the LMDB walk below still runs
+
+
 def verify(engine: Engine, *, deep: bool = True, progress: Any = None) -> VerifyReport:
     """Check the store; ``deep`` also compares every logged vector with the matrix.
 
-    When a compaction (in another process) removes the log files of the snapshot being
-    checked, the check starts again on a newer snapshot.
+    First every page of data.mdb is checked without LMDB (a damaged page is reported,
+    and the LMDB reads are skipped: they would crash the process). When a compaction
+    (in another process) removes the log files of the snapshot being checked, the
+    check starts again on a newer snapshot.
     """
+    problems, pages = lmdb_pages(engine)
+    if problems:
+        rep = VerifyReport()
+        for p in problems:
+            rep.add(p)
+        rep.checked["lmdb_pages"] = pages
+        return rep
     for _attempt in range(4):
         try:
             return _verify_once(engine, deep, progress)
@@ -86,7 +118,8 @@ def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyRepo
                 try:
                     rec = R.Record.from_bytes(v)
                 except CorruptionError as exc:
-                    rep.add(f"record {k.hex()}: {exc}")
+                    rep.add(f"memory {S.from_u64(k) if len(k) == 8 else k.hex()}: {exc} "
+                            f"(in data.mdb)")
                     continue
                 if S.from_u64(k) != rec.id:
                     rep.add(f"record key {S.from_u64(k)} holds id {rec.id}")
@@ -164,6 +197,13 @@ def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyRepo
             bad = live_rows[finite & ~((np.abs(norms - 1) < 1e-3) | (norms == 0))]
             for slot in bad[:20].tolist():
                 rep.add(f"slot {slot}: vector norm {norms[np.searchsorted(live_rows, slot)]:.4f}, expected 1")
+            # every row in a deep check; an even sample in a quick one (the light path)
+            rows = live_rows if deep or live_rows.size <= QUICK_ROWS else \
+                live_rows[np.linspace(0, live_rows.size - 1, QUICK_ROWS).astype(np.int64)]
+            rep.checked["vector_checksums"] = int(rows.size)
+            for slot in bad_rows(mat, slots, rows)[:MAX_PROBLEMS]:
+                rep.add(f"memory {int(slots['id'][slot])}: its vector (row {slot} of "
+                        f"{os.path.basename(vector_file(engine.path, st.gen))}) fails its checksum")
         ids = slots["id"]
         if st.n_slots > 1 and not st.unsorted and not bool(np.all(np.diff(ids) > 0)):
             rep.add("slot ids are not strictly increasing")
@@ -181,6 +221,34 @@ def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyRepo
     return rep
 
 
+def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], seq: int | None,
+             base_seq: int | None, where: str) -> None:
+    """Compare the live record and vector of a ``mem`` op's memory with the op, when that
+    op is what last wrote them (the log frame of seq ``seq``, or a base snapshot of
+    ``base_seq`` for records not rewritten since)."""
+    mid = int(op["id"])
+    raw = snap.txn.get(S.u64(mid), db=engine.env.db("records"))
+    if raw is None:
+        return
+    try:
+        rec = R.Record.from_bytes(raw)
+    except CorruptionError:
+        return  # reported by the records pass
+    if (seq is not None and rec.seq != seq) or (base_seq is not None and rec.seq > base_seq):
+        return
+    name = os.path.basename(where)
+    mine = (rec.text, rec.ts, rec.ns) + ((rec.key,) if op["op"] == "mem" else ())
+    logged = (op["text"], op["ts"], op["ns"]) + ((op.get("key"),) if op["op"] == "mem" else ())
+    if mine != logged:
+        rep.add(f"memory {mid}: its record in data.mdb differs from {name} "
+                f"(text, time, namespace or key)")
+    if seq is not None:
+        return  # the log pass checks every logged vector against its own row
+    if 0 <= rec.slot < snap.state.n_slots and snap.matrix[rec.slot].tobytes() != op["vec"]:
+        rep.add(f"memory {mid}: its vector (row {rec.slot} of "
+                f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from {name}")
+
+
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 progress: Any = None) -> None:
     st = snap.state
@@ -196,7 +264,8 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
         try:
             last_op: dict[str, Any] = {}
             for last_op in snapshot_ops(path):
-                pass
+                if deep and last_op.get("op") == "mem":
+                    _compare(engine, snap, rep, last_op, None, log.base_seq, path)
             if last_op.get("op") != "base" or int(last_op.get("seq", -1)) != log.base_seq:
                 rep.add(f"{path}: does not end with the base op of seq {log.base_seq}")
         except CorruptionError as exc:
@@ -227,6 +296,7 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 op = R.decode(payload, "log frame")
                 if op.get("op") in ("mem", "update"):
                     logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq))
+                    _compare(engine, snap, rep, op, seq, None, log.path)
     except CorruptionError as exc:
         rep.add(str(exc))
         return

@@ -12,6 +12,7 @@
     mnemos-kv compact PATH [--merge-similar T] [--json] [--no-progress]   recover space
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
+    mnemos-kv recover PATH [--to NEW]          rebuild LMDB and vector files from the log
     mnemos-kv mcp PATH [--namespace NS] [--read NS] [--readonly] [--http HOST:PORT]   MCP memory server
     mnemos-kv mcp-import PATH memory.jsonl [--namespace NS]   import a reference memory server's graph
     mnemos-kv mcp-export PATH memory.jsonl [--namespace NS]   write the graph in that format
@@ -157,6 +158,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = db.verify(deep=not args.quick, progress=prog)
     print(report)
     return 0 if report.ok else 1
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    emb = None
+    if args.embedder_name or args.dim:
+        if not (args.embedder_name and args.dim):
+            raise InvalidInputError("--embedder-name and --dim go together")
+        from .embedders import resolve
+        if args.embedder_name == resolve(None).name and args.dim == resolve(None).dim:
+            emb = resolve(None)
+        else:
+            from ._recover import _StandIn
+            emb = _StandIn(args.embedder_name, args.dim)
+    rep = Mnemos.recover(args.path, to=args.to, embedder=emb)
+    print(rep)
+    return 0 if rep.complete else 1
 
 
 def _human(n: int) -> str:
@@ -375,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-progress", action="store_true", help="no progress output")
     v.set_defaults(func=cmd_verify)
 
+    rc = sub.add_parser("recover", help="rebuild a damaged store from its base snapshot and log")
+    rc.add_argument("path", help="store directory")
+    rc.add_argument("--to", default=None, metavar="NEW",
+                    help="write the rebuilt store to NEW and leave PATH untouched")
+    rc.add_argument("--embedder-name", default=None,
+                    help="the store's embedder name (only when data.mdb cannot say)")
+    rc.add_argument("--dim", type=int, default=None, help="the store's vector dimension (with --embedder-name)")
+    rc.set_defaults(func=cmd_recover)
+
     c = sub.add_parser("compact", help="recover the space of forgotten and evicted memories")
     c.add_argument("path", help="store directory")
     c.add_argument("--merge-similar", type=float, default=None, metavar="T",
@@ -411,19 +437,90 @@ def _mcp_arguments(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except MnemosError as exc:
         print(f"mnemos-kv: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # (an OSError: before the clause below)
+        return 0
     except OSError as exc:  # a file the user named: missing, unreadable, a full disk
         print(f"mnemos-kv: error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
+
+
+#: Commands that read every page of a store that may be damaged: run in a child process,
+#: so that even a crash inside LMDB (a signal) becomes an error report.
+GUARDED = frozenset({"verify", "dump"})
+
+
+def _run_guarded(args: argparse.Namespace) -> int:
+    """Run the command in a forked child; its output is copied through, a signal reported."""
+    import signal
+    import threading
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the command, never return into the caller
+        code = 1
+        try:
+            os.close(r)
+            os.close(er)
+            sys.stdout = os.fdopen(w, "w", encoding="utf-8")
+            sys.stderr = os.fdopen(ew, "w", encoding="utf-8")
+            code = _run(args)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - report anything, then leave
+            try:
+                import traceback
+                traceback.print_exc()
+                sys.stderr.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(ew)
+    err: list[bytes] = []
+    t = threading.Thread(target=lambda: err.append(_read_all(er)), daemon=True)
+    t.start()
+    broken = False
+    with os.fdopen(r, "rb") as child_out:
+        for chunk in iter(lambda: child_out.read1(1 << 16), b""):
+            if broken:
+                continue
+            try:
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            except BrokenPipeError:
+                broken = True
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    sys.stderr.write(b"".join(err).decode("utf-8", errors="replace"))
+    if os.WIFSIGNALED(status):
+        sig = signal.Signals(os.WTERMSIG(status)).name
+        print(f"mnemos-kv: error: {args.command} of {args.path} died of {sig} while reading the "
+              f"store: a file of it is damaged in a way the checks did not catch. Rebuild the "
+              f"store with `mnemos-kv recover {args.path}` (or --to NEW to keep this copy)",
+              file=sys.stderr)
+        return 1
+    return 0 if broken else os.WEXITSTATUS(status)
+
+
+def _read_all(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in GUARDED and hasattr(os, "fork"):
+        return _run_guarded(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -249,8 +249,15 @@ def check_query_vector(vector: Any, dim: int) -> np.ndarray:
 def check_vectors(arr: Any, n: int, dim: int, what: str = "vector") -> np.ndarray:
     """Validate user or model vectors and return normalised, C-contiguous float32 rows."""
     try:
-        a = np.asarray(arr, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(arr)
+        if raw.dtype.kind not in "fiu":  # complex would lose its imaginary part; bool,
+            raise InvalidInputError(       # str and object arrays are not vectors
+                f"{what} is not numeric: expected real numbers (float or int), got an "
+                f"array of {raw.dtype}")
+        a = np.asarray(raw, dtype=np.float32)
+    except InvalidInputError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"{what} is not numeric: {exc}") from exc
     if a.ndim == 1 and n == 1:
         a = a.reshape(1, -1)

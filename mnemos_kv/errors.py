@@ -16,7 +16,8 @@ can catch one class, or a precise subclass::
     │   ├── ReplayError                        a replay cannot apply here, or diverged
     │   ├── CapacityError                      a capacity limit cannot be met (pinned memories)
     │   └── CorruptionError                    a file fails its checks (log, vectors, records)
-    │       └── LogCorruptionError             a replay-log frame is torn or fails its CRC
+    │       ├── LogCorruptionError             a replay-log frame is torn or fails its CRC
+    │       └── NeedsRecoveryError             a damaged or lost file: run ``recover``
     └── StorageError                           the storage layer failed (wraps lmdb.Error)
         ├── MapFullError                       the LMDB map is full and cannot grow
         └── DiskFullError                      the disk has no room left
@@ -41,6 +42,7 @@ __all__ = [
     "CapacityError",
     "CorruptionError",
     "LogCorruptionError",
+    "NeedsRecoveryError",
     "StorageError",
     "MapFullError",
     "DiskFullError",
@@ -121,6 +123,12 @@ class LogCorruptionError(CorruptionError):
         self.good_seq = good_seq
 
 
+class NeedsRecoveryError(CorruptionError):
+    """A file of the store is damaged or lost in a way that opening cannot repair without
+    losing committed data; nothing was changed. ``Mnemos.recover(path)`` (``mnemos-kv
+    recover PATH``) rebuilds the store from its base snapshot and replay log."""
+
+
 class StorageError(MnemosError):
     """The storage layer failed; ``__cause__`` holds the underlying error."""
 
@@ -130,7 +138,8 @@ class MapFullError(StorageError):
 
 
 class DiskFullError(StorageError):
-    """The disk has no space left; nothing of the failed call was kept."""
+    """The disk has no space left, or a file reached the largest size the file system or a
+    resource limit allows (EFBIG); nothing of the failed call was kept."""
 
 
 class MissingDependencyError(MnemosError, ImportError):

@@ -23,19 +23,23 @@ from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import embed_checked, resolve
-from ._validate import (check_id as _check_id, check_namespace, check_relation, check_relation_filter,
+from ._validate import (as_list, check_id as _check_id, check_namespace, check_relation, check_relation_filter,
                         check_top_k as _check_top_k,
                         check_types as _check_types, check_weight, embed_missing, prepare_remember)
 from .errors import InvalidInputError, MemoryNotFoundError
 
 if TYPE_CHECKING:
     from ._batch import Batch
+    from ._recover import RecoveryReport
     from ._replay import ExportInfo, ReplayResult
     from ._verify import VerifyReport
 
 __all__ = ["Mnemos", "Namespace", "MemoryId"]
 
 MemoryId = int
+
+#: The largest ``map_size=`` accepted (LMDB's map is address space: 256 TiB).
+MAX_MAP_SIZE = 1 << 48
 
 #: ``Mnemos.open(durability=...)``: see docs/durability.md.
 DURABILITY_MODES = frozenset({"full", "fast"})
@@ -111,7 +115,7 @@ class _Handle:
         prog = check(progress)
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
-        prepared = prepare_remember(eng, self.name, items, set())
+        prepared = prepare_remember(eng, self.name, as_list(items, "items"), set())
         if not prepared:
             return []
         if prog is None:
@@ -215,7 +219,7 @@ class _Handle:
 
     def forget_many(self, ids: Iterable[MemoryId]) -> None:
         """Delete several memories in one transaction; all or nothing."""
-        reqs = [("forget", self.name, _check_id(i)) for i in ids]
+        reqs = [("forget", self.name, _check_id(i)) for i in as_list(ids, "ids")]
         if len({r[2] for r in reqs}) != len(reqs):
             raise InvalidInputError("forget_many got the same id twice")
         if reqs:
@@ -409,7 +413,7 @@ class _Handle:
         mid = _check_id(id)
         with self._engine.snapshot() as snap:
             rec = self._own(snap, mid)
-            return np.array(snap.matrix[rec.slot], dtype=np.float32)
+            return np.array(self._engine.checked_vector(snap, rec), dtype=np.float32)
 
     def neighbors(self, id: MemoryId, *, relation: str | None = None,
                   direction: str = "both") -> list[Edge]:
@@ -525,6 +529,7 @@ class _Handle:
             for hit in _retrieval.run(eng, snap, plan):
                 rec = eng.record(snap.txn, hit.id)
                 if rec is not None:
+                    eng.check_vector(snap, rec)  # a corrupted vector is an error, not an answer
                     out.append(self._memory(snap, rec, hit.score, hit.parts))
         return out if rerank is None else _rerank.apply(rerank, q, out, k)
 
@@ -566,7 +571,7 @@ class Namespace(_Handle):
     def __init__(self, engine: Engine, name: str, read: Iterable[str] = ()) -> None:
         self._engine = engine
         self.name = check_namespace(name)
-        self._readable = frozenset([self.name, *(check_namespace(n) for n in read)])
+        self._readable = frozenset([self.name, *(check_namespace(n) for n in as_list(read, "read"))])
 
     def set_capacity(self, max_entries: int | None = None, *, max_bytes: int | None = None) -> None:
         """Limit this namespace's live memories (count and/or bytes); None removes a limit.
@@ -647,8 +652,12 @@ class Mnemos(_Handle):
         """
         if clock is not None and not callable(clock):
             raise InvalidInputError(f"clock must be callable, got {type(clock).__name__}")
-        if isinstance(map_size, bool) or not isinstance(map_size, int) or map_size < (1 << 20):
-            raise InvalidInputError(f"map_size must be an int of at least 1 MiB, got {map_size!r}")
+        if isinstance(map_size, bool) or not isinstance(map_size, int) or \
+                not (1 << 20) <= map_size <= MAX_MAP_SIZE:
+            raise InvalidInputError(
+                f"map_size must be an int from 1 MiB to 2**48 bytes, got {map_size!r}")
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+            raise InvalidInputError(f"path must be a non-empty str or os.PathLike, got {path!r}")
         if durability not in DURABILITY_MODES:
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
@@ -783,6 +792,8 @@ class Mnemos(_Handle):
         names = [namespaces] if isinstance(namespaces, str) else \
             None if namespaces is None else [check_namespace(n) for n in namespaces]
         if isinstance(file, (str, os.PathLike)):
+            from ._replay import check_out_path
+            check_out_path(file, "dump file")
             with open(file, "w", encoding="utf-8") as f:
                 return dump(self._engine, f, namespaces=names, vectors=bool(vectors), progress=prog)
         return dump(self._engine, file, namespaces=names, vectors=bool(vectors), progress=prog)
@@ -804,11 +815,17 @@ class Mnemos(_Handle):
         prog = check(progress)
         self._engine.check_writable()
         if isinstance(file, (str, os.PathLike)):
+            if os.path.isdir(file):
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} is a directory")
             try:
-                with open(file, encoding="utf-8") as f:
-                    return load(self._engine, f, prog)
+                f = open(file, encoding="utf-8")
             except FileNotFoundError:
                 raise InvalidInputError(f"dump file {os.fspath(file)!r} does not exist") from None
+            except OSError as exc:
+                raise InvalidInputError(f"dump file {os.fspath(file)!r} cannot be read: "
+                                        f"{exc.strerror}") from None
+            with f:
+                return load(self._engine, f, prog)
         return load(self._engine, file, prog)
 
     def namespaces(self) -> list[str]:
@@ -880,9 +897,10 @@ class Mnemos(_Handle):
         ``progress("log", frames, total)`` is called every 10,000 logged frames.
         """
         from ._progress import check
-        from ._replay import export_replay
+        from ._replay import check_out_path, export_replay
         prog = check(progress)
         self._engine.check_open()
+        check_out_path(path, "export path")
         return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
                              since_seq=since_seq, progress=prog)
 
@@ -906,17 +924,38 @@ class Mnemos(_Handle):
         """
         from ._progress import check
         from ._replay import replay
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+            raise InvalidInputError(f"path must be a replay file path (str), got {path!r}")
         prog = check(progress)
         return replay(self._engine, os.fspath(path), strict=strict, resume=resume, progress=prog)
+
+    @staticmethod
+    def recover(path: str | os.PathLike[str], *, to: str | os.PathLike[str] | None = None,
+                embedder: Any = None) -> "RecoveryReport":
+        """Rebuild a damaged store's LMDB file and vector files from its base snapshot and log.
+
+        Use it when opening raises :class:`~mnemos_kv.NeedsRecoveryError` (or ``verify``
+        reports damage). Every operation whose log frame is intact is re-applied (same
+        ids, records, edges, vectors); the report lists what could not be restored (e.g.
+        the frames after a damaged one). With ``to``, the rebuilt store is written there
+        and ``path`` is left untouched; in place, every replaced file is moved aside as
+        ``<name>.damaged-<n>`` (nothing is deleted) and no other process may have the
+        store open. ``embedder`` is needed only when data.mdb is too damaged to say which
+        embedder the store uses (see docs/durability.md).
+        """
+        from ._recover import recover
+        return recover(path, to=None if to is None else os.fspath(to), embedder=embedder)  # type: ignore[arg-type]
 
     def verify(self, *, deep: bool = True,
                progress: Callable[[str, int, int], Any] | None = None) -> "VerifyReport":
         """Check LMDB records, vector file, slot columns and log against each other.
 
         Runs in one snapshot (safe while other processes write); returns a report
-        whose ``ok`` is True when nothing is wrong. ``deep`` also compares every logged
-        vector with the stored one. ``progress(phase, done, total)``: ``"records"``,
-        ``"log"`` (every 10,000).
+        whose ``ok`` is True when nothing is wrong. First every page of data.mdb is
+        checked without LMDB, so a damaged file is reported, never a crash. ``deep``
+        checks the checksum of every vector row and compares every logged record and
+        vector with the stored one; ``deep=False`` checks an even sample of 4096 rows.
+        ``progress(phase, done, total)``: ``"records"``, ``"log"`` (every 10,000).
         """
         from ._progress import check
         from ._verify import verify

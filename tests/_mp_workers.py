@@ -277,6 +277,47 @@ def role_remember_n(path: str, n: str) -> None:
     os._exit(0)
 
 
+def role_update_reader(path: str, stop_file: str, mid: str) -> None:
+    """While another process updates memory ``mid`` back and forth: every snapshot shows
+    one whole version (text, metadata and vector agree, one live slot), never a mix."""
+    m = int(mid)
+    iters, errors, seen = 0, [], set()
+    with Mnemos.open(path, readonly=True) as db:
+        eng = db._engine
+        while not os.path.exists(stop_file) or iters < 3:
+            iters += 1
+            try:
+                with eng.snapshot() as snap:
+                    rec = eng.record(snap.txn, m)
+                    live = snap.live_mask()
+                    n_live = int((snap.slots["id"][live] == m).sum())
+                    ok = (rec is not None and rec.metadata.get("text") == rec.text and n_live == 1
+                          and bool(live[rec.slot])
+                          and np.array_equal(snap.matrix[rec.slot], expected_vector(rec.text)))
+                    if not ok:
+                        errors.append(f"mixed version: {rec!r} live slots {n_live}")
+                    else:
+                        seen.add(rec.text)
+                hits = db.ask("version of the shared fact", top_k=5)
+                if [h.id for h in hits].count(m) != 1:
+                    errors.append("ask returned the memory twice or not at all")
+            except Exception as exc:  # noqa: BLE001 - report everything
+                errors.append(f"{type(exc).__name__}: {exc}")
+            if len(errors) > 5:
+                break
+    emit({"iters": iters, "errors": errors, "versions": sorted(seen)})
+
+
+def role_updater(path: str, mid: str, n: str) -> None:
+    """Update memory ``mid`` n times, alternating two versions (text and metadata)."""
+    texts = ["alpha version of the shared fact", "beta version of the shared fact"]
+    with Mnemos.open(path) as db:
+        for k in range(int(n)):
+            t = texts[(k + 1) % 2]
+            db.update(int(mid), text=t, metadata={"text": t})
+    emit({"updates": int(n)})
+
+
 ROLES = {name[5:]: fn for name, fn in globals().items() if name.startswith("role_")}
 
 if __name__ == "__main__":

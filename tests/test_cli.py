@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from mnemos_kv import Mnemos
+from mnemos_kv._records import FORMAT_VERSION
 from mnemos_kv.cli import main
 
 
@@ -54,7 +55,7 @@ def test_stats_json_and_text(tmp_path, capsys) -> None:
     assert main(["stats", p, "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["namespaces"] == {"default": {"count": 2}, "x": {"count": 1}}
-    assert st["format_version"] == 1 and "data.mdb" in st["files"]
+    assert st["format_version"] == FORMAT_VERSION and "data.mdb" in st["files"]
     assert main(["stats", p]) == 0
     assert "default" in capsys.readouterr().out
 

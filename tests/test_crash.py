@@ -30,7 +30,12 @@ from mnemos_kv.cli import main as cli_main  # noqa: E402
 pytestmark = pytest.mark.slow
 
 KILLS = 32
-BUDGET_S = 150.0
+#: Before most kills, the child must have reported this many returned calls (drawn per
+#: kill from the seeded rng): the test then kills at the same points of the workload on
+#: a fast or a loaded machine, and never depends on how many writes fit in some seconds.
+MAX_REPORTS_BEFORE_KILL = 24
+#: Only a guard against a hung child (a failure), never a pacing assumption.
+HANG_S = 300.0
 
 
 def _alive(pid: int) -> bool:
@@ -48,6 +53,7 @@ class _Child:
         self.proc = spawn("crash_child", path, str(seed), str(base), durability)
         self.lines: list[str] = []
         self.ready = threading.Event()
+        self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._drain, daemon=True)
         self.thread.start()
 
@@ -57,6 +63,16 @@ class _Child:
             self.lines.append(line)
             if line.startswith('{"ready"'):
                 self.ready.set()
+            with self.cond:
+                self.cond.notify_all()
+
+    def wait_reports(self, n: int) -> None:
+        """Block until the child has reported ``n`` returned calls (or has ended)."""
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: sum(ln.startswith('{"R"') for ln in self.lines) >= n
+                or self.proc.poll() is not None, HANG_S)
+        assert ok, f"child reported fewer than {n} calls in {HANG_S} s: hung?"
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -74,6 +90,7 @@ class _Child:
 
 def test_sigkill_at_random_moments_loses_no_returned_write(tmp_path, capsys) -> None:
     rng = random.Random(int(os.environ.get("MNEMOS_CRASH_SEED", "20240605")))
+    check_rng = random.Random(1)  # samples of what to check (how many exist varies by run)
     path = str(tmp_path / "crash.mem")
     Mnemos.open(path).close()
     present: dict[int, str] = {}  # returned remembers not (returned-)forgotten: id -> text
@@ -81,15 +98,15 @@ def test_sigkill_at_random_moments_loses_no_returned_write(tmp_path, capsys) -> 
     unknown: set[int] = set()     # ids whose fate the kill decided (a call in flight)
     checked_upto = 0
     kills = writes = 0
-    t_end = time.monotonic() + BUDGET_S
-    while kills < KILLS and time.monotonic() < t_end:
+    while kills < KILLS:
         durability = "fast" if kills % 3 == 2 else "full"  # SIGKILL loses nothing in either
         child = _Child(path, rng.randrange(1 << 30), 1_000_000 * (kills + 1), durability)
         if rng.random() < 0.2:
             time.sleep(rng.uniform(0.0, 0.6))  # maybe while it imports, opens or recovers
         else:
-            assert child.ready.wait(60), "child never opened the store"
-            time.sleep(rng.uniform(0.0, 0.25))
+            assert child.ready.wait(HANG_S), "child never opened the store"
+            child.wait_reports(rng.randrange(1, MAX_REPORTS_BEFORE_KILL))
+            time.sleep(rng.uniform(0.0, 0.05))  # then somewhere inside the next call
         child.kill()
         kills += 1
         trying: set[int] = set()
@@ -124,17 +141,17 @@ def test_sigkill_at_random_moments_loses_no_returned_write(tmp_path, capsys) -> 
             unknown |= extra
             ids = sorted(present)
             new = [m for m in ids if m > checked_upto]
-            sample = new + rng.sample(ids, min(40, len(ids)))
+            sample = new + check_rng.sample(ids, min(40, len(ids)))
             for mid in sample:
                 m = db.get(mid)
                 assert m.text == present[mid]
                 assert np.array_equal(db.get_vector(mid), expected_vector(m.text)), mid
-            for mid in rng.sample(sorted(gone), min(40, len(gone))):
+            for mid in check_rng.sample(sorted(gone), min(40, len(gone))):
                 assert mid not in db
             checked_upto = max(ids, default=0)
     capsys.readouterr()
-    assert kills >= 30, f"only {kills} kills in {BUDGET_S} s"
-    assert writes > 200, f"the children returned only {writes} writes"
+    # every child that was not killed early reported at least one remember
+    assert writes >= KILLS // 2, f"the children returned only {writes} writes"
     with Mnemos.open(path) as db:  # a final full check of every returned write
         # killed readers' LMDB slots were freed (they would pin old pages forever)
         pids = [int(ln.split()[0]) for ln in db._engine.env.env.readers().splitlines()[1:]

@@ -249,6 +249,35 @@ def test_open_nodes_with_incoming_and_outgoing_relations(s: Session) -> None:
     assert out["entities"] == [ent("A", obs=["a"])]
     assert sorted((r["from"], r["to"]) for r in out["relations"]) == [("A", "B"), ("C", "A")]
     assert s.ok("open_nodes", {"names": []}) == {"entities": [], "relations": []}
+    # a relation may be called like the observation edge: it is still a relation
+    s.ok("create_relations", {"relations": [rel("B", "C", "has_observation")]})
+    assert rel("B", "C", "has_observation") in s.ok("open_nodes", {"names": ["B"]})["relations"]
+    assert ("B", "C", "has_observation") in graph_of(s)["relations"]
+    assert graph_of(s)["entities"]["B"] == ("person", [])
+
+
+def test_parallel_calls_in_one_session_are_each_whole(s: Session, db: Mnemos) -> None:
+    """A model may send several tool calls at once (the reference server's issue 1819):
+    they run concurrently here and none is lost, duplicated or half-applied."""
+    def all_at_once(calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        futures = [s.portal.start_task_soon(s.client.call_tool, n, a) for n, a in calls]
+        results = [f.result() for f in futures]
+        assert not any(r.is_error for r in results), [r.content[0].text for r in results if r.is_error]
+        return [r.structured_content for r in results]
+
+    made = all_at_once([("create_entities", {"entities": [ent("hub", "t", ["shared"]),
+                                                          ent(f"e{i}", "t", [f"o{i}", "shared"])]})
+                        for i in range(8)])
+    assert sum(e["name"] == "hub" for r in made for e in r["entities"]) == 1
+    all_at_once([("add_observations", {"observations": [
+        {"entityName": "hub", "contents": [f"from {i}", "shared", "common"]}]}) for i in range(8)])
+    all_at_once([("create_relations", {"relations": [rel(f"e{i}", "hub", "in"), rel("hub", "e0", "has")]})
+                 for i in range(8)])
+    g = graph_of(s)
+    assert sorted(g["entities"]["hub"][1]) == sorted(["shared", "common", *(f"from {i}" for i in range(8))])
+    assert all(g["entities"][f"e{i}"] == ("t", [f"o{i}", "shared"]) for i in range(8))
+    assert g["relations"] == sorted([(f"e{i}", "hub", "in") for i in range(8)] + [("hub", "e0", "has")])
+    assert db.count() == 1 + 10 + 8 * 3 and db.verify().ok
 
 
 # -- mnemos's own tools ----------------------------------------------------------------

@@ -3,7 +3,8 @@
 Four server subprocesses (``python -m mnemos_kv.mcp PATH``), a real MCP client
 session over pipes each, create entities, observations and relations at once (all of
 them also race to create the same shared entity and add to it); one server is killed
-with SIGKILL while a large write is in flight. Then: every acknowledged write is in the
+with SIGKILL while a large write is in flight: once that write's log frame is being
+written, i.e. inside its transaction (or, at the latest, just after its commit). Then: every acknowledged write is in the
 store, the killed server's in-flight write is all there or not at all, ``verify()``
 passes, and ``read_graph`` from a fresh server shows the union.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -33,6 +35,12 @@ ROUNDS = 12          # rounds of (create_entities, add_observations, create_rela
 VICTIM_ROUNDS = 4    # rounds the victim completes before its large write
 BIG = 150            # entities in the victim's in-flight write (3 observations each)
 HANG_GUARD_S = 120   # only guards against a hang; never reached in a passing run
+BIG_FRAME_BYTES = 600_000  # the victim's write logs 600 memories with 512-dim vectors
+
+
+def log_bytes(path: str) -> int:
+    """Bytes in the store's replay-log segments."""
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".mlog"))
 
 
 def server(path: str, marker: str) -> StdioServerParameters:
@@ -116,11 +124,18 @@ def test_four_stdio_servers_one_store_with_sigkill(tmp_path) -> None:
                 except Exception as exc:  # the connection dies with the server
                     killed["error"] = exc
 
+            base = log_bytes(path)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(big_write)
-                await anyio.sleep(0.02)  # let the request reach the server; any moment will do
+                # Kill once the large write's log frame (~1.2 MB; the workers' frames are a few
+                # KB) is being written: inside its transaction, before the commit or just
+                # after. Either outcome is checked below; the deadline only guards a hang.
+                deadline = time.monotonic() + HANG_GUARD_S / 4
+                while log_bytes(path) - base < BIG_FRAME_BYTES and time.monotonic() < deadline:
+                    await anyio.sleep(0.0005)
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid
+                killed["log_growth"] = log_bytes(path) - base
 
     async def main() -> None:
         with anyio.fail_after(HANG_GUARD_S):
@@ -161,7 +176,8 @@ def test_four_stdio_servers_one_store_with_sigkill(tmp_path) -> None:
         present = sum(1 for n in big_names if _has_key(db, n))
         assert present in (0, BIG), f"the killed write is half there: {present} of {BIG} entities"
         print(f"killed server {killed['pid']}; its in-flight write of {BIG} entities: "
-              f"{'committed' if present else 'not committed'}; client saw {sorted(killed)}")
+              f"{'committed' if present else 'not committed'}; log grew {killed['log_growth']} bytes "
+              f"before the kill; client saw {sorted(killed)}")
         hub_obs = {db.get(e.dst).text for e in db.neighbors(db.get_by_key("hub").id,
                                                             relation=OBSERVATION_RELATION,
                                                             direction="out")}

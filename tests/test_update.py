@@ -519,3 +519,26 @@ def test_a_namespace_batch_cannot_drop_another_namespace(db: Mnemos) -> None:
     bt.drop_namespace("a")  # its own: allowed
     bt.commit()
     assert db.namespace("b").count() == 1
+
+
+def test_reader_processes_see_old_or_new_never_half(store_path: str) -> None:
+    import os
+
+    from _mp_workers import spawn
+    from test_multiprocess import _result
+    with Mnemos.open(store_path) as db:
+        t = "alpha version of the shared fact"
+        a = db.remember(t, {"text": t})
+        db.remember_many([f"filler memory {i}" for i in range(30)])
+    stop = os.path.join(os.path.dirname(store_path), "stop")
+    readers = [spawn("update_reader", store_path, stop, str(a)) for _ in range(2)]
+    done = _result(spawn("updater", store_path, str(a), "60"))
+    open(stop, "w").close()
+    seen = [_result(r) for r in readers]
+    assert done["updates"] == 60
+    for s in seen:
+        assert s["errors"] == [], s["errors"]
+        assert s["iters"] >= 3
+    with Mnemos.open(store_path) as db:
+        assert db.get(a).text == "alpha version of the shared fact"  # 60 updates: back to alpha
+        assert db.verify().ok

@@ -1,0 +1,75 @@
+"""The stable file format: stores written by earlier formats open, verify and answer;
+a store of a newer format is refused. Fixtures: tests/fixtures/v<format>_<name>.tar.gz
+(made by scripts/make_fixtures.py with the code of that format; see docs/format.md)."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+import pytest
+
+from mnemos_kv import FormatVersionError, Mnemos
+from mnemos_kv import _records as R
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+#: What scripts/make_fixtures.py wrote (ids are assigned in order from 1).
+TEXTS = {
+    1: "We chose Stripe for payments; PayPal was too expensive.",
+    2: "The office moves to Berlin in March.",
+    3: "Our main database is PostgreSQL 16.",
+    4: "Alice leads the mobile app; Bob owns the backend APIs.",
+    5: "We deploy on Tuesdays and Thursdays, never on Fridays.",
+    6: "The team lunch is on Wednesday at the Thai place.",
+    8: "The payments key is kept in the vault.",
+}
+
+
+def _extract(tmp_path, name: str) -> str:
+    dest = str(tmp_path / name)
+    with tarfile.open(os.path.join(FIXTURES, f"{name}.tar.gz")) as tar:
+        tar.extractall(dest)
+    return dest
+
+
+@pytest.mark.parametrize("name", ["v1_plain", "v1_compacted"])
+@pytest.mark.parametrize("readonly", [True, False])
+def test_old_format_fixture_opens_verifies_and_answers(tmp_path, name: str, readonly: bool) -> None:
+    path = _extract(tmp_path, name)
+    expected = dict(TEXTS)
+    if name == "v1_compacted":
+        expected[10] = "After compaction: the audit starts on June 2nd."
+    with Mnemos.open(path, readonly=readonly) as db:
+        rep = db.verify()
+        assert rep.ok, rep
+        assert {m.id: m.text for m in db.memories()} == expected
+        assert db.get(2).metadata == {"topic": "office", "month": 3}
+        assert db.get(5).type == "procedural"
+        assert db.get_by_key("vault").id == 8
+        assert 7 not in db  # forgotten before the fixture was closed
+        assert db.ask("payments provider Stripe", top_k=1)[0].id == 1
+        assert db.ask("Berlin office move", top_k=1)[0].id == 2
+        assert [(e.src, e.dst, e.relation, e.weight) for e in db.neighbors(1)] == [(1, 3, "depends_on", 0.5)]
+        assert [m.text for m in db.namespace("critic").memories()] == ["The Berlin move plan lacks a budget."]
+        assert db.stats()["format_version"] == (1 if readonly else R.FORMAT_VERSION)
+        if not readonly:  # writes of the current format next to the old records
+            mid = db.remember("A new memory in the current format.")
+            db.connect(mid, 1)
+            db.forget(3)
+            assert db.verify().ok
+            digest = db.state_digest()
+    if not readonly:
+        with Mnemos.open(path) as db:
+            assert db.state_digest() == digest and db.verify().ok
+            assert db.stats()["format_version"] == R.FORMAT_VERSION
+
+
+def test_newer_format_is_refused(tmp_path, monkeypatch) -> None:
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        db.remember("hello")
+    monkeypatch.setattr(R, "FORMAT_VERSION", R.FORMAT_VERSION - 1)
+    for readonly in (True, False):
+        with pytest.raises(FormatVersionError, match="newer|Upgrade"):
+            Mnemos.open(path, readonly=readonly)
