@@ -135,12 +135,16 @@ def _checked_vectors(dim: int, given: Sequence[tuple[int, int, Any]]) -> np.ndar
     its item number (checked one by one only then)."""
     if not given:
         return np.empty((0, dim), np.float32)
-    try:
-        arr = np.asarray([v for _, _, v in given], dtype=np.float32)
-        if arr.shape == (len(given), dim):
-            return check_vectors(arr, len(given), dim, "vector")
-    except (TypeError, ValueError, InvalidInputError):
-        pass
+    first = given[0][2]
+    # one pass when every vector is an array of one dtype (so each converts exactly as
+    # it would alone, and check_vectors sees that dtype); else item by item
+    if isinstance(first, np.ndarray) and first.shape == (dim,) and all(
+            isinstance(v, np.ndarray) and v.dtype == first.dtype and v.shape == (dim,)
+            for _, _, v in given):
+        try:
+            return check_vectors(np.stack([v for _, _, v in given]), len(given), dim, "vector")
+        except InvalidInputError:
+            pass  # found again below, named by its item number
     return np.stack([check_vectors(v, 1, dim, f"item {i} vector")[0] for _, i, v in given])
 
 
