@@ -28,6 +28,7 @@ from typing import Any, Callable
 import lmdb
 import numpy as np
 
+from . import _ann
 from . import _records as R
 from . import _storage as S
 from ._engine import Engine, _Ctx
@@ -41,7 +42,7 @@ def _remove_generations(root: str, keep: int) -> None:
     """Remove vector/slot files of every generation but ``keep`` (write lock held)."""
     for name in os.listdir(root):
         parts = name.split(".")
-        if len(parts) >= 3 and parts[0] in ("vectors", "slots") and parts[1].isdigit():
+        if len(parts) >= 3 and parts[0] in ("vectors", "slots", "ann") and parts[1].isdigit():
             if int(parts[1]) != keep:
                 S.unlink_quiet(os.path.join(root, name))
 
@@ -62,6 +63,16 @@ def file_usage(root: str) -> dict[str, dict[str, int]]:
         if stat.S_ISREG(st.st_mode):
             out[name] = {"bytes": st.st_size, "disk_bytes": st.st_blocks * 512}
     return out
+
+
+def _build_index(engine: Engine) -> None:
+    """Build the new generation's ANN index now (derived data: a failure is only logged)."""
+    with engine.snapshot() as snap:
+        if _ann.wanted(engine.ann_mode, snap.state.n_slots):
+            try:
+                _ann.for_engine(engine).state(snap.state.gen, snap.matrix, snap.state.n_slots)
+            except (OSError, ValueError, MemoryError) as exc:
+                _ann.log.warning("mnemos_kv: ANN index not built after compaction: %s", exc)
 
 
 def compact(engine: Engine, *, merge_similar: float | None = None,
@@ -172,7 +183,9 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
     for p in (vector_file(engine.path, holder["old_gen"]), slot_file(engine.path, holder["old_gen"])):
         S.unlink_quiet(p)
     remove_superseded(engine.path, holder["old_seg"], holder["old_base"])
+    _ann.remove_files(engine.path, keep_gen=holder["gen"])
     engine.open_log(engine.read_state())
+    _build_index(engine)
     if progress is not None:
         progress("committed", 1, 1)
     return out

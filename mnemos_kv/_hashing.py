@@ -111,24 +111,35 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     A text with no features (empty, only stopwords/punctuation) gets a zero row.
     Each bucket is damped to ``sign(x) * ln(1 + |x|)`` before L2 normalisation.
     Deterministic: the same texts give the same bytes in every process.
+
+    Vectorised over the batch: the features of every text are laid out in text order
+    (each word's buckets, then the bigrams) and summed by one ``np.bincount``, which
+    adds each bucket's values in that order: the same float64 sums, bit for bit, as
+    accumulating one text at a time (:func:`_text_features`).
     """
     if dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     n = len(texts)
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
+    keys: list[int] = []
+    vals: list[float] = []
+    counts = np.zeros(n, np.int64)
     for r, text in enumerate(texts):
-        keys, v = _text_features(text, dim)
-        if keys:
-            rows.append(np.full(len(keys), r, dtype=np.int64))
-            cols.append(np.asarray(keys, dtype=np.int64))
-            vals.append(np.asarray(v, dtype=np.float64))
-    out = np.zeros((n, dim), dtype=np.float64)
-    if rows:
-        flat = np.concatenate(rows) * dim + np.concatenate(cols)
-        out = np.bincount(flat, weights=np.concatenate(vals),
-                          minlength=n * dim).reshape(n, dim).astype(np.float64, copy=False)
+        pairs = _words_and_terms(text)
+        start = len(keys)
+        for word, term in pairs:
+            k, v = _word_features(word, term, dim)
+            keys.extend(k)
+            vals.extend(v)
+        for (_, left), (_, right) in zip(pairs, pairs[1:]):
+            k1, v1 = _bigram_feature(left, right, dim)
+            keys.append(k1)
+            vals.append(v1)
+        counts[r] = len(keys) - start
+    out: np.ndarray = np.zeros((n, dim), dtype=np.float64)
+    if keys:
+        flat = np.repeat(np.arange(n, dtype=np.int64) * dim, counts) + np.asarray(keys, np.int64)
+        out = np.bincount(flat, weights=np.asarray(vals, np.float64),
+                          minlength=n * dim).reshape(n, dim)
     out = np.sign(out) * np.log1p(np.abs(out))
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)

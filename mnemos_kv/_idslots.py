@@ -75,6 +75,21 @@ def _index_for(owner: Any) -> _Index:
         return idx
 
 
+def _bisect(col: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(col, x)`` (left) by vectorised bisection: no copy of a strided ``col``."""
+    lo = np.zeros(x.size, np.int64)
+    hi = np.full(x.size, col.size, np.int64)
+    top = max(col.size - 1, 0)
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        below = open_ & (col[np.minimum(mid, top)] < x)
+        lo = np.where(below, mid + 1, lo)
+        hi = np.where(open_ & ~below, mid, hi)
+
+
 def slots_of(snap: Any, ids: np.ndarray, col: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """(which of ``ids`` have a slot in the snapshot, their latest slots).
@@ -97,7 +112,10 @@ def slots_of(snap: Any, ids: np.ndarray, col: np.ndarray | None = None
         return ok, latest[pos[ok]]
     if col is None:
         col = snap.slots["id"]
-    pos = np.searchsorted(col, ids)
+        # few ids: bisect the strided column in place (searchsorted would copy it, O(n))
+        pos = _bisect(col, ids) if ids.size * 64 < col.size else np.searchsorted(col, ids)
+    else:
+        pos = np.searchsorted(col, ids)
     pos_c = np.minimum(pos, max(col.size - 1, 0))
     ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)
     return ok, pos[ok]

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 
@@ -252,13 +252,20 @@ def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
     return _idslots.slots_of(snap, ids, col)
 
 
-def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
-    """``scale`` * min-max onto [0, 1] over the valid entries (a constant positive vector -> 1)."""
+def _normalise(x: np.ndarray, valid: np.ndarray | None, scale: float = 1.0,
+               floor: float | None = None) -> np.ndarray:
+    """``scale`` * min-max onto [0, 1] over the valid entries (a constant positive vector -> 1).
+
+    ``floor``: a lower bound known from outside ``x`` (the ANN path's estimate of the
+    minimum over every candidate), used when below the minimum of ``x``.
+    """
     if valid is None:
         lo, hi = float(x.min()), float(x.max())
     else:
         lo = float(np.min(x, where=valid, initial=np.inf))
         hi = float(np.max(x, where=valid, initial=-np.inf))
+    if floor is not None:
+        lo = min(lo, floor)
     return _minmax(x, lo, hi, scale)
 
 
@@ -291,14 +298,13 @@ def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
     return s_idx[starts], np.add.reduceat(vals[order].astype(np.float64), starts)
 
 
-def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
-                  rows: np.ndarray | None, selected: int, id_col: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """BM25 of the candidates that match a query term: (indices, bm25, weighted L part).
+LexHits = tuple[np.ndarray, np.ndarray, int]
 
-    Indices are positions in the score arrays (ascending, unique); every other
-    candidate has BM25 0. None when no candidate matches.
-    """
+
+def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | None = None
+                  ) -> LexHits | None:
+    """(slots, BM25 contribution per posting, number of query terms) of the asked
+    namespaces' postings in the snapshot; None when there is nothing to score."""
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
     terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if not terms or q.vector_weight >= 1.0:
@@ -308,14 +314,30 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
-    contrib = contrib[ok]
+    return slots, contrib[ok], len(terms)
+
+
+def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
+                  rows: np.ndarray | None, selected: int, id_col: np.ndarray | None = None,
+                  hits: LexHits | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """BM25 of the candidates that match a query term: (indices, bm25, weighted L part).
+
+    Indices are positions in the score arrays (ascending, unique); every other
+    candidate has BM25 0. None when no candidate matches. ``hits``: the postings
+    already read (and kept to candidates), else they are read here.
+    """
+    if hits is None:
+        hits = _lexical_hits(engine, snap, q, id_col)
+        if hits is None:
+            return None
+    slots, contrib, n_terms = hits
     if mask is not None:
         keep = mask[slots]
         slots, contrib = slots[keep], contrib[keep]
     if not slots.size:
         return None
     idx = slots if rows is None else np.searchsorted(rows, slots)
-    uniq, sums = _sum_by_index(idx, contrib, len(terms) == 1, rows.size if rows is not None
+    uniq, sums = _sum_by_index(idx, contrib, n_terms == 1, rows.size if rows is not None
                                else snap.state.n_slots)
     bm = sums.astype(np.float32)
     hi = float(bm.max())
@@ -394,6 +416,11 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     else:
         rows = np.flatnonzero(mask)
         cos = snap.matrix[rows] @ q.vector
+    return _vector_hits(snap, q, rows, cos)
+
+
+def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
+    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot), score = cosine."""
     slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
     picked = order_top(cos, _tie_rows(snap, rows), q.top_k).tolist()
     ids_col = snap.slots["id"]
@@ -439,30 +466,263 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
 
 def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
-    """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first."""
-    if q.mode == "vector":
-        return run_vector(engine, snap, q)
+    """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first.
+
+    Large stores take the vector candidates from the ANN index (see :mod:`_ann`);
+    a query whose filters (type, time, metadata) leave too few of them is answered by
+    the exact path over the filtered rows instead.
+    """
     if q.mode == "lexical":
         return run_lexical(engine, snap, q)
     n = snap.state.n_slots
     if n == 0 or not q.ns_ids:
         return []
+    if _ann.wanted(getattr(engine, "ann_mode", None), n):
+        hits = _run_ann(engine, snap, q)
+        if hits is not None:
+            return hits
+    if q.mode == "vector":
+        return run_vector(engine, snap, q)
+    return _run_exact(engine, snap, q)
+
+
+#: The ANN path needs at least max(ANN_MIN_CANDIDATES, 8 * top_k) candidates that pass
+#: the filters; fewer (a filter keeping ~1% of the store) -> exact search over the filter.
+ANN_MIN_CANDIDATES: int = 256
+#: Rows sampled (evenly spaced) to estimate the minimum cosine for the normalisation.
+ANN_FLOOR_SAMPLE: int = 1024
+#: ... and from the rows of this many lists whose centroids are least similar to the query.
+ANN_FLOOR_LISTS: int = 2
+
+
+def _rows_ok(snap: Snapshot, q: Query, rows: np.ndarray) -> np.ndarray:
+    """Which ``rows`` are candidates of ``q`` in ``snap``: live, namespace, type, time, filter."""
+    sl = snap.slots[rows]
+    dead = sl["dead"]
+    ok = (dead == 0) | (dead > snap.state.seq)
+    if q.allowed is not None:
+        ok &= q.allowed[rows]
+    ns_ids = sorted(set(q.ns_ids))
+    ok &= sl["ns"] == ns_ids[0] if len(ns_ids) == 1 else np.isin(sl["ns"], ns_ids)
+    if q.type_codes is not None:
+        ok &= np.isin(sl["type"], np.asarray(q.type_codes, dtype=np.uint8))
+    if q.since_us is not None:
+        ok &= sl["ts"] >= q.since_us
+    if q.until_us is not None:
+        ok &= sl["ts"] <= q.until_us
+    return ok
+
+
+def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
+    """The planner over the ANN candidates (probed lists, the uncovered tail, BM25 hits);
+    None when the exact path must answer.
+
+    The neighbour term needs each memory's true time neighbours, which the candidate
+    set alone does not give: the contenders by ``rel`` (see ``ANN_SHORTLIST_MAX``) and
+    their neighbours (from the time index of the snapshot) get exact neighbour scores
+    and are the only ones ranked.
+    """
+    n = snap.state.n_slots
+    try:
+        index = _ann.for_engine(engine).state(snap.state.gen, snap.matrix, n)
+    except (OSError, ValueError, MemoryError) as exc:
+        _ann.log.warning("mnemos_kv: ANN index unavailable (%s); exact search", exc)
+        return None
+    rows = index.probe(q.vector, n, _ann.NPROBE)
+    c = _ann.covered(n)
+    if c < n:
+        rows = np.concatenate([rows, np.arange(c, n, dtype=np.int64)])
+    rows = rows[_rows_ok(snap, q, rows)]
+    if rows.size < max(ANN_MIN_CANDIDATES, 8 * q.top_k):
+        return None
+    if q.mode == "vector":
+        out = _vector_hits(snap, q, rows, snap.matrix[rows] @ q.vector)
+        return out
+    hits = _lexical_hits(engine, snap, q)
+    if hits is not None:
+        keep = _rows_ok(snap, q, hits[0])
+        hits = (hits[0][keep], hits[1][keep], hits[2])
+        rows = np.union1d(rows, hits[0])
+    # min-max of the cosine: the exact path's minimum is over every candidate, estimated
+    # here from the lists least similar to the query and an evenly spaced sample
+    m = min(n, ANN_FLOOR_SAMPLE)
+    sample = np.concatenate([(np.arange(m, dtype=np.int64) * n) // m,
+                             index.probe(q.vector, n, ANN_FLOOR_LISTS, farthest=True)])
+    sample = sample[_rows_ok(snap, q, sample)]
+    floor = float((snap.matrix[sample] @ q.vector).min()) if sample.size else None
+    cos = snap.matrix[rows] @ q.vector
+    valid = None
+    nbr_fn = None
+    reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
+    if q.neighbour_weight > 0 or reply_w > 0:
+        rows, cos, valid, nbr_fn = _ann_neighbours(engine, snap, q, rows, cos, hits, floor,
+                                                   reply_w)
+    newest = None
+    if q.half_life_s is not None:
+        newest = _timeorder.newest_in_index(
+            snap.txn, engine.env.db("time"), q.ns_ids,
+            S.ts_key(q.until_us) if q.until_us is not None else None)
+    return _score(engine, snap, q, None, rows, int(rows.size), None, False, valid, hits,
+                  floor, cos, nbr_fn, newest)
+
+
+def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos: np.ndarray,
+                    hits: LexHits | None, floor: float | None, reply_w: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                               Callable[[np.ndarray], np.ndarray]]:
+    """Shortlist, its true time neighbours (two rings) and the neighbour function.
+
+    Returns the candidate rows extended by the neighbours, their cosines, the mask of
+    rows that may be ranked (the shortlist and its neighbours) and ``rel -> nbr``
+    (``max(w * max(rel(prev), rel(next)), reply_w * rel(prev) if prev asks)``).
+    """
+    lo = float(cos.min()) if floor is None else min(float(cos.min()), floor)
+    hi = float(cos.max())
+    vec = _minmax(cos, lo, hi, q.vector_weight)  # = _normalise(cos, None, w, floor)
+    lexical = _lexical_part(engine, snap, q, None, rows, int(rows.size), None, hits)
+    if lexical is not None:
+        vec[lexical[0]] += lexical[2]
+    w = max(q.neighbour_weight, reply_w)  # the most a memory gains from a neighbour
+    top = order_top(vec, _tie_rows(snap, rows), ANN_SHORTLIST_MAX)
+    # tau: a lower bound of the k-th best rel + nbr, from the best few and their neighbours
+    s1 = top[:max(4 * q.top_k, 32)]
+    nb = _true_neighbours(engine, snap, q, rows[s1])
+    flat = nb.ravel()
+    at = np.minimum(np.searchsorted(rows, flat), rows.size - 1)
+    inside = (flat >= 0) & (rows[at] == flat)
+    nrel = np.zeros(flat.size, np.float32)
+    nrel[inside] = vec[at[inside]]
+    outside = (flat >= 0) & ~inside  # a neighbour the ANN stage did not propose: cosine only
+    if outside.any():
+        nrel[outside] = _minmax(snap.matrix[flat[outside]] @ q.vector, lo, hi, q.vector_weight)
+    lower = vec[s1] + q.neighbour_weight * nrel.reshape(-1, 2).max(axis=1)  # replies only add
+    tau = float(np.sort(lower)[::-1][min(q.top_k, lower.size) - 1])
+    # A memory outside the shortlist whose neighbours are outside too scores at most
+    # (1 + w) * (the shortlist's lowest rel): keep every rel >= tau / (1 + w).
+    keep = max(s1.size, int(np.count_nonzero(vec[top] >= tau / (1.0 + w))))
+    short = rows[top[:keep]]
+    ring1 = _true_neighbours(engine, snap, q, short)
+    first = np.union1d(short, ring1[ring1 >= 0])
+    prev_next = _true_neighbours(engine, snap, q, first)
+    ring2 = prev_next
+    extra = np.setdiff1d(np.concatenate([first, ring2[ring2 >= 0]]), rows)
+    if extra.size:
+        all_rows = np.concatenate([rows, extra])
+        all_cos = np.concatenate([cos, snap.matrix[extra] @ q.vector])
+        order = np.argsort(all_rows, kind="stable")
+        rows, cos = all_rows[order], all_cos[order]
+    pos_first = np.searchsorted(rows, first)
+    pos_pn = np.where(prev_next >= 0, np.searchsorted(rows, np.maximum(prev_next, 0)), -1)
+    valid = np.zeros(rows.size, bool)
+    valid[pos_first] = True
+
+    asks = np.zeros(first.size, bool)  # does the previous memory ask a question?
+    if reply_w > 0:
+        qids = np.sort(_lexical_index.question_ids(snap.txn, engine.env, q.ns_ids).astype(np.int64))
+        has_prev = prev_next[:, 0] >= 0
+        if qids.size and has_prev.any():
+            pid = np.asarray(snap.slots["id"][prev_next[has_prev, 0]], np.int64)
+            at = np.minimum(np.searchsorted(qids, pid), qids.size - 1)
+            asks[has_prev] = qids[at] == pid
+
+    def nbr_fn(rel: np.ndarray) -> np.ndarray:
+        out = np.zeros(rel.shape[0], np.float32)
+        padded = np.concatenate([rel.astype(np.float32), np.zeros(1, np.float32)])
+        pn = np.where(pos_pn >= 0, pos_pn, rel.shape[0])
+        best = np.maximum(padded[pn[:, 0]], padded[pn[:, 1]]) * np.float32(q.neighbour_weight)
+        if asks.any():
+            reply = np.where(asks, padded[pn[:, 0]] * np.float32(reply_w), np.float32(0))
+            best = np.maximum(best, reply)
+        out[pos_first] = best
+        return out
+
+    return rows, cos, valid, nbr_fn
+
+
+#: The ANN path ranks, with exact neighbour scores, the candidates that can still reach
+#: the top k through a neighbour (at most ANN_SHORTLIST_MAX) and their time neighbours.
+ANN_SHORTLIST_MAX: int = 512
+#: Time-index entries looked at on each side when filters skip some neighbours.
+ANN_NEIGHBOUR_WIDTH: int = 4
+
+
+_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])  # the time index key
+
+
+def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -> np.ndarray:
+    """``len(slots) x 2`` array: the slot of each one's previous / next candidate in its
+    namespace's (timestamp, id) order, -1 when there is none (within a few steps)."""
+    sl = snap.slots[slots]
+    packed = np.empty(slots.size, _TIME_KEY)
+    packed["ns"] = sl["ns"]
+    packed["ts"] = sl["ts"].astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # offset binary
+    packed["id"] = sl["id"]
+    raw = packed.tobytes()
+    keys = [raw[i:i + 20] for i in range(0, len(raw), 20)]
+    # only filters (type, time, metadata) can make the adjacent entry a non-candidate
+    filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None \
+        or q.allowed is not None
+    before, after = _timeorder.index_neighbours(snap.txn, engine.env.db("time"), keys,
+                                                ANN_NEIGHBOUR_WIDTH if filtered else 1)
+    out = np.full((slots.size, 2), -1, np.int64)
+    for col, side in enumerate((before, after)):
+        flat = side.ravel()
+        have = flat >= 0
+        found, pos = _slots_of(snap, flat[have])
+        cand = np.full(flat.size, -1, np.int64)
+        idx = np.flatnonzero(have)[found]
+        cand[idx] = pos
+        ok = cand >= 0
+        ok[ok] = _rows_ok(snap, q, cand[ok])
+        cand[~ok] = -1
+        grid = cand.reshape(side.shape)
+        first_ok = np.argmax(grid >= 0, axis=1)
+        pick = grid[np.arange(slots.size), first_ok]
+        out[:, col] = pick
+    return out
+
+
+def _run_exact(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
+    """The planner over every candidate of the snapshot."""
+    n = snap.state.n_slots
     view = _timeorder.for_engine(engine).view(snap)
     mask, selected, ns_total = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
     closed = selected == ns_total  # every slot of the asked namespaces is a candidate
-    if selected >= n * GATHER_FRACTION:
-        rows, cos = None, snap.matrix @ q.vector
-        valid = mask if selected < n else None
-    else:
-        assert mask is not None
+    rows = None
+    if selected < n * GATHER_FRACTION:
+        assert mask is not None  # fewer than n selected: there is a mask
         rows = np.flatnonzero(mask)
-        cos, valid = snap.matrix[rows] @ q.vector, None
-    vec = _normalise(cos, valid, q.vector_weight)
+    return _score(engine, snap, q, mask, rows, selected, view, closed,
+                  mask if rows is None and selected < n else None, None)
+
+
+def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
+           rows: np.ndarray | None, selected: int, view: _timeorder.OrderView | None,
+           closed: bool, valid: np.ndarray | None, lex_hits: LexHits | None,
+           cos_floor: float | None = None, cos: np.ndarray | None = None,
+           nbr_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+           newest_us: int | None = None) -> list[Hit]:
+    """Fusion, neighbours, graph, types, recency and top-k over the given candidates.
+
+    ``rows``: sorted candidate slots (None: every slot, scores indexed by slot, with
+    ``valid`` marking the candidates when not all are). ``mask``: candidate slots
+    over the snapshot, or None when every slot is one, or when ``rows`` (with
+    ``view`` None: the ANN path) are exactly the candidates.
+    """
+    n = snap.state.n_slots
+    if cos is not None:
+        pass
+    elif rows is None:
+        cos = snap.matrix @ q.vector
+    else:
+        cos = snap.matrix[rows] @ q.vector
+    vec = _normalise(cos, valid, q.vector_weight, cos_floor)
     # lexical: BM25 from the postings of the asked namespaces, added where it is not 0
-    id_col = view.ids[:n] if view.n >= n else None
-    lexical = _lexical_part(engine, snap, q, mask, rows, selected, id_col)
+    id_col = view.ids[:n] if view is not None and view.n >= n else None
+    lexical = _lexical_part(engine, snap, q, mask, rows, selected, id_col, lex_hits) \
+        if view is not None or lex_hits is not None else None
     rel = vec
     if lexical is not None:
         if q.explain:
@@ -471,15 +731,18 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
     nbr = None
     reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
-    links = _timeorder.chain(view, q.ns_ids, n, mask, rows, closed) \
-        if selected > 1 and (q.neighbour_weight > 0 or reply_w > 0) else None
-    if q.neighbour_weight > 0 and links is not None:
-        nbr = _timeorder.best_of(links, rel)
-        nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
-    if reply_w > 0 and links is not None:
-        reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w)
-        if reply is not None:
-            nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
+    if nbr_fn is not None:  # the ANN path: true neighbours of its shortlist, replies included
+        nbr = nbr_fn(rel) if selected > 1 else None
+    elif view is not None:
+        links = _timeorder.chain(view, q.ns_ids, n, mask, rows, closed) \
+            if selected > 1 and (q.neighbour_weight > 0 or reply_w > 0) else None
+        if q.neighbour_weight > 0 and links is not None:
+            nbr = _timeorder.best_of(links, rel)
+            nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
+        if reply_w > 0 and links is not None:
+            reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w)
+            if reply is not None:
+                nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
     if nbr is None:
         pre = rel
     elif q.explain or q.use_graph:
@@ -489,7 +752,7 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
         pre = rel
 
     prf = None
-    if PRF_WEIGHT > 0 and selected > PRF_SEEDS:
+    if PRF_WEIGHT > 0 and selected > PRF_SEEDS and view is not None:  # (not on the ANN path)
         prf = _lexical_feedback(engine, snap, q, pre, rows, valid, mask, id_col)
     if prf is not None:
         pre = pre + prf if (q.explain or q.use_graph or pre is rel) else np.add(pre, prf, out=pre)
@@ -500,13 +763,17 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 
     tw: np.ndarray | float | None = None
     rec = None
-    single = view.single_type if view.n == n else -1
+    single = view.single_type if view is not None and view.n == n else -1
     if single >= 0:  # one type in the whole generation: a constant factor
         w = float(q.type_weights[single])
         tw = None if w == 1.0 else w
     elif len(set(q.type_weights)) > 1:
         table = np.asarray(q.type_weights, dtype=np.float32)
-        tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
+        if view is None:
+            assert rows is not None
+            tw = table[snap.slots["type"][rows]]
+        else:
+            tw = table[view.types[:n]] if rows is None else table[view.types[rows]]
     window = tprior = None
     if TEMPORAL_WEIGHT > 0 and q.now_us is not None:
         window = _temporal.parse(q.text, q.now_us / 1e6)
@@ -514,8 +781,12 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
             tprior = _time_prior(snap, rows, valid, window)
     if q.half_life_s is not None:
         ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
-        newest = int(np.max(ts, where=valid, initial=np.iinfo(np.int64).min)) if valid is not None \
-            else int(ts.max())
+        if newest_us is not None:
+            newest = newest_us
+        elif valid is not None:
+            newest = int(np.max(ts, where=valid, initial=np.iinfo(np.int64).min))
+        else:
+            newest = int(ts.max())
         age_s = (newest - ts).astype(np.float64) / 1e6
         rw = RECENCY_WEIGHT
         rec = ((1.0 - rw) + rw * np.exp2(-age_s / q.half_life_s)).astype(np.float32)
@@ -683,6 +954,10 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     amounts = amounts[ok]
     if mask is not None:
         keep = mask[slots]
+        slots, amounts = slots[keep], amounts[keep]
+    elif rows is not None:  # ANN path: the candidates are exactly ``rows``
+        at = np.minimum(np.searchsorted(rows, slots), rows.size - 1)
+        keep = rows[at] == slots
         slots, amounts = slots[keep], amounts[keep]
     if slots.size == 0:
         return None

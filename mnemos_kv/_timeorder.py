@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 __all__ = ["TimeOrder", "OrderView", "for_engine", "chain", "best_of", "prev_of", "neighbour_best",
-           "prev_values"]
+           "prev_values", "index_neighbours", "newest_in_index"]
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,54 @@ def neighbour_best(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndar
     """For each candidate, ``max(rel(prev), rel(next))`` over its adjacent candidates
     (see :func:`chain` for the addressing). Returns an array shaped like ``rel``."""
     return best_of(chain(view, ns_ids, n, mask, rows, closed), rel)
+
+
+def index_neighbours(txn: Any, time_db: Any, keys: list[bytes], width: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of up to ``width`` memories before / after each time-index key, same namespace.
+
+    ``keys`` are ``time`` table keys (ns u32, ts, id u64) of live memories of the
+    snapshot ``txn``; returns two ``len(keys) x width`` int64 arrays (nearest first,
+    -1 past either end of the namespace). For the ANN path, which has no per-store
+    time-order cache: a few cursor steps per shortlisted memory.
+    """
+    m = len(keys)
+    before = np.full((m, width), -1, np.int64)
+    after = np.full((m, width), -1, np.int64)
+    with txn.cursor(db=time_db) as cur:
+        for i, k in enumerate(keys):
+            prefix = k[:4]
+            if not cur.set_key(k):
+                continue
+            for j in range(width):
+                if not cur.prev() or not cur.key().startswith(prefix):
+                    break
+                before[i, j] = int.from_bytes(cur.key()[12:20], "big")
+            cur.set_key(k)
+            for j in range(width):
+                if not cur.next() or not cur.key().startswith(prefix):
+                    break
+                after[i, j] = int.from_bytes(cur.key()[12:20], "big")
+    return before, after
+
+
+def newest_in_index(txn: Any, time_db: Any, ns_ids: Iterable[int], until_key: bytes | None
+                    ) -> int | None:
+    """The largest timestamp (µs) of the namespaces' time-index entries whose timestamp
+    key is at most ``until_key``; None when there is none."""
+    best: bytes | None = None
+    with txn.cursor(db=time_db) as cur:
+        for ns in sorted(set(ns_ids)):
+            prefix = ns.to_bytes(4, "big")
+            bound = prefix + until_key + b"\xff" * 8 if until_key is not None \
+                else (ns + 1).to_bytes(4, "big") if ns < 0xFFFFFFFF else None
+            ok = cur.set_range(bound) if bound is not None else False
+            moved = cur.prev() if ok else cur.last()
+            if moved and cur.key().startswith(prefix):
+                ts = cur.key()[4:12]
+                if best is None or ts > best:
+                    best = ts
+    return None if best is None else int.from_bytes(best, "big") - (1 << 63)
 
 
 def prev_values(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,

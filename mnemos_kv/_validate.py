@@ -91,6 +91,7 @@ def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
     numbers the items in error messages.
     """
     prepared: list[list[Any]] = []
+    given: list[tuple[int, int, Any]] = []  # (position, item number, vector as given)
     now: int | None = None
     for i, item in enumerate(items, first):
         if isinstance(item, str):
@@ -119,12 +120,32 @@ def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
             keys_seen.add(kk)
         vec = item.get("vector")
         if vec is not None:
-            vec = check_vectors(vec, 1, eng.dim, f"item {i} vector")[0]
+            given.append((len(prepared), i, vec))
         pinned = item.get("pinned", False)
         if not isinstance(pinned, bool):
             raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
-        prepared.append(["remember", ns, text, meta, type_, ts, key, vec, pinned])
+        prepared.append(["remember", ns, text, meta, type_, ts, key, None, pinned])
+    for (pos, _i, _v), row in zip(given, _checked_vectors(eng.dim, given)):
+        prepared[pos][7] = row
     return prepared
+
+
+def _checked_vectors(dim: int, given: Sequence[tuple[int, int, Any]]) -> np.ndarray:
+    """The given vectors validated and normalised in one pass; a bad one is reported by
+    its item number (checked one by one only then)."""
+    if not given:
+        return np.empty((0, dim), np.float32)
+    first = given[0][2]
+    # one pass when every vector is an array of one dtype (so each converts exactly as
+    # it would alone, and check_vectors sees that dtype); else item by item
+    if isinstance(first, np.ndarray) and first.shape == (dim,) and all(
+            isinstance(v, np.ndarray) and v.dtype == first.dtype and v.shape == (dim,)
+            for _, _, v in given):
+        try:
+            return check_vectors(np.stack([v for _, _, v in given]), len(given), dim, "vector")
+        except InvalidInputError:
+            pass  # found again below, named by its item number
+    return np.stack([check_vectors(v, 1, dim, f"item {i} vector")[0] for _, i, v in given])
 
 
 def embed_missing(eng: Engine, prepared: Sequence[list[Any]]) -> None:

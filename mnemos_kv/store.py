@@ -626,7 +626,8 @@ class Mnemos(_Handle):
     def open(cls, path: str | os.PathLike[str], *, embedder: Any = None,
              clock: Callable[[], float] | None = None, readonly: bool = False,
              map_size: int = DEFAULT_MAP_SIZE, durability: str = "full",
-             on_evict: Callable[[list[Memory]], Any] | None = None) -> "Mnemos":
+             on_evict: Callable[[list[Memory]], Any] | None = None,
+             ann: bool | None = None) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
         ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
@@ -641,7 +642,10 @@ class Mnemos(_Handle):
         loses nothing); see docs/durability.md. Any number of processes may open the
         same store at once (see docs/concurrency.md). ``on_evict`` is called with the
         list of ``Memory`` objects a write of this process evicted, after its commit
-        (see :attr:`on_evict`).
+        (see :attr:`on_evict`). ``ann`` chooses the vector candidate stage of ``ask``:
+        None (default) uses the approximate index from ``mnemos_kv._ann.THRESHOLD``
+        slots on, True uses it whenever the store is big enough to have one (4096
+        slots), False always scans exactly (see docs/retrieval.md).
 
         :raises NotAStoreError: ``path`` is a file or a foreign directory.
         :raises FormatVersionError: the store was written by a newer mnemos-kv.
@@ -657,12 +661,15 @@ class Mnemos(_Handle):
         if durability not in DURABILITY_MODES:
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
+        if ann is not None and not isinstance(ann, bool):
+            raise InvalidInputError(f"ann must be None, True or False, got {ann!r}")
         emb = resolve(embedder)
         if on_evict is not None and not callable(on_evict):
             raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
         engine = Engine(path, embedder=emb, embedder_given=embedder is not None,
                         clock=clock or time.time, readonly=bool(readonly), map_size=map_size,
                         durable=durability == "full")
+        engine.ann_mode = ann
         db = cls(engine)
         db.on_evict = on_evict
         return db

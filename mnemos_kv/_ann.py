@@ -1,0 +1,338 @@
+"""The approximate (ANN) candidate stage: an inverted-file index over the mmap'd matrix.
+
+Large stores (see :func:`wanted`) do not score every row for the vector part of an
+``ask``: the planner takes as candidates the slots of the ``NPROBE`` lists whose
+centroids are closest to the query, plus every slot the index does not cover yet,
+and scores those exactly (re-ranking by the true cosine). numpy only, no extra.
+
+Everything here is a pure function of the vector rows, so the same operations give the
+same index and the same answers in every process (export -> replay included):
+
+* *epoch*: the centroids of generation ``G`` are trained (deterministic k-means: evenly
+  spaced sample, evenly spaced initial centroids, fixed iterations, first-max ties) on
+  rows ``[0, T)`` where ``T = train_size(n)`` is the largest ``TRAIN_BASE * 4**k <= n``;
+* *coverage*: a snapshot of ``n`` slots uses the lists of slots ``[0, covered(n))``
+  (``n`` rounded down to ``CHUNK``); slots ``[covered(n), n)`` are scanned exactly;
+* a slot's list is the argmax of its row against the centroids, computed in fixed
+  blocks of ``CHUNK`` rows (same matrix shapes everywhere, so the same float results).
+
+MVCC: rows below a snapshot's ``n_slots`` never change within a generation, and the
+planner checks every candidate's ``dead`` mark, namespace, type and time against its own
+snapshot, so a reader never sees a slot from outside its snapshot and a forgotten
+memory never comes back. The index is derived data, kept in ``ann.G.T.idx`` (header,
+centroids, then the list of each slot in CRC-checked chunks, appended by whichever
+process first needs them, under ``flock``). A missing file is rebuilt; a damaged
+chunk or header is logged and recomputed from the matrix; a read-only process keeps
+what it computes in memory. Compaction starts a new generation and so a new index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import weakref
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._storage import fsync_path, unlink_quiet
+
+__all__ = ["THRESHOLD", "NPROBE", "wanted", "train_size", "covered", "for_engine",
+           "index_file", "remove_files"]
+
+log = logging.getLogger("mnemos_kv")
+
+#: Automatic mode (``ann=None``) uses the index from this many slots on.
+THRESHOLD: int = 65_536
+#: Smallest training prefix; epochs are TRAIN_BASE * 4**k rows (``ann=True`` needs >= it).
+TRAIN_BASE: int = 4096
+#: Slots are assigned to lists in blocks of this many; the rest is scanned exactly.
+CHUNK: int = 1024
+#: Lists probed per query.
+NPROBE: int = 16
+#: Lists per epoch: TRAIN_BASE // 64 ... MAX_LISTS (an average of 64 training rows each).
+MAX_LISTS: int = 4096
+ROWS_PER_LIST: int = 64
+#: k-means: sampled training rows per list and iterations.
+SAMPLE_PER_LIST: int = 16
+KMEANS_ITERS: int = 6
+
+MAGIC = b"MNMSANN1"
+VERSION = 1
+_HDR = struct.Struct("<8sIIQQII")  # magic, version, dim, gen, T, nlist, centroid crc
+_HEADER = 64
+_CHUNK_BYTES = CHUNK * 2 + 4       # uint16 list per slot, then crc32
+
+
+def train_size(n: int) -> int:
+    """The training prefix (epoch) for a snapshot of ``n`` slots; 0 = too small for an index."""
+    if n < TRAIN_BASE:
+        return 0
+    t = TRAIN_BASE
+    while t * 4 <= n:
+        t *= 4
+    return t
+
+
+def n_lists(t: int) -> int:
+    return int(min(MAX_LISTS, max(16, t // ROWS_PER_LIST)))
+
+
+def covered(n: int) -> int:
+    """Slots ``[0, covered(n))`` are taken from the lists; the rest are scanned exactly."""
+    return (n // CHUNK) * CHUNK
+
+
+def wanted(mode: bool | None, n: int) -> bool:
+    """Whether a snapshot of ``n`` slots uses the index under ``mode`` (None = automatic)."""
+    if mode is False or n < TRAIN_BASE:
+        return False
+    return mode is True or n >= THRESHOLD
+
+
+def index_file(root: str, gen: int, t: int) -> str:
+    return os.path.join(root, f"ann.{gen:06d}.{t:012d}.idx")
+
+
+def remove_files(root: str, keep_gen: int | None = None) -> None:
+    """Remove index files of every generation but ``keep_gen`` (None: all of them)."""
+    for name in os.listdir(root):
+        parts = name.split(".")
+        if len(parts) == 4 and parts[0] == "ann" and parts[1].isdigit():
+            if keep_gen is None or int(parts[1]) != keep_gen:
+                unlink_quiet(os.path.join(root, name))
+
+
+# --------------------------------------------------------------------------- building
+
+def _assign(matrix: np.ndarray, centroids: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Lists of rows ``[lo, hi)`` (block-aligned), one fixed-shape product per CHUNK."""
+    out = np.empty(hi - lo, np.uint16)
+    ct = np.ascontiguousarray(centroids.T)
+    for a in range(lo, hi, CHUNK):
+        b = min(a + CHUNK, hi)
+        block = np.ascontiguousarray(matrix[a:b], dtype=np.float32)
+        out[a - lo:b - lo] = np.argmax(block @ ct, axis=1)
+    return out
+
+
+def train(matrix: np.ndarray, t: int) -> np.ndarray:
+    """Deterministic spherical k-means over an evenly spaced sample of rows ``[0, t)``."""
+    k = n_lists(t)
+    m = min(t, k * SAMPLE_PER_LIST)
+    sample = np.ascontiguousarray(matrix[(np.arange(m, dtype=np.int64) * t) // m],
+                                  dtype=np.float32)
+    cen = sample[(np.arange(k, dtype=np.int64) * m) // k].copy()
+    for _ in range(KMEANS_ITERS):
+        lab = _assign(sample, cen, 0, m).astype(np.int64)
+        cnt = np.bincount(lab, minlength=k)
+        order = np.argsort(lab, kind="stable")
+        used = np.flatnonzero(cnt)
+        starts = np.concatenate(([0], np.cumsum(cnt)[:-1]))[used]
+        sums = np.add.reduceat(sample[order].astype(np.float64), starts, axis=0)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        ok = norms[:, 0] > 0
+        cen[used[ok]] = (sums[ok] / norms[ok]).astype(np.float32)
+    return cen
+
+
+def _chunk_crc(i: int, data: bytes) -> int:
+    return zlib.crc32(data, zlib.crc32(struct.pack("<Q", i)))
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """One immutable state of an epoch's index: lists of slots ``[0, n)``."""
+
+    t: int
+    centroids: np.ndarray   # nlist x dim float32
+    n: int                  # slots assigned (a multiple of CHUNK)
+    lists: np.ndarray       # uint16, slot -> list
+    order: np.ndarray       # int32 slots sorted by (list, slot)
+    offsets: np.ndarray     # int64, nlist + 1
+
+    def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False) -> np.ndarray:
+        """Sorted slots below ``covered(n)`` of the ``nprobe`` lists nearest ``query``
+        (``farthest``: of the lists least similar to it, where its lowest cosines are)."""
+        c = covered(n)
+        scores = self.centroids @ query
+        if farthest:
+            scores = -scores
+        k = min(nprobe, scores.size)
+        part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+        # deterministic choice at the boundary: score descending, then list ascending
+        best = part[np.lexsort((part, -scores[part].astype(np.float64)))][:k]
+        parts = [self.order[self.offsets[p]:self.offsets[p + 1]] for p in best.tolist()]
+        out = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+        if self.n > c:  # this state is ahead of the (older) snapshot
+            out = out[out < c]
+        return out
+
+
+def _with_lists(st_t: int, cen: np.ndarray, lists: np.ndarray) -> IndexState:
+    order = np.argsort(lists, kind="stable").astype(np.int32)
+    counts = np.bincount(lists, minlength=cen.shape[0])
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return IndexState(st_t, cen, int(lists.size), lists, order, offsets)
+
+
+class AnnCache:
+    """The index states of one engine, per (generation, epoch); thread-safe."""
+
+    def __init__(self, root: str, dim: int, readonly: bool) -> None:
+        self.root, self.dim, self.readonly = root, dim, readonly
+        self._lock = threading.Lock()
+        self._states: dict[tuple[int, int], IndexState] = {}
+
+    def state(self, gen: int, matrix: np.ndarray, n: int) -> IndexState:
+        """The index of the snapshot (generation ``gen``, rows ``matrix[:n]``), covering
+        at least ``covered(n)`` slots; loads, extends or builds it as needed."""
+        t = train_size(n)
+        c = covered(n)
+        key = (gen, t)
+        with self._lock:
+            st = self._states.get(key)
+            if st is not None and st.n >= c:
+                return st
+            if st is None:
+                cen, lists = self._load_or_train(gen, t, matrix)
+            else:
+                cen, lists = st.centroids, st.lists
+            if lists.size < c:
+                lists = self._extend(gen, t, cen, lists, matrix, c)
+            st = _with_lists(t, cen, lists)
+            # keep the newest epoch of each generation only
+            self._states = {k: v for k, v in self._states.items() if k[0] == gen and k[1] >= t}
+            self._states[key] = st
+            return st
+
+    # -- file -----------------------------------------------------------------------
+
+    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        path = index_file(self.root, gen, t)
+        k = n_lists(t)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        if raw:
+            got = self._parse(path, raw, gen, t, k)
+            if got is not None:
+                return got
+        log.info("mnemos_kv: building the ANN index of generation %d (epoch %d rows, %d lists)",
+                 gen, t, k)
+        cen = train(matrix, t)
+        if not self.readonly:
+            self._create(path, gen, t, cen)
+        return cen, np.empty(0, np.uint16)
+
+    def _parse(self, path: str, raw: bytes, gen: int, t: int, k: int
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(centroids, lists of the valid leading chunks), or None when the header is damaged."""
+        body = _HEADER + k * self.dim * 4
+        if len(raw) < body:
+            log.warning("mnemos_kv: ANN index %s is truncated; rebuilding it", path)
+            return None
+        magic, version, dim, g, tt, nl, crc = _HDR.unpack_from(raw, 0)
+        cen_bytes = raw[_HEADER:body]
+        if (magic, version, dim, g, tt, nl) != (MAGIC, VERSION, self.dim, gen, t, k) \
+                or zlib.crc32(cen_bytes) != crc:
+            log.warning("mnemos_kv: ANN index %s has a damaged header; rebuilding it", path)
+            return None
+        cen = np.frombuffer(cen_bytes, dtype="<f4").reshape(k, self.dim).copy()
+        parts = []
+        pos, i = body, 0
+        while pos + _CHUNK_BYTES <= len(raw):
+            data = raw[pos:pos + CHUNK * 2]
+            (crc_i,) = struct.unpack_from("<I", raw, pos + CHUNK * 2)
+            if _chunk_crc(i, data) != crc_i:
+                log.warning("mnemos_kv: ANN index %s: chunk %d is damaged; recomputing from it",
+                            path, i)
+                break
+            parts.append(np.frombuffer(data, dtype="<u2"))
+            pos += _CHUNK_BYTES
+            i += 1
+        lists = np.concatenate(parts).astype(np.uint16) if parts else np.empty(0, np.uint16)
+        if lists.size and int(lists.max()) >= k:
+            log.warning("mnemos_kv: ANN index %s holds an out-of-range list; rebuilding it", path)
+            return cen, np.empty(0, np.uint16)
+        return cen, lists
+
+    def _create(self, path: str, gen: int, t: int, cen: np.ndarray) -> None:
+        cen_bytes = np.ascontiguousarray(cen, dtype="<f4").tobytes()
+        head = _HDR.pack(MAGIC, VERSION, self.dim, gen, t, cen.shape[0], zlib.crc32(cen_bytes))
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head.ljust(_HEADER, b"\0") + cen_bytes)
+                f.flush()
+                os.fdatasync(f.fileno())
+            os.replace(tmp, path)
+            fsync_path(self.root)
+        except OSError as exc:  # derived data: the answer stays right without the file
+            unlink_quiet(tmp)
+            log.warning("mnemos_kv: could not write the ANN index %s: %s", path, exc)
+            return
+        # older epochs of this generation are superseded
+        for name in os.listdir(self.root):
+            parts = name.split(".")
+            if len(parts) == 4 and parts[0] == "ann" and parts[1] == f"{gen:06d}" \
+                    and parts[2].isdigit() and int(parts[2]) < t:
+                unlink_quiet(os.path.join(self.root, name))
+
+    def _extend(self, gen: int, t: int, cen: np.ndarray, lists: np.ndarray,
+                matrix: np.ndarray, c: int) -> np.ndarray:
+        """Lists of slots ``[0, c)``: computed past ``lists`` and appended to the file."""
+        start = lists.size
+        new = _assign(matrix, cen, start, c)
+        out = np.concatenate([lists, new])
+        if not self.readonly:
+            self._append(index_file(self.root, gen, t), cen.shape[0], start, new)
+        return out
+
+    def _append(self, path: str, k: int, start: int, new: np.ndarray) -> None:
+        """Append chunks ``start // CHUNK ...`` (under flock; the file may have moved on)."""
+        body = _HEADER + k * self.dim * 4
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return  # removed (compaction, a newer epoch): nothing to keep up to date
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            have = max(0, (size - body) // _CHUNK_BYTES)
+            first = start // CHUNK
+            if have < first:  # another process truncated it: leave it for the next reader
+                return
+            # rewrite from our first chunk: a concurrent writer wrote the same bytes, and a
+            # damaged chunk we recomputed is replaced
+            blob = bytearray()
+            for j in range(new.size // CHUNK):
+                data = np.ascontiguousarray(new[j * CHUNK:(j + 1) * CHUNK], dtype="<u2").tobytes()
+                blob += data + struct.pack("<I", _chunk_crc(first + j, data))
+            if blob:
+                os.pwrite(fd, bytes(blob), body + first * _CHUNK_BYTES)
+                os.fdatasync(fd)
+        except OSError as exc:
+            log.warning("mnemos_kv: could not extend the ANN index %s: %s", path, exc)
+        finally:
+            os.close(fd)
+
+
+_caches: "weakref.WeakKeyDictionary[Any, AnnCache]" = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def for_engine(engine: Any) -> AnnCache:
+    """The index cache of an engine (created on first use; nothing is read until then)."""
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = AnnCache(engine.path, engine.dim, engine.readonly)
+        return cache

@@ -1,0 +1,313 @@
+"""The ANN candidate stage: determinism, MVCC, forgetting, damage, filters, compaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mnemos_kv import InvalidInputError, Mnemos
+from mnemos_kv import _ann
+from mnemos_kv import _retrieval as RT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 6000          # above _ann.TRAIN_BASE: the store has an index with ann=True
+DIM = 24
+
+
+class ClusterEmbedder:
+    """Text ``"m-<i>"`` -> row ``i`` of a seeded clustered matrix; other texts -> a hash row."""
+
+    name = "test-clusters"
+    dim = DIM
+
+    def __init__(self, n: int = N + 200, seed: int = 3) -> None:
+        rng = np.random.default_rng(seed)
+        centers = rng.standard_normal((40, DIM)).astype(np.float32)
+        self.rows = centers[rng.integers(0, 40, n)] + \
+            rng.standard_normal((n, DIM)).astype(np.float32) * 0.6
+
+    def embed(self, texts):
+        out = []
+        for t in texts:
+            word = t.split()[0]
+            if word.startswith("m-") and word[2:].isdigit():
+                out.append(self.rows[int(word[2:])])
+            else:
+                out.append(np.random.default_rng(len(t)).standard_normal(DIM).astype(np.float32))
+        return np.stack(out)
+
+
+def _items(lo: int, hi: int) -> list[dict]:
+    return [{"text": f"m-{i} note {'alpha' if i % 7 == 0 else 'beta'} {i % 13}",
+             "timestamp": 1_700_000_000 + (i * 7919) % 100_000,
+             "type": "semantic" if i % 50 == 0 else "episodic"} for i in range(lo, hi)]
+
+
+def _open(path, ann=True, **kw) -> Mnemos:
+    return Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=ann, durability="fast", **kw)
+
+
+QUERIES = ["m-5 alpha", "m-777", "m-1234 beta 3", "m-4000 note", "m-5999 alpha 1"]
+
+
+def _answers(db, **kw) -> list[list[tuple[int, float]]]:
+    return [[(m.id, m.score) for m in db.ask(q, top_k=10, **kw)] for q in QUERIES]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ann") / "big.mem"
+    with _open(path) as db:
+        db.remember_many(_items(0, N))
+    return path
+
+
+def test_option_is_validated(tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="ann"):
+        Mnemos.open(str(tmp_path / "x.mem"), ann="yes")
+
+
+def test_small_store_never_uses_the_index(tmp_path) -> None:
+    with _open(tmp_path / "s.mem") as db:
+        db.remember_many(_items(0, 100))
+        db.ask("m-5")
+    assert not [f for f in os.listdir(tmp_path / "s.mem") if f.startswith("ann.")]
+    assert not _ann.wanted(True, _ann.TRAIN_BASE - 1) and _ann.wanted(True, _ann.TRAIN_BASE)
+    assert not _ann.wanted(None, _ann.THRESHOLD - 1) and _ann.wanted(None, _ann.THRESHOLD)
+    assert not _ann.wanted(False, 10 * _ann.THRESHOLD)
+
+
+def test_index_answers_close_to_exact_and_file_written(big) -> None:
+    with _open(big, ann=False) as db:
+        exact = _answers(db)
+    with _open(big) as db:
+        approx = _answers(db)
+    files = [f for f in os.listdir(big) if f.startswith("ann.")]
+    assert files == [os.path.basename(_ann.index_file(str(big), 1, _ann.train_size(N)))]
+    same = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact))
+    assert same / (10 * len(QUERIES)) >= 0.9
+    for a, e in zip(approx, exact):
+        assert a[0][0] == e[0][0]  # the query's own memory is found
+        # scores differ slightly: the normalisation's cosine minimum comes from a sample
+        assert a[0][1] == pytest.approx(e[0][1], rel=0.05)
+
+
+def test_same_ops_same_index_bytes_and_answers(tmp_path) -> None:
+    outs, blobs = [], []
+    for name in ("a.mem", "b.mem"):
+        with _open(tmp_path / name) as db:
+            db.remember_many(_items(0, 3000))
+            db.remember_many(_items(3000, 5000))
+            outs.append(_answers(db))
+            db.remember_many(_items(5000, N))
+            outs.append(_answers(db))
+        f = _ann.index_file(str(tmp_path / name), 1, _ann.train_size(N))
+        blobs.append(open(f, "rb").read())
+    assert outs[0] == outs[2] and outs[1] == outs[3]
+    assert blobs[0] == blobs[1]
+    assert len(blobs[0]) > 0
+
+
+def test_index_built_in_one_go_equals_grown_index(tmp_path) -> None:
+    """Coverage grows in chunks as the store grows; the file equals one built at the end."""
+    with _open(tmp_path / "grown.mem") as db:
+        for lo in range(0, N, 700):
+            db.remember_many(_items(lo, min(N, lo + 700)))
+            if lo + 700 >= _ann.TRAIN_BASE:
+                db.ask("m-1")
+    with _open(tmp_path / "once.mem") as db:
+        db.remember_many(_items(0, N))
+        db.ask("m-1")
+    t = _ann.train_size(N)
+    a = open(_ann.index_file(str(tmp_path / "grown.mem"), 1, t), "rb").read()
+    b = open(_ann.index_file(str(tmp_path / "once.mem"), 1, t), "rb").read()
+    assert a == b
+
+
+def test_forgotten_never_come_back_and_snapshot_isolation(tmp_path) -> None:
+    with _open(tmp_path / "f.mem") as db:
+        ids = db.remember_many(_items(0, N))
+        first = db.ask("m-777", top_k=5)
+        assert first[0].id == ids[777]
+        eng = db._engine
+        qvec = ClusterEmbedder().embed(["m-777"])[0]
+        qvec = qvec / np.linalg.norm(qvec)
+        plan = RT.Query(text="m-777", vector=qvec, ns_ids=(0,), top_k=5, vector_weight=0.5)
+        with eng.snapshot() as old:
+            db.forget(ids[777])
+            new_id = db.remember("m-777 again")  # same vector, after the snapshot
+            in_old = [h.id for h in RT.run(eng, old, plan)]
+        assert ids[777] in in_old and new_id not in in_old
+        now = [m.id for m in db.ask("m-777", top_k=5)]
+        assert ids[777] not in now and now[0] == new_id  # the tail is scanned exactly
+        # forgetting every memory of the probed lists keeps them out
+        gone = set(now)
+        db.forget_many(list(gone))
+        assert not gone & {m.id for m in db.ask("m-777", top_k=10)}
+
+
+def test_other_process_writes_are_picked_up(big, tmp_path) -> None:
+    path = tmp_path / "copy.mem"
+    with _open(path) as db:
+        db.remember_many(_items(0, N))
+        db.ask("m-1")  # index built and covering
+        code = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {ROOT!r})
+            sys.path.insert(0, {os.path.dirname(__file__)!r})
+            from test_ann import _open
+            with _open({str(path)!r}) as db:
+                print(db.remember("m-{N + 50} fresh"))
+        """)
+        new_id = int(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, check=True).stdout)
+        assert db.ask(f"m-{N + 50}", top_k=3)[0].id == new_id
+
+
+def test_filters_keep_recall(big) -> None:
+    # a filter keeping 2% of the store: too few ANN candidates pass -> exact over the filter
+    with _open(big, ann=False) as db:
+        exact = [[m.id for m in db.ask(q, top_k=10, types="semantic")] for q in QUERIES]
+        exact_ns = [[m.id for m in db.ask(q, top_k=10, since=1_700_000_000,
+                                          until=1_700_002_000)] for q in QUERIES]
+    with _open(big) as db:
+        approx = [[m.id for m in db.ask(q, top_k=10, types="semantic")] for q in QUERIES]
+        approx_ns = [[m.id for m in db.ask(q, top_k=10, since=1_700_000_000,
+                                           until=1_700_002_000)] for q in QUERIES]
+    assert approx == exact and approx_ns == exact_ns
+    assert all(len(a) == 10 for a in approx)
+
+
+def test_metadata_filter_falls_back_when_candidates_run_out(tmp_path) -> None:
+    with _open(tmp_path / "m.mem") as db:
+        items = _items(0, N)
+        for i, it in enumerate(items):
+            it["metadata"] = {"rare": i % 500 == 0}
+        db.remember_many(items)
+        got = db.ask("m-5", top_k=10, filter={"rare": True})
+        assert len(got) == 10 and all(m.metadata["rare"] for m in got)
+
+
+def test_damaged_or_missing_index_is_rebuilt(big, tmp_path, caplog) -> None:
+    import shutil
+    path = tmp_path / "dmg.mem"
+    shutil.copytree(big, path)
+    with _open(path) as db:
+        good = _answers(db)
+    f = _ann.index_file(str(path), 1, _ann.train_size(N))
+    size = os.path.getsize(f)
+    with open(f, "r+b") as fh:  # flip a byte in the middle of the slot lists
+        fh.seek(size - 3 * 1024)
+        b = fh.read(1)
+        fh.seek(size - 3 * 1024)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
+        with _open(path) as db:
+            assert _answers(db) == good
+    assert "damaged" in caplog.text
+    with open(f, "r+b") as fh:  # a damaged header (centroids)
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02\x03")
+    with _open(path) as db:
+        assert _answers(db) == good
+    os.unlink(f)
+    with _open(path) as db:
+        assert _answers(db) == good
+    assert os.path.exists(f)
+    # a read-only process computes in memory and writes nothing
+    os.unlink(f)
+    with _open(path, readonly=True) as db:
+        assert _answers(db) == good
+    assert not os.path.exists(f)
+
+
+def test_compaction_starts_a_new_index(tmp_path) -> None:
+    path = tmp_path / "c.mem"
+    with _open(path) as db:
+        ids = db.remember_many(_items(0, N))
+        db.ask("m-1")
+        db.forget_many(ids[:200])
+        before = _answers(db)
+        db.compact()
+        after = _answers(db)
+        names = sorted(f for f in os.listdir(path) if f.startswith("ann."))
+    assert names == [os.path.basename(_ann.index_file(str(path), 2, _ann.train_size(N - 200)))]
+    assert [[i for i, _ in a][:1] for a in after] == [[i for i, _ in b][:1] for b in before]
+    assert not {i for a in after for i, _ in a} & set(ids[:200])
+
+
+def test_replay_in_new_process_gives_identical_answers_with_the_index(tmp_path) -> None:
+    src = tmp_path / "src.mem"
+    with _open(src) as db:
+        ids = db.remember_many(_items(0, N))
+        db.forget_many(ids[100:150])
+        db.connect(ids[5], ids[900])
+        answers = _answers(db) + [[(m.id, m.score) for m in db.ask("m-5", top_k=10,
+                                                                  use_graph=True,
+                                                                  recency_bias="30d")]]
+        db.export_replay(str(tmp_path / "run.log"))
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {ROOT!r})
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_ann import _open, _answers
+        with _open({str(tmp_path / 'dst.mem')!r}) as db:
+            db.replay({str(tmp_path / 'run.log')!r})
+            out = _answers(db) + [[(m.id, m.score) for m in db.ask("m-5", top_k=10,
+                                                                  use_graph=True,
+                                                                  recency_bias="30d")]]
+        print(json.dumps(out))
+    """)
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, check=True).stdout)
+    assert [[tuple(x) for x in a] for a in out] == answers
+    assert any(f.startswith("ann.") for f in os.listdir(tmp_path / "dst.mem"))
+
+
+def test_explain_parts_add_up_on_the_ann_path(big) -> None:
+    with _open(big) as db:
+        for m in db.ask("m-42 alpha", top_k=5, explain=True, recency_bias=True):
+            p = m.explain
+            total = sum(p[k] for k in RT.EXPLAIN_PARTS)
+            assert total == pytest.approx(m.score, rel=1e-4, abs=1e-5)
+
+
+def test_vector_mode_uses_the_index_with_exact_cosines(big) -> None:
+    rng = np.random.default_rng(11)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * 0.3
+               for i in rng.integers(0, N, 20)]
+    with _open(big, ann=False) as db:
+        exact = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                 for v in queries]
+    with _open(big) as db:
+        approx = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                  for v in queries]
+    found = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact))
+    assert found / (10 * len(queries)) >= 0.95
+    for a, e in zip(approx, exact):
+        ex = dict(e)
+        for mid, score in a:
+            if mid in ex:
+                assert score == pytest.approx(ex[mid], abs=1e-5)  # re-ranked by the true cosine
+
+
+def test_updates_move_memories_to_fresh_slots_without_ghosts(tmp_path) -> None:
+    """An update appends a fresh slot (the id column is then unsorted): the ANN path finds
+    the new version by its new vector and never the old one."""
+    with _open(tmp_path / "u.mem") as db:
+        ids = db.remember_many(_items(0, N))
+        db.ask("m-1")
+        db.update(ids[10], text=f"m-{N + 60} moved")
+        got = db.ask(f"m-{N + 60}", top_k=3)
+        assert got[0].id == ids[10] and got[0].text == f"m-{N + 60} moved"
+        old = [m.id for m in db.ask("m-10", top_k=10, mode="vector")]
+        assert ids[10] not in old
+        assert len(set(old)) == len(old)
