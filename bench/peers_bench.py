@@ -313,13 +313,13 @@ def mnemos_worker(x: np.ndarray, q: np.ndarray, gt: np.ndarray, gtf: np.ndarray,
     out: dict[str, Any] = {}
     if phase == "cold":
         t = time.perf_counter()
-        db = Mnemos.open(store, embedder=_Given())
+        db = Mnemos.open(store, embedder=_Given(), ann=None)
         db.ask(vector=q[0], mode="vector", top_k=TOPK)
         out["cold_ms"] = (time.perf_counter() - t) * 1e3
         out["rss_mb"] = rss_mb()
         db.close()
         return out
-    db = Mnemos.open(store, embedder=_Given())
+    db = Mnemos.open(store, embedder=_Given(), ann=None)
     t = time.perf_counter()
     for lo in range(0, n, 20000):
         hi = min(n, lo + 20000)

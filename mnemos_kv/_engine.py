@@ -191,8 +191,9 @@ class Engine:
         self.readonly = readonly
         self.clock = clock
         self.durable = durable  # True: durability="full"; False: "fast" (see docs/durability.md)
-        #: ANN candidate stage: None = above _ann.THRESHOLD slots, True = always, False = never
-        self.ann_mode: bool | None = None
+        #: ANN candidate stage: False = never (default), None = above _ann.THRESHOLD slots,
+        #: True = always
+        self.ann_mode: bool | None = False
         self.closed = False
         #: called after a commit with the records this process's write evicted
         self.on_evict: Callable[[list[R.Record]], None] | None = None

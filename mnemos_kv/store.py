@@ -627,7 +627,7 @@ class Mnemos(_Handle):
              clock: Callable[[], float] | None = None, readonly: bool = False,
              map_size: int = DEFAULT_MAP_SIZE, durability: str = "full",
              on_evict: Callable[[list[Memory]], Any] | None = None,
-             ann: bool | None = None) -> "Mnemos":
+             ann: bool | None = False) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
         ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
@@ -643,9 +643,10 @@ class Mnemos(_Handle):
         same store at once (see docs/concurrency.md). ``on_evict`` is called with the
         list of ``Memory`` objects a write of this process evicted, after its commit
         (see :attr:`on_evict`). ``ann`` chooses the vector candidate stage of ``ask``:
-        None (default) uses the approximate index from ``mnemos_kv._ann.THRESHOLD``
-        slots on, True uses it whenever the store is big enough to have one (4096
-        slots), False always scans exactly (see docs/retrieval.md).
+        False (default) always scans exactly; None uses the approximate index from
+        ``mnemos_kv._ann.THRESHOLD`` slots on; True whenever the store is big enough to
+        have one (4096 slots). Opt-in because its recall depends on how clustered the
+        vectors are (see docs/retrieval.md).
 
         :raises NotAStoreError: ``path`` is a file or a foreign directory.
         :raises FormatVersionError: the store was written by a newer mnemos-kv.

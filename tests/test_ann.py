@@ -311,3 +311,17 @@ def test_updates_move_memories_to_fresh_slots_without_ghosts(tmp_path) -> None:
         old = [m.id for m in db.ask("m-10", top_k=10, mode="vector")]
         assert ids[10] not in old
         assert len(set(old)) == len(old)
+
+
+def test_exact_search_is_the_default(tmp_path, monkeypatch) -> None:
+    """The ANN stage is opt-in: opened without ``ann=``, a store above the automatic
+    threshold still answers exactly (no index built); ``ann=None`` turns the threshold on."""
+    monkeypatch.setattr(_ann, "THRESHOLD", _ann.TRAIN_BASE)
+    path = tmp_path / "d.mem"
+    with Mnemos.open(str(path), embedder=ClusterEmbedder(), durability="fast") as db:
+        db.remember_many(_items(0, N))
+        db.ask("m-5 alpha", top_k=10)
+    assert not [f for f in os.listdir(path) if f.startswith("ann.")]
+    with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=None) as db:
+        db.ask("m-5 alpha", top_k=10)
+    assert [f for f in os.listdir(path) if f.startswith("ann.")]
