@@ -33,13 +33,13 @@ import logging
 import os
 import struct
 import threading
-import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._percache import PerOwner
 from ._storage import fsync_path, unlink_quiet
 
 __all__ = ["THRESHOLD", "NPROBE", "wanted", "train_size", "covered", "for_engine",
@@ -325,14 +325,9 @@ class AnnCache:
             os.close(fd)
 
 
-_caches: "weakref.WeakKeyDictionary[Any, AnnCache]" = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
+_caches: PerOwner[AnnCache] = PerOwner(lambda e: AnnCache(e.path, e.dim, e.readonly))
 
 
 def for_engine(engine: Any) -> AnnCache:
     """The index cache of an engine (created on first use; nothing is read until then)."""
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = AnnCache(engine.path, engine.dim, engine.readonly)
-        return cache
+    return _caches.get(engine)

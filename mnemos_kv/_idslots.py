@@ -12,10 +12,11 @@ that has the newer one). The index is grown incrementally like the time order ca
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
+
+from ._percache import PerOwner
 
 __all__ = ["slots_of"]
 
@@ -63,16 +64,8 @@ class _Index:
             return self.ids, self.slots
 
 
-_indexes: "weakref.WeakKeyDictionary[Any, _Index]" = weakref.WeakKeyDictionary()
-_indexes_lock = threading.Lock()
-
-
-def _index_for(owner: Any) -> _Index:
-    with _indexes_lock:
-        idx = _indexes.get(owner)
-        if idx is None:
-            idx = _indexes[owner] = _Index()
-        return idx
+_indexes: PerOwner[_Index] = PerOwner(lambda _owner: _Index())
+_index_for = _indexes.get
 
 
 def _bisect(col: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -21,11 +21,12 @@ candidate mask. A new generation (compaction) rebuilds the cache once.
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
+
+from ._percache import PerOwner
 
 __all__ = ["TimeOrder", "OrderView", "for_engine", "chain", "best_of", "prev_of", "neighbour_best",
            "prev_values", "index_neighbours", "newest_in_index"]
@@ -147,17 +148,12 @@ class TimeOrder:
             return self.state
 
 
-_caches: "weakref.WeakKeyDictionary[Any, TimeOrder]" = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
+_caches: PerOwner[TimeOrder] = PerOwner(lambda _engine: TimeOrder())
 
 
 def for_engine(engine: Any) -> TimeOrder:
     """The TimeOrder cache of an engine (created on first use)."""
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = TimeOrder()
-        return cache
+    return _caches.get(engine)
 
 
 def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | None,
