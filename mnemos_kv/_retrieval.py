@@ -419,16 +419,24 @@ def run_vector(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     return _vector_hits(snap, q, rows, cos)
 
 
-def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
-    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot), score = cosine."""
-    slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    picked = order_top(cos, _tie_rows(snap, rows), q.top_k).tolist()
+def _top(snap: Snapshot, rows: np.ndarray | None, scores: np.ndarray,
+         k: int) -> list[tuple[int, int, int]]:
+    """``(i, slot, id)`` of the best ``k`` of ``scores`` (over ``rows``, None = every slot),
+    in rank order with the deterministic ties of :func:`order_top`."""
     ids_col = snap.slots["id"]
     out = []
-    for i in picked:
-        slot = slot_of(int(i))
+    for i in order_top(scores, _tie_rows(snap, rows), k).tolist():
+        slot = int(i) if rows is None else int(rows[i])
+        out.append((int(i), slot, int(ids_col[slot])))
+    return out
+
+
+def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndarray) -> list[Hit]:
+    """The best ``q.top_k`` of ``cos`` (over ``rows``, None = every slot), score = cosine."""
+    out = []
+    for i, slot, mid in _top(snap, rows, cos, q.top_k):
         c = float(cos[i])
-        out.append(Hit(slot, int(ids_col[slot]), c, {"cosine": c} if q.explain else None))
+        out.append(Hit(slot, mid, c, {"cosine": c} if q.explain else None))
     return out
 
 
@@ -456,12 +464,10 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
-    picked = order_top(sums, _tie_rows(snap, uniq), q.top_k).tolist()
-    ids_col = snap.slots["id"]
     out = []
-    for i in picked:
-        slot, b = int(uniq[i]), float(sums[i])
-        out.append(Hit(slot, int(ids_col[slot]), b, {"bm25": b} if q.explain else None))
+    for i, slot, mid in _top(snap, uniq, sums, q.top_k):
+        b = float(sums[i])
+        out.append(Hit(slot, mid, b, {"bm25": b} if q.explain else None))
     return out
 
 
@@ -802,12 +808,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
     if valid is not None:
         final[~valid] = -np.inf
 
-    slot_of = (lambda i: i) if rows is None else (lambda i: int(rows[i]))
-    picked = order_top(final, _tie_rows(snap, rows), q.top_k).tolist()
-    ids_col = snap.slots["id"]
     out = []
-    for i in picked:
-        slot = slot_of(int(i))
+    for i, slot, mid in _top(snap, rows, final, q.top_k):
         parts = None
         if q.explain:
             b = float(base[i])
@@ -832,7 +834,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             }
             if window is not None:
                 parts["window_start"], parts["window_end"] = window.start, window.end
-        out.append(Hit(slot, int(ids_col[slot]), float(final[i]), parts))
+        out.append(Hit(slot, mid, float(final[i]), parts))
     return out
 
 
