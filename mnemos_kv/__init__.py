@@ -16,7 +16,7 @@ from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
                      MnemosError, NeedsRecoveryError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
-                     StoreError)
+                     StoreError, UnsupportedError)
 from ._semantic import extractive_summary
 from .store import MemoryId, Mnemos, Namespace
 from .rerank import CrossEncoderReranker
@@ -37,6 +37,7 @@ __all__ = [
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
     "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
     "LogCorruptionError", "NeedsRecoveryError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
+    "UnsupportedError",
     "__version__",
 ]
 
