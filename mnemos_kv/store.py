@@ -621,7 +621,7 @@ class Mnemos(_Handle):
         ``path`` may also be a PostgreSQL URL, ``postgresql://user@host:port/db?schema=name``
         (or ``postgres://``): the store lives in that schema (default ``mnemos``; made on
         first open) of a server with pgvector, behind this same API (extra
-        ``mnemos-kv[postgres]``; what differs: docs/postgres-differences.md). Query
+        ``mnemos-kv[postgres]``; what differs: docs/postgres.md). Query
         parameters other than ``schema`` and libpq's own are refused.
 
         :raises NotAStoreError: ``path`` is a file or a foreign directory.

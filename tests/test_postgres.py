@@ -1,13 +1,12 @@
 """The PostgreSQL engine behind the same facade: API, isolation, schema version, ids and
 answers equal to the embedded store's, replay round trips local <-> PostgreSQL.
 
-A server comes from ``MNEMOS_TEST_PG_URL`` or is started with pgserver (bundled
-PostgreSQL + pgvector); without either the server tests are skipped with the reason.
+The server is the suite's ``pg_url`` (``MNEMOS_TEST_PG_URL`` or a private pgserver; see
+tests/conftest.py); without one the server tests are skipped with the reason.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import subprocess
@@ -24,61 +23,31 @@ from mnemos_kv.errors import DuplicateKeyError, EmbedderMismatchError, ReadOnlyE
 from conftest import Clock
 
 
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server URL (no schema): ``MNEMOS_TEST_PG_URL``, else a pgserver."""
-    given = os.environ.get("MNEMOS_TEST_PG_URL")
-    if given:
-        yield given
-        return
-    try:
-        import pgserver  # type: ignore[import-untyped]
-        import psycopg  # noqa: F401
-        import pgvector  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"no PostgreSQL server: MNEMOS_TEST_PG_URL is unset and {exc.name} is "
-                    "not installed (pip install pgserver 'mnemos-kv[postgres]')")
-    try:
-        srv = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"no PostgreSQL server: pgserver could not start one ({exc!r})")
-    try:
-        yield srv.get_uri()
-    finally:
-        srv.cleanup()
-
-
-_schemas = itertools.count()
-
-
-def with_schema(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
-
-
 @pytest.fixture
 def pg(pg_url: str) -> Iterator[Callable[..., Mnemos]]:
-    """Open stores in fresh schemas (``pg()`` a new one, ``pg(name=...)`` a given one);
-    every store is closed and every schema dropped at the end."""
-    import psycopg
+    """Open stores in fresh schemas (``pg()`` a new one, ``pg(name)`` a given one) of the
+    test server (``pg_url``, tests/conftest.py); every store is closed and every schema
+    dropped at the end."""
+    import _pg
     opened: list[Mnemos] = []
     made: list[str] = []
 
     def _open(name: str | None = None, **kw: Any) -> Mnemos:
         if name is None:
-            name = f"t{os.getpid()}_{next(_schemas)}"
+            name = _pg.schema_name()
         if name not in made:
+            _pg.drop_schema(pg_url, name)  # a leftover of an earlier run with the same pid
             made.append(name)
         kw.setdefault("clock", Clock())
-        s = Mnemos.open(with_schema(pg_url, name), **kw)
+        s = Mnemos.open(_pg.with_schema(pg_url, name), **kw)
         opened.append(s)
         return s
 
     yield _open
     for s in opened:
         s.close()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    for name in made:
+        _pg.drop_schema(pg_url, name)
 
 
 # -- without a server ---------------------------------------------------------------------------
@@ -197,7 +166,7 @@ def test_schema_version_row_and_newer_version_refused(pg: Callable[..., Mnemos],
     import psycopg
 
     from mnemos_kv._pg.schema import SCHEMA_VERSION
-    name = f"tv{os.getpid()}"
+    name = f"mnemos_tv{os.getpid()}"
     db = pg(name)
     db.remember("x")
     db.close()
@@ -213,7 +182,7 @@ def test_schema_version_row_and_newer_version_refused(pg: Callable[..., Mnemos],
 
 def test_open_checks_embedder_and_readonly(pg: Callable[..., Mnemos]) -> None:
     from mnemos_kv import HashingEmbedder
-    name = f"te{os.getpid()}"
+    name = f"mnemos_te{os.getpid()}"
     pg(name).remember("hello")
     with pytest.raises(EmbedderMismatchError):
         pg(name, embedder=HashingEmbedder(dim=64))
@@ -335,7 +304,7 @@ def test_replay_of_compacted_store_and_namespace_export(pg: Callable[..., Mnemos
 
 
 def test_two_handles_interleave_without_losing_writes(pg: Callable[..., Mnemos]) -> None:
-    name = f"ti{os.getpid()}"
+    name = f"mnemos_ti{os.getpid()}"
     a, b = pg(name), pg(name)
     ids = []
     for i in range(20):

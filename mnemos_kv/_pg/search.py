@@ -11,7 +11,7 @@ statistics and postings it asks for are read from the ``lexstats``/``postings``
 tables and scored by the shared ``_lexical_index.bm25_of``, so lexical scores are
 bit-identical to the embedded store's. Cosines come from pgvector (float32 sums in
 another order than numpy's): they may differ in the last bits, so exact score ties
-between different memories may order differently (see docs/postgres-differences.md).
+between different memories may order differently (see docs/postgres.md).
 """
 
 from __future__ import annotations
