@@ -224,31 +224,47 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     if not terms or not ns_ids or not env.has_db("postings"):
         return empty
     n_docs, total, stotal = stats(txn, env, ns_ids)
-    if n_docs <= 0:
+    with txn.cursor(db=env.db("postings")) as cur:
+        return bm25_of(n_docs, total, stotal, ns_ids, terms, lambda ns, term: fetch(cur, ns, term),
+                       k1=k1, b=b, surface_weight=surface_weight, weights=weights)
+
+
+def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: Sequence[bytes],
+            fetch_fn: Any, k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
+            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bm25_postings` over any postings source (shared by every engine).
+
+    ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
+    ``fetch_fn(ns, term)``: that term's postings in namespace ``ns`` as an array with
+    ``id``, ``tf``, ``dl`` fields, sorted by id. The same inputs in the same order give
+    bit-identical scores.
+    """
+    empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
+    if not terms or not ns_ids or n_docs <= 0:
         return empty
     lists: list[np.ndarray] = []
     idfs: list[float] = []
     sizes: list[int] = []
     coefs: list[float] = []  # k1 * b / avgdl of the term's field
-    with txn.cursor(db=env.db("postings")) as cur:
-        for ti, term in enumerate(terms):
-            surface = term.startswith(SURFACE_PREFIX)
-            if surface and surface_weight <= 0:
-                continue
-            per_ns = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
-            df = sum(p.size for p in per_ns)
-            if not df:
-                continue
-            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
-            if weights is not None:
-                idf *= weights[ti]
-            field_total = stotal if surface else total
-            avgdl = field_total / n_docs if field_total > 0 else 1.0
-            for p in per_ns:
-                lists.append(p)
-                idfs.append(idf)
-                sizes.append(p.size)
-                coefs.append(k1 * b / avgdl)
+    for ti, term in enumerate(terms):
+        surface = term.startswith(SURFACE_PREFIX)
+        if surface and surface_weight <= 0:
+            continue
+        per_ns = [p for p in (fetch_fn(ns, term) for ns in ns_ids) if p.size]
+        df = sum(p.size for p in per_ns)
+        if not df:
+            continue
+        idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
+        if weights is not None:
+            idf *= weights[ti]
+        field_total = stotal if surface else total
+        avgdl = field_total / n_docs if field_total > 0 else 1.0
+        for p in per_ns:
+            lists.append(p)
+            idfs.append(idf)
+            sizes.append(p.size)
+            coefs.append(k1 * b / avgdl)
     if not lists:
         return empty
     if len(lists) == 1:

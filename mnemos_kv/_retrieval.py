@@ -309,8 +309,7 @@ def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | No
     terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if not terms or q.vector_weight >= 1.0:
         return None
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
-                                                surface_weight=sw)
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -451,8 +450,7 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
-                                                surface_weight=sw)
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
     if not ids.size:
         return []
     id_col = view.ids[:n] if view.n >= n else None
@@ -888,7 +886,7 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     lift = pre[seeds].astype(np.float64) - floor
     total = float(lift.sum())
     for slot, sc in zip(seed_slots.tolist(), lift.tolist()):
-        rec = engine.record(snap.txn, int(ids_col[slot]))
+        rec = snap.record(int(ids_col[slot]))
         if rec is None:
             continue
         toks = _lexical.tokenize(rec.text)
@@ -902,8 +900,7 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     if not weight:
         return None
     best = sorted(weight, key=lambda t: (-weight[t], t))[:PRF_TERMS]
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, best,
-                                                weights=[weight[t] for t in best])
+    ids, contrib = snap.bm25_postings(q.ns_ids, best, weights=[weight[t] for t in best])
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -949,7 +946,7 @@ def _reply_part(engine: Any, snap: Snapshot, q: Query, links: tuple[np.ndarray, 
     The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
     is one postings read plus two gathers over the candidates' chain (``links``).
     """
-    qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
+    qids = snap.question_ids(q.ns_ids)
     if not qids.size:
         return None
     _, slots = _slots_of(snap, qids.astype(np.int64), id_col)
@@ -975,7 +972,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
         return None
     seed_slots = seeds if rows is None else rows[seeds]
     ids_col = snap.slots["id"]
-    got_ids, amounts = _graph.spread(snap.txn, engine.env, ids_col[seed_slots].tolist(),
+    got_ids, amounts = snap.graph_spread(ids_col[seed_slots].tolist(),
                                      pre[seeds].tolist())
     if got_ids.size == 0:
         return None
