@@ -33,8 +33,8 @@ from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
 from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
-from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
-                     LogCorruptionError, ReplayError)
+from .errors import (CorruptionError, EmbedderMismatchError, FormatVersionError,
+                     InvalidInputError, LogCorruptionError, ReplayError)
 
 log = logging.getLogger("mnemos_kv")
 
@@ -168,7 +168,7 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
 
 def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                  since_seq: int | None, progress: Any = None) -> ExportInfo:
-    from ._snapshot import snapshot_file, snapshot_frames
+    from ._snapshot import inline_vector, snapshot_file, snapshot_frames, snapshot_gen
 
     if namespaces is not None:
         if isinstance(namespaces, str):
@@ -204,13 +204,20 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
         try:
             n_base = 0
             if base_seq > 0 and (since_seq is None or flt is not None):
-                for _o, _s, p in snapshot_frames(snapshot_file(engine.path, base_seq)):
-                    if flt is not None:
+                spath = snapshot_file(engine.path, base_seq)
+                by_row = snapshot_gen(spath)
+                if by_row and by_row != st.gen:
+                    raise CorruptionError(f"{spath}: names the vector rows of generation "
+                                          f"{by_row}, but the store is at generation {st.gen}")
+                for _o, _s, p in snapshot_frames(spath):
+                    if flt is not None or by_row:
                         op = R.decode(p, "snapshot frame")
-                        if not flt.keep(op):
+                        if flt is not None and not flt.keep(op):
                             continue
-                        if op["op"] == "evicted":  # counters narrowed to the namespaces kept
-                            p = R.encode(op)
+                        if "vrow" in op:  # the replay file carries the vector itself
+                            p = R.encode(inline_vector(op, snap.matrix, spath))
+                        elif op["op"] == "evicted" and flt is not None:
+                            p = R.encode(op)  # counters narrowed to the namespaces kept
                     if since_seq is None:
                         n_base += 1
                         out.write(encode_frame(n_base, p))
