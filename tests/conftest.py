@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from typing import Callable, Iterator
 
 import pytest
 
 from mnemos_kv import Mnemos
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # tests/_pg.py, whatever pytest's import mode
+    sys.path.insert(0, _HERE)
 
 
 class Clock:
@@ -54,3 +60,41 @@ def opener(tmp_path) -> Iterator[Callable[..., Mnemos]]:
     yield _open
     for s in opened:
         s.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory) -> Iterator[str]:
+    """A PostgreSQL server URL (no ``schema``): ``MNEMOS_TEST_PG_URL`` when set, else a
+    private pgserver server started for the session. Skips, with the reason, when
+    psycopg or pgserver is missing or no server can be started."""
+    import _pg
+    srv = None
+    try:
+        url = os.environ.get(_pg.ENV)
+        if not url:
+            url, srv = _pg.start_server(str(tmp_path_factory.mktemp("pgdata")))
+        _pg.prepare(url)
+    except _pg.Unavailable as exc:
+        if srv is not None:
+            srv.cleanup()
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        yield url
+    finally:
+        if srv is not None:
+            srv.cleanup()
+
+
+@pytest.fixture
+def pg_store_url(pg_url: str) -> Iterator[str]:
+    """A store URL in a fresh schema of the test server (pid + counter name), dropped after
+    the test."""
+    import _pg
+    name = _pg.schema_name()
+    _pg.drop_schema(pg_url, name)  # a leftover of an earlier run with the same pid
+    try:
+        yield _pg.with_schema(pg_url, name)
+    finally:
+        _pg.drop_schema(pg_url, name)
