@@ -18,7 +18,8 @@ For one ``ask`` over one snapshot (see docs/retrieval.md for the full story)::
     time(r)     1 inside the window a date in the query names (_temporal), else
                 1 - TEMPORAL_WEIGHT
     speaker(r)  1 when r's speaker label names someone the query names, else
-                1 - SPEAKER_WEIGHT (no effect when the query names no speaker)
+                1 - SPEAKER_WEIGHT (no effect when the query names no speaker, or when
+                the best of their memories scores below SPEAKER_GATE * the best)
     question(r) 1 - QUESTION_DISCOUNT when r asks a question, else 1
 
 Everything is vectorised over the candidate rows (dense over all slots when most of
@@ -147,6 +148,9 @@ TEMPORAL_LAG: float = 1.0
 #: memories; the others keep 1 - SPEAKER_WEIGHT (0 = off). A flat prior (every
 #: candidate or none spoken by a named speaker) changes nothing.
 SPEAKER_WEIGHT: float = 0.3
+#: ... only when the named speakers' best memory scores at least SPEAKER_GATE times the
+#: best memory (before this prior): the question is about what they said themselves.
+SPEAKER_GATE: float = 0.9
 #: A memory that asks a question carries the topic, its reply the answer: it keeps
 #: 1 - QUESTION_DISCOUNT of its score (0 = off); its reply borrows REPLY_WEIGHT of its rel.
 QUESTION_DISCOUNT: float = 0.2
@@ -179,7 +183,7 @@ TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
 EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time",
-                 "speaker", "question")
+                 "question", "speaker")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -807,7 +811,6 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         window = _temporal.parse(q.text, q.now_us / 1e6)
         if window is not None:
             tprior = _time_prior(snap, rows, valid, window)
-    sprior = _speaker_prior(engine, snap, q, rows, valid, id_col) if SPEAKER_WEIGHT > 0 else None
     qdisc = None
     if QUESTION_DISCOUNT > 0 and asked is not None and asked.size:
         qdisc = np.ones(base.shape[0], np.float32)
@@ -830,10 +833,12 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         final = final * rec
     if tprior is not None:
         final = final * tprior
-    if sprior is not None:
-        final = final * sprior
     if qdisc is not None:
         final = final * qdisc
+    sprior = _speaker_prior(engine, snap, q, rows, valid, id_col, final) \
+        if SPEAKER_WEIGHT > 0 else None
+    if sprior is not None:
+        final = final * sprior
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
@@ -862,8 +867,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
                 "time": b * t * r * (tp - 1.0),
-                "speaker": b * t * r * tp * (sp - 1.0),
-                "question": b * t * r * tp * sp * (qd - 1.0),
+                "question": b * t * r * tp * (qd - 1.0),
+                "speaker": b * t * r * tp * qd * (sp - 1.0),
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
@@ -1045,11 +1050,15 @@ def _linked_replies(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | No
 
 
 def _speaker_prior(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | None,
-                   valid: np.ndarray | None, id_col: np.ndarray | None) -> np.ndarray | None:
+                   valid: np.ndarray | None, id_col: np.ndarray | None,
+                   scores: np.ndarray) -> np.ndarray | None:
     """Per candidate: 1 when spoken by someone the query names, else 1 - SPEAKER_WEIGHT.
 
-    None when the query names no speaker, or when the named speakers said every
-    candidate or none (a flat prior reorders nothing).
+    None when the query names no speaker, when the named speakers said every
+    candidate or none (a flat prior reorders nothing), or when their best memory
+    scores (``scores``: everything but this prior) below SPEAKER_GATE times the best
+    memory's: then the best matches are what someone else said, and the name in the
+    question is not about the speaker's own words (an addressee, or the wrong person).
     """
     ids, _named = _lexical_index.speaker_ids(snap.txn, engine.env, q.ns_ids, q.text)
     if not ids.size:
@@ -1061,6 +1070,11 @@ def _speaker_prior(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | Non
     else:
         n_in, n_all = int(np.count_nonzero(valid[pos])), int(np.count_nonzero(valid))
     if n_in == 0 or n_in == n_all:
+        return None
+    best = float(np.max(scores, where=valid, initial=0.0)) if valid is not None \
+        else float(scores.max())
+    named = scores[pos] if valid is None else scores[pos[valid[pos]]]
+    if float(named.max()) < SPEAKER_GATE * best:
         return None
     out = np.full(size, np.float32(1.0 - SPEAKER_WEIGHT), np.float32)
     out[pos] = 1.0

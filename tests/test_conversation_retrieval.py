@@ -186,7 +186,7 @@ def test_speaker_words_table() -> None:
 def _speaker_conversation(s: Mnemos) -> tuple[int, int]:
     s.remember_many(FILLER)
     about = s.remember("Alice: Bob, your garden looks lovely, all those tomatoes and roses.")
-    own = s.remember("Bob: Tomatoes, every summer, in my garden.")
+    own = s.remember("Bob: Tomatoes in my garden.")
     s.remember_many(FILLER)
     return about, own
 
@@ -214,6 +214,29 @@ def test_speaker_prior_is_flat_when_every_speaker_or_none_is_named(opener) -> No
     for query in ("What do Alice and Bob grow, tomatoes or roses?", "Who grows tomatoes?"):
         hits = s.ask(query, top_k=5, explain=True)
         assert all(h.explain["speaker"] == 0.0 for h in hits)
+
+
+def test_speaker_prior_stays_flat_when_the_best_match_is_someone_elses(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    told = s.remember("Alice: I ran the charity race for the shelter on Sunday, such a race!")
+    s.remember("Bob: Nice, Alice.")
+    s.remember_many(FILLER)
+    query = "What charity race did Bob run for the shelter?"  # Bob said nothing about it
+    hits = s.ask(query, top_k=3, explain=True)
+    assert hits[0].id == told and all(h.explain["speaker"] == 0.0 for h in hits)
+    monkeypatch.setattr(_retrieval, "SPEAKER_GATE", 0.0)  # no gate: Bob's memories are preferred
+    hits = s.ask(query, top_k=3, explain=True)
+    assert any(h.explain["speaker"] < 0 for h in hits)
+
+
+def test_speaker_lookup_without_the_key_walk_gives_the_same_answers(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _speaker_conversation(s)
+    query = "What does Bob grow in the garden, tomatoes or roses?"
+    walked = [(h.id, h.score) for h in s.ask(query, top_k=5)]
+    monkeypatch.setattr(_lexical_index, "SPEAKER_SCAN_MAX", 0)  # look each query word up
+    assert [(h.id, h.score) for h in s.ask(query, top_k=5)] == walked
 
 
 def test_question_discount_prefers_the_statement(opener, monkeypatch) -> None:
