@@ -18,6 +18,7 @@ from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError,
                      MnemosError, NeedsRecoveryError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
                      StoreError)
 from ._semantic import extractive_summary
+from ._migrate import migrate
 from .store import MemoryId, Mnemos, Namespace
 from .rerank import CrossEncoderReranker
 
@@ -32,7 +33,7 @@ __all__ = [
     "Mnemos", "Namespace", "Memory", "Edge", "Document", "MemoryId", "Batch", "PendingId",
     "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "from_callable",
     "CrossEncoderReranker",
-    "extractive_summary",
+    "extractive_summary", "migrate",
     "MnemosError", "InvalidInputError", "DuplicateKeyError", "MemoryNotFoundError",
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
     "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",

@@ -12,6 +12,7 @@
     mnemos-kv compact PATH [--merge-similar T] [--json] [--no-progress]   recover space
     mnemos-kv export-replay PATH OUT [--namespace NS] [--since-seq N]
     mnemos-kv replay PATH FILE [--resume] [--lenient]
+    mnemos-kv migrate SRC DST [--namespace NS] [--no-progress]   copy (or sync) a store's history
     mnemos-kv recover PATH [--to NEW]          rebuild LMDB and vector files from the log
     mnemos-kv mcp PATH [--namespace NS] [--read NS] [--readonly] [--http HOST:PORT]   MCP memory server
     mnemos-kv mcp-import PATH memory.jsonl [--namespace NS]   import a reference memory server's graph
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -151,6 +153,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     match = "matches the source" if res.digest_matches else "source digest unknown"
     print(f"applied {res.applied} frames, {state}; digest {res.digest} ({match})")
     return 0 if res.complete else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ._migrate import migrate
+    with _reporter(args) as prog:
+        res = migrate(args.src, args.dst, namespaces=args.namespace, progress=prog,
+                      workdir=args.workdir)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(res), indent=2, sort_keys=True))
+    elif res.mode == "up-to-date":
+        print(f"{res.dst} is up to date with {res.src} (seq {res.seq}); digest {res.digest}")
+    else:
+        how = "copied" if res.mode == "full" else f"synced from seq {res.since_seq}"
+        print(f"{how} {res.src} -> {res.dst}: {res.applied} operations applied, now at seq "
+              f"{res.seq}; digest {res.digest} (matches the source)")
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -385,6 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply the intact prefix of a damaged file instead of refusing it")
     r.add_argument("--no-progress", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_replay)
+
+    mg = sub.add_parser("migrate", help="copy a store's history into another store, or bring "
+                        "an earlier copy up to date (paths or postgresql:// URLs)")
+    mg.add_argument("src", help="source store: a directory or a postgresql:// URL")
+    mg.add_argument("dst", help="destination store (created if missing): empty, or an earlier "
+                    "copy of SRC, which gets only the operations it lacks")
+    mg.add_argument("--namespace", action="append",
+                    help="only this namespace (repeatable; into an empty DST only)")
+    mg.add_argument("--workdir", default=None,
+                    help="directory for the temporary replay file (default: next to a local "
+                    "store, else the temp dir)")
+    mg.add_argument("--json", action="store_true", help="machine-readable report")
+    mg.add_argument("--no-progress", action="store_true", help="no progress output")
+    mg.set_defaults(func=cmd_migrate)
 
     v = sub.add_parser("verify", help="check records, vectors, slot columns and log against each other")
     v.add_argument("path", help="store directory")
