@@ -309,6 +309,11 @@ def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.n
 SPEAKER_SCAN_MAX = 64
 
 
+def speaker_words(text: str) -> set[bytes]:
+    """The words of a query that can name a speaker (as stored after ``SPEAKER_PREFIX``)."""
+    return {_term_bytes(t) for t in map(_lexical.surface_term, _lexical.words(text)) if t}
+
+
 def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: str
                 ) -> tuple[np.ndarray, int]:
     """Memories of ``ns_ids`` spoken by someone the query ``text`` names: (ids, how many
@@ -321,7 +326,7 @@ def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: st
     """
     if not ns_ids or not env.has_db("postings"):
         return np.empty(0, np.int64), 0
-    qwords = {_term_bytes(t) for t in map(_lexical.surface_term, _lexical.words(text)) if t}
+    qwords = speaker_words(text)
     if not qwords:
         return np.empty(0, np.int64), 0
     parts: list[np.ndarray] = []

@@ -1030,8 +1030,7 @@ def _linked_replies(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | No
     incoming edges of the best max(top_k, GRAPH_SEEDS) candidates are read, and nothing
     when the store holds no edge.
     """
-    env = engine.env
-    if not int(snap.txn.stat(env.db("edges_in"))["entries"]):
+    if not snap.has_edges():
         return None
     ranked = rel if valid is None else np.where(valid, rel, np.float32(-np.inf))
     seeds = order_top(ranked, _tie_rows(snap, rows), min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
@@ -1039,20 +1038,13 @@ def _linked_replies(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | No
     if not seeds.size:
         return None
     ids_col = snap.slots["id"]
-    rel_bytes = REPLY_RELATION.encode("utf-8")
+    seed_list = seeds.tolist()
+    dst = [int(ids_col[i if rows is None else rows[i]]) for i in seed_list]
     src: list[int] = []
     amount: list[float] = []
-    with snap.txn.cursor(db=env.db("edges_in")) as cur:
-        for i in seeds.tolist():
-            key = S.u64(int(ids_col[i if rows is None else rows[i]]))
-            if not cur.set_range(key):
-                continue
-            for k, v in cur:
-                if not k.startswith(key):
-                    break
-                if k[16:] == rel_bytes and S.from_f64(v) > 0:
-                    src.append(S.from_u64(k[8:16]))
-                    amount.append(float(rel[i]))
+    for j, s_id in snap.reply_sources(dst, REPLY_RELATION):
+        src.append(s_id)
+        amount.append(float(rel[seed_list[j]]))
     if not src:
         return None
     ids = np.asarray(src, np.int64)
@@ -1084,7 +1076,7 @@ def _speaker_prior(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | Non
     memory's: then the best matches are what someone else said, and the name in the
     question is not about the speaker's own words (an addressee, or the wrong person).
     """
-    ids, _named = _lexical_index.speaker_ids(snap.txn, engine.env, q.ns_ids, q.text)
+    ids, _named = snap.speaker_ids(q.ns_ids, q.text)
     if not ids.size:
         return None
     size = snap.state.n_slots if rows is None else rows.size
