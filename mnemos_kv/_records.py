@@ -20,8 +20,9 @@ from .errors import CorruptionError, InvalidInputError
 #: Version of the on-disk format written by this library. A store with a larger
 #: number is refused with FormatVersionError; smaller numbers are read, and upgraded
 #: by the first read-write open (see docs/format.md). 2: records and vector rows
-#: carry checksums.
-FORMAT_VERSION = 2
+#: carry checksums. 3: committed log frames may live in LMDB's ``pending`` table until
+#: the log file is flushed (state ``log_sync``); an older library would not restore them.
+FORMAT_VERSION = 3
 #: First byte of a format-2 record: ``0x02, u32 CRC-32 of the CBOR, CBOR``. (A format-1
 #: record is the bare CBOR map, whose first byte is 0xa0..0xbf.)
 RECORD_V2 = 0x02
@@ -203,6 +204,21 @@ class Record:
             if not isinstance(value, want) or isinstance(value, bool):
                 raise CorruptionError(f"stored record field {name} is a {type(value).__name__}")
         return rec
+
+    @staticmethod
+    def fields(data: bytes) -> dict[str, Any]:
+        """The stored map of a record (checksum checked), without building a Record:
+        keys ``i`` id, ``n`` ns, ``t`` text, ``m`` metadata, ``ts``, ``s`` slot, ``k`` key?
+        (bulk paths that read many records). :raises CorruptionError: as :meth:`from_bytes`."""
+        if data[:1] == b"\x02":
+            body = data[5:]
+            if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
+                raise CorruptionError("stored record fails its checksum")
+            data = body
+        d = decode(data)
+        if not isinstance(d, dict) or not all(k in d for k in ("i", "n", "t", "m", "ts", "s")):
+            raise CorruptionError("stored record is not a map with its fields")
+        return d
 
     def with_slot(self, slot: int) -> "Record":
         return replace(self, slot=slot)
