@@ -225,7 +225,7 @@ class _Handle:
         if len(set(mids)) != len(mids):
             raise InvalidInputError("forget_many got the same id twice")
         if len(mids) >= _forget.MIN_BULK:  # one pass over each table (the same ops)
-            self._engine.write([("call", _forget.request(self.name, mids), 0)])
+            self._engine.write([("forget_many", self.name, mids)])
         elif mids:
             self._engine.write([("forget", self.name, mid) for mid in mids])
 

@@ -234,6 +234,10 @@ def workload(db: Mnemos, seed: int = 1) -> list[int]:
         b.forget(ids[11])
         b.forget_where({"g": 5})  # the memory remembered just before, in the same batch
     assert db.forget_where({"$and": [{"g": 2}, {"i": {"$lt": 20}}]}) == 5  # 11 is gone
+    extra = db.remember_many([f"bulk {i} tea" for i in range(70)])
+    db.forget_many(extra[::-1][:66])  # the embedded engine's bulk path (>= 64 ids)
+    with pytest.raises(MemoryNotFoundError):
+        db.forget_many(extra[:68])  # 66 of them are gone: nothing is written
     return ids
 
 

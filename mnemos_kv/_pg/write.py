@@ -198,6 +198,12 @@ def resolve(ctx: Ctx, req: tuple[Any, ...]) -> Any:
             if count == 0 and not extra:
                 return 0
         return int(apply_op(ctx, {"op": "drop", "ns": dns, "name": name}))
+    if kind == "forget_many":  # the same forget ops, in the given order
+        _, ns, mids = req
+        for mid in mids:
+            _live(ctx, ns, mid)
+            apply_op(ctx, {"op": "forget", "id": mid})
+        return None
     if kind == "forget_where":  # the matches of a parsed filter, forgotten in id order
         from .. import filters as F
         _, ns, node = req
