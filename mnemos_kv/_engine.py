@@ -186,6 +186,29 @@ class Snapshot:
         from . import _graph
         return _graph.spread(self.txn, self.engine.env, seeds, scores)
 
+    def speaker_ids(self, ns_ids: Sequence[int], text: str) -> tuple[np.ndarray, int]:
+        return _lexical_index.speaker_ids(self.txn, self.engine.env, ns_ids, text)
+
+    def has_edges(self) -> bool:
+        return bool(int(self.txn.stat(self.engine.env.db("edges_in"))["entries"]))
+
+    def reply_sources(self, dst_ids: Sequence[int], relation: str) -> list[tuple[int, int]]:
+        """``(i, src)`` for each edge ``src -relation-> dst_ids[i]`` of positive weight."""
+        env = self.engine.env
+        rel_bytes = relation.encode("utf-8")
+        out: list[tuple[int, int]] = []
+        with self.txn.cursor(db=env.db("edges_in")) as cur:
+            for i, dst in enumerate(dst_ids):
+                key = S.u64(int(dst))
+                if not cur.set_range(key):
+                    continue
+                for k, v in cur:
+                    if not k.startswith(key):
+                        break
+                    if k[16:] == rel_bytes and S.from_f64(v) > 0:
+                        out.append((i, S.from_u64(k[8:16])))
+        return out
+
     def graph(self, nids: Sequence[int]) -> Any:
         from . import _graph
         return _graph.to_networkx(self.engine, self.txn, list(nids))

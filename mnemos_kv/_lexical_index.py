@@ -9,7 +9,9 @@ Two named sub-databases (see ``_storage.DB_NAMES``):
   numpy structured array (no per-posting Python loop). Two fields share the table
   (version 2): Porter stems (key = the stem) and exact surface words (key =
   ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
-  one marker term, ``QUESTION_TERM``, listing the memories that ask a question.
+  one marker term, ``QUESTION_TERM``, listing the memories that ask a question;
+  version 3 adds ``SPEAKER_PREFIX`` + each word of a memory's speaker label
+  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field.
 * ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, stem length u64 BE, surface length
   u64 BE`` (the BM25 collection statistics of the namespace); ``b"version"`` ->
   ``u32 BE`` (the tokeniser version the postings were built with).
@@ -37,17 +39,23 @@ from . import _records as R
 
 log = logging.getLogger("mnemos_kv")
 
-__all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SURFACE_WEIGHT",
-           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace", "stats", "bm25_postings", "doc_terms", "query_terms",
+__all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAKER_PREFIX",
+           "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
+           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
+           "stats", "bm25_postings", "doc_terms", "query_terms",
            "question_ids", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
-VERSION = 2
+#: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem).
+VERSION = 3
 #: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
 SURFACE_PREFIX = b"\x01"
 #: The marker term whose postings are the memories that ask a question (_lexical.is_question).
 QUESTION_TERM = b"\x00?"
+#: Key prefix of speaker terms: ``SPEAKER_PREFIX`` + a word of the memory's speaker label
+#: (tf 1, length 1; not part of BM25, read by the planner's speaker prior).
+SPEAKER_PREFIX = b"\x02"
 #: Weight of the surface field's BM25 next to the stem field's (1.0): an exact word
 #: match scores 1 + SURFACE_WEIGHT times a stem-only match of the same rarity.
 SURFACE_WEIGHT: float = 0.5
@@ -88,6 +96,8 @@ def doc_terms(text: str) -> tuple[dict[bytes, tuple[int, int]], int, int]:
     out.update({t: (c, len(surface)) for t, c in scounts.items()})
     if _lexical.is_question(text):
         out[QUESTION_TERM] = (1, 1)
+    for word in _lexical.speaker_words(text):
+        out[SPEAKER_PREFIX + _term_bytes(word)] = (1, 1)
     return {t: out[t] for t in sorted(out)}, len(stems), len(surface)
 
 
@@ -295,6 +305,60 @@ def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.n
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.uint64)
 
 
+#: Speaker words listed per namespace before the query's words are looked up one by one.
+SPEAKER_SCAN_MAX = 64
+
+
+def speaker_words(text: str) -> set[bytes]:
+    """The words of a query that can name a speaker (as stored after ``SPEAKER_PREFIX``)."""
+    return {_term_bytes(t) for t in map(_lexical.surface_term, _lexical.words(text)) if t}
+
+
+def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: str
+                ) -> tuple[np.ndarray, int]:
+    """Memories of ``ns_ids`` spoken by someone the query ``text`` names: (ids, how many
+    query words name a speaker). A query word names a speaker when it is a word of a
+    memory's speaker label (``SPEAKER_PREFIX`` postings); ids are sorted and distinct.
+
+    A namespace has few speakers: their words are listed with one cursor walk over the
+    keys (no postings read) and only the words the query holds are fetched; past
+    ``SPEAKER_SCAN_MAX`` distinct words, each query word is looked up instead.
+    """
+    if not ns_ids or not env.has_db("postings"):
+        return np.empty(0, np.int64), 0
+    qwords = speaker_words(text)
+    if not qwords:
+        return np.empty(0, np.int64), 0
+    parts: list[np.ndarray] = []
+    named: set[bytes] = set()
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            prefix = _U32.pack(ns) + SPEAKER_PREFIX
+            found: list[bytes] = []
+            seen = 0
+            ok = cur.set_range(prefix)
+            while ok and seen <= SPEAKER_SCAN_MAX:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    break
+                seen += 1
+                if key[len(prefix):] in qwords:
+                    found.append(key[len(prefix):])
+                ok = cur.next_nodup()
+            if seen > SPEAKER_SCAN_MAX:  # many labels: ask for the query's words directly
+                found = sorted(qwords)
+            for w in found:
+                got = fetch(cur, ns, SPEAKER_PREFIX + w)
+                if got.size:
+                    named.add(w)
+                    parts.append(got["id"])
+    if not parts:
+        return np.empty(0, np.int64), 0
+    if len(parts) == 1:  # one term's postings: sorted by id and distinct already
+        return parts[0].astype(np.int64), len(named)
+    return np.unique(np.concatenate(parts).astype(np.int64)), len(named)
+
+
 def ensure_built(env: Any) -> None:
     """Index every record of a store whose postings are missing or of another version.
 
@@ -371,9 +435,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     n = len(texts)
     words, doc = batch_words(texts)
     distinct = list(dict.fromkeys(words))  # first-seen order; only codes depend on it
-    stems = list(map(_lexical.index_term, distinct))
+    stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))
     asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
+    spk = [(i, _key_bytes(w, SPEAKER_PREFIX)) for i, t in enumerate(texts)
+           for w in dict.fromkeys(_lexical.speaker_words(t))]
     sk = [_key_bytes(t, b"") for t in stems]
     uk = [_key_bytes(t, SURFACE_PREFIX) for t in surface]
     keyset = set(sk)
@@ -381,6 +447,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     keyset.discard(b"")
     if asks.any():
         keyset.add(QUESTION_TERM)
+    keyset.update(k for _, k in spk)
     keys = sorted(keyset)
     code = {k: i for i, k in enumerate(keys)}
     code[b""] = -1
@@ -402,6 +469,10 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     if qd.size:
         one = np.ones(qd.size, np.int64)
         parts.append((np.full(qd.size, code[QUESTION_TERM], np.int64), qd, one, one))
+    if spk:
+        one = np.ones(len(spk), np.int64)
+        parts.append((np.fromiter((code[k] for _, k in spk), np.int64, len(spk)),
+                      np.fromiter((i for i, _ in spk), np.int64, len(spk)), one, one))
     key = np.concatenate([p[0] for p in parts])
     dc = np.concatenate([p[1] for p in parts])
     order = np.lexsort((dc, key))

@@ -33,7 +33,7 @@ from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
 from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
-from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
+from .errors import (CorruptionError, EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, ReplayError)
 
 log = logging.getLogger("mnemos_kv")
@@ -191,7 +191,7 @@ def check_since(since_seq: int | None, seq: int, base_seq: int) -> None:
 
 def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                  since_seq: int | None, progress: Any = None) -> ExportInfo:
-    from ._snapshot import snapshot_file, snapshot_frames
+    from ._snapshot import inline_vector, snapshot_file, snapshot_frames, snapshot_gen
 
     names = check_export_args(namespaces, since_seq)
     with engine.snapshot() as snap:
@@ -201,7 +201,16 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
         check_since(since_seq, st.seq, base_seq)
 
         def base() -> Iterator[bytes]:
-            for _o, _s, p in snapshot_frames(snapshot_file(engine.path, base_seq)):
+            spath = snapshot_file(engine.path, base_seq)
+            by_row = snapshot_gen(spath)
+            if by_row and by_row != st.gen:
+                raise CorruptionError(f"{spath}: names the vector rows of generation "
+                                      f"{by_row}, but the store is at generation {st.gen}")
+            for _o, _s, p in snapshot_frames(spath):
+                if by_row:
+                    op = R.decode(p, "snapshot frame")
+                    if "vrow" in op:  # the replay file carries the vector itself
+                        p = R.encode(inline_vector(op, snap.matrix, spath))
                 yield p
 
         frames = ((seq, payload) for _off, seq, payload in log.frames(FILE_HEADER, st.log_end))

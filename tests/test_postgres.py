@@ -238,6 +238,12 @@ def workload(db: Mnemos, seed: int = 1) -> list[int]:
     db.forget_many(extra[::-1][:66])  # the embedded engine's bulk path (>= 64 ids)
     with pytest.raises(MemoryNotFoundError):
         db.forget_many(extra[:68])  # 66 of them are gone: nothing is written
+    # speaker labels (the speaker prior) and a caller's reply chain (reply_to edges)
+    said = db.remember("Alice: Bob, your garden looks lovely, all those tomatoes and roses.",
+                       timestamp=1_600_000_000 + 70 * 3600)
+    reply = db.remember("Bob: Tomatoes in my garden, since last spring.",
+                        timestamp=1_600_000_000 + 90 * 3600)
+    db.connect(reply, said, "reply_to")
     return ids
 
 
@@ -249,7 +255,8 @@ ASKS = [{}, {"mode": "vector"}, {"mode": "lexical"}, {"use_graph": True}, {"rece
 
 def answers(db: Mnemos) -> list[list[tuple[int, float]]]:
     out = []
-    for q in ("cat payment", "yoga in october?", "paris", "tea coffee alpha"):
+    for q in ("cat payment", "yoga in october?", "paris", "tea coffee alpha",
+              "What does Bob grow in the garden, tomatoes or roses?"):
         for kw in ASKS:
             out.append([(m.id, round(float(m.score or 0), 4))
                         for m in db.ask(q, 10, now=1_600_100_000, **kw)])

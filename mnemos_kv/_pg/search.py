@@ -135,6 +135,30 @@ class _Candidates:
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
         return self._questions
 
+    def speaker_ids(self, ns_ids: Sequence[int], text: str) -> tuple[np.ndarray, int]:
+        """As ``_lexical_index.speaker_ids``: the memories spoken by someone ``text`` names."""
+        words = sorted(_lexical_index.speaker_words(text))
+        ns_list = [int(n) for n in ns_ids]
+        if not words or not ns_list:
+            return np.empty(0, np.int64), 0
+        terms = [_lexical_index.SPEAKER_PREFIX + w for w in words]
+        rows = self.pg._all("SELECT term, id FROM postings WHERE ns = ANY(%s) AND term = ANY(%s)",
+                            (ns_list, terms))
+        if not rows:
+            return np.empty(0, np.int64), 0
+        ids = np.unique(np.array([int(mid) for _t, mid in rows], np.int64))
+        return ids, len({bytes(t) for t, _m in rows})
+
+    def has_edges(self) -> bool:
+        return bool(self.pg._one("SELECT EXISTS (SELECT 1 FROM edges)", ())[0])
+
+    def reply_sources(self, dst_ids: Sequence[int], relation: str) -> list[tuple[int, int]]:
+        """``(i, src)`` for each edge ``src -relation-> dst_ids[i]`` of positive weight."""
+        at = {int(d): i for i, d in enumerate(dst_ids)}
+        rows = self.pg._all("SELECT dst, src FROM edges WHERE dst = ANY(%s) AND rel = %s AND w > 0 "
+                            "ORDER BY dst, src", (list(at), relation))
+        return [(at[int(d)], int(s)) for d, s in rows]
+
     def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
                      ) -> tuple[np.ndarray, np.ndarray]:
         def edges_of(mid: int) -> list[tuple[int, float]]:
