@@ -1015,6 +1015,10 @@ class Engine:
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
+        if kind == "forget_many":  # ("forget_many", ns, ids): one pass over each table
+            return _forget.request(req[1], req[2])(self, ctx)
+        if kind == "forget_where":  # ("forget_where", ns, parsed filter)
+            return _filter_index.forget_where(req[1], req[2])(self, ctx)
         if kind == "pin":  # ("pin", ns, id, on)
             return _capacity.set_pin(req[1], req[2], req[3])(self, ctx)
         if kind == "bind":
