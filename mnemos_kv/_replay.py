@@ -227,6 +227,11 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
             n_log, first, last = 0, None, start
             renumber = flt is not None
             scanned = 0
+            if log.size() < st.log_end:  # frames never silently left out
+                raise CorruptionError(
+                    f"{log.path}: {log.size()} bytes, but {st.log_end} are committed (after a "
+                    "machine crash, the unflushed log tail is restored by the first read-write "
+                    "open); nothing was exported")
             for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
                 scanned += 1
                 if progress is not None and scanned % _progress.EVERY == 0:

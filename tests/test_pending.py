@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mnemos_kv import Mnemos, NeedsRecoveryError, StorageError
+from mnemos_kv import CorruptionError, Mnemos, NeedsRecoveryError, StorageError
 from mnemos_kv import _engine, _storage
 from mnemos_kv._log import log_file
 from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
@@ -317,3 +317,18 @@ def test_recover_without_the_embedder_of_a_damaged_row_says_so(store_path: str) 
         Mnemos.recover(store_path)
     rep = Mnemos.recover(store_path, embedder=emb)
     assert rep.complete and any("embedded again" in n for n in rep.notes)
+
+
+def test_read_only_export_after_machine_crash_refuses_until_repaired(store_path: str, tmp_path) -> None:
+    db = Mnemos.open(store_path)
+    [db.remember(f"memory {i}") for i in range(4)]
+    st = db._engine.read_state()
+    _drop(db)
+    os.truncate(log_file(store_path, st.log_seg), st.log_sync)
+    with Mnemos.open(store_path, readonly=True) as ro:
+        with pytest.raises(CorruptionError, match="committed"):
+            ro.export_replay(str(tmp_path / "a.replay"))
+        assert not ro.verify().ok
+    with Mnemos.open(store_path) as db:  # the read-write open repairs
+        db.export_replay(str(tmp_path / "b.replay"))
+        assert db.verify().ok and db.count() == 4
