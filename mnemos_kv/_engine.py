@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index, _lmdbcheck, _mutate, _openlock
+from . import _capacity, _filter_index, _forget, _lexical_index, _lmdbcheck, _mutate, _openlock
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
@@ -123,6 +123,10 @@ class _Ctx:
     ns_bytes: dict[int, int] = field(default_factory=dict)  # capacity bytes delta per namespace
     evicted: list[R.Record] = field(default_factory=list)   # evicted in this write (callback)
     cap_scopes: set[Any] = field(default_factory=set)       # capacity limits set in this write
+    #: memories added whose BM25 postings and filter entries are not written yet (ns,
+    #: id, text, metadata): a run of ``mem`` ops indexes them at once (see flush_index);
+    #: None: index each one as it is applied
+    pending: list[tuple[int, int, str, Any]] | None = None
 
 
 def clear_pending(env: Any, txn: lmdb.Transaction) -> None:
@@ -211,6 +215,14 @@ def _slots_needed(req: tuple[Any, ...]) -> int:
     if kind == "bind":
         return _slots_needed(req[1])
     return 0
+
+
+def _plain_forget(req: tuple[Any, ...]) -> bool:
+    """A ``("op", {"op": "forget", "id": n})`` request (what replay sends)."""
+    if req[0] != "op":
+        return False
+    op = req[1]
+    return op.get("op") == "forget" and len(op) == 2 and type(op.get("id")) is int
 
 
 class Engine:
@@ -570,11 +582,12 @@ class Engine:
             if self._vsync_check:
                 self._recover_vectors(txn, st)
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new, have=st.n_slots)
-            ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps)
+            ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps, pending=[])
             holder["ctx"] = ctx
             seq0 = st.seq
-            for req in requests:
-                ctx.results.append(self._resolve(ctx, req))
+            self._resolve_all(ctx, requests)
+            self.flush_index(ctx)
+            ctx.pending = None  # (capacity eviction reads the index as it goes)
             if enforce:
                 _capacity.enforce(self, ctx)
             if not log:
@@ -791,9 +804,39 @@ class Engine:
             slots["dead"][undo] = 0
         self.log.truncate(st.log_end)
 
+    def _resolve_all(self, ctx: _Ctx, requests: Sequence[tuple[Any, ...]]) -> None:
+        """Resolve the requests in order into ``ctx.results``; a run of plain ``forget``
+        ops (replay) is applied in one pass by ``_forget`` (the same state)."""
+        i, n = 0, len(requests)
+        while i < n:
+            j = i
+            while j < n and _plain_forget(requests[j]):
+                j += 1
+            if j - i >= _forget.MIN_BULK:
+                ids = [int(r[1]["id"]) for r in requests[i:j]]
+                if len(set(ids)) == len(ids):
+                    _forget.apply(self, ctx, ids, _forget.load(self, ctx.txn, ids))
+                    ctx.results.extend([None] * (j - i))
+                    i = j
+                    continue
+            for req in requests[i:max(j, i + 1)]:
+                ctx.results.append(self._resolve(ctx, req))
+            i = max(j, i + 1)
+
+    def flush_index(self, ctx: _Ctx) -> None:
+        """Write the BM25 postings and filter entries of the memories added so far
+        (``ctx.pending``), all at once: before anything reads or changes the index."""
+        items = ctx.pending
+        if items:
+            ctx.pending = []
+            _lexical_index.add_many(ctx.txn, self.env, items)
+            _filter_index.add_many(ctx.txn, self.env, items)
+
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
         kind = req[0]
         txn = ctx.txn
+        if ctx.pending and kind not in ("remember", "op", "bind"):
+            self.flush_index(ctx)  # the request may read the index (e.g. forget_where)
         if kind == "op":  # an already-resolved op (replay)
             return self.apply_op(ctx, req[1])
         if kind in _mutate.REQUESTS:  # update, upsert, drop (namespace)
@@ -867,6 +910,8 @@ class Engine:
         kind = op["op"]
         seq = st.seq + 1
         result: Any = None
+        if ctx.pending and kind != "mem":
+            self.flush_index(ctx)
         if kind == "mem":
             mid = int(op["id"])
             if ctx.allow_gaps and mid > st.next_id:
@@ -887,8 +932,11 @@ class Engine:
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))
-            _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
-            _filter_index.add(txn, self.env, rec.ns, mid, rec.metadata)  # metadata filter index
+            if ctx.pending is not None:  # indexed with the rest of the run (flush_index)
+                ctx.pending.append((rec.ns, mid, rec.text, rec.metadata))
+            else:
+                _lexical_index.add(txn, self.env, rec.ns, mid, rec.text)  # BM25 postings + stats
+                _filter_index.add(txn, self.env, rec.ns, mid, rec.metadata)  # filter index
             _capacity.on_add(self, ctx, rec, op)  # capacity bytes, pinned flag
             st.next_id += 1
             st.n_slots += 1

@@ -47,7 +47,8 @@ from . import filters as F
 
 log = logging.getLogger("mnemos_kv")
 
-__all__ = ["VERSION", "add", "remove", "ready", "ensure_built", "select", "entries"]
+__all__ = ["VERSION", "add", "add_many", "overflow_key", "remove", "ready", "ensure_built", "select",
+           "entries"]
 
 VERSION = 1
 DB = "fields"
@@ -174,6 +175,28 @@ def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, meta: Mapping[str, A
         txn.put(k, idb, db=db, dupdata=True)
     if overflow:
         txn.put(_U32.pack(ns) + _OVERFLOW, idb, db=db, dupdata=True)
+
+
+def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, Any, Any]]) -> None:
+    """:func:`add` of every ``(ns, id, _, metadata)``, the entries put in key order."""
+    pairs: list[tuple[bytes, bytes]] = []
+    for ns, mid, _text, meta in items:
+        if not meta:
+            continue
+        keys, overflow = entries(ns, meta)
+        if overflow:
+            keys.append(_U32.pack(ns) + _OVERFLOW)
+        idb = _U64.pack(mid)
+        pairs.extend((k, idb) for k in keys)
+    if pairs:
+        pairs.sort()
+        with txn.cursor(db=env.db(DB)) as cur:
+            cur.putmulti(pairs, dupdata=True)
+
+
+def overflow_key(ns: int) -> bytes:
+    """The key listing the memories of ``ns`` with a path too long to be a key."""
+    return _U32.pack(ns) + _OVERFLOW
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, meta: Mapping[str, Any]) -> None:
@@ -509,8 +532,12 @@ def forget_where(ns_name: str, node: F.Node) -> Callable[[Any, Any], int]:
         ids = np.ascontiguousarray(snap.slots["id"])
         hit = filter_mask(engine, snap, [nid], node, universe, ids)
         victims = sorted(int(i) for i in ids[np.flatnonzero(hit)].tolist())
-        for mid in victims:
-            engine.apply_op(ctx, {"op": "forget", "id": mid})
+        from . import _forget
+        if len(victims) >= _forget.MIN_BULK:
+            _forget.apply(engine, ctx, victims, _forget.load(engine, ctx.txn, victims))
+        else:
+            for mid in victims:
+                engine.apply_op(ctx, {"op": "forget", "id": mid})
         return len(victims)
     return fn
 

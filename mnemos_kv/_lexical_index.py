@@ -32,12 +32,13 @@ import lmdb
 import numpy as np
 
 from . import _lexical
+from ._batchwords import batch_words
 from . import _records as R
 
 log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SURFACE_WEIGHT",
-           "add", "remove", "drop_namespace", "stats", "bm25_postings", "doc_terms", "query_terms",
+           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace", "stats", "bm25_postings", "doc_terms", "query_terms",
            "question_ids", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
@@ -113,6 +114,11 @@ def _bump(txn: lmdb.Transaction, sdb: Any, ns: int, docs: int, length: int, slen
         txn.put(key, _STATS.pack(n, max(total, 0), max(stotal, 0)), db=sdb)
 
 
+def bump(txn: lmdb.Transaction, env: Any, ns: int, docs: int, length: int, slength: int) -> None:
+    """:func:`_bump` for bulk paths: change the statistics of namespace ``ns`` once."""
+    _bump(txn, env.db("lexstats"), ns, docs, length, slength)
+
+
 def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     """Index memory ``mid`` of namespace ``ns`` (in the caller's write transaction)."""
     terms, length, slength = doc_terms(text)
@@ -121,6 +127,40 @@ def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     for term, (tf, dl) in terms.items():
         txn.put(prefix + term, _POST.pack(mid, tf, dl), db=pdb, dupdata=True)
     _bump(txn, env.db("lexstats"), ns, 1, length, slength)
+
+
+#: Below this many memories, :func:`add_many` indexes them one by one.
+BULK_MIN = 16
+
+
+def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
+    """:func:`add` of every ``(ns, id, text, _)`` (ids ascending), at once: one tokeniser
+    pass, the postings put in key order, one statistics update per namespace."""
+    if len(items) < BULK_MIN:
+        for ns, mid, text, _meta in items:
+            add(txn, env, ns, mid, text)
+        return
+    pdb = env.db("postings")
+    by_ns: dict[int, list[int]] = {}
+    for j, it in enumerate(items):
+        by_ns.setdefault(it[0], []).append(j)
+    for ns in sorted(by_ns):
+        sel = by_ns[ns]
+        bt = doc_terms_many([items[j][2] for j in sel])
+        if bt.key.size:
+            ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
+            vals = np.empty(bt.key.size, POSTING_DTYPE)
+            vals["id"], vals["tf"], vals["dl"] = ids[bt.doc], bt.tf, bt.dl
+            order = np.lexsort((vals["id"], bt.key))  # (key, id): the table's order
+            key, blob = bt.key[order], vals[order].tobytes()
+            prefix = _U32.pack(ns)
+            full = [prefix + k for k in bt.keys]
+            w = POSTING_BYTES
+            with txn.cursor(db=pdb) as cur:
+                cur.putmulti(zip(map(full.__getitem__, key.tolist()),
+                                 [blob[i:i + w] for i in range(0, len(blob), w)]), dupdata=True)
+        _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
+              int(bt.surface_len.sum()))
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
@@ -283,3 +323,71 @@ def drop_namespace(txn: lmdb.Transaction, env: Any, ns: int) -> None:
                 if not cur.key():  # past the last key
                     break
     txn.delete(prefix, db=env.db("lexstats"))
+
+
+class BatchTerms:
+    """The posting terms of a batch of texts (what :func:`doc_terms` gives each, at once).
+
+    ``keys``: the distinct term keys, sorted; ``key``, ``doc``, ``tf``, ``dl``: one
+    entry per (term, text) pair, sorted by (key, doc); ``stem_len`` / ``surface_len``:
+    per text, its stem- and surface-field lengths.
+    """
+
+    __slots__ = ("keys", "key", "doc", "tf", "dl", "stem_len", "surface_len")
+
+    def __init__(self, keys: list[bytes], key: np.ndarray, doc: np.ndarray, tf: np.ndarray,
+                 dl: np.ndarray, stem_len: np.ndarray, surface_len: np.ndarray) -> None:
+        self.keys, self.key, self.doc, self.tf, self.dl = keys, key, doc, tf, dl
+        self.stem_len, self.surface_len = stem_len, surface_len
+
+
+def _key_bytes(term: str, prefix: bytes) -> bytes:
+    """``prefix`` + :func:`_term_bytes` of ``term`` (b"" for a dropped term), uncached."""
+    if not term:
+        return b""
+    raw = term.encode("utf-8")
+    return prefix + (raw if len(raw) <= MAX_TERM_BYTES else _term_bytes(term))
+
+
+def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
+    """:func:`doc_terms` of every text of a batch, vectorised (one tokeniser pass, term
+    counting with numpy): the same keys, frequencies and lengths."""
+    n = len(texts)
+    words, doc = batch_words(texts)
+    distinct = list(dict.fromkeys(words))  # first-seen order; only codes depend on it
+    stems = list(map(_lexical.index_term, distinct))
+    surface = list(map(_lexical.surface_term, distinct))
+    asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
+    sk = [_key_bytes(t, b"") for t in stems]
+    uk = [_key_bytes(t, SURFACE_PREFIX) for t in surface]
+    keyset = set(sk)
+    keyset.update(uk)
+    keyset.discard(b"")
+    if asks.any():
+        keyset.add(QUESTION_TERM)
+    keys = sorted(keyset)
+    code = {k: i for i, k in enumerate(keys)}
+    code[b""] = -1
+    w_stem = np.fromiter(map(code.__getitem__, sk), np.int64, len(sk))
+    w_surf = np.fromiter(map(code.__getitem__, uk), np.int64, len(uk))
+    where = {w: i for i, w in enumerate(distinct)}
+    wi = np.fromiter(map(where.__getitem__, words), np.int64, len(words))
+    sc, uc = w_stem[wi], w_surf[wi]
+    s_ok, u_ok = sc >= 0, uc >= 0
+    stem_len = np.bincount(doc[s_ok], minlength=n).astype(np.int64)
+    surface_len = np.bincount(doc[u_ok], minlength=n).astype(np.int64)
+    width = max(n, 1)
+    parts = []
+    for codes, ok, lens in ((sc, s_ok, stem_len), (uc, u_ok, surface_len)):
+        comb, tf = np.unique(codes[ok] * width + doc[ok], return_counts=True)
+        d = comb % width
+        parts.append((comb // width, d, tf.astype(np.int64), lens[d]))
+    qd = np.flatnonzero(asks).astype(np.int64)
+    if qd.size:
+        one = np.ones(qd.size, np.int64)
+        parts.append((np.full(qd.size, code[QUESTION_TERM], np.int64), qd, one, one))
+    key = np.concatenate([p[0] for p in parts])
+    dc = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((dc, key))
+    return BatchTerms(keys, key[order], dc[order], np.concatenate([p[2] for p in parts])[order],
+                      np.concatenate([p[3] for p in parts])[order], stem_len, surface_len)

@@ -205,5 +205,20 @@ class Record:
                 raise CorruptionError(f"stored record field {name} is a {type(value).__name__}")
         return rec
 
+    @staticmethod
+    def fields(data: bytes) -> dict[str, Any]:
+        """The stored map of a record (checksum checked), without building a Record:
+        keys ``i`` id, ``n`` ns, ``t`` text, ``m`` metadata, ``ts``, ``s`` slot, ``k`` key?
+        (bulk paths that read many records). :raises CorruptionError: as :meth:`from_bytes`."""
+        if data[:1] == b"\x02":
+            body = data[5:]
+            if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
+                raise CorruptionError("stored record fails its checksum")
+            data = body
+        d = decode(data)
+        if not isinstance(d, dict) or not all(k in d for k in ("i", "n", "t", "m", "ts", "s")):
+            raise CorruptionError("stored record is not a map with its fields")
+        return d
+
     def with_slot(self, slot: int) -> "Record":
         return replace(self, slot=slot)

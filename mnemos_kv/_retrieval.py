@@ -519,6 +519,37 @@ def _rows_ok(snap: Snapshot, q: Query, rows: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int) -> np.ndarray | None:
+    """The candidate slots of the ANN stage (sorted), or None when the exact path over
+    the filtered rows is cheaper.
+
+    The ``NPROBE`` nearest lists plus the uncovered tail; when the filters (type, time,
+    metadata, and forgotten memories) leave fewer than the needed candidates, twice as
+    many lists are probed, and so on while the probed rows stay fewer than the rows the
+    exact path would score.
+    """
+    c = _ann.covered(n)
+    tail = np.arange(c, n, dtype=np.int64) if c < n else None
+    need = max(ANN_MIN_CANDIDATES, 8 * q.top_k)
+    nprobe, budget = _ann.NPROBE, -1
+    while True:
+        rows = index.probe(q.vector, n, nprobe)
+        if tail is not None:
+            rows = np.concatenate([rows, tail])
+        probed = rows.size
+        rows = rows[_rows_ok(snap, q, rows)]
+        if rows.size >= need:
+            return rows
+        if nprobe >= index.centroids.shape[0]:
+            return None
+        if budget < 0:  # what the exact path scores: the filter's rows, or a quarter
+            budget = int(np.count_nonzero(q.allowed)) if q.allowed is not None \
+                else int(n * GATHER_FRACTION)
+        if probed * 2 > budget:
+            return None
+        nprobe *= 2
+
+
 def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     """The planner over the ANN candidates (probed lists, the uncovered tail, BM25 hits);
     None when the exact path must answer.
@@ -534,12 +565,8 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     except (OSError, ValueError, MemoryError) as exc:
         _ann.log.warning("mnemos_kv: ANN index unavailable (%s); exact search", exc)
         return None
-    rows = index.probe(q.vector, n, _ann.NPROBE)
-    c = _ann.covered(n)
-    if c < n:
-        rows = np.concatenate([rows, np.arange(c, n, dtype=np.int64)])
-    rows = rows[_rows_ok(snap, q, rows)]
-    if rows.size < max(ANN_MIN_CANDIDATES, 8 * q.top_k):
+    rows = _ann_candidates(snap, q, index, n)
+    if rows is None:
         return None
     if q.mode == "vector":
         out = _vector_hits(snap, q, rows, snap.matrix[rows] @ q.vector)

@@ -219,11 +219,14 @@ class _Handle:
 
     def forget_many(self, ids: Iterable[MemoryId]) -> None:
         """Delete several memories in one transaction; all or nothing."""
-        reqs = [("forget", self.name, _check_id(i)) for i in as_list(ids, "ids")]
-        if len({r[2] for r in reqs}) != len(reqs):
+        from . import _forget
+        mids = [_check_id(i) for i in as_list(ids, "ids")]
+        if len(set(mids)) != len(mids):
             raise InvalidInputError("forget_many got the same id twice")
-        if reqs:
-            self._engine.write(reqs)
+        if len(mids) >= _forget.MIN_BULK:  # one pass over each table (the same ops)
+            self._engine.write([("call", _forget.request(self.name, mids), 0)])
+        elif mids:
+            self._engine.write([("forget", self.name, mid) for mid in mids])
 
     def forget_where(self, filter: Mapping[str, Any]) -> int:
         """Forget every memory of this namespace whose metadata matches ``filter``, in one

@@ -105,3 +105,32 @@ def test_bad_dim_rejected() -> None:
 
     with pytest.raises(ValueError):
         _hashing.hash_embed(["x"], 0)
+
+
+def _reference(texts: list[str], dim: int) -> np.ndarray:
+    """One text at a time through ``_text_features`` (the definition of the sums)."""
+    out = np.zeros((len(texts), dim), np.float64)
+    for r, t in enumerate(texts):
+        keys, vals = _hashing._text_features(t, dim)
+        for k, v in zip(keys, vals):
+            out[r, k] = v
+    out = np.sign(out) * np.log1p(np.abs(out))
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out.astype(np.float32)
+
+
+def test_batch_pass_equals_text_by_text() -> None:
+    """The vectorised batch (one tokeniser pass, gathered features) gives the bytes of
+    the per-text sums, also for texts holding the batch separator word."""
+    from mnemos_kv._batchwords import SEPARATOR
+    rng = np.random.default_rng(11)
+    vocab = MEMORIES + TEXTS + ["paint paint paint", "don't she's", SEPARATOR, "x" * 40,
+                                "e\u0301 ß ﬁne Ⅻ", "12 34 56"]
+    batches = [TEXTS, MEMORIES, [], [""], [SEPARATOR + " a b"]]
+    for _ in range(40):
+        batches.append([" ".join(vocab[j] for j in rng.integers(0, len(vocab), int(rng.integers(0, 4))))
+                        for _ in range(int(rng.integers(1, 8)))])
+    for texts in batches:
+        for dim in (64, 384):
+            assert _hashing.hash_embed(texts, dim).tobytes() == _reference(texts, dim).tobytes()

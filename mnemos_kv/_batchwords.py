@@ -1,0 +1,42 @@
+"""The surface words of a batch of texts from one pass of the tokeniser.
+
+``_lexical.words`` over the texts joined by a separator word gives the words of every
+text at once (NFKC, casefold and the regular expressions run once over the batch
+instead of once per text); used by the bulk BM25 indexing and the hashing embedder.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _lexical
+
+__all__ = ["SEPARATOR", "batch_words"]
+
+#: A word no text holds in practice; it separates the texts in the joined batch (a
+#: batch where some text holds it anyway is tokenised text by text). The spaces around
+#: it keep every text's first and last word apart from it, and NFKC, casefolding and the
+#: clitic rules act within a text exactly as they do on the text alone.
+SEPARATOR = "zqxjmnemosbatchsepzqxj"
+
+
+def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(every word of :func:`_lexical.words` of each text, in text order; the index of
+    each word's text as int64)."""
+    if not texts:
+        return [], np.empty(0, np.int64)
+    ws = _lexical.words((" " + SEPARATOR + " ").join(texts))
+    arr = np.array(ws, dtype=object)
+    sep = arr == SEPARATOR
+    if int(np.count_nonzero(sep)) == len(texts) - 1:
+        keep = ~sep
+        return arr[keep].tolist(), np.cumsum(sep)[keep].astype(np.int64)
+    words: list[str] = []
+    docs: list[int] = []
+    for i, t in enumerate(texts):  # a text holds the separator: one by one
+        w = _lexical.words(t)
+        words.extend(w)
+        docs.extend([i] * len(w))
+    return words, np.asarray(docs, dtype=np.int64)

@@ -1,0 +1,245 @@
+"""Forgetting many memories at once: the ops and the state of one ``forget`` op each.
+
+``forget_many`` and ``forget_where`` (and replay of a run of ``forget`` ops) go through
+:func:`apply`, which leaves exactly what ``Engine.apply_op`` leaves after one ``forget``
+op per memory in the same order (the same log frames and sequence numbers, dead marks,
+records, time index, keys, BM25 postings and statistics, filter index, edges, capacity
+bytes and pins), but works table by table in sorted key order: the records are read
+once, the texts are tokenised in one pass (``_lexical_index.doc_terms_many``), a
+posting or filter key that loses most of its entries is rewritten whole, and the
+statistics are updated once per namespace. Sorted deletes keep LMDB's dirty pages few
+in a transaction that forgets hundreds of thousands of memories.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import lmdb
+import numpy as np
+
+from . import _capacity, _filter_index, _lexical_index
+from . import _records as R
+from . import _storage as S
+from .errors import CorruptionError, MemoryNotFoundError
+
+if TYPE_CHECKING:
+    from ._engine import Engine, _Ctx
+
+__all__ = ["request", "load", "apply", "MIN_BULK"]
+
+#: Below this many memories the per-op path is as fast (and is what runs).
+MIN_BULK = 64
+#: A key whose duplicates are at least this many, and of which at least half go, is
+#: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
+REWRITE_MIN = 256
+
+_FRAME = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
+_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
+
+
+def _forget_payload(mid: int) -> bytes:
+    """``R.encode({"op": "forget", "id": mid})`` without the general encoder (canonical
+    CBOR: a 2-map, "id" before "op"); checked against it by the tests."""
+    if mid < 24:
+        num = bytes((mid,))
+    elif mid < 1 << 8:
+        num = bytes((0x18, mid))
+    elif mid < 1 << 16:
+        num = b"\x19" + mid.to_bytes(2, "big")
+    elif mid < 1 << 32:
+        num = b"\x1a" + mid.to_bytes(4, "big")
+    else:
+        num = b"\x1b" + mid.to_bytes(8, "big")
+    return b"\xa2\x62id" + num + b"\x62op\x66forget"
+
+
+def _frame(seq: int, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+    return _FRAME.pack(len(payload), crc, seq) + payload
+
+
+def request(ns_name: str, ids: Sequence[int]) -> Callable[["Engine", "_Ctx"], None]:
+    """A ``("call", fn, 0)`` write request forgetting ``ids`` (distinct) of namespace
+    ``ns_name`` in the given order. :raises MemoryNotFoundError: the first id that is
+    not a live memory of the namespace (nothing is written)."""
+
+    def fn(engine: "Engine", ctx: "_Ctx") -> None:
+        def missing(mid: int) -> Exception:
+            return MemoryNotFoundError(f"no memory with id {mid} in namespace {ns_name!r}")
+        nid = engine.ns_id(ns_name, ctx.txn)
+        if nid is None:
+            raise missing(ids[0])
+        recs = _load(engine, ctx.txn, ids, nid, missing)
+        apply(engine, ctx, ids, recs)
+    return fn
+
+
+def load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The records of ``ids`` for :func:`apply` (any namespace: replay, forget_where)."""
+    return _load(engine, txn, ids, None,
+                 lambda mid: CorruptionError(f"op forgets id {mid}, which is not live"))
+
+
+def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int | None,
+          missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
+    """The stored fields of each id (checksum checked), in order; ``missing(id)`` is
+    raised for the first id without a record (of namespace ``nid`` when given)."""
+    rdb = engine.env.db("records")
+    out = []
+    get = txn.get
+    for mid in ids:
+        raw = get(S.u64(mid), db=rdb)
+        if raw is None:
+            raise missing(mid)
+        d = R.Record.fields(raw)
+        if nid is not None and d["n"] != nid:
+            raise missing(mid)
+        out.append(d)
+    return out
+
+
+def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict[str, Any]]) -> None:
+    """Apply one ``forget`` op per id (``recs``: their stored fields, from :func:`load`)."""
+    k = len(ids)
+    if k == 0:
+        return
+    engine.flush_index(ctx)  # memories added earlier in this write are indexed first
+    txn, st, env = ctx.txn, ctx.state, engine.env
+    seq0 = st.seq + 1
+    given = np.asarray(ids, dtype=np.int64)
+    slots = np.fromiter((d["s"] for d in recs), np.int64, k)
+    # every table is changed in id order (keys sort by id); the ops keep the given order
+    order = np.argsort(given, kind="stable")
+    mids = given[order]
+    recs = [recs[j] for j in order.tolist()]
+    ns = np.fromiter((d["n"] for d in recs), np.int64, k)
+    ts = np.fromiter((d["ts"] for d in recs), np.int64, k)
+    id_bytes = mids.astype(">u8").tobytes()
+    idb = [id_bytes[i:i + 8] for i in range(0, 8 * k, 8)]
+
+    rdb = env.db("records")
+    delete = txn.delete
+    for key in idb:
+        delete(key, db=rdb)
+    # time index, in key order
+    packed = np.empty(k, _TIME_KEY)
+    packed["ns"], packed["id"] = ns, mids
+    packed["ts"] = ts.view(np.uint64) ^ np.uint64(1 << 63)
+    packed.sort(order=["ns", "ts", "id"])
+    raw = packed.tobytes()
+    tdb = env.db("time")
+    for i in range(0, len(raw), 20):
+        delete(raw[i:i + 20], db=tdb)
+    # keys
+    kdb = env.db("keys")
+    for j, d in enumerate(recs):
+        name = d.get("k")
+        if name is not None:
+            delete(S.u32(int(ns[j])) + str(name).encode(), db=kdb)
+    # BM25 postings and statistics, per namespace
+    for nsv in np.unique(ns).tolist():
+        sel = np.flatnonzero(ns == nsv)
+        _remove_postings(txn, env, int(nsv), mids[sel], [recs[j]["t"] for j in sel.tolist()])
+    # filter index: (key, id) pairs, ids ascending per key
+    pairs: dict[bytes, list[bytes]] = {}
+    for j, d in enumerate(recs):
+        meta = d["m"]
+        if not meta:
+            continue
+        keys, overflow = _filter_index.entries(int(ns[j]), meta)
+        if overflow:
+            keys.append(_filter_index.overflow_key(int(ns[j])))
+        for key in keys:
+            got = pairs.get(key)
+            if got is None:
+                pairs[key] = [idb[j]]
+            else:
+                got.append(idb[j])
+    if pairs:
+        _remove_dups(txn, env.db(_filter_index.DB), pairs, 8)
+    # edges (none in most stores: two lookups say so)
+    if txn.stat(env.db("edges_out"))["entries"] or txn.stat(env.db("edges_in"))["entries"]:
+        for mid in mids.tolist():
+            engine._drop_edges(txn, mid)
+    # capacity bytes and pins (what _capacity.on_remove does for a forget)
+    pinned = _capacity.pinned_ids(engine, txn, None)
+    if pinned.size:
+        cdb = env.db(_capacity.DB)
+        for j in np.flatnonzero(np.isin(mids, pinned)).tolist():
+            delete(b"P" + S.u32(int(ns[j])) + idb[j], db=cdb)
+    dim = engine.dim
+    entry_bytes = _capacity.entry_bytes
+    for j, d in enumerate(recs):
+        b = entry_bytes(d["t"], d["m"], d.get("k"), dim)
+        st.live_bytes -= b
+        nid = int(ns[j])
+        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - b
+    for nsv, cnt in zip(*np.unique(ns, return_counts=True)):
+        ctx.ns_delta[int(nsv)] = ctx.ns_delta.get(int(nsv), 0) - int(cnt)
+    # dead marks (set after the frames are durable), frames, counters: in the given order
+    seqs = range(seq0, seq0 + k)
+    ctx.dead.extend(zip(slots.tolist(), seqs))
+    ctx.frames.extend(_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
+    st.live -= k
+    st.seq = seq0 + k - 1
+
+
+def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
+                     texts: list[str]) -> None:
+    """Remove the postings of ``mids`` (ascending) and their share of the statistics."""
+    bt = _lexical_index.doc_terms_many(texts)
+    prefix = S.u32(ns)
+    pairs: dict[bytes, list[bytes]] = {}
+    if bt.key.size:
+        vals = np.empty(bt.key.size, _lexical_index.POSTING_DTYPE)
+        vals["id"], vals["tf"], vals["dl"] = mids[bt.doc], bt.tf, bt.dl
+        blob = vals.tobytes()
+        w = _lexical_index.POSTING_BYTES
+        starts = np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1])))
+        ends = np.append(starts[1:], bt.key.size)
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            pairs[prefix + bt.keys[int(bt.key[a])]] = [blob[i:i + w] for i in range(a * w, b * w, w)]
+    _remove_dups(txn, env.db("postings"), pairs, _lexical_index.POSTING_BYTES)
+    _lexical_index.bump(txn, env, ns, -len(texts), -int(bt.stem_len.sum()),
+                        -int(bt.surface_len.sum()))
+
+
+def _remove_dups(txn: lmdb.Transaction, db: Any, pairs: dict[bytes, list[bytes]], width: int) -> None:
+    """Delete, per key (in sorted order), the duplicates listed (ascending): exact
+    ``width``-byte values of a dupsort + dupfixed table whose first 8 bytes are the id.
+    A value not found as is (a posting's tf or length differs) is found by its id."""
+    delete = txn.delete
+    with txn.cursor(db=db) as cur:
+        for key in sorted(pairs):
+            gone = pairs[key]
+            if len(gone) >= REWRITE_MIN:
+                n = cur.count() if cur.set_key(key) else 0
+                if n and 2 * len(gone) >= n:
+                    _rewrite(cur, key, gone, width)
+                    continue
+            for v in gone:
+                if not delete(key, v, db=db):
+                    idb = v[:8]
+                    if cur.set_range_dup(key, idb) and cur.value()[:8] == idb:
+                        cur.delete()
+
+
+def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int) -> None:
+    """Replace the duplicates of ``key`` by those whose id is not one of ``gone``'s."""
+    buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
+    rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
+    vals = np.ascontiguousarray(rows["v"])
+    have = np.frombuffer(vals.tobytes(), dtype=">u8")[::width // 8] if width % 8 == 0 else \
+        np.array([int.from_bytes(bytes(v)[:8], "big") for v in vals], dtype=np.uint64)
+    drop = np.frombuffer(b"".join(g[:8] for g in gone), dtype=">u8")
+    keep = ~np.isin(have.astype(np.uint64), drop.astype(np.uint64))
+    cur.set_key(key)
+    cur.delete(dupdata=True)
+    if keep.any():
+        blob = vals[keep].tobytes()
+        cur.putmulti([(key, blob[i:i + width]) for i in range(0, len(blob), width)],
+                     dupdata=True)

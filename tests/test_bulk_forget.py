@@ -1,0 +1,248 @@
+"""Bulk forget (``_forget``): forget_many, forget_where and replay of a run of forget ops
+leave exactly what one ``forget`` op per memory leaves: log bytes, every LMDB table,
+dead marks, digest and answers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from mnemos_kv import Mnemos, _forget, _lexical_index
+from mnemos_kv import _records as R
+from mnemos_kv import _storage as S
+from mnemos_kv._batchwords import SEPARATOR
+from mnemos_kv._replay import state_digest
+from mnemos_kv.errors import MemoryNotFoundError
+
+from conftest import Clock
+
+WORDS = ["paint", "paintings", "yoga", "Straße", "don't", "she's", "日本語", "café", "been",
+         "doing", "the", "of", "running", "x" * 300, "?", "42", "w7"]
+
+
+def _text(i: int) -> str:
+    r = np.random.default_rng(i)
+    return " ".join(WORDS[j] for j in r.integers(0, len(WORDS), int(r.integers(1, 9))))
+
+
+def _fill(db: Mnemos, n: int = 400) -> list[int]:
+    """Memories over two namespaces with keys, metadata (nested, long, overflowing,
+    empty), questions, duplicate texts, pins and edges."""
+    other = db.namespace("other")
+    ids = []
+    for i in range(n):
+        meta: dict = {"cat": i % 7}
+        if i % 3 == 0:
+            meta["user"] = {"tier": i % 4, "name": f"u{i % 5}"}
+        if i % 11 == 0:
+            meta["long"] = "z" * 400
+        if i % 13 == 0:
+            meta = {}
+        if i % 17 == 0:
+            meta["p" * 250] = 1  # a path too long to be a key (overflow list)
+        target = other if i % 5 == 0 else db
+        text = _text(i) if i % 9 else "shared text about yoga?"
+        ids.append(target.remember(text, metadata=meta, key=f"k{i}" if i % 4 == 0 else None))
+    for i in range(0, 60, 2):
+        if (i % 5 == 0) == ((i + 1) % 5 == 0):
+            ns = other if i % 5 == 0 else db
+            ns.connect(ids[i], ids[i + 1], "r")
+    for i in range(1, 100, 10):
+        (other if i % 5 == 0 else db).pin(ids[i])
+    return ids
+
+
+def _tables(db: Mnemos) -> dict[str, list]:
+    """Every (key, value) of every LMDB table but ``meta`` (its vsync counters depend
+    on when files were synced)."""
+    env = db._engine.env
+    out = {}
+    with env.read() as txn:
+        for name in S.DB_NAMES:
+            if name != "meta" and env.has_db(name):
+                out[name] = list(txn.cursor(db=env.db(name)))
+    return out
+
+
+def _log_bytes(path: str) -> bytes:
+    logs = sorted(f for f in os.listdir(path) if f.startswith("log."))
+    return b"".join(open(os.path.join(path, f), "rb").read() for f in logs)
+
+
+def _pair(tmp_path, n: int = 400) -> tuple[Mnemos, Mnemos, list[int]]:
+    a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
+    b = Mnemos.open(str(tmp_path / "b"), clock=Clock())
+    ids = _fill(a, n)
+    assert _fill(b, n) == ids
+    return a, b, ids
+
+
+def _same(a: Mnemos, b: Mnemos) -> None:
+    pa, pb = a._engine.path, b._engine.path
+    assert _log_bytes(pa) == _log_bytes(pb)
+    assert _tables(a) == _tables(b)
+    with a._engine.snapshot() as sa, b._engine.snapshot() as sb:
+        assert state_digest(a._engine, sa) == state_digest(b._engine, sb)
+        assert {k: v for k, v in sa.state.to_dict().items() if not k.startswith("vsync")} == \
+            {k: v for k, v in sb.state.to_dict().items() if not k.startswith("vsync")}
+        assert sa.slots.tobytes() == sb.slots.tobytes()
+    for q in ("yoga", "paint café", "what about 42?", "been doing"):
+        for ns in ("default", "other"):
+            ra = [(m.id, m.score) for m in a.namespace(ns).ask(q, top_k=10)]
+            rb = [(m.id, m.score) for m in b.namespace(ns).ask(q, top_k=10)]
+            assert ra == rb
+            fa = [m.id for m in a.namespace(ns).ask(q, top_k=10, filter={"cat": 3})]
+            assert fa == [m.id for m in b.namespace(ns).ask(q, top_k=10, filter={"cat": 3})]
+    assert a.verify().ok and b.verify().ok
+
+
+def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+    a, b, ids = _pair(tmp_path)
+    mine = [i for k, i in enumerate(ids) if k % 5]  # the default namespace's
+    gone = mine[::3][::-1] + mine[1:40:3]  # unsorted, with keys, pins, edges, questions
+    a.forget_many(gone)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    b.forget_many(gone)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_forget_where_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+    a, b, ids = _pair(tmp_path)
+    flt = {"cat": {"$in": [1, 2, 3, 4]}}
+    na = a.forget_where(flt)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    assert b.forget_where(flt) == na > 64
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_rewrite_of_large_keys(tmp_path, monkeypatch) -> None:
+    """Keys losing most of their entries are rewritten whole: the same tables."""
+    monkeypatch.setattr(_forget, "REWRITE_MIN", 4)
+    a, b, ids = _pair(tmp_path)
+    mine = [i for k, i in enumerate(ids) if k % 5]
+    calls = []
+    real = _forget._rewrite
+    monkeypatch.setattr(_forget, "_rewrite", lambda *a: calls.append(a[1]) or real(*a))
+    a.forget_many(mine[:250])
+    assert len(calls) > 5
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    b.forget_many(mine[:250])
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
+    a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
+    ids = _fill(a, 200)
+    other = [i for k, i in enumerate(ids) if k % 5 == 0]
+    mine = [i for k, i in enumerate(ids) if k % 5]
+    with a._engine.snapshot() as s:
+        before = state_digest(a._engine, s)
+    for bad in (mine[:100] + [other[0]], mine[:100] + [10 ** 6]):
+        with pytest.raises(MemoryNotFoundError, match=str(bad[-1])):
+            a.forget_many(bad)
+    with pytest.raises(MemoryNotFoundError):
+        a.namespace("nope").forget_many(mine[:100])
+    with a._engine.snapshot() as s:
+        assert state_digest(a._engine, s) == before
+    a.forget_many(mine[:100])
+    with pytest.raises(MemoryNotFoundError):  # forgotten ones are gone
+        a.forget_many(mine[50:150])
+    a.close()
+
+
+def test_replay_of_bulk_forgets(tmp_path, monkeypatch) -> None:
+    """A store that used bulk forget replays (itself in bulk) to the same state."""
+    runs = []
+    real = _forget.apply
+    monkeypatch.setattr(_forget, "apply", lambda e, c, ids, r: runs.append(len(ids)) or
+                        real(e, c, ids, r))
+    a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
+    ids = _fill(a, 300)
+    mine = [i for k, i in enumerate(ids) if k % 5]
+    a.forget_many(mine[::2])
+    a.forget_where({"cat": 2})
+    a.export_replay(str(tmp_path / "x.mreplay"))
+    b = Mnemos.open(str(tmp_path / "b"), clock=Clock())
+    n_live = len(runs)
+    b.replay(str(tmp_path / "x.mreplay"))
+    assert n_live >= 1 and len(runs) > n_live  # the replay applied runs in bulk too
+    with a._engine.snapshot() as sa, b._engine.snapshot() as sb:
+        assert state_digest(a._engine, sa) == state_digest(b._engine, sb)
+    assert _tables(a) == _tables(b)
+    for q in ("yoga", "paint café"):
+        assert [m.id for m in a.ask(q)] == [m.id for m in b.ask(q)]
+    assert b.verify().ok
+    a.close()
+    b.close()
+
+
+def test_forget_payload_is_canonical_cbor() -> None:
+    for mid in (0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 63 - 1):
+        assert _forget._forget_payload(mid) == R.encode({"op": "forget", "id": mid})
+
+
+def test_doc_terms_many_equals_doc_terms() -> None:
+    rnd = np.random.default_rng(7)
+    alpha = WORDS + ["e\u0301", "\u0301x", "ß", "？", "'s", "n't", "a", " ", "\n", "\x00", "_",
+                     "ﬁne", "Ⅻ", "won't", "I", SEPARATOR]
+    batches = [[_text(i) for i in range(50)], [], [""], ["?"]]
+    for _ in range(200):
+        batches.append(["".join(alpha[j] + [" ", "", ",", "-"][int(rnd.integers(0, 4))]
+                                for j in rnd.integers(0, len(alpha), int(rnd.integers(0, 12))))
+                        for _ in range(int(rnd.integers(0, 6)))])
+    for texts in batches:
+        bt = _lexical_index.doc_terms_many(texts)
+        got: dict[int, dict[bytes, tuple[int, int]]] = {}
+        for k, d, tf, dl in zip(bt.key.tolist(), bt.doc.tolist(), bt.tf.tolist(), bt.dl.tolist()):
+            got.setdefault(d, {})[bt.keys[k]] = (tf, dl)
+        for i, t in enumerate(texts):
+            terms, sl, ul = _lexical_index.doc_terms(t)
+            assert list(got.get(i, {}).items()) == list(terms.items()), t
+            assert (int(bt.stem_len[i]), int(bt.surface_len[i])) == (sl, ul)
+
+
+# -- bulk indexing of added memories (Engine.flush_index) ----------------------------------------
+
+def _ingest(db: Mnemos) -> None:
+    other = db.namespace("other")
+    items = [{"text": _text(i) if i % 9 else "shared text about yoga?",
+              "metadata": {"cat": i % 7, "user": {"tier": i % 4}} if i % 13 else {},
+              "key": f"k{i}" if i % 4 == 0 else None, "pinned": i % 50 == 1}
+             for i in range(300)]
+    db.remember_many(items[:200])
+    other.remember_many(items[200:])  # a new namespace: its first memory creates it
+    with db.batch() as b:  # the index must be written before the forget_where reads it
+        b.remember_many([dict(it, key=None) for it in items[:80]])
+        b.forget_where({"cat": 3})
+        b.remember("after the forget_where?", metadata={"cat": 3})
+
+
+def test_bulk_indexing_equals_one_by_one(tmp_path, monkeypatch) -> None:
+    """Postings and filter entries written per run (deferred) are those of one by one."""
+    from mnemos_kv import _engine
+    a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
+    calls = []
+    real = _lexical_index.doc_terms_many
+    monkeypatch.setattr(_lexical_index, "doc_terms_many", lambda t: calls.append(len(t)) or real(t))
+    _ingest(a)
+    assert max(calls) >= 100  # runs were indexed at once
+    assert a.count(filter={"cat": 3}) == 1
+    orig = _engine._Ctx.__init__
+
+    def init(self, *args, **kw):  # every added memory indexed as its op is applied
+        kw["pending"] = None
+        orig(self, *args, **kw)
+    monkeypatch.setattr(_engine._Ctx, "__init__", init)
+    b = Mnemos.open(str(tmp_path / "b"), clock=Clock())
+    _ingest(b)
+    _same(a, b)
+    a.close()
+    b.close()
