@@ -562,9 +562,11 @@ class Engine:
         A write with any request but ``"op"`` ends by enforcing the capacity limits
         (evictions are ops of the same transaction; see ``_capacity``).
 
-        The log frames are always fdatasync'ed before the commit (write-ahead). ``sync``
-        (default: the store's durability) also makes the LMDB commit durable before
-        returning; without it a machine crash may undo this commit (never part of it).
+        The log frames are durable before the commit returns: in the ``pending`` table of
+        the commit itself, or fdatasync'ed to the log before it (write-ahead; see
+        docs/durability.md). ``sync`` (default: the store's durability) also makes the
+        LMDB commit durable before returning; without it a machine crash may undo this
+        commit (never part of it).
         """
         self.check_writable()
         n_new = sum(_slots_needed(r) for r in requests)
