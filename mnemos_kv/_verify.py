@@ -259,6 +259,35 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
                 f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from {name}")
 
 
+def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> None:
+    """The ``pending`` table (format 3) holds exactly the log bytes [log_sync, log_end) of
+    the snapshot's segment, each entry equal to the file's bytes where the file has them."""
+    st = snap.state
+    if not engine.env.has_db("pending"):
+        if st.log_sync < st.log_end:
+            rep.add(f"data.mdb: no pending table, but log bytes {st.log_sync}..{st.log_end} "
+                    "are not flushed")
+        return
+    from ._engine import _PENDING_KEY
+    pos = st.log_sync
+    with snap.txn.cursor(db=engine.env.db("pending")) as cur:
+        for k, v in cur:
+            seg, off = _PENDING_KEY.unpack(k)
+            if seg != st.log_seg or off != pos or off >= st.log_end:
+                rep.add(f"data.mdb: a pending entry (segment {seg}, byte {off}) outside the "
+                        f"unflushed log bytes {st.log_sync}..{st.log_end} or out of order")
+                return
+            have = log.read(off, off + len(v))
+            if len(have) == len(v) and have != v:
+                rep.add(f"{log.path}: bytes {off}..{off + len(v)} differ from their copy in "
+                        "data.mdb's pending table")
+            pos += len(v)
+    if pos != st.log_end:
+        rep.add(f"data.mdb: the pending table covers log bytes {st.log_sync}..{pos}, but "
+                f"{st.log_end} are committed")
+    rep.checked["pending_bytes"] = pos - st.log_sync
+
+
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 progress: Any = None) -> None:
     st = snap.state
@@ -283,8 +312,11 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 raise _Superseded() from None
             rep.add(f"{path}: {exc}")
     size = log.size()
+    _verify_pending(engine, snap, log, rep)
     if size < st.log_end:
-        rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed")
+        rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed"
+                + (" (the first read-write open restores them from data.mdb)"
+                   if st.log_sync <= size else ""))
         return
     if size > st.log_end:
         rep.notes.append(f"log has {size - st.log_end} uncommitted bytes after the committed end "

@@ -332,3 +332,27 @@ def test_read_only_export_after_machine_crash_refuses_until_repaired(store_path:
     with Mnemos.open(store_path) as db:  # the read-write open repairs
         db.export_replay(str(tmp_path / "b.replay"))
         assert db.verify().ok and db.count() == 4
+
+
+def test_verify_checks_pending_against_the_log(store_path: str) -> None:
+    with Mnemos.open(store_path) as db:
+        [db.remember(f"memory {i}") for i in range(3)]
+        rep = db.verify()
+        assert rep.ok and rep.checked["pending_bytes"] > 0
+        st = db._engine.read_state()
+        with open(log_file(store_path, st.log_seg), "r+b") as f:  # damage the unflushed tail
+            f.seek(st.log_end - 3)
+            f.write(b"\x00\x01\x02")
+        rep = db.verify()
+        assert not rep.ok and any("pending" in p for p in rep.problems), rep
+        env = db._engine.env
+
+        def body(txn) -> None:
+            k, _v = next(iter(txn.cursor(db=env.db("pending"))))
+            txn.delete(k, db=env.db("pending"))
+        env.write(body)
+        assert any("covers" in p or "outside" in p for p in db.verify().problems)
+        db._engine.closed = True  # (leave it damaged; the test store is discarded)
+        db._engine.vectors.close()
+        db._engine.log.close()
+        _storage.release(db._engine.env)
