@@ -236,10 +236,17 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                 scanned += 1
                 if progress is not None and scanned % _progress.EVERY == 0:
                     progress("log", scanned, st.seq - base_seq)
-                if flt is not None and not flt.keep(R.decode(payload, "log frame")):
-                    continue
+                op = None
+                if flt is not None:
+                    op = R.decode(payload, "log frame")
+                    if not flt.keep(op):
+                        continue
                 if seq <= start:
                     continue
+                if b"\x64vrow" in payload:  # format 3: the frame names its vector row
+                    op = R.decode(payload, "log frame") if op is None else op
+                    if "vrow" in op:
+                        payload = R.encode(inline_vector(op, snap.matrix, log.path))
                 n_log += 1
                 out_seq = (n_log if renumber else seq)
                 first = out_seq if first is None else first

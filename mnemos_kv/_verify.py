@@ -327,7 +327,9 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
     # Every mem/update op of this segment took the next slot of the generation, so
     # its k-th one is slot n_slots - (count) + k: each logged vector is checked
     # against its own row (live or dead), after the pass has counted them.
-    logged: list[tuple[int, int, int]] = []  # (id, crc32 of the vector, seq)
+    # (id, crc32 of the vector or, format 3, the frame's CRC-16 of the row it names, seq,
+    # that row or None)
+    logged: list[tuple[int, int, int, int | None]] = []
     try:
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
@@ -337,7 +339,11 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             if deep:
                 op = R.decode(payload, "log frame")
                 if op.get("op") in ("mem", "update"):
-                    logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq))
+                    if "vrow" in op:
+                        logged.append((int(op["id"]), int(op.get("vcrc", -1)), seq,
+                                       int(op["vrow"])))
+                    else:
+                        logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq, None))
                     _compare(engine, snap, rep, op, seq, None, log.path)
     except CorruptionError as exc:
         rep.add(str(exc))
@@ -348,13 +354,19 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             rep.add(f"log holds {len(logged)} new vectors, the generation only {st.n_slots} slots")
         else:
             bad = 0
-            for k, (mid, crc, seq) in enumerate(logged):
+            from ._vectors import row_crc
+            for k, (mid, crc, seq, vrow) in enumerate(logged):
                 slot = start + k
-                if int(snap.slots["id"][slot]) != mid:
+                if vrow is not None and vrow != slot:
+                    rep.add(f"memory {mid}: its log frame (seq {seq}) names vector row {vrow}, "
+                            f"but it took slot {slot}")
+                    bad += 1
+                elif int(snap.slots["id"][slot]) != mid:
                     rep.add(f"slot {slot} holds id {int(snap.slots['id'][slot])}, its log frame "
                             f"(seq {seq}) wrote id {mid}")
                     bad += 1
-                elif zlib.crc32(snap.matrix[slot].tobytes()) != crc:
+                elif (row_crc(snap.matrix[slot].tobytes()) if vrow is not None
+                      else zlib.crc32(snap.matrix[slot].tobytes())) != crc:
                     rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
                     bad += 1
                 if bad >= 20:

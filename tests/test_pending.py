@@ -356,3 +356,51 @@ def test_verify_checks_pending_against_the_log(store_path: str) -> None:
         db._engine.vectors.close()
         db._engine.log.close()
         _storage.release(db._engine.env)
+
+
+def test_log_frames_name_rows_and_vrows_hold_them_until_the_flush(store_path: str, tmp_path) -> None:
+    from mnemos_kv import _records as R
+    from mnemos_kv._engine import vrow_key
+    with Mnemos.open(store_path) as db:
+        eng = db._engine
+        ids = [db.remember(f"memory {i}") for i in range(5)]
+        st = eng.read_state()
+        ops = [R.decode(p) for _o, _s, p in eng.log.frames(st.vsync_off, st.log_end)]
+        mems = [op for op in ops if op["op"] == "mem"]
+        assert [op["id"] for op in mems] == ids
+        assert all("vec" not in op and op["vrow"] == st.n_slots - 5 + k for k, op in enumerate(mems))
+        with eng.env.read() as txn:
+            vdb = eng.env.db("vrows")
+            assert txn.stat(vdb)["entries"] == 5
+            for op in mems:
+                assert txn.get(vrow_key(st.gen, op["vrow"]), db=vdb) == db.get_vector(op["id"]).tobytes()
+        db.forget(ids[0])  # a log sync, not a vector flush: the rows stay in vrows
+        with eng.env.read() as txn:
+            assert txn.stat(eng.env.db("vrows"))["entries"] == 5
+        out = str(tmp_path / "x.replay")
+        db.export_replay(out)
+        digest = db.state_digest()
+        db.sync()  # the flush empties vrows
+        with eng.env.read() as txn:
+            assert txn.stat(eng.env.db("vrows"))["entries"] == 0
+    from mnemos_kv._replay import iter_ops
+    assert all(isinstance(op["vec"], bytes) and "vrow" not in op
+               for _s, _q, op in iter_ops(out) if op["op"] == "mem")
+    with Mnemos.open(str(tmp_path / "copy")) as copy:
+        copy.replay(out)
+        assert copy.state_digest() == digest
+
+
+def test_verify_finds_a_row_that_differs_from_its_log_frame(store_path: str) -> None:
+    with Mnemos.open(store_path) as db:
+        ids = [db.remember(f"memory {i}") for i in range(3)]
+        db.sync()
+        with db._engine.env.read() as txn:
+            slot = db._engine.record(txn, ids[1]).slot
+        st = db._engine.read_state()
+        vec = np.memmap(vector_file(store_path, st.gen), dtype="<f4", mode="r+", offset=HEADER)
+        vec[slot * DIM + 3] += np.float32(0.25)
+        vec.flush()
+        del vec
+        rep = db.verify()
+        assert not rep.ok and any(f"memory {ids[1]}" in p for p in rep.problems), rep
