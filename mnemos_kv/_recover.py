@@ -293,7 +293,7 @@ def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
     LogFile.create(build, seg, 0)
     emb = embedder if embedder is not None else _StandIn(str(fmt["embedder"]), int(fmt["dim"]))
     with Mnemos.open(build, embedder=emb) as db:
-        _checkpoint_now(db._engine)
+        _checkpoint_now(db._engine.local("recover"))
         v = db.verify()
         if not v.ok:
             raise CorruptionError(f"the store kept from data.mdb fails verify: {v.problems[:3]}")
