@@ -286,6 +286,20 @@ def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> N
         rep.add(f"data.mdb: the pending table covers log bytes {st.log_sync}..{pos}, but "
                 f"{st.log_end} are committed")
     rep.checked["pending_bytes"] = pos - st.log_sync
+    if not engine.env.has_db("vrows"):
+        return
+    from ._engine import _VROW_KEY
+    n = 0
+    with snap.txn.cursor(db=engine.env.db("vrows")) as cur:
+        for k, v in cur:
+            gen, slot = _VROW_KEY.unpack(k)
+            if gen != st.gen or not st.vsync_slots <= slot < st.n_slots:
+                rep.add(f"data.mdb: an unflushed vector row (generation {gen}, slot {slot}) "
+                        f"outside the unflushed slots {st.vsync_slots}..{st.n_slots}")
+            elif snap.matrix[slot].tobytes() != v:
+                rep.add(f"slot {slot}: its vector row differs from its unflushed copy in data.mdb")
+            n += 1
+    rep.checked["unflushed_rows"] = n
 
 
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
