@@ -325,3 +325,22 @@ def test_exact_search_is_the_default(tmp_path, monkeypatch) -> None:
     with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=None) as db:
         db.ask("m-5 alpha", top_k=10)
     assert [f for f in os.listdir(path) if f.startswith("ann.")]
+
+
+def test_probe_without_and_with_inverted_lists_agree() -> None:
+    """The first probes scan the list column, later ones use the inverted lists: the
+    same slots."""
+    rng = np.random.default_rng(5)
+    lists = rng.integers(0, 64, 4096).astype(np.uint16)
+    cen = rng.standard_normal((64, DIM)).astype(np.float32)
+    st = _ann._with_lists(4096, cen, lists)
+    queries = rng.standard_normal((2 * _ann.LAZY_PROBES + 4, DIM)).astype(np.float32)
+    got = [st.probe(v, 4096, 7) for v in queries]
+    assert st.inverted  # built along the way
+    fresh = _ann._with_lists(4096, cen, lists)
+    fresh.members(np.arange(3))  # spend the lazy probes of a fresh state
+    fresh.probe(queries[0], 4096, 1)
+    fresh.probe(queries[0], 4096, 1)
+    for v, g in zip(queries, got):
+        want = np.flatnonzero(np.isin(lists, np.argsort(-(cen @ v), kind="stable")[:7]))
+        assert g.tolist() == want.tolist() == fresh.probe(v, 4096, 7).tolist()
