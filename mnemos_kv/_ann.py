@@ -145,7 +145,7 @@ def train(matrix: np.ndarray, t: int) -> np.ndarray:
     return cen
 
 
-def _chunk_crc(i: int, data: bytes) -> int:
+def _chunk_crc(i: int, data: bytes | memoryview) -> int:
     return zlib.crc32(data, zlib.crc32(struct.pack("<Q", i)))
 
 
