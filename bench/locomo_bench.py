@@ -33,6 +33,14 @@ Latency: ``ask(top_k=10)`` p50/p90 per question, store open, default vs v0.1 set
 
     python bench/locomo_bench.py                      # everything (MiniLM when installed)
     python bench/locomo_bench.py --no-minilm --out -  # no model; print only
+    python bench/locomo_bench.py --backend lmdb,postgres [--pg-url URL] [--pad 100000]
+
+``--backend`` compares storage engines instead (default embedder, default ask): per
+engine, ingest time, recall@10 and MRR of ``ask``, and ``ask(top_k=10)`` p50/p90 on the
+LoCoMo store, then again after padding the store to ``--pad`` memories with filler in
+a namespace of its own (LoCoMo turns with their words rotated, so the vocabulary is
+real; the answers must not change). PostgreSQL: ``--pg-url`` (one schema per run, dropped
+after), else a private pgserver server started in a temp directory.
 
 MiniLM vectors are cached under ``--cache-dir`` (default /tmp) so reruns skip the model;
 the printed ingest time of a cached run excludes embedding (the first run's embedding
@@ -262,13 +270,14 @@ def ranks_by_ask(path: str, embedder: Any, convs: list[Conversation]) -> list[li
     return out
 
 
-def ask_latency(path: str, embedder: Any, convs: list[Conversation], top_k: int = 10
-                ) -> tuple[float, float]:
-    """(p50, p90) milliseconds of one ``ask(top_k=10)`` (embed + rank + records), store open."""
+def ask_latency(path: str, embedder: Any, convs: list[Conversation], top_k: int = 10,
+                namespace: str | None = None) -> tuple[float, float]:
+    """(p50, p90) milliseconds of one ``ask(top_k=10)`` (embed + rank + records), store open;
+    in each conversation's namespace, or all in ``namespace``."""
     times = []
     with Mnemos.open(path, embedder=embedder, readonly=True) as db:
         for c in convs:
-            ns = db.namespace(c.sample_id)
+            ns = db.namespace(namespace or c.sample_id)
             kw = ask_kwargs(c)
             for q in c.questions:
                 t = time.perf_counter()
@@ -355,6 +364,109 @@ def report(results: dict[str, dict[str, dict[str, float]]], lines: list[str]) ->
                          " | ".join(f"{res[g][c]:6.3f}" for c in cols) + " |")
 
 
+# --------------------------------------------------------------------------- backends
+
+def start_pg(url: str | None, workdir: str) -> tuple[str, Any]:
+    """(server URL, pgserver handle or None): ``url`` when given, else a private server."""
+    srv = None
+    if not url:
+        import pgserver  # pip install pgserver (in the test extra)
+        srv = pgserver.get_server(os.path.join(workdir, "pgdata"), cleanup_mode="stop")
+        url = srv.get_uri()
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return url, srv
+
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def filler_turns(convs: list[Conversation], n: int) -> list[dict[str, Any]]:
+    """``n`` deterministic filler memories: LoCoMo turns with their words rotated."""
+    turns = [t for c in convs for t in c.turns]
+    out = []
+    for i in range(n):
+        t = turns[i % len(turns)]
+        words = t["text"].split()
+        r = 1 + (i // len(turns)) % max(1, len(words) - 1)
+        out.append({"text": " ".join(words[r:] + words[:r]), "timestamp": t["timestamp"],
+                    "metadata": {"dia_id": f"F{i}"}})
+    return out
+
+
+def compare_backends(backends: list[str], convs: list[Conversation], pad: int,
+                     pg_url: str | None, lines: list[str]) -> None:
+    """Ingest, recall and ask latency per storage engine (see the module doc)."""
+    n_turns = sum(len(c.turns) for c in convs)
+    root = tempfile.mkdtemp(prefix="mnemos-locomo-backends-")
+    srv = None
+    rows: list[tuple[str, ...]] = []
+    recall: dict[str, tuple[float, float]] = {}
+    try:
+        if "postgres" in backends:
+            pg_url, srv = start_pg(pg_url, root)
+        for backend in backends:
+            if backend == "lmdb":
+                path, schema = os.path.join(root, "lmdb.mem"), None
+            else:
+                schema = f"locomo_bench_{os.getpid()}"
+                assert pg_url is not None
+                drop_pg_schema(pg_url, schema)
+                path = f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
+            try:
+                secs = ingest(path, HashingEmbedder(), convs)
+                res = evaluate(convs, ranks_by_ask(path, HashingEmbedder(), convs))["all"]
+                p50, p90 = ask_latency(path, HashingEmbedder(), convs)
+                row = [backend, f"{secs:.2f}", f"{res['R@10']:.3f}", f"{res['MRR']:.3f}",
+                       f"{p50:.2f}", f"{p90:.2f}"]
+                r_pad = p50_pad = p90_pad = p50_big = p90_big = float("nan")
+                pad_secs = 0.0
+                if pad > n_turns:
+                    filler = filler_turns(convs, pad - n_turns)
+                    t = time.perf_counter()
+                    with Mnemos.open(path, clock=lambda: CLOCK) as db:
+                        ns = db.namespace("filler")
+                        for start in range(0, len(filler), 10_000):
+                            ns.remember_many(filler[start:start + 10_000])
+                        assert db.stats()["total"] == pad
+                    pad_secs = time.perf_counter() - t
+                    r_pad = evaluate(convs, ranks_by_ask(path, HashingEmbedder(), convs))["all"]["R@10"]
+                    p50_pad, p90_pad = ask_latency(path, HashingEmbedder(), convs)
+                    p50_big, p90_big = ask_latency(path, HashingEmbedder(), convs,
+                                                   namespace="filler")
+                row += [f"{pad_secs:.1f}", f"{r_pad:.3f}", f"{p50_pad:.2f}", f"{p90_pad:.2f}",
+                        f"{p50_big:.2f}", f"{p90_big:.2f}"]
+                rows.append(tuple(row))
+                recall[backend] = (res["R@10"], r_pad)
+                print(" | ".join(row), file=sys.stderr, flush=True)
+            finally:
+                if schema is not None and pg_url is not None:
+                    drop_pg_schema(pg_url, schema)
+    finally:
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    lines.append(f"\nstorage engines, default embedder and ask; ask(top_k=10) latency in ms "
+                 f"(embed + rank + records, store open, one thread); padded: {pad:,} memories "
+                 f"(LoCoMo + filler in its own namespace; 'filler ns': the same questions "
+                 f"asked in the filler namespace of {max(0, pad - n_turns):,} memories)\n")
+    lines.append("| engine | ingest s | R@10 | MRR | ask p50 | ask p90 | pad ingest s | "
+                 "R@10 padded | ask p50 padded | ask p90 padded | ask p50 filler ns | "
+                 "ask p90 filler ns |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.extend("| " + " | ".join(r) + " |" for r in rows)
+    if "lmdb" in recall:
+        for b, (r, rp) in recall.items():
+            if b != "lmdb":
+                lines.append(f"- recall@10 {b} - lmdb: {r - recall['lmdb'][0]:+.3f} "
+                             f"(padded {rp - recall['lmdb'][1]:+.3f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -362,7 +474,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "locomo_bench.md"),
                     help="markdown file for the table ('-' for none)")
+    ap.add_argument("--backend", default=None,
+                    help="compare storage engines instead: lmdb, postgres or lmdb,postgres")
+    ap.add_argument("--pg-url", default=None,
+                    help="PostgreSQL server URL for --backend postgres (default: start pgserver)")
+    ap.add_argument("--pad", type=int, default=100_000,
+                    help="--backend: also measure at this many memories (0: not)")
     args = ap.parse_args(argv)
+    if args.backend:
+        backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+        bad = [b for b in backends if b not in ("lmdb", "postgres")]
+        if bad or not backends:
+            ap.error(f"--backend: lmdb and/or postgres, got {args.backend!r}")
+        convs = load_locomo(args.data)
+        lines = [f"LoCoMo dev split: {len(convs)} conversations, "
+                 f"{sum(len(c.turns) for c in convs)} turns, "
+                 f"{sum(len(c.questions) for c in convs)} questions; ask(top_k={TOP}) per question "
+                 "in its conversation's namespace."]
+        compare_backends(backends, convs, args.pad, args.pg_url, lines)
+        text = "\n".join(lines)
+        print(text)
+        if args.out != "-":
+            out = Path(args.out)
+            if out.name == "locomo_bench.md":  # the default: keep the full run's table
+                out = out.with_name("locomo_backends.md")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("# LoCoMo: storage engines (bench/locomo_bench.py --backend)\n\n"
+                           + text + "\n")
+        return 0
     try:
         import torch
         torch.set_num_threads(1)

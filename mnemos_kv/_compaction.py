@@ -114,6 +114,8 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         holder.clear()
         st = engine._state_in(txn)
         engine.open_log(st)
+        if st.log_sync < st.log_end and engine.log.size() < st.log_end:
+            engine._restore_log(txn, st)
         engine._reconcile(txn, st)
         old_mat, old_slots = engine.vectors.view(st.gen, st.n_slots)
         keep = np.flatnonzero(old_slots["dead"] == 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import weakref
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ import numpy as np
 from . import _capacity, _filter_index, _forget, _lexical_index, _lmdbcheck, _mutate, _openlock
 from . import _records as R
 from . import _storage as S
-from ._log import FILE_HEADER, LogFile, encode_frame, log_file
+from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
 from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, slot_file, slot_row,
                        vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
@@ -38,9 +39,20 @@ logger = logging.getLogger("mnemos_kv")
 DEFAULT_NS = "default"
 DEFAULT_NS_ID = 0
 _NS_REV = b"\x00"  # namespaces db: b"\0" + u32(id) -> name (names never start with NUL)
-#: Vector and slot files are fdatasync'ed at least every this many operations (the
-#: log, which carries every vector, is synced on every commit).
+#: Vector and slot files, and the log file, are fdatasync'ed (a *flush*) at least every
+#: this many operations. Between flushes a committed frame is durable in LMDB's
+#: ``pending`` table (the commit's own sync), so a small write costs one LMDB commit.
 VSYNC_EVERY = 256
+#: A write whose frames would take ``pending`` beyond this many bytes syncs the log
+#: file itself instead (large batches: one log fdatasync is cheaper than copying their
+#: frames into LMDB).
+PENDING_MAX_BYTES = 1 << 20
+_PENDING_KEY = struct.Struct(">IQ")  # log segment, byte offset of the frames in it
+
+
+def pending_key(seg: int, off: int) -> bytes:
+    """Key of the ``pending`` entry holding the frames written at ``off`` of segment ``seg``."""
+    return _PENDING_KEY.pack(seg, off)
 
 
 @dataclass
@@ -62,6 +74,9 @@ class State:
     usage: int = 0        # 1: live_bytes and namespace "bytes" are tracked since creation
     unsorted: int = 0     # 1: an update gave an id a slot after larger ids (slot ids not
                           # ascending) in this generation; compaction sorts them again
+    log_sync: int = 0     # the log file is fdatasync'ed up to here; the frames in
+                          # [log_sync, log_end) are also in the ``pending`` table (format 3;
+                          # a store of an older format has none: log_sync = log_end)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -112,6 +127,23 @@ class _Ctx:
     #: id, text, metadata): a run of ``mem`` ops indexes them at once (see flush_index);
     #: None: index each one as it is applied
     pending: list[tuple[int, int, str, Any]] | None = None
+
+
+def clear_pending(env: Any, txn: lmdb.Transaction) -> None:
+    """Empty the ``pending`` table (the log file holds its frames durably now)."""
+    pdb = env.db("pending")
+    if txn.stat(pdb)["entries"]:
+        txn.drop(pdb, delete=False)
+
+
+def _frames_ok(data: bytes) -> bool:
+    """True when ``data`` is whole, checksummed, consecutive log frames."""
+    try:
+        for _ in iter_frames(data, 0, len(data)):
+            pass
+    except CorruptionError:
+        return False
+    return True
 
 
 def _close_fd(fd: int) -> None:
@@ -344,7 +376,7 @@ class Engine:
             VectorFiles.create(self.path, int(embedder.dim), st.gen)
             _LF.create(self.path, st.log_seg, 0)
             S.fsync_path(self.path)  # the log's directory entry is durable before the commit
-            st.log_end = st.vsync_off = os.path.getsize(log_file(self.path, st.log_seg))
+            st.log_end = st.vsync_off = st.log_sync = os.path.getsize(log_file(self.path, st.log_seg))
             txn.put(b"format", R.encode(fmt), db=meta)
             txn.put(b"state", R.encode(st.to_dict()), db=meta)
             ns = self.env.db("namespaces")
@@ -423,6 +455,8 @@ class Engine:
         for k, v in d.items():
             if hasattr(st, k):
                 setattr(st, k, v)
+        if "log_sync" not in d:  # formats 1-2 synced the log on every commit
+            st.log_sync = st.log_end
         return st
 
     def read_state(self) -> State:
@@ -542,6 +576,8 @@ class Engine:
             holder.clear()
             holder["log_end"] = st.log_end
             self.open_log(st)
+            if st.log_sync < st.log_end and (self._vsync_check or self.log.size() < st.log_end):
+                self._restore_log(txn, st)  # after a machine crash: frames from ``pending``
             self._reconcile(txn, st)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
@@ -556,16 +592,29 @@ class Engine:
                 _capacity.enforce(self, ctx)
             if not log:
                 ctx.frames.clear()
+            flush = not log or not ctx.frames or st.seq - st.vsync_seq >= VSYNC_EVERY
             if ctx.frames:
+                data = b"".join(ctx.frames)
+                at = st.log_end
+                # The frames become durable either in the log file (fdatasync'ed now,
+                # before the commit: write-ahead) or in ``pending`` (by the commit itself).
+                # Dead marks need the first: an uncommitted one must always be findable
+                # from a log tail beyond log_end (see _reconcile).
+                sync_log = (flush or bool(ctx.dead)
+                            or at + len(data) - st.log_sync > PENDING_MAX_BYTES)
                 holder["appended"] = True
-                st.log_end = self.log.append(st.log_end, b"".join(ctx.frames), True)
-            if ctx.dead:  # after the frames are durable: write-ahead
+                st.log_end = self.log.append(at, data, sync_log)
+                if sync_log:
+                    self._log_synced(txn, st)
+                else:
+                    txn.put(pending_key(st.log_seg, at), data, db=self.env.db("pending"))
+            if ctx.dead:  # after the frames are durable in the log: write-ahead
                 marks = np.array(ctx.dead, dtype=np.int64)
                 slots["dead"][marks[:, 0]] = marks[:, 1]
             self._flush_ns_counts(ctx)
             if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
-                if not log or st.seq - st.vsync_seq >= VSYNC_EVERY or not ctx.frames:
-                    self._mark_synced(st)
+                if flush:
+                    self._mark_synced(txn, st)
                 txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
             return ctx.results
 
@@ -600,10 +649,65 @@ class Engine:
         else:
             self.env.sync_to_disk()
 
-    def _mark_synced(self, st: State) -> None:
-        """fdatasync the vector and slot files; record that they hold everything up to now."""
+    def _mark_synced(self, txn: lmdb.Transaction, st: State) -> None:
+        """A flush: fdatasync the log, the vector and the slot files; record that they
+        hold everything up to now (and empty ``pending``)."""
+        if st.log_sync != st.log_end:
+            self.log.sync()
+        self._log_synced(txn, st)
         self.vectors.sync(st.gen)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
+
+    def _log_synced(self, txn: lmdb.Transaction, st: State) -> None:
+        """The log file was just fdatasync'ed up to ``log_end``: ``pending`` holds nothing
+        it needs (emptied in the same transaction that records it)."""
+        clear_pending(self.env, txn)
+        st.log_sync = st.log_end
+
+    def _restore_log(self, txn: lmdb.Transaction, st: State) -> None:
+        """Rewrite the committed log bytes ``[log_sync, log_end)`` from ``pending`` where
+        the file differs, and fdatasync it.
+
+        The log file is not synced on every commit (format 3): after a machine crash its
+        unsynced tail may be missing, cut or zeroed, while the committed frames are in
+        ``pending``. After a clean shutdown, or without a crash, nothing differs and
+        nothing is written.
+        """
+        pdb = self.env.db("pending")
+        pieces: list[tuple[int, bytes]] = []
+        pos = st.log_sync
+        with txn.cursor(db=pdb) as cur:
+            for k, v in cur:
+                seg, off = _PENDING_KEY.unpack(k)
+                if seg != st.log_seg or not st.log_sync <= off < st.log_end:
+                    continue  # not part of the committed range (never written so)
+                if off != pos:
+                    break
+                pieces.append((off, v))
+                pos += len(v)
+        if pos != st.log_end:
+            raise NeedsRecoveryError(
+                f"{self.path!r}: the unflushed log frames in data.mdb cover bytes {st.log_sync}"
+                f"..{pos} of {self.log.path}, but {st.log_end} are committed; nothing was "
+                f"changed. {self.recover_hint()}")
+        rewritten = 0
+        for off, data in pieces:
+            have = self.log.read(off, off + len(data))
+            if have == data:
+                continue
+            if not _frames_ok(data):  # a damaged LMDB page: keep the file if it is intact
+                if len(have) == len(data) and _frames_ok(have):
+                    continue
+                raise NeedsRecoveryError(
+                    f"{self.log.path}: committed bytes {off}..{off + len(data)} are missing and "
+                    f"their copy in data.mdb fails its checksum; nothing was changed. "
+                    f"{self.recover_hint()}")
+            self.log.append(off, data, durable=False)
+            rewritten += 1
+        if rewritten:
+            self.log.sync()
+            logger.info("%s: rewrote %d committed log writes (bytes %d..%d) from data.mdb after "
+                        "an unclean shutdown", self.log.path, rewritten, st.log_sync, st.log_end)
 
     def _recover_vectors(self, txn: lmdb.Transaction, st: State) -> None:
         """Rewrite vector rows and slot columns changed since the last file sync.
@@ -669,7 +773,7 @@ class Engine:
         for slot, seq in dead.items():
             if slots["dead"][slot] != seq:
                 slots["dead"][slot] = seq
-        self._mark_synced(st)
+        self._mark_synced(txn, st)
         txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
 
     def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:

@@ -102,11 +102,13 @@ def check_meta(path: str, txnid: int | None = None) -> Meta:
     finally:
         os.close(fd)
     metas = [_meta_at(head, 0, path), _meta_at(second, 1, path)]
-    for i, (ps, txnid, last_pg, free_root, main_root, _d) in enumerate(metas):
+    # (the loop must not rebind ``txnid``, the argument: it once did, and the current
+    # meta page was then always page 1, a transaction behind half of the time)
+    for i, (ps, page_txnid, *_rest) in enumerate(metas):
         if ps != psize:
             raise CorruptionError(f"{path}: meta page {i} gives page size {ps}, meta page 0 {psize}")
-        if txnid and txnid % 2 != i:
-            raise CorruptionError(f"{path}: meta page {i} holds transaction id {txnid} "
+        if page_txnid and page_txnid % 2 != i:
+            raise CorruptionError(f"{path}: meta page {i} holds transaction id {page_txnid} "
                                   f"(meta page {i} holds only {'even' if i == 0 else 'odd'} ones)")
     if abs(metas[0][1] - metas[1][1]) > 1:
         raise CorruptionError(f"{path}: the meta pages hold transaction ids {metas[0][1]} and "
@@ -254,10 +256,11 @@ def walk(path: str, txnid: int | None = None) -> tuple[list[str], int]:
         rd.close()
 
 
-def read_table(path: str, name: bytes) -> dict[bytes, bytes]:
+def read_table(path: str, name: bytes, big: bool = False) -> dict[bytes, bytes]:
     """The plain (non-dupsort) sub-database ``name`` as a dict, read without LMDB.
 
-    For ``recover``: small tables only (values on overflow pages are left out).
+    For ``recover``: small tables (values on overflow pages are left out unless ``big``:
+    then they are read from their checked overflow pages).
     :raises CorruptionError: a page on the way is damaged, or there is no such table.
     """
     meta = check_meta(path)
@@ -269,7 +272,22 @@ def read_table(path: str, name: bytes) -> dict[bytes, bytes]:
                 root = _DB.unpack(data)[7]
         if root is None:
             raise CorruptionError(f"{path}: no {name.decode()!r} table")
-        return {k: d for k, f, d in _flat(rd, root) if d is not None and not f & F_BIGDATA}
+        out = {}
+        for k, f, d in _flat(rd, root, big):
+            if d is None:
+                continue
+            if f & F_BIGDATA:
+                size, pgno = struct.unpack("<QQ", d)
+                rd.page(pgno, P_OVERFLOW)
+                n = struct.unpack_from("<I", os.pread(rd.fd, PAGEHDR, pgno * meta.psize), 12)[0]
+                if PAGEHDR + size > n * meta.psize:
+                    raise CorruptionError(f"{path}: overflow page {pgno} holds {n} pages, too few "
+                                          f"for a {size}-byte value")
+                d = os.pread(rd.fd, size, pgno * meta.psize + PAGEHDR)
+                if len(d) != size:
+                    raise CorruptionError(f"{path}: overflow page {pgno} is cut short")
+            out[k] = d
+        return out
     finally:
         rd.close()
 
@@ -279,8 +297,9 @@ def rd_main(rd: _Reader, meta: Meta) -> Iterator[tuple[bytes, int, bytes | None]
     yield from _flat(rd, meta.main_root)
 
 
-def _flat(rd: _Reader, root: int) -> Iterator[tuple[bytes, int, bytes | None]]:
-    """Leaf nodes of one tree, without descending into sub-databases."""
+def _flat(rd: _Reader, root: int, big: bool = False) -> Iterator[tuple[bytes, int, bytes | None]]:
+    """Leaf nodes of one tree, without descending into sub-databases. A value on overflow
+    pages is None, or with ``big`` its ``size u64, first page u64`` (to read it)."""
     if root == P_INVALID:
         return
     stack = [(root, 0)]
@@ -295,7 +314,7 @@ def _flat(rd: _Reader, root: int) -> Iterator[tuple[bytes, int, bytes | None]]:
             if flags & P_BRANCH:
                 children.append(size | (nflags << 32))
             elif nflags & F_BIGDATA:
-                yield key, nflags, None
+                yield key, nflags, (struct.pack("<Q", size) + raw[doff:doff + 8]) if big else None
             else:
                 yield key, nflags, raw[doff:doff + size]
         for child in reversed(children):

@@ -6,9 +6,13 @@ Every mutating operation is one frame::
 
 all little-endian, after a 32-byte file header. The writer appends the frames of a
 transaction and makes them durable *before* the LMDB commit that records the new
-``log_end`` (write-ahead), so LMDB never references a frame that is not on disk. A
-crash between the two leaves frames beyond ``log_end``: the next writer drops them
-(and undoes their side effects on the slot columns) before it writes anything.
+``log_end``, either by fdatasync'ing the log before the commit (write-ahead) or by
+putting the frames into LMDB's ``pending`` table in the same transaction (format 3:
+the commit's own sync makes them durable and the log file is synced later, at a flush;
+see ``_engine`` and docs/durability.md). So a committed frame is always durable in the
+log or in ``pending``. A crash before the commit leaves frames beyond ``log_end``: the
+next writer drops them (and undoes their side effects on the slot columns) before it
+writes anything.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from .errors import CorruptionError, InvalidInputError
 #: Version of the on-disk format written by this library. A store with a larger
 #: number is refused with FormatVersionError; smaller numbers are read, and upgraded
 #: by the first read-write open (see docs/format.md). 2: records and vector rows
-#: carry checksums.
-FORMAT_VERSION = 2
+#: carry checksums. 3: committed log frames may live in LMDB's ``pending`` table until
+#: the log file is flushed (state ``log_sync``); an older library would not restore them.
+FORMAT_VERSION = 3
 #: First byte of a format-2 record: ``0x02, u32 CRC-32 of the CBOR, CBOR``. (A format-1
 #: record is the bare CBOR map, whose first byte is 0xa0..0xbf.)
 RECORD_V2 = 0x02

@@ -120,6 +120,57 @@ def _frames(fd: int, start: int, end: int, path: str, what: str, rep: RecoveryRe
         rep.lost.append(f"{what}: {exc}; {rest} could not be read")
 
 
+def _log_with_pending(root: str, lpath: str, seg: int, st: dict[str, Any] | None,
+                      rep: RecoveryReport, scratch: str) -> int:
+    """A read descriptor of the log segment ``seg``, completed from data.mdb's ``pending``
+    table when the file lost committed bytes after ``log_sync`` (format 3: a machine
+    crash before the log was flushed). Read by pread, without LMDB; unlinked scratch copy."""
+    fd = os.open(lpath, os.O_RDONLY)
+    if st is None or int(st.get("log_seg", 0)) != seg:
+        return fd
+    start, end = int(st.get("log_sync", st.get("log_end", 0))), int(st.get("log_end", 0))
+    if start >= end:
+        return fd
+    try:
+        table = _lmdbcheck.read_table(os.path.join(root, "data.mdb"), b"pending", big=True)
+    except (CorruptionError, OSError) as exc:
+        rep.notes.append(f"the unflushed log frames in data.mdb are unreadable ({exc})")
+        return fd
+    from ._engine import _PENDING_KEY
+    pieces, pos = [], start
+    for k in sorted(table):
+        kseg, off = _PENDING_KEY.unpack(k)
+        if kseg == seg and off == pos and off < end:
+            pieces.append(table[k])
+            pos += len(table[k])
+    if pos != end:
+        rep.notes.append(f"the unflushed log frames in data.mdb cover bytes {start}..{pos} of "
+                         f"{end}")
+        return fd
+    tail = b"".join(pieces)
+    if os.pread(fd, end - start, start) == tail:
+        return fd
+    rep.notes.append(f"{os.path.basename(lpath)}: committed bytes {start}..{end} (lost from the "
+                     "file by a crash before it was flushed) were taken from data.mdb")
+    out = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.unlink(scratch)
+        pos = 0
+        while pos < start:
+            chunk = os.pread(fd, min(start - pos, 1 << 24), pos)
+            if not chunk:
+                break
+            os.pwrite(out, chunk, pos)
+            pos += len(chunk)
+        os.pwrite(out, tail, start)
+    except BaseException:
+        os.close(out)
+        raise
+    finally:
+        os.close(fd)
+    return out
+
+
 def recover(path: str, *, to: str | None = None, embedder: Any = None) -> RecoveryReport:
     """Rebuild the store at ``path`` from its base snapshot and log (see Mnemos.recover);
     when they cannot restore everything but data.mdb is intact, keep data.mdb's state and
@@ -228,8 +279,13 @@ def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
             meta = env.open_db(b"meta", txn=txn, create=False)
             state = R.decode(txn.get(b"state", db=meta), "store state")
             state.update(log_seg=seg, log_end=FILE_HEADER, vsync_seq=state["seq"],
-                         vsync_slots=state["n_slots"], vsync_off=FILE_HEADER)
+                         vsync_slots=state["n_slots"], vsync_off=FILE_HEADER,
+                         log_sync=FILE_HEADER)
             txn.put(b"state", R.encode(state), db=meta)
+            try:  # frames of the old log: the checkpoint below snapshots their effect
+                txn.drop(env.open_db(b"pending", txn=txn, create=False), delete=False)
+            except lmdb.NotFoundError:
+                pass
         env.sync(True)
     finally:
         env.close()
@@ -334,7 +390,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                         rep.notes.append(f"{os.path.basename(lpath)}: {size - end} bytes after "
                                          "the committed end (a write that never returned) "
                                          "were left out")
-                fd = os.open(lpath, os.O_RDONLY)
+                fd = _log_with_pending(root, lpath, seg, st, rep, body + ".log")
                 try:
                     for seq, p in _frames(fd, FILE_HEADER, end, lpath, "log", rep, base_seq + 1):
                         dim = _dim_of(R.decode(p, "log frame"), dim)

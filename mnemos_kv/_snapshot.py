@@ -147,8 +147,11 @@ def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) 
     seg = st.log_seg + 1
     LogFile.create(engine.path, seg, st.seq)
     st.log_seg = seg
-    st.log_end = FILE_HEADER
+    st.log_end = st.log_sync = FILE_HEADER
     st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
+    # the unflushed frames of the old segment: the synced base snapshot holds their effect
+    from ._engine import clear_pending
+    clear_pending(engine.env, txn)
     S.fsync_path(engine.path)
 
 

@@ -38,6 +38,8 @@ DB_NAMES = (
     b"lexstats",   # ns(u32) -> docs(u64) stem_len(u64) surface_len(u64); b"version" -> u32
     b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
     b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index
+    b"pending",    # log seg(u32) offset(u64) -> log frames not yet fdatasync'ed to the log
+                   # file (format 3; see _engine and docs/durability.md)
 )
 
 log = logging.getLogger("mnemos_kv")

@@ -318,6 +318,20 @@ def role_updater(path: str, mid: str, n: str) -> None:
     emit({"updates": int(n)})
 
 
+def role_upserter(path: str, idx: str, n: str) -> None:
+    """Upsert n times over the keys key0..key4 of namespace 'keys' (racing other upserters)."""
+    i = int(idx)
+    ids: dict[str, int] = {}
+    last: dict[str, str] = {}
+    with Mnemos.open(path) as db:
+        ns = db.namespace("keys")
+        for k in range(int(n)):
+            key, text = f"key{k % 5}", f"upserter {i} round {k}: the value of key {k % 5}"
+            ids[key] = ns.upsert(key, text)
+            last[key] = text
+    emit({"ids": ids, "last": last})
+
+
 ROLES = {name[5:]: fn for name, fn in globals().items() if name.startswith("role_")}
 
 if __name__ == "__main__":

@@ -98,3 +98,77 @@ def pg_store_url(pg_url: str) -> Iterator[str]:
         yield _pg.with_schema(pg_url, name)
     finally:
         _pg.drop_schema(pg_url, name)
+
+
+@pytest.fixture
+def pg_schemas(pg_url: str) -> Iterator[Callable[[], str]]:
+    """Make store URLs in fresh schemas of the test server; all are dropped after the test."""
+    import _pg
+    made: list[str] = []
+
+    def new() -> str:
+        name = _pg.schema_name()
+        _pg.drop_schema(pg_url, name)  # a leftover of an earlier run with the same pid
+        made.append(name)
+        return _pg.with_schema(pg_url, name)
+
+    try:
+        yield new
+    finally:
+        for name in made:
+            _pg.drop_schema(pg_url, name)
+
+
+# -- both engines ---------------------------------------------------------------------------
+# A test module runs its store tests on both engines by overriding two fixtures:
+#
+#     @pytest.fixture
+#     def store_path(backend_store_path): return backend_store_path
+#     @pytest.fixture
+#     def opener(backend_opener): return backend_opener
+#
+# A test of what docs/postgres.md documents as embedded-only carries
+# ``@pytest.mark.embedded_only("the documented difference")``: skipped on PostgreSQL.
+
+@pytest.fixture(params=["lmdb", "postgres"])
+def backend(request) -> str:
+    """The storage engine under test."""
+    if request.param == "postgres":
+        mark = request.node.get_closest_marker("embedded_only")
+        if mark is not None:
+            pytest.skip(f"embedded store only (docs/postgres.md): {mark.args[0]}")
+    return request.param
+
+
+@pytest.fixture
+def backend_store_path(backend: str, tmp_path, request) -> str:
+    """A new store's path: a directory (lmdb) or a URL in a fresh schema (postgres)."""
+    if backend == "lmdb":
+        return str(tmp_path / "agent.mem")
+    return request.getfixturevalue("pg_schemas")()
+
+
+@pytest.fixture
+def backend_opener(backend: str, tmp_path, request) -> Iterator[Callable[..., Mnemos]]:
+    """``opener`` on the engine under test: one store per name (a schema on postgres)."""
+    # requested before the first store opens, so the schemas are dropped after the stores
+    # close (fixtures are torn down in reverse order)
+    schemas = request.getfixturevalue("pg_schemas") if backend == "postgres" else None
+    opened: list[Mnemos] = []
+    urls: dict[str, str] = {}
+
+    def _open(name: str = "agent.mem", **kw) -> Mnemos:
+        kw.setdefault("clock", Clock())
+        if schemas is None:
+            target = str(tmp_path / name)
+        else:
+            if name not in urls:
+                urls[name] = schemas()
+            target = urls[name]
+        s = Mnemos.open(target, **kw)
+        opened.append(s)
+        return s
+
+    yield _open
+    for s in opened:
+        s.close()

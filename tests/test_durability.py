@@ -59,8 +59,10 @@ def test_full_mode_syncs_every_write_fast_mode_does_not(store_path: str, monkeyp
         assert db.count() == 3
 
 
-def test_log_is_synced_before_commit_in_both_modes(store_path: str, monkeypatch) -> None:
-    """Write-ahead holds in fast mode too: LMDB never durably references an unsynced frame."""
+def test_one_sync_per_small_write_frames_durable_in_pending(store_path: str, monkeypatch) -> None:
+    """A small write syncs nothing but LMDB: its frames are committed into ``pending`` (so
+    LMDB never durably references a frame that is durable nowhere), in both modes; a
+    write that sets dead marks fdatasyncs the log before setting them (write-ahead)."""
     order: list[str] = []
     real_fdatasync = os.fdatasync
 
@@ -69,11 +71,26 @@ def test_log_is_synced_before_commit_in_both_modes(store_path: str, monkeypatch)
         real_fdatasync(fd)
     for mode in ("full", "fast"):
         with Mnemos.open(store_path, durability=mode) as db:
+            eng = db._engine
             monkeypatch.setattr(os, "fdatasync", spy)
             order.clear()
-            db.remember(f"a {mode} memory")
+            mid = db.remember(f"a {mode} memory")
+            monkeypatch.undo()
+            assert not any(name.endswith((".mlog", ".f32", ".bin")) for name in order)
+            st = eng.read_state()
+            assert st.log_sync < st.log_end
+            with eng.env.read() as txn:
+                frames = [v for _k, v in txn.cursor(db=eng.env.db("pending"))]
+            assert b"".join(frames) == eng.log.read(st.log_sync, st.log_end)
+            monkeypatch.setattr(os, "fdatasync", spy)
+            order.clear()
+            db.forget(mid)
             monkeypatch.undo()
             assert order[0].endswith(".mlog")
+            st = eng.read_state()
+            assert st.log_sync == st.log_end
+            with eng.env.read() as txn:
+                assert txn.stat(eng.env.db("pending"))["entries"] == 0
 
 
 def test_fast_mode_machine_crash_loses_at_most_the_last_commit(store_path: str) -> None:

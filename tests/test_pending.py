@@ -1,0 +1,249 @@
+"""One sync per small write (format 3): committed frames wait in LMDB's ``pending`` table
+until a flush fdatasyncs the log file. A crash at every instant of that scheme keeps
+every returned write: between a commit and the flush (process kill, or a machine crash
+that loses the unsynced log and vector pages), during the flush, and after it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from mnemos_kv import Mnemos, NeedsRecoveryError, StorageError
+from mnemos_kv import _engine, _storage
+from mnemos_kv._log import log_file
+from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
+
+DIM = 512
+
+
+def _drop(db: Mnemos) -> None:
+    """Leave the store as a killed process would: nothing closed, nothing synced."""
+    eng = db._engine
+    eng.closed = True
+    eng.vectors.close()
+    eng.log.close()
+    _storage.release(eng.env)
+
+
+def _lose_page_cache(path: str, st: _engine.State, log_cut: str = "sync") -> None:
+    """What a machine crash may do to the files mnemos-kv did not fdatasync: the log loses
+    (or zeroes) what follows ``log_sync``, the vector and slot rows written since the last
+    flush are zeroed, and dead marks since then are lost. (LMDB is as it committed.)"""
+    lp = log_file(path, st.log_seg)
+    if log_cut == "sync":
+        os.truncate(lp, st.log_sync)
+    elif log_cut == "middle":  # cut inside the unsynced range, mid-frame
+        os.truncate(lp, (st.log_sync + st.log_end) // 2)
+    elif log_cut == "zeros":  # the size reached the disk, the data did not
+        with open(lp, "r+b") as f:
+            f.seek(st.log_sync)
+            f.write(b"\0" * (st.log_end - st.log_sync))
+    vec = np.memmap(vector_file(path, st.gen), dtype="<f4", mode="r+", offset=HEADER).reshape(-1, DIM)
+    cols = np.memmap(slot_file(path, st.gen), dtype=SLOT_DTYPE, mode="r+", offset=HEADER)
+    vec[st.vsync_slots:] = 0
+    cols[st.vsync_slots:] = np.zeros(1, SLOT_DTYPE)
+    vec.flush()
+    cols.flush()
+    del vec, cols
+
+
+def _workload(db: Mnemos) -> dict[int, tuple[str, np.ndarray]]:
+    ids = db.remember_many([f"bulk memory {i}" for i in range(40)])
+    db.sync()  # a flush: everything so far is in the synced files
+    db.forget(ids[3])  # syncs the log before its dead mark, not the vector files
+    for i in range(12):  # small writes: frames only in ``pending`` and the page cache
+        mid = db.remember(f"small memory {i}", {"i": i})
+        if i % 4 == 0:
+            db.connect(mid, ids[0], relation="about")
+    return {m.id: (m.text, db.get_vector(m.id)) for m in db.memories()}
+
+
+@pytest.mark.parametrize("log_cut", ["sync", "middle", "zeros", "none"])
+def test_machine_crash_between_commit_and_flush(store_path: str, log_cut: str) -> None:
+    db = Mnemos.open(store_path)
+    want = _workload(db)
+    digest = db.state_digest()
+    hits = [(h.id, h.score) for h in db.ask("small memory 7", top_k=5)]
+    st = db._engine.read_state()
+    assert st.log_sync < st.log_end and st.vsync_seq < st.seq  # the instant under test
+    _drop(db)
+    if log_cut != "none":
+        _lose_page_cache(store_path, st, log_cut)
+    with Mnemos.open(store_path) as db:
+        st2 = db._engine.read_state()
+        assert st2.log_sync == st2.log_end and st2.vsync_seq == st2.seq  # flushed on open
+        assert os.path.getsize(log_file(store_path, st.log_seg)) == st.log_end
+        assert db.verify().ok
+        assert db.state_digest() == digest
+        got = {m.id: (m.text, db.get_vector(m.id)) for m in db.memories()}
+        assert got.keys() == want.keys()
+        for mid, (text, vec) in want.items():
+            assert got[mid][0] == text and np.array_equal(got[mid][1], vec)
+        assert [(h.id, h.score) for h in db.ask("small memory 7", top_k=5)] == hits
+        with db._engine.env.read() as txn:
+            assert txn.stat(db._engine.env.db("pending"))["entries"] == 0
+        # the replay log is whole again: an export replays to the same state
+        out = os.path.join(os.path.dirname(store_path), "x.replay")
+        db.export_replay(out)
+    with Mnemos.open(os.path.join(os.path.dirname(store_path), "copy")) as copy:
+        copy.replay(out)
+        assert copy.state_digest() == digest
+
+
+def test_kill_with_pending_frames_then_other_writer(store_path: str) -> None:
+    """A killed process leaves ``pending`` full; the next writer (another handle) keeps
+    appending after it and the first flush empties it."""
+    db = Mnemos.open(store_path)
+    first = [db.remember(f"before kill {i}") for i in range(5)]
+    _drop(db)
+    with Mnemos.open(store_path) as db:
+        assert db.count() == 5
+        more = [db.remember(f"after kill {i}") for i in range(5)]
+        assert db._engine.read_state().log_sync < db._engine.read_state().log_end
+        assert db.verify().ok
+    with Mnemos.open(store_path, readonly=True) as ro:
+        assert [m.id for m in ro.memories()] == first + more
+        st = ro._engine.read_state()
+        assert st.log_sync == st.log_end  # close flushed
+
+
+def test_crash_during_flush_keeps_pending(store_path: str, monkeypatch) -> None:
+    """A flush that fails after the log fdatasync but before its commit (e.g. the vector
+    file sync fails, or the process dies there): the transaction aborts, ``pending``
+    and ``log_sync`` stay as committed, and the machine-crash repair still works."""
+    db = Mnemos.open(store_path)
+    ids = [db.remember(f"memory {i}") for i in range(6)]
+    st = db._engine.read_state()
+    assert st.log_sync < st.log_end
+
+    def fail(gen=None) -> None:
+        raise OSError(5, "simulated I/O failure in the flush")
+    monkeypatch.setattr(db._engine.vectors, "sync", fail)
+    with pytest.raises(StorageError, match="simulated"):
+        db.sync()
+    monkeypatch.undo()
+    assert db._engine.read_state() == st
+    _drop(db)
+    _lose_page_cache(store_path, st, "sync")
+    with Mnemos.open(store_path) as db:
+        assert [m.id for m in db.memories()] == ids and db.verify().ok
+
+
+def test_crash_after_flush_before_next_write(store_path: str) -> None:
+    """After a flush commits, ``pending`` is empty and the files hold everything."""
+    db = Mnemos.open(store_path)
+    ids = [db.remember(f"memory {i}") for i in range(6)]
+    db.sync()
+    st = db._engine.read_state()
+    assert st.log_sync == st.log_end and st.vsync_seq == st.seq
+    _drop(db)
+    _lose_page_cache(store_path, st, "sync")  # nothing unsynced to lose
+    with Mnemos.open(store_path) as db:
+        assert [m.id for m in db.memories()] == ids and db.verify().ok
+
+
+def test_flush_every_vsync_ops(store_path: str) -> None:
+    """``pending`` never holds more than VSYNC_EVERY operations' frames."""
+    with Mnemos.open(store_path) as db:
+        eng = db._engine
+        worst = 0
+        for i in range(_engine.VSYNC_EVERY + 10):
+            db.remember(f"m {i}")
+            with eng.env.read() as txn:
+                worst = max(worst, txn.stat(eng.env.db("pending"))["entries"])
+        assert 0 < worst <= _engine.VSYNC_EVERY
+
+
+def test_big_write_syncs_the_log_instead(store_path: str, monkeypatch) -> None:
+    monkeypatch.setattr(_engine, "PENDING_MAX_BYTES", 4096)
+    with Mnemos.open(store_path) as db:
+        db.remember("small")
+        st = db._engine.read_state()
+        assert st.log_sync < st.log_end
+        db.remember_many([f"a larger batch {i}" for i in range(10)])
+        st = db._engine.read_state()
+        assert st.log_sync == st.log_end  # log fdatasync'ed, pending emptied
+        with db._engine.env.read() as txn:
+            assert txn.stat(db._engine.env.db("pending"))["entries"] == 0
+
+
+def test_compaction_with_pending_frames(store_path: str, tmp_path) -> None:
+    db = Mnemos.open(store_path)
+    ids = [db.remember(f"memory {i}") for i in range(8)]
+    db.forget(ids[0])
+    db.remember("after the forget")
+    db.compact()
+    st = db._engine.read_state()
+    assert st.log_sync == st.log_end
+    with db._engine.env.read() as txn:
+        assert txn.stat(db._engine.env.db("pending"))["entries"] == 0
+    late = db.remember("after compaction")
+    st = db._engine.read_state()
+    _drop(db)
+    _lose_page_cache(store_path, st, "sync")
+    with Mnemos.open(store_path) as db:
+        assert late in db and ids[0] not in db and db.verify().ok
+
+
+def test_damaged_pending_with_lost_log_needs_recovery(store_path: str) -> None:
+    db = Mnemos.open(store_path)
+    [db.remember(f"memory {i}") for i in range(3)]
+    st = db._engine.read_state()
+    env = db._engine.env
+
+    def body(txn) -> None:
+        k, v = next(iter(txn.cursor(db=env.db("pending"))))
+        txn.put(k, v[:-1] + bytes([v[-1] ^ 1]), db=env.db("pending"))
+    env.write(body)
+    saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
+    _drop(db)
+    shutil.copy(os.path.join(store_path, "data.mdb"), saved)
+    # the log is intact: the damaged copy is not needed, the store opens
+    with Mnemos.open(store_path) as db:
+        assert db.count() == 3 and db.verify().ok
+    # the log lost its unsynced part and the copy in data.mdb is damaged: refuse
+    shutil.copy(saved, os.path.join(store_path, "data.mdb"))
+    os.truncate(log_file(store_path, st.log_seg), st.log_sync)
+    with pytest.raises(NeedsRecoveryError, match="checksum"):
+        Mnemos.open(store_path)
+
+
+def test_recover_takes_lost_log_bytes_from_pending(store_path: str) -> None:
+    """A machine crash lost the unflushed log tail, and the vector file is lost too (open
+    refuses): ``recover`` rebuilds from base snapshot + log, the log's lost committed
+    bytes read from data.mdb's ``pending`` table (by pread, without LMDB)."""
+    db = Mnemos.open(store_path)
+    want = _workload(db)
+    digest = db.state_digest()
+    st = db._engine.read_state()
+    _drop(db)
+    _lose_page_cache(store_path, st, "middle")
+    os.unlink(vector_file(store_path, st.gen))
+    with pytest.raises(NeedsRecoveryError):
+        Mnemos.open(store_path)
+    rep = Mnemos.recover(store_path)
+    assert rep.complete, rep
+    assert any("taken from data.mdb" in n for n in rep.notes)
+    with Mnemos.open(store_path) as db:
+        assert db.verify().ok and db.state_digest() == digest
+        assert {m.id: m.text for m in db.memories()} == {k: v[0] for k, v in want.items()}
+        for mid, (_t, vec) in want.items():
+            assert np.array_equal(db.get_vector(mid), vec)
+
+
+def test_check_meta_picks_the_newest_meta_page(store_path: str) -> None:
+    """Regression: the pread check of data.mdb returned meta page 1 whatever the txnids,
+    so ``recover`` read the state a transaction behind after every even one."""
+    from mnemos_kv import _lmdbcheck
+    with Mnemos.open(store_path) as db:
+        seen = set()
+        for i in range(4):
+            db.remember(f"m {i}")
+            last = db._engine.env.env.info()["last_txnid"]
+            meta = _lmdbcheck.check_meta(os.path.join(store_path, "data.mdb"))
+            assert meta.txnid == last and meta.page == last % 2
+            seen.add(meta.page)
+        assert seen == {0, 1}
