@@ -14,8 +14,6 @@ in a transaction that forgets hundreds of thousands of memories.
 from __future__ import annotations
 
 import itertools
-import struct
-import zlib
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import lmdb
@@ -24,6 +22,7 @@ import numpy as np
 from . import _capacity, _filter_index, _lexical_index
 from . import _records as R
 from . import _storage as S
+from ._log import encode_frame
 from .errors import CorruptionError, MemoryNotFoundError
 
 if TYPE_CHECKING:
@@ -37,8 +36,6 @@ MIN_BULK = 64
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
 
-_FRAME = struct.Struct("<IIQ")
-_SEQ = struct.Struct("<Q")
 _TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
 
 
@@ -56,11 +53,6 @@ def _forget_payload(mid: int) -> bytes:
     else:
         num = b"\x1b" + mid.to_bytes(8, "big")
     return b"\xa2\x62id" + num + b"\x62op\x66forget"
-
-
-def _frame(seq: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
-    return _FRAME.pack(len(payload), crc, seq) + payload
 
 
 def request(ns_name: str, ids: Sequence[int]) -> Callable[["Engine", "_Ctx"], None]:
@@ -96,7 +88,10 @@ def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int 
         raw = get(S.u64(mid), db=rdb)
         if raw is None:
             raise missing(mid)
-        d = R.Record.fields(raw)
+        try:
+            d = R.Record.fields(raw)
+        except CorruptionError as exc:
+            raise CorruptionError(f"memory {mid}: {exc} ({engine.recover_hint()})") from exc
         if nid is not None and d["n"] != nid:
             raise missing(mid)
         out.append(d)
@@ -182,7 +177,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     # dead marks (set after the frames are durable), frames, counters: in the given order
     seqs = range(seq0, seq0 + k)
     ctx.dead.extend(zip(slots.tolist(), seqs))
-    ctx.frames.extend(_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
+    ctx.frames.extend(encode_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
     st.live -= k
     st.seq = seq0 + k - 1
 

@@ -344,3 +344,18 @@ def test_probe_without_and_with_inverted_lists_agree() -> None:
     for v, g in zip(queries, got):
         want = np.flatnonzero(np.isin(lists, np.argsort(-(cen @ v), kind="stable")[:7]))
         assert g.tolist() == want.tolist() == fresh.probe(v, 4096, 7).tolist()
+
+
+def test_id_to_slot_guess_equals_binary_search() -> None:
+    """ids -> slots on the ANN path try ``id - first id`` before bisecting: the same
+    positions as a binary search, with and without missing ids (forgotten, compacted)."""
+    from mnemos_kv import _idslots
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(0, 3000))
+        ids = np.cumsum(rng.integers(1, 3 if trial % 2 else 2, n)) + int(rng.integers(0, 5))
+        rows = np.zeros(n, dtype=[("id", "<i8"), ("x", "<i8")])
+        rows["id"] = ids
+        x = rng.integers(-2, (int(ids[-1]) + 3) if n else 5, int(rng.integers(0, 50)))
+        got = _idslots._guess_then_bisect(rows["id"], x)
+        assert got.tolist() == np.searchsorted(rows["id"], x).tolist()
