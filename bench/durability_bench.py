@@ -197,12 +197,12 @@ def main() -> None:
         rows = []
         for mode in ("full", "fast"):
             lat = latency(root, a.n, a.dim, a.reps, mode)
-            py, st = sync_counts(root, mode, 200, a.dim)
+            py, st = sync_counts(root, mode, 512, a.dim)
             out[mode] = dict(lat, syncs_py=py, syncs_strace=st)
             rows.append([f"remember ({mode})", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}",
                          f"{lat['ref_p50']:.3f}", f"{lat['ref_p99']:.3f}", f"{lat['ratio']:.2f}x",
                          f"{py:.3f}", "-" if st is None else f"{st:.3f}"])
-        _py, st = sync_counts(root, "lmdb", 200, a.dim)
+        _py, st = sync_counts(root, "lmdb", 512, a.dim)
         out["lmdb_syncs_strace"] = st
         print(f"durable single write, store of {a.n:,} x {a.dim} (interleaved with the LMDB "
               f"reference, {a.reps} calls each)")

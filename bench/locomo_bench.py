@@ -21,7 +21,9 @@ Methods, all through ``Mnemos.ask`` unless marked:
 * ``ask v0.1`` — ``ask`` with every issue-15 mechanism off (= the v0.1 planner);
 * ``ask v0.1 + X only`` — one mechanism switched on (see MECHANISMS): ``lossless``
   (surface field), ``reply`` (the turn after a question), ``temporal`` (dates in the
-  question), ``multihop`` (lexical feedback round);
+  question), ``multihop`` (lexical feedback round), ``speaker`` (the speaker prior:
+  turns said by the person the question names), ``question`` (a turn that asks is
+  discounted in favour of its reply);
 * ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
@@ -206,6 +208,8 @@ MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "reply": ({"REPLY_WEIGHT": 0.0}, {"REPLY_WEIGHT": 0.5}),
     "temporal": ({"TEMPORAL_WEIGHT": 0.0}, {"TEMPORAL_WEIGHT": 0.5}),
     "multihop": ({"PRF_WEIGHT": 0.0}, {"PRF_WEIGHT": 0.2}),
+    "speaker": ({"SPEAKER_WEIGHT": 0.0}, {"SPEAKER_WEIGHT": 0.3}),
+    "question": ({"QUESTION_DISCOUNT": 0.0}, {"QUESTION_DISCOUNT": 0.2}),
 }
 OFF_ALL: dict[str, float] = {k: v for off, _ in MECHANISMS.values() for k, v in off.items()}
 
@@ -551,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             label, flip = toggled(mech)
             with settings(**flip):
                 results[label] = evaluate(convs, ranks_by_ask(hpath, HashingEmbedder(), convs))
+        # the default before the speaker prior and the question discount (0.2.0 dev, issue 15)
+        with settings(**MECHANISMS["speaker"][0], **MECHANISMS["question"][0]):
+            label = "ask default - speaker - question"
+            ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results[label] = evaluate(convs, ranked[label])
         ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
         results["ask default (no model)"] = evaluate(convs, ranked["ask default (no model)"])
         p50, p90 = ask_latency(hpath, HashingEmbedder(), convs)
@@ -572,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["MiniLM vector"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache, 1.0), convs))
             with settings(**OFF_ALL):
                 results["ask MiniLM v0.1"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            with settings(**MECHANISMS["speaker"][0], **MECHANISMS["question"][0]):
+                results["ask MiniLM default - speaker - question"] = evaluate(
+                    convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             results["ask hybrid MiniLM (default)"] = evaluate(convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -585,6 +597,17 @@ def main(argv: list[str] | None = None) -> int:
         for i, c in enumerate(convs):
             vals = [evaluate([c], [ranked[n][i]])["all"]["R@10"] for n in names]
             lines.append(f"| {c.sample_id} | {len(c.questions)} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    if ranked and len(convs) > 2:
+        half = len(convs) // 2
+        lines.append(f"\nrobustness: recall@10 on each half of the conversations (A = the first {half}, "
+                     f"B = the other {len(convs) - half}; the constants were looked at on both):\n")
+        lines.append("| method | A all | A multi-hop | A open-domain | B all | B multi-hop | B open-domain |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for n in ranked:
+            a = evaluate(convs[:half], [ranked[n][i] for i in range(half)])
+            b = evaluate(convs[half:], [ranked[n][i] for i in range(half, len(convs))])
+            cells = [f"{r[g]['R@10']:.3f}" if g in r else "-" for r in (a, b) for g in ("all", "1", "3")]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     baselines = [b for b in (BASELINE, STRONG, "BM25 (mnemos postings, stems)") if b in results]
     lines.append("\nworst per-category recall@10 difference against each BM25 (negative = loss):\n")
     for name in [n for n in results if n.startswith("ask") and " - " not in n and " + " not in n]:

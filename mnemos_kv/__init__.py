@@ -16,7 +16,7 @@ from .errors import (CapacityError, ClosedError, CorruptionError, DiskFullError,
                      EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, MapFullError, MemoryNotFoundError, MissingDependencyError,
                      MnemosError, NeedsRecoveryError, NotAStoreError, ReadOnlyError, ReplayError, StorageError,
-                     StoreError)
+                     StoreError, UnsupportedError)
 from ._semantic import extractive_summary
 from ._migrate import migrate
 from .store import MemoryId, Mnemos, Namespace
@@ -38,6 +38,7 @@ __all__ = [
     "StoreError", "NotAStoreError", "FormatVersionError", "EmbedderMismatchError",
     "ReadOnlyError", "ReplayError", "CapacityError", "ClosedError", "CorruptionError",
     "LogCorruptionError", "NeedsRecoveryError", "StorageError", "MapFullError", "DiskFullError", "MissingDependencyError",
+    "UnsupportedError",
     "__version__",
 ]
 

@@ -485,22 +485,22 @@ def base_ops(engine: "Engine", txn: lmdb.Transaction, ns_ids: set[int] | None
         yield {"op": "evicted", "counts": counts}
 
 
-def digest_items(engine: "Engine", txn: lmdb.Transaction, sel: dict[int, str], whole: bool
-                 ) -> Iterator[list[Any]]:
+def digest_items(snap: Any, sel: dict[int, str], whole: bool) -> Iterator[list[Any]]:
     """What the state digest covers of this module: limits, pins, evicted counters (by
-    namespace name). Nothing when no limit, pin or eviction was ever made."""
-    lims = limits(engine, txn)
+    namespace name). Nothing when no limit, pin or eviction was ever made. ``snap``:
+    any engine's read view (``_backend.Reader``)."""
+    lims = snap.limits()
     if whole and lims["store"]:
         yield ["capacity", None, lims["store"].get("max_entries"), lims["store"].get("max_bytes")]
     for nid in sorted(lims["ns"], key=lambda n: sel.get(n, "")):
         if nid in sel:
             lim = lims["ns"][nid]
             yield ["capacity", sel[nid], lim.get("max_entries"), lim.get("max_bytes")]
-    for nid, count in sorted(evicted_counts(engine, txn).items(), key=lambda t: sel.get(t[0], "")):
+    for nid, count in sorted(snap.evicted_counts().items(), key=lambda t: sel.get(t[0], "")):
         if nid in sel and count:
             yield ["evicted", sel[nid], count]
     for nid in sorted(sel, key=lambda n: sel[n]):
-        for mid in pinned_ids(engine, txn, nid).tolist():
+        for mid in snap.pinned_ids(nid):
             yield ["pin", sel[nid], mid]
 
 

@@ -139,11 +139,11 @@ def _progress(total: int, enabled: bool | None) -> Any:
 def _existing(engine: Any, ns: str, doc_id: str) -> tuple[Any, list[int]]:
     """(document record or None, ids of every memory holding one of this doc's keys)."""
     with engine.snapshot() as snap:
-        nid = engine.ns_id(ns, snap.txn)
+        nid = snap.ns_id(ns)
         if nid is None:
             return None, []
-        did = engine.key_id(snap.txn, nid, doc_id)
-        doc = engine.record(snap.txn, did) if did is not None else None
+        did = snap.key_id(nid, doc_id)
+        doc = snap.record(did) if did is not None else None
         if doc is not None and not (isinstance(doc.metadata.get("doc"), dict)
                                     and doc.metadata.get("doc_id") == doc_id):
             raise DuplicateKeyError(
@@ -153,11 +153,11 @@ def _existing(engine: Any, ns: str, doc_id: str) -> tuple[Any, list[int]]:
         ids = []
         i = 0
         while True:
-            cid = engine.key_id(snap.txn, nid, chunk_key(doc_id, i))
+            cid = snap.key_id(nid, chunk_key(doc_id, i))
             if cid is None and i >= n_old:
                 break
             if cid is not None:
-                rec = engine.record(snap.txn, cid)
+                rec = snap.record(cid)
                 if rec is not None and rec.metadata.get("doc_id") != doc_id:
                     raise DuplicateKeyError(
                         f"key {chunk_key(doc_id, i)!r} already names memory {cid}, which is not "

@@ -96,6 +96,152 @@ class Snapshot:
         dead = self.slots["dead"]
         return (dead == 0) | (dead > self.state.seq)
 
+    # -- the Reader protocol (see _backend): what the facade reads through -----------
+
+    def ns_id(self, name: str) -> int | None:
+        return self.engine.ns_id(name, self.txn)
+
+    def ns_name(self, nid: int) -> str:
+        return self.engine.ns_name(nid, self.txn)
+
+    def namespaces(self) -> dict[str, dict[str, Any]]:
+        return self.engine.namespaces(self.txn)
+
+    def ns_count(self, name: str) -> int:
+        raw = self.txn.get(name.encode(), db=self.engine.env.db("namespaces"))
+        return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
+
+    def record(self, mid: int) -> R.Record | None:
+        return self.engine.record(self.txn, mid)
+
+    def key_id(self, nid: int, key: str) -> int | None:
+        return self.engine.key_id(self.txn, nid, key)
+
+    def vector(self, rec: R.Record) -> np.ndarray:
+        return self.engine.checked_vector(self, rec)
+
+    def edges(self, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
+        return self.engine.edges(self.txn, mid, direction)
+
+    def count(self, nid: int, node: Any) -> int:
+        """Live memories of namespace ``nid`` whose metadata matches the parsed filter."""
+        from . import _retrieval
+        return int(np.count_nonzero(_retrieval.filter_mask(self.engine, self, [nid], node)))
+
+    def memories(self, nid: int, since_us: int | None, until_us: int | None,
+                 node: Any) -> Iterator[R.Record]:
+        """Live records of namespace ``nid`` in (timestamp, id) order, within the bounds,
+        matching the parsed filter ``node`` (None: all)."""
+        from . import _retrieval
+        eng = self.engine
+        lo = S.ts_key(since_us) if since_us is not None else b""
+        wanted: set[bytes] | None = None
+        if node is not None:
+            hit = _retrieval.filter_mask(eng, self, [nid], node)
+            wanted = {S.u64(int(i)) for i in self.slots["id"][np.flatnonzero(hit)].tolist()}
+            if not wanted:
+                return
+        prefix = S.u32(nid)
+        with self.txn.cursor(db=eng.env.db("time")) as cur:
+            if not cur.set_range(prefix + lo):
+                return
+            for k in cur.iternext(values=False):
+                if not k.startswith(prefix):
+                    break
+                if until_us is not None and S.from_ts_key(k[4:12]) > until_us:
+                    break
+                if wanted is not None and k[12:20] not in wanted:
+                    continue
+                rec = eng.record(self.txn, S.from_u64(k[12:20]))
+                if rec is not None:
+                    yield rec
+
+    def search(self, plan: Any, node: Any) -> list[tuple[Any, R.Record]]:
+        """The planner's hits for ``plan`` (a ``_retrieval.Query``; ``node``: a parsed
+        metadata filter or None) with their records, best first."""
+        import dataclasses as _dc
+
+        from . import _retrieval
+        eng = self.engine
+        if node is not None and plan.ns_ids:
+            plan = _dc.replace(plan, allowed=_retrieval.filter_mask(eng, self, plan.ns_ids, node))
+        out = []
+        for hit in _retrieval.run(eng, self, plan):
+            rec = eng.record(self.txn, hit.id)
+            if rec is not None:
+                eng.check_vector(self, rec)  # a corrupted vector is an error, not an answer
+                out.append((hit, rec))
+        return out
+
+    # what the planner (_retrieval) reads besides the slot columns
+    def bm25_postings(self, ns_ids: Sequence[int], terms: Sequence[bytes],
+                      **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _lexical_index.bm25_postings(self.txn, self.engine.env, ns_ids, terms, **kw)
+
+    def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
+        return _lexical_index.question_ids(self.txn, self.engine.env, ns_ids)
+
+    def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        from . import _graph
+        return _graph.spread(self.txn, self.engine.env, seeds, scores)
+
+    def speaker_ids(self, ns_ids: Sequence[int], text: str) -> tuple[np.ndarray, int]:
+        return _lexical_index.speaker_ids(self.txn, self.engine.env, ns_ids, text)
+
+    def has_edges(self) -> bool:
+        return bool(int(self.txn.stat(self.engine.env.db("edges_in"))["entries"]))
+
+    def reply_sources(self, dst_ids: Sequence[int], relation: str) -> list[tuple[int, int]]:
+        """``(i, src)`` for each edge ``src -relation-> dst_ids[i]`` of positive weight."""
+        env = self.engine.env
+        rel_bytes = relation.encode("utf-8")
+        out: list[tuple[int, int]] = []
+        with self.txn.cursor(db=env.db("edges_in")) as cur:
+            for i, dst in enumerate(dst_ids):
+                key = S.u64(int(dst))
+                if not cur.set_range(key):
+                    continue
+                for k, v in cur:
+                    if not k.startswith(key):
+                        break
+                    if k[16:] == rel_bytes and S.from_f64(v) > 0:
+                        out.append((i, S.from_u64(k[8:16])))
+        return out
+
+    def graph(self, nids: Sequence[int]) -> Any:
+        from . import _graph
+        return _graph.to_networkx(self.engine, self.txn, list(nids))
+
+    def is_pinned(self, nid: int, mid: int) -> bool:
+        return _capacity.is_pinned(self.engine, self.txn, nid, mid)
+
+    def limits(self) -> dict[str, Any]:
+        return _capacity.limits(self.engine, self.txn)
+
+    def evicted_counts(self) -> dict[int, int]:
+        return _capacity.evicted_counts(self.engine, self.txn)
+
+    def pinned_ids(self, nid: int) -> list[int]:
+        return [int(i) for i in _capacity.pinned_ids(self.engine, self.txn, nid).tolist()]
+
+    def digest_records(self) -> Iterator[tuple[R.Record, bytes]]:
+        """Every live record in id order with its vector's bytes (for the state digest)."""
+        with self.txn.cursor(db=self.engine.env.db("records")) as cur:
+            for _k, v in cur:
+                rec = R.Record.from_bytes(v)
+                yield rec, self.matrix[rec.slot].tobytes()
+
+    def digest_edges(self) -> Iterator[tuple[int, int, str, float, int | None]]:
+        """Every edge (src, dst, relation, weight, namespace id of src) in (src, dst,
+        relation bytes) order."""
+        rdb = self.engine.env.db("records")
+        with self.txn.cursor(db=self.engine.env.db("edges_out")) as cur:
+            for k, v in cur:
+                raw = self.txn.get(k[:8], db=rdb)
+                ns = None if raw is None else R.Record.from_bytes(raw).ns
+                yield S.from_u64(k[:8]), S.from_u64(k[8:16]), k[16:].decode(), S.from_f64(v), ns
+
 
 class Ref(NamedTuple):
     """In a ``("bind", request)`` request: the result of request ``item`` of the same write.
@@ -854,13 +1000,8 @@ class Engine:
                 nid = ctx.ns_seen[ns] = self._ensure_ns(ctx, ns)
             if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
                 raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
-            op = {"op": "mem", "id": ctx.state.next_id, "ns": nid, "text": text, "meta": meta,
-                  "type": R.TYPE_CODES[type_], "ts": ts,
-                  "vec": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
-            if key is not None:
-                op["key"] = key
-            if len(req) > 8 and req[8]:  # pinned (never evicted; see _capacity)
-                op["pin"] = True
+            op = _mutate.mem_op(ctx.state.next_id, nid, text, meta, type_, ts, key, vec,
+                                len(req) > 8 and bool(req[8]))
             return self.apply_op(ctx, op)
         if kind == "forget":
             _, ns, mid = req
@@ -880,6 +1021,8 @@ class Engine:
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
+        if kind == "pin":  # ("pin", ns, id, on)
+            return _capacity.set_pin(req[1], req[2], req[3])(self, ctx)
         if kind == "bind":
             bound = tuple(ctx.results[x.item] if isinstance(x, Ref) else x for x in req[1])
             return self._resolve(ctx, bound)
@@ -1109,6 +1252,72 @@ class Engine:
     def key_id(self, txn: lmdb.Transaction, nid: int, key: str) -> int | None:
         raw = txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys"))
         return None if raw is None else S.from_u64(raw)
+
+    # -- the Backend protocol (see _backend) ------------------------------------------
+
+    #: which engine this is (``Mnemos.backend``)
+    kind = "embedded"
+
+    def local(self, call: str) -> "Engine":
+        """This engine, for a call only the embedded engine offers (see _backend)."""
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        """``Mnemos.stats()`` of an embedded store (counts, limits, files and sizes)."""
+        import stat as _stat
+        with self.snapshot() as snap:
+            nss = self.namespaces(snap.txn)
+            st = snap.state
+            ev = _capacity.evicted_counts(self, snap.txn)
+            lims = _capacity.limits(self, snap.txn)
+            known = bool(st.usage)
+            files = {}
+            for name in sorted(os.listdir(self.path)):
+                try:  # a compaction in another process may remove files meanwhile
+                    s = os.stat(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    continue
+                if _stat.S_ISREG(s.st_mode):
+                    files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
+            return {
+                "path": self.path,
+                "format_version": self.format["version"],
+                "embedder": {"name": self.embedder_name, "dim": self.dim},
+                "total": st.live,
+                "namespaces": {n: {"count": int(info["count"])} for n, info in nss.items()},
+                "evicted": sum(ev.values()),
+                "capacity": {
+                    "limit": lims["store"], "bytes": st.live_bytes if known else None,
+                    "namespaces": {n: {"limit": lims["ns"].get(int(info["id"])),
+                                       "evicted": ev.get(int(info["id"]), 0),
+                                       "bytes": int(info.get("bytes", 0)) if known else None}
+                                   for n, info in nss.items()}},
+                "slots": st.n_slots,
+                "generation": st.gen,
+                "seq": st.seq,
+                "log": {"segment": st.log_seg, "bytes": st.log_end},
+                "files": files,
+            }
+
+    def export_replay(self, path: str, *, namespaces: Sequence[str] | None,
+                      since_seq: int | None, progress: Any) -> Any:
+        from ._replay import export_replay
+        return export_replay(self, path, namespaces=namespaces, since_seq=since_seq,
+                             progress=progress)
+
+    def replay(self, path: str, *, strict: bool, resume: bool, progress: Any) -> Any:
+        from ._replay import replay
+        return replay(self, path, strict=strict, resume=resume, progress=progress)
+
+    def replay_compact(self) -> dict[str, Any]:
+        """Replay of a logged ``compact`` op: a new vector generation, logged."""
+        from ._compaction import compact_vectors
+        return compact_vectors(self)
+
+    def restore_base(self, ops: Any, progress: Any = None) -> int:
+        """Replay of a base snapshot: its ops unlogged, then a checkpoint."""
+        from ._replay import restore_base
+        return restore_base(self, ops, progress)
 
     def close(self) -> None:
         if self.closed:

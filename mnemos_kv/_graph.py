@@ -16,14 +16,14 @@ ascending id order); ``networkx`` is imported only by :func:`to_networkx`.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import lmdb
 import numpy as np
 
 from . import _storage as S
 
-__all__ = ["DAMPING", "HOPS", "MAX_NODES", "spread", "to_networkx"]
+__all__ = ["DAMPING", "HOPS", "MAX_NODES", "spread", "spread_with", "to_networkx"]
 
 DAMPING = 0.5
 HOPS = 2
@@ -52,6 +52,15 @@ def spread(txn: lmdb.Transaction, env: Any, seeds: Sequence[int], scores: Sequen
 
     ``ids`` ascending; seeds appear only when activation flows back to them.
     """
+    return spread_with(lambda mid: _edges_of(txn, env, mid), seeds, scores, damping, hops,
+                       max_nodes)
+
+
+def spread_with(edges_of: Callable[[int], list[tuple[int, float]]], seeds: Sequence[int],
+                scores: Sequence[float], damping: float = DAMPING, hops: int = HOPS,
+                max_nodes: int = MAX_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`spread` over any edge source: ``edges_of(id)`` lists (other end, weight)
+    of every edge touching ``id``, both directions (shared by every engine)."""
     node_ids: list[int] = sorted(set(int(s) for s in seeds))
     known = set(node_ids)
     adj: dict[int, dict[int, float]] = {}
@@ -62,7 +71,7 @@ def spread(txn: lmdb.Transaction, env: Any, seeds: Sequence[int], scores: Sequen
             if mid in adj:
                 continue
             nb: dict[int, float] = {}
-            for other, w in _edges_of(txn, env, mid):
+            for other, w in edges_of(mid):
                 if w > 0 and other != mid:
                     nb[other] = nb.get(other, 0.0) + w
             adj[mid] = nb
@@ -133,6 +142,29 @@ def to_networkx(engine: Any, txn: lmdb.Transaction, ns_ids: Iterable[int]) -> An
             members.append(mid)
     for mid in members:
         for src, dst, rel, w in engine.edges(txn, mid, "out"):
+            if dst in g:
+                g.add_edge(src, dst, key=rel, relation=rel, weight=w)
+    return g
+
+
+def graph_of(snap: Any, ns_ids: Iterable[int]) -> Any:
+    """:func:`to_networkx` over any engine's read view (``_backend.Reader``)."""
+    import networkx as nx
+
+    from ._timeutil import from_us
+    g = nx.MultiDiGraph()
+    members: list[int] = []
+    for ns in sorted(set(ns_ids)):
+        name = snap.ns_name(ns)
+        for rec in sorted(snap.memories(ns, None, None, None), key=lambda r: r.id):
+            attrs = {"text": rec.text, "namespace": name, "type": rec.type,
+                     "created_at": from_us(rec.ts), "metadata": rec.metadata}
+            if rec.key is not None:
+                attrs["key"] = rec.key
+            g.add_node(rec.id, **attrs)
+            members.append(rec.id)
+    for mid in members:
+        for src, dst, rel, w in snap.edges(mid, "out"):
             if dst in g:
                 g.add_edge(src, dst, key=rel, relation=rel, weight=w)
     return g

@@ -33,8 +33,10 @@ __all__ = [
     "index_term",
     "SURFACE_STOPWORDS",
     "surface_term",
+    "field_stem",
     "index_fields",
     "is_question",
+    "speaker_words",
     "stem",
     "term_frequencies",
     "bm25_idf",
@@ -123,8 +125,51 @@ def surface_term(word: str) -> str:
     return word
 
 
+#: Letters after which a final "ly" is an adverb suffix (Porter2's valid li-endings), and
+#: Porter2's words whose "ly" is not one.
+_LI_ENDINGS = frozenset("cdeghkmnrt")
+_LI_EXCEPTIONS = frozenset({"early", "only", "ugly", "idly", "gently", "singly"})
+
+
+@functools.lru_cache(maxsize=65536)
+def field_stem(word: str) -> str:
+    """The stem-field term of one word: :func:`index_term`, plus Porter2's adverb rule.
+
+    Porter (1980) stems "calmly" to "calmli", which never meets "calm"; Porter2 drops
+    a final "ly" after a consonant that can end a stem ("calmly", "quickly",
+    "weekly" -> "calm", "quick", "week"; not "reply", "family", "early"). Only the
+    lexical index uses it: the hashing embedder keeps :func:`index_term` (its
+    vectors must not change under a stored model name).
+    """
+    term = index_term(word)
+    if (len(term) > 4 and term.endswith("li") and word.endswith("ly") and term[-3] in _LI_ENDINGS
+            and word not in _LI_EXCEPTIONS and _measure(term[:-2]) > 0):
+        return term[:-2]
+    return term
+
+
+#: A speaker label at the start of a memory: one to three words (the first starting
+#: with a letter), then a colon and a space ("Melanie: ...", "user: ...", "Dr. Lee: ...").
+_SPEAKER_RE = re.compile(r"^\s*([^\W\d_][^\W_]*(?:[ .'-]{1,2}[^\W_]+){0,2})\.?:\s", re.UNICODE)
+
+
+def speaker_words(text: str) -> list[str]:
+    """The words of ``text``'s speaker label ("Melanie: I went..." -> ["melanie"]), if any.
+
+    In a conversation log each turn starts with who says it; the first-person words
+    of the turn are about that speaker, which is what a question naming them asks
+    about. Function words and one-letter tokens of the label are left out.
+    """
+    if not text:
+        return []
+    m = _SPEAKER_RE.match(text[:64])
+    if m is None:
+        return []
+    return [w for w in words(m.group(1)) if surface_term(w)]
+
+
 def index_fields(text: str) -> tuple[list[str], list[str]]:
-    """The two fields of the lexical index: (Porter stems as :func:`tokenize`, surface words).
+    """The two fields of the lexical index: (stems as :func:`field_stem`, surface words).
 
     The stem field merges morphological variants ("painting" ~ "paintings" ~ "paint");
     the surface field keeps the exact forms and the auxiliaries the stem field drops,
@@ -132,7 +177,7 @@ def index_fields(text: str) -> tuple[list[str], list[str]]:
     or to the stopword list.
     """
     ws = words(text)
-    stems = [t for t in map(index_term, ws) if t]
+    stems = [t for t in map(field_stem, ws) if t]
     surface = [t for t in map(surface_term, ws) if t]
     return stems, surface
 

@@ -9,7 +9,9 @@ Two named sub-databases (see ``_storage.DB_NAMES``):
   numpy structured array (no per-posting Python loop). Two fields share the table
   (version 2): Porter stems (key = the stem) and exact surface words (key =
   ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
-  one marker term, ``QUESTION_TERM``, listing the memories that ask a question.
+  one marker term, ``QUESTION_TERM``, listing the memories that ask a question;
+  version 3 adds ``SPEAKER_PREFIX`` + each word of a memory's speaker label
+  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field.
 * ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, stem length u64 BE, surface length
   u64 BE`` (the BM25 collection statistics of the namespace); ``b"version"`` ->
   ``u32 BE`` (the tokeniser version the postings were built with).
@@ -37,17 +39,23 @@ from . import _records as R
 
 log = logging.getLogger("mnemos_kv")
 
-__all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SURFACE_WEIGHT",
-           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace", "stats", "bm25_postings", "doc_terms", "query_terms",
+__all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAKER_PREFIX",
+           "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
+           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
+           "stats", "bm25_postings", "doc_terms", "query_terms",
            "question_ids", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
-VERSION = 2
+#: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem).
+VERSION = 3
 #: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
 SURFACE_PREFIX = b"\x01"
 #: The marker term whose postings are the memories that ask a question (_lexical.is_question).
 QUESTION_TERM = b"\x00?"
+#: Key prefix of speaker terms: ``SPEAKER_PREFIX`` + a word of the memory's speaker label
+#: (tf 1, length 1; not part of BM25, read by the planner's speaker prior).
+SPEAKER_PREFIX = b"\x02"
 #: Weight of the surface field's BM25 next to the stem field's (1.0): an exact word
 #: match scores 1 + SURFACE_WEIGHT times a stem-only match of the same rarity.
 SURFACE_WEIGHT: float = 0.5
@@ -88,6 +96,8 @@ def doc_terms(text: str) -> tuple[dict[bytes, tuple[int, int]], int, int]:
     out.update({t: (c, len(surface)) for t, c in scounts.items()})
     if _lexical.is_question(text):
         out[QUESTION_TERM] = (1, 1)
+    for word in _lexical.speaker_words(text):
+        out[SPEAKER_PREFIX + _term_bytes(word)] = (1, 1)
     return {t: out[t] for t in sorted(out)}, len(stems), len(surface)
 
 
@@ -224,31 +234,47 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     if not terms or not ns_ids or not env.has_db("postings"):
         return empty
     n_docs, total, stotal = stats(txn, env, ns_ids)
-    if n_docs <= 0:
+    with txn.cursor(db=env.db("postings")) as cur:
+        return bm25_of(n_docs, total, stotal, ns_ids, terms, lambda ns, term: fetch(cur, ns, term),
+                       k1=k1, b=b, surface_weight=surface_weight, weights=weights)
+
+
+def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: Sequence[bytes],
+            fetch_fn: Any, k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
+            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bm25_postings` over any postings source (shared by every engine).
+
+    ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
+    ``fetch_fn(ns, term)``: that term's postings in namespace ``ns`` as an array with
+    ``id``, ``tf``, ``dl`` fields, sorted by id. The same inputs in the same order give
+    bit-identical scores.
+    """
+    empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
+    if not terms or not ns_ids or n_docs <= 0:
         return empty
     lists: list[np.ndarray] = []
     idfs: list[float] = []
     sizes: list[int] = []
     coefs: list[float] = []  # k1 * b / avgdl of the term's field
-    with txn.cursor(db=env.db("postings")) as cur:
-        for ti, term in enumerate(terms):
-            surface = term.startswith(SURFACE_PREFIX)
-            if surface and surface_weight <= 0:
-                continue
-            per_ns = [p for p in (fetch(cur, ns, term) for ns in ns_ids) if p.size]
-            df = sum(p.size for p in per_ns)
-            if not df:
-                continue
-            idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
-            if weights is not None:
-                idf *= weights[ti]
-            field_total = stotal if surface else total
-            avgdl = field_total / n_docs if field_total > 0 else 1.0
-            for p in per_ns:
-                lists.append(p)
-                idfs.append(idf)
-                sizes.append(p.size)
-                coefs.append(k1 * b / avgdl)
+    for ti, term in enumerate(terms):
+        surface = term.startswith(SURFACE_PREFIX)
+        if surface and surface_weight <= 0:
+            continue
+        per_ns = [p for p in (fetch_fn(ns, term) for ns in ns_ids) if p.size]
+        df = sum(p.size for p in per_ns)
+        if not df:
+            continue
+        idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
+        if weights is not None:
+            idf *= weights[ti]
+        field_total = stotal if surface else total
+        avgdl = field_total / n_docs if field_total > 0 else 1.0
+        for p in per_ns:
+            lists.append(p)
+            idfs.append(idf)
+            sizes.append(p.size)
+            coefs.append(k1 * b / avgdl)
     if not lists:
         return empty
     if len(lists) == 1:
@@ -277,6 +303,60 @@ def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.n
     if not parts:
         return np.empty(0, np.uint64)
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.uint64)
+
+
+#: Speaker words listed per namespace before the query's words are looked up one by one.
+SPEAKER_SCAN_MAX = 64
+
+
+def speaker_words(text: str) -> set[bytes]:
+    """The words of a query that can name a speaker (as stored after ``SPEAKER_PREFIX``)."""
+    return {_term_bytes(t) for t in map(_lexical.surface_term, _lexical.words(text)) if t}
+
+
+def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: str
+                ) -> tuple[np.ndarray, int]:
+    """Memories of ``ns_ids`` spoken by someone the query ``text`` names: (ids, how many
+    query words name a speaker). A query word names a speaker when it is a word of a
+    memory's speaker label (``SPEAKER_PREFIX`` postings); ids are sorted and distinct.
+
+    A namespace has few speakers: their words are listed with one cursor walk over the
+    keys (no postings read) and only the words the query holds are fetched; past
+    ``SPEAKER_SCAN_MAX`` distinct words, each query word is looked up instead.
+    """
+    if not ns_ids or not env.has_db("postings"):
+        return np.empty(0, np.int64), 0
+    qwords = speaker_words(text)
+    if not qwords:
+        return np.empty(0, np.int64), 0
+    parts: list[np.ndarray] = []
+    named: set[bytes] = set()
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            prefix = _U32.pack(ns) + SPEAKER_PREFIX
+            found: list[bytes] = []
+            seen = 0
+            ok = cur.set_range(prefix)
+            while ok and seen <= SPEAKER_SCAN_MAX:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    break
+                seen += 1
+                if key[len(prefix):] in qwords:
+                    found.append(key[len(prefix):])
+                ok = cur.next_nodup()
+            if seen > SPEAKER_SCAN_MAX:  # many labels: ask for the query's words directly
+                found = sorted(qwords)
+            for w in found:
+                got = fetch(cur, ns, SPEAKER_PREFIX + w)
+                if got.size:
+                    named.add(w)
+                    parts.append(got["id"])
+    if not parts:
+        return np.empty(0, np.int64), 0
+    if len(parts) == 1:  # one term's postings: sorted by id and distinct already
+        return parts[0].astype(np.int64), len(named)
+    return np.unique(np.concatenate(parts).astype(np.int64)), len(named)
 
 
 def ensure_built(env: Any) -> None:
@@ -355,9 +435,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     n = len(texts)
     words, doc = batch_words(texts)
     distinct = list(dict.fromkeys(words))  # first-seen order; only codes depend on it
-    stems = list(map(_lexical.index_term, distinct))
+    stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))
     asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
+    spk = [(i, _key_bytes(w, SPEAKER_PREFIX)) for i, t in enumerate(texts)
+           for w in dict.fromkeys(_lexical.speaker_words(t))]
     sk = [_key_bytes(t, b"") for t in stems]
     uk = [_key_bytes(t, SURFACE_PREFIX) for t in surface]
     keyset = set(sk)
@@ -365,6 +447,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     keyset.discard(b"")
     if asks.any():
         keyset.add(QUESTION_TERM)
+    keyset.update(k for _, k in spk)
     keys = sorted(keyset)
     code = {k: i for i, k in enumerate(keys)}
     code[b""] = -1
@@ -386,6 +469,10 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     if qd.size:
         one = np.ones(qd.size, np.int64)
         parts.append((np.full(qd.size, code[QUESTION_TERM], np.int64), qd, one, one))
+    if spk:
+        one = np.ones(len(spk), np.int64)
+        parts.append((np.fromiter((code[k] for _, k in spk), np.int64, len(spk)),
+                      np.fromiter((i for i, _ in spk), np.int64, len(spk)), one, one))
     key = np.concatenate([p[0] for p in parts])
     dc = np.concatenate([p[1] for p in parts])
     order = np.lexsort((dc, key))

@@ -142,19 +142,19 @@ SLOT_OPS = frozenset({"mem", "update"})
 
 # -- requests (resolved inside Engine.write) -----------------------------------------------------
 
-def _changed_op(old: R.Record, fields: dict[str, Any], at: int, matrix: np.ndarray
-                ) -> dict[str, Any] | None:
+def changed_op(old: R.Record, fields: dict[str, Any], at: int, old_vec: bytes
+               ) -> dict[str, Any] | None:
     """The ``update`` op turning ``old`` into ``old`` + ``fields``; None when nothing differs.
 
     ``fields`` may hold ``text``, ``meta``, ``type``, ``ts`` and ``vec`` (the embedding
     of the new text, or a caller's vector). A vector that only embeds an unchanged
-    text is ignored: the memory keeps its vector.
+    text is ignored: the memory keeps its vector (``old_vec``: its little-endian
+    float32 bytes). Shared by every engine.
     """
     text = fields.get("text", old.text)
     meta = fields.get("meta", old.metadata)
     type_ = fields.get("type", old.type)
     ts = fields.get("ts", old.ts)
-    old_vec = np.ascontiguousarray(matrix[old.slot], dtype="<f4").tobytes()
     vec = old_vec
     if fields.get("vec") is not None and (fields.get("vec_given") or text != old.text):
         vec = np.ascontiguousarray(fields["vec"], dtype="<f4").tobytes()
@@ -165,11 +165,28 @@ def _changed_op(old: R.Record, fields: dict[str, Any], at: int, matrix: np.ndarr
             "type": R.TYPE_CODES[type_], "ts": ts, "vec": vec, "at": at}
 
 
+def _vec_bytes(matrix: np.ndarray, rec: R.Record) -> bytes:
+    return np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()
+
+
+def mem_op(mid: int, nid: int, text: str, meta: Any, type_: str, ts: int, key: str | None,
+           vec: Any, pinned: bool) -> dict[str, Any]:
+    """The ``mem`` op remembering one memory (shared by every engine)."""
+    op = {"op": "mem", "id": mid, "ns": nid, "text": text, "meta": meta,
+          "type": R.TYPE_CODES[type_], "ts": ts,
+          "vec": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
+    if key is not None:
+        op["key"] = key
+    if pinned:  # never evicted (see _capacity)
+        op["pin"] = True
+    return op
+
+
 def resolve_update(engine: "Engine", ctx: "_Ctx", req: tuple[Any, ...]) -> R.Record:
     """``("update", ns, id, fields, at_us)`` -> the memory's record after the write."""
     _, ns, mid, fields, at = req
     old = engine._live_record(ctx, ns, mid)
-    op = _changed_op(old, fields, at, ctx.matrix)
+    op = changed_op(old, fields, at, _vec_bytes(ctx.matrix, old))
     if op is not None:
         engine.apply_op(ctx, op)
     rec = engine.record(ctx.txn, mid)
@@ -191,7 +208,7 @@ def resolve_upsert(engine: "Engine", ctx: "_Ctx", req: tuple[Any, ...]) -> int:
         return int(engine._resolve(ctx, ("remember", ns, fields["text"], fields["meta"],
                                          fields["type"], ts, key, fields["vec"], pinned)))
     old = engine._live_record(ctx, ns, mid)
-    op = _changed_op(old, fields, now, ctx.matrix)
+    op = changed_op(old, fields, now, _vec_bytes(ctx.matrix, old))
     if op is not None:
         engine.apply_op(ctx, op)
     return mid

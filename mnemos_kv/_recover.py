@@ -292,7 +292,7 @@ def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
     LogFile.create(build, seg, 0)
     emb = embedder if embedder is not None else _StandIn(str(fmt["embedder"]), int(fmt["dim"]))
     with Mnemos.open(build, embedder=emb) as db:
-        _checkpoint_now(db._engine)
+        _checkpoint_now(db._engine.local("recover"))
         v = db.verify()
         if not v.ok:
             raise CorruptionError(f"the store kept from data.mdb fails verify: {v.problems[:3]}")
@@ -365,9 +365,14 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                                             "and the log after it")
                         else:
                             last_op = None
+                            rows = _BaseRows(root, int(_SNAP_HDR.unpack(head)[2]), embedder, fmt,
+                                             rep)
                             for _s, p in _frames(bfd, _SNAP_HDR.size, 1 << 62, bpath,
                                                  "base snapshot", rep, 1):
                                 op = R.decode(p, "base snapshot frame")
+                                if "vrow" in op:  # format 3: the vector is in the vector file
+                                    op = rows.inline(op)
+                                    p = R.encode(op)
                                 dim = _dim_of(op, dim)
                                 last_op = op.get("op")
                                 n_base += 1
@@ -378,6 +383,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                                     rep.lost.append(f"{bpath}: ends before its final frame")
                                 rep.lost.append(f"the log after seq {base_seq}: it cannot apply "
                                                 "to an incomplete base snapshot")
+                            rows.close()
                     finally:
                         os.close(bfd)
             base_len = out.tell()
@@ -453,6 +459,89 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
     if st is not None and int(st.get("seq", 0)) > rep.last_seq:
         rep.lost.append(f"data.mdb had committed up to seq {st['seq']}; the log holds only up to "
                         f"seq {rep.last_seq}")
+
+
+class _BaseRows:
+    """The vector rows a format-3 base snapshot names, read by pread from the vector file
+    of its generation and checked against the snapshot's CRC-16. A row that is lost or
+    damaged is embedded again from its text: with a deterministic embedder (the default
+    one is) that gives the same vector back, which its CRC-16 confirms; otherwise the
+    report says which memories got a new vector."""
+
+    def __init__(self, root: str, gen: int, embedder: Any, fmt: dict[str, Any] | None,
+                 rep: RecoveryReport) -> None:
+        from ._vectors import HEADER, VEC_MAGIC, vector_file
+        self.rep, self.embedder, self.fmt = rep, embedder, fmt
+        self.path = vector_file(root, gen)
+        self.fd: int | None = None
+        self.dim = 0
+        self.header = HEADER
+        self.emb: Any = None
+        self.redone = self.differ = 0
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            rep.notes.append(f"{os.path.basename(self.path)}, which holds the base snapshot's "
+                             f"vectors, is unreadable ({exc.strerror}): they are embedded again")
+            return
+        head = os.pread(fd, 20, 0)
+        if len(head) == 20 and head[:8] == VEC_MAGIC and \
+                int.from_bytes(head[12:16], "little") == gen:
+            self.fd, self.dim = fd, int.from_bytes(head[8:12], "little")
+        else:
+            os.close(fd)
+            rep.notes.append(f"{os.path.basename(self.path)} has a damaged header: the base "
+                             "snapshot's vectors are embedded again")
+
+    def _embedder(self) -> Any:
+        if self.emb is None:
+            from .embedders import resolve
+            if self.embedder is not None:
+                self.emb = resolve(self.embedder)
+            elif self.fmt is not None and self.fmt.get("embedder") == resolve(None).name:
+                self.emb = resolve(None)
+            elif self.fmt is None and self.dim == int(resolve(None).dim):
+                self.emb = resolve(None)
+                self.rep.notes.append("the store's embedder is unknown (data.mdb unreadable); "
+                                      "the default one has the vectors' dimension and was used "
+                                      "to embed the lost rows again")
+            else:
+                raise StoreError(
+                    f"{self.path}: vector rows the base snapshot needs are lost or damaged, and "
+                    "the store's embedder is not the default one; pass embedder= to recover "
+                    "to embed their texts again")
+        return self.emb
+
+    def inline(self, op: dict[str, Any]) -> dict[str, Any]:
+        from ._vectors import row_crc
+        out = {k: v for k, v in op.items() if k not in ("vrow", "vcrc")}
+        row, crc = op["vrow"], op.get("vcrc")
+        if self.fd is not None and isinstance(row, int) and row >= 0:
+            n = self.dim * 4
+            vec = os.pread(self.fd, n, self.header + row * n)
+            if len(vec) == n and row_crc(vec) == crc:
+                out["vec"] = vec
+                return out
+        from .embedders import embed_checked
+        vec = embed_checked(self._embedder(), [op["text"]])[0].astype("<f4").tobytes()
+        self.redone += 1
+        if row_crc(vec) != crc:
+            self.differ += 1
+            self.rep.notes.append(f"memory {op.get('id')}: its vector row was lost and its text "
+                                  "embedded again gives a different vector (was it given "
+                                  "explicitly?)")
+        out["vec"] = vec
+        return out
+
+    def close(self) -> None:
+        if self.redone:
+            self.rep.notes.append(f"{self.redone} vectors of the base snapshot were lost or "
+                                  f"damaged in {os.path.basename(self.path)} and embedded again "
+                                  f"from their texts ({self.redone - self.differ} identical, by "
+                                  "their checksums)")
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _default_dim() -> int:

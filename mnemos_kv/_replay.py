@@ -33,7 +33,7 @@ from . import _records as R
 from . import _storage as S
 from ._engine import DEFAULT_NS_ID, Engine, Snapshot
 from ._log import FILE_HEADER, FRAME_HEADER, encode_frame, iter_frames
-from .errors import (EmbedderMismatchError, FormatVersionError, InvalidInputError,
+from .errors import (CorruptionError, EmbedderMismatchError, FormatVersionError, InvalidInputError,
                      LogCorruptionError, ReplayError)
 
 log = logging.getLogger("mnemos_kv")
@@ -46,19 +46,21 @@ BATCH = 2000
 
 # -- digest --------------------------------------------------------------------------------
 
-def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | None = None) -> str:
+def state_digest(engine: Any, snap: Any, namespaces: Sequence[str] | None = None) -> str:
     """SHA-256 over the logical state: namespaces, memories (with vectors), edges, counters.
 
     Internal layout (slots, generations, log segments) is left out, so a compacted
     store and its uncompacted twin that ran the same operations digest the same,
     except for the ``compact`` op's sequence number, which is part of the history.
     With ``namespaces``, only those namespaces' memories and edges count, and the
-    store-wide counters are left out.
+    store-wide counters are left out. ``snap`` is any engine's read view (the
+    ``_backend.Reader`` protocol), so an embedded store and a PostgreSQL store holding
+    the same state digest the same.
     """
-    txn, st = snap.txn, snap.state
+    st = snap.state
     h = hashlib.sha256()
     h.update(R.encode(["mnemos-digest", 1, engine.embedder_name, engine.dim]))
-    nss = engine.namespaces(txn)
+    nss = snap.namespaces()
     if namespaces is None:
         sel = {int(info["id"]): name for name, info in nss.items()}
         h.update(R.encode(["counters", st.seq, st.next_id]))
@@ -66,25 +68,18 @@ def state_digest(engine: Engine, snap: Snapshot, namespaces: Sequence[str] | Non
         sel = {int(nss[n]["id"]): n for n in sorted(set(namespaces)) if n in nss}
     for nid in sorted(sel, key=lambda i: sel[i]):
         h.update(R.encode(["ns", sel[nid]]))
-    db = engine.env.db
-    with txn.cursor(db=db("records")) as cur:
-        for _k, v in cur:
-            rec = R.Record.from_bytes(v)
-            if rec.ns not in sel:
-                continue
-            item = ["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type, rec.ts, rec.key,
-                    snap.matrix[rec.slot].tobytes()]
-            if rec.upd is not None:  # (never-updated memories digest as before)
-                item.append(rec.upd)
-            h.update(R.encode(item))
-    with txn.cursor(db=db("edges_out")) as cur:
-        for k, v in cur:
-            raw = txn.get(k[:8], db=db("records"))
-            if raw is None or R.Record.from_bytes(raw).ns not in sel:
-                continue
-            h.update(R.encode(["edge", S.from_u64(k[:8]), S.from_u64(k[8:16]), k[16:].decode(),
-                               S.from_f64(v)]))
-    for item in _capacity.digest_items(engine, txn, sel, namespaces is None):
+    for rec, vec in snap.digest_records():
+        if rec.ns not in sel:
+            continue
+        item = ["mem", rec.id, sel[rec.ns], rec.text, rec.metadata, rec.type, rec.ts, rec.key, vec]
+        if rec.upd is not None:  # (never-updated memories digest as before)
+            item.append(rec.upd)
+        h.update(R.encode(item))
+    for src, dst, rel, w, src_ns in snap.digest_edges():
+        if src_ns is None or src_ns not in sel:
+            continue
+        h.update(R.encode(["edge", src, dst, rel, w]))
+    for item in _capacity.digest_items(snap, sel, namespaces is None):
         h.update(R.encode(item))  # limits, pins, evicted counters (none: nothing added)
     return h.hexdigest()
 
@@ -166,10 +161,9 @@ def export_replay(engine: Engine, path: str, *, namespaces: Sequence[str] | None
     raise AssertionError("unreachable")
 
 
-def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
-                 since_seq: int | None, progress: Any = None) -> ExportInfo:
-    from ._snapshot import snapshot_file, snapshot_frames
-
+def check_export_args(namespaces: Sequence[str] | None, since_seq: int | None
+                      ) -> list[str] | None:
+    """The sorted namespace names of an export (None: all). :raises InvalidInputError:"""
     if namespaces is not None:
         if isinstance(namespaces, str):
             namespaces = [namespaces]
@@ -181,81 +175,123 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
     if since_seq is not None and (isinstance(since_seq, bool) or not isinstance(since_seq, int)
                                   or since_seq < 0):
         raise InvalidInputError(f"since_seq must be a non-negative int, got {since_seq!r}")
+    return names
+
+
+def check_since(since_seq: int | None, seq: int, base_seq: int) -> None:
+    """``since_seq`` must lie within the retained history ``[base_seq, seq]``."""
+    if since_seq is not None:
+        if since_seq > seq:
+            raise InvalidInputError(f"since_seq {since_seq} is beyond the store's seq {seq}")
+        if since_seq < base_seq:
+            raise InvalidInputError(
+                f"history before seq {base_seq} was compacted into a base snapshot; export "
+                f"with since_seq >= {base_seq}, or without since_seq for the full state")
+
+
+def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
+                 since_seq: int | None, progress: Any = None) -> ExportInfo:
+    from ._snapshot import inline_vector, snapshot_file, snapshot_frames, snapshot_gen
+
+    names = check_export_args(namespaces, since_seq)
     with engine.snapshot() as snap:
         st = snap.state
         log = engine.open_log(st)
         base_seq = log.base_seq
-        if since_seq is not None:
-            if since_seq > st.seq:
-                raise InvalidInputError(f"since_seq {since_seq} is beyond the store's seq {st.seq}")
-            if since_seq < base_seq:
-                raise InvalidInputError(
-                    f"history before seq {base_seq} was compacted into a base snapshot; export "
-                    f"with since_seq >= {base_seq}, or without since_seq for the full state")
-        flt = None
-        if names is not None:
-            flt = _NsFilter({DEFAULT_NS_ID} if "default" in names else set(), set(names))
-        # base section (scanned with a filter even when not exported: it says which
-        # memory ids belong to the selected namespaces)
-        # The sections are streamed into a scratch file (bounded memory for any log
-        # size), then copied behind the header, which needs their lengths and counts.
-        scratch = f"{path}.body.tmp"
-        out = open(scratch, "w+b")
-        try:
-            n_base = 0
-            if base_seq > 0 and (since_seq is None or flt is not None):
-                for _o, _s, p in snapshot_frames(snapshot_file(engine.path, base_seq)):
-                    if flt is not None:
-                        op = R.decode(p, "snapshot frame")
-                        if not flt.keep(op):
-                            continue
-                        if op["op"] == "evicted":  # counters narrowed to the namespaces kept
-                            p = R.encode(op)
-                    if since_seq is None:
-                        n_base += 1
-                        out.write(encode_frame(n_base, p))
-            base_len = out.tell()
-            # log section
-            start = base_seq if since_seq is None else since_seq
-            n_log, first, last = 0, None, start
-            renumber = flt is not None
-            scanned = 0
-            for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
-                scanned += 1
-                if progress is not None and scanned % _progress.EVERY == 0:
-                    progress("log", scanned, st.seq - base_seq)
-                if flt is not None and not flt.keep(R.decode(payload, "log frame")):
-                    continue
-                if seq <= start:
-                    continue
-                n_log += 1
-                out_seq = (n_log if renumber else seq)
-                first = out_seq if first is None else first
-                last = out_seq
-                out.write(encode_frame(out_seq, payload))
-            log_len = out.tell() - base_len
-            digest = state_digest(engine, snap, names)
-            header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
-                      "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
-                      "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
-                      "first_seq": first,
-                      "last_seq": last if n_log else (base_seq if n_base else start),
-                      "renumbered": renumber}
-            hdr = R.encode(header)
-            trailer = encode_frame(0, R.encode({"op": "end", "digest": digest,
-                                                "frames": n_base + n_log}))
-            blob = _PREFIX.pack(REPLAY_MAGIC, base_len, log_len, len(hdr)) + hdr
-            tmp = f"{path}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                out.seek(0)
-                shutil.copyfileobj(out, f, 1 << 20)
-                f.write(trailer)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            out.close()
-            os.unlink(scratch)
+        check_since(since_seq, st.seq, base_seq)
+
+        def base() -> Iterator[bytes]:
+            spath = snapshot_file(engine.path, base_seq)
+            by_row = snapshot_gen(spath)
+            if by_row and by_row != st.gen:
+                raise CorruptionError(f"{spath}: names the vector rows of generation "
+                                      f"{by_row}, but the store is at generation {st.gen}")
+            for _o, _s, p in snapshot_frames(spath):
+                if by_row:
+                    op = R.decode(p, "snapshot frame")
+                    if "vrow" in op:  # the replay file carries the vector itself
+                        p = R.encode(inline_vector(op, snap.matrix, spath))
+                yield p
+
+        frames = ((seq, payload) for _off, seq, payload in log.frames(FILE_HEADER, st.log_end))
+        return write_export(engine, snap, path, names, since_seq, base_seq,
+                            base if base_seq > 0 else None, frames, st.seq - base_seq, progress)
+
+
+def write_export(engine: Any, snap: Any, path: str, names: list[str] | None,
+                 since_seq: int | None, base_seq: int, base: Any,
+                 frames: Iterable[tuple[int, bytes]], total: int, progress: Any) -> ExportInfo:
+    """Write a replay file from any engine's retained history (shared by every engine).
+
+    ``snap``: the read view the history belongs to (its digest ends the file);
+    ``base``: None, or a callable giving the payloads of the base snapshot at
+    ``base_seq``; ``frames``: ``(seq, payload)`` of the logged ops after ``base_seq``,
+    ascending; ``total``: how many, for ``progress("log", done, total)``.
+    """
+    flt = None
+    if names is not None:
+        flt = _NsFilter({DEFAULT_NS_ID} if "default" in names else set(), set(names))
+    # base section (scanned with a filter even when not exported: it says which
+    # memory ids belong to the selected namespaces)
+    # The sections are streamed into a scratch file (bounded memory for any log
+    # size), then copied behind the header, which needs their lengths and counts.
+    scratch = f"{path}.body.tmp"
+    out = open(scratch, "w+b")
+    try:
+        n_base = 0
+        if base is not None and (since_seq is None or flt is not None):
+            for p in base():
+                if flt is not None:
+                    op = R.decode(p, "snapshot frame")
+                    if not flt.keep(op):
+                        continue
+                    if op["op"] == "evicted":  # counters narrowed to the namespaces kept
+                        p = R.encode(op)
+                if since_seq is None:
+                    n_base += 1
+                    out.write(encode_frame(n_base, p))
+        base_len = out.tell()
+        # log section
+        start = base_seq if since_seq is None else since_seq
+        n_log, first, last = 0, None, start
+        renumber = flt is not None
+        scanned = 0
+        for seq, payload in frames:
+            scanned += 1
+            if progress is not None and scanned % _progress.EVERY == 0:
+                progress("log", scanned, total)
+            if flt is not None and not flt.keep(R.decode(payload, "log frame")):
+                continue
+            if seq <= start:
+                continue
+            n_log += 1
+            out_seq = (n_log if renumber else seq)
+            first = out_seq if first is None else first
+            last = out_seq
+            out.write(encode_frame(out_seq, payload))
+        log_len = out.tell() - base_len
+        digest = state_digest(engine, snap, names)
+        header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+                  "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
+                  "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
+                  "first_seq": first,
+                  "last_seq": last if n_log else (base_seq if n_base else start),
+                  "renumbered": renumber}
+        hdr = R.encode(header)
+        trailer = encode_frame(0, R.encode({"op": "end", "digest": digest,
+                                            "frames": n_base + n_log}))
+        blob = _PREFIX.pack(REPLAY_MAGIC, base_len, log_len, len(hdr)) + hdr
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            out.seek(0)
+            shutil.copyfileobj(out, f, 1 << 20)
+            f.write(trailer)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        out.close()
+        os.unlink(scratch)
     os.replace(tmp, path)
     return ExportInfo(path=os.fspath(path), frames=n_base + n_log, base_frames=n_base,
                       first_seq=first, last_seq=int(header["last_seq"]),
@@ -416,11 +452,13 @@ def _parse(path: str) -> _Parsed:
     return out
 
 
-def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = False,
+def replay(engine: Any, path: str, *, strict: bool = True, resume: bool = False,
            progress: Any = None) -> ReplayResult:
-    """Apply a replay file to the store (see ``Mnemos.replay`` for the rules)."""
-    from ._compaction import compact_vectors
+    """Apply a replay file to the store (see ``Mnemos.replay`` for the rules).
 
+    Any engine: it needs ``read_state()``, ``write([("op", op), ...], allow_gaps=)``,
+    ``replay_compact()`` (a logged ``compact`` op) and ``restore_base(ops, progress)``.
+    """
     engine.check_writable()
     parsed = _parse(os.fspath(path))
     hdr = parsed.header
@@ -445,8 +483,8 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
     applied = 0
     # base section: restore in batches without logging, then checkpoint the target
     if parsed.base:
-        applied += restore_base(engine, (R.decode(p, "snapshot frame") for _o, p in parsed.base),
-                                progress)
+        applied += engine.restore_base(
+            (R.decode(p, "snapshot frame") for _o, p in parsed.base), progress)
     batch: list[dict[str, Any]] = []
     last_seq = None
 
@@ -466,7 +504,7 @@ def replay(engine: Engine, path: str, *, strict: bool = True, resume: bool = Fal
         op = R.decode(payload, "log frame")
         if op.get("op") == "compact":
             flush()
-            out = compact_vectors(engine)
+            out = engine.replay_compact()
             applied += 1
             if not filtered and out["seq"] != seq:
                 raise ReplayError(f"replay diverged: compaction at seq {out['seq']}, logged at {seq}")

@@ -14,8 +14,13 @@ For one ``ask`` over one snapshot (see docs/retrieval.md for the full story)::
     fb(r)       feedback round from the best hits' words (PRF_WEIGHT, off by default)
     graph(r)    activation spread from the best hits through edges (use_graph=True)
     score(r)    = (rel + nbr + fb + graph)(r) * type_weight(r) * recency(r) * time(r)
+                  * speaker(r) * question(r)
     time(r)     1 inside the window a date in the query names (_temporal), else
                 1 - TEMPORAL_WEIGHT
+    speaker(r)  1 when r's speaker label names someone the query names, else
+                1 - SPEAKER_WEIGHT (no effect when the query names no speaker, or when
+                the best of their memories scores below SPEAKER_GATE * the best)
+    question(r) 1 - QUESTION_DISCOUNT when r asks a question, else 1
 
 Everything is vectorised over the candidate rows (dense over all slots when most of
 them are candidates, gathered otherwise); ties are broken by slot (= id) order, so
@@ -138,6 +143,20 @@ SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
 #: its own length (TEMPORAL_LAG = 1): what happens is often told a little later.
 TEMPORAL_WEIGHT: float = 0.5
 TEMPORAL_LAG: float = 1.0
+#: Who the question is about: a query that names a speaker (a word of the memories'
+#: "Name: ..." labels, see _lexical.speaker_words) keeps the score of that speaker's
+#: memories; the others keep 1 - SPEAKER_WEIGHT (0 = off). A flat prior (every
+#: candidate or none spoken by a named speaker) changes nothing.
+SPEAKER_WEIGHT: float = 0.3
+#: ... only when the named speakers' best memory scores at least SPEAKER_GATE times the
+#: best memory (before this prior): the question is about what they said themselves.
+SPEAKER_GATE: float = 0.9
+#: A memory that asks a question carries the topic, its reply the answer: it keeps
+#: 1 - QUESTION_DISCOUNT of its score (0 = off); its reply borrows REPLY_WEIGHT of its rel.
+QUESTION_DISCOUNT: float = 0.2
+#: Explicit replies: the memories linked ``connect(reply, question, "reply_to")`` to one
+#: of the best max(top_k, GRAPH_SEEDS) candidates borrow REPLY_WEIGHT of its rel.
+REPLY_RELATION: str = "reply_to"
 #: Multi-hop: a second round seeded by the best PRF_SEEDS candidates (pseudo-relevance
 #: feedback, RM3-style): their PRF_TERMS most weighted new stems form a second query
 #: whose max-normalised BM25, times PRF_WEIGHT, is added. Off by default (0): it did
@@ -163,7 +182,8 @@ DEFAULT_HALF_LIFE_S: float = 30 * 86_400.0
 TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
-EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time")
+EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time",
+                 "question", "speaker")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -309,8 +329,7 @@ def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | No
     terms = _lexical_index.query_terms(q.text, surface=sw > 0)
     if not terms or q.vector_weight >= 1.0:
         return None
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
-                                                surface_weight=sw)
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -451,8 +470,7 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, terms,
-                                                surface_weight=sw)
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
     if not ids.size:
         return []
     id_col = view.ids[:n] if view.n >= n else None
@@ -784,6 +802,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
 
     nbr = None
     reply_w = REPLY_WEIGHT if q.reply_weight is None else q.reply_weight
+    asked = _question_positions(engine, snap, q, rows, id_col) \
+        if (reply_w > 0 and view is not None and selected > 1) or QUESTION_DISCOUNT > 0 else None
     if nbr_fn is not None:  # the ANN path: true neighbours of its shortlist, replies included
         nbr = nbr_fn(rel) if selected > 1 else None
     elif view is not None:
@@ -793,9 +813,13 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             nbr = _timeorder.best_of(links, rel)
             nbr *= np.float32(q.neighbour_weight)  # a fresh array: scale in place
         if reply_w > 0 and links is not None:
-            reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w)
+            reply = _reply_part(engine, snap, q, links, rows, rel, id_col, reply_w, asked)
             if reply is not None:
                 nbr = reply if nbr is None else np.maximum(nbr, reply, out=nbr)
+    if reply_w > 0 and selected > 1:
+        linked = _linked_replies(engine, snap, q, rows, valid, mask, rel, reply_w)
+        if linked is not None:
+            nbr = linked if nbr is None else np.maximum(nbr, linked, out=nbr)
     if nbr is None:
         pre = rel
     elif q.explain or q.use_graph:
@@ -832,6 +856,10 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         window = _temporal.parse(q.text, q.now_us / 1e6)
         if window is not None:
             tprior = _time_prior(snap, rows, valid, window)
+    qdisc = None
+    if QUESTION_DISCOUNT > 0 and asked is not None and asked.size:
+        qdisc = np.ones(base.shape[0], np.float32)
+        qdisc[asked] = np.float32(1.0 - QUESTION_DISCOUNT)
     if q.half_life_s is not None:
         ts = snap.slots["ts"] if rows is None else snap.slots["ts"][rows]
         if newest_us is not None:
@@ -850,6 +878,12 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         final = final * rec
     if tprior is not None:
         final = final * tprior
+    if qdisc is not None:
+        final = final * qdisc
+    sprior = _speaker_prior(engine, snap, q, rows, valid, id_col, final) \
+        if SPEAKER_WEIGHT > 0 else None
+    if sprior is not None:
+        final = final * sprior
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
@@ -863,6 +897,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             t = 1.0 if tw is None else tw if isinstance(tw, float) else float(tw[i])
             r = float(rec[i]) if rec is not None else 1.0
             tp = float(tprior[i]) if tprior is not None else 1.0
+            sp = float(sprior[i]) if sprior is not None else 1.0
+            qd = float(qdisc[i]) if qdisc is not None else 1.0
             li = -1
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
@@ -876,6 +912,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "type": b * (t - 1.0),
                 "recency": b * t * (r - 1.0),
                 "time": b * t * r * (tp - 1.0),
+                "question": b * t * r * tp * (qd - 1.0),
+                "speaker": b * t * r * tp * qd * (sp - 1.0),
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
@@ -908,10 +946,10 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     lift = pre[seeds].astype(np.float64) - floor
     total = float(lift.sum())
     for slot, sc in zip(seed_slots.tolist(), lift.tolist()):
-        rec = engine.record(snap.txn, int(ids_col[slot]))
+        rec = snap.record(int(ids_col[slot]))
         if rec is None:
             continue
-        toks = _lexical.tokenize(rec.text)
+        toks = _lexical.index_fields(rec.text)[0]  # the stem field's terms
         if not toks:
             continue
         share = sc / total / len(toks)
@@ -922,8 +960,7 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     if not weight:
         return None
     best = sorted(weight, key=lambda t: (-weight[t], t))[:PRF_TERMS]
-    ids, contrib = _lexical_index.bm25_postings(snap.txn, engine.env, q.ns_ids, best,
-                                                weights=[weight[t] for t in best])
+    ids, contrib = snap.bm25_postings(q.ns_ids, best, weights=[weight[t] for t in best])
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -961,26 +998,122 @@ def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | Non
     return np.where(inside, np.float32(1.0), np.float32(1.0 - TEMPORAL_WEIGHT))
 
 
+def _positions(snap: Snapshot, ids: np.ndarray, rows: np.ndarray | None,
+               id_col: np.ndarray | None) -> np.ndarray:
+    """Positions in the score arrays (slots, or indices into ``rows``) of the memories
+    ``ids`` that have a slot (and are among ``rows``)."""
+    _, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    if rows is None or not slots.size:
+        return slots
+    pos = np.searchsorted(rows, slots)
+    pos_c = np.minimum(pos, rows.size - 1)
+    return pos[(pos < rows.size) & (rows[pos_c] == slots)]
+
+
+def _question_positions(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | None,
+                        id_col: np.ndarray | None) -> np.ndarray:
+    """Positions of the memories that ask a question (the lexical index's ``QUESTION_TERM``)."""
+    qids = snap.question_ids(q.ns_ids)
+    if not qids.size:
+        return np.empty(0, np.int64)
+    return _positions(snap, qids, rows, id_col)
+
+
 def _reply_part(engine: Any, snap: Snapshot, q: Query, links: tuple[np.ndarray, np.ndarray],
                 rows: np.ndarray | None, rel: np.ndarray, id_col: np.ndarray | None,
-                weight: float) -> np.ndarray | None:
+                weight: float, asked_pos: np.ndarray | None = None) -> np.ndarray | None:
     """``weight * rel(prev r)`` where the candidate before ``r`` asks a question, else 0.
 
     The memories that ask are listed by the lexical index (``QUESTION_TERM``), so this
-    is one postings read plus two gathers over the candidates' chain (``links``).
+    is one postings read (or ``asked_pos``, already read) plus two gathers over the
+    candidates' chain (``links``).
     """
-    qids = _lexical_index.question_ids(snap.txn, engine.env, q.ns_ids)
-    if not qids.size:
+    if asked_pos is None:
+        asked_pos = _question_positions(engine, snap, q, rows, id_col)
+    if not asked_pos.size:
         return None
-    _, slots = _slots_of(snap, qids.astype(np.int64), id_col)
-    if rows is not None:
-        pos = np.searchsorted(rows, slots)
-        pos_c = np.minimum(pos, rows.size - 1)
-        slots = pos[(pos < rows.size) & (rows[pos_c] == slots)]
     asked = np.zeros(rel.shape[0], np.float32)
-    asked[slots] = rel[slots]
+    asked[asked_pos] = rel[asked_pos]
     out = _timeorder.prev_of(links, asked)
     out *= np.float32(weight)
+    return out
+
+
+def _linked_replies(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | None,
+                    valid: np.ndarray | None, mask: np.ndarray | None, rel: np.ndarray,
+                    weight: float) -> np.ndarray | None:
+    """``weight * rel(q)`` for each candidate linked ``connect(r, q, REPLY_RELATION)`` to
+    one of the best candidates ``q`` (by rel); None when there is no such link.
+
+    The caller's own reply structure (a reply that is not the next memory, or a thread
+    across namespaces' time order): the same share as the implicit reply. Only the
+    incoming edges of the best max(top_k, GRAPH_SEEDS) candidates are read, and nothing
+    when the store holds no edge.
+    """
+    if not snap.has_edges():
+        return None
+    ranked = rel if valid is None else np.where(valid, rel, np.float32(-np.inf))
+    seeds = order_top(ranked, _tie_rows(snap, rows), min(max(q.top_k, GRAPH_SEEDS), GRAPH_MAX_SEEDS))
+    seeds = seeds[ranked[seeds] > 0]
+    if not seeds.size:
+        return None
+    ids_col = snap.slots["id"]
+    seed_list = seeds.tolist()
+    dst = [int(ids_col[i if rows is None else rows[i]]) for i in seed_list]
+    src: list[int] = []
+    amount: list[float] = []
+    for j, s_id in snap.reply_sources(dst, REPLY_RELATION):
+        src.append(s_id)
+        amount.append(float(rel[seed_list[j]]))
+    if not src:
+        return None
+    ids = np.asarray(src, np.int64)
+    ok, slots = _slots_of(snap, ids)
+    vals = np.asarray(amount, np.float32)[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, vals = slots[keep], vals[keep]
+    elif rows is not None:
+        at = np.minimum(np.searchsorted(rows, slots), rows.size - 1)
+        keep = rows[at] == slots
+        slots, vals = slots[keep], vals[keep]
+    if not slots.size:
+        return None
+    out = np.zeros(rel.shape[0], np.float32)
+    idx = slots if rows is None else np.searchsorted(rows, slots)
+    np.maximum.at(out, idx, vals * np.float32(weight))
+    return out
+
+
+def _speaker_prior(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray | None,
+                   valid: np.ndarray | None, id_col: np.ndarray | None,
+                   scores: np.ndarray) -> np.ndarray | None:
+    """Per candidate: 1 when spoken by someone the query names, else 1 - SPEAKER_WEIGHT.
+
+    None when the query names no speaker, when the named speakers said every
+    candidate or none (a flat prior reorders nothing), or when their best memory
+    scores (``scores``: everything but this prior) below SPEAKER_GATE times the best
+    memory's: then the best matches are what someone else said, and the name in the
+    question is not about the speaker's own words (an addressee, or the wrong person).
+    """
+    ids, _named = snap.speaker_ids(q.ns_ids, q.text)
+    if not ids.size:
+        return None
+    size = snap.state.n_slots if rows is None else rows.size
+    pos = _positions(snap, ids, rows, id_col)  # distinct: one slot per id
+    if valid is None:
+        n_in, n_all = pos.size, size
+    else:
+        n_in, n_all = int(np.count_nonzero(valid[pos])), int(np.count_nonzero(valid))
+    if n_in == 0 or n_in == n_all:
+        return None
+    best = float(np.max(scores, where=valid, initial=0.0)) if valid is not None \
+        else float(scores.max())
+    named = scores[pos] if valid is None else scores[pos[valid[pos]]]
+    if float(named.max()) < SPEAKER_GATE * best:
+        return None
+    out = np.full(size, np.float32(1.0 - SPEAKER_WEIGHT), np.float32)
+    out[pos] = 1.0
     return out
 
 
@@ -995,7 +1128,7 @@ def _graph_part(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
         return None
     seed_slots = seeds if rows is None else rows[seeds]
     ids_col = snap.slots["id"]
-    got_ids, amounts = _graph.spread(snap.txn, engine.env, ids_col[seed_slots].tolist(),
+    got_ids, amounts = snap.graph_spread(ids_col[seed_slots].tolist(),
                                      pre[seeds].tolist())
     if got_ids.size == 0:
         return None

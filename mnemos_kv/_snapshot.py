@@ -9,11 +9,18 @@ snapshot plus the retained frames.
 A base snapshot is a stream of ordinary log frames (local sequence numbers 1..m)
 holding synthetic ops that rebuild the state: ``ns`` ops (by namespace id), then the
 capacity limits and evicted counters (``capacity``/``evicted`` ops, only when there
-are any), ``mem`` ops (by memory id, with the stored vector, ``"pin": True`` when
-pinned), ``link`` ops (edge key order), and one
-final ``base`` op carrying the counters (``seq``, ``next_id``, ``next_ns``). The bytes
-depend only on the logical state, so two stores with the same history write the same
-snapshot.
+are any), ``mem`` ops (by memory id, ``"pin": True`` when pinned), ``link`` ops (edge
+key order), and one final ``base`` op carrying the counters (``seq``, ``next_id``,
+``next_ns``). The bytes depend only on the logical state and the slot layout, so two
+stores with the same history write the same snapshot.
+
+Vectors are stored once (format 3): a snapshot's ``mem`` op names its row in the
+vector file of the generation in the header (``"vrow"``, with the row's CRC-16 as
+``"vcrc"``) instead of carrying the vector (``"vec"``, formats 1-2: header generation
+0). That generation is the store's current one for as long as the snapshot is: only a
+compaction makes a new generation, and it writes a new snapshot in the same commit;
+its rows are never rewritten. Export puts the vectors back in (:func:`inline_vector`),
+so replay files are self-contained and unchanged.
 """
 
 from __future__ import annotations
@@ -30,12 +37,13 @@ from . import _capacity
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, LogGone, encode_frame, iter_file_frames, log_file
+from ._vectors import row_crc
 from .errors import CorruptionError
 
 log = logging.getLogger("mnemos_kv")
 
 SNAP_MAGIC = b"MNMSBAS1"
-_SNAP_HDR = struct.Struct("<8sQQ")  # magic, base seq, reserved
+_SNAP_HDR = struct.Struct("<8sQQ")  # magic, base seq, generation of "vrow" (0: inline "vec")
 
 
 def snapshot_file(root: str, seq: int) -> str:
@@ -43,8 +51,10 @@ def snapshot_file(root: str, seq: int) -> str:
 
 
 def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
-             ns_ids: set[int] | None = None) -> Iterator[dict[str, Any]]:
-    """Synthetic ops that rebuild the state of ``txn`` (optionally only some namespaces)."""
+             ns_ids: set[int] | None = None, by_row: bool = False) -> Iterator[dict[str, Any]]:
+    """Synthetic ops that rebuild the state of ``txn`` (optionally only some namespaces);
+    ``by_row``: ``mem`` ops name their vector row (``vrow``, ``vcrc``) instead of
+    carrying it."""
     db = engine.env.db
     names: dict[int, str] = {}
     for name, info in engine.namespaces(txn).items():
@@ -61,9 +71,13 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
             if ns_ids is not None and rec.ns not in ns_ids:
                 continue
             engine.check_row(rec, matrix, slots, st.gen)  # never bake a damaged row into a base
+            vec = np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()
             op = {"op": "mem", "id": rec.id, "ns": rec.ns, "text": rec.text, "meta": rec.metadata,
-                  "type": R.TYPE_CODES[rec.type], "ts": rec.ts,
-                  "vec": np.ascontiguousarray(matrix[rec.slot], dtype="<f4").tobytes()}
+                  "type": R.TYPE_CODES[rec.type], "ts": rec.ts}
+            if by_row:
+                op["vrow"], op["vcrc"] = rec.slot, row_crc(vec)
+            else:
+                op["vec"] = vec
             if rec.key is not None:
                 op["key"] = rec.key
             if rec.id in pinned:
@@ -95,8 +109,8 @@ def write_snapshot(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarr
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        buf = bytearray(_SNAP_HDR.pack(SNAP_MAGIC, st.seq, 0))
-        for frame in frames_of(base_ops(engine, txn, st, matrix)):
+        buf = bytearray(_SNAP_HDR.pack(SNAP_MAGIC, st.seq, st.gen))
+        for frame in frames_of(base_ops(engine, txn, st, matrix, by_row=True)):
             buf += frame
             if len(buf) > 1 << 22:
                 os.write(fd, buf)
@@ -125,6 +139,37 @@ def snapshot_frames(path: str) -> Iterator[tuple[int, int, bytes]]:
         yield from iter_file_frames(fd, _SNAP_HDR.size, os.fstat(fd).st_size, path=path)
     finally:
         os.close(fd)
+
+
+def snapshot_gen(path: str) -> int:
+    """The generation whose vector rows the snapshot's ``mem`` ops name (0: none, the
+    vectors are inline)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNAP_HDR.size)
+    except FileNotFoundError as exc:
+        raise LogGone(f"missing base snapshot {path}") from exc
+    if len(head) < _SNAP_HDR.size or head[:8] != SNAP_MAGIC:
+        raise CorruptionError(f"{path}: not a base snapshot")
+    return int(_SNAP_HDR.unpack(head)[2])
+
+
+def inline_vector(op: dict[str, Any], matrix: np.ndarray, where: str) -> dict[str, Any]:
+    """``op`` with its ``vrow`` reference replaced by the row's bytes from ``matrix`` (the
+    snapshot's generation), CRC-checked. :raises CorruptionError: the row is damaged."""
+    if "vrow" not in op:
+        return op
+    out = {k: v for k, v in op.items() if k not in ("vrow", "vcrc")}
+    row = op["vrow"]
+    if not isinstance(row, int) or not 0 <= row < matrix.shape[0]:
+        raise CorruptionError(f"{where}: memory {op.get('id')} names vector row {row!r}, outside "
+                              f"the {matrix.shape[0]} rows of its generation")
+    vec = np.ascontiguousarray(matrix[row], dtype="<f4").tobytes()
+    if row_crc(vec) != op.get("vcrc"):
+        raise CorruptionError(f"{where}: the vector row {row} of memory {op.get('id')} fails its "
+                              "checksum")
+    out["vec"] = vec
+    return out
 
 
 def snapshot_ops(path: str) -> Iterator[dict[str, Any]]:

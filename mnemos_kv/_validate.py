@@ -83,7 +83,7 @@ def check_top_k(top_k: Any) -> int:
     return int(top_k)
 
 
-def prepare_remember(eng: Engine, ns: str, items: Iterable[Any],
+def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
                      keys_seen: set[str], first: int = 0) -> list[list[Any]]:
     """Validate remember items into engine requests (vector None where still to embed).
 
@@ -148,7 +148,7 @@ def _checked_vectors(dim: int, given: Sequence[tuple[int, int, Any]]) -> np.ndar
     return np.stack([check_vectors(v, 1, dim, f"item {i} vector")[0] for _, i, v in given])
 
 
-def embed_missing(eng: Engine, prepared: Sequence[list[Any]]) -> None:
+def embed_missing(eng: Any, prepared: Sequence[list[Any]]) -> None:
     """Embed, in one embedder call, the texts of prepared requests that have no vector."""
     todo = [p for p in prepared if p[7] is None]
     if todo:

@@ -244,6 +244,16 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
                 f"(text, time, namespace or key)")
     if seq is not None:
         return  # the log pass checks every logged vector against its own row
+    if "vrow" in op:  # format 3: the snapshot names the row (and its CRC-16) instead
+        from ._vectors import row_crc
+        if op["vrow"] != rec.slot:
+            rep.add(f"memory {mid}: its record says slot {rec.slot}, {name} row {op['vrow']}")
+        elif 0 <= rec.slot < snap.state.n_slots and \
+                row_crc(snap.matrix[rec.slot].tobytes()) != op.get("vcrc"):
+            rep.add(f"memory {mid}: its vector (row {rec.slot} of "
+                    f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from "
+                    f"the checksum in {name}")
+        return
     if 0 <= rec.slot < snap.state.n_slots and snap.matrix[rec.slot].tobytes() != op["vec"]:
         rep.add(f"memory {mid}: its vector (row {rec.slot} of "
                 f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from {name}")

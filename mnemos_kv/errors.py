@@ -15,6 +15,7 @@ can catch one class, or a precise subclass::
     │   ├── ClosedError                        a call on a closed store
     │   ├── ReplayError                        a replay cannot apply here, or diverged
     │   ├── CapacityError                      a capacity limit cannot be met (pinned memories)
+    │   ├── UnsupportedError                   a call this store's engine does not offer (PostgreSQL)
     │   └── CorruptionError                    a file fails its checks (log, vectors, records)
     │       ├── LogCorruptionError             a replay-log frame is torn or fails its CRC
     │       └── NeedsRecoveryError             a damaged or lost file: run ``recover``
@@ -47,6 +48,7 @@ __all__ = [
     "MapFullError",
     "DiskFullError",
     "MissingDependencyError",
+    "UnsupportedError",
 ]
 
 
@@ -101,6 +103,11 @@ class ReplayError(StoreError):
 class CapacityError(StoreError):
     """A write (or a new capacity limit) cannot be kept within a capacity limit, because
     every memory that would have to be evicted is pinned. Nothing was written."""
+
+
+class UnsupportedError(StoreError):
+    """A call the store's engine does not offer (e.g. ``compact`` on a PostgreSQL store);
+    the message names the call. Nothing was written."""
 
 
 class CorruptionError(StoreError):

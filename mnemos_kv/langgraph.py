@@ -203,7 +203,7 @@ class MnemosStore(BaseStore):
         else:
             raise InvalidInputError(
                 f"path_or_store must be a path or a Mnemos store, got {type(path_or_store).__name__}")
-        self._dim = int(self._db._engine.dim)
+        self._dim = int(self._db._engine.local("the LangGraph store adapter").dim)
         if index and self._dim != index["dims"]:
             self.close()
             raise EmbedderMismatchError(
@@ -272,7 +272,7 @@ class MnemosStore(BaseStore):
             self.queries: dict[str, None] = {}
 
     def _plan(self, ops: Iterable[Op]) -> "MnemosStore._Plan":
-        self._db._engine.check_open()
+        self._db._engine.local("the LangGraph store adapter").check_open()
         plan = self._Plan()
         plan.ops = list(ops)
         for op in plan.ops:
@@ -407,7 +407,7 @@ class MnemosStore(BaseStore):
         except NamespaceTooLongError:
             return {}  # no namespace is that long
         under = head + "." if labels else head
-        eng = self._db._engine
+        eng = self._db._engine.local("the LangGraph store adapter")
         out: dict[str, dict[str, Any]] = {}
         with eng.snapshot() as snap:
             with snap.txn.cursor(db=eng.env.db("namespaces")) as cur:
@@ -472,13 +472,13 @@ class MnemosStore(BaseStore):
 
     def _put_entries(self, plan: "MnemosStore._Plan", dvecs: np.ndarray | None) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
-        now = float(self._db._engine.clock())
+        now = float(self._db._engine.local("the LangGraph store adapter").clock())
         for (ns, key), (op, rows) in plan.puts.items():
             name = encode_namespace(ns, self.prefix)
             tname = self._ttl_name(name, strict=op.value is not None and op.ttl is not None)
             if op.value is not None and op.ttl is not None:
                 entries.append(self._ttl_entry(tname, key, now, float(op.ttl)))
-            elif self._db._engine.ns_id(tname) is not None:  # the item no longer expires
+            elif self._db._engine.local("the LangGraph store adapter").ns_id(tname) is not None:  # the item no longer expires
                 entries.append({"ns": tname, "key": key, "delete": True})
             if op.value is None:
                 entries.append({"ns": name, "key": key, "delete": True})
@@ -515,7 +515,7 @@ class MnemosStore(BaseStore):
         are not put by the same batch, whose put sets their TTL)."""
         if self._db.readonly:
             return []
-        eng = self._db._engine
+        eng = self._db._engine.local("the LangGraph store adapter")
         put = {(encode_namespace(ns, self.prefix), k) for ns, k in plan.puts}
         now = float(eng.clock())
         out = []
@@ -533,7 +533,7 @@ class MnemosStore(BaseStore):
     def sweep_ttl(self) -> int:
         """Delete every item whose TTL has expired (by the store's clock), with its TTL
         record, one transaction per namespace; returns how many items were deleted."""
-        eng = self._db._engine
+        eng = self._db._engine.local("the LangGraph store adapter")
         head = f"{self.prefix}.ttl:"
         with eng.snapshot() as snap:
             names = [n for n, info in eng.namespaces(snap.txn).items()

@@ -18,7 +18,8 @@ import numpy as np
 from . import _records as R
 from . import _retrieval
 from . import rerank as _rerank
-from ._engine import DEFAULT_NS, Engine, Snapshot
+from ._backend import Backend, Reader, is_postgres_url
+from ._engine import DEFAULT_NS, Engine
 from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
@@ -70,7 +71,7 @@ def _parse_filter(filter: Any) -> Any:
 class _Handle:
     """The memory API, confined to one namespace (``self.name``)."""
 
-    _engine: Engine
+    _engine: Backend
     name: str
     _readable: frozenset[str]
 
@@ -237,6 +238,7 @@ class _Handle:
         :raises InvalidInputError: a malformed filter (see docs/filters.md).
         """
         from ._filter_index import forget_where
+        self._engine.local("forget_where")
         node = _parse_filter(filter)
         if node is None:
             raise InvalidInputError(
@@ -247,21 +249,18 @@ class _Handle:
 
     def pin(self, id: MemoryId) -> None:
         """Protect a memory from capacity eviction (a logged op). :raises MemoryNotFoundError:"""
-        from ._capacity import set_pin
-        self._engine.write([("call", set_pin(self.name, _check_id(id), True), 0)])
+        self._engine.write([("pin", self.name, _check_id(id), True)])
 
     def unpin(self, id: MemoryId) -> None:
         """Make a pinned memory evictable again (a logged op). :raises MemoryNotFoundError:"""
-        from ._capacity import set_pin
-        self._engine.write([("call", set_pin(self.name, _check_id(id), False), 0)])
+        self._engine.write([("pin", self.name, _check_id(id), False)])
 
     def is_pinned(self, id: MemoryId) -> bool:
         """Whether the memory is pinned. :raises MemoryNotFoundError:"""
-        from ._capacity import is_pinned
         mid = _check_id(id)
         with self._engine.snapshot() as snap:
             rec = self._own(snap, mid)
-            return is_pinned(self._engine, snap.txn, rec.ns, mid)
+            return snap.is_pinned(rec.ns, mid)
 
     def explain_eviction(self, id: MemoryId) -> dict[str, Any]:
         """Why a memory was evicted, or where a live one stands in the eviction order.
@@ -277,7 +276,7 @@ class _Handle:
         """
         from ._capacity import explain
         mid = _check_id(id)
-        eng = self._engine
+        eng = self._engine.local("explain_eviction")
         with eng.snapshot() as snap:
             confined = self._readable is not None
             nid = self._nid(snap)
@@ -302,6 +301,7 @@ class _Handle:
         summarizer. Returns one dict per summary: ``id``, ``replaced``, ``window``.
         """
         from ._semantic import summarize_older
+        self._engine.local("summarize_older")
         return summarize_older(self, than, summarizer=summarizer, window=window,
                                min_group=min_group, types=types)
 
@@ -322,16 +322,16 @@ class _Handle:
 
     # -- reads --------------------------------------------------------------------------
 
-    def _nid(self, snap: Snapshot) -> int | None:
-        return self._engine.ns_id(self.name, snap.txn)
+    def _nid(self, snap: Reader) -> int | None:
+        return snap.ns_id(self.name)
 
-    def _memory(self, snap: Snapshot, rec: R.Record, score: float | None = None,
+    def _memory(self, snap: Reader, rec: R.Record, score: float | None = None,
                 explain: dict[str, float] | None = None) -> Memory:
-        return _to_memory(rec, self._engine.ns_name(rec.ns, snap.txn), score, explain)
+        return _to_memory(rec, snap.ns_name(rec.ns), score, explain)
 
-    def _own(self, snap: Snapshot, mid: int) -> R.Record:
+    def _own(self, snap: Reader, mid: int) -> R.Record:
         nid = self._nid(snap)
-        rec = self._engine.record(snap.txn, mid) if nid is not None else None
+        rec = snap.record(mid) if nid is not None else None
         if rec is None or rec.ns != nid:
             raise MemoryNotFoundError(f"no memory with id {mid} in namespace {self.name!r}")
         return rec
@@ -347,7 +347,7 @@ class _Handle:
         key = R.check_key(key)  # type: ignore[assignment]
         with self._engine.snapshot() as snap:
             nid = self._nid(snap)
-            mid = self._engine.key_id(snap.txn, nid, key) if nid is not None else None
+            mid = snap.key_id(nid, key) if nid is not None else None
             if mid is None:
                 raise MemoryNotFoundError(f"no memory with key {key!r} in namespace {self.name!r}")
             return self._memory(snap, self._own(snap, mid))
@@ -370,9 +370,8 @@ class _Handle:
                 nid = self._nid(snap)
                 if nid is None:
                     return 0
-                return int(np.count_nonzero(_retrieval.filter_mask(eng, snap, [nid], node)))
-            raw = snap.txn.get(self.name.encode(), db=eng.env.db("namespaces"))
-            return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
+                return snap.count(nid, node)
+            return snap.ns_count(self.name)
 
     def __len__(self) -> int:
         return self.count()
@@ -381,42 +380,23 @@ class _Handle:
                  filter: Mapping[str, Any] | None = None) -> Iterator[Memory]:
         """Every live memory of this namespace in time order (then id), from one snapshot;
         ``since``/``until`` bound the timestamps, ``filter`` matches the metadata."""
-        from . import _storage as S
         eng = self._engine
         node = _parse_filter(filter)
-        lo = S.ts_key(to_us(since, "since")) if since is not None else b""
+        lo = to_us(since, "since") if since is not None else None
         hi = to_us(until, "until") if until is not None else None
         with eng.snapshot() as snap:
             nid = self._nid(snap)
             if nid is None:
                 return
-            wanted: set[bytes] | None = None
-            if node is not None:
-                hit = _retrieval.filter_mask(eng, snap, [nid], node)
-                wanted = {S.u64(int(i)) for i in snap.slots["id"][np.flatnonzero(hit)].tolist()}
-                if not wanted:
-                    return
-            prefix = S.u32(nid)
-            with snap.txn.cursor(db=eng.env.db("time")) as cur:
-                if not cur.set_range(prefix + lo):
-                    return
-                for k in cur.iternext(values=False):
-                    if not k.startswith(prefix):
-                        break
-                    if hi is not None and S.from_ts_key(k[4:12]) > hi:
-                        break
-                    if wanted is not None and k[12:20] not in wanted:
-                        continue
-                    rec = eng.record(snap.txn, S.from_u64(k[12:20]))
-                    if rec is not None:
-                        yield self._memory(snap, rec)
+            for rec in snap.memories(nid, lo, hi, node):
+                yield self._memory(snap, rec)
 
     def get_vector(self, id: MemoryId) -> np.ndarray:
         """The stored (L2-normalised, float32) vector of a memory, as a copy."""
         mid = _check_id(id)
         with self._engine.snapshot() as snap:
             rec = self._own(snap, mid)
-            return np.array(self._engine.checked_vector(snap, rec), dtype=np.float32)
+            return np.array(snap.vector(rec), dtype=np.float32)
 
     def neighbors(self, id: MemoryId, *, relation: str | None = None,
                   direction: str = "both") -> list[Edge]:
@@ -426,7 +406,7 @@ class _Handle:
         mid = _check_id(id)
         with self._engine.snapshot() as snap:
             self._own(snap, mid)
-            edges = self._engine.edges(snap.txn, mid, direction)
+            edges = snap.edges(mid, direction)
         return [Edge(s, d, r, w) for s, d, r, w in edges if relation is None or r == relation]
 
     def ask(self, query: str | None = None, top_k: int = 5, *, vector: Any = None,
@@ -515,10 +495,7 @@ class _Handle:
             embedder = eng.require_embedder()
             qvec = embed_query_checked(embedder, q)
         with eng.snapshot() as snap:
-            nids = tuple(n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None)
-            allowed = None
-            if node is not None and nids:
-                allowed = _retrieval.filter_mask(eng, snap, nids, node)
+            nids = tuple(n for n in (snap.ns_id(nm) for nm in names) if n is not None)
             plan = _retrieval.Query(
                 text=q, vector=qvec, ns_ids=nids,
                 top_k=k if rerank is None else _rerank.candidates(k),
@@ -527,13 +504,9 @@ class _Handle:
                 use_graph=bool(use_graph), half_life_s=half_life, type_codes=type_codes,
                 type_weights=type_weights, since_us=since_us, until_us=until_us,
                 explain=bool(explain), neighbour_weight=_retrieval.NEIGHBOUR_WEIGHT,
-                allowed=allowed, mode=mode, now_us=now_us)
-            out = []
-            for hit in _retrieval.run(eng, snap, plan):
-                rec = eng.record(snap.txn, hit.id)
-                if rec is not None:
-                    eng.check_vector(snap, rec)  # a corrupted vector is an error, not an answer
-                    out.append(self._memory(snap, rec, hit.score, hit.parts))
+                mode=mode, now_us=now_us)
+            out = [self._memory(snap, rec, hit.score, hit.parts)
+                   for hit, rec in snap.search(plan, node)]
         return out if rerank is None else _rerank.apply(rerank, q, out, k)
 
     def graph(self, namespace: str | Sequence[str] | None = None) -> Any:
@@ -544,12 +517,10 @@ class _Handle:
         ``type``, ``created_at``, ``metadata``, ``key``); edges carry ``relation``
         (also the edge key) and ``weight``. A copy: changing it changes nothing stored.
         """
-        from . import _graph
         names = self._search_names(namespace)
-        eng = self._engine
-        with eng.snapshot() as snap:
-            nids = [n for n in (eng.ns_id(nm, snap.txn) for nm in names) if n is not None]
-            return _graph.to_networkx(eng, snap.txn, nids)
+        with self._engine.snapshot() as snap:
+            nids = [n for n in (snap.ns_id(nm) for nm in names) if n is not None]
+            return snap.graph(nids)
 
     def _search_names(self, namespaces: Sequence[str] | None) -> list[str]:
         if namespaces is None:
@@ -571,7 +542,7 @@ class _Handle:
 class Namespace(_Handle):
     """A handle confined to one namespace; get it with ``db.namespace(name)``."""
 
-    def __init__(self, engine: Engine, name: str, read: Iterable[str] = ()) -> None:
+    def __init__(self, engine: Backend, name: str, read: Iterable[str] = ()) -> None:
         self._engine = engine
         self.name = check_namespace(name)
         self._readable = frozenset([self.name, *(check_namespace(n) for n in as_list(read, "read"))])
@@ -590,7 +561,7 @@ class Namespace(_Handle):
         from ._capacity import check_limit, set_limit
         me = check_limit(max_entries, "max_entries")
         mb = check_limit(max_bytes, "max_bytes")
-        self._engine.write([("call", set_limit(self.name, me, mb), 0)])
+        self._engine.local("set_capacity").write([("call", set_limit(self.name, me, mb), 0)])
 
     def drop(self) -> int:
         """Delete this namespace: every memory, edge (also edges from other namespaces
@@ -602,10 +573,9 @@ class Namespace(_Handle):
 
     def capacity(self) -> dict[str, int | None]:
         """This namespace's limits: ``{"max_entries": n or None, "max_bytes": n or None}``."""
-        from ._capacity import limits
         with self._engine.snapshot() as snap:
             nid = self._nid(snap)
-            lim = limits(self._engine, snap.txn)["ns"].get(nid, {}) if nid is not None else {}
+            lim = snap.limits()["ns"].get(nid, {}) if nid is not None else {}
             return {"max_entries": lim.get("max_entries"), "max_bytes": lim.get("max_bytes")}
 
     def __repr__(self) -> str:
@@ -619,7 +589,7 @@ class Mnemos(_Handle):
     :meth:`close`. Calls act on the ``"default"`` namespace.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Backend) -> None:
         self._engine = engine
         self.name = DEFAULT_NS
         self._readable = None  # type: ignore[assignment]  # the root may read every namespace
@@ -651,11 +621,21 @@ class Mnemos(_Handle):
         have one (4096 slots). Opt-in because its recall depends on how clustered the
         vectors are (see docs/retrieval.md).
 
+        ``path`` may also be a PostgreSQL URL, ``postgresql://user@host:port/db?schema=name``
+        (or ``postgres://``): the store lives in that schema (default ``mnemos``; made on
+        first open) of a server with pgvector, behind this same API (extra
+        ``mnemos-kv[postgres]``; what differs: docs/postgres.md). Query
+        parameters other than ``schema`` and libpq's own are refused.
+
         :raises NotAStoreError: ``path`` is a file or a foreign directory.
         :raises FormatVersionError: the store was written by a newer mnemos-kv.
         """
         if clock is not None and not callable(clock):
             raise InvalidInputError(f"clock must be callable, got {type(clock).__name__}")
+        if isinstance(path, str) and path.split(":", 1)[0].lower() in ("postgresql", "postgres") \
+                and ":" in path:
+            return cls._open_postgres(path, embedder=embedder, clock=clock, readonly=readonly,
+                                      durability=durability, on_evict=on_evict, ann=ann)
         if isinstance(map_size, bool) or not isinstance(map_size, int) or \
                 not (1 << 20) <= map_size <= MAX_MAP_SIZE:
             raise InvalidInputError(
@@ -678,6 +658,37 @@ class Mnemos(_Handle):
         db.on_evict = on_evict
         return db
 
+    @classmethod
+    def _open_postgres(cls, url: str, *, embedder: Any, clock: Callable[[], float] | None,
+                       readonly: bool, durability: str, on_evict: Any, ann: bool | None
+                       ) -> "Mnemos":
+        """``open`` of a ``postgresql://`` URL: the PostgreSQL engine (docs/postgres.md)."""
+        from ._pg import open_engine
+        if not is_postgres_url(url):
+            raise InvalidInputError(
+                f"{url.split('://')[0].split(':')[0]}: paths are PostgreSQL URLs; expected "
+                f"'postgresql://user@host:port/db?schema=name', got {url!r}")
+        if durability not in DURABILITY_MODES:
+            raise InvalidInputError(
+                f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
+        if ann:
+            raise InvalidInputError("ann=True is for the embedded store; a PostgreSQL store "
+                                    "scans its candidates exactly")
+        emb = resolve(embedder)
+        if on_evict is not None and not callable(on_evict):
+            raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
+        engine = open_engine(url, embedder=emb, embedder_given=embedder is not None,
+                             clock=clock or time.time, readonly=bool(readonly),
+                             durable=durability == "full")
+        db = cls(engine)
+        db.on_evict = on_evict
+        return db
+
+    @property
+    def backend(self) -> str:
+        """Which engine holds the store: ``"embedded"`` (a local directory) or ``"postgres"``."""
+        return str(getattr(self._engine, "kind", "embedded"))
+
     @property
     def on_evict(self) -> Callable[[list[Memory]], Any] | None:
         """Called after a commit with the memories that write (of this process, any
@@ -696,8 +707,8 @@ class Mnemos(_Handle):
             return
 
         def hook(records: list[R.Record]) -> None:
-            with eng.env.read() as txn:
-                mems = [_to_memory(r, eng.ns_name(r.ns, txn)) for r in records]
+            with eng.snapshot() as snap:
+                mems = [_to_memory(r, snap.ns_name(r.ns)) for r in records]
             fn(mems)
         eng.on_evict = hook
 
@@ -720,21 +731,19 @@ class Mnemos(_Handle):
         from ._capacity import check_limit, set_limit
         me = check_limit(max_entries, "max_entries")
         mb = check_limit(max_bytes, "max_bytes")
-        self._engine.write([("call", set_limit(None, me, mb), 0)])
+        self._engine.local("set_capacity").write([("call", set_limit(None, me, mb), 0)])
 
     def capacity(self) -> dict[str, Any]:
         """Every limit: ``{"store": {...} or None, "namespaces": {name: {...}}}``."""
-        from ._capacity import limits
-        eng = self._engine
-        with eng.snapshot() as snap:
-            lims = limits(eng, snap.txn)
+        with self._engine.snapshot() as snap:
+            lims = snap.limits()
             return {"store": dict(lims["store"]) if lims["store"] else None,
-                    "namespaces": {eng.ns_name(n, snap.txn): dict(v)
+                    "namespaces": {snap.ns_name(n): dict(v)
                                    for n, v in sorted(lims["ns"].items())}}
 
     @property
     def path(self) -> str:
-        """The store directory."""
+        """The store directory (a PostgreSQL store: its URL, password redacted)."""
         return self._engine.path
 
     @property
@@ -792,15 +801,16 @@ class Mnemos(_Handle):
         from ._dump import dump
         from ._progress import check
         prog = check(progress)
-        self._engine.check_open()
+        eng = self._engine.local("dump")
+        eng.check_open()
         names = [namespaces] if isinstance(namespaces, str) else \
             None if namespaces is None else [check_namespace(n) for n in namespaces]
         if isinstance(file, (str, os.PathLike)):
             from ._replay import check_out_path
             check_out_path(file, "dump file")
             with open(file, "w", encoding="utf-8") as f:
-                return dump(self._engine, f, namespaces=names, vectors=bool(vectors), progress=prog)
-        return dump(self._engine, file, namespaces=names, vectors=bool(vectors), progress=prog)
+                return dump(eng, f, namespaces=names, vectors=bool(vectors), progress=prog)
+        return dump(eng, file, namespaces=names, vectors=bool(vectors), progress=prog)
 
     def load(self, file: str | os.PathLike[str] | Iterable[str], *,
              progress: Callable[[str, int, int], Any] | None = None) -> int:
@@ -817,7 +827,8 @@ class Mnemos(_Handle):
         from ._dump import load
         from ._progress import check
         prog = check(progress)
-        self._engine.check_writable()
+        eng = self._engine.local("load")
+        eng.check_writable()
         if isinstance(file, (str, os.PathLike)):
             if os.path.isdir(file):
                 raise InvalidInputError(f"dump file {os.fspath(file)!r} is a directory")
@@ -829,13 +840,13 @@ class Mnemos(_Handle):
                 raise InvalidInputError(f"dump file {os.fspath(file)!r} cannot be read: "
                                         f"{exc.strerror}") from None
             with f:
-                return load(self._engine, f, prog)
-        return load(self._engine, file, prog)
+                return load(eng, f, prog)
+        return load(eng, file, prog)
 
     def namespaces(self) -> list[str]:
         """Names of every namespace that exists (sorted)."""
         with self._engine.snapshot() as snap:
-            return list(self._engine.namespaces(snap.txn))
+            return list(snap.namespaces())
 
     def stats(self) -> dict[str, Any]:
         """Counts per namespace and in total, format version, embedder, files and sizes,
@@ -843,41 +854,7 @@ class Mnemos(_Handle):
         limits, in total) and ``capacity`` (the store limit, per namespace its limit and
         evicted count, and the capacity bytes of the live memories — None in a store made
         before byte counting, until its first ``max_bytes`` limit)."""
-        from ._capacity import evicted_counts, limits
-        eng = self._engine
-        with eng.snapshot() as snap:
-            nss = eng.namespaces(snap.txn)
-            st = snap.state
-            ev = evicted_counts(eng, snap.txn)
-            lims = limits(eng, snap.txn)
-            known = bool(st.usage)
-            files = {}
-            for name in sorted(os.listdir(eng.path)):
-                try:  # a compaction in another process may remove files meanwhile
-                    s = os.stat(os.path.join(eng.path, name))
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(s.st_mode):
-                    files[name] = {"bytes": s.st_size, "disk_bytes": s.st_blocks * 512}
-            return {
-                "path": eng.path,
-                "format_version": eng.format["version"],
-                "embedder": {"name": eng.embedder_name, "dim": eng.dim},
-                "total": st.live,
-                "namespaces": {n: {"count": int(info["count"])} for n, info in nss.items()},
-                "evicted": sum(ev.values()),
-                "capacity": {
-                    "limit": lims["store"], "bytes": st.live_bytes if known else None,
-                    "namespaces": {n: {"limit": lims["ns"].get(int(info["id"])),
-                                       "evicted": ev.get(int(info["id"]), 0),
-                                       "bytes": int(info.get("bytes", 0)) if known else None}
-                                   for n, info in nss.items()}},
-                "slots": st.n_slots,
-                "generation": st.gen,
-                "seq": st.seq,
-                "log": {"segment": st.log_seg, "bytes": st.log_end},
-                "files": files,
-            }
+        return self._engine.stats()
 
     def state_digest(self, namespaces: Sequence[str] | None = None) -> str:
         """A stable SHA-256 (hex) of the logical state: memories with their vectors,
@@ -901,12 +878,12 @@ class Mnemos(_Handle):
         ``progress("log", frames, total)`` is called every 10,000 logged frames.
         """
         from ._progress import check
-        from ._replay import check_out_path, export_replay
+        from ._replay import check_out_path
         prog = check(progress)
         self._engine.check_open()
         check_out_path(path, "export path")
-        return export_replay(self._engine, os.fspath(path), namespaces=namespaces,
-                             since_seq=since_seq, progress=prog)
+        return self._engine.export_replay(os.fspath(path), namespaces=namespaces,
+                                          since_seq=since_seq, progress=prog)
 
     def replay(self, path: str | os.PathLike[str], *, strict: bool = True,
                resume: bool = False,
@@ -927,11 +904,10 @@ class Mnemos(_Handle):
         :raises ReplayError: the store is not empty, or the result's digest differs.
         """
         from ._progress import check
-        from ._replay import replay
         if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
             raise InvalidInputError(f"path must be a replay file path (str), got {path!r}")
         prog = check(progress)
-        return replay(self._engine, os.fspath(path), strict=strict, resume=resume, progress=prog)
+        return self._engine.replay(os.fspath(path), strict=strict, resume=resume, progress=prog)
 
     @staticmethod
     def recover(path: str | os.PathLike[str], *, to: str | os.PathLike[str] | None = None,
@@ -964,8 +940,9 @@ class Mnemos(_Handle):
         from ._progress import check
         from ._verify import verify
         prog = check(progress)
-        self._engine.check_open()
-        return verify(self._engine, deep=deep, progress=prog)
+        eng = self._engine.local("verify")
+        eng.check_open()
+        return verify(eng, deep=deep, progress=prog)
 
     def compact(self, *, merge_similar: float | None = None,
                 progress: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:
@@ -990,7 +967,7 @@ class Mnemos(_Handle):
         ``files_after`` (bytes on disk per file) and ``seconds``.
         """
         from ._compaction import compact
-        return compact(self._engine, merge_similar=merge_similar, progress=progress)
+        return compact(self._engine.local("compact"), merge_similar=merge_similar, progress=progress)
 
     def close(self) -> None:
         """Close the store; later calls raise ClosedError. Idempotent."""

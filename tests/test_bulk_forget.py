@@ -193,7 +193,9 @@ def test_doc_terms_many_equals_doc_terms() -> None:
     rnd = np.random.default_rng(7)
     alpha = WORDS + ["e\u0301", "\u0301x", "ß", "？", "'s", "n't", "a", " ", "\n", "\x00", "_",
                      "ﬁne", "Ⅻ", "won't", "I", SEPARATOR]
-    batches = [[_text(i) for i in range(50)], [], [""], ["?"]]
+    batches = [[_text(i) for i in range(50)], [], [""], ["?"],
+               ["Melanie: I painted calmly?", "Dr. Lee: take two", "user: user again",
+                "Ann Ann: hi", "no label here", "10:30 is not a label", "Bob: " + SEPARATOR]]
     for _ in range(200):
         batches.append(["".join(alpha[j] + [" ", "", ",", "-"][int(rnd.integers(0, 4))]
                                 for j in rnd.integers(0, len(alpha), int(rnd.integers(0, 12))))

@@ -100,7 +100,7 @@ def test_update_keeps_the_question_marker_and_word_field_in_step(db: Mnemos) -> 
 
 def test_old_index_version_is_rebuilt_with_both_fields(store_path) -> None:
     with Mnemos.open(store_path) as s:
-        a = s.remember("Are the paintings dry?")
+        a = s.remember("Ann: Are the paintings dry?")
         env = s._engine.env
 
         def downgrade(txn):
@@ -113,6 +113,7 @@ def test_old_index_version_is_rebuilt_with_both_fields(store_path) -> None:
             assert _lexical_index.question_ids(snap.txn, env, [0]).tolist() == [a]
             ids, _ = _lexical_index.bm25_postings(snap.txn, env, [0], [b"\x01paintings"])
             assert ids.tolist() == [a]
+            assert _lexical_index.speaker_ids(snap.txn, env, [0], "and Ann?")[0].tolist() == [a]
 
 
 # --------------------------------------------------------------------------- conversation structure
@@ -127,7 +128,15 @@ def _yoga_conversation(s: Mnemos) -> tuple[int, int]:
     return question, answer
 
 
+def _reply_lift_only(monkeypatch) -> None:
+    """Switch off the speaker prior and the question discount (they reorder a question
+    and its reply too: tested on their own below)."""
+    monkeypatch.setattr(_retrieval, "SPEAKER_WEIGHT", 0.0)
+    monkeypatch.setattr(_retrieval, "QUESTION_DISCOUNT", 0.0)
+
+
 def test_reply_to_a_matching_question_is_lifted(opener, monkeypatch) -> None:
+    _reply_lift_only(monkeypatch)
     s = opener(embedder=FlatEmbedder())
     question, answer = _yoga_conversation(s)
     query = "How long has Bob been doing yoga?"
@@ -142,7 +151,8 @@ def test_reply_to_a_matching_question_is_lifted(opener, monkeypatch) -> None:
     assert _rank(s.ask(query, top_k=5), answer) >= 3
 
 
-def test_reply_lift_needs_a_question_before(opener) -> None:
+def test_reply_lift_needs_a_question_before(opener, monkeypatch) -> None:
+    _reply_lift_only(monkeypatch)
     s = opener(embedder=FlatEmbedder())
     s.remember_many(FILLER[:3])
     s.remember("Alice: Bob, I saw your yoga mat in the car.")
@@ -152,6 +162,135 @@ def test_reply_lift_needs_a_question_before(opener) -> None:
     s.remember_many(FILLER[3:])
     hits = s.ask("How long has Bob been doing yoga?", top_k=5)
     assert hits[0].id == statement and _rank(hits, after) >= 3
+
+
+# --------------------------------------------------------------------------- who and what kind of turn
+
+def test_speaker_words_table() -> None:
+    from mnemos_kv._lexical import speaker_words
+    table = {
+        "Melanie: I went camping.": ["melanie"],
+        "  bob:  fine": ["bob"],
+        "Dr. Lee: take two": ["dr", "lee"],
+        "Caroline Smith-Jones: hi": ["caroline", "smith", "jones"],
+        "user: what now?": ["user"],
+        "10:30 meeting moved": [],           # no label: starts with a digit
+        "see http://example.org": [],
+        "The meeting went well: yes": [],     # more than three words before the colon
+        "a: b": [],                           # one-letter label
+        "": [],
+    }
+    assert {t: speaker_words(t) for t in table} == table
+
+
+def _speaker_conversation(s: Mnemos) -> tuple[int, int]:
+    s.remember_many(FILLER)
+    about = s.remember("Alice: Bob, your garden looks lovely, all those tomatoes and roses.")
+    own = s.remember("Bob: Tomatoes in my garden.")
+    s.remember_many(FILLER)
+    return about, own
+
+
+def test_speaker_prior_prefers_what_the_named_speaker_said(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    about, own = _speaker_conversation(s)
+    query = "What does Bob grow in the garden, tomatoes or roses?"
+    hits = s.ask(query, top_k=2, explain=True)
+    assert [h.id for h in hits] == [own, about]
+    ex = {h.id: h.explain for h in hits}
+    assert ex[own]["speaker"] == 0.0
+    assert ex[about]["speaker"] == pytest.approx(
+        -_retrieval.SPEAKER_WEIGHT * hits[1].score / (1 - _retrieval.SPEAKER_WEIGHT), rel=1e-5)
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+    assert [h.id for h in s.ask(query, top_k=2)] == [own, about]  # deterministic
+    monkeypatch.setattr(_retrieval, "SPEAKER_WEIGHT", 0.0)
+    assert s.ask(query, top_k=1)[0].id == about  # more of the query's words
+
+
+def test_speaker_prior_is_flat_when_every_speaker_or_none_is_named(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _speaker_conversation(s)
+    for query in ("What do Alice and Bob grow, tomatoes or roses?", "Who grows tomatoes?"):
+        hits = s.ask(query, top_k=5, explain=True)
+        assert all(h.explain["speaker"] == 0.0 for h in hits)
+
+
+def test_speaker_prior_stays_flat_when_the_best_match_is_someone_elses(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    told = s.remember("Alice: I ran the charity race for the shelter on Sunday, such a race!")
+    s.remember("Bob: Nice, Alice.")
+    s.remember_many(FILLER)
+    query = "What charity race did Bob run for the shelter?"  # Bob said nothing about it
+    hits = s.ask(query, top_k=3, explain=True)
+    assert hits[0].id == told and all(h.explain["speaker"] == 0.0 for h in hits)
+    monkeypatch.setattr(_retrieval, "SPEAKER_GATE", 0.0)  # no gate: Bob's memories are preferred
+    hits = s.ask(query, top_k=3, explain=True)
+    assert any(h.explain["speaker"] < 0 for h in hits)
+
+
+def test_speaker_lookup_without_the_key_walk_gives_the_same_answers(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _speaker_conversation(s)
+    query = "What does Bob grow in the garden, tomatoes or roses?"
+    walked = [(h.id, h.score) for h in s.ask(query, top_k=5)]
+    monkeypatch.setattr(_lexical_index, "SPEAKER_SCAN_MAX", 0)  # look each query word up
+    assert [(h.id, h.score) for h in s.ask(query, top_k=5)] == walked
+
+
+def test_question_discount_prefers_the_statement(opener, monkeypatch) -> None:
+    monkeypatch.setattr(_retrieval, "REPLY_WEIGHT", 0.0)  # the reply lift alone is tested above
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    asks = s.remember("Dan: Did anyone see the eclipse over the lake?")
+    s.remember_many(FILLER)
+    tells = s.remember("Erin: We watched the eclipse from the lake shore.")
+    s.remember_many(FILLER)
+    query = "Who saw the eclipse over the lake?"
+    hits = s.ask(query, top_k=2, explain=True)
+    assert [h.id for h in hits] == [tells, asks]
+    assert hits[0].explain["question"] == 0.0 and hits[1].explain["question"] < 0
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+    monkeypatch.setattr(_retrieval, "QUESTION_DISCOUNT", 0.0)
+    assert s.ask(query, top_k=1)[0].id == asks  # "see" and "over" match too
+
+
+def test_reply_to_edges_lift_a_reply_that_is_not_the_next_turn(opener, monkeypatch) -> None:
+    monkeypatch.setattr(_retrieval, "SPEAKER_WEIGHT", 0.0)
+    monkeypatch.setattr(_retrieval, "QUESTION_DISCOUNT", 0.0)
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER[:3])
+    question = s.remember("Alice: Which trail did you hike on Sunday?")
+    s.remember_many(FILLER[3:])
+    answer = s.remember("Bob: Oh, the ridge one, above the old quarry.")  # answered later
+    s.remember_many(FILLER)
+    query = "Which trail was hiked?"
+    assert _rank(s.ask(query, top_k=5), answer) == 5  # shares nothing, nobody next to it asks
+    s.connect(answer, question, "reply_to")
+    hits = s.ask(query, top_k=3, explain=True)
+    # the explicit reply ties with the question's next turn (the implicit reply)
+    assert hits[0].id == question and answer in [h.id for h in hits]
+    q_rel = hits[0].explain["vector"] + hits[0].explain["lexical"]
+    ex = {h.id: h.explain for h in hits}[answer]
+    assert ex["neighbour"] == pytest.approx(_retrieval.REPLY_WEIGHT * q_rel, rel=1e-5)
+    monkeypatch.setattr(_retrieval, "REPLY_RELATION", "not-a-relation")  # edges not read
+    assert _rank(s.ask(query, top_k=5), answer) == 5
+
+
+def test_adverbs_meet_their_adjective(opener) -> None:
+    from mnemos_kv import _lexical
+    assert [_lexical.field_stem(w) for w in ("calmly", "calm", "weekly", "quickly")] == \
+        ["calm", "calm", "week", "quick"]
+    # Porter2's exceptions and non-adverbs keep their stems
+    assert [_lexical.field_stem(w) for w in ("early", "reply", "family")] == \
+        ["earli", "repli", "famili"]
+    assert _lexical.index_term("calmly") == "calmli"  # the hashing embedder's terms do not change
+    s = opener(embedder=FlatEmbedder())
+    calm = s.remember("Painting keeps me calm.")
+    s.remember_many(FILLER)
+    assert [h.id for h in s.ask("who paints calmly", top_k=1, mode="lexical")] == [calm]
 
 
 # --------------------------------------------------------------------------- temporal

@@ -247,3 +247,73 @@ def test_check_meta_picks_the_newest_meta_page(store_path: str) -> None:
             assert meta.txnid == last and meta.page == last % 2
             seen.add(meta.page)
         assert seen == {0, 1}
+
+
+# -- vectors stored once: base snapshots name their rows in the vector file -------------
+
+
+def test_base_snapshot_names_rows_and_export_inlines_them(store_path: str, tmp_path) -> None:
+    from mnemos_kv._snapshot import snapshot_file, snapshot_gen, snapshot_ops
+    with Mnemos.open(store_path) as db:
+        ids = db.remember_many([f"memory {i}" for i in range(30)])
+        db.forget(ids[4])
+        db.compact()
+        db.remember("after compaction")
+        digest = db.state_digest()
+        base_seq = db._engine.log.base_seq
+        path = snapshot_file(store_path, base_seq)
+        assert snapshot_gen(path) == db._engine.read_state().gen
+        mems = [op for op in snapshot_ops(path) if op["op"] == "mem"]
+        assert mems and all("vec" not in op and "vrow" in op for op in mems)
+        # the snapshot is now small: no vector bytes in it
+        assert os.path.getsize(path) < 30 * DIM * 4 / 4
+        out = str(tmp_path / "x.replay")
+        db.export_replay(out)
+        vecs = {m.id: db.get_vector(m.id) for m in db.memories()}
+    from mnemos_kv._replay import iter_ops
+    assert all(isinstance(op["vec"], bytes) for _s, _q, op in iter_ops(out) if op["op"] == "mem")
+    with Mnemos.open(str(tmp_path / "copy")) as copy:
+        copy.replay(out)
+        assert copy.state_digest() == digest
+        assert all(np.array_equal(copy.get_vector(i), v) for i, v in vecs.items())
+
+
+def test_recover_reembeds_a_damaged_base_row(store_path: str) -> None:
+    """A flipped bit in a vector row that only the vector file holds (the base snapshot
+    names it): with data.mdb lost too, ``recover`` embeds the text again; the default
+    embedder is deterministic, so the CRC-16 confirms the very same vector."""
+    with Mnemos.open(store_path) as db:
+        ids = db.remember_many([f"memory about topic {i}" for i in range(20)])
+        db.compact()
+        digest = db.state_digest()
+        vecs = {i: db.get_vector(i) for i in ids}
+        st = db._engine.read_state()
+        with db._engine.env.read() as txn:
+            slot = db._engine.record(txn, ids[5]).slot
+    vec = np.memmap(vector_file(store_path, st.gen), dtype="<f4", mode="r+", offset=HEADER)
+    vec[slot * DIM + 7] = np.float32(0.5)
+    vec.flush()
+    del vec
+    os.unlink(os.path.join(store_path, "data.mdb"))
+    rep = Mnemos.recover(store_path)
+    assert rep.complete, rep
+    assert any("embedded again" in n and "1 identical" in n for n in rep.notes), rep.notes
+    with Mnemos.open(store_path) as db:
+        assert db.verify().ok and db.state_digest() == digest
+        assert all(np.array_equal(db.get_vector(i), v) for i, v in vecs.items())
+
+
+def test_recover_without_the_embedder_of_a_damaged_row_says_so(store_path: str) -> None:
+    from mnemos_kv import StoreError
+    from mnemos_kv.embedders import CallableEmbedder
+    emb = CallableEmbedder(lambda texts: np.ones((len(texts), 8), np.float32), name="ones", dim=8)
+    with Mnemos.open(store_path, embedder=emb) as db:
+        db.remember_many(["a", "b"], )
+        db.compact()
+        st = db._engine.read_state()
+    os.unlink(vector_file(store_path, st.gen))
+    os.unlink(os.path.join(store_path, "data.mdb"))
+    with pytest.raises(StoreError, match="embedder="):
+        Mnemos.recover(store_path)
+    rep = Mnemos.recover(store_path, embedder=emb)
+    assert rep.complete and any("embedded again" in n for n in rep.notes)

@@ -1,0 +1,140 @@
+"""The tables of a PostgreSQL store, their creation and the schema version row.
+
+One store = one PostgreSQL schema (``?schema=`` of the URL). ``meta`` holds the
+version row (``schema_version``), the store format version and the embedder; a
+schema written by a newer mnemos-kv (a larger ``schema_version``) is refused.
+``state`` is one row of counters (``seq``, ``next_id``, ``next_ns``, ``live``,
+``live_bytes``, ``base_seq``); writers lock it, which serialises them in commit order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _records as R
+from ..errors import EmbedderMismatchError, FormatVersionError, NotAStoreError, StoreError
+
+__all__ = ["SCHEMA_VERSION", "ensure", "tables"]
+
+#: Version of the table layout below; bump it (and migrate) when it changes.
+SCHEMA_VERSION = 1
+
+
+def tables(dim: int) -> list[str]:
+    """The DDL of a store's tables (in the current ``search_path`` schema)."""
+    return [
+        "CREATE TABLE meta (name text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE state (one int PRIMARY KEY DEFAULT 1 CHECK (one = 1),
+            seq bigint NOT NULL, next_id bigint NOT NULL, next_ns bigint NOT NULL,
+            live bigint NOT NULL, live_bytes bigint NOT NULL, base_seq bigint NOT NULL)""",
+        """CREATE TABLE namespaces (id bigint PRIMARY KEY, name text COLLATE "C" NOT NULL UNIQUE,
+            count bigint NOT NULL DEFAULT 0, bytes bigint NOT NULL DEFAULT 0)""",
+        f"""CREATE TABLE memories (id bigint PRIMARY KEY, ns bigint NOT NULL, text text NOT NULL,
+            meta bytea NOT NULL, type smallint NOT NULL, ts bigint NOT NULL,
+            key text COLLATE "C", upd bigint, seq bigint NOT NULL,
+            question boolean NOT NULL, vec vector({int(dim)}) NOT NULL)""",
+        "CREATE INDEX memories_ns_ts ON memories (ns, ts, id)",
+        "CREATE UNIQUE INDEX memories_ns_key ON memories (ns, key) WHERE key IS NOT NULL",
+        """CREATE TABLE edges (src bigint NOT NULL, dst bigint NOT NULL,
+            rel text COLLATE "C" NOT NULL, w double precision NOT NULL,
+            PRIMARY KEY (src, dst, rel))""",
+        "CREATE INDEX edges_dst ON edges (dst, src, rel)",
+        """CREATE TABLE postings (ns bigint NOT NULL, term bytea NOT NULL, id bigint NOT NULL,
+            tf integer NOT NULL, dl integer NOT NULL, PRIMARY KEY (ns, term, id))""",
+        """CREATE TABLE lexstats (ns bigint PRIMARY KEY, docs bigint NOT NULL,
+            total bigint NOT NULL, stotal bigint NOT NULL)""",
+        "CREATE TABLE oplog (seq bigint PRIMARY KEY, payload bytea NOT NULL)",
+        "CREATE TABLE base (n bigint PRIMARY KEY, payload bytea NOT NULL)",
+        """CREATE TABLE limits (scope bigint PRIMARY KEY, max_entries bigint,
+            max_bytes bigint)""",
+        "CREATE TABLE pins (id bigint PRIMARY KEY, ns bigint NOT NULL)",
+        "CREATE TABLE evicted (ns bigint PRIMARY KEY, count bigint NOT NULL)",
+    ]
+
+
+def ensure(conn: Any, schema: str, embedder: Any, readonly: bool, where: str) -> dict[str, Any]:
+    """Create the store in ``schema`` when it has none, else check its version row.
+
+    Returns ``{"schema_version", "format_version", "embedder", "dim"}``. Creation runs
+    under a transaction-scoped advisory lock, so concurrent openers create it once.
+    """
+    from psycopg import sql
+    ident = sql.Identifier(schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"mnemos-kv:{schema}"])
+        exists = conn.execute("SELECT to_regclass(%s)", [f'"{schema}".meta']).fetchone()[0]
+        if exists is None:
+            if readonly:
+                raise NotAStoreError(f"{where} holds no store; cannot create one read-only")
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident))
+            _search_path_with_vector(conn, schema, local=True)
+            for ddl in tables(int(embedder.dim)):
+                conn.execute(ddl)  # type: ignore[arg-type]  # our own constant DDL
+            rows = [("schema_version", str(SCHEMA_VERSION)),
+                    ("format_version", str(R.FORMAT_VERSION)),
+                    ("embedder", str(embedder.name)), ("dim", str(int(embedder.dim)))]
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO meta (name, value) VALUES (%s, %s)", rows)
+            conn.execute("INSERT INTO state VALUES (1, 0, 1, 1, 0, 0, 0)")
+            conn.execute("INSERT INTO namespaces (id, name) VALUES (0, 'default')")
+        meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {}.meta").format(ident)).fetchall())
+    try:
+        out = {"schema_version": int(meta["schema_version"]),
+               "format_version": int(meta["format_version"]),
+               "embedder": meta["embedder"], "dim": int(meta["dim"])}
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"{where}: the meta table is malformed ({exc!r})") from None
+    if out["schema_version"] > SCHEMA_VERSION:
+        raise FormatVersionError(
+            f"{where} has schema version {out['schema_version']}; this mnemos-kv reads up to "
+            f"{SCHEMA_VERSION}. Upgrade mnemos-kv to open it.")
+    if out["format_version"] > R.FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{where} has format version {out['format_version']}; this mnemos-kv reads up to "
+            f"{R.FORMAT_VERSION}. Upgrade mnemos-kv to open it.")
+    return out
+
+
+def _search_path_with_vector(conn: Any, schema: str, local: bool) -> None:
+    """Put ``schema`` first on the search path, then the schema of the ``vector`` type."""
+    from psycopg import sql
+    row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                       "ON n.oid = e.extnamespace WHERE e.extname = 'vector'").fetchone()
+    if row is None:
+        raise StoreError("the pgvector extension is not installed in this database")
+    conn.execute(sql.SQL("SET {} search_path TO {}, {}").format(
+        sql.SQL("LOCAL") if local else sql.SQL("SESSION"), sql.Identifier(schema),
+        sql.Identifier(row[0])))
+
+
+def ensure_extension(conn: Any, where: str) -> None:
+    """``CREATE EXTENSION vector`` when it is missing (needs the privilege to create it)."""
+    import psycopg
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('mnemos-kv:extension'))")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"{where}: the pgvector extension is missing and could not be created "
+            f"({type(exc).__name__}: {exc}); install pgvector and run CREATE EXTENSION vector "
+            "as a privileged user") from exc
+
+
+def set_search_path(conn: Any, schema: str) -> None:
+    """The session's search path: the store schema, then pgvector's."""
+    _search_path_with_vector(conn, schema, local=False)
+
+
+def check_embedder(meta: dict[str, Any], embedder: Any, given: bool, where: str) -> Any:
+    """The embedder to use (None: the store's custom one was not given)."""
+    if embedder.name == meta["embedder"] and int(embedder.dim) == meta["dim"]:
+        return embedder
+    if given:
+        raise EmbedderMismatchError(
+            f"store {where} was made with embedder {meta['embedder']!r} (dim {meta['dim']}); "
+            f"got {embedder.name!r} (dim {embedder.dim}). Open it with the same embedder.")
+    return None
