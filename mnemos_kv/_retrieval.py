@@ -543,30 +543,35 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
     the filtered rows is cheaper. ``scores``: the query against the centroids.
 
     The ``NPROBE`` nearest lists plus the uncovered tail; when the filters (type, time,
-    metadata, and forgotten memories) leave fewer than the needed candidates, twice as
-    many lists are probed, and so on while the probed rows stay fewer than the rows the
-    exact path would score.
+    metadata, and forgotten memories) leave fewer than the needed candidates, more
+    lists are probed (as many as the pass rate so far says are needed, at least twice
+    as many), while the probed rows stay fewer than the rows the exact path would score.
+    A metadata filter's mask is applied first (one boolean gather per probed row).
     """
     c = _ann.covered(n)
     tail = np.arange(c, n, dtype=np.int64) if c < n else None
     need = max(ANN_MIN_CANDIDATES, 8 * q.top_k)
+    nlists = int(index.centroids.shape[0])
     nprobe, budget = _ann.NPROBE, -1
     while True:
         rows = index.probe(q.vector, n, nprobe, scores=scores)
         if tail is not None:
             rows = np.concatenate([rows, tail])
         probed = rows.size
+        if q.allowed is not None:
+            rows = rows[q.allowed[rows]]
         rows = rows[_rows_ok(snap, q, rows)]
         if rows.size >= need:
             return rows
-        if nprobe >= index.centroids.shape[0]:
+        if nprobe >= nlists:
             return None
         if budget < 0:  # what the exact path scores: the filter's rows, or a quarter
             budget = int(np.count_nonzero(q.allowed)) if q.allowed is not None \
                 else int(n * GATHER_FRACTION)
-        if probed * 2 > budget:
+        grow = max(2.0, 1.25 * need / max(rows.size, 1))
+        if probed * grow > budget:
             return None
-        nprobe *= 2
+        nprobe = min(nlists, int(math.ceil(nprobe * grow)))
 
 
 def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
