@@ -38,6 +38,7 @@ import numpy as np
 from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
+from ._percache import PerOwner
 
 #: Below this fraction of rows selected, gather the rows before the matrix product
 #: (cheaper than scoring every row of the matrix).
@@ -364,6 +365,28 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
 
 
+_universes: PerOwner[dict[str, Any]] = PerOwner(lambda _engine: {})
+
+
+def _universe(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> np.ndarray:
+    """:func:`candidate_mask` (read-only), kept for the next filtered ask of the same
+    committed state: the live slots of a snapshot are a function of (generation, slot
+    count, sequence number) — a later dead mark carries a greater sequence number. Only
+    snapshots made by ``engine.snapshot()`` (committed states) are cached."""
+    if not isinstance(snap, Snapshot) or snap.engine is not engine or engine is None:
+        return candidate_mask(snap, ns_ids)
+    st = snap.state
+    key = (st.gen, st.n_slots, st.seq, tuple(sorted(set(ns_ids))))
+    cache = _universes.get(engine)
+    hit = cache.get("mask")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    mask = candidate_mask(snap, ns_ids)
+    mask.flags.writeable = False
+    cache["mask"] = (key, mask)
+    return mask
+
+
 def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
                 universe: np.ndarray | None = None, ids: np.ndarray | None = None) -> np.ndarray:
     """Slots live in ``ns_ids`` (or in ``universe``) whose metadata matches the parsed
@@ -376,7 +399,7 @@ def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
     """
     from . import filters as F
     if universe is None:
-        universe = candidate_mask(snap, ns_ids)
+        universe = _universe(engine, snap, ns_ids)
     n = snap.state.n_slots
     if ids is None:
         view = _timeorder.for_engine(engine).view(snap)  # its id column is contiguous already
