@@ -175,6 +175,10 @@ def env_sync(env: lmdb.Environment) -> None:
 RESIZE_WAIT_S = 30.0
 
 
+#: How many times a transaction begin adopts a map that other processes keep growing.
+RESIZE_RETRIES = 64
+
+
 class Environment:
     """One LMDB environment (per process, per path) with its named sub-databases.
 
@@ -344,14 +348,16 @@ class Environment:
         """Begin a transaction (inside the gate); adopts a map grown by another process."""
         self._enter()
         try:
-            try:
-                return self.env.begin(write=write, buffers=False)
-            except lmdb.MapResizedError:
-                pass
-            # Another process grew the map beyond ours: adopt its size, then retry.
-            self._leave()
-            self._resize(0, "another process grew the LMDB map")
-            self._enter()
+            for _attempt in range(RESIZE_RETRIES):
+                try:
+                    return self.env.begin(write=write, buffers=False)
+                except lmdb.MapResizedError:
+                    pass
+                # Another process grew the map beyond ours: adopt its size, then retry
+                # (again if it, or a third process, grew it once more in between).
+                self._leave()
+                self._resize(0, "another process grew the LMDB map")
+                self._enter()
             return self.env.begin(write=write, buffers=False)
         except BaseException as exc:
             self._leave()
