@@ -58,15 +58,21 @@ def spread(txn: lmdb.Transaction, env: Any, seeds: Sequence[int], scores: Sequen
 
 def spread_with(edges_of: Callable[[int], list[tuple[int, float]]], seeds: Sequence[int],
                 scores: Sequence[float], damping: float = DAMPING, hops: int = HOPS,
-                max_nodes: int = MAX_NODES) -> tuple[np.ndarray, np.ndarray]:
+                max_nodes: int = MAX_NODES,
+                prefetch: Callable[[list[int]], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`spread` over any edge source: ``edges_of(id)`` lists (other end, weight)
-    of every edge touching ``id``, both directions (shared by every engine)."""
+    of every edge touching ``id``, both directions (shared by every engine).
+    ``prefetch(ids)``, when given, is called with each hop's new nodes before their
+    ``edges_of`` calls (a server engine reads them in one query)."""
     node_ids: list[int] = sorted(set(int(s) for s in seeds))
     known = set(node_ids)
     adj: dict[int, dict[int, float]] = {}
     frontier = list(node_ids)
     for _hop in range(hops):
         nxt: list[int] = []
+        if prefetch is not None:
+            prefetch([m for m in frontier if m not in adj])
         for mid in frontier:
             if mid in adj:
                 continue

@@ -427,7 +427,9 @@ class PgSnapshot:
         return [r for r in rows if F.evaluate(node, R.decode(bytes(r[3]), "metadata"))]
 
     def count(self, nid: int, node: Any) -> int:
-        return len(self._matching(nid, node))
+        from .. import filters as F
+        rows = self._all("SELECT meta FROM memories WHERE ns = %s", (nid,))
+        return sum(1 for (m,) in rows if F.evaluate(node, R.decode(bytes(m), "metadata")))
 
     def memories(self, nid: int, since_us: int | None, until_us: int | None,
                  node: Any) -> Iterator[R.Record]:

@@ -168,13 +168,31 @@ class _Candidates:
 
     def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
                      ) -> tuple[np.ndarray, np.ndarray]:
+        cache: dict[int, list[tuple[int, float]]] = {}
+
+        def prefetch(ids: list[int]) -> None:
+            """Every edge of ``ids``, both directions, in two queries: out-edges by
+            (dst, relation), then in-edges by (src, relation), as the embedded store
+            lists them."""
+            ids = [int(m) for m in ids if int(m) not in cache]  # each node read once
+            if not ids:
+                return
+            for mid in ids:
+                cache[mid] = []
+            for me, other, w in self.pg._all(
+                    "SELECT src, dst, w FROM edges WHERE src = ANY(%s) ORDER BY src, dst, rel",
+                    (list(ids),)):
+                cache[int(me)].append((int(other), float(w)))
+            for me, other, w in self.pg._all(
+                    "SELECT dst, src, w FROM edges WHERE dst = ANY(%s) ORDER BY dst, src, rel",
+                    (list(ids),)):
+                cache[int(me)].append((int(other), float(w)))
+
         def edges_of(mid: int) -> list[tuple[int, float]]:
-            out = [(int(d), float(w)) for d, w in self.pg._all(
-                "SELECT dst, w FROM edges WHERE src = %s ORDER BY dst, rel", (mid,))]
-            out += [(int(s), float(w)) for s, w in self.pg._all(
-                "SELECT src, w FROM edges WHERE dst = %s ORDER BY src, rel", (mid,))]
-            return out
-        return _graph.spread_with(edges_of, seeds, scores)
+            if int(mid) not in cache:
+                prefetch([int(mid)])
+            return cache[int(mid)]
+        return _graph.spread_with(edges_of, seeds, scores, prefetch=prefetch)
 
 
 def search(pg: Any, plan: Any, node: Any) -> list[tuple[Any, R.Record]]:

@@ -4,9 +4,10 @@ The same requests as the embedded engine (see ``_backend``) resolve into the sam
 (``_mutate.mem_op``, ``_mutate.changed_op``), with ids and sequence numbers taken from
 the ``state`` row, which the transaction locks first: writers are serialised in
 commit order, so the same ops in the same order give the same ids as the embedded
-store. Each op is applied to the tables and appended to ``oplog`` as the same
-canonical CBOR payload a local log frame carries. Inserts of new memories and their
-postings are buffered and flushed before the next read (one ``executemany`` each).
+store. Each op is applied to the tables and appended to ``oplog`` as the canonical
+CBOR payload a replay file carries for it (vectors inline), so an export copies the
+payloads as they are. Inserts of new memories and their postings are buffered and
+flushed before the next read (one ``COPY`` each).
 """
 
 from __future__ import annotations
