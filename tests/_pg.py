@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,14 +43,18 @@ def start_server(pgdata: str) -> tuple[str, Any]:
     except ImportError as exc:
         raise Unavailable(f"{ENV} is not set and pgserver is not installed "
                           "(pip install pgserver, or install '.[test]')") from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            srv = pgserver.get_server(pgdata, cleanup_mode="stop")
-        return srv.get_uri(), srv
-    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
-        raise Unavailable(f"pgserver could not start a server in {pgdata}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    errors = []
+    for attempt in range(3):  # pg_ctl waits 10 s at most: a loaded machine may need another go
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                srv = pgserver.get_server(pgdata, cleanup_mode="stop")
+            return srv.get_uri(), srv
+        except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
+            errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(1 + attempt)
+    raise Unavailable(f"pgserver could not start a server in {pgdata} (3 attempts): "
+                      + "; ".join(errors))
 
 
 def prepare(url: str) -> str:

@@ -65,26 +65,36 @@ def opener(tmp_path) -> Iterator[Callable[..., Mnemos]]:
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """A PostgreSQL server URL (no ``schema``): ``MNEMOS_TEST_PG_URL`` when set, else a
     private pgserver server started for the session. Skips, with the reason, when
     psycopg or pgserver is missing or no server can be started."""
+    import shutil
+    import tempfile
+
     import _pg
-    srv = None
+    srv = pgdata = None
     try:
         url = os.environ.get(_pg.ENV)
         if not url:
-            url, srv = _pg.start_server(str(tmp_path_factory.mktemp("pgdata")))
+            # not under pytest's basetemp: when run as root the server runs as the user
+            # "pgserver", and every new pytest session makes /tmp/pytest-of-root 0700 again
+            pgdata = tempfile.mkdtemp(prefix="mnemos-test-pg-")
+            url, srv = _pg.start_server(os.path.join(pgdata, "data"))
         _pg.prepare(url)
     except _pg.Unavailable as exc:
         if srv is not None:
             srv.cleanup()
+        if pgdata is not None:
+            shutil.rmtree(pgdata, ignore_errors=True)
         pytest.skip(f"PostgreSQL tests skipped: {exc}")
     try:
         yield url
     finally:
         if srv is not None:
             srv.cleanup()
+        if pgdata is not None:
+            shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture
@@ -172,3 +182,16 @@ def backend_opener(backend: str, tmp_path, request) -> Iterator[Callable[..., Mn
     yield _open
     for s in opened:
         s.close()
+
+
+def verified(db: Mnemos) -> bool:
+    """``db.verify().ok`` on the embedded engine; True on PostgreSQL, which has no files
+    of its own to check (``verify`` is embedded-only: docs/postgres.md)."""
+    if getattr(db, "backend", "embedded") == "postgres":
+        return True
+    return db.verify().ok
+
+
+def on_postgres(db: Mnemos) -> bool:
+    """Whether ``db`` runs on the PostgreSQL engine."""
+    return getattr(db, "backend", "embedded") == "postgres"

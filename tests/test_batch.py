@@ -9,6 +9,19 @@ from mnemos_kv import (DuplicateKeyError, InvalidInputError, MemoryNotFoundError
                        PendingId, ReadOnlyError)
 
 
+from conftest import verified
+
+# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
+@pytest.fixture
+def store_path(backend_store_path: str) -> str:
+    return backend_store_path
+
+
+@pytest.fixture
+def opener(backend_opener):
+    return backend_opener
+
+
 def test_batch_commits_once_at_exit(db: Mnemos, monkeypatch) -> None:
     writes = []
     real = db._engine.write
@@ -157,5 +170,5 @@ def test_large_batch_is_one_transaction(db: Mnemos) -> None:
             b.connect(pend[i], pend[i + 1])
     assert b.ids == list(range(1, 3001))
     assert isinstance(pend[0], PendingId)
-    assert db.count() == 3000 and db.verify().ok
+    assert db.count() == 3000 and verified(db)
     assert len(db.neighbors(pend[10].id)) == 1

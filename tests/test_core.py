@@ -9,6 +9,18 @@ import pytest
 
 from mnemos_kv import Edge, Memory, MemoryNotFoundError, Mnemos
 
+
+# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
+@pytest.fixture
+def store_path(backend_store_path: str) -> str:
+    return backend_store_path
+
+
+@pytest.fixture
+def opener(backend_opener):
+    return backend_opener
+
+
 DISTRACTORS = [
     "Lunch today was pizza with the design team", "The CI pipeline takes twelve minutes",
     "Alice prefers tea over coffee", "Bob is on vacation until Monday",
@@ -193,6 +205,7 @@ def test_memories_iterates_in_time_order(db: Mnemos) -> None:
     assert [m.text for m in db.memories(since=1200, until=1600)] == ["middle"]
 
 
+@pytest.mark.embedded_only("compact: the server has no vector files or log segments to rewrite")
 def test_compact_reclaims_slots_and_keeps_answers(db: Mnemos) -> None:
     ids = db.remember_many([f"note {i} about payments and invoices" for i in range(50)])
     db.connect(ids[1], ids[2])

@@ -19,9 +19,9 @@ QUESTIONS = ["What payment provider did we choose?", "Where is the office moving
              "who owns the backend", "deploy days"]
 
 
-def session(db: Mnemos) -> None:
+def session(db: Mnemos, capacity: bool = True) -> None:
     """Writes of every kind: namespaces, metadata, keys, edges, an update, an upsert, a
-    forget, a pin, a capacity limit that evicts."""
+    forget, and (``capacity``) a capacity limit that evicts."""
     shared = db.namespace("shared")
     ids = shared.remember_many([
         "We chose Stripe for payments", "The office moves to Berlin in March",
@@ -37,7 +37,8 @@ def session(db: Mnemos) -> None:
     shared.update(ids[2], metadata={"team": "platform", "n": 4})
     planner.upsert("movers", "Plan: book movers for Berlin on the 14th")
     db.remember("default namespace note about payments")
-    planner.set_capacity(5)
+    if capacity:
+        planner.set_capacity(5)
     for i in range(4):
         planner.remember(f"Plan step {i}: check the invoices again", metadata={"step": 10 + i})
 

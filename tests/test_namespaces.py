@@ -7,6 +7,17 @@ import pytest
 from mnemos_kv import InvalidInputError, MemoryNotFoundError, Mnemos
 
 
+# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
+@pytest.fixture
+def store_path(backend_store_path: str) -> str:
+    return backend_store_path
+
+
+@pytest.fixture
+def opener(backend_opener):
+    return backend_opener
+
+
 def test_handles_are_isolated(db: Mnemos) -> None:
     a = db.namespace("agent_a")
     a_short = db.namespace("agent")

@@ -12,7 +12,18 @@ from mnemos_kv import (CapacityError, DuplicateKeyError, InvalidInputError, Memo
                        Mnemos)
 from mnemos_kv.embedders import HashingEmbedder
 
-from conftest import Clock
+from conftest import Clock, on_postgres, verified
+
+
+# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
+@pytest.fixture
+def store_path(backend_store_path: str) -> str:
+    return backend_store_path
+
+
+@pytest.fixture
+def opener(backend_opener):
+    return backend_opener
 
 
 def _seq(db: Mnemos) -> int:
@@ -41,7 +52,7 @@ def test_update_text_reembeds_and_reindexes(db: Mnemos) -> None:
     assert [e.dst for e in db.neighbors(a, direction="out")] == [b]
     assert db.is_pinned(a) and db.get_by_key("pay").id == a
     assert db.count() == 2
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_update_metadata_type_timestamp(db: Mnemos) -> None:
@@ -57,7 +68,7 @@ def test_update_metadata_type_timestamp(db: Mnemos) -> None:
     assert [x.id for x in db.memories()] == [2, a]  # time order follows the new timestamp
     assert [x.id for x in db.memories(since=2500.0)] == [a]
     assert db.update(a, metadata={}).metadata == {}
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_update_with_nothing_different_writes_nothing(db: Mnemos) -> None:
@@ -121,7 +132,7 @@ def test_upsert_inserts_then_replaces_keeping_the_id(db: Mnemos) -> None:
     assert db.get(i).created_at == 5000.0
     with pytest.raises(DuplicateKeyError):
         db.remember("x", key="pref:lang")
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_upsert_with_vector_and_bad_input(db: Mnemos) -> None:
@@ -155,7 +166,8 @@ def test_drop_namespace_removes_everything(db: Mnemos) -> None:
     ids = ns.remember_many([{"text": f"scratch note {i}", "key": f"k{i}"} for i in range(20)])
     ns.connect(ids[0], ids[1])
     ns.pin(ids[2])
-    ns.set_capacity(100, max_bytes=1_000_000)
+    if not on_postgres(db):  # (set_capacity is embedded-only: docs/postgres.md)
+        ns.set_capacity(100, max_bytes=1_000_000)
     keep = db.remember("default survives", key="k0")
     db.namespace("other").remember("other survives")
     assert db.drop_namespace("scratch") == 20
@@ -170,13 +182,13 @@ def test_drop_namespace_removes_everything(db: Mnemos) -> None:
     with pytest.raises(MemoryNotFoundError):
         ns.get_by_key("k1")
     assert db.get(keep).text == "default survives"
-    assert db.verify().ok
+    assert verified(db)
     # the name can be used again: a fresh namespace with a new id, keys free again
     fresh = ns.remember("a new beginning", key="k1")
     assert fresh > max(ids) and ns.count() == 1
     assert ns.capacity() == {"max_entries": None, "max_bytes": None}
     assert [h.id for h in ns.ask("scratch note beginning")] == [fresh]
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_drop_default_empties_it_and_nonexistent_is_zero(db: Mnemos) -> None:
@@ -188,7 +200,7 @@ def test_drop_default_empties_it_and_nonexistent_is_zero(db: Mnemos) -> None:
     assert db.drop_namespace("never-made") == 0
     assert _seq(db) == seq
     assert db.remember("again") == 3
-    assert db.verify().ok
+    assert verified(db)
     with pytest.raises(InvalidInputError):
         db.drop_namespace("bad name!")
 
@@ -212,7 +224,7 @@ def test_drop_in_a_batch_with_other_writes(db: Mnemos) -> None:
         pid = bt.remember("in default")
     assert [m.text for m in ns.memories()] == ["after the drop"]
     assert db.get(pid.id).text == "in default"
-    assert db.verify().ok
+    assert verified(db)
 
 
 # -- batch ---------------------------------------------------------------------------------
@@ -230,11 +242,12 @@ def test_batch_update_and_upsert(db: Mnemos) -> None:
     with pytest.raises(InvalidInputError):
         with db.batch() as bt:
             bt.update(a)
-    assert db.verify().ok
+    assert verified(db)
 
 
 # -- MVCC -------------------------------------------------------------------------------------
 
+@pytest.mark.embedded_only("the engine's snapshot internals (slots, matrix); the facade's snapshot behaviour is tested on both")
 def test_old_snapshot_sees_the_old_version_whole(db: Mnemos) -> None:
     a = db.remember("version one")
     eng = db._engine
@@ -251,6 +264,7 @@ def test_old_snapshot_sees_the_old_version_whole(db: Mnemos) -> None:
         assert int((snap.slots["id"][live] == a).sum()) == 1
 
 
+@pytest.mark.embedded_only("the engine's snapshot internals (slots, matrix)")
 def test_concurrent_readers_see_old_or_new_never_half(store_path: str) -> None:
     texts = ["alpha version of the fact", "beta version of the fact"]
     emb = HashingEmbedder()
@@ -289,7 +303,7 @@ def test_concurrent_readers_see_old_or_new_never_half(store_path: str) -> None:
         for t in threads:
             t.join()
         assert errors == []
-        assert db.verify().ok
+        assert verified(db)
 
 
 # -- replay, compaction, capacity ------------------------------------------------------------------
@@ -321,7 +335,7 @@ def _random_history(db: Mnemos, rng: random.Random, steps: int) -> None:
             h.pin(rng.choice(live))
         elif r < 0.97:
             db.drop_namespace(rng.choice(["a", "b"]))
-        else:
+        elif not on_postgres(db):  # (compact is embedded-only: docs/postgres.md)
             db.compact()
 
 
@@ -330,24 +344,26 @@ def test_update_upsert_drop_replay_to_the_same_digest(opener, tmp_path, seed: in
     src = opener("src.mem")
     rng = random.Random(seed)
     _random_history(src, rng, 120)
-    assert src.verify().ok
+    assert verified(src)
     info = src.export_replay(str(tmp_path / "h.rpl"))
     dst = opener(f"dst{seed}.mem")
     res = dst.replay(str(tmp_path / "h.rpl"))
     assert res.digest == src.state_digest() == info.digest
-    assert dst.verify().ok
+    assert verified(dst)
     q = "apple banana cherry"
     for name in ("default", "a", "b"):
         hs, hd = src.namespace(name), dst.namespace(name)
         assert [(m.id, m.text, m.updated_at) for m in hs.memories()] == \
             [(m.id, m.text, m.updated_at) for m in hd.memories()]
         assert [(h.id, h.score) for h in hs.ask(q, top_k=10)] == [(h.id, h.score) for h in hd.ask(q, top_k=10)]
+    if on_postgres(src):
+        return  # (compact is embedded-only: docs/postgres.md)
     # after a compaction the export starts from a base snapshot: still the same state
     src.compact()
     src.export_replay(str(tmp_path / "h2.rpl"))
     dst2 = opener(f"dst2-{seed}.mem")
     assert dst2.replay(str(tmp_path / "h2.rpl")).digest == src.state_digest()
-    assert dst2.verify().ok
+    assert verified(dst2)
 
 
 def test_namespace_filtered_export_keeps_updates_and_drops(opener, tmp_path) -> None:
@@ -368,6 +384,7 @@ def test_namespace_filtered_export_keeps_updates_and_drops(opener, tmp_path) -> 
     assert dst.namespace("a").get(y).text == "after drop"
 
 
+@pytest.mark.embedded_only("compact")
 def test_compaction_after_updates_keeps_answers_and_sorts_slots(db: Mnemos) -> None:
     ids = db.remember_many([f"note {w}" for w in "red green blue cyan magenta".split()])
     db.update(ids[0], text="note about crimson")
@@ -386,9 +403,10 @@ def test_compaction_after_updates_keeps_answers_and_sorts_slots(db: Mnemos) -> N
     assert [(h.id, h.text) for h in db.ask("note crimson", top_k=5)] == before
     assert all(np.array_equal(db.get_vector(i), v) for i, v in vecs.items())
     assert db.state_digest(["default"]) == digest
-    assert db.verify().ok
+    assert verified(db)
 
 
+@pytest.mark.embedded_only("set_capacity: capacity limits are not enforced by the PostgreSQL engine")
 def test_update_respects_byte_capacity(db: Mnemos) -> None:
     ns = db.namespace("cap")
     ids = [ns.remember(f"short {i}", timestamp=1000.0 + i) for i in range(5)]
@@ -399,16 +417,17 @@ def test_update_respects_byte_capacity(db: Mnemos) -> None:
     assert ids[0] not in [m.id for m in ns.memories()]
     assert ids[4] in [m.id for m in ns.memories()]
     assert db.stats()["capacity"]["namespaces"]["cap"]["bytes"] <= used + 20
-    assert db.verify().ok
+    assert verified(db)
     # an upsert replace does not count as a new entry
     ns.set_capacity(max_entries=ns.count())
     k = ns.upsert("k", "keyed")  # a new memory: one eviction
     n = ns.count()
     ns.upsert("k", "keyed, replaced")
     assert ns.count() == n and k in [m.id for m in ns.memories()]
-    assert db.verify().ok
+    assert verified(db)
 
 
+@pytest.mark.embedded_only("set_capacity: capacity limits are not enforced by the PostgreSQL engine")
 def test_update_cannot_break_a_pinned_limit(db: Mnemos) -> None:
     ns = db.namespace("p")
     a = ns.remember("tiny", pinned=True)
@@ -422,6 +441,7 @@ def test_update_cannot_break_a_pinned_limit(db: Mnemos) -> None:
 
 # -- crash recovery ------------------------------------------------------------------------------
 
+@pytest.mark.embedded_only("a writer killed mid-write is a rolled-back transaction on the server (no log tail or dead marks to undo)")
 def test_uncommitted_update_and_drop_are_undone(store_path: str) -> None:
     from mnemos_kv import _records as R
     from mnemos_kv._log import encode_frame, log_file
@@ -445,9 +465,10 @@ def test_uncommitted_update_and_drop_are_undone(store_path: str) -> None:
         assert s.namespace("n").count() == 2
         assert [h.id for h in s.ask("kept", top_k=1)] == [a]
         assert len(s.namespace("n").ask("n one", top_k=5)) == 2
-        assert s.verify().ok
+        assert verified(s)
 
 
+@pytest.mark.embedded_only("vector files and their recovery on open")
 def test_lost_vector_rows_of_updates_and_drops_are_rebuilt(store_path: str) -> None:
     from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
     with Mnemos.open(store_path) as s:
@@ -479,7 +500,7 @@ def test_lost_vector_rows_of_updates_and_drops_are_rebuilt(store_path: str) -> N
             assert np.array_equal(s.get_vector(i), v)
         assert [(h.id, h.score) for h in s.ask("memory five rewritten", top_k=5)] == hits
         assert s.state_digest() == digest
-        assert s.verify().ok
+        assert verified(s)
 
 
 def test_update_and_drop_keep_the_filter_index_in_step(db: Mnemos) -> None:
@@ -496,7 +517,7 @@ def test_update_and_drop_keep_the_filter_index_in_step(db: Mnemos) -> None:
     assert ns.count(filter={"stage": {"$lt": 3}}) == 0
     ns.remember("again", {"stage": 0})
     assert ns.count(filter={"stage": {"$lt": 3}}) == 1
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_drop_removes_edges_from_other_namespaces_into_it(db: Mnemos) -> None:
@@ -508,7 +529,7 @@ def test_drop_removes_edges_from_other_namespaces_into_it(db: Mnemos) -> None:
     assert [e.dst for e in db.neighbors(a)] == [b]
     assert db.drop_namespace("x") == 1
     assert db.neighbors(a) == []
-    assert db.verify().ok
+    assert verified(db)
 
 
 def test_a_namespace_batch_cannot_drop_another_namespace(db: Mnemos) -> None:
@@ -521,7 +542,8 @@ def test_a_namespace_batch_cannot_drop_another_namespace(db: Mnemos) -> None:
     assert db.namespace("b").count() == 1
 
 
-def test_reader_processes_see_old_or_new_never_half(store_path: str) -> None:
+@pytest.mark.embedded_only("its reader processes check the engine's snapshot internals (slots, matrix)")
+def test_reader_processes_see_old_or_new_never_half(store_path: str, tmp_path) -> None:
     import os
 
     from _mp_workers import spawn
@@ -530,7 +552,7 @@ def test_reader_processes_see_old_or_new_never_half(store_path: str) -> None:
         t = "alpha version of the shared fact"
         a = db.remember(t, {"text": t})
         db.remember_many([f"filler memory {i}" for i in range(30)])
-    stop = os.path.join(os.path.dirname(store_path), "stop")
+    stop = str(tmp_path / "stop")
     readers = [spawn("update_reader", store_path, stop, str(a)) for _ in range(2)]
     done = _result(spawn("updater", store_path, str(a), "60"))
     open(stop, "w").close()
@@ -541,4 +563,4 @@ def test_reader_processes_see_old_or_new_never_half(store_path: str) -> None:
         assert s["iters"] >= 3
     with Mnemos.open(store_path) as db:
         assert db.get(a).text == "alpha version of the shared fact"  # 60 updates: back to alpha
-        assert db.verify().ok
+        assert verified(db)
