@@ -40,6 +40,8 @@ DB_NAMES = (
     b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index
     b"pending",    # log seg(u32) offset(u64) -> log frames not yet fdatasync'ed to the log
                    # file (format 3; see _engine and docs/durability.md)
+    b"vrows",      # gen(u32) slot(u64) -> vector row not yet fdatasync'ed to the vector
+                   # file (format 3: the log frames name rows instead of carrying them)
 )
 
 log = logging.getLogger("mnemos_kv")
