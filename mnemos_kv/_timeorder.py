@@ -232,11 +232,20 @@ def index_neighbours(txn: Any, time_db: Any, keys: list[bytes], width: int
             prefix = k[:4]
             if not cur.set_key(k):
                 continue
+            moved = 0  # steps back from k (a step off the table's first key: -1)
             for j in range(width):
-                if not cur.prev() or not cur.key().startswith(prefix):
+                if not cur.prev():
+                    moved = -1
+                    break
+                moved += 1
+                if not cur.key().startswith(prefix):
                     break
                 before[i, j] = int.from_bytes(cur.key()[12:20], "big")
-            cur.set_key(k)
+            if moved < 0:
+                cur.set_key(k)
+            else:  # back to k by as many steps (cheaper than a second search)
+                for _ in range(moved):
+                    cur.next()
             for j in range(width):
                 if not cur.next() or not cur.key().startswith(prefix):
                     break

@@ -359,3 +359,33 @@ def test_id_to_slot_guess_equals_binary_search() -> None:
         x = rng.integers(-2, (int(ids[-1]) + 3) if n else 5, int(rng.integers(0, 50)))
         got = _idslots._guess_then_bisect(rows["id"], x)
         assert got.tolist() == np.searchsorted(rows["id"], x).tolist()
+
+
+def test_time_index_neighbours_walk(tmp_path) -> None:
+    """index_neighbours (the ANN path's time neighbours) against the sorted keys, for
+    several widths, at both ends of the table and across namespaces."""
+    import lmdb
+
+    from mnemos_kv import _timeorder
+    rng = np.random.default_rng(9)
+    env = lmdb.open(str(tmp_path / "t"), max_dbs=2)
+    db = env.open_db(b"time")
+    keys = sorted({int(ns).to_bytes(4, "big") + int(ts).to_bytes(8, "big") + int(i).to_bytes(8, "big")
+                   for ns, ts, i in zip(rng.integers(0, 3, 300), rng.integers(0, 50, 300),
+                                        rng.integers(1, 10 ** 6, 300))})
+    with env.begin(write=True) as txn:
+        for k in keys:
+            txn.put(k, b"", db=db)
+    pick = [keys[j] for j in rng.integers(0, len(keys), 80)] + [keys[0], keys[-1]]
+    with env.begin() as txn:
+        for width in (1, 2, 4):
+            before, after = _timeorder.index_neighbours(txn, db, pick, width)
+            for r, k in enumerate(pick):
+                at = keys.index(k)
+                same = [x for x in keys if x[:4] == k[:4]]
+                pos = same.index(k)
+                want_b = [int.from_bytes(x[12:20], "big") for x in same[:pos][::-1][:width]]
+                want_a = [int.from_bytes(x[12:20], "big") for x in same[pos + 1:][:width]]
+                assert before[r].tolist() == want_b + [-1] * (width - len(want_b)), (at, width)
+                assert after[r].tolist() == want_a + [-1] * (width - len(want_a)), (at, width)
+    env.close()
