@@ -167,9 +167,14 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     n = len(texts)
     out: np.ndarray = np.zeros((n, dim), dtype=np.float64)
-    keys, vals, rows = _batch_features(texts, dim)
-    if keys.size:
-        out = np.bincount(rows * dim + keys, weights=vals, minlength=n * dim).reshape(n, dim)
+    if n == 1:  # one text (a query): the per-text loop, without the batch's numpy set-up
+        one_keys, one_vals = _text_features(texts[0], dim)
+        if one_keys:  # distinct buckets, each summed in the same order: the same bits
+            out[0, one_keys] = one_vals
+    else:
+        keys, vals, rows = _batch_features(texts, dim)
+        if keys.size:
+            out = np.bincount(rows * dim + keys, weights=vals, minlength=n * dim).reshape(n, dim)
     out = np.sign(out) * np.log1p(np.abs(out))
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)
