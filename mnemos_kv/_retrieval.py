@@ -980,7 +980,9 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
 def _episode_part(snap: Snapshot, q: Query, rows: np.ndarray | None, valid: np.ndarray | None,
                   scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Episode context: (positions, lifts) for the best candidates whose episode holds
-    other good ones (see EPISODE_WEIGHT); None when none of them has an episode mate.
+    other good ones (see EPISODE_WEIGHT); None when none of them has an episode mate,
+    or when they are all in one episode (then the lift, which grows by less than the
+    score falls, cannot reorder them).
 
     A conversation talks about one thing for a while: a memory among the best whose
     time neighbourhood (same namespace, within EPISODE_GAP_S) holds other good
@@ -1004,6 +1006,8 @@ def _episode_part(snap: Snapshot, q: Query, rows: np.ndarray | None, valid: np.n
     if len(q.ns_ids) > 1:
         ns = snap.slots["ns"][slots]
         same &= ns[:, None] == ns[None, :]
+    if same.all():  # one episode: the lift would keep their order (slope < 1), so skip it
+        return None
     total = same @ sc  # the memory itself included
     mates = total - sc
     if not (mates > 0).any():
