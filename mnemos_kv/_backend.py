@@ -12,7 +12,7 @@ Write requests (tuples, resolved into logged ops inside the engine's transaction
 ``("remember", ns, text, meta, type, ts_us, key, vec, pinned)``, ``("forget", ns, id)``,
 ``("connect", ns, src, dst, rel, w)``, ``("disconnect", ns, src, dst, rel)``,
 ``("update", ns, id, fields, at_us)``, ``("upsert", ns, key, fields, now_us, pinned)``,
-``("drop", ns)``, ``("pin", ns, id, on)``, ``("bind", request)`` (batch references),
+``("drop", ns)``, ``("pin", ns, id, on)``, ``("forget_where", ns, parsed filter)``, ``("forget_many", ns, ids)``, ``("bind", request)`` (batch references),
 ``("op", op)`` (replay) and ``("call", fn, n)`` (embedded engine only).
 """
 

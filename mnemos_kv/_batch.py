@@ -152,13 +152,12 @@ class BatchNamespace:
         ``filter`` at that point of the batch (memories remembered earlier in it
         included). The filter is checked now; how many it forgot is not reported
         (``db.forget_where`` outside a batch returns it)."""
-        from ._filter_index import forget_where
         from .filters import parse
         b = self._batch
         b._check_open()
         if not isinstance(filter, Mapping) or not filter:
             raise InvalidInputError(f"forget_where needs a non-empty filter dict, got {filter!r}")
-        b._add(("call", forget_where(self.name, parse(filter)), 0))
+        b._add(("forget_where", self.name, parse(filter)))
 
     def connect(self, a: int | PendingId, b: int | PendingId, relation: str = "related",
                 weight: float = 1.0) -> None:

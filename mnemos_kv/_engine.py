@@ -28,8 +28,8 @@ from . import _capacity, _filter_index, _forget, _lexical_index, _lmdbcheck, _mu
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, slot_file, slot_row,
-                       vector_file)
+from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, slot_file,
+                       slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
@@ -48,6 +48,21 @@ VSYNC_EVERY = 256
 #: frames into LMDB).
 PENDING_MAX_BYTES = 1 << 20
 _PENDING_KEY = struct.Struct(">IQ")  # log segment, byte offset of the frames in it
+_VROW_KEY = struct.Struct(">IQ")     # generation, slot
+
+
+def vrow_key(gen: int, slot: int) -> bytes:
+    """Key of the ``vrows`` entry holding the unflushed vector row ``slot`` of ``gen``."""
+    return _VROW_KEY.pack(gen, slot)
+
+
+def logged_op(op: dict[str, Any], slot: int) -> dict[str, Any]:
+    """The form of a ``mem``/``update`` op in the log file (format 3): the vector's slot
+    and CRC-16 (``vrow``, ``vcrc``) instead of its bytes, which the vector file holds
+    (each vector is stored once; export puts it back)."""
+    out = {k: v for k, v in op.items() if k != "vec"}
+    out["vrow"], out["vcrc"] = slot, row_crc(op["vec"])
+    return out
 
 
 def pending_key(seg: int, off: int) -> bytes:
@@ -280,6 +295,13 @@ def clear_pending(env: Any, txn: lmdb.Transaction) -> None:
     pdb = env.db("pending")
     if txn.stat(pdb)["entries"]:
         txn.drop(pdb, delete=False)
+
+
+def clear_vrows(env: Any, txn: lmdb.Transaction) -> None:
+    """Empty the ``vrows`` table (the vector file holds its rows durably now)."""
+    vdb = env.db("vrows")
+    if txn.stat(vdb)["entries"]:
+        txn.drop(vdb, delete=False)
 
 
 def _frames_ok(data: bytes) -> bool:
@@ -708,9 +730,11 @@ class Engine:
         A write with any request but ``"op"`` ends by enforcing the capacity limits
         (evictions are ops of the same transaction; see ``_capacity``).
 
-        The log frames are always fdatasync'ed before the commit (write-ahead). ``sync``
-        (default: the store's durability) also makes the LMDB commit durable before
-        returning; without it a machine crash may undo this commit (never part of it).
+        The log frames are durable before the commit returns: in the ``pending`` table of
+        the commit itself, or fdatasync'ed to the log before it (write-ahead; see
+        docs/durability.md). ``sync`` (default: the store's durability) also makes the
+        LMDB commit durable before returning; without it a machine crash may undo this
+        commit (never part of it).
         """
         self.check_writable()
         n_new = sum(_slots_needed(r) for r in requests)
@@ -730,7 +754,7 @@ class Engine:
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new, have=st.n_slots)
             ctx = _Ctx(txn, st, matrix, slots, log=log, allow_gaps=allow_gaps, pending=[])
             holder["ctx"] = ctx
-            seq0 = st.seq
+            seq0, slots0 = st.seq, st.n_slots
             self._resolve_all(ctx, requests)
             self.flush_index(ctx)
             ctx.pending = None  # (capacity eviction reads the index as it goes)
@@ -738,22 +762,29 @@ class Engine:
                 _capacity.enforce(self, ctx)
             if not log:
                 ctx.frames.clear()
-            flush = not log or not ctx.frames or st.seq - st.vsync_seq >= VSYNC_EVERY
+            data = b"".join(ctx.frames)
+            at = st.log_end
+            # a big write flushes everything rather than copying its frames and rows
+            # into LMDB
+            flush = (not log or not ctx.frames or st.seq - st.vsync_seq >= VSYNC_EVERY
+                     or at + len(data) - st.log_sync
+                     + (st.n_slots - st.vsync_slots) * self.dim * 4 > PENDING_MAX_BYTES)
             if ctx.frames:
-                data = b"".join(ctx.frames)
-                at = st.log_end
                 # The frames become durable either in the log file (fdatasync'ed now,
                 # before the commit: write-ahead) or in ``pending`` (by the commit itself).
                 # Dead marks need the first: an uncommitted one must always be findable
                 # from a log tail beyond log_end (see _reconcile).
-                sync_log = (flush or bool(ctx.dead)
-                            or at + len(data) - st.log_sync > PENDING_MAX_BYTES)
+                sync_log = flush or bool(ctx.dead)
                 holder["appended"] = True
                 st.log_end = self.log.append(at, data, sync_log)
                 if sync_log:
                     self._log_synced(txn, st)
                 else:
                     txn.put(pending_key(st.log_seg, at), data, db=self.env.db("pending"))
+                if not flush:  # the new rows, until the vector file is flushed
+                    vdb = self.env.db("vrows")
+                    for slot in range(slots0, st.n_slots):
+                        txn.put(vrow_key(st.gen, slot), matrix[slot].tobytes(), db=vdb)
             if ctx.dead:  # after the frames are durable in the log: write-ahead
                 marks = np.array(ctx.dead, dtype=np.int64)
                 slots["dead"][marks[:, 0]] = marks[:, 1]
@@ -802,6 +833,7 @@ class Engine:
             self.log.sync()
         self._log_synced(txn, st)
         self.vectors.sync(st.gen)
+        clear_vrows(self.env, txn)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
 
     def _log_synced(self, txn: lmdb.Transaction, st: State) -> None:
@@ -889,8 +921,15 @@ class Engine:
             if kind in _mutate.SLOT_OPS:
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
-                rows.append((next_slot, op["vec"],
-                             slot_row(op["id"], op["ts"], op["ns"], op["type"], op["vec"])))
+                vec = op.get("vec")
+                if vec is None:  # format 3: the row is in ``vrows`` until the flush
+                    vec = txn.get(vrow_key(st.gen, next_slot), db=self.env.db("vrows"))
+                    if op.get("vrow") != next_slot or vec is None or row_crc(vec) != op.get("vcrc"):
+                        raise NeedsRecoveryError(
+                            f"{self.path!r}: the unflushed vector row {next_slot} (seq {seq}) "
+                            f"is missing or damaged in data.mdb; {self.recover_hint()}")
+                rows.append((next_slot, vec,
+                             slot_row(op["id"], op["ts"], op["ns"], op["type"], vec)))
                 new_ids[int(op["id"])] = next_slot
                 next_slot += 1
             elif kind == "drop":  # every slot of the namespace still live at this seq
@@ -1015,6 +1054,10 @@ class Engine:
             self._live_record(ctx, ns, src)
             self._live_record(ctx, ns, dst)
             return self.apply_op(ctx, {"op": "unlink", "src": src, "dst": dst, "rel": rel})
+        if kind == "forget_many":  # ("forget_many", ns, ids): one pass over each table
+            return _forget.request(req[1], req[2])(self, ctx)
+        if kind == "forget_where":  # ("forget_where", ns, parsed filter)
+            return _filter_index.forget_where(req[1], req[2])(self, ctx)
         if kind == "pin":  # ("pin", ns, id, on)
             return _capacity.set_pin(req[1], req[2], req[3])(self, ctx)
         if kind == "bind":
@@ -1139,6 +1182,8 @@ class Engine:
         else:
             raise CorruptionError(f"unknown op {kind!r} in log")
         st.seq = seq
+        if kind in _mutate.SLOT_OPS and isinstance(op.get("vec"), bytes):
+            op = logged_op(op, st.n_slots - 1)  # the slot it just took
         ctx.frames.append(encode_frame(seq, R.encode(op)))
         return result
 

@@ -89,16 +89,22 @@ def check_meta(path: str, txnid: int | None = None) -> Meta:
     except OSError as exc:
         raise CorruptionError(f"{path}: cannot be read ({exc.strerror})") from exc
     try:
-        size = os.fstat(fd).st_size
         head = os.pread(fd, 4096, 0)
         if len(head) < PAGEHDR + _META.size + 2 * _DB.size + 16:
-            raise CorruptionError(f"{path}: {size} bytes, too short for an LMDB file")
+            raise CorruptionError(f"{path}: {os.fstat(fd).st_size} bytes, too short for an "
+                                  f"LMDB file")
         psize = _meta_at(head, 0, path)[0]
         if psize < 512 or psize > 65536 or psize & (psize - 1):
             raise CorruptionError(f"{path}: meta page 0 gives page size {psize}")
         second = os.pread(fd, psize, psize)
         if len(second) < psize:
-            raise CorruptionError(f"{path}: {size} bytes, shorter than its two meta pages")
+            raise CorruptionError(f"{path}: {os.fstat(fd).st_size} bytes, shorter than its two "
+                                  f"meta pages")
+        # The size is read AFTER the meta pages: a writer in another process writes a
+        # commit's data pages (growing the file) before its meta page, so a size read
+        # first can be older than the meta page read next (a live store then looked
+        # truncated to a reader opening during a commit).
+        size = os.fstat(fd).st_size
     finally:
         os.close(fd)
     metas = [_meta_at(head, 0, path), _meta_at(second, 1, path)]

@@ -282,10 +282,11 @@ def _from_lmdb(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any],
                          vsync_slots=state["n_slots"], vsync_off=FILE_HEADER,
                          log_sync=FILE_HEADER)
             txn.put(b"state", R.encode(state), db=meta)
-            try:  # frames of the old log: the checkpoint below snapshots their effect
-                txn.drop(env.open_db(b"pending", txn=txn, create=False), delete=False)
-            except lmdb.NotFoundError:
-                pass
+            for name in (b"pending", b"vrows"):  # the checkpoint below supersedes them
+                try:
+                    txn.drop(env.open_db(name, txn=txn, create=False), delete=False)
+                except lmdb.NotFoundError:
+                    pass
         env.sync(True)
     finally:
         env.close()
@@ -338,6 +339,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
     body = os.path.join(tmp_dir, f".{os.path.basename(target)}.recover-{os.getpid()}.body")
     replay_path = os.path.join(tmp_dir, f".{os.path.basename(target)}.recover-{os.getpid()}.replay")
     dim = int(fmt["dim"]) if fmt is not None and "dim" in fmt else None
+    base_gen = 0
     n_base = n_log = 0
     first = last = None
     base_ok = True
@@ -365,8 +367,8 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                                             "and the log after it")
                         else:
                             last_op = None
-                            rows = _BaseRows(root, int(_SNAP_HDR.unpack(head)[2]), embedder, fmt,
-                                             rep)
+                            base_gen = int(_SNAP_HDR.unpack(head)[2])
+                            rows = _BaseRows(root, base_gen, embedder, fmt, rep)
                             for _s, p in _frames(bfd, _SNAP_HDR.size, 1 << 62, bpath,
                                                  "base snapshot", rep, 1):
                                 op = R.decode(p, "base snapshot frame")
@@ -397,15 +399,24 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                                          "the committed end (a write that never returned) "
                                          "were left out")
                 fd = _log_with_pending(root, lpath, seg, st, rep, body + ".log")
+                log_rows: _BaseRows | None = None
                 try:
                     for seq, p in _frames(fd, FILE_HEADER, end, lpath, "log", rep, base_seq + 1):
-                        dim = _dim_of(R.decode(p, "log frame"), dim)
+                        op = R.decode(p, "log frame")
+                        if "vrow" in op:  # format 3: the vector is in the vector file
+                            if log_rows is None:
+                                log_rows = _log_rows(root, st, base_gen, embedder, fmt, rep)
+                            op = log_rows.inline(op)
+                            p = R.encode(op)
+                        dim = _dim_of(op, dim)
                         n_log += 1
                         first = seq if first is None else first
                         last = seq
                         out.write(encode_frame(seq, p))
                 finally:
                     os.close(fd)
+                    if log_rows is not None:
+                        log_rows.close()
             log_len = out.tell() - base_len
             # -- the embedder --------------------------------------------------------------
             if embedder is not None:
@@ -461,6 +472,33 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                         f"seq {rep.last_seq}")
 
 
+def _log_rows(root: str, st: dict[str, Any] | None, base_gen: int, embedder: Any,
+              fmt: dict[str, Any] | None, rep: RecoveryReport) -> "_BaseRows":
+    """The rows format-3 log frames name: the current generation's vector file (the one
+    data.mdb names, else the base snapshot's, else the newest there is), completed by
+    data.mdb's ``vrows`` table (rows not yet flushed to the file) when it is readable."""
+    from ._engine import _VROW_KEY
+    if st is not None:
+        gen = int(st.get("gen", 1))
+    elif base_gen:
+        gen = base_gen
+    else:
+        gens = [int(m.group(1)) for m in map(re.compile(r"vectors\.(\d{6})\.f32").fullmatch,
+                                             os.listdir(root)) if m]
+        gen = max(gens, default=1)
+    extra: dict[int, bytes] = {}
+    if st is not None:
+        try:
+            table = _lmdbcheck.read_table(os.path.join(root, "data.mdb"), b"vrows", big=True)
+        except (CorruptionError, OSError):
+            table = {}
+        for k, v in table.items():
+            g, slot = _VROW_KEY.unpack(k)
+            if g == gen:
+                extra[slot] = v
+    return _BaseRows(root, gen, embedder, fmt, rep, extra, what="log")
+
+
 class _BaseRows:
     """The vector rows a format-3 base snapshot names, read by pread from the vector file
     of its generation and checked against the snapshot's CRC-16. A row that is lost or
@@ -469,9 +507,11 @@ class _BaseRows:
     report says which memories got a new vector."""
 
     def __init__(self, root: str, gen: int, embedder: Any, fmt: dict[str, Any] | None,
-                 rep: RecoveryReport) -> None:
+                 rep: RecoveryReport, extra: dict[int, bytes] | None = None,
+                 what: str = "base snapshot") -> None:
         from ._vectors import HEADER, VEC_MAGIC, vector_file
         self.rep, self.embedder, self.fmt = rep, embedder, fmt
+        self.extra, self.what = extra or {}, what
         self.path = vector_file(root, gen)
         self.fd: int | None = None
         self.dim = 0
@@ -481,8 +521,8 @@ class _BaseRows:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
-            rep.notes.append(f"{os.path.basename(self.path)}, which holds the base snapshot's "
-                             f"vectors, is unreadable ({exc.strerror}): they are embedded again")
+            rep.notes.append(f"{os.path.basename(self.path)}, which holds the {what}'s vectors, "
+                             f"is unreadable ({exc.strerror}): they are embedded again")
             return
         head = os.pread(fd, 20, 0)
         if len(head) == 20 and head[:8] == VEC_MAGIC and \
@@ -490,8 +530,8 @@ class _BaseRows:
             self.fd, self.dim = fd, int.from_bytes(head[8:12], "little")
         else:
             os.close(fd)
-            rep.notes.append(f"{os.path.basename(self.path)} has a damaged header: the base "
-                             "snapshot's vectors are embedded again")
+            rep.notes.append(f"{os.path.basename(self.path)} has a damaged header: the {what}'s "
+                             "vectors are embedded again")
 
     def _embedder(self) -> Any:
         if self.emb is None:
@@ -507,7 +547,7 @@ class _BaseRows:
                                       "to embed the lost rows again")
             else:
                 raise StoreError(
-                    f"{self.path}: vector rows the base snapshot needs are lost or damaged, and "
+                    f"{self.path}: vector rows the {self.what} needs are lost or damaged, and "
                     "the store's embedder is not the default one; pass embedder= to recover "
                     "to embed their texts again")
         return self.emb
@@ -522,6 +562,10 @@ class _BaseRows:
             if len(vec) == n and row_crc(vec) == crc:
                 out["vec"] = vec
                 return out
+        kept = self.extra.get(row) if isinstance(row, int) else None
+        if kept is not None and row_crc(kept) == crc:  # not yet flushed to the vector file
+            out["vec"] = kept
+            return out
         from .embedders import embed_checked
         vec = embed_checked(self._embedder(), [op["text"]])[0].astype("<f4").tobytes()
         self.redone += 1
@@ -535,7 +579,7 @@ class _BaseRows:
 
     def close(self) -> None:
         if self.redone:
-            self.rep.notes.append(f"{self.redone} vectors of the base snapshot were lost or "
+            self.rep.notes.append(f"{self.redone} vectors of the {self.what} were lost or "
                                   f"damaged in {os.path.basename(self.path)} and embedded again "
                                   f"from their texts ({self.redone - self.differ} identical, by "
                                   "their checksums)")

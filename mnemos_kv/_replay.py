@@ -213,9 +213,23 @@ def _export_once(engine: Engine, path: str, *, namespaces: Sequence[str] | None,
                         p = R.encode(inline_vector(op, snap.matrix, spath))
                 yield p
 
-        frames = ((seq, payload) for _off, seq, payload in log.frames(FILE_HEADER, st.log_end))
+        if log.size() < st.log_end:  # frames are never silently left out
+            raise CorruptionError(
+                f"{log.path}: {log.size()} bytes, but {st.log_end} are committed (after a "
+                "machine crash, the unflushed log tail is restored by the first read-write "
+                "open); nothing was exported")
+
+        def frames() -> Iterator[tuple[int, bytes]]:
+            for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
+                if b"\x64vrow" in payload and (since_seq is None or seq > since_seq):
+                    op = R.decode(payload, "log frame")
+                    if "vrow" in op:  # format 3: the replay file carries the vector itself
+                        payload = R.encode(inline_vector(op, snap.matrix, log.path))
+                yield seq, payload
+
         return write_export(engine, snap, path, names, since_seq, base_seq,
-                            base if base_seq > 0 else None, frames, st.seq - base_seq, progress)
+                            base if base_seq > 0 else None, frames(), st.seq - base_seq,
+                            progress)
 
 
 def write_export(engine: Any, snap: Any, path: str, names: list[str] | None,

@@ -195,8 +195,9 @@ def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) 
     st.log_end = st.log_sync = FILE_HEADER
     st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
     # the unflushed frames of the old segment: the synced base snapshot holds their effect
-    from ._engine import clear_pending
+    from ._engine import clear_pending, clear_vrows
     clear_pending(engine.env, txn)
+    clear_vrows(engine.env, txn)
     S.fsync_path(engine.path)
 
 

@@ -40,6 +40,8 @@ DB_NAMES = (
     b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index
     b"pending",    # log seg(u32) offset(u64) -> log frames not yet fdatasync'ed to the log
                    # file (format 3; see _engine and docs/durability.md)
+    b"vrows",      # gen(u32) slot(u64) -> vector row not yet fdatasync'ed to the vector
+                   # file (format 3: the log frames name rows instead of carrying them)
 )
 
 log = logging.getLogger("mnemos_kv")
@@ -173,6 +175,10 @@ def env_sync(env: lmdb.Environment) -> None:
 
 #: How long a map resize waits for this process's other transactions to finish.
 RESIZE_WAIT_S = 30.0
+
+
+#: How many times a transaction begin adopts a map that other processes keep growing.
+RESIZE_RETRIES = 64
 
 
 class Environment:
@@ -344,14 +350,16 @@ class Environment:
         """Begin a transaction (inside the gate); adopts a map grown by another process."""
         self._enter()
         try:
-            try:
-                return self.env.begin(write=write, buffers=False)
-            except lmdb.MapResizedError:
-                pass
-            # Another process grew the map beyond ours: adopt its size, then retry.
-            self._leave()
-            self._resize(0, "another process grew the LMDB map")
-            self._enter()
+            for _attempt in range(RESIZE_RETRIES):
+                try:
+                    return self.env.begin(write=write, buffers=False)
+                except lmdb.MapResizedError:
+                    pass
+                # Another process grew the map beyond ours: adopt its size, then retry
+                # (again if it, or a third process, grew it once more in between).
+                self._leave()
+                self._resize(0, "another process grew the LMDB map")
+                self._enter()
             return self.env.begin(write=write, buffers=False)
         except BaseException as exc:
             self._leave()

@@ -259,6 +259,49 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
                 f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from {name}")
 
 
+def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> None:
+    """The ``pending`` table (format 3) holds exactly the log bytes [log_sync, log_end) of
+    the snapshot's segment, each entry equal to the file's bytes where the file has them."""
+    st = snap.state
+    if not engine.env.has_db("pending"):
+        if st.log_sync < st.log_end:
+            rep.add(f"data.mdb: no pending table, but log bytes {st.log_sync}..{st.log_end} "
+                    "are not flushed")
+        return
+    from ._engine import _PENDING_KEY
+    pos = st.log_sync
+    with snap.txn.cursor(db=engine.env.db("pending")) as cur:
+        for k, v in cur:
+            seg, off = _PENDING_KEY.unpack(k)
+            if seg != st.log_seg or off != pos or off >= st.log_end:
+                rep.add(f"data.mdb: a pending entry (segment {seg}, byte {off}) outside the "
+                        f"unflushed log bytes {st.log_sync}..{st.log_end} or out of order")
+                return
+            have = log.read(off, off + len(v))
+            if len(have) == len(v) and have != v:
+                rep.add(f"{log.path}: bytes {off}..{off + len(v)} differ from their copy in "
+                        "data.mdb's pending table")
+            pos += len(v)
+    if pos != st.log_end:
+        rep.add(f"data.mdb: the pending table covers log bytes {st.log_sync}..{pos}, but "
+                f"{st.log_end} are committed")
+    rep.checked["pending_bytes"] = pos - st.log_sync
+    if not engine.env.has_db("vrows"):
+        return
+    from ._engine import _VROW_KEY
+    n = 0
+    with snap.txn.cursor(db=engine.env.db("vrows")) as cur:
+        for k, v in cur:
+            gen, slot = _VROW_KEY.unpack(k)
+            if gen != st.gen or not st.vsync_slots <= slot < st.n_slots:
+                rep.add(f"data.mdb: an unflushed vector row (generation {gen}, slot {slot}) "
+                        f"outside the unflushed slots {st.vsync_slots}..{st.n_slots}")
+            elif snap.matrix[slot].tobytes() != v:
+                rep.add(f"slot {slot}: its vector row differs from its unflushed copy in data.mdb")
+            n += 1
+    rep.checked["unflushed_rows"] = n
+
+
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 progress: Any = None) -> None:
     st = snap.state
@@ -283,8 +326,11 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 raise _Superseded() from None
             rep.add(f"{path}: {exc}")
     size = log.size()
+    _verify_pending(engine, snap, log, rep)
     if size < st.log_end:
-        rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed")
+        rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed"
+                + (" (the first read-write open restores them from data.mdb)"
+                   if st.log_sync <= size else ""))
         return
     if size > st.log_end:
         rep.notes.append(f"log has {size - st.log_end} uncommitted bytes after the committed end "
@@ -295,7 +341,9 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
     # Every mem/update op of this segment took the next slot of the generation, so
     # its k-th one is slot n_slots - (count) + k: each logged vector is checked
     # against its own row (live or dead), after the pass has counted them.
-    logged: list[tuple[int, int, int]] = []  # (id, crc32 of the vector, seq)
+    # (id, crc32 of the vector or, format 3, the frame's CRC-16 of the row it names, seq,
+    # that row or None)
+    logged: list[tuple[int, int, int, int | None]] = []
     try:
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
@@ -305,7 +353,11 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             if deep:
                 op = R.decode(payload, "log frame")
                 if op.get("op") in ("mem", "update"):
-                    logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq))
+                    if "vrow" in op:
+                        logged.append((int(op["id"]), int(op.get("vcrc", -1)), seq,
+                                       int(op["vrow"])))
+                    else:
+                        logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq, None))
                     _compare(engine, snap, rep, op, seq, None, log.path)
     except CorruptionError as exc:
         rep.add(str(exc))
@@ -316,13 +368,19 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             rep.add(f"log holds {len(logged)} new vectors, the generation only {st.n_slots} slots")
         else:
             bad = 0
-            for k, (mid, crc, seq) in enumerate(logged):
+            from ._vectors import row_crc
+            for k, (mid, crc, seq, vrow) in enumerate(logged):
                 slot = start + k
-                if int(snap.slots["id"][slot]) != mid:
+                if vrow is not None and vrow != slot:
+                    rep.add(f"memory {mid}: its log frame (seq {seq}) names vector row {vrow}, "
+                            f"but it took slot {slot}")
+                    bad += 1
+                elif int(snap.slots["id"][slot]) != mid:
                     rep.add(f"slot {slot} holds id {int(snap.slots['id'][slot])}, its log frame "
                             f"(seq {seq}) wrote id {mid}")
                     bad += 1
-                elif zlib.crc32(snap.matrix[slot].tobytes()) != crc:
+                elif (row_crc(snap.matrix[slot].tobytes()) if vrow is not None
+                      else zlib.crc32(snap.matrix[slot].tobytes())) != crc:
                     rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
                     bad += 1
                 if bad >= 20:

@@ -225,7 +225,7 @@ class _Handle:
         if len(set(mids)) != len(mids):
             raise InvalidInputError("forget_many got the same id twice")
         if len(mids) >= _forget.MIN_BULK:  # one pass over each table (the same ops)
-            self._engine.write([("call", _forget.request(self.name, mids), 0)])
+            self._engine.write([("forget_many", self.name, mids)])
         elif mids:
             self._engine.write([("forget", self.name, mid) for mid in mids])
 
@@ -237,15 +237,13 @@ class _Handle:
 
         :raises InvalidInputError: a malformed filter (see docs/filters.md).
         """
-        from ._filter_index import forget_where
-        self._engine.local("forget_where")
         node = _parse_filter(filter)
         if node is None:
             raise InvalidInputError(
                 f"forget_where needs a non-empty filter dict, got {filter!r}")
         eng = self._engine
         eng.check_writable()
-        return int(eng.write([("call", forget_where(self.name, node), 0)])[0])
+        return int(eng.write([("forget_where", self.name, node)])[0])
 
     def pin(self, id: MemoryId) -> None:
         """Protect a memory from capacity eviction (a logged op). :raises MemoryNotFoundError:"""

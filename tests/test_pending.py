@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mnemos_kv import Mnemos, NeedsRecoveryError, StorageError
+from mnemos_kv import CorruptionError, Mnemos, NeedsRecoveryError, StorageError
 from mnemos_kv import _engine, _storage
 from mnemos_kv._log import log_file
 from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
@@ -317,3 +317,90 @@ def test_recover_without_the_embedder_of_a_damaged_row_says_so(store_path: str) 
         Mnemos.recover(store_path)
     rep = Mnemos.recover(store_path, embedder=emb)
     assert rep.complete and any("embedded again" in n for n in rep.notes)
+
+
+def test_read_only_export_after_machine_crash_refuses_until_repaired(store_path: str, tmp_path) -> None:
+    db = Mnemos.open(store_path)
+    [db.remember(f"memory {i}") for i in range(4)]
+    st = db._engine.read_state()
+    _drop(db)
+    os.truncate(log_file(store_path, st.log_seg), st.log_sync)
+    with Mnemos.open(store_path, readonly=True) as ro:
+        with pytest.raises(CorruptionError, match="committed"):
+            ro.export_replay(str(tmp_path / "a.replay"))
+        assert not ro.verify().ok
+    with Mnemos.open(store_path) as db:  # the read-write open repairs
+        db.export_replay(str(tmp_path / "b.replay"))
+        assert db.verify().ok and db.count() == 4
+
+
+def test_verify_checks_pending_against_the_log(store_path: str) -> None:
+    with Mnemos.open(store_path) as db:
+        [db.remember(f"memory {i}") for i in range(3)]
+        rep = db.verify()
+        assert rep.ok and rep.checked["pending_bytes"] > 0
+        st = db._engine.read_state()
+        with open(log_file(store_path, st.log_seg), "r+b") as f:  # damage the unflushed tail
+            f.seek(st.log_end - 3)
+            f.write(b"\x00\x01\x02")
+        rep = db.verify()
+        assert not rep.ok and any("pending" in p for p in rep.problems), rep
+        env = db._engine.env
+
+        def body(txn) -> None:
+            k, _v = next(iter(txn.cursor(db=env.db("pending"))))
+            txn.delete(k, db=env.db("pending"))
+        env.write(body)
+        assert any("covers" in p or "outside" in p for p in db.verify().problems)
+        db._engine.closed = True  # (leave it damaged; the test store is discarded)
+        db._engine.vectors.close()
+        db._engine.log.close()
+        _storage.release(db._engine.env)
+
+
+def test_log_frames_name_rows_and_vrows_hold_them_until_the_flush(store_path: str, tmp_path) -> None:
+    from mnemos_kv import _records as R
+    from mnemos_kv._engine import vrow_key
+    with Mnemos.open(store_path) as db:
+        eng = db._engine
+        ids = [db.remember(f"memory {i}") for i in range(5)]
+        st = eng.read_state()
+        ops = [R.decode(p) for _o, _s, p in eng.log.frames(st.vsync_off, st.log_end)]
+        mems = [op for op in ops if op["op"] == "mem"]
+        assert [op["id"] for op in mems] == ids
+        assert all("vec" not in op and op["vrow"] == st.n_slots - 5 + k for k, op in enumerate(mems))
+        with eng.env.read() as txn:
+            vdb = eng.env.db("vrows")
+            assert txn.stat(vdb)["entries"] == 5
+            for op in mems:
+                assert txn.get(vrow_key(st.gen, op["vrow"]), db=vdb) == db.get_vector(op["id"]).tobytes()
+        db.forget(ids[0])  # a log sync, not a vector flush: the rows stay in vrows
+        with eng.env.read() as txn:
+            assert txn.stat(eng.env.db("vrows"))["entries"] == 5
+        out = str(tmp_path / "x.replay")
+        db.export_replay(out)
+        digest = db.state_digest()
+        db.sync()  # the flush empties vrows
+        with eng.env.read() as txn:
+            assert txn.stat(eng.env.db("vrows"))["entries"] == 0
+    from mnemos_kv._replay import iter_ops
+    assert all(isinstance(op["vec"], bytes) and "vrow" not in op
+               for _s, _q, op in iter_ops(out) if op["op"] == "mem")
+    with Mnemos.open(str(tmp_path / "copy")) as copy:
+        copy.replay(out)
+        assert copy.state_digest() == digest
+
+
+def test_verify_finds_a_row_that_differs_from_its_log_frame(store_path: str) -> None:
+    with Mnemos.open(store_path) as db:
+        ids = [db.remember(f"memory {i}") for i in range(3)]
+        db.sync()
+        with db._engine.env.read() as txn:
+            slot = db._engine.record(txn, ids[1]).slot
+        st = db._engine.read_state()
+        vec = np.memmap(vector_file(store_path, st.gen), dtype="<f4", mode="r+", offset=HEADER)
+        vec[slot * DIM + 3] += np.float32(0.25)
+        vec.flush()
+        del vec
+        rep = db.verify()
+        assert not rep.ok and any(f"memory {ids[1]}" in p for p in rep.problems), rep

@@ -194,7 +194,7 @@ def test_open_checks_embedder_and_readonly(pg: Callable[..., Mnemos]) -> None:
 
 @pytest.mark.parametrize("call", [
     lambda db: db.compact(), lambda db: db.verify(), lambda db: db.set_capacity(10),
-    lambda db: db.forget_where({"a": 1}), lambda db: db.dump(os.devnull),
+    lambda db: db.dump(os.devnull),
     lambda db: db.explain_eviction(1),
 ])
 def test_embedded_only_calls_raise_unsupported(pg: Callable[..., Mnemos], call: Any) -> None:
@@ -229,9 +229,15 @@ def workload(db: Mnemos, seed: int = 1) -> list[int]:
     db.upsert("k1", "keyed tea coffee and cake")
     db.pin(ids[7])
     with db.batch() as b:
-        p = b.remember("batch paris rome")
+        p = b.remember("batch paris rome", {"g": 5})
         b.connect(p, ids[10])
         b.forget(ids[11])
+        b.forget_where({"g": 5})  # the memory remembered just before, in the same batch
+    assert db.forget_where({"$and": [{"g": 2}, {"i": {"$lt": 20}}]}) == 5  # 11 is gone
+    extra = db.remember_many([f"bulk {i} tea" for i in range(70)])
+    db.forget_many(extra[::-1][:66])  # the embedded engine's bulk path (>= 64 ids)
+    with pytest.raises(MemoryNotFoundError):
+        db.forget_many(extra[:68])  # 66 of them are gone: nothing is written
     # speaker labels (the speaker prior) and a caller's reply chain (reply_to edges)
     said = db.remember("Alice: Bob, your garden looks lovely, all those tomatoes and roses.",
                        timestamp=1_600_000_000 + 70 * 3600)
@@ -322,3 +328,35 @@ def test_two_handles_interleave_without_losing_writes(pg: Callable[..., Mnemos])
         bt.remember("in a batch")
         bt.remember("also in it")
     assert a.count() == 22 and a.state_digest() == b.state_digest()
+
+
+def test_readonly_open_of_a_missing_store_and_fast_durability(pg: Callable[..., Mnemos]) -> None:
+    from mnemos_kv import NotAStoreError
+    with pytest.raises(NotAStoreError, match="read-only"):
+        pg(readonly=True)
+    fast = pg(durability="fast")
+    assert fast.durability == "fast"
+    fast.remember("quick")
+    fast.sync()
+    assert fast.count() == 1
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(pg: Callable[..., Mnemos],
+                                                             pg_url: str) -> None:
+    import psycopg
+
+    from mnemos_kv import StorageError
+    db = pg()
+    db.remember("before")
+    eng: Any = db._engine
+    pids = [eng._w.info.backend_pid, eng._r.info.backend_pid]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for call in (lambda: db.remember("after"), lambda: db.count()):
+        try:
+            call()
+        except StorageError as exc:  # the call that finds the connection gone fails ...
+            assert "PostgreSQL error" in str(exc)
+            call()  # ... and the next one reconnects
+    assert [m.text for m in db.memories()] == ["before", "after"]

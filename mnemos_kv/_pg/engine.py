@@ -78,18 +78,42 @@ class PgEngine:
             self.dim = int(meta["dim"])
             self.embedder_name = str(meta["embedder"])
             self.embedder = _schema.check_embedder(meta, embedder, embedder_given, where)
-            self._r = _connect(conninfo, where)
-            for conn in (self._w, self._r):
-                _schema.set_search_path(conn, self.schema)
-                from pgvector.psycopg import register_vector
-                register_vector(conn)
-                if not durable:
-                    conn.execute("SET synchronous_commit TO off")
+            self._conninfo = conninfo
+            self._setup(self._w)
+            self._r = self._new_conn()
         except BaseException:
             self._w.close()
             if getattr(self, "_r", None) is not None:
                 self._r.close()
             raise
+
+    def _setup(self, conn: Any) -> None:
+        """A connection's session: the store schema first on the search path, the pgvector
+        adapter, and ``synchronous_commit`` off in ``durability="fast"``."""
+        from pgvector.psycopg import register_vector
+        _schema.set_search_path(conn, self.schema)
+        register_vector(conn)
+        if not self.durable:
+            conn.execute("SET synchronous_commit TO off")
+
+    def _new_conn(self) -> Any:
+        conn = _connect(self._conninfo, self._where)
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _live(self, which: str) -> Any:
+        """The write (``"_w"``) or read (``"_r"``) connection, made again when the old one
+        broke (a server restart, a network cut): the call that saw it break failed with
+        StorageError and wrote nothing; the next one reconnects."""
+        conn = getattr(self, which)
+        if conn.closed or conn.broken:
+            conn = self._new_conn()
+            setattr(self, which, conn)
+        return conn
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -123,9 +147,11 @@ class PgEngine:
         """Every returned write is committed already; with ``durability="fast"`` this
         waits for the server to flush its WAL (one synchronous commit)."""
         self.check_writable()
-        with self._wlock, self._w.transaction():
-            self._w.execute("SET LOCAL synchronous_commit TO on")
-            self._w.execute("SELECT txid_current()")
+        with self._wlock:
+            conn = self._live("_w")
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit TO on")
+                conn.execute("SELECT txid_current()")
 
     def close(self) -> None:
         if self.closed:
@@ -143,7 +169,7 @@ class PgEngine:
     def read_state(self) -> "PgState":
         self.check_open()
         with self._wlock:
-            row = self._w.execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
+            row = self._live("_w").execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
                                   "FROM state").fetchone()
         return _state(row)
 
@@ -157,11 +183,12 @@ class PgEngine:
             return
         with self._rlock:
             try:
-                with self._r.transaction():
-                    self._r.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    row = self._r.execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
-                                          "FROM state").fetchone()
-                    snap = PgSnapshot(self, self._r, _state(row))
+                conn = self._live("_r")
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    row = conn.execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
+                                       "FROM state").fetchone()
+                    snap = PgSnapshot(self, conn, _state(row))
                     self._snap, self._snap_owner = snap, me
                     try:
                         yield snap
@@ -181,8 +208,9 @@ class PgEngine:
         self.check_writable()
         with self._wlock:
             try:
-                with self._w.transaction():
-                    cur = self._w.cursor()
+                conn = self._live("_w")
+                with conn.transaction():
+                    cur = conn.cursor()
                     row = cur.execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
                                       "FROM state FOR UPDATE").fetchone()
                     ctx = Ctx(cur, _state(row), self.dim, log=log, allow_gaps=allow_gaps)
@@ -230,8 +258,8 @@ class PgEngine:
             self.write([("op", o) for o in chunk], log=False, allow_gaps=True)
             applied += len(chunk)
         if base_seq is not None:
-            with self._wlock, self._w.transaction():
-                with self._w.cursor() as cur:
+            with self._wlock, self._live("_w").transaction():
+                with self._live("_w").cursor() as cur:
                     cur.execute("DELETE FROM base")
                     cur.executemany("INSERT INTO base (n, payload) VALUES (%s, %s)",
                                     list(enumerate(payloads, 1)))
@@ -315,6 +343,7 @@ class PgSnapshot:
 
     def __init__(self, engine: PgEngine, conn: Any, state: PgState) -> None:
         self.engine, self.conn, self.state = engine, conn, state
+        self._names: dict[int, str] = {}
 
     def _one(self, query: str, params: Any = ()) -> Any:
         return self.conn.execute(query, params).fetchone()
@@ -327,8 +356,11 @@ class PgSnapshot:
         return None if row is None else int(row[0])
 
     def ns_name(self, nid: int) -> str:
-        row = self._one("SELECT name FROM namespaces WHERE id = %s", (nid,))
-        return f"<dropped namespace {nid}>" if row is None else str(row[0])
+        name = self._names.get(nid)  # fixed within the snapshot
+        if name is None:
+            row = self._one("SELECT name FROM namespaces WHERE id = %s", (nid,))
+            name = self._names[nid] = f"<dropped namespace {nid}>" if row is None else str(row[0])
+        return name
 
     def namespaces(self) -> dict[str, dict[str, Any]]:
         return {name: {"id": int(i), "count": int(c), "bytes": int(b)} for i, name, c, b in

@@ -18,6 +18,10 @@ __all__ = ["SCHEMA_VERSION", "ensure", "tables"]
 
 #: Version of the table layout below; bump it (and migrate) when it changes.
 SCHEMA_VERSION = 1
+#: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes
+#: per dimension must fit an 8 KiB page with the rest of the row once the text is
+#: moved out of line); larger vectors keep pgvector's default (compressed or TOASTed).
+PLAIN_DIM = 1536
 
 
 def tables(dim: int) -> list[str]:
@@ -33,6 +37,8 @@ def tables(dim: int) -> list[str]:
             meta bytea NOT NULL, type smallint NOT NULL, ts bigint NOT NULL,
             key text COLLATE "C", upd bigint, seq bigint NOT NULL,
             question boolean NOT NULL, vec vector({int(dim)}) NOT NULL)""",
+        # vectors inline in the row when they fit a page (a scan then reads no TOAST)
+        *(["ALTER TABLE memories ALTER COLUMN vec SET STORAGE PLAIN"] if dim <= PLAIN_DIM else []),
         "CREATE INDEX memories_ns_ts ON memories (ns, ts, id)",
         "CREATE UNIQUE INDEX memories_ns_key ON memories (ns, key) WHERE key IS NOT NULL",
         """CREATE TABLE edges (src bigint NOT NULL, dst bigint NOT NULL,
@@ -40,7 +46,8 @@ def tables(dim: int) -> list[str]:
             PRIMARY KEY (src, dst, rel))""",
         "CREATE INDEX edges_dst ON edges (dst, src, rel)",
         """CREATE TABLE postings (ns bigint NOT NULL, term bytea NOT NULL, id bigint NOT NULL,
-            tf integer NOT NULL, dl integer NOT NULL, PRIMARY KEY (ns, term, id))""",
+            tf integer NOT NULL, dl integer NOT NULL,
+            PRIMARY KEY (ns, term, id) INCLUDE (tf, dl))""",  # BM25 reads are index-only
         """CREATE TABLE lexstats (ns bigint PRIMARY KEY, docs bigint NOT NULL,
             total bigint NOT NULL, stotal bigint NOT NULL)""",
         "CREATE TABLE oplog (seq bigint PRIMARY KEY, payload bytea NOT NULL)",

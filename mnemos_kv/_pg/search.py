@@ -31,6 +31,33 @@ __all__ = ["search"]
 _EMPTY_POSTINGS = np.zeros(0, np.dtype([("id", "<u8"), ("tf", "<u4"), ("dl", "<u4")]))
 
 
+_SEND = {">i8": "int8send", ">i4": "int4send", ">i2": "int2send", "?": "boolsend",
+         ">f8": "float8send"}
+
+
+def fetch_columns(conn: Any, source: str, params: Sequence[Any],
+                  fields: Sequence[tuple[str, str]], order: Sequence[str]) -> np.ndarray:
+    """The rows of the query ``source`` as a structured array, fetched as one row.
+
+    Each column (``fields``: name and big-endian numpy type; NOT NULL, fixed size) is
+    sent as one ``bytea``: ``string_agg`` of the value's binary send form, so the whole
+    answer is a few buffers and ``np.frombuffer``, never a Python object per value.
+    The rows come back sorted by the ``order`` columns (sorted here, so that the
+    server is free to scan in any order, in parallel too).
+    """
+    cols = ", ".join(f"coalesce(string_agg({_SEND[t]}(src.{name}), ''::bytea), ''::bytea)"
+                     for name, t in fields)
+    with conn.cursor(binary=True) as cur:
+        row = cur.execute(f"SELECT {cols} FROM ({source}) AS src", params).fetchone()
+    out = np.empty(len(row[0]) // np.dtype(fields[0][1]).itemsize,
+                   np.dtype([(name, t.replace(">", "<") if t != "?" else t) for name, t in fields]))
+    for (name, t), buf in zip(fields, row):
+        out[name] = np.frombuffer(bytes(buf), dtype=t)
+    if out.size > 1:
+        out = out[np.lexsort(tuple(out[c] for c in reversed(order)))]
+    return out
+
+
 class _Cosines:
     """The cosine column of the candidates, standing in for the snapshot's matrix:
     ``matrix @ q`` and ``matrix[rows] @ q`` give the precomputed cosines."""
@@ -77,16 +104,31 @@ class _Candidates:
         row = self.pg._one("SELECT coalesce(sum(docs), 0), coalesce(sum(total), 0), "
                            "coalesce(sum(stotal), 0) FROM lexstats WHERE ns = ANY(%s)", (ns_list,))
         n_docs, total, stotal = (int(x) for x in row)
-        got: dict[tuple[int, bytes], list[tuple[int, int, int]]] = {}
-        with self.pg.conn.cursor(binary=True) as cur:
-            cur.execute("SELECT ns, term, id, tf, dl FROM postings WHERE ns = ANY(%s) "
-                        "AND term = ANY(%s) ORDER BY ns, term, id", (ns_list, list(terms)))
-            for ns, term, mid, tf, dl in cur:
-                got.setdefault((int(ns), bytes(term)), []).append((mid, tf, dl))
+        rows = fetch_columns(
+            self.pg.conn,
+            "SELECT p.ns, q.k, p.id, p.tf, p.dl FROM postings p JOIN "
+            "unnest(%s::bytea[]) WITH ORDINALITY AS q(term, k) ON p.term = q.term "
+            "WHERE p.ns = ANY(%s)",
+            (list(terms), ns_list),
+            [("ns", ">i8"), ("k", ">i8"), ("id", ">i8"), ("tf", ">i4"), ("dl", ">i4")],
+            ("ns", "k", "id"))
+        # one run of rows per (namespace, term), in id order
+        keys = rows["ns"] * (len(terms) + 1) + rows["k"]
+        cuts = np.flatnonzero(np.diff(keys)) + 1 if keys.size else np.empty(0, np.int64)
+        starts = np.concatenate(([0], cuts)) if keys.size else cuts
+        ends = np.concatenate((cuts, [keys.size])) if keys.size else cuts
+        runs = {(int(rows["ns"][a]), int(rows["k"][a])): (int(a), int(b))
+                for a, b in zip(starts.tolist(), ends.tolist())}
+        index = {bytes(t): i + 1 for i, t in enumerate(terms)}
 
         def fetch(ns: int, term: bytes) -> np.ndarray:
-            rows = got.get((int(ns), bytes(term)))
-            return _EMPTY_POSTINGS if not rows else np.array(rows, dtype=_EMPTY_POSTINGS.dtype)
+            run = runs.get((int(ns), index[bytes(term)]))
+            if run is None:
+                return _EMPTY_POSTINGS
+            part = rows[run[0]:run[1]]
+            out = np.empty(part.size, _EMPTY_POSTINGS.dtype)
+            out["id"], out["tf"], out["dl"] = part["id"], part["tf"], part["dl"]
+            return out
 
         return _lexical_index.bm25_of(n_docs, total, stotal, ns_list, terms, fetch, **kw)
 
@@ -144,26 +186,28 @@ def search(pg: Any, plan: Any, node: Any) -> list[tuple[Any, R.Record]]:
     if plan.until_us is not None:
         where.append("ts <= %s")
         params.append(int(plan.until_us))
-    sim = "0::real" if plan.mode == "lexical" else "-(vec <#> %s)"
-    cols = f"id, ts, ns, type, question, {sim}" + (", meta" if node is not None else "")
-    sql = f"SELECT {cols} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
+    sim = "0::float8" if plan.mode == "lexical" else "-(vec <#> %s::vector)"
+    cond = " AND ".join(where)
     args = ([] if plan.mode == "lexical" else [plan.vector.astype(np.float32)]) + params
-    with pg.conn.cursor(binary=True) as cur:
-        cur.execute(sql, args)  # type: ignore[arg-type]  # built from our own fragments
-        rows = cur.fetchall()
-    if node is not None:
-        rows = [r for r in rows if F.evaluate(node, R.decode(bytes(r[6]), "metadata"))]
-    if not rows:
+    rows = fetch_columns(pg.conn, f"SELECT id, ts, ns, type, question, {sim} AS cos "
+                         f"FROM memories WHERE {cond}", args,
+                         [("id", ">i8"), ("ts", ">i8"), ("ns", ">i8"), ("type", ">i2"),
+                          ("question", "?"), ("cos", ">f8")], ("id",))
+    if node is not None and rows.size:
+        with pg.conn.cursor(binary=True) as cur:
+            cur.execute(f"SELECT id, meta FROM memories WHERE {cond} ORDER BY id", params)
+            keep = [int(i) for i, m in cur if F.evaluate(node, R.decode(bytes(m), "metadata"))]
+        rows = rows[np.isin(rows["id"], np.asarray(keep, np.int64))]
+    if not rows.size:
         return []
-    n = len(rows)
-    cols_t = list(zip(*rows))
+    n = rows.size
     slots = np.zeros(n, SLOT_DTYPE)
-    slots["id"] = np.asarray(cols_t[0], np.int64)
-    slots["ts"] = np.asarray(cols_t[1], np.int64)
-    slots["ns"] = np.asarray(cols_t[2], np.int32)
-    slots["type"] = np.asarray(cols_t[3], np.uint8)
-    questions = slots["id"][np.asarray(cols_t[4], bool)].astype(np.uint64)
-    cos = np.asarray(cols_t[5], np.float32)
+    slots["id"] = rows["id"]
+    slots["ts"] = rows["ts"]
+    slots["type"] = rows["type"]
+    questions = rows["id"][rows["question"]].astype(np.uint64)
+    cos = rows["cos"].astype(np.float32)
+    slots["ns"] = rows["ns"]
     q = dataclasses.replace(plan, type_codes=None, since_us=None, until_us=None, allowed=None)
     cand = _Candidates(pg, slots, _Cosines(cos, q.vector), questions, pg.state.seq)
     hits = _retrieval.run(cand.engine, cast(Any, cand), q)  # the planner reads it like a Snapshot

@@ -57,14 +57,16 @@ class Ctx:
 
     def flush(self) -> None:
         """Write the buffered inserts (before any read that may need them)."""
-        if self.mem_rows:
-            self.cur.executemany(
-                "INSERT INTO memories (id, ns, text, meta, type, ts, key, upd, seq, question, vec) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", self.mem_rows)
+        if self.mem_rows:  # COPY: one stream instead of a statement per row
+            with self.cur.copy("COPY memories (id, ns, text, meta, type, ts, key, upd, seq, "
+                               "question, vec) FROM STDIN") as cp:
+                for row in self.mem_rows:
+                    cp.write_row(row)
             self.mem_rows = []
         if self.post_rows:
-            self.cur.executemany("INSERT INTO postings (ns, term, id, tf, dl) VALUES (%s, %s, %s, %s, %s)",
-                                 self.post_rows)
+            with self.cur.copy("COPY postings (ns, term, id, tf, dl) FROM STDIN") as cp:
+                for row in self.post_rows:
+                    cp.write_row(row)
             self.post_rows = []
 
     def one(self, query: str, params: Any = ()) -> Any:
@@ -196,6 +198,25 @@ def resolve(ctx: Ctx, req: tuple[Any, ...]) -> Any:
             if count == 0 and not extra:
                 return 0
         return int(apply_op(ctx, {"op": "drop", "ns": dns, "name": name}))
+    if kind == "forget_many":  # the same forget ops, in the given order
+        _, ns, mids = req
+        for mid in mids:
+            _live(ctx, ns, mid)
+            apply_op(ctx, {"op": "forget", "id": mid})
+        return None
+    if kind == "forget_where":  # the matches of a parsed filter, forgotten in id order
+        from .. import filters as F
+        _, ns, node = req
+        fns = ns_id(ctx, ns)
+        if fns is None:
+            return 0
+        ctx.flush()
+        rows = ctx.cur.execute("SELECT id, meta FROM memories WHERE ns = %s ORDER BY id",
+                               (fns,)).fetchall()
+        victims = [int(i) for i, m in rows if F.evaluate(node, R.decode(bytes(m), "metadata"))]
+        for mid in victims:
+            apply_op(ctx, {"op": "forget", "id": mid})
+        return len(victims)
     if kind == "pin":
         _, ns, mid, on = req
         rec = _live(ctx, ns, mid)
