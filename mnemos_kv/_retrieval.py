@@ -165,6 +165,13 @@ REPLY_RELATION: str = "reply_to"
 PRF_WEIGHT: float = 0.0
 PRF_SEEDS: int = 5
 PRF_TERMS: int = 10
+#: Episode context: each of the best EPISODE_DEPTH candidates gains EPISODE_WEIGHT times
+#: the best score, times the summed score of the other best candidates of its episode
+#: (its namespace, timestamps within EPISODE_GAP_S of its own), over the largest such
+#: sum (the episode's own memory included). 0 = off.
+EPISODE_WEIGHT: float = 0.1
+EPISODE_DEPTH: int = 30
+EPISODE_GAP_S: float = 3600.0
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -184,7 +191,7 @@ TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
 EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time",
-                 "question", "speaker")
+                 "question", "episode", "speaker")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -908,6 +915,11 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         final = final * tprior
     if qdisc is not None:
         final = final * qdisc
+    episode = _episode_part(snap, q, rows, valid, final) if EPISODE_WEIGHT > 0 else None
+    if episode is not None:
+        if final is rel or final is vec or final is base:
+            final = final.copy()  # the explanation / graph seeds read those
+        final[episode[0]] += episode[1]
     sprior = _speaker_prior(engine, snap, q, rows, valid, id_col, final) \
         if SPEAKER_WEIGHT > 0 else None
     if sprior is not None:
@@ -927,6 +939,10 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             tp = float(tprior[i]) if tprior is not None else 1.0
             sp = float(sprior[i]) if sprior is not None else 1.0
             qd = float(qdisc[i]) if qdisc is not None else 1.0
+            ep = 0.0
+            if episode is not None:
+                hit = np.flatnonzero(episode[0] == i)
+                ep = float(episode[1][hit[0]]) if hit.size else 0.0
             li = -1
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
@@ -941,7 +957,8 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "recency": b * t * (r - 1.0),
                 "time": b * t * r * (tp - 1.0),
                 "question": b * t * r * tp * (qd - 1.0),
-                "speaker": b * t * r * tp * qd * (sp - 1.0),
+                "episode": ep,
+                "speaker": (b * t * r * tp * qd + ep) * (sp - 1.0),
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
@@ -1006,6 +1023,45 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
         return None
     dense *= np.float32(PRF_WEIGHT / hi)
     return dense
+
+
+def _episode_part(snap: Snapshot, q: Query, rows: np.ndarray | None, valid: np.ndarray | None,
+                  scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Episode context: (positions, lifts) for the best candidates whose episode holds
+    other good ones (see EPISODE_WEIGHT); None when none of them has an episode mate,
+    or when they are all in one episode (then the lift, which grows by less than the
+    score falls, cannot reorder them).
+
+    A conversation talks about one thing for a while: a memory among the best whose
+    time neighbourhood (same namespace, within EPISODE_GAP_S) holds other good
+    matches is more likely on topic than an isolated one that shares the same words.
+    Only the best EPISODE_DEPTH candidates take part, so it costs one top-k and a
+    small matrix.
+    """
+    ranked = scores if valid is None else np.where(valid, scores, np.float32(-np.inf))
+    k = EPISODE_DEPTH
+    if ranked.size > k:  # the best k and every tie at the boundary: a deterministic set
+        part = np.argpartition(ranked, ranked.size - k)[ranked.size - k:]
+        top = np.flatnonzero(ranked >= max(float(ranked[part].min()), np.finfo(np.float32).tiny))
+    else:
+        top = np.flatnonzero(ranked > 0)
+    if top.size < 2:
+        return None
+    sc = scores[top].astype(np.float64)
+    slots = top if rows is None else rows[top]
+    ts = snap.slots["ts"][slots].astype(np.int64)
+    same = np.abs(ts[:, None] - ts[None, :]) <= int(EPISODE_GAP_S * 1e6)
+    if len(q.ns_ids) > 1:
+        ns = snap.slots["ns"][slots]
+        same &= ns[:, None] == ns[None, :]
+    if same.all():  # one episode: the lift would keep their order (slope < 1), so skip it
+        return None
+    total = same @ sc  # the memory itself included
+    mates = total - sc
+    if not (mates > 0).any():
+        return None
+    lift = (EPISODE_WEIGHT * float(sc.max()) / float(total.max())) * mates
+    return top, lift.astype(np.float32)
 
 
 def _time_prior(snap: Snapshot, rows: np.ndarray | None, valid: np.ndarray | None,

@@ -335,6 +335,50 @@ def test_a_window_that_holds_every_candidate_changes_nothing(opener) -> None:
     assert all(h.explain["time"] == 0.0 for h in a)
 
 
+# --------------------------------------------------------------------------- episode context
+
+def test_episode_context_prefers_the_match_whose_episode_is_on_topic(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    # day 0: one passing mention; day 5: a conversation about the garden, where the
+    # same words come back two turns apart (not neighbours: the neighbour share is out)
+    lone = s.remember_many(_at([FILLER[0], "Bob: I planted tomatoes.", FILLER[1]], T0))[1]
+    topical = s.remember_many(_at([
+        FILLER[2], "Bob: I planted tomatoes.", FILLER[3], FILLER[4],
+        "Alice: Did the tomatoes like the rain?", FILLER[5], "Bob: The tomatoes are red now."],
+        T0 + 5 * DAY))[1]
+    query = "When were the tomatoes planted?"
+    monkeypatch.setattr(_retrieval, "EPISODE_WEIGHT", 0.0)
+    hits = s.ask(query, top_k=10)
+    assert _rank(hits, lone) < _rank(hits, topical)  # same words: the older memory first
+    monkeypatch.setattr(_retrieval, "EPISODE_WEIGHT", 0.1)
+    hits = s.ask(query, top_k=10, explain=True)
+    assert _rank(hits, topical) < _rank(hits, lone)
+    parts = {h.id: h.explain for h in hits}
+    assert parts[topical]["episode"] > parts[lone]["episode"]
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+
+
+def test_episode_context_is_flat_within_one_episode(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(_at(FILLER + ["Bob: I planted tomatoes.", "Alice: Tomatoes need sun.",
+                                  "Bob: The tomatoes are red now."], T0))
+    hits = s.ask("tomatoes", top_k=5, explain=True)
+    assert all(h.explain["episode"] == 0.0 for h in hits)
+    monkeypatch.setattr(_retrieval, "EPISODE_WEIGHT", 0.0)
+    assert [(h.id, h.score) for h in s.ask("tomatoes", top_k=5)] == [(h.id, h.score) for h in hits]
+
+
+def test_episode_context_stays_within_a_namespace(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    a, b = s.namespace("a", read=["b"]), s.namespace("b")
+    x = a.remember("Bob: I planted tomatoes.", timestamp=T0)
+    b.remember_many(_at(["Bob: tomatoes again.", "Alice: more tomatoes."], T0 + 60))
+    a.remember("Bob: the tomatoes are red.", timestamp=T0 + 5 * DAY)
+    hits = a.ask("tomatoes", top_k=5, namespaces=["a", "b"], explain=True)
+    assert {h.id: h.explain for h in hits}[x]["episode"] == 0.0  # its mates are in "b"
+
+
 # --------------------------------------------------------------------------- multi-hop feedback
 
 def test_feedback_round_reaches_the_second_hop(opener, monkeypatch) -> None:

@@ -355,6 +355,19 @@ def _reference(s: Mnemos, query: str, names: list[str], k: int, types=None, sinc
     final = _fusion.neighbour_expand(rel, prev, nxt, _retrieval.NEIGHBOUR_WEIGHT)
     tw = np.array([_retrieval.TYPE_WEIGHTS[m.type] for m in cand], np.float32)
     final = final * tw
+    if _retrieval.EPISODE_WEIGHT > 0:  # the episode context, written out
+        depth, gap = _retrieval.EPISODE_DEPTH, _retrieval.EPISODE_GAP_S
+        floor = sorted(final.tolist())[len(cand) - depth] if len(cand) > depth else 0.0
+        top = [i for i in range(len(cand)) if final[i] > 0 and final[i] >= floor]
+        same = np.array([[cand[i].namespace == cand[j].namespace
+                          and abs(cand[i].created_at - cand[j].created_at) <= gap for j in top]
+                         for i in top], dtype=bool)
+        if len(top) >= 2 and not same.all():
+            sc = final[top].astype(np.float64)
+            total = same @ sc
+            lift = _retrieval.EPISODE_WEIGHT * sc.max() / total.max() * (total - sc)
+            final = final.copy()
+            final[top] += lift.astype(np.float32)
     order = sorted(range(len(cand)), key=lambda i: (-float(final[i]), cand[i].id))[:k]
     return [(cand[i].id, float(final[i])) for i in order]
 
