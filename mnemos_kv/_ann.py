@@ -34,7 +34,7 @@ import os
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,12 +61,16 @@ ROWS_PER_LIST: int = 64
 #: k-means: sampled training rows per list and iterations.
 SAMPLE_PER_LIST: int = 16
 KMEANS_ITERS: int = 6
+#: The first probes of an index state scan the list column; the next one builds the
+#: inverted lists (an argsort of every slot) once.
+LAZY_PROBES: int = 2
 
 MAGIC = b"MNMSANN1"
 VERSION = 1
 _HDR = struct.Struct("<8sIIQQII")  # magic, version, dim, gen, T, nlist, centroid crc
 _HEADER = 64
 _CHUNK_BYTES = CHUNK * 2 + 4       # uint16 list per slot, then crc32
+_CHUNK_DTYPE = np.dtype([("d", "<u2", (CHUNK,)), ("c", "<u4")])
 
 
 def train_size(n: int) -> int:
@@ -141,7 +145,7 @@ def train(matrix: np.ndarray, t: int) -> np.ndarray:
     return cen
 
 
-def _chunk_crc(i: int, data: bytes) -> int:
+def _chunk_crc(i: int, data: bytes | memoryview) -> int:
     return zlib.crc32(data, zlib.crc32(struct.pack("<Q", i)))
 
 
@@ -153,32 +157,55 @@ class IndexState:
     centroids: np.ndarray   # nlist x dim float32
     n: int                  # slots assigned (a multiple of CHUNK)
     lists: np.ndarray       # uint16, slot -> list
-    order: np.ndarray       # int32 slots sorted by (list, slot)
-    offsets: np.ndarray     # int64, nlist + 1
+    #: the inverted lists, made by the LAZY_PROBES + 1-th probe (a process that asks
+    #: once does not sort a million slots): [int32 slots sorted by (list, slot), int64
+    #: offsets (nlist + 1)]; [probes so far]
+    inverted: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+    probes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
 
-    def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False) -> np.ndarray:
+    def members(self, best: np.ndarray) -> np.ndarray:
+        """The slots (sorted, int64) of the lists ``best``."""
+        inv = self.inverted
+        if not inv:
+            self.probes[0] += 1
+            if self.probes[0] <= LAZY_PROBES:  # one pass over the list column
+                lut = np.zeros(self.centroids.shape[0], bool)
+                lut[best] = True
+                return np.flatnonzero(lut[self.lists]).astype(np.int64)
+            order = np.argsort(self.lists, kind="stable").astype(np.int32)
+            counts = np.bincount(self.lists, minlength=self.centroids.shape[0])
+            inv = [order, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)]
+            self.inverted[:] = inv  # (two threads may both build it: the same arrays)
+        order, offsets = inv[0], inv[1]
+        parts = [order[offsets[p]:offsets[p + 1]] for p in best.tolist()]
+        return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """The cosine of ``query`` with each centroid (for :meth:`probe`)."""
+        return self.centroids @ query
+
+    def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False,
+              scores: np.ndarray | None = None) -> np.ndarray:
         """Sorted slots below ``covered(n)`` of the ``nprobe`` lists nearest ``query``
-        (``farthest``: of the lists least similar to it, where its lowest cosines are)."""
+        (``farthest``: of the lists least similar to it, where its lowest cosines are).
+        ``scores``: :meth:`scores` of the query, when the caller has them."""
         c = covered(n)
-        scores = self.centroids @ query
+        if scores is None:
+            scores = self.scores(query)
         if farthest:
             scores = -scores
         k = min(nprobe, scores.size)
         part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
         # deterministic choice at the boundary: score descending, then list ascending
         best = part[np.lexsort((part, -scores[part].astype(np.float64)))][:k]
-        parts = [self.order[self.offsets[p]:self.offsets[p + 1]] for p in best.tolist()]
-        out = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+        out = self.members(best)
         if self.n > c:  # this state is ahead of the (older) snapshot
             out = out[out < c]
         return out
 
 
 def _with_lists(st_t: int, cen: np.ndarray, lists: np.ndarray) -> IndexState:
-    order = np.argsort(lists, kind="stable").astype(np.int32)
-    counts = np.bincount(lists, minlength=cen.shape[0])
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return IndexState(st_t, cen, int(lists.size), lists, order, offsets)
+    return IndexState(st_t, cen, int(lists.size), lists)
 
 
 class AnnCache:
@@ -240,25 +267,25 @@ class AnnCache:
             log.warning("mnemos_kv: ANN index %s is truncated; rebuilding it", path)
             return None
         magic, version, dim, g, tt, nl, crc = _HDR.unpack_from(raw, 0)
-        cen_bytes = raw[_HEADER:body]
         if (magic, version, dim, g, tt, nl) != (MAGIC, VERSION, self.dim, gen, t, k) \
-                or zlib.crc32(cen_bytes) != crc:
+                or zlib.crc32(memoryview(raw)[_HEADER:body]) != crc:
             log.warning("mnemos_kv: ANN index %s has a damaged header; rebuilding it", path)
             return None
-        cen = np.frombuffer(cen_bytes, dtype="<f4").reshape(k, self.dim).copy()
-        parts = []
-        pos, i = body, 0
-        while pos + _CHUNK_BYTES <= len(raw):
-            data = raw[pos:pos + CHUNK * 2]
-            (crc_i,) = struct.unpack_from("<I", raw, pos + CHUNK * 2)
-            if _chunk_crc(i, data) != crc_i:
+        # views of the bytes read, no copies: the centroids, then each chunk (lists, crc)
+        cen = np.frombuffer(raw, dtype="<f4", count=k * self.dim, offset=_HEADER).reshape(k, self.dim)
+        n_chunks = (len(raw) - body) // _CHUNK_BYTES
+        chunks = np.frombuffer(raw, dtype=_CHUNK_DTYPE, count=n_chunks, offset=body)
+        crcs = chunks["c"].tolist()
+        view = memoryview(raw)
+        good = n_chunks
+        for i in range(n_chunks):
+            pos = body + i * _CHUNK_BYTES
+            if _chunk_crc(i, view[pos:pos + CHUNK * 2]) != crcs[i]:
                 log.warning("mnemos_kv: ANN index %s: chunk %d is damaged; recomputing from it",
                             path, i)
+                good = i
                 break
-            parts.append(np.frombuffer(data, dtype="<u2"))
-            pos += _CHUNK_BYTES
-            i += 1
-        lists = np.concatenate(parts).astype(np.uint16) if parts else np.empty(0, np.uint16)
+        lists = chunks["d"][:good].reshape(-1).astype(np.uint16)
         if lists.size and int(lists.max()) >= k:
             log.warning("mnemos_kv: ANN index %s holds an out-of-range list; rebuilding it", path)
             return cen, np.empty(0, np.uint16)

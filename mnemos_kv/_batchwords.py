@@ -2,7 +2,7 @@
 
 ``_lexical.words`` over the texts joined by a separator word gives the words of every
 text at once (NFKC, casefold and the regular expressions run once over the batch
-instead of once per text); used by the bulk BM25 indexing and the hashing embedder.
+instead of once per text); used by the bulk BM25 indexing.
 """
 
 from __future__ import annotations

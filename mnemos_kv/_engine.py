@@ -288,6 +288,8 @@ class _Ctx:
     #: id, text, metadata): a run of ``mem`` ops indexes them at once (see flush_index);
     #: None: index each one as it is applied
     pending: list[tuple[int, int, str, Any]] | None = None
+    #: namespace ids looked up by a run of remember requests (cleared by any other)
+    ns_seen: dict[str, int] = field(default_factory=dict)
 
 
 def clear_pending(env: Any, txn: lmdb.Transaction) -> None:
@@ -1020,8 +1022,10 @@ class Engine:
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:
         kind = req[0]
         txn = ctx.txn
-        if ctx.pending and kind not in ("remember", "op", "bind"):
-            self.flush_index(ctx)  # the request may read the index (e.g. forget_where)
+        if kind != "remember":
+            ctx.ns_seen.clear()  # (a request may drop a namespace)
+            if ctx.pending and kind not in ("op", "bind"):
+                self.flush_index(ctx)  # the request may read the index (e.g. forget_where)
         if kind == "op":  # an already-resolved op (replay)
             return self.apply_op(ctx, req[1])
         if kind in _mutate.REQUESTS:  # update, upsert, drop (namespace)
@@ -1030,7 +1034,9 @@ class Engine:
             return req[1](self, ctx)
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req[:8]
-            nid = self._ensure_ns(ctx, ns)
+            nid = ctx.ns_seen.get(ns)
+            if nid is None:
+                nid = ctx.ns_seen[ns] = self._ensure_ns(ctx, ns)
             if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
                 raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
             op = _mutate.mem_op(ctx.state.next_id, nid, text, meta, type_, ts, key, vec,

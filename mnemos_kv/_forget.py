@@ -13,8 +13,7 @@ in a transaction that forgets hundreds of thousands of memories.
 
 from __future__ import annotations
 
-import struct
-import zlib
+import itertools
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import lmdb
@@ -23,6 +22,7 @@ import numpy as np
 from . import _capacity, _filter_index, _lexical_index
 from . import _records as R
 from . import _storage as S
+from ._log import encode_frame
 from .errors import CorruptionError, MemoryNotFoundError
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ MIN_BULK = 64
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
 
-_FRAME = struct.Struct("<IIQ")
-_SEQ = struct.Struct("<Q")
 _TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
 
 
@@ -55,11 +53,6 @@ def _forget_payload(mid: int) -> bytes:
     else:
         num = b"\x1b" + mid.to_bytes(8, "big")
     return b"\xa2\x62id" + num + b"\x62op\x66forget"
-
-
-def _frame(seq: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
-    return _FRAME.pack(len(payload), crc, seq) + payload
 
 
 def request(ns_name: str, ids: Sequence[int]) -> Callable[["Engine", "_Ctx"], None]:
@@ -95,7 +88,10 @@ def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int 
         raw = get(S.u64(mid), db=rdb)
         if raw is None:
             raise missing(mid)
-        d = R.Record.fields(raw)
+        try:
+            d = R.Record.fields(raw)
+        except CorruptionError as exc:
+            raise CorruptionError(f"memory {mid}: {exc} ({engine.recover_hint()})") from exc
         if nid is not None and d["n"] != nid:
             raise missing(mid)
         out.append(d)
@@ -144,8 +140,9 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     for nsv in np.unique(ns).tolist():
         sel = np.flatnonzero(ns == nsv)
         _remove_postings(txn, env, int(nsv), mids[sel], [recs[j]["t"] for j in sel.tolist()])
-    # filter index: (key, id) pairs, ids ascending per key
-    pairs: dict[bytes, list[bytes]] = {}
+    # filter index: (key, id) pairs in (key, id) order
+    fkeys: list[bytes] = []
+    fvals: list[bytes] = []
     for j, d in enumerate(recs):
         meta = d["m"]
         if not meta:
@@ -153,14 +150,11 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
         keys, overflow = _filter_index.entries(int(ns[j]), meta)
         if overflow:
             keys.append(_filter_index.overflow_key(int(ns[j])))
-        for key in keys:
-            got = pairs.get(key)
-            if got is None:
-                pairs[key] = [idb[j]]
-            else:
-                got.append(idb[j])
-    if pairs:
-        _remove_dups(txn, env.db(_filter_index.DB), pairs, 8)
+        fkeys.extend(keys)
+        fvals.extend([idb[j]] * len(keys))
+    if fkeys:
+        fk, fv = zip(*sorted(zip(fkeys, fvals)))
+        _remove_dups(txn, env.db(_filter_index.DB), list(fk), list(fv), 8)
     # edges (none in most stores: two lookups say so)
     if txn.stat(env.db("edges_out"))["entries"] or txn.stat(env.db("edges_in"))["entries"]:
         for mid in mids.tolist():
@@ -183,7 +177,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     # dead marks (set after the frames are durable), frames, counters: in the given order
     seqs = range(seq0, seq0 + k)
     ctx.dead.extend(zip(slots.tolist(), seqs))
-    ctx.frames.extend(_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
+    ctx.frames.extend(encode_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
     st.live -= k
     st.seq = seq0 + k - 1
 
@@ -192,40 +186,49 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                      texts: list[str]) -> None:
     """Remove the postings of ``mids`` (ascending) and their share of the statistics."""
     bt = _lexical_index.doc_terms_many(texts)
-    prefix = S.u32(ns)
-    pairs: dict[bytes, list[bytes]] = {}
     if bt.key.size:
         vals = np.empty(bt.key.size, _lexical_index.POSTING_DTYPE)
         vals["id"], vals["tf"], vals["dl"] = mids[bt.doc], bt.tf, bt.dl
-        blob = vals.tobytes()
-        w = _lexical_index.POSTING_BYTES
-        starts = np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1])))
-        ends = np.append(starts[1:], bt.key.size)
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            pairs[prefix + bt.keys[int(bt.key[a])]] = [blob[i:i + w] for i in range(a * w, b * w, w)]
-    _remove_dups(txn, env.db("postings"), pairs, _lexical_index.POSTING_BYTES)
+        prefix = S.u32(ns)
+        full = [prefix + k for k in bt.keys]
+        # (key, id) order: the entries sort by key code, then by text = by id
+        _remove_dups(txn, env.db("postings"), list(map(full.__getitem__, bt.key.tolist())),
+                     vals.view(f"V{_lexical_index.POSTING_BYTES}").tolist(),
+                     _lexical_index.POSTING_BYTES,
+                     np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1]))))
     _lexical_index.bump(txn, env, ns, -len(texts), -int(bt.stem_len.sum()),
                         -int(bt.surface_len.sum()))
 
 
-def _remove_dups(txn: lmdb.Transaction, db: Any, pairs: dict[bytes, list[bytes]], width: int) -> None:
-    """Delete, per key (in sorted order), the duplicates listed (ascending): exact
-    ``width``-byte values of a dupsort + dupfixed table whose first 8 bytes are the id.
-    A value not found as is (a posting's tf or length differs) is found by its id."""
-    delete = txn.delete
+def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[bytes],
+                 width: int, starts: np.ndarray | None = None) -> None:
+    """Delete the duplicates ``(keys[i], vals[i])`` (sorted by key, then value) of a
+    dupsort + dupfixed table of ``width``-byte values whose first 8 bytes are the id.
+    A key losing at least REWRITE_MIN entries and half of its duplicates is rewritten
+    whole; a value not found as is (a posting's tf or length differs) is found by id."""
+    m = len(keys)
+    done = np.zeros(m, bool)
     with txn.cursor(db=db) as cur:
-        for key in sorted(pairs):
-            gone = pairs[key]
-            if len(gone) >= REWRITE_MIN:
-                n = cur.count() if cur.set_key(key) else 0
-                if n and 2 * len(gone) >= n:
-                    _rewrite(cur, key, gone, width)
+        if m >= REWRITE_MIN:  # runs of one key (``starts``: where each run begins)
+            if starts is None:
+                change = np.fromiter((keys[i] != keys[i - 1] for i in range(1, m)), bool, m - 1)
+                starts = np.flatnonzero(np.concatenate(([True], change)))
+            ends = np.append(starts[1:], m)
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                if b - a < REWRITE_MIN:
                     continue
-            for v in gone:
-                if not delete(key, v, db=db):
-                    idb = v[:8]
-                    if cur.set_range_dup(key, idb) and cur.value()[:8] == idb:
-                        cur.delete()
+                key = keys[a]
+                n = cur.count() if cur.set_key(key) else 0
+                if n and 2 * (b - a) >= n:
+                    _rewrite(cur, key, vals[a:b], width)
+                    done[a:b] = True
+        delete = txn.delete
+        for i in (np.flatnonzero(~done).tolist() if done.any() else range(m)):
+            key, v = keys[i], vals[i]
+            if not delete(key, v, db=db):
+                idb = v[:8]
+                if cur.set_range_dup(key, idb) and cur.value()[:8] == idb:
+                    cur.delete()
 
 
 def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int) -> None:
@@ -233,13 +236,10 @@ def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int) -> Non
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
     rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
     vals = np.ascontiguousarray(rows["v"])
-    have = np.frombuffer(vals.tobytes(), dtype=">u8")[::width // 8] if width % 8 == 0 else \
-        np.array([int.from_bytes(bytes(v)[:8], "big") for v in vals], dtype=np.uint64)
+    have = np.frombuffer(vals.tobytes(), dtype=">u8")[::width // 8]
     drop = np.frombuffer(b"".join(g[:8] for g in gone), dtype=">u8")
     keep = ~np.isin(have.astype(np.uint64), drop.astype(np.uint64))
     cur.set_key(key)
     cur.delete(dupdata=True)
     if keep.any():
-        blob = vals[keep].tobytes()
-        cur.putmulti([(key, blob[i:i + width]) for i in range(0, len(blob), width)],
-                     dupdata=True)
+        cur.putmulti(zip(itertools.repeat(key), vals[keep].tolist()), dupdata=True)

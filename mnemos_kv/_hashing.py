@@ -25,13 +25,11 @@ machine and process (no use of Python's salted ``hash()``).
 from __future__ import annotations
 
 import functools
-import itertools
 import zlib
 
 import numpy as np
 
 from . import _lexical
-from ._batchwords import batch_words
 
 __all__ = [
     "DEFAULT_DIM",
@@ -107,50 +105,6 @@ def _text_features(text: str, dim: int) -> tuple[list[int], list[float]]:
     return order, [acc[k] for k in order]
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + l)`` for each start and length."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, np.int64)
-    ends = np.cumsum(lengths)
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
-
-
-def _batch_features(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bucket, value, text) of every feature of the batch, laid out as the per-text
-    loop of :func:`_text_features` adds them: per text, each kept word's buckets in word
-    order, then its bigrams. One tokeniser pass; features computed once per distinct
-    word (memoised) and gathered with numpy."""
-    words, doc = batch_words(texts)
-    terms = list(map(_lexical.index_term, words))
-    kept = np.fromiter(map(bool, terms), bool, len(terms))
-    pairs = [p for p, k in zip(zip(words, terms), kept.tolist()) if k]
-    pdoc = doc[kept]
-    distinct = list(dict.fromkeys(pairs))
-    where = {p: i for i, p in enumerate(distinct)}
-    pid = np.fromiter(map(where.__getitem__, pairs), np.int64, len(pairs))
-    feats = [_word_features(w, t, dim) for w, t in distinct]
-    lens = np.fromiter((len(k) for k, _ in feats), np.int64, len(feats))
-    fkeys = np.fromiter(itertools.chain.from_iterable(k for k, _ in feats), np.int64, int(lens.sum()))
-    fvals = np.fromiter(itertools.chain.from_iterable(v for _, v in feats), np.float64,
-                        int(lens.sum()))
-    offsets = np.cumsum(lens) - lens
-    occ_len = lens[pid]
-    take = _ranges(offsets[pid], occ_len)
-    wk, wv, wd = fkeys[take], fvals[take], np.repeat(pdoc, occ_len)
-    # bigrams: adjacent kept words of the same text
-    same = np.flatnonzero(pdoc[1:] == pdoc[:-1])
-    kept_terms = [t for _, t in pairs]
-    big = [_bigram_feature(kept_terms[i], kept_terms[i + 1], dim) for i in same.tolist()]
-    bk = np.fromiter((k for k, _ in big), np.int64, len(big))
-    bv = np.fromiter((v for _, v in big), np.float64, len(big))
-    bd = pdoc[same]
-    rows = np.concatenate([wd, bd])
-    order = np.argsort(rows * 2 + np.concatenate([np.zeros(wd.size, np.int64),
-                                                  np.ones(bd.size, np.int64)]), kind="stable")
-    return np.concatenate([wk, bk])[order], np.concatenate([wv, bv])[order], rows[order]
-
-
 def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     """Embed ``texts`` as an ``(len(texts), dim)`` float32 matrix of L2-normalised rows.
 
@@ -166,10 +120,26 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     if dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     n = len(texts)
+    keys: list[int] = []
+    vals: list[float] = []
+    counts = np.zeros(n, np.int64)
+    for r, text in enumerate(texts):
+        pairs = _words_and_terms(text)
+        start = len(keys)
+        for word, term in pairs:
+            k, v = _word_features(word, term, dim)
+            keys.extend(k)
+            vals.extend(v)
+        for (_, left), (_, right) in zip(pairs, pairs[1:]):
+            k1, v1 = _bigram_feature(left, right, dim)
+            keys.append(k1)
+            vals.append(v1)
+        counts[r] = len(keys) - start
     out: np.ndarray = np.zeros((n, dim), dtype=np.float64)
-    keys, vals, rows = _batch_features(texts, dim)
-    if keys.size:
-        out = np.bincount(rows * dim + keys, weights=vals, minlength=n * dim).reshape(n, dim)
+    if keys:
+        flat = np.repeat(np.arange(n, dtype=np.int64) * dim, counts) + np.asarray(keys, np.int64)
+        out = np.bincount(flat, weights=np.asarray(vals, np.float64),
+                          minlength=n * dim).reshape(n, dim)
     out = np.sign(out) * np.log1p(np.abs(out))
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)

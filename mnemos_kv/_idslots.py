@@ -83,6 +83,23 @@ def _bisect(col: np.ndarray, x: np.ndarray) -> np.ndarray:
         hi = np.where(open_ & ~below, mid, hi)
 
 
+def _guess_then_bisect(col: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`_bisect` of an ascending column of distinct ids, first trying the slot an
+    id has when no id before it is missing (``id - col[0]``: most slots of a store that
+    was not compacted), one gather for those."""
+    if col.size == 0 or x.size == 0:
+        return _bisect(col, x)
+    guess = x.astype(np.int64) - int(col[0])
+    inside = (guess >= 0) & (guess < col.size)
+    hit = inside.copy()
+    hit[inside] = col[guess[inside]] == x[inside]
+    if hit.all():
+        return guess
+    out = guess.copy()
+    out[~hit] = _bisect(col, x[~hit])
+    return out
+
+
 def slots_of(snap: Any, ids: np.ndarray, col: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """(which of ``ids`` have a slot in the snapshot, their latest slots).
@@ -106,7 +123,8 @@ def slots_of(snap: Any, ids: np.ndarray, col: np.ndarray | None = None
     if col is None:
         col = snap.slots["id"]
         # few ids: bisect the strided column in place (searchsorted would copy it, O(n))
-        pos = _bisect(col, ids) if ids.size * 64 < col.size else np.searchsorted(col, ids)
+        pos = _guess_then_bisect(col, ids) if ids.size * 64 < col.size \
+            else np.searchsorted(col, ids)
     else:
         pos = np.searchsorted(col, ids)
     pos_c = np.minimum(pos, max(col.size - 1, 0))

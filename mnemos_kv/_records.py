@@ -29,6 +29,7 @@ RECORD_V2 = 0x02
 _CRC = struct.Struct("<I")
 
 MEMORY_TYPES = ("episodic", "semantic", "procedural")
+_FIELDS = frozenset(("i", "n", "t", "m", "ts", "s"))  # what every stored record holds
 TYPE_CODES = {name: i for i, name in enumerate(MEMORY_TYPES)}
 
 MAX_TEXT_BYTES = 1 << 20       # one memory's text: 1 MiB of UTF-8
@@ -83,6 +84,15 @@ def check_text(text: Any, what: str = "text") -> str:
 
 
 def _check_value(value: Any, path: str, depth: int) -> Any:
+    t = type(value)
+    if t is int and depth <= MAX_DEPTH and -(1 << 63) <= value < (1 << 64):  # common exact types
+        return value
+    if t is dict and depth < MAX_DEPTH and all(type(k) is str for k in value):
+        out = {}
+        for k, v in value.items():
+            utf8_size(k, f"metadata key {k!r} at {path}")
+            out[k] = _check_value(v, f"{path}.{k}", depth + 1)
+        return out
     if depth > MAX_DEPTH:
         raise InvalidInputError(f"metadata nested deeper than {MAX_DEPTH} levels at {path}")
     if value is None or isinstance(value, (bool, str)):
@@ -122,7 +132,7 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     """Validate and copy user metadata (a JSON-like dict); raises InvalidInputError."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, Mapping):
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
     clean = _check_value(metadata, "metadata", 0)
     n = len(encode(clean))
@@ -216,7 +226,7 @@ class Record:
                 raise CorruptionError("stored record fails its checksum")
             data = body
         d = decode(data)
-        if not isinstance(d, dict) or not all(k in d for k in ("i", "n", "t", "m", "ts", "s")):
+        if not isinstance(d, dict) or not d.keys() >= _FIELDS:
             raise CorruptionError("stored record is not a map with its fields")
         return d
 

@@ -38,6 +38,7 @@ import numpy as np
 from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
+from ._percache import PerOwner
 
 #: Below this fraction of rows selected, gather the rows before the matrix product
 #: (cheaper than scoring every row of the matrix).
@@ -364,6 +365,28 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
     return uniq, bm, _minmax(bm, lo, hi, 1.0 - q.vector_weight)
 
 
+_universes: PerOwner[dict[str, Any]] = PerOwner(lambda _engine: {})
+
+
+def _universe(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> np.ndarray:
+    """:func:`candidate_mask` (read-only), kept for the next filtered ask of the same
+    committed state: the live slots of a snapshot are a function of (generation, slot
+    count, sequence number) — a later dead mark carries a greater sequence number. Only
+    snapshots made by ``engine.snapshot()`` (committed states) are cached."""
+    if not isinstance(snap, Snapshot) or snap.engine is not engine or engine is None:
+        return candidate_mask(snap, ns_ids)
+    st = snap.state
+    key = (st.gen, st.n_slots, st.seq, tuple(sorted(set(ns_ids))))
+    cache = _universes.get(engine)
+    hit = cache.get("mask")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    mask = candidate_mask(snap, ns_ids)
+    mask.flags.writeable = False
+    cache["mask"] = (key, mask)
+    return mask
+
+
 def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
                 universe: np.ndarray | None = None, ids: np.ndarray | None = None) -> np.ndarray:
     """Slots live in ``ns_ids`` (or in ``universe``) whose metadata matches the parsed
@@ -376,7 +399,7 @@ def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
     """
     from . import filters as F
     if universe is None:
-        universe = candidate_mask(snap, ns_ids)
+        universe = _universe(engine, snap, ns_ids)
     n = snap.state.n_slots
     if ids is None:
         view = _timeorder.for_engine(engine).view(snap)  # its id column is contiguous already
@@ -537,35 +560,41 @@ def _rows_ok(snap: Snapshot, q: Query, rows: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int) -> np.ndarray | None:
+def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.ndarray
+                    ) -> np.ndarray | None:
     """The candidate slots of the ANN stage (sorted), or None when the exact path over
-    the filtered rows is cheaper.
+    the filtered rows is cheaper. ``scores``: the query against the centroids.
 
     The ``NPROBE`` nearest lists plus the uncovered tail; when the filters (type, time,
-    metadata, and forgotten memories) leave fewer than the needed candidates, twice as
-    many lists are probed, and so on while the probed rows stay fewer than the rows the
-    exact path would score.
+    metadata, and forgotten memories) leave fewer than the needed candidates, more
+    lists are probed (as many as the pass rate so far says are needed, at least twice
+    as many), while the probed rows stay fewer than the rows the exact path would score.
+    A metadata filter's mask is applied first (one boolean gather per probed row).
     """
     c = _ann.covered(n)
     tail = np.arange(c, n, dtype=np.int64) if c < n else None
     need = max(ANN_MIN_CANDIDATES, 8 * q.top_k)
+    nlists = int(index.centroids.shape[0])
     nprobe, budget = _ann.NPROBE, -1
     while True:
-        rows = index.probe(q.vector, n, nprobe)
+        rows = index.probe(q.vector, n, nprobe, scores=scores)
         if tail is not None:
             rows = np.concatenate([rows, tail])
         probed = rows.size
+        if q.allowed is not None:
+            rows = rows[q.allowed[rows]]
         rows = rows[_rows_ok(snap, q, rows)]
         if rows.size >= need:
             return rows
-        if nprobe >= index.centroids.shape[0]:
+        if nprobe >= nlists:
             return None
         if budget < 0:  # what the exact path scores: the filter's rows, or a quarter
             budget = int(np.count_nonzero(q.allowed)) if q.allowed is not None \
                 else int(n * GATHER_FRACTION)
-        if probed * 2 > budget:
+        grow = max(2.0, 1.25 * need / max(rows.size, 1))
+        if probed * grow > budget:
             return None
-        nprobe *= 2
+        nprobe = min(nlists, int(math.ceil(nprobe * grow)))
 
 
 def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
@@ -583,7 +612,8 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     except (OSError, ValueError, MemoryError) as exc:
         _ann.log.warning("mnemos_kv: ANN index unavailable (%s); exact search", exc)
         return None
-    rows = _ann_candidates(snap, q, index, n)
+    cscores = index.scores(q.vector)  # the query against each list's centroid
+    rows = _ann_candidates(snap, q, index, n, cscores)
     if rows is None:
         return None
     if q.mode == "vector":
@@ -598,7 +628,8 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
     # here from the lists least similar to the query and an evenly spaced sample
     m = min(n, ANN_FLOOR_SAMPLE)
     sample = np.concatenate([(np.arange(m, dtype=np.int64) * n) // m,
-                             index.probe(q.vector, n, ANN_FLOOR_LISTS, farthest=True)])
+                             index.probe(q.vector, n, ANN_FLOOR_LISTS, farthest=True,
+                                         scores=cscores)])
     sample = sample[_rows_ok(snap, q, sample)]
     floor = float((snap.matrix[sample] @ q.vector).min()) if sample.size else None
     cos = snap.matrix[rows] @ q.vector
@@ -637,7 +668,8 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     top = order_top(vec, _tie_rows(snap, rows), ANN_SHORTLIST_MAX)
     # tau: a lower bound of the k-th best rel + nbr, from the best few and their neighbours
     s1 = top[:max(4 * q.top_k, 32)]
-    nb = _true_neighbours(engine, snap, q, rows[s1])
+    memo: dict[int, tuple[int, int]] = {}  # slot -> (prev, next): each looked up once
+    nb = _true_neighbours(engine, snap, q, rows[s1], memo)
     flat = nb.ravel()
     at = np.minimum(np.searchsorted(rows, flat), rows.size - 1)
     inside = (flat >= 0) & (rows[at] == flat)
@@ -652,9 +684,9 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     # (1 + w) * (the shortlist's lowest rel): keep every rel >= tau / (1 + w).
     keep = max(s1.size, int(np.count_nonzero(vec[top] >= tau / (1.0 + w))))
     short = rows[top[:keep]]
-    ring1 = _true_neighbours(engine, snap, q, short)
+    ring1 = _true_neighbours(engine, snap, q, short, memo)
     first = np.union1d(short, ring1[ring1 >= 0])
-    prev_next = _true_neighbours(engine, snap, q, first)
+    prev_next = _true_neighbours(engine, snap, q, first, memo)
     ring2 = prev_next
     extra = np.setdiff1d(np.concatenate([first, ring2[ring2 >= 0]]), rows)
     if extra.size:
@@ -700,9 +732,25 @@ ANN_NEIGHBOUR_WIDTH: int = 4
 _TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])  # the time index key
 
 
-def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -> np.ndarray:
+def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray,
+                     memo: dict[int, tuple[int, int]] | None = None) -> np.ndarray:
     """``len(slots) x 2`` array: the slot of each one's previous / next candidate in its
-    namespace's (timestamp, id) order, -1 when there is none (within a few steps)."""
+    namespace's (timestamp, id) order, -1 when there is none (within a few steps).
+
+    ``memo`` (slot -> (prev, next)) keeps the answers of earlier calls of the same query
+    and snapshot: only the slots not in it are looked up."""
+    if memo is None:
+        return _lookup_neighbours(engine, snap, q, slots)
+    todo = np.fromiter((s not in memo for s in slots.tolist()), bool, slots.size)
+    if todo.any():
+        new = _lookup_neighbours(engine, snap, q, slots[todo])
+        memo.update(zip(slots[todo].tolist(), map(tuple, new.tolist())))
+    out = np.array([memo[s] for s in slots.tolist()], dtype=np.int64)
+    return out.reshape(slots.size, 2)
+
+
+def _lookup_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -> np.ndarray:
+    """:func:`_true_neighbours` from the time index."""
     sl = snap.slots[slots]
     packed = np.empty(slots.size, _TIME_KEY)
     packed["ns"] = sl["ns"]

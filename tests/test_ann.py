@@ -325,3 +325,37 @@ def test_exact_search_is_the_default(tmp_path, monkeypatch) -> None:
     with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=None) as db:
         db.ask("m-5 alpha", top_k=10)
     assert [f for f in os.listdir(path) if f.startswith("ann.")]
+
+
+def test_probe_without_and_with_inverted_lists_agree() -> None:
+    """The first probes scan the list column, later ones use the inverted lists: the
+    same slots."""
+    rng = np.random.default_rng(5)
+    lists = rng.integers(0, 64, 4096).astype(np.uint16)
+    cen = rng.standard_normal((64, DIM)).astype(np.float32)
+    st = _ann._with_lists(4096, cen, lists)
+    queries = rng.standard_normal((2 * _ann.LAZY_PROBES + 4, DIM)).astype(np.float32)
+    got = [st.probe(v, 4096, 7) for v in queries]
+    assert st.inverted  # built along the way
+    fresh = _ann._with_lists(4096, cen, lists)
+    fresh.members(np.arange(3))  # spend the lazy probes of a fresh state
+    fresh.probe(queries[0], 4096, 1)
+    fresh.probe(queries[0], 4096, 1)
+    for v, g in zip(queries, got):
+        want = np.flatnonzero(np.isin(lists, np.argsort(-(cen @ v), kind="stable")[:7]))
+        assert g.tolist() == want.tolist() == fresh.probe(v, 4096, 7).tolist()
+
+
+def test_id_to_slot_guess_equals_binary_search() -> None:
+    """ids -> slots on the ANN path try ``id - first id`` before bisecting: the same
+    positions as a binary search, with and without missing ids (forgotten, compacted)."""
+    from mnemos_kv import _idslots
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(0, 3000))
+        ids = np.cumsum(rng.integers(1, 3 if trial % 2 else 2, n)) + int(rng.integers(0, 5))
+        rows = np.zeros(n, dtype=[("id", "<i8"), ("x", "<i8")])
+        rows["id"] = ids
+        x = rng.integers(-2, (int(ids[-1]) + 3) if n else 5, int(rng.integers(0, 50)))
+        got = _idslots._guess_then_bisect(rows["id"], x)
+        assert got.tolist() == np.searchsorted(rows["id"], x).tolist()

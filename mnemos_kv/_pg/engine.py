@@ -184,16 +184,22 @@ class PgEngine:
         with self._rlock:
             try:
                 conn = self._live("_r")
-                with conn.transaction():
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    row = conn.execute("SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
-                                       "FROM state").fetchone()
-                    snap = PgSnapshot(self, conn, _state(row))
-                    self._snap, self._snap_owner = snap, me
-                    try:
-                        yield snap
-                    finally:
-                        self._snap, self._snap_owner = None, None
+                # one round trip: the transaction and its counters (a multi-statement
+                # simple query; no parameters), COMMIT at the end (ROLLBACK on error)
+                cur = conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+                                   "SELECT seq, next_id, next_ns, live, live_bytes, base_seq "
+                                   "FROM state")
+                cur.nextset()
+                snap = PgSnapshot(self, conn, _state(cur.fetchone()))
+                self._snap, self._snap_owner = snap, me
+                ok = False
+                try:
+                    yield snap
+                    ok = True
+                finally:
+                    self._snap, self._snap_owner = None, None
+                    if not conn.broken:
+                        conn.execute("COMMIT" if ok else "ROLLBACK")
             except Exception as exc:
                 new = translate(exc, self._where)
                 if new is exc:
@@ -375,10 +381,15 @@ class PgSnapshot:
         return None if row is None else record_of(row)
 
     def records(self, ids: Sequence[int]) -> dict[int, R.Record]:
+        """The records of ``ids`` (and their namespaces' names, kept for ``ns_name``)."""
         if not ids:
             return {}
-        rows = self._all(f"SELECT {REC_COLS} FROM memories WHERE id = ANY(%s)", (list(ids),))
-        return {int(r[0]): record_of(r) for r in rows}
+        cols = ", ".join(f"m.{c.strip()}" for c in REC_COLS.split(","))
+        rows = self._all(f"SELECT {cols}, n.name FROM memories m JOIN namespaces n "
+                         "ON n.id = m.ns WHERE m.id = ANY(%s)", (list(ids),))
+        for r in rows:
+            self._names[int(r[1])] = str(r[9])
+        return {int(r[0]): record_of(r[:9]) for r in rows}
 
     def key_id(self, nid: int, key: str) -> int | None:
         row = self._one("SELECT id FROM memories WHERE ns = %s AND key = %s", (nid, key))

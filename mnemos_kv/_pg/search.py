@@ -36,7 +36,8 @@ _SEND = {">i8": "int8send", ">i4": "int4send", ">i2": "int2send", "?": "boolsend
 
 
 def fetch_columns(conn: Any, source: str, params: Sequence[Any],
-                  fields: Sequence[tuple[str, str]], order: Sequence[str]) -> np.ndarray:
+                  fields: Sequence[tuple[str, str]], order: Sequence[str],
+                  extra: str = "", extra_params: Sequence[Any] = ()) -> tuple[np.ndarray, Any]:
     """The rows of the query ``source`` as a structured array, fetched as one row.
 
     Each column (``fields``: name and big-endian numpy type; NOT NULL, fixed size) is
@@ -44,18 +45,23 @@ def fetch_columns(conn: Any, source: str, params: Sequence[Any],
     answer is a few buffers and ``np.frombuffer``, never a Python object per value.
     The rows come back sorted by the ``order`` columns (sorted here, so that the
     server is free to scan in any order, in parallel too).
+    ``extra``: more SQL columns (e.g. scalar subqueries) fetched in the same round trip,
+    returned as the second item (a tuple).
     """
     cols = ", ".join(f"coalesce(string_agg({_SEND[t]}(src.{name}), ''::bytea), ''::bytea)"
                      for name, t in fields)
     with conn.cursor(binary=True) as cur:
-        row = cur.execute(f"SELECT {cols} FROM ({source}) AS src", params).fetchone()
+        row = cur.execute(f"SELECT {cols}{', ' + extra if extra else ''} FROM ({source}) AS src",
+                          [*extra_params, *params]).fetchone()  # extra comes first in the text
+    more = tuple(row[len(fields):])
+    row = row[:len(fields)]
     out = np.empty(len(row[0]) // np.dtype(fields[0][1]).itemsize,
                    np.dtype([(name, t.replace(">", "<") if t != "?" else t) for name, t in fields]))
     for (name, t), buf in zip(fields, row):
         out[name] = np.frombuffer(bytes(buf), dtype=t)
     if out.size > 1:
         out = out[np.lexsort(tuple(out[c] for c in reversed(order)))]
-    return out
+    return out, more
 
 
 class _Cosines:
@@ -101,17 +107,18 @@ class _Candidates:
         ns_list = [int(n) for n in ns_ids]
         if not terms or not ns_list:
             return np.empty(0, np.uint64), np.empty(0, np.float32)
-        row = self.pg._one("SELECT coalesce(sum(docs), 0), coalesce(sum(total), 0), "
-                           "coalesce(sum(stotal), 0) FROM lexstats WHERE ns = ANY(%s)", (ns_list,))
-        n_docs, total, stotal = (int(x) for x in row)
-        rows = fetch_columns(
+        rows, stats = fetch_columns(
             self.pg.conn,
             "SELECT p.ns, q.k, p.id, p.tf, p.dl FROM postings p JOIN "
             "unnest(%s::bytea[]) WITH ORDINALITY AS q(term, k) ON p.term = q.term "
             "WHERE p.ns = ANY(%s)",
             (list(terms), ns_list),
             [("ns", ">i8"), ("k", ">i8"), ("id", ">i8"), ("tf", ">i4"), ("dl", ">i4")],
-            ("ns", "k", "id"))
+            ("ns", "k", "id"),
+            extra="(SELECT ARRAY[coalesce(sum(docs), 0), coalesce(sum(total), 0), "
+                  "coalesce(sum(stotal), 0)]::int8[] FROM lexstats WHERE ns = ANY(%s))",
+            extra_params=(ns_list,))  # the collection statistics, in the same round trip
+        n_docs, total, stotal = (int(x) for x in stats[0])
         # one run of rows per (namespace, term), in id order
         keys = rows["ns"] * (len(terms) + 1) + rows["k"]
         cuts = np.flatnonzero(np.diff(keys)) + 1 if keys.size else np.empty(0, np.int64)
@@ -189,7 +196,7 @@ def search(pg: Any, plan: Any, node: Any) -> list[tuple[Any, R.Record]]:
     sim = "0::float8" if plan.mode == "lexical" else "-(vec <#> %s::vector)"
     cond = " AND ".join(where)
     args = ([] if plan.mode == "lexical" else [plan.vector.astype(np.float32)]) + params
-    rows = fetch_columns(pg.conn, f"SELECT id, ts, ns, type, question, {sim} AS cos "
+    rows, _ = fetch_columns(pg.conn, f"SELECT id, ts, ns, type, question, {sim} AS cos "
                          f"FROM memories WHERE {cond}", args,
                          [("id", ">i8"), ("ts", ">i8"), ("ns", ">i8"), ("type", ">i2"),
                           ("question", "?"), ("cos", ">f8")], ("id",))
