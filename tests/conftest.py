@@ -133,12 +133,10 @@ def pg_schemas(pg_url: str) -> Iterator[Callable[[], str]]:
 
 
 # -- both engines ---------------------------------------------------------------------------
-# A test module runs its store tests on both engines by overriding two fixtures:
+# A test module runs its store tests on both engines by overriding two fixtures with
+# the backend-parametrised ones of tests/_engines.py:
 #
-#     @pytest.fixture
-#     def store_path(backend_store_path): return backend_store_path
-#     @pytest.fixture
-#     def opener(backend_opener): return backend_opener
+#     from _engines import opener, store_path  # noqa: F401
 #
 # A test of what docs/postgres.md documents as embedded-only carries
 # ``@pytest.mark.embedded_only("the documented difference")``: skipped on PostgreSQL.

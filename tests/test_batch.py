@@ -11,15 +11,8 @@ from mnemos_kv import (DuplicateKeyError, InvalidInputError, MemoryNotFoundError
 
 from conftest import verified
 
-# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
-@pytest.fixture
-def store_path(backend_store_path: str) -> str:
-    return backend_store_path
-
-
-@pytest.fixture
-def opener(backend_opener):
-    return backend_opener
+# this module's store tests run on lmdb and postgres (conftest.py)
+from _engines import opener, store_path  # noqa: E402,F401
 
 
 def test_batch_commits_once_at_exit(db: Mnemos, monkeypatch) -> None:

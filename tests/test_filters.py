@@ -17,15 +17,8 @@ from mnemos_kv.filters import matches, validate
 from conftest import Clock, on_postgres, verified
 
 
-# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
-@pytest.fixture
-def store_path(backend_store_path: str) -> str:
-    return backend_store_path
-
-
-@pytest.fixture
-def opener(backend_opener):
-    return backend_opener
+# this module's store tests run on lmdb and postgres (conftest.py)
+from _engines import opener, store_path  # noqa: E402,F401
 
 
 META = {"n": 5, "f": 2.5, "s": "beta", "b": True, "z": None, "big": 2 ** 60 + 1,

@@ -7,15 +7,8 @@ import pytest
 from mnemos_kv import InvalidInputError, MemoryNotFoundError, Mnemos
 
 
-# -- both engines (conftest.py): this module's store tests run on lmdb and postgres
-@pytest.fixture
-def store_path(backend_store_path: str) -> str:
-    return backend_store_path
-
-
-@pytest.fixture
-def opener(backend_opener):
-    return backend_opener
+# this module's store tests run on lmdb and postgres (conftest.py)
+from _engines import opener, store_path  # noqa: E402,F401
 
 
 def test_handles_are_isolated(db: Mnemos) -> None:
