@@ -97,6 +97,33 @@ class State:
         return dict(self.__dict__)
 
 
+# -- the counter rules every engine's apply_op shares ---------------------------------------
+
+def take_id(st: State, mid: int, allow_gaps: bool) -> None:
+    """A ``mem`` op's id must be the store's next id (a replay of a namespace-filtered
+    export may skip ids: ``allow_gaps``). :raises CorruptionError:"""
+    if allow_gaps and mid > st.next_id:
+        st.next_id = mid
+    if mid != st.next_id:
+        raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
+
+
+def take_ns(st: State, nid: int, allow_gaps: bool) -> None:
+    """An ``ns`` op's id must be the next namespace id (gaps as for ``take_id``)."""
+    if allow_gaps and nid > st.next_ns:
+        st.next_ns = nid
+    if nid != st.next_ns:
+        raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
+
+
+def base_counters(st: State, op: dict[str, Any]) -> int:
+    """A ``base`` op (the end of a base snapshot) sets the source's counters; returns its seq."""
+    if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
+        raise CorruptionError("base snapshot counters are behind its content")
+    st.next_id, st.next_ns = int(op["next_id"]), int(op["next_ns"])
+    return int(op["seq"])
+
+
 @dataclass
 class Snapshot:
     """What a reader sees: an LMDB read transaction plus the matching vector views."""
@@ -1106,10 +1133,7 @@ class Engine:
             self.flush_index(ctx)
         if kind == "mem":
             mid = int(op["id"])
-            if ctx.allow_gaps and mid > st.next_id:
-                st.next_id = mid
-            if mid != st.next_id:
-                raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
+            take_id(st, mid, ctx.allow_gaps)
             slot = st.n_slots
             vec = np.frombuffer(op["vec"], dtype="<f4")
             if vec.shape != (self.dim,):
@@ -1169,16 +1193,10 @@ class Engine:
             result = _capacity.OPS[kind](self, ctx, op)
         elif kind == "base":
             # ends a base snapshot: the counters of the source at its sequence number
-            if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
-                raise CorruptionError("base snapshot counters are behind its content")
-            st.next_id, st.next_ns = int(op["next_id"]), int(op["next_ns"])
-            seq = int(op["seq"])
+            seq = base_counters(st, op)
         elif kind == "ns":
             nid = int(op["id"])
-            if ctx.allow_gaps and nid > st.next_ns:
-                st.next_ns = nid
-            if nid != st.next_ns:
-                raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
+            take_ns(st, nid, ctx.allow_gaps)
             name = op["name"]
             ndb = db("namespaces")
             txn.put(name.encode(), R.encode({"id": nid, "count": 0}), db=ndb)

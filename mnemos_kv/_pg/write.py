@@ -20,7 +20,7 @@ import numpy as np
 from .. import _lexical, _lexical_index, _mutate
 from .. import _records as R
 from .._capacity import entry_bytes
-from .._engine import Ref, State
+from .._engine import Ref, State, base_counters, take_id, take_ns
 from ..errors import (CorruptionError, DuplicateKeyError, InvalidInputError, MemoryNotFoundError,
                       UnsupportedError)
 
@@ -243,10 +243,7 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
     result: Any = None
     if kind == "mem":
         mid = int(op["id"])
-        if ctx.allow_gaps and mid > st.next_id:
-            st.next_id = mid
-        if mid != st.next_id:
-            raise CorruptionError(f"op assigns id {mid} but the store's next id is {st.next_id}")
+        take_id(st, mid, ctx.allow_gaps)
         vec = np.frombuffer(op["vec"], dtype="<f4")
         if vec.shape != (ctx.dim,):
             raise CorruptionError(f"op vector has {vec.size} floats, expected {ctx.dim}")
@@ -331,16 +328,10 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
         st.live_bytes += delta
         ctx.ns_bytes[rec.ns] = ctx.ns_bytes.get(rec.ns, 0) + delta
     elif kind == "base":
-        if int(op["next_id"]) < st.next_id or int(op["next_ns"]) < st.next_ns:
-            raise CorruptionError("base snapshot counters are behind its content")
-        st.next_id, st.next_ns = int(op["next_id"]), int(op["next_ns"])
-        seq = int(op["seq"])
+        seq = base_counters(st, op)
     elif kind == "ns":
         nid = int(op["id"])
-        if ctx.allow_gaps and nid > st.next_ns:
-            st.next_ns = nid
-        if nid != st.next_ns:
-            raise CorruptionError(f"op creates namespace id {nid}, expected {st.next_ns}")
+        take_ns(st, nid, ctx.allow_gaps)
         ctx.flush()
         cur.execute("INSERT INTO namespaces (id, name) VALUES (%s, %s)", (nid, op["name"]))
         st.next_ns += 1
