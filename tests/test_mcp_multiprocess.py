@@ -35,12 +35,23 @@ ROUNDS = 12          # rounds of (create_entities, add_observations, create_rela
 VICTIM_ROUNDS = 4    # rounds the victim completes before its large write
 BIG = 150            # entities in the victim's in-flight write (3 observations each)
 HANG_GUARD_S = 120   # only guards against a hang; never reached in a passing run
-BIG_FRAME_BYTES = 600_000  # the victim's write logs 600 memories with 512-dim vectors
+BIG_ROWS = BIG * 4    # memories of the victim's in-flight write (an entity + 3 observations)
 
 
-def log_bytes(path: str) -> int:
-    """Bytes in the store's replay-log segments."""
-    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".mlog"))
+def written_slots(path: str) -> int:
+    """Slot rows holding a memory id in the store's slot files (4 KiB header, 32-byte rows,
+    id first). A write fills its rows inside its transaction, before the commit, so the
+    count rises while a large write is in flight (its log frames, since format 3, reach
+    the log file only at a later flush, so the log's size no longer says so)."""
+    import numpy as np
+    n = 0
+    for f in os.listdir(path):
+        if f.startswith("slots.") and f.endswith(".bin"):
+            with open(os.path.join(path, f), "rb") as fh:
+                fh.seek(4096)
+                ids = np.frombuffer(fh.read(), dtype="<i8")
+            n += int(np.count_nonzero(ids[: ids.size - ids.size % 4].reshape(-1, 4)[:, 0]))
+    return n
 
 
 def server(path: str, marker: str) -> StdioServerParameters:
@@ -124,18 +135,19 @@ def test_four_stdio_servers_one_store_with_sigkill(tmp_path) -> None:
                 except Exception as exc:  # the connection dies with the server
                     killed["error"] = exc
 
-            base = log_bytes(path)
+            base = written_slots(path)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(big_write)
-                # Kill once the large write's log frame (~1.2 MB; the workers' frames are a few
-                # KB) is being written: inside its transaction, before the commit or just
-                # after. Either outcome is checked below; the deadline only guards a hang.
+                # Kill once about half of the large write's rows are written (the workers'
+                # writes are a few rows each): inside its transaction, or, if it is fast,
+                # just after its commit. Either outcome is checked below; the deadline only
+                # guards a hang.
                 deadline = time.monotonic() + HANG_GUARD_S / 4
-                while log_bytes(path) - base < BIG_FRAME_BYTES and time.monotonic() < deadline:
+                while written_slots(path) - base < BIG_ROWS // 2 and time.monotonic() < deadline:
                     await anyio.sleep(0.0005)
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid
-                killed["log_growth"] = log_bytes(path) - base
+                killed["rows_written"] = written_slots(path) - base
 
     async def main() -> None:
         with anyio.fail_after(HANG_GUARD_S):
@@ -176,8 +188,8 @@ def test_four_stdio_servers_one_store_with_sigkill(tmp_path) -> None:
         present = sum(1 for n in big_names if _has_key(db, n))
         assert present in (0, BIG), f"the killed write is half there: {present} of {BIG} entities"
         print(f"killed server {killed['pid']}; its in-flight write of {BIG} entities: "
-              f"{'committed' if present else 'not committed'}; log grew {killed['log_growth']} bytes "
-              f"before the kill; client saw {sorted(killed)}")
+              f"{'committed' if present else 'not committed'}; {killed['rows_written']} new rows "
+              f"(the write has {BIG_ROWS}) before the kill; client saw {sorted(killed)}")
         hub_obs = {db.get(e.dst).text for e in db.neighbors(db.get_by_key("hub").id,
                                                             relation=OBSERVATION_RELATION,
                                                             direction="out")}
