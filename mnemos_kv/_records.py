@@ -157,6 +157,17 @@ def check_key(key: Any) -> str | None:
     return key
 
 
+def _checked_body(data: bytes) -> bytes:
+    """A stored record's CBOR: format 2's checksum checked (format 1 is bare CBOR).
+    :raises CorruptionError:"""
+    if data[:1] == b"\x02":
+        body = data[5:]
+        if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
+            raise CorruptionError("stored record fails its checksum")
+        return body
+    return data
+
+
 @dataclass(frozen=True)
 class Record:
     """One memory as stored in the ``records`` sub-database."""
@@ -192,12 +203,7 @@ class Record:
 
         :raises CorruptionError: the checksum fails or the CBOR is not a record.
         """
-        if data[:1] == b"\x02":
-            body = data[5:]
-            if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
-                raise CorruptionError("stored record fails its checksum")
-            data = body
-        d = decode(data)
+        d = decode(_checked_body(data))
         if not isinstance(d, dict):
             raise CorruptionError(f"stored record is a {type(d).__name__}, not a map")
         if not isinstance(d.get("y"), int) or not 0 <= d["y"] < len(MEMORY_TYPES):
@@ -220,12 +226,7 @@ class Record:
         """The stored map of a record (checksum checked), without building a Record:
         keys ``i`` id, ``n`` ns, ``t`` text, ``m`` metadata, ``ts``, ``s`` slot, ``k`` key?
         (bulk paths that read many records). :raises CorruptionError: as :meth:`from_bytes`."""
-        if data[:1] == b"\x02":
-            body = data[5:]
-            if len(data) < 5 or _CRC.unpack_from(bytes(data[:5]), 1)[0] != zlib.crc32(body):
-                raise CorruptionError("stored record fails its checksum")
-            data = body
-        d = decode(data)
+        d = decode(_checked_body(data))
         if not isinstance(d, dict) or not d.keys() >= _FIELDS:
             raise CorruptionError("stored record is not a map with its fields")
         return d

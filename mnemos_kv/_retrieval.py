@@ -274,6 +274,18 @@ def _time_mask(env: Any, snap: Snapshot, ns_ids: Sequence[int], since: int | Non
     return mask
 
 
+def _posting_slots(snap: Any, ids: np.ndarray, contrib: np.ndarray, id_col: np.ndarray | None,
+                   mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The slots of postings ``ids`` (memories of this snapshot, inside ``mask`` if given)
+    with their BM25 contributions."""
+    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
+    contrib = contrib[ok]
+    if mask is not None:
+        keep = mask[slots]
+        slots, contrib = slots[keep], contrib[keep]
+    return slots, contrib
+
+
 def _slots_of(snap: Snapshot, ids: np.ndarray, col: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """(which of ``ids`` have a slot in the snapshot, their (latest) slots): see _idslots."""
@@ -504,11 +516,7 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if not ids.size:
         return []
     id_col = view.ids[:n] if view.n >= n else None
-    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
-    contrib = contrib[ok]
-    if mask is not None:
-        keep = mask[slots]
-        slots, contrib = slots[keep], contrib[keep]
+    slots, contrib = _posting_slots(snap, ids, contrib, id_col, mask)
     if not slots.size:
         return []
     uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
@@ -1008,11 +1016,7 @@ def _lexical_feedback(engine: Any, snap: Snapshot, q: Query, pre: np.ndarray,
     ids, contrib = snap.bm25_postings(q.ns_ids, best, weights=[weight[t] for t in best])
     if not ids.size:
         return None
-    ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
-    contrib = contrib[ok]
-    if mask is not None:
-        keep = mask[slots]
-        slots, contrib = slots[keep], contrib[keep]
+    slots, contrib = _posting_slots(snap, ids, contrib, id_col, mask)
     if not slots.size:
         return None
     size = pre.shape[0]
