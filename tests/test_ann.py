@@ -472,3 +472,21 @@ def test_index_of_an_older_format_is_rebuilt(big, tmp_path, caplog) -> None:
     assert "format version 1" in caplog.text
     with open(f, "rb") as fh:
         assert int.from_bytes(fh.read(12)[8:12], "little") == _ann.VERSION
+
+
+def test_time_order_fast_path_equals_the_full_sort() -> None:
+    """_timeorder's order of the slots (one stable sort by namespace when every namespace
+    is already in time order) is the (namespace, ts, id, slot) sort, in order or not."""
+    from mnemos_kv import _timeorder
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        n = int(rng.integers(0, 400))
+        ns = rng.integers(0, 3 if trial % 3 else 70_000, n).astype(np.int32)
+        ts = np.sort(rng.integers(0, 50, n)).astype(np.int64)  # written in time order
+        ids = np.arange(n, dtype=np.int64) + 1
+        if trial % 2:  # out of order: a shuffled stretch, repeated ids (updates)
+            k = int(rng.integers(0, n + 1))
+            ts[:k] = rng.permutation(ts[:k])
+            ids[: k // 3] = ids[k // 3: 2 * (k // 3)]
+        want = np.lexsort((np.arange(n), ids, ts, ns))
+        assert _timeorder._time_sorted(ns, ts, ids).tolist() == want.tolist()
