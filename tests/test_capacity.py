@@ -17,21 +17,11 @@ from mnemos_kv._replay import iter_ops
 from mnemos_kv.cli import main
 
 from _engines import opener, store_path  # noqa: E402,F401  (both engines)
+from _eviction import check_evictions_follow_the_formula, expected_order, replay_ops  # noqa: E402
 from conftest import Clock, on_postgres, verified
 
 DAY = 86_400
 T0 = 1_767_225_600
-HALF = {"episodic": 7 * DAY, "semantic": 30 * DAY, "procedural": 90 * DAY}
-
-
-def expected_order(mems: dict[int, tuple[float, str]], pinned: set[int]) -> list[int]:
-    """The documented formula, written out independently: evict in descending
-    x = (t_ref - ts) / half_life(type) (t_ref = newest timestamp, pinned included),
-    ties by ascending id; pinned never."""
-    t_ref = max(ts for ts, _t in mems.values())
-    xs = {i: ((t_ref - ts) * 1_000_000) / (HALF[t] * 1_000_000)
-          for i, (ts, t) in mems.items() if i not in pinned}
-    return sorted(xs, key=lambda i: (-xs[i], i))
 
 
 SCENARIO = [  # (text, days after T0, type)
@@ -397,40 +387,6 @@ def test_random_histories_keep_limits_and_replay_identically(opener, tmp_path_fa
         assert dst.state_digest() == digest and dst.verify().ok
 
 
-def _replay_ops(path: str) -> list[dict]:
-    return [op for _s, _q, op in iter_ops(path)]
-
-
-def _check_evictions_follow_the_formula(ops: list[dict]) -> int:
-    """Walk a history: each ``evict`` op must name the memory the documented formula
-    (``expected_order``) puts first among the live, unpinned memories of its scope at
-    that point of the history, and no scope may stay over its limit after a write.
-    Returns how many evictions were checked."""
-    live: dict[int, tuple[int, int, str]] = {}  # id -> (ns, ts µs, type)
-    pinned: set[int] = set()
-    n = 0
-    types = ["episodic", "semantic", "procedural"]
-    for op in ops:
-        kind = op["op"]
-        if kind == "mem":
-            live[op["id"]] = (op["ns"], op["ts"], types[op["type"]])
-            if op.get("pin"):
-                pinned.add(op["id"])
-        elif kind in ("forget", "evict"):
-            if kind == "evict":
-                scope = op["scope"]
-                mems = {i: (ts / 1e6, t) for i, (ns, ts, t) in live.items()
-                        if scope is None or ns == scope}
-                order = expected_order(mems, pinned)
-                assert order and order[0] == op["id"], (op, order[:3])
-                n += 1
-            del live[op["id"]]
-            pinned.discard(op["id"])
-        elif kind == "pin":
-            (pinned.add if op.get("on", True) else pinned.discard)(op["id"])
-    return n
-
-
 def test_same_ops_give_the_same_evictions_on_both_engines(pg_schemas, tmp_path) -> None:
     """The same calls with capacity limits on the embedded store and on PostgreSQL:
     equal survivors, evicted counts, explanations, digests and logged ops (the evict
@@ -455,9 +411,9 @@ def test_same_ops_give_the_same_evictions_on_both_engines(pg_schemas, tmp_path) 
                 assert got[0] == got[1], i
             loc.export_replay(str(tmp_path / f"loc-{seed}.log"))
             pg.export_replay(str(tmp_path / f"pg-{seed}.log"))
-        ops = _replay_ops(str(tmp_path / f"loc-{seed}.log"))
-        assert ops == _replay_ops(str(tmp_path / f"pg-{seed}.log"))
-        assert _check_evictions_follow_the_formula(ops) > 0
+        ops = replay_ops(str(tmp_path / f"loc-{seed}.log"))
+        assert ops == replay_ops(str(tmp_path / f"pg-{seed}.log"))
+        assert check_evictions_follow_the_formula(ops) > 0
 
 
 def _explained(db: Mnemos, mid: int):
