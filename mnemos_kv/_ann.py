@@ -42,7 +42,7 @@ import numpy as np
 from ._percache import PerOwner
 from ._storage import fsync_path, unlink_quiet
 
-__all__ = ["THRESHOLD", "NPROBE", "wanted", "train_size", "covered", "for_engine",
+__all__ = ["THRESHOLD", "NPROBE", "APPROXIMATE", "MODES", "wanted", "strict", "train_size", "covered", "for_engine",
            "index_file", "remove_files"]
 
 log = logging.getLogger("mnemos_kv")
@@ -103,11 +103,31 @@ def covered(n: int) -> int:
     return (n // CHUNK) * CHUNK
 
 
-def wanted(mode: bool | None, n: int) -> bool:
+#: ``ann=`` value of the old behaviour: candidates from at most NPROBE lists even when
+#: the bound does not close (faster, not exact; hybrid asks ranked over those candidates).
+APPROXIMATE = "approximate"
+#: The values ``Mnemos.open(ann=...)`` accepts.
+MODES: tuple[bool | str | None, ...] = (None, True, False, APPROXIMATE)
+
+
+def wanted(mode: bool | str | None, n: int) -> bool:
     """Whether a snapshot of ``n`` slots uses the index under ``mode`` (None = automatic)."""
     if mode is False or n < TRAIN_BASE:
         return False
-    return mode is True or n >= THRESHOLD
+    return mode is True or mode == APPROXIMATE or n >= THRESHOLD
+
+
+def strict(mode: bool | str | None) -> bool:
+    """Whether answers under ``mode`` must equal the exact scan's (all but APPROXIMATE):
+    the index serves ``mode="vector"`` asks whose bound closes, the exact scan the rest."""
+    return mode != APPROXIMATE
+
+
+def build_cost_note(n: int, t: int, dim: int) -> str:
+    """A rough expected build time for the log line (measured on a loaded 2-core machine:
+    ~4 s at 100k x 384, ~66 s at 1M x 384; it grows with rows x lists x dim)."""
+    secs = 4.0 * (n / 100_000) * (n_lists(t) / 1024) ** 0.6 * (dim / 384)
+    return f"~{secs:.0f} s" if secs >= 1 else "under a second"
 
 
 def index_file(root: str, gen: int, t: int) -> str:
@@ -302,7 +322,7 @@ class AnnCache:
             if st is not None and st.n >= c:
                 return st
             if st is None:
-                cen, lists, codes = self._load_or_train(gen, t, matrix)
+                cen, lists, codes = self._load_or_train(gen, t, matrix, c)
             else:
                 cen, lists, codes = st.centroids, st.lists, st.codes
             if lists.size < c:
@@ -315,7 +335,7 @@ class AnnCache:
 
     # -- file -----------------------------------------------------------------------
 
-    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray
+    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray, c: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         path = index_file(self.root, gen, t)
         k = n_lists(t)
@@ -328,8 +348,10 @@ class AnnCache:
             got = self._parse(path, raw, gen, t, k)
             if got is not None:
                 return got
-        log.info("mnemos_kv: building the ANN index of generation %d (epoch %d rows, %d lists)",
-                 gen, t, k)
+        log.warning("mnemos_kv: building the ANN index of generation %d (epoch %d rows, %d "
+                    "lists) over %d rows, once per epoch: this call waits for it (%s); the "
+                    "next ones use it (Mnemos.open(ann=False) never builds it)",
+                    gen, t, k, c, build_cost_note(c, t, self.dim))
         cen = train(matrix, t)
         if not self.readonly:
             self._create(path, gen, t, cen)

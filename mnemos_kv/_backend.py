@@ -72,7 +72,7 @@ class Backend(Protocol):
     clock: Callable[[], float]
     closed: bool
     durable: bool
-    ann_mode: bool | None
+    ann_mode: bool | str | None
     on_evict: Callable[[list[R.Record]], None] | None
 
     def check_open(self) -> None: ...

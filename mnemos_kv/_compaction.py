@@ -66,9 +66,11 @@ def file_usage(root: str) -> dict[str, dict[str, int]]:
 
 
 def _build_index(engine: Engine) -> None:
-    """Build the new generation's ANN index now (derived data: a failure is only logged)."""
+    """Build the new generation's ANN index now when the store was opened with ``ann=True``
+    or ``"approximate"`` (automatic mode: on the first vector ask that wants it; derived
+    data: a failure is only logged)."""
     with engine.snapshot() as snap:
-        if _ann.wanted(engine.ann_mode, snap.state.n_slots):
+        if engine.ann_mode is not None and _ann.wanted(engine.ann_mode, snap.state.n_slots):
             try:
                 _ann.for_engine(engine).state(snap.state.gen, snap.matrix, snap.state.n_slots)
             except (OSError, ValueError, MemoryError) as exc:

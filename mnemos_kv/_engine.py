@@ -438,9 +438,9 @@ class Engine:
         self.readonly = readonly
         self.clock = clock
         self.durable = durable  # True: durability="full"; False: "fast" (see docs/durability.md)
-        #: ANN candidate stage: False = never (default), None = above _ann.THRESHOLD slots,
-        #: True = always
-        self.ann_mode: bool | None = False
+        #: ANN candidate stage (see _ann.wanted / _ann.strict): None = above
+        #: _ann.THRESHOLD slots (default), True = always, False = never, "approximate"
+        self.ann_mode: bool | str | None = None
         self.closed = False
         #: called after a commit with the records this process's write evicted
         self.on_evict: Callable[[list[R.Record]], None] | None = None

@@ -530,17 +530,20 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """Rank the candidates of ``q`` in ``snap``; returns up to ``q.top_k`` hits, best first.
 
-    Large stores take the vector candidates from the ANN index (see :mod:`_ann`);
-    a query whose filters (type, time, metadata) leave too few of them is answered by
-    the exact path over the filtered rows instead.
+    Large stores answer ``mode="vector"`` from the ANN index (see :mod:`_ann`) when its
+    bound proves the top k exact, else (and for hybrid asks) by the exact scan; with
+    ``ann="approximate"`` every ask ranks the index's candidates, exact or not. A query
+    whose filters leave too few candidates is answered by the exact path either way.
     """
     if q.mode == "lexical":
         return run_lexical(engine, snap, q)
     n = snap.state.n_slots
     if n == 0 or not q.ns_ids:
         return []
-    if _ann.wanted(getattr(engine, "ann_mode", None), n):
-        hits = _run_ann(engine, snap, q)
+    mode = getattr(engine, "ann_mode", None)
+    strict = _ann.strict(mode)
+    if _ann.wanted(mode, n) and (q.mode == "vector" or not strict):
+        hits = _run_ann(engine, snap, q, strict)
         if hits is not None:
             return hits
     if q.mode == "vector":
@@ -613,8 +616,8 @@ def _kth_best(cos: list[np.ndarray], k: int) -> float:
     return float(np.partition(allc, allc.size - k)[allc.size - k])
 
 
-def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
+def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.ndarray,
+                    strict: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """The candidate slots of the ANN stage (sorted) and their cosines, or None when the
     exact path over the filtered rows is cheaper. ``scores``: the query against the centroids.
 
@@ -627,7 +630,8 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
     and forgotten memories) leave fewer than the needed candidates, more lists are probed
     (as many as the pass rate so far says are needed, at least twice as many), while the
     probed rows stay fewer than the rows the exact path would score. A metadata filter's
-    mask is applied first (one boolean gather per probed row).
+    mask is applied first (one boolean gather per probed row). ``strict``: None too when
+    probing stopped at the cap with an unprobed list still above the ``top_k``-th cosine.
     """
     c = _ann.covered(n)
     need = max(ANN_MIN_CANDIDATES, 8 * q.top_k)
@@ -673,13 +677,18 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
             break
         more = int(above[-1]) + 1
         nprobe = taken + min(more, taken)
+    if strict:  # exact or nothing: no unprobed list may hold a cosine above the k-th best
+        rest = ub.copy()
+        rest[order[:taken]] = -np.inf
+        if float(rest.max(initial=-np.inf)) > _kth_best(cos_parts, q.top_k):
+            return None
     rows = np.concatenate(rows_parts) if len(rows_parts) > 1 else rows_parts[0]
     cos = np.concatenate(cos_parts) if len(cos_parts) > 1 else cos_parts[0]
     srt = np.argsort(rows, kind="stable")
     return rows[srt], cos[srt]
 
 
-def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
+def _run_ann(engine: Any, snap: Snapshot, q: Query, strict: bool = False) -> list[Hit] | None:
     """The planner over the ANN candidates (probed lists, the uncovered tail, BM25 hits);
     None when the exact path must answer.
 
@@ -695,12 +704,13 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query) -> list[Hit] | None:
         _ann.log.warning("mnemos_kv: ANN index unavailable (%s); exact search", exc)
         return None
     cscores = index.scores(q.vector)  # the query against each list's centroid
-    got = _ann_candidates(snap, q, index, n, cscores)
+    got = _ann_candidates(snap, q, index, n, cscores, strict)
     if got is None:
         return None
     rows, cos = got
     if q.mode == "vector":
         return _vector_hits(snap, q, rows, cos)
+    assert not strict  # (strict hybrid asks take the exact path: see run)
     hits = _lexical_hits(engine, snap, q)
     if hits is not None:
         keep = _rows_ok(snap, q, hits[0])

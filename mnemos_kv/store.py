@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from . import _ann
 from . import _records as R
 from . import _retrieval
 from . import rerank as _rerank
@@ -597,7 +598,7 @@ class Mnemos(_Handle):
              clock: Callable[[], float] | None = None, readonly: bool = False,
              map_size: int = DEFAULT_MAP_SIZE, durability: str = "full",
              on_evict: Callable[[list[Memory]], Any] | None = None,
-             ann: bool | None = False) -> "Mnemos":
+             ann: bool | str | None = None) -> "Mnemos":
         """Open (or create) the store at ``path``.
 
         ``embedder``: an object with ``name``, ``dim`` and ``embed(texts)``, or a
@@ -613,10 +614,13 @@ class Mnemos(_Handle):
         same store at once (see docs/concurrency.md). ``on_evict`` is called with the
         list of ``Memory`` objects a write of this process evicted, after its commit
         (see :attr:`on_evict`). ``ann`` chooses the vector candidate stage of ``ask``:
-        False (default) always scans exactly; None uses the approximate index from
-        ``mnemos_kv._ann.THRESHOLD`` slots on; True whenever the store is big enough to
-        have one (4096 slots). Opt-in because its recall depends on how clustered the
-        vectors are (see docs/retrieval.md).
+        None (default) uses the IVF index from ``mnemos_kv._ann.THRESHOLD`` slots on,
+        True whenever the store is big enough to have one (4096 slots), False never;
+        either way answers equal the exact scan's (the index answers a
+        ``mode="vector"`` ask only when its bound proves the top k exact; the first such
+        ask of a new epoch builds it, logged with its expected time). ``"approximate"``
+        uses it for every ask, exact or not (faster, lower recall on unclustered
+        vectors). See docs/retrieval.md.
 
         ``path`` may also be a PostgreSQL URL, ``postgresql://user@host:port/db?schema=name``
         (or ``postgres://``): the store lives in that schema (default ``mnemos``; made on
@@ -642,8 +646,9 @@ class Mnemos(_Handle):
         if durability not in DURABILITY_MODES:
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
-        if ann is not None and not isinstance(ann, bool):
-            raise InvalidInputError(f"ann must be None, True or False, got {ann!r}")
+        if not any(ann is m or (isinstance(ann, str) and ann == m) for m in _ann.MODES):
+            raise InvalidInputError(
+                f"ann must be None, True, False or 'approximate', got {ann!r}")
         emb = resolve(embedder)
         if on_evict is not None and not callable(on_evict):
             raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")
@@ -657,7 +662,7 @@ class Mnemos(_Handle):
 
     @classmethod
     def _open_postgres(cls, url: str, *, embedder: Any, clock: Callable[[], float] | None,
-                       readonly: bool, durability: str, on_evict: Any, ann: bool | None
+                       readonly: bool, durability: str, on_evict: Any, ann: bool | str | None
                        ) -> "Mnemos":
         """``open`` of a ``postgresql://`` URL: the PostgreSQL engine (docs/postgres.md)."""
         from ._pg import open_engine
@@ -669,8 +674,8 @@ class Mnemos(_Handle):
             raise InvalidInputError(
                 f"durability must be one of {sorted(DURABILITY_MODES)}, got {durability!r}")
         if ann:
-            raise InvalidInputError("ann=True is for the embedded store; a PostgreSQL store "
-                                    "scans its candidates exactly")
+            raise InvalidInputError(f"ann={ann!r} is for the embedded store; a PostgreSQL "
+                                    "store scans its candidates exactly")
         emb = resolve(embedder)
         if on_evict is not None and not callable(on_evict):
             raise InvalidInputError(f"on_evict must be callable, got {type(on_evict).__name__}")

@@ -50,7 +50,7 @@ def _items(lo: int, hi: int) -> list[dict]:
              "type": "semantic" if i % 50 == 0 else "episodic"} for i in range(lo, hi)]
 
 
-def _open(path, ann=True, **kw) -> Mnemos:
+def _open(path, ann=_ann.APPROXIMATE, **kw) -> Mnemos:
     return Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=ann, durability="fast", **kw)
 
 
@@ -72,6 +72,8 @@ def big(tmp_path_factory):
 def test_option_is_validated(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="ann"):
         Mnemos.open(str(tmp_path / "x.mem"), ann="yes")
+    with pytest.raises(InvalidInputError, match="ann"):
+        Mnemos.open(str(tmp_path / "x.mem"), ann=1)
 
 
 def test_small_store_never_uses_the_index(tmp_path) -> None:
@@ -313,18 +315,94 @@ def test_updates_move_memories_to_fresh_slots_without_ghosts(tmp_path) -> None:
         assert len(set(old)) == len(old)
 
 
-def test_exact_search_is_the_default(tmp_path, monkeypatch) -> None:
-    """The ANN stage is opt-in: opened without ``ann=``, a store above the automatic
-    threshold still answers exactly (no index built); ``ann=None`` turns the threshold on."""
+def _vector_answers(db, queries, **kw) -> list[list[tuple[int, float]]]:
+    return [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10, **kw)]
+            for v in queries]
+
+
+def _same(got, want) -> None:
+    """Same ids in the same order, the same cosines (up to the float rounding of a gathered
+    vs a whole-matrix product)."""
+    for a, e in zip(got, want, strict=True):
+        assert [i for i, _ in a] == [i for i, _ in e]
+        assert [s for _, s in a] == pytest.approx([s for _, s in e], abs=1e-6)
+
+
+class _Given:
+    """An embedder for stores whose vectors are all given."""
+
+    name = "given"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def embed(self, texts):
+        raise AssertionError("the test gives every vector")
+
+
+class _Outcomes:
+    """Wraps RT._ann_candidates: how often the index answered (True) or gave up (False)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.seen: list[bool] = []
+        real = RT._ann_candidates
+
+        def spy(*a, **kw):
+            got = real(*a, **kw)
+            self.seen.append(got is not None)
+            return got
+        monkeypatch.setattr(RT, "_ann_candidates", spy)
+
+
+def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch) -> None:
+    """Opened without ``ann=``, a store above the (lowered) threshold builds and uses the
+    index for vector asks, and every answer equals the exact scan's (hybrid asks: the
+    exact planner itself)."""
+    import inspect
+    assert inspect.signature(Mnemos.open).parameters["ann"].default is None
     monkeypatch.setattr(_ann, "THRESHOLD", _ann.TRAIN_BASE)
+    rng = np.random.default_rng(5)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * 0.2
+               for i in rng.integers(0, N, 20)]
     path = tmp_path / "d.mem"
     with Mnemos.open(str(path), embedder=ClusterEmbedder(), durability="fast") as db:
         db.remember_many(_items(0, N))
-        db.ask("m-5 alpha", top_k=10)
-    assert not [f for f in os.listdir(path) if f.startswith("ann.")]
-    with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=None) as db:
-        db.ask("m-5 alpha", top_k=10)
+        spy = _Outcomes(monkeypatch)
+        got = _vector_answers(db, queries)
+        hybrid = _answers(db)
     assert [f for f in os.listdir(path) if f.startswith("ann.")]
+    assert any(spy.seen)  # the bound closed: the index answered these itself
+    with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=False) as db:
+        _same(got, _vector_answers(db, queries))
+        assert hybrid == _answers(db)
+
+
+def test_unclustered_vectors_get_the_exact_answers(tmp_path, monkeypatch) -> None:
+    """Random (unclustered) vectors: the bound does not close within NPROBE lists, so the
+    default (and ann=True) fall back to the exact scan, with or without filters, while
+    ``ann="approximate"`` returns the capped candidates' best (a different answer)."""
+    monkeypatch.setattr(_ann, "THRESHOLD", _ann.TRAIN_BASE)
+    dim, n = 96, N
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = list(rng.standard_normal((12, dim)).astype(np.float32)) + [x[7], x[4321]]
+    path = str(tmp_path / "r.mem")
+    items = [{"text": f"r{i}", "vector": x[i], "timestamp": 1_700_000_000 + i,
+              "type": "semantic" if i % 3 == 0 else "episodic"} for i in range(n)]
+    with Mnemos.open(path, embedder=_Given(dim), durability="fast", ann=False) as db:
+        db.remember_many(items)
+        exact = _vector_answers(db, queries)
+        exact_f = _vector_answers(db, queries, types=["semantic"])
+    for mode in (None, True):
+        with Mnemos.open(path, embedder=_Given(dim), ann=mode) as db:
+            spy = _Outcomes(monkeypatch)
+            _same(_vector_answers(db, queries), exact)
+            _same(_vector_answers(db, queries, types=["semantic"]), exact_f)
+            assert spy.seen and not all(spy.seen)  # the index was asked, and gave up
+    with Mnemos.open(path, embedder=_Given(dim), ann=_ann.APPROXIMATE) as db:
+        approx = _vector_answers(db, queries)
+    assert [[i for i, _ in a] for a in approx] != [[i for i, _ in e] for e in exact]
 
 
 def test_probe_without_and_with_inverted_lists_agree() -> None:

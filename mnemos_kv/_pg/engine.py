@@ -61,7 +61,7 @@ class PgEngine:
         self.readonly = readonly
         self.clock = clock
         self.durable = durable
-        self.ann_mode: bool | None = False
+        self.ann_mode: bool | str | None = False
         self.on_evict: Callable[[list[R.Record]], None] | None = None
         self.closed = False
         self._pid = os.getpid()
