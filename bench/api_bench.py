@@ -68,7 +68,7 @@ FILTERS = [
 ]
 
 
-def run(n: int, root: str, ann: bool | None = False) -> dict:
+def run(n: int, root: str, ann: bool | str | None = False) -> dict:
     emb = PrecomputedEmbedder(n, DIM, n_queries=Q)
     path = os.path.join(root, "api.mem")
     metas = metadata(n)
@@ -134,13 +134,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--json", help="also write the figures to this file")
-    ap.add_argument("--ann", choices=["off", "auto", "on"], default="off",
+    ap.add_argument("--ann", choices=["off", "auto", "on", "approximate"], default="off",
                     help="the store's ANN stage (default off: the exact planner, which the "
                          "issue-11 targets are about; see peers_bench.py for the ANN stage)")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="mnemos-api-bench-", dir=os.environ.get("BENCH_DIR"))
     try:
-        r = run(args.n, root, {"off": False, "auto": None, "on": True}[args.ann])
+        r = run(args.n, root, {"off": False, "auto": None, "on": True,
+                            "approximate": "approximate"}[args.ann])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rows = [["unfiltered hybrid ask", "100%", f"{r['unfiltered_ms']:.2f}", "1.00x (reference)"]]

@@ -1,9 +1,10 @@
-"""The approximate (ANN) candidate stage: an inverted-file index over the mmap'd matrix.
+"""The ANN candidate stage: an inverted-file index over the mmap'd matrix.
 
-Large stores (see :func:`wanted`) do not score every row for the vector part of an
-``ask``: the planner takes as candidates the slots of the ``NPROBE`` lists whose
-centroids are closest to the query, plus every slot the index does not cover yet,
-and scores those exactly (re-ranking by the true cosine). numpy only, no extra.
+Large stores (see :func:`wanted`) do not score every row for a vector ask: the planner
+takes as candidates the slots of the lists whose bound can beat the k-th best cosine
+(at most ``NPROBE``), plus every slot the index does not cover yet, and scores those
+exactly. In the default modes (:func:`strict`) that answer is used only when the bound
+proves it exact; otherwise the exact scan answers. numpy only, no extra.
 
 Everything here is a pure function of the vector rows, so the same operations give the
 same index and the same answers in every process (export -> replay included):
