@@ -348,6 +348,10 @@ class AnnCache:
         if raw:
             got = self._parse(path, raw, gen, t, k)
             if got is not None:
+                if c - got[1].size >= THRESHOLD:  # (e.g. a build interrupted by a crash)
+                    log.warning("mnemos_kv: assigning %d rows to the ANN index %s: this call "
+                                "waits for it (%s)", c - got[1].size, path,
+                                build_cost_note(c - got[1].size, t, self.dim))
                 return got
         log.warning("mnemos_kv: building the ANN index of generation %d (epoch %d rows, %d "
                     "lists) over %d rows, once per epoch: this call waits for it (%s); the "

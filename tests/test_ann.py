@@ -354,10 +354,10 @@ class _Outcomes:
         monkeypatch.setattr(RT, "_ann_candidates", spy)
 
 
-def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch) -> None:
+def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch, caplog) -> None:
     """Opened without ``ann=``, a store above the (lowered) threshold builds and uses the
-    index for vector asks, and every answer equals the exact scan's (hybrid asks: the
-    exact planner itself)."""
+    index for vector asks (the build announced once by a WARNING), and every answer
+    equals the exact scan's (hybrid asks: the exact planner itself, no index)."""
     import inspect
     assert inspect.signature(Mnemos.open).parameters["ann"].default is None
     monkeypatch.setattr(_ann, "THRESHOLD", _ann.TRAIN_BASE)
@@ -368,9 +368,13 @@ def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch) -> None:
     path = tmp_path / "d.mem"
     with Mnemos.open(str(path), embedder=ClusterEmbedder(), durability="fast") as db:
         db.remember_many(_items(0, N))
-        spy = _Outcomes(monkeypatch)
-        got = _vector_answers(db, queries)
         hybrid = _answers(db)
+        assert not [f for f in os.listdir(path) if f.startswith("ann.")]
+        spy = _Outcomes(monkeypatch)
+        with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
+            got = _vector_answers(db, queries)
+    builds = [r for r in caplog.records if "building the ANN index" in r.getMessage()]
+    assert len(builds) == 1 and builds[0].levelno == logging.WARNING
     assert [f for f in os.listdir(path) if f.startswith("ann.")]
     assert any(spy.seen)  # the bound closed: the index answered these itself
     with Mnemos.open(str(path), embedder=ClusterEmbedder(), ann=False) as db:
