@@ -33,6 +33,19 @@ def spawn(*args: str, **kw: Any) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def result(proc: subprocess.Popen, timeout: float = 120) -> dict[str, Any]:
+    """Wait for a worker and return the JSON of its last output line; fail with its stderr."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"worker timed out; stderr:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return json.loads(lines[-1])
+
+
 def expected_vector(text: str) -> np.ndarray:
     """What the default embedder stores for ``text``: normalised float32."""
     return check_vectors(_EMB.embed([text]), 1, _EMB.dim)[0]
@@ -330,6 +343,30 @@ def role_upserter(path: str, idx: str, n: str) -> None:
             ids[key] = ns.upsert(key, text)
             last[key] = text
     emit({"ids": ids, "last": last})
+
+
+def role_capacity_writer(path: str, idx: str, n: str) -> None:
+    """Remember n memories one call each (alternating a private namespace and 'shared',
+    timestamps out of order) into a store with capacity limits; after each call, one
+    snapshot must show every limit kept."""
+    i, n_ = int(idx), int(n)
+    rng = random.Random(i)
+    over = []
+    with Mnemos.open(path) as db:
+        mine, shared = db.namespace(f"agent_{i}"), db.namespace("shared")
+        out = []
+        for k in range(n_):
+            ns = mine if k % 2 == 0 else shared
+            text = writer_text(i, k)
+            ts = 1_767_225_600 + rng.randrange(60) * 86_400 + i
+            out.append([ns.remember(text, timestamp=ts,
+                                    type=("episodic", "semantic", "procedural")[k % 3]), ns.name])
+            st = db.stats()  # one snapshot
+            cap = st["capacity"]
+            if st["total"] > cap["limit"]["max_entries"] or \
+                    st["namespaces"]["shared"]["count"] > cap["namespaces"]["shared"]["limit"]["max_entries"]:
+                over.append(st["seq"])
+    emit({"done": out, "over": over})
 
 
 ROLES = {name[5:]: fn for name, fn in globals().items() if name.startswith("role_")}
