@@ -417,29 +417,37 @@ def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None
 
 
 class _Universe:
-    """The candidates of an unfiltered ask of some namespaces in one committed state,
-    and what the planner derives from them alone (read-only arrays)."""
+    """The candidates of an unfiltered ask of some namespaces in one committed state
+    (made on first use: an ask over every slot needs no mask), and what the planner
+    derives from them alone (read-only arrays)."""
 
-    def __init__(self, mask: np.ndarray) -> None:
-        mask.flags.writeable = False
-        self.mask = mask
-        self.count = int(np.count_nonzero(mask))
+    def __init__(self) -> None:
+        self._mask: np.ndarray | None = None
+        self.count = 0
         self._rows: np.ndarray | None = None
         #: query-independent positions the planner derived (e.g. the memories that ask)
         self.derived: dict[Any, np.ndarray] = {}
 
-    @property
-    def rows(self) -> np.ndarray:
+    def mask(self, snap: Snapshot, ns_ids: Sequence[int]) -> np.ndarray:
+        """The candidate mask (``snap`` is of the state this universe was made for)."""
+        if self._mask is None:
+            mask = candidate_mask(snap, ns_ids)
+            mask.flags.writeable = False
+            self.count = int(np.count_nonzero(mask))
+            self._mask = mask
+        return self._mask
+
+    def rows(self, snap: Snapshot, ns_ids: Sequence[int]) -> np.ndarray:
         """The candidate slots, sorted."""
         if self._rows is None:
-            rows = np.flatnonzero(self.mask)
+            rows = np.flatnonzero(self.mask(snap, ns_ids))
             rows.flags.writeable = False
             self._rows = rows
         return self._rows
 
 
 _universes: PerOwner[dict[Any, Any]] = PerOwner(lambda _engine: {})
-#: Namespace sets whose candidate slots each engine keeps (per committed state).
+#: Namespace sets whose candidates each engine keeps (per committed state).
 UNIVERSE_CACHE = 8
 
 
@@ -456,7 +464,7 @@ def _universe_of(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> _Univers
     only by an update, a new slot. Only snapshots made by ``engine.snapshot()``
     (committed states) are kept, for the last UNIVERSE_CACHE namespace sets."""
     if not _kept(engine, snap):
-        return _Universe(candidate_mask(snap, ns_ids))
+        return _Universe()
     st = snap.state
     nss = tuple(sorted(set(ns_ids)))
     key = (st.gen, st.n_slots, st.seq)
@@ -465,7 +473,7 @@ def _universe_of(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> _Univers
     if hit is not None and hit[0] == key:
         found: _Universe = hit[1]
         return found
-    uni = _Universe(candidate_mask(snap, ns_ids))
+    uni = _Universe()
     if len(cache) >= UNIVERSE_CACHE and nss not in cache:
         cache.pop(next(iter(cache)))  # the oldest namespace set
     cache[nss] = (key, uni)
@@ -474,7 +482,7 @@ def _universe_of(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> _Univers
 
 def _universe(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> np.ndarray:
     """:func:`candidate_mask` (read-only), kept per committed state (see :func:`_universe_of`)."""
-    return _universe_of(engine, snap, ns_ids).mask
+    return _universe_of(engine, snap, ns_ids).mask(snap, ns_ids)
 
 
 def filter_mask(engine: Any, snap: Snapshot, ns_ids: Sequence[int], node: Any,
@@ -528,7 +536,8 @@ def _candidates(engine: Any, snap: Snapshot, q: Query, view: Any
         return None, n, ns_total
     if not filtered:  # the live slots of the asked namespaces (cached per state)
         uni = _universe_of(engine, snap, q.ns_ids)
-        return uni.mask, uni.count, ns_total
+        mask = uni.mask(snap, q.ns_ids)  # sets uni.count
+        return mask, uni.count, ns_total
     if q.allowed is not None:  # a filter's slots: live and of the asked namespaces already
         mask = q.allowed.copy()
     else:
@@ -890,7 +899,7 @@ def _run_exact(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     rows = None
     if selected < n * GATHER_FRACTION:
         assert mask is not None  # fewer than n selected: there is a mask
-        rows = uni.rows if uni is not None else np.flatnonzero(mask)
+        rows = uni.rows(snap, q.ns_ids) if uni is not None else np.flatnonzero(mask)
     return _score(engine, snap, q, mask, rows, selected, view, closed,
                   mask if rows is None and selected < n else None, None,
                   derived=uni.derived if uni is not None else None)

@@ -91,11 +91,12 @@ def rows_pass(matrix: np.ndarray, slots: np.ndarray, rows: Any) -> bool:
     two rows from cancelling: every burst of up to 15 bits is still caught). See
     docs/durability.md. ``rows`` are made distinct first.
     """
-    chk = np.unique(np.asarray(rows, np.int64))
-    chk = chk[(slots["flags"][chk] & CHECKED) != 0]
+    distinct = sorted({int(r) for r in rows})
+    flags = slots["flags"][distinct] if distinct else np.empty(0, np.uint8)
+    chk = [r for r, f in zip(distinct, flags.tolist()) if f & CHECKED]
     pad = slots["pad"]
-    for start in range(0, chk.size, FOLD_ROWS):
-        part = chk[start:start + FOLD_ROWS].tolist()
+    for start in range(0, len(chk), FOLD_ROWS):
+        part = chk[start:start + FOLD_ROWS]
         k = len(part)
         if k == 1:
             if row_crc(matrix[part[0]].tobytes()) != int(pad[part[0]]):
