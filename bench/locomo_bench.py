@@ -34,7 +34,8 @@ Every ask passes ``now=`` the conversation's last session time (the questions ar
 asked after the conversation), which anchors relative dates ("last year").
 Latency: ``ask(top_k=10)`` p50/p90 per question, store open, default vs v0.1 settings.
 
-    python bench/locomo_bench.py                      # everything (MiniLM when installed)
+    python bench/locomo_bench.py                      # everything (MiniLM when installed, or
+                                                      # when --cache-dir holds every vector)
     python bench/locomo_bench.py --no-minilm --out -  # no model; print only
     python bench/locomo_bench.py --backend lmdb,postgres [--pg-url URL] [--pad 100000]
 
