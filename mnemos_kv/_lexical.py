@@ -98,8 +98,10 @@ def tokenize(text: str) -> list[str]:
 
 
 #: The last text :func:`words` split and its words: an ``ask`` splits its query three
-#: times (the embedder's features, the lexical terms, the speaker words).
+#: times (the embedder's features, the lexical terms, the speaker words). Only texts up
+#: to MEMO_CHARS characters are kept (a question, not a document).
 _last_words: list[tuple[str, tuple[str, ...]]] = [("", ())]
+MEMO_CHARS = 2048
 
 
 def words(text: str) -> list[str]:
@@ -111,7 +113,8 @@ def words(text: str) -> list[str]:
         return list(last[1])
     norm = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
     out: list[str] = _WORD_RE.findall(_CLITIC_RE.sub(" ", norm))
-    _last_words[0] = (text, tuple(out))
+    if len(text) <= MEMO_CHARS:
+        _last_words[0] = (text, tuple(out))
     return out
 
 
