@@ -28,8 +28,8 @@ from . import _capacity, _filter_index, _forget, _lexical_index, _lmdbcheck, _mu
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, slot_file,
-                       slot_row, vector_file)
+from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
+                       slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
@@ -208,11 +208,20 @@ class Snapshot:
         if node is not None and plan.ns_ids:
             plan = _dc.replace(plan, allowed=_retrieval.filter_mask(eng, self, plan.ns_ids, node))
         out = []
+        damaged: CorruptionError | None = None
         for hit in _retrieval.run(eng, self, plan):
-            rec = eng.record(self.txn, hit.id)
+            try:
+                rec = eng.record(self.txn, hit.id)
+            except CorruptionError as exc:  # raised after the vectors ranked before it
+                damaged = exc
+                break
             if rec is not None:
-                eng.check_vector(self, rec)  # a corrupted vector is an error, not an answer
                 out.append((hit, rec))
+        # a corrupted vector is an error, not an answer: the rows of the answers are
+        # checked at once (one CRC over their XOR; row by row when that fails)
+        eng.check_vectors(self, [rec for _, rec in out])
+        if damaged is not None:
+            raise damaged
         return out
 
     # what the planner (_retrieval) reads besides the slot columns
@@ -1287,6 +1296,22 @@ class Engine:
 
         :raises CorruptionError: naming the memory and the vector file."""
         self.check_row(rec, snap.matrix, snap.slots, snap.state.gen)
+
+    def check_vectors(self, snap: Snapshot, recs: Sequence[R.Record]) -> None:
+        """:meth:`check_vector` of several records, the checksums folded into one CRC
+        (``_vectors.rows_pass``); when that fails, row by row, so the error names the
+        first damaged row in the given order. :raises CorruptionError:"""
+        slots = snap.slots
+        for rec in recs:
+            slot = rec.slot
+            if not 0 <= slot < slots.shape[0] or int(slots["id"][slot]) != rec.id:
+                self.check_row(rec, snap.matrix, slots, snap.state.gen)  # raises
+        if len(recs) < 2 or rows_pass(snap.matrix, slots, [rec.slot for rec in recs]):
+            if len(recs) == 1:
+                self.check_vector(snap, recs[0])
+            return
+        for rec in recs:
+            self.check_row(rec, snap.matrix, slots, snap.state.gen)
 
     def check_row(self, rec: R.Record, matrix: np.ndarray, slots: np.ndarray, gen: int) -> None:
         """:meth:`check_vector` on explicit rows of generation ``gen``."""
