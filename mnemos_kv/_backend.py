@@ -13,7 +13,9 @@ Write requests (tuples, resolved into logged ops inside the engine's transaction
 ``("connect", ns, src, dst, rel, w)``, ``("disconnect", ns, src, dst, rel)``,
 ``("update", ns, id, fields, at_us)``, ``("upsert", ns, key, fields, now_us, pinned)``,
 ``("drop", ns)``, ``("pin", ns, id, on)``, ``("capacity", ns or None, max_entries, max_bytes)``, ``("forget_where", ns, parsed filter)``, ``("forget_many", ns, ids)``, ``("bind", request)`` (batch references),
-``("op", op)`` (replay) and ``("call", fn, n)`` (embedded engine only).
+``("op", op)`` (replay), ``("apply", fn, n)`` (``fn(writer)`` resolves its own ops
+through ``_semantic.LmdbWriter`` or ``_pg.write.PgWriter``; at most ``n`` new
+memories) and ``("call", fn, n)`` (embedded engine only).
 """
 
 from __future__ import annotations

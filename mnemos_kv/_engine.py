@@ -413,7 +413,7 @@ def _slots_needed(req: tuple[Any, ...]) -> int:
         return 1
     if kind == "op":
         return 1 if req[1].get("op") in _mutate.SLOT_OPS else 0
-    if kind == "call":
+    if kind in ("call", "apply"):
         return int(req[2])
     if kind == "bind":
         return _slots_needed(req[1])
@@ -1065,6 +1065,9 @@ class Engine:
             return _mutate.REQUESTS[kind](self, ctx, req)
         if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
             return req[1](self, ctx)
+        if kind == "apply":  # the same, through a writer both engines offer (_semantic)
+            from ._semantic import LmdbWriter
+            return req[1](LmdbWriter(self, ctx))
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req[:8]
             nid = ctx.ns_seen.get(ns)
