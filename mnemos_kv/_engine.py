@@ -149,6 +149,16 @@ class Snapshot:
     def namespaces(self) -> dict[str, dict[str, Any]]:
         return self.engine.namespaces(self.txn)
 
+    def namespaces_from(self, head: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(name, info) of the namespaces whose name starts with ``head``, by name."""
+        prefix = head.encode()
+        with self.txn.cursor(db=self.engine.env.db("namespaces")) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not bytes(k).startswith(prefix):
+                        break
+                    yield bytes(k).decode(), R.decode(bytes(v), "namespace")
+
     def ns_count(self, name: str) -> int:
         raw = self.txn.get(name.encode(), db=self.engine.env.db("namespaces"))
         return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
