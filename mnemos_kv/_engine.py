@@ -149,6 +149,16 @@ class Snapshot:
     def namespaces(self) -> dict[str, dict[str, Any]]:
         return self.engine.namespaces(self.txn)
 
+    def namespaces_from(self, head: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(name, info) of the namespaces whose name starts with ``head``, by name."""
+        prefix = head.encode()
+        with self.txn.cursor(db=self.engine.env.db("namespaces")) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not bytes(k).startswith(prefix):
+                        break
+                    yield bytes(k).decode(), R.decode(bytes(v), "namespace")
+
     def ns_count(self, name: str) -> int:
         raw = self.txn.get(name.encode(), db=self.engine.env.db("namespaces"))
         return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
@@ -422,7 +432,7 @@ def _slots_needed(req: tuple[Any, ...]) -> int:
         return 1
     if kind == "op":
         return 1 if req[1].get("op") in _mutate.SLOT_OPS else 0
-    if kind == "call":
+    if kind in ("call", "apply"):
         return int(req[2])
     if kind == "bind":
         return _slots_needed(req[1])
@@ -1074,6 +1084,9 @@ class Engine:
             return _mutate.REQUESTS[kind](self, ctx, req)
         if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
             return req[1](self, ctx)
+        if kind == "apply":  # the same, through a writer both engines offer (_semantic)
+            from ._semantic import LmdbWriter
+            return req[1](LmdbWriter(self, ctx))
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req[:8]
             nid = ctx.ns_seen.get(ns)
