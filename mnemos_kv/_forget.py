@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index
+from . import _capacity, _filter_index, _ingest, _lexical_index
 from . import _records as R
 from . import _storage as S
 from ._log import encode_frame
@@ -35,8 +35,6 @@ MIN_BULK = 64
 #: A key whose duplicates are at least this many, and of which at least half go, is
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
-
-_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
 
 
 def _forget_payload(mid: int) -> bytes:
@@ -122,11 +120,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     for key in idb:
         delete(key, db=rdb)
     # time index, in key order
-    packed = np.empty(k, _TIME_KEY)
-    packed["ns"], packed["id"] = ns, mids
-    packed["ts"] = ts.view(np.uint64) ^ np.uint64(1 << 63)
-    packed.sort(order=["ns", "ts", "id"])
-    raw = packed.tobytes()
+    raw = _ingest.time_keys(ns, ts, mids)
     tdb = env.db("time")
     for i in range(0, len(raw), 20):
         delete(raw[i:i + 20], db=tdb)

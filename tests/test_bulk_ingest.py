@@ -1,0 +1,154 @@
+"""Bulk ingest (``_ingest``): a run of ``remember`` requests applied as one block leaves
+exactly what one ``mem`` op per memory leaves: log bytes, every LMDB table, vector rows,
+slot columns, digest and answers; and its hand-assembled CBOR is the canonical encoder's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnemos_kv import HashingEmbedder, Mnemos, _ingest
+from mnemos_kv import _records as R
+from mnemos_kv.errors import DuplicateKeyError, InvalidInputError
+
+from conftest import Clock
+from test_bulk_forget import WORDS, _log_bytes, _same, _tables
+
+
+def _text(i: int) -> str:
+    r = np.random.default_rng(i)
+    return " ".join(WORDS[j] for j in r.integers(0, len(WORDS), int(r.integers(1, 9))))
+
+
+METAS = [{}, {"cat": 3}, {"cat": 1, "user": {"tier": 2, "name": "u1"}}, {"long": "z" * 400},
+         {"p" * 250: 1}, {"f": 1.5, "g": -0.0, "h": 1e300, "big": 2 ** 63, "neg": -(2 ** 63)},
+         {"l": [1, "a", None, True, {"x": b"\x00\xff"}], "e": ""}, {"日本": "語", "b": False}]
+
+
+def _items(n: int, seed: int = 0, keys: bool = True) -> list[dict]:
+    r = np.random.default_rng(seed)
+    vecs = r.standard_normal((n, 16)).astype(np.float32)
+    out = []
+    for i in range(n):
+        it: dict = {"text": _text(seed * 1000 + i) if i % 9 else "shared text about yoga?",
+                    "metadata": METAS[i % len(METAS)], "vector": vecs[i],
+                    "type": ("episodic", "semantic", "procedural")[i % 3]}
+        if i % 4 == 0 and keys:
+            it["key"] = f"k{seed}-{i}" + ("é" * (i % 3))
+        if i % 5 == 0:
+            it["timestamp"] = [-10 ** 12, 0, 1, 2 ** 40, 1_767_225_600 + i][i % 5]
+        if i % 7 == 0:
+            it["pinned"] = True
+        out.append(it)
+    return out
+
+
+def _E() -> HashingEmbedder:
+    return HashingEmbedder(16)
+
+
+def _pair(tmp_path):
+    a = Mnemos.open(str(tmp_path / "a"), embedder=_E(), clock=Clock())
+    b = Mnemos.open(str(tmp_path / "b"), embedder=_E(), clock=Clock())
+    return a, b
+
+
+def _fill(db: Mnemos) -> list:
+    out = [db.remember_many(_items(300, 1))]
+    out.append(db.namespace("other").remember_many(_items(40, 2)))
+    out.append(db.remember_many(_items(5, 3)))  # below MIN_RUN: op by op in both
+    with db.batch() as bt:  # new namespaces in the middle of one run
+        bt.remember_many(_items(20, 4, keys=False))
+        bt.namespace("third").remember_many(_items(20, 5))
+        bt.remember_many(_items(20, 6))
+        bt.namespace("fourth").remember("one")
+        bt.namespace("other").remember_many(_items(20, 7))
+    out.append(bt.ids)
+    return out
+
+
+def test_bulk_ingest_equals_op_by_op(tmp_path, monkeypatch) -> None:
+    a, b = _pair(tmp_path)
+    calls = []
+    real = _ingest.apply_run
+    monkeypatch.setattr(_ingest, "apply_run", lambda *x: calls.append(len(x[2])) or real(*x))
+    ra = _fill(a)
+    assert len(calls) >= 3 and sum(calls) >= 400
+    monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
+    rb = _fill(b)
+    assert ra == rb
+    _same(a, b)
+    for ns in ("third", "fourth"):
+        assert [m.id for m in a.namespace(ns).ask("yoga")] == \
+            [m.id for m in b.namespace(ns).ask("yoga")]
+    a.close()
+    b.close()
+    # and after reopening (the vector rows and records were flushed and read back)
+    a = Mnemos.open(str(tmp_path / "a"), embedder=_E())
+    assert a.verify().ok
+    a.close()
+
+
+def test_small_bulk_writes_keep_pending_rows(tmp_path, monkeypatch) -> None:
+    """A run small enough to stay in ``pending``/``vrows`` (no flush): the same tables."""
+    a, b = _pair(tmp_path)
+    for db in (a, b):
+        if db is b:
+            monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
+        for s in range(4):
+            db.remember_many(_items(12, 10 + s))
+    assert _log_bytes(a._engine.path) == _log_bytes(b._engine.path)
+    assert _tables(a) == _tables(b)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_bulk_ingest_errors_write_nothing(tmp_path) -> None:
+    a, _ = _pair(tmp_path)
+    a.remember_many(_items(20, 1))
+    before = _tables(a)
+    dup = _items(20, 8)
+    dup[13]["key"] = "k1-0"  # already stored
+    with pytest.raises(DuplicateKeyError, match="k1-0"):
+        a.remember_many(dup)
+    with pytest.raises(InvalidInputError):  # twice in one call: refused by validation
+        a.remember_many([{"text": "x", "key": "same"}, {"text": "y", "key": "same"}] * 5)
+    with pytest.raises(DuplicateKeyError, match="'twice'"):  # twice in one write
+        a._engine.write([("remember", "default", f"t{i}", {}, "episodic", 5,
+                          "twice" if i in (3, 9) else None, np.ones(16, np.float32))
+                         for i in range(12)])
+    assert _tables(a) == before
+    a.close()
+
+
+def test_odd_vectors_fall_back_to_op_by_op(tmp_path) -> None:
+    """Vectors of another shape are left to the per-op path (and its error)."""
+    a, _ = _pair(tmp_path)
+    reqs = [("remember", "default", f"t{i}", {}, "episodic", 5, None,
+             np.ones(16 if i != 4 else 15, np.float32)) for i in range(12)]
+    from mnemos_kv.errors import CorruptionError
+    with pytest.raises(CorruptionError, match="15 floats"):
+        a._engine.write(reqs)
+    ok = [("remember", "default", f"t{i}", {}, "episodic", 5, None,
+           np.full((1, 16), 0.25, np.float64)) for i in range(12)]
+    assert a._engine.write(ok) == list(range(1, 13))
+    assert a.verify().ok
+    a.close()
+
+
+_INTS = st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_INTS, max_size=40))
+def test_cbor_ints_are_canonical(values: list[int]) -> None:
+    edges = [0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, -1, -24, -25, -256,
+             -257, -65536, -65537, -(2 ** 32), -(2 ** 32) - 1]
+    vals = values + edges
+    assert _ingest.cbor_ints(np.asarray(vals, np.int64)) == [R.encode(v) for v in vals]
+    assert [_ingest.cbor_int(v) for v in vals] == [R.encode(v) for v in vals]
+    assert _ingest.cbor_ints(np.asarray(values[:1] * 5, np.int64)) == [R.encode(v) for v in
+                                                                         values[:1] * 5]
