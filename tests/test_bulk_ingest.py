@@ -152,3 +152,39 @@ def test_cbor_ints_are_canonical(values: list[int]) -> None:
     assert [_ingest.cbor_int(v) for v in vals] == [R.encode(v) for v in vals]
     assert _ingest.cbor_ints(np.asarray(values[:1] * 5, np.int64)) == [R.encode(v) for v in
                                                                          values[:1] * 5]
+
+
+def _words_reference(text: str) -> list[str]:
+    """``_lexical.words`` as it was written first: one translate table, one regex."""
+    import unicodedata
+
+    from mnemos_kv import _lexical as L
+    if not text:
+        return []
+    norm = unicodedata.normalize("NFKC", text).casefold().translate(L._APOSTROPHES)
+    return L._WORD_RE.findall(L._CLITIC_RE.sub(" ", norm))
+
+
+_PIECES = ["n't", "'s", "'re", "'", "`", "\u2019", "\u2018", "\u02bc", "n", "t", "s", "don",
+           "_", " ", "'ll", "'d", "'m", "'ve", "re", "é", "ß", "日本", "1", "?", "N'T", "'S",
+           "\u2019S", "\u00a0", "-", "ﬁ", "Ｎ'Ｔ", "x"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14), st.text(max_size=12))
+def test_words_equal_the_single_regex_version(pieces: list[str], tail: str) -> None:
+    from mnemos_kv import _lexical as L
+    for text in ("".join(pieces), "".join(pieces) + tail):
+        assert L.words(text) == _words_reference(text)
+
+
+def test_batch_words_cache_gives_the_same_words() -> None:
+    from mnemos_kv import _batchwords
+    texts = [_text(i) + f" don't {i}" for i in range(200)]
+    first = _batchwords.batch_words(texts)
+    again = _batchwords.batch_words(list(texts))  # the same objects: from the cache
+    assert again[0] is first[0]
+    other = _batchwords.batch_words([t + " more" for t in texts])  # other texts: computed
+    assert other[0] != first[0]
+    ref = [(w, i) for i, t in enumerate(texts) for w in _words_reference(t)]
+    assert list(zip(first[0], first[1].tolist())) == ref
