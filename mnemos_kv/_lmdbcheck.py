@@ -192,8 +192,14 @@ class _Reader:
                 raise CorruptionError(f"{self.path}: page {pgno} node {i} key overruns the page")
             yield nflags, lo | (hi << 16), off, raw[kstart:kstart + ksize], kstart + ksize
 
-    def tree(self, root: int, label: str) -> Iterator[tuple[bytes, int, bytes | None]]:
-        """Walk a B-tree from ``root``; yields (key, node flags, inline data or None)."""
+    def tree(self, root: int, label: str, *, descend: bool = True,
+             big: bool = False) -> Iterator[tuple[bytes, int, bytes | None]]:
+        """Walk a B-tree from ``root``, checking every page; yields (key, node flags, data).
+
+        ``descend`` also walks each named sub-database found on the way. A value on
+        overflow pages (whose head page is checked) yields None as data, or with ``big``
+        its ``size u64, first page u64``, so the caller can read it.
+        """
         if root == P_INVALID:
             return
         stack = [(root, 0)]
@@ -221,13 +227,13 @@ class _Reader:
                     if size > pages * self.meta.psize - PAGEHDR:
                         raise CorruptionError(f"{self.path}: overflow page {opg} holds "
                                               f"{pages} pages, too few for {size} bytes")
-                    yield key, nflags, None
+                    yield key, nflags, struct.pack("<QQ", size, opg) if big else None
                     continue
                 if doff + size > len(raw):
                     raise CorruptionError(f"{self.path}: page {pgno}: a value of {size} bytes "
                                           "overruns the page")
                 data = raw[doff:doff + size]
-                if nflags & F_SUBDATA:
+                if nflags & F_SUBDATA and descend:
                     if size != _DB.size:
                         raise CorruptionError(f"{self.path}: page {pgno}: a sub-database record "
                                               f"of {size} bytes")
@@ -273,22 +279,17 @@ def read_table(path: str, name: bytes, big: bool = False) -> dict[bytes, bytes]:
     rd = _Reader(path, meta)
     try:
         root = None
-        for key, nflags, data in rd_main(rd, meta):
+        for key, nflags, data in rd.tree(meta.main_root, "main", descend=False):
             if key == name and nflags & F_SUBDATA and data is not None:
                 root = _DB.unpack(data)[7]
         if root is None:
             raise CorruptionError(f"{path}: no {name.decode()!r} table")
         out = {}
-        for k, f, d in _flat(rd, root, big):
+        for k, f, d in rd.tree(root, name.decode(), descend=False, big=big):
             if d is None:
                 continue
-            if f & F_BIGDATA:
+            if f & F_BIGDATA:  # tree() checked the overflow pages hold ``size`` bytes
                 size, pgno = struct.unpack("<QQ", d)
-                rd.page(pgno, P_OVERFLOW)
-                n = struct.unpack_from("<I", os.pread(rd.fd, PAGEHDR, pgno * meta.psize), 12)[0]
-                if PAGEHDR + size > n * meta.psize:
-                    raise CorruptionError(f"{path}: overflow page {pgno} holds {n} pages, too few "
-                                          f"for a {size}-byte value")
                 d = os.pread(rd.fd, size, pgno * meta.psize + PAGEHDR)
                 if len(d) != size:
                     raise CorruptionError(f"{path}: overflow page {pgno} is cut short")
@@ -297,31 +298,3 @@ def read_table(path: str, name: bytes, big: bool = False) -> dict[bytes, bytes]:
     finally:
         rd.close()
 
-
-def rd_main(rd: _Reader, meta: Meta) -> Iterator[tuple[bytes, int, bytes | None]]:
-    """Nodes of the main database (one level: the named sub-databases)."""
-    yield from _flat(rd, meta.main_root)
-
-
-def _flat(rd: _Reader, root: int, big: bool = False) -> Iterator[tuple[bytes, int, bytes | None]]:
-    """Leaf nodes of one tree, without descending into sub-databases. A value on overflow
-    pages is None, or with ``big`` its ``size u64, first page u64`` (to read it)."""
-    if root == P_INVALID:
-        return
-    stack = [(root, 0)]
-    while stack:
-        pgno, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise CorruptionError(f"{rd.path}: tree deeper than {MAX_DEPTH}")
-        raw = rd.page(pgno, P_BRANCH | P_LEAF)
-        flags = _PAGE.unpack_from(raw, 0)[2]
-        children = []
-        for nflags, size, _off, key, doff in rd.nodes(raw, pgno):
-            if flags & P_BRANCH:
-                children.append(size | (nflags << 32))
-            elif nflags & F_BIGDATA:
-                yield key, nflags, (struct.pack("<Q", size) + raw[doff:doff + 8]) if big else None
-            else:
-                yield key, nflags, raw[doff:doff + size]
-        for child in reversed(children):
-            stack.append((child, depth + 1))

@@ -33,6 +33,19 @@ def spawn(*args: str, **kw: Any) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def result(proc: subprocess.Popen, timeout: float = 120) -> dict[str, Any]:
+    """Wait for a worker and return the JSON of its last output line; fail with its stderr."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"worker timed out; stderr:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return json.loads(lines[-1])
+
+
 def expected_vector(text: str) -> np.ndarray:
     """What the default embedder stores for ``text``: normalised float32."""
     return check_vectors(_EMB.embed([text]), 1, _EMB.dim)[0]

@@ -6,19 +6,16 @@ worktree's ``mnemos_kv``. Marked ``slow``: CI runs them (``pytest -q`` runs ever
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-from typing import Any
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _mp_workers import expected_vector, spawn, writer_text  # noqa: E402
+from _mp_workers import expected_vector, result, spawn, writer_text  # noqa: E402
 
 from mnemos_kv import Mnemos  # noqa: E402
 from mnemos_kv.cli import main as cli_main  # noqa: E402
@@ -28,16 +25,6 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 120
 
 
-def _result(proc: subprocess.Popen, timeout: float = TIMEOUT) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"worker timed out; stderr:\n{err[-3000:]}")
-    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    return json.loads(lines[-1])
 
 
 def test_four_writers_two_readers(tmp_path) -> None:
@@ -47,10 +34,10 @@ def test_four_writers_two_readers(tmp_path) -> None:
     readers = [spawn("reader", path, stop, "1"), spawn("reader", path, stop, "0")]
     writers = [spawn("writer", path, str(i), "500") for i in range(4)]
     t0 = time.monotonic()
-    done = [_result(w) for w in writers]
+    done = [result(w, TIMEOUT) for w in writers]
     write_s = time.monotonic() - t0
     open(stop, "w").close()
-    seen = [_result(r) for r in readers]
+    seen = [result(r, TIMEOUT) for r in readers]
 
     for r in seen:
         assert r["errors"] == [], r["errors"]
@@ -86,9 +73,9 @@ def test_map_grows_across_processes(tmp_path) -> None:
     Mnemos.open(path, map_size=1 << 20).close()
     reader = spawn("growth_reader", path, stop)
     writers = [spawn("growth_writer", path, str(i), "150") for i in range(3)]
-    done = [_result(w) for w in writers]
+    done = [result(w, TIMEOUT) for w in writers]
     open(stop, "w").close()
-    seen = _result(reader)
+    seen = result(reader, TIMEOUT)
     assert seen["errors"] == [], seen["errors"]
     assert seen["map_size"] > 1 << 20  # the reader adopted the grown map
     assert all(d["map_size"] > 1 << 20 for d in done)
@@ -108,10 +95,10 @@ def test_readers_survive_compaction_in_another_process(tmp_path) -> None:
         db.namespace("churn").remember_many([f"seed {j}: the plan item" for j in range(50)])
     reader = spawn("compaction_reader", path, stop)
     opener = spawn("opener", path, stop)
-    comp = _result(spawn("compactor", path, "25"))
+    comp = result(spawn("compactor", path, "25"), TIMEOUT)
     open(stop, "w").close()
-    seen = _result(reader)
-    opened = _result(opener)
+    seen = result(reader, TIMEOUT)
+    opened = result(opener, TIMEOUT)
     assert seen["errors"] == [], seen["errors"]
     assert opened["errors"] == [], opened["errors"]
     assert comp["generation"] == 26
@@ -126,7 +113,7 @@ def test_a_write_from_another_process_is_seen_on_the_next_read(tmp_path) -> None
     path = str(tmp_path / "s.mem")
     with Mnemos.open(path) as db, Mnemos.open(path, readonly=True) as ro:
         assert db.count() == 0
-        ids = _result(spawn("remember_n", path, "3"))["done"]
+        ids = result(spawn("remember_n", path, "3"), TIMEOUT)["done"]
         assert db.count() == 3 and ro.count() == 3
         assert [m.id for m in ro.memories()] == ids
         assert ro.get(ids[0]).text == "child memory 0"

@@ -3,16 +3,12 @@ there exactly once, the counts are exact, ids are unique (docs/postgres.md, conc
 
 from __future__ import annotations
 
-import json
-import subprocess
-from typing import Any
-
 import numpy as np
 import pytest
 
 from mnemos_kv import Mnemos
 
-from _mp_workers import expected_vector, spawn, writer_text  # noqa: E402
+from _mp_workers import expected_vector, result, spawn, writer_text  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -20,24 +16,13 @@ TIMEOUT = 180
 WRITERS, EACH = 4, 50
 
 
-def _result(proc: subprocess.Popen, timeout: float = TIMEOUT) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"worker timed out; stderr:\n{err[-3000:]}")
-    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
-    return json.loads([ln for ln in out.splitlines() if ln.strip()][-1])
-
-
 def test_writer_processes_lose_no_acknowledged_write(pg_store_url: str, tmp_path) -> None:
     url = pg_store_url
     Mnemos.open(url).close()  # the schema exists before the writers race
     writers = [spawn("writer", url, str(i), str(EACH)) for i in range(WRITERS)]
     upserters = [spawn("upserter", url, str(i), "20") for i in range(2)]
-    done = [_result(w) for w in writers]
-    ups = [_result(u) for u in upserters]
+    done = [result(w, TIMEOUT) for w in writers]
+    ups = [result(u, TIMEOUT) for u in upserters]
 
     acked = [tuple(row) for d in done for row in d["done"]]
     ids = [row[0] for row in acked]

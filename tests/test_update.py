@@ -539,17 +539,16 @@ def test_a_namespace_batch_cannot_drop_another_namespace(db: Mnemos) -> None:
 def test_reader_processes_see_old_or_new_never_half(store_path: str, tmp_path) -> None:
     import os
 
-    from _mp_workers import spawn
-    from test_multiprocess import _result
+    from _mp_workers import result, spawn
     with Mnemos.open(store_path) as db:
         t = "alpha version of the shared fact"
         a = db.remember(t, {"text": t})
         db.remember_many([f"filler memory {i}" for i in range(30)])
     stop = str(tmp_path / "stop")
     readers = [spawn("update_reader", store_path, stop, str(a)) for _ in range(2)]
-    done = _result(spawn("updater", store_path, str(a), "60"))
+    done = result(spawn("updater", store_path, str(a), "60"))
     open(stop, "w").close()
-    seen = [_result(r) for r in readers]
+    seen = [result(r) for r in readers]
     assert done["updates"] == 60
     for s in seen:
         assert s["errors"] == [], s["errors"]
