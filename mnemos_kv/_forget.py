@@ -57,20 +57,6 @@ def _forget_payload(mid: int) -> bytes:
     return b"\xa2\x62id" + num + b"\x62op\x66forget"
 
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _memo_key(nid: int, meta: dict[str, Any]) -> Any:
-    """A hashable key of flat metadata of scalars (types included: 1, 1.0 and True
-    differ), under which its filter entries and encoded size are computed once; None
-    for other metadata."""
-    key = tuple([(k, v.__class__, v) for k, v in meta.items()])
-    for _k, cls, _v in key:
-        if cls not in _SCALARS:
-            return None
-    return nid, key
-
-
 def request(ns_name: str, ids: Sequence[int]) -> Callable[["Engine", "_Ctx"], None]:
     """A ``("call", fn, 0)`` write request forgetting ``ids`` (distinct) of namespace
     ``ns_name`` in the given order. :raises MemoryNotFoundError: the first id that is
@@ -187,7 +173,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
         meta = d["m"]
         nid = nsl[j]
         if meta:
-            mk = _memo_key(nid, meta)
+            mk = _filter_index.memo_key(nid, meta)
             hit = memo.get(mk) if mk is not None else None
             if hit is None:
                 fk, overflow = _filter_index.entries(nid, meta)

@@ -198,54 +198,69 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     e_ts = cbor_ints(ts_arr)
     e_crc = cbor_ints(np.asarray(vcrcs, np.int64))
     small = {v: cbor_int(v) for v in set(nids) | set(types.tolist())}
-    records: list[tuple[bytes, bytes]] = []
-    frames: list[bytes] = []
-    pending: list[tuple[int, int, str, Any]] = []
-    live_bytes = 0
-    ns_bytes: dict[int, int] = {}
-    pins: list[bytes] = []
-    base_bytes = 4 * engine.dim
+    e_ns = [small[v] for v in nids]
+    e_type = [small[v] for v in types.tolist()]
+    metas = [r[3] for r in reqs]
+    e_meta = [r[9] if len(r) > 9 and r[9] is not None else
+              (R.encode(m) if m else _EMPTY_MAP) for r, m in zip(reqs, metas)]
+    texts = [r[2] for r in reqs]
+    tbs = [t.encode("utf-8") for t in texts]
+    heads = _TEXT_HEADS
+    e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
+    keys = [r[6] for r in reqs]
+    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    join = b"".join
+    if not keyed and not any(pinned):  # the common case: one shape for every item
+        recs = [join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j], b"\x61q",
+                      e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j], b"\x61y", e_type[j],
+                      b"\x62ts", e_ts[j])) for j in range(k)]
+        ops = [join((b"\xa9\x62id", e_id[j], b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j],
+                     b"\x64meta", e_meta[j], b"\x64text", e_text[j], b"\x64type", e_type[j],
+                     b"\x64vcrc", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
+        key_bytes = 0
+    else:
+        recs, ops = [], []
+        key_bytes = 0
+        for j in range(k):
+            key = keys[j]
+            if key is None:
+                recs.append(join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j],
+                                  b"\x61q", e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j],
+                                  b"\x61y", e_type[j], b"\x62ts", e_ts[j])))
+                e_key = b""
+            else:
+                kb = key.encode("utf-8")
+                key_bytes += len(kb)
+                e_key = cbor_head(3, len(kb)) + kb
+                recs.append(join((b"\xa9\x61i", e_id[j], b"\x61k", e_key, b"\x61m", e_meta[j],
+                                  b"\x61n", e_ns[j], b"\x61q", e_seq[j], b"\x61s", e_slot[j],
+                                  b"\x61t", e_text[j], b"\x61y", e_type[j], b"\x62ts",
+                                  e_ts[j])))
+                e_key = b"\x63key" + e_key
+            ops.append(join((bytes((0xa9 + (key is not None) + pinned[j],)), b"\x62id", e_id[j],
+                             b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j], e_key,
+                             b"\x63pin\xf5" if pinned[j] else b"", b"\x64meta", e_meta[j],
+                             b"\x64text", e_text[j], b"\x64type", e_type[j], b"\x64vcrc",
+                             e_crc[j], b"\x64vrow", e_slot[j])))
     crc32, pack_crc, pack_frame, pack_seq = zlib.crc32, _CRC.pack, _FRAME.pack, _SEQ.pack
-    for j, r in enumerate(reqs):
-        text, meta, key = r[2], r[3], r[6]
-        if len(r) > 9 and r[9] is not None:
-            e_meta = r[9]
-        else:
-            e_meta = R.encode(meta) if meta else _EMPTY_MAP
-        tb = text.encode("utf-8")
-        n = len(tb)
-        e_text = (_TEXT_HEADS[n] if n < 256 else cbor_head(3, n)) + tb
-        e_ns = small[nids[j]]
-        e_type = small[int(types[j])]
-        eid, ets = e_id[j], e_ts[j]
-        pinned = len(r) > 8 and bool(r[8])
-        nbytes = len(tb) + (len(e_meta) if meta else 1) + base_bytes
-        if key is None:
-            rec = b"".join((b"\xa8\x61i", eid, b"\x61m", e_meta, b"\x61n", e_ns, b"\x61q",
-                            e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text, b"\x61y", e_type,
-                            b"\x62ts", ets))
-            e_key = b""
-        else:
-            kb = key.encode("utf-8")
-            nbytes += len(kb)
-            e_key = cbor_head(3, len(kb)) + kb
-            rec = b"".join((b"\xa9\x61i", eid, b"\x61k", e_key, b"\x61m", e_meta, b"\x61n", e_ns,
-                            b"\x61q", e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text, b"\x61y",
-                            e_type, b"\x62ts", ets))
-            e_key = b"\x63key" + e_key
-        op = b"".join((bytes((0xa9 + (key is not None) + pinned,)), b"\x62id", eid, b"\x62ns",
-                       e_ns, b"\x62op\x63mem\x62ts", ets, e_key, b"\x63pin\xf5" if pinned else b"",
-                       b"\x64meta", e_meta, b"\x64text", e_text, b"\x64type", e_type, b"\x64vcrc",
-                       e_crc[j], b"\x64vrow", e_slot[j]))
-        records.append((S.u64(id0 + j), b"\x02" + pack_crc(crc32(rec)) + rec))
-        seq = seq0 + j
-        frames.append(pack_frame(len(op), crc32(op, crc32(pack_seq(seq))), seq) + op)
-        nid = nids[j]
-        pending.append((nid, id0 + j, text, meta))
-        live_bytes += nbytes
-        ns_bytes[nid] = ns_bytes.get(nid, 0) + nbytes
-        if pinned:
-            pins.append(b"P" + S.u32(nid) + S.u64(id0 + j))
+    id_keys = ids.astype(">u8").tobytes()
+    records = [(id_keys[8 * j:8 * j + 8], b"\x02" + pack_crc(crc32(rec)) + rec)
+               for j, rec in enumerate(recs)]
+    frames = [pack_frame(len(op), crc32(op, crc32(pack_seq(seq))), seq) + op
+              for seq, op in zip(range(seq0, seq0 + k), ops)]
+    pending = list(zip(nids, range(id0, id0 + k), texts, metas))
+    # capacity bytes (_capacity.entry_bytes): text, metadata ({} counts 1), vector, key
+    nbytes = np.fromiter(map(len, tbs), np.int64, k) + np.fromiter(
+        (len(e) for e in e_meta), np.int64, k) + 4 * engine.dim
+    live_bytes = int(nbytes.sum()) + key_bytes
+    if len(set(nids)) == 1:
+        ns_bytes = {nids[0]: live_bytes}
+    else:
+        ns_bytes = {}
+        for j, nid in enumerate(nids):
+            kl = len(keys[j].encode("utf-8")) if keys[j] is not None else 0
+            ns_bytes[nid] = ns_bytes.get(nid, 0) + int(nbytes[j]) + kl
+    pins = [b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
     rdb = env.db("records")
     with txn.cursor(db=rdb) as cur:
         # new ids are larger than every stored one: append (checked, not assumed)

@@ -161,8 +161,11 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
             vals = np.empty(bt.key.size, POSTING_DTYPE)
             vals["id"], vals["tf"], vals["dl"] = ids[bt.doc], bt.tf, bt.dl
-            order = np.lexsort((vals["id"], bt.key))  # (key, id): the table's order
-            key, blob = bt.key[order], vals[order].tobytes()
+            if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+                key, blob = bt.key, vals.tobytes()  # (key, text) order is (key, id) order
+            else:
+                order = np.lexsort((vals["id"], bt.key))  # (key, id): the table's order
+                key, blob = bt.key[order], vals[order].tobytes()
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
             w = POSTING_BYTES

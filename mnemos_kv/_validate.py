@@ -94,6 +94,7 @@ def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
     prepared: list[list[Any]] = []
     given: list[tuple[int, int, Any]] = []  # (position, item number, vector as given)
     now: int | None = None
+    memo: dict[Any, tuple[dict[str, Any], bytes]] = {}
     for i, item in enumerate(items, first):
         if isinstance(item, str):
             if type(item) is str and item.isascii() and len(item) <= R.MAX_TEXT_BYTES \
@@ -105,7 +106,7 @@ def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
                 continue
             item = {"text": item}
         elif type(item) is dict and item.keys() <= _ITEM_FIELDS:
-            fast = _fast_item(item, ns, i)
+            fast = _fast_item(item, ns, i, memo)
             if fast is not None:
                 if fast[5] is None:
                     if now is None:
@@ -161,7 +162,36 @@ _ITEM_FIELDS = frozenset(("text", "metadata", "type", "timestamp", "key", "vecto
 _TS_TYPES = (int, float)
 
 
-def _fast_item(item: dict[str, Any], ns: str, i: int) -> list[Any] | None:
+_MEMO_CLASSES = (str, int, bool, type(None), float)
+
+
+def _metadata(metadata: Any, memo: dict[Any, tuple[dict[str, Any], bytes]]
+              ) -> tuple[dict[str, Any], bytes]:
+    """:func:`_records.check_metadata_encoded`, computed once per call for equal flat
+    metadata (str, int, bool, None and non-zero float values, compared with their
+    classes: 1, 1.0 and True differ, and 0.0 and -0.0 are not memoised)."""
+    if metadata is None:
+        return {}, b"\xa0"
+    key = None
+    if type(metadata) is dict and len(metadata) <= 16:
+        key = tuple([(k, v.__class__, v) for k, v in metadata.items()])
+        for _k, cls, v in key:
+            if cls not in _MEMO_CLASSES or (cls is float and not v):
+                key = None
+                break
+        if key is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                return dict(hit[0]), hit[1]
+    clean, raw = R.check_metadata_encoded(metadata)
+    if key is not None:
+        memo[key] = (clean, raw)
+        clean = dict(clean)
+    return clean, raw
+
+
+def _fast_item(item: dict[str, Any], ns: str, i: int,
+               memo: dict[Any, tuple[dict[str, Any], bytes]]) -> list[Any] | None:
     """The request of a dict item whose fields have the common plain types, checked as
     the general path checks them (timestamp None: the clock's; the vector still to
     check); None when the general path must decide (and name the error)."""
@@ -169,7 +199,7 @@ def _fast_item(item: dict[str, Any], ns: str, i: int) -> list[Any] | None:
     if type(text) is not str or not text or text.isspace() or not text.isascii() \
             or len(text) > R.MAX_TEXT_BYTES:
         return None
-    meta, meta_cbor = R.check_metadata_encoded(item.get("metadata"))
+    meta, meta_cbor = _metadata(item.get("metadata"), memo)
     type_ = item.get("type", "episodic") or "episodic"
     if type(type_) is not str or type_ not in R.TYPE_CODES:
         return None

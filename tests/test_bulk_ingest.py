@@ -188,3 +188,24 @@ def test_batch_words_cache_gives_the_same_words() -> None:
     assert other[0] != first[0]
     ref = [(w, i) for i, t in enumerate(texts) for w in _words_reference(t)]
     assert list(zip(first[0], first[1].tolist())) == ref
+
+
+def test_equal_metadata_is_checked_once_but_kept_exactly(tmp_path) -> None:
+    """Validation computes equal flat metadata once; values that compare equal but are
+    stored differently (1, 1.0, True; 0.0, -0.0) keep their own form."""
+    import math
+    db = Mnemos.open(str(tmp_path / "m"), embedder=_E())
+    vals = [1, 1.0, True, 0.0, -0.0, 1, -0.0, 0.0, True, 1.0, "1", None, 2 ** 63]
+    ids = db.remember_many([{"text": f"t{i}", "metadata": {"v": v}} for i, v in enumerate(vals)])
+    for mid, v in zip(ids, vals):
+        got = db.get(mid).metadata["v"]
+        assert type(got) is type(v) and got == v
+        if isinstance(v, float):
+            assert math.copysign(1, got) == math.copysign(1, v)
+    metas = [db.get(m).metadata for m in ids[:2]]
+    metas[0]["v"] = 5  # a copy each: changing one changes no other
+    assert db.get(ids[5]).metadata == {"v": 1}
+    with pytest.raises(InvalidInputError, match="finite"):
+        db.remember_many([{"text": "a", "metadata": {"v": 1.5}},
+                          {"text": "b", "metadata": {"v": float("nan")}}])
+    db.close()
