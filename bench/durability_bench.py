@@ -5,14 +5,18 @@
   same bytes (py-lmdb's default ``sync=True, metasync=True`` commit of one put: the
   record's text + metadata + vector) in a sibling directory of the same file system;
   the ratio is mnemos ÷ LMDB (target of issue 13: <= 1.5x);
-* fsync/fdatasync system calls per write, counted by ``strace -f -c`` over a child
-  process doing N writes minus the same child doing none (falls back to counting the
-  Python-level calls when strace is missing);
+* fsync/fdatasync system calls per write and LMDB pages written per commit, counted by
+  ``strace -f`` over a child process doing N writes (the calls after a marker the child
+  prints once its store is built; falls back to counting the Python-level calls when
+  strace is missing); the same for the LMDB reference transaction;
 * disk bytes (allocated blocks) against the raw vector bytes (n x dim x 4) plus the
   text bytes, after ingest and after ``compact()``.
 
-Run: ``python bench/durability_bench.py [--n 10000] [--dim 384] [--reps 400]``.
-Timing figures depend on the machine's load (note it with the results).
+Run: ``python bench/durability_bench.py [--n 10000] [--dim 384] [--reps 400] [--runs 3]``
+(``--runs``: the latency table is measured that many times, each on a fresh store, and
+the spread of the ratio is printed). Timing figures depend on the machine's load (note
+it with the results): on a quiet machine a synced LMDB transaction costs ~0.3 ms and
+every page its commit writes adds to that.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,8 +103,9 @@ def latency(root: str, n: int, dim: int, reps: int, durability: str) -> dict[str
     # per-pair ratios: each call against the LMDB transaction right after it (robust to
     # the load of a shared machine drifting during the run)
     pairs = [a / b for a, b in zip(ours, ref)]
-    return {"p50": pct(ours, 50) * 1e3, "p99": pct(ours, 99) * 1e3,
-            "ref_p50": pct(ref, 50) * 1e3, "ref_p99": pct(ref, 99) * 1e3,
+    return {"p50": pct(ours, 50) * 1e3, "p90": pct(ours, 90) * 1e3, "p99": pct(ours, 99) * 1e3,
+            "ref_p50": pct(ref, 50) * 1e3, "ref_p90": pct(ref, 90) * 1e3,
+            "ref_p99": pct(ref, 99) * 1e3,
             "ratio": pct(ours, 50) / pct(ref, 50), "pair_ratio": pct(pairs, 50)}
 
 
@@ -117,6 +123,7 @@ if mode == "lmdb":
     with env.begin(write=True) as txn:
         for i in range(n):
             txn.put(i.to_bytes(8, "big"), b"t" * 70 + x[i].tobytes())
+    print("START", flush=True)
     for i in range(n, n + writes):
         with env.begin(write=True) as txn:
             txn.put(i.to_bytes(8, "big"), b"t" * 70 + x[i].tobytes())
@@ -125,8 +132,10 @@ else:
     from mnemos_kv import Mnemos
     from mnemos_kv.embedders import HashingEmbedder
     db = Mnemos.open(path, durability=mode, embedder=HashingEmbedder(dim))
-    db.remember_many([{"text": "memory %%d" %% i, "vector": x[i]} for i in range(n)])
+    T = "memory %%d: the deploy of service %%d moved to Thursday after the review"
+    db.remember_many([{"text": T %% (i, i %% 97), "vector": x[i]} for i in range(n)])
     db.sync()
+    print("START", flush=True)
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
     def c1(fd): counts["py"] += 1; return real_fsync(fd)
     def c2(fd): counts["py"] += 1; return real_fdatasync(fd)
@@ -137,38 +146,63 @@ else:
     def esync(e): counts["py"] += 1; return real_sync(e)
     _storage.txn_commit, _storage.env_sync = commit, esync
     for i in range(n, n + writes):
-        db.remember("memory %%d" %% i, vector=x[i])
+        db.remember(T %% (i, i %% 97), vector=x[i])
     os.fsync, os.fdatasync = real_fsync, real_fdatasync
     db._engine.closed = True  # no final flush: count the writes only
 print(counts["py"])
 """
 
 
-def sync_counts(root: str, mode: str, writes: int, dim: int) -> tuple[float, float | None]:
-    """(Python-counted syncs per write, strace-counted fsync+fdatasync per write)."""
+_WRITE = re.compile(r"^\d+\s+(?:pwrite64|pwritev|writev|write)\((\d+),.*\)\s+= (\d+)$")
+_OPEN = re.compile(r'^\d+\s+openat\(.*"([^"]*data\.mdb)".*\)\s+= (\d+)$')
+_SYNC = re.compile(r"^\d+\s+(?:fsync|fdatasync)\(")
+
+
+def parse_strace(path: str) -> tuple[int, int]:
+    """(fsync + fdatasync calls, whole 4 KiB pages written to data.mdb) after the child's
+    START marker (LMDB's meta-page writes are partial pages and not counted)."""
+    fds: set[int] = set()
+    started = False
+    syncs = pages = 0
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip()
+            m = _OPEN.match(line)
+            if m:
+                fds.add(int(m.group(2)))
+                continue
+            if not started:
+                started = 'write(1, "START' in line
+                continue
+            if _SYNC.match(line):
+                syncs += 1
+                continue
+            m = _WRITE.match(line)
+            if m and int(m.group(1)) in fds and int(m.group(2)) % 4096 == 0:
+                pages += int(m.group(2)) // 4096
+    return syncs, pages
+
+
+def sync_counts(root: str, mode: str, writes: int, dim: int, n: int = 1000
+                ) -> tuple[float, float | None, float | None]:
+    """(Python-counted syncs per write, strace-counted fsync+fdatasync per write, data.mdb
+    pages written per commit) of ``writes`` single writes into a store of ``n``."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = _CHILD % {"repo": repo}
     strace = shutil.which("strace")
-    per_py = None
-    totals = []
-    for w in (0, writes):
-        path = os.path.join(root, f"count-{mode}-{w}")
-        cmd = [sys.executable, "-c", code, mode, path, str(w), "1000", str(dim)]
-        if strace:
-            out_file = path + ".strace"
-            cmd = [strace, "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", out_file] + cmd
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        if w:
-            per_py = int(res.stdout.strip().splitlines()[-1]) / writes
-        if strace:
-            calls = 0
-            for line in open(out_file):
-                parts = line.split()
-                if parts and parts[-1] in ("fsync", "fdatasync"):
-                    calls += int(parts[3])
-            totals.append(calls)
-    per_strace = (totals[1] - totals[0]) / writes if strace else None
-    return (per_py if mode != "lmdb" else float("nan")), per_strace
+    path = os.path.join(root, f"count-{mode}")
+    cmd = [sys.executable, "-c", code, mode, path, str(writes), str(n), str(dim)]
+    out_file = path + ".strace"
+    if strace:
+        cmd = [strace, "-f", "-e", "trace=openat,pwrite64,pwritev,writev,write,fsync,fdatasync",
+               "-o", out_file] + cmd
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    per_py = int(res.stdout.strip().splitlines()[-1]) / writes
+    if not strace:
+        return per_py if mode != "lmdb" else float("nan"), None, None
+    syncs, pages = parse_strace(out_file)
+    os.unlink(out_file)
+    return (per_py if mode != "lmdb" else float("nan")), syncs / writes, pages / writes
 
 
 def disk(root: str, n: int, dim: int) -> dict[str, object]:
@@ -181,10 +215,24 @@ def disk(root: str, n: int, dim: int) -> dict[str, object]:
     files_ingest = file_table(path)
     with Mnemos.open(path, embedder=HashingEmbedder(dim)) as db:
         db.compact()
+        tables = lmdb_tables(db)
     after_compact = disk_bytes(path)
     return {"raw_vec": raw_vec, "text": text_bytes, "ingest": after_ingest,
             "compact": after_compact, "files_ingest": files_ingest,
-            "files_compact": file_table(path)}
+            "files_compact": file_table(path), "tables_compact": tables}
+
+
+def lmdb_tables(db: Mnemos) -> dict[str, dict[str, int]]:
+    """Per LMDB sub-database: entries and the bytes of its pages (branch, leaf, overflow)."""
+    env = db._engine.env.env
+    out = {}
+    with env.begin() as txn:
+        for name in list(txn.cursor().iternext(values=False)):
+            st = txn.stat(env.open_db(name, txn=txn, create=False))
+            pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            if st["entries"]:
+                out[name.decode()] = {"entries": st["entries"], "bytes": pages * st["psize"]}
+    return out
 
 
 def main() -> None:
@@ -192,30 +240,49 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--reps", type=int, default=400)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", help="write the figures here too")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="mnemos-dur-", dir=os.environ.get("BENCH_DIR"))
     out: dict[str, object] = {"n": a.n, "dim": a.dim, "reps": a.reps}
     try:
         rows = []
-        for mode in ("full", "fast"):
-            lat = latency(root, a.n, a.dim, a.reps, mode)
-            py, st = sync_counts(root, mode, 512, a.dim)
-            out[mode] = dict(lat, syncs_py=py, syncs_strace=st)
-            rows.append([f"remember ({mode})", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}",
-                         f"{lat['ref_p50']:.3f}", f"{lat['ref_p99']:.3f}", f"{lat['ratio']:.2f}x",
-                         f"{lat['pair_ratio']:.2f}x",
-                         f"{py:.3f}", "-" if st is None else f"{st:.3f}"])
-        _py, st = sync_counts(root, "lmdb", 512, a.dim)
-        out["lmdb_syncs_strace"] = st
+        spread = []
+        for run in range(a.runs):
+            for mode in ("full", "fast"):
+                os.makedirs(os.path.join(root, f"run{run}"), exist_ok=True)
+                lat = latency(os.path.join(root, f"run{run}"), a.n, a.dim, a.reps, mode)
+                out.setdefault("runs", []).append(dict(lat, mode=mode, run=run))
+                spread.append((mode, lat["ratio"], lat["pair_ratio"]))
+                rows.append([f"remember ({mode}) run {run + 1}", f"{lat['p50']:.3f}",
+                             f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['ref_p50']:.3f}",
+                             f"{lat['ref_p90']:.3f}", f"{lat['ratio']:.2f}x",
+                             f"{lat['pair_ratio']:.2f}x"])
+                shutil.rmtree(os.path.join(root, f"run{run}"), ignore_errors=True)
         print(f"durable single write, store of {a.n:,} x {a.dim} (interleaved with the LMDB "
-              f"reference, {a.reps} calls each)")
-        print(table(["write", "p50 ms", "p99 ms", "LMDB p50 ms", "LMDB p99 ms", "p50 ratio",
-                     "median pair ratio",
-                     "syncs/write (counted)", "fsync+fdatasync/write (strace)"], rows))
-        print(f"one synced LMDB transaction: {'-' if st is None else f'{st:.3f}'} "
-              "fsync+fdatasync per write (strace), plus its meta-page write through an O_DSYNC "
-              "descriptor")
+              f"reference, {a.reps} calls each; load average {os.getloadavg()[0]:.1f})")
+        print(table(["write", "p50 ms", "p90 ms", "p99 ms", "LMDB p50 ms", "LMDB p90 ms",
+                     "p50 ratio", "median pair ratio"], rows))
+        for mode in ("full", "fast"):
+            r = [x[1] for x in spread if x[0] == mode]
+            pr = [x[2] for x in spread if x[0] == mode]
+            out[f"{mode}_ratio_spread"] = [min(r), max(r)]
+            print(f"{mode}: p50 ratio {min(r):.2f}x-{max(r):.2f}x over {len(r)} runs "
+                  f"(median pair ratio {min(pr):.2f}x-{max(pr):.2f}x)")
+        crow = []
+        for mode in ("full", "fast", "lmdb"):
+            py, st, pages = sync_counts(root, mode, 256, a.dim, a.n)
+            out[f"{mode}_counts"] = {"syncs_py": py, "syncs_strace": st, "pages": pages}
+            crow.append([mode if mode != "lmdb" else "one synced LMDB transaction",
+                         "-" if py != py else f"{py:.3f}",
+                         "-" if st is None else f"{st:.3f}",
+                         "-" if pages is None else f"{pages:.1f}"])
+        print()
+        print(table(["write (256 in a row)", "syncs/write (counted)",
+                     "fsync+fdatasync/write (strace)", "data.mdb pages/commit (strace)"], crow))
+        print("(a synced LMDB transaction also writes its meta page through an O_DSYNC "
+              "descriptor: 2 device syncs; \"full\" makes the same 2, plus 3 per flush of "
+              "256 writes)")
         d = disk(root, a.n, a.dim)
         out["disk"] = d
         base = d["raw_vec"] + d["text"]  # type: ignore[operator]
@@ -230,6 +297,8 @@ def main() -> None:
         ]))
         print("files after ingest:", json.dumps(d["files_ingest"]))
         print("files after compact:", json.dumps(d["files_compact"]))
+        print("data.mdb sub-databases after compact (entries, page bytes):",
+              json.dumps(d["tables_compact"]))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)

@@ -22,7 +22,12 @@ from .errors import CorruptionError, InvalidInputError
 #: by the first read-write open (see docs/format.md). 2: records and vector rows
 #: carry checksums. 3: committed log frames may live in LMDB's ``pending`` table until
 #: the log file is flushed (state ``log_sync``); an older library would not restore them.
-FORMAT_VERSION = 3
+#: 4: base snapshots store their frames in zlib-compressed blocks (``_snapshot``).
+FORMAT_VERSION = 4
+#: The ``format_version`` a replay file's header carries: the version of the op encoding
+#: in it. Format 4 changed only the base snapshot's container, not the ops, so replay
+#: files stay byte for byte what format 3 wrote (and format-3 readers accept them).
+REPLAY_FORMAT_VERSION = 3
 #: First byte of a format-2 record: ``0x02, u32 CRC-32 of the CBOR, CBOR``. (A format-1
 #: record is the bare CBOR map, whose first byte is 0xa0..0xbf.)
 RECORD_V2 = 0x02

@@ -101,11 +101,15 @@ def _log_header(path: str) -> tuple[int, int] | None:
 
 
 def _frames(fd: int, start: int, end: int, path: str, what: str, rep: RecoveryReport,
-            first_seq: int | None) -> Iterator[tuple[int, bytes]]:
-    """Intact frames of a file; the first damaged one ends the stream (noted as lost)."""
+            first_seq: int | None, snapshot: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Intact frames of a file (``snapshot``: a base snapshot, either layout); the first
+    damaged one ends the stream (noted as lost)."""
+    from ._snapshot import iter_snapshot_fd
     size = os.fstat(fd).st_size
+    source = (iter_snapshot_fd(fd, path) if snapshot
+              else iter_file_frames(fd, start, min(end, size), path=path))
     try:
-        for off, seq, payload in iter_file_frames(fd, start, min(end, size), path=path):
+        for off, seq, payload in source:
             if first_seq is not None:
                 if seq != first_seq:
                     rep.lost.append(f"{path}: frame at byte {off} has seq {seq}, expected "
@@ -305,7 +309,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
               st: dict[str, Any] | None, embedder: Any) -> None:
     """Replay the base snapshot and the intact log frames into a new store at ``build``."""
     from ._replay import REPLAY_VERSION, _PREFIX, REPLAY_MAGIC
-    from ._snapshot import _SNAP_HDR, SNAP_MAGIC, snapshot_file
+    from ._snapshot import _SNAP_HDR, SNAP_MAGICS, snapshot_file
     from .store import Mnemos
 
     target = build
@@ -361,7 +365,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                 else:
                     try:
                         head = os.pread(bfd, _SNAP_HDR.size, 0)
-                        if len(head) < _SNAP_HDR.size or _SNAP_HDR.unpack(head)[0] != SNAP_MAGIC:
+                        if len(head) < _SNAP_HDR.size or _SNAP_HDR.unpack(head)[0] not in SNAP_MAGICS:
                             base_ok = False
                             rep.lost.append(f"{bpath}: damaged header: the whole base snapshot "
                                             "and the log after it")
@@ -370,7 +374,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                             base_gen = int(_SNAP_HDR.unpack(head)[2])
                             rows = _BaseRows(root, base_gen, embedder, fmt, rep)
                             for _s, p in _frames(bfd, _SNAP_HDR.size, 1 << 62, bpath,
-                                                 "base snapshot", rep, 1):
+                                                 "base snapshot", rep, 1, snapshot=True):
                                 op = R.decode(p, "base snapshot frame")
                                 if "vrow" in op:  # format 3: the vector is in the vector file
                                     op = rows.inline(op)
@@ -436,7 +440,7 @@ def _from_log(root: str, build: str, rep: RecoveryReport, fmt: dict[str, Any] | 
                     f"embedder= (its name and dim{'' if dim is None else f' {dim}'}) to recover")
             if dim is not None and int(emb.dim) != dim:
                 raise InvalidInputError(f"embedder dim {emb.dim}, but the log holds {dim}-float vectors")
-            header = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+            header = {"version": REPLAY_VERSION, "format_version": R.REPLAY_FORMAT_VERSION,
                       "embedder": emb.name, "dim": int(emb.dim), "namespaces": None,
                       "since_seq": None, "base_seq": base_seq if n_base else 0,
                       "first_seq": first, "last_seq": last if last is not None else base_seq,

@@ -285,7 +285,7 @@ def write_export(engine: Any, snap: Any, path: str, names: list[str] | None,
             out.write(encode_frame(out_seq, payload))
         log_len = out.tell() - base_len
         digest = state_digest(engine, snap, names)
-        header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.FORMAT_VERSION,
+        header: dict[str, Any] = {"version": REPLAY_VERSION, "format_version": R.REPLAY_FORMAT_VERSION,
                   "embedder": engine.embedder_name, "dim": engine.dim, "namespaces": names,
                   "since_seq": since_seq, "base_seq": base_seq if n_base else 0,
                   "first_seq": first,
