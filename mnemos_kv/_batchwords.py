@@ -22,11 +22,14 @@ __all__ = ["SEPARATOR", "batch_words"]
 SEPARATOR = "zqxjmnemosbatchsepzqxj"
 
 
-#: The last large batch and its words: a text ingest tokenises the same texts twice
-#: (the hashing embedder, then the BM25 index in the write), the second time for free.
-#: (texts, words, doc); the texts are compared by identity, so it cannot go stale.
+#: The last batch and its words: a text ingest tokenises the same texts twice (the
+#: hashing embedder, then the BM25 index in the write), the second time for free.
+#: (texts, words, doc); the texts are compared by identity, so it cannot go stale; it
+#: is used once (then dropped), and only batches of _CACHE_MIN to _CACHE_MAX texts are
+#: kept (a huge batch's words are not held after its call).
 _last: tuple[list[str], list[str], np.ndarray] | None = None
 _CACHE_MIN = 64
+_CACHE_MAX = 100_000
 
 
 def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -38,10 +41,11 @@ def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     hit = _last
     if hit is not None and len(hit[0]) == len(texts) and all(
             a is b for a, b in zip(hit[0], texts)):
+        _last = None
         return hit[1], hit[2]
     words, doc = _batch_words(texts)
     doc.setflags(write=False)
-    if len(texts) >= _CACHE_MIN:
+    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
         _last = (list(texts), words, doc)
     return words, doc
 

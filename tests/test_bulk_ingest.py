@@ -184,6 +184,8 @@ def test_batch_words_cache_gives_the_same_words() -> None:
     first = _batchwords.batch_words(texts)
     again = _batchwords.batch_words(list(texts))  # the same objects: from the cache
     assert again[0] is first[0]
+    third = _batchwords.batch_words(texts)  # used once: computed again (and equal)
+    assert third[0] is not first[0] and third[0] == first[0]
     other = _batchwords.batch_words([t + " more" for t in texts])  # other texts: computed
     assert other[0] != first[0]
     ref = [(w, i) for i, t in enumerate(texts) for w in _words_reference(t)]
