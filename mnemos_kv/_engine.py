@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _forget, _lexical_index, _lmdbcheck, _mutate, _openlock
+from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lmdbcheck, _mutate,
+               _openlock)
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
@@ -1044,10 +1045,20 @@ class Engine:
         self.log.truncate(st.log_end)
 
     def _resolve_all(self, ctx: _Ctx, requests: Sequence[tuple[Any, ...]]) -> None:
-        """Resolve the requests in order into ``ctx.results``; a run of plain ``forget``
-        ops (replay) is applied in one pass by ``_forget`` (the same state)."""
+        """Resolve the requests in order into ``ctx.results``; a run of ``remember``
+        requests is applied as one block by ``_ingest``, a run of plain ``forget`` ops
+        (replay) in one pass by ``_forget`` (the same state as op by op)."""
         i, n = 0, len(requests)
         while i < n:
+            j = i
+            while j < n and requests[j][0] == "remember":
+                j += 1
+            if j - i >= _ingest.MIN_RUN:  # a run of new memories: one block, the same state
+                if not _ingest.apply_run(self, ctx, requests[i:j]):
+                    for req in requests[i:j]:  # (a shape the block path leaves to apply_op)
+                        ctx.results.append(self._resolve(ctx, req))
+                i = j
+                continue
             j = i
             while j < n and _plain_forget(requests[j]):
                 j += 1

@@ -135,15 +135,22 @@ def _check_value(value: Any, path: str, depth: int) -> Any:
 
 def check_metadata(metadata: Any) -> dict[str, Any]:
     """Validate and copy user metadata (a JSON-like dict); raises InvalidInputError."""
-    if metadata is None:
-        return {}
+    return check_metadata_encoded(metadata)[0]
+
+
+def check_metadata_encoded(metadata: Any) -> tuple[dict[str, Any], bytes]:
+    """:func:`check_metadata`, and the canonical CBOR of the copy (what the size limit
+    measures; the bulk write path reuses it). :raises InvalidInputError:"""
+    if metadata is None or (type(metadata) is dict and not metadata):
+        return {}, b"\xa0"
     if type(metadata) is not dict and not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
     clean = _check_value(metadata, "metadata", 0)
-    n = len(encode(clean))
-    if n > MAX_METADATA_BYTES:
-        raise InvalidInputError(f"metadata encodes to {n} bytes; the limit is {MAX_METADATA_BYTES}")
-    return clean
+    raw = encode(clean)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata encodes to {len(raw)} bytes; the limit is "
+                                f"{MAX_METADATA_BYTES}")
+    return clean, raw
 
 
 def check_type(type_: Any) -> str:
