@@ -911,6 +911,10 @@ _TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])  # the time 
 #: Steps along the time order before a still-unresolved neighbour (a run of forgotten
 #: memories, or of slots newer than the snapshot) is looked up in the time index instead.
 ANN_WALK_STEPS: int = 8
+#: Neighbour look-ups (three per hybrid ask) answered from the time index before the
+#: ANN path builds the generation's time order (~150 ms at 1M): a process that asks
+#: twice does not sort every slot.
+ANN_LAZY_ORDER: int = 6
 
 
 def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -> np.ndarray:
@@ -923,12 +927,14 @@ def _true_neighbours(engine: Any, snap: Snapshot, q: Query, slots: np.ndarray) -
     filters. Walked on the engine's per-generation time order (:mod:`_timeorder`: every
     slot of the generation, forgotten or newer ones are stepped over), a few vectorised
     steps; only a neighbour still unresolved after ``ANN_WALK_STEPS`` steps is looked up
-    in the time index."""
+    in the time index (and every one, until ``ANN_LAZY_ORDER`` calls needed the order)."""
     m = slots.size
     out = np.full((m, 2), -1, np.int64)
     if m == 0:
         return out
-    view = _timeorder.for_engine(engine).view(snap)
+    view = _timeorder.for_engine(engine).view_if_warm(snap, ANN_LAZY_ORDER)
+    if view is None:
+        return _lookup_neighbours(engine, snap, q, slots)
     n, seq = snap.state.n_slots, snap.state.seq
     dead_col = snap.slots["dead"]
     filtered = q.type_codes is not None or q.since_us is not None or q.until_us is not None \

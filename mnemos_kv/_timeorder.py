@@ -88,6 +88,7 @@ class TimeOrder:
         self.gen = -1
         self.state: OrderView | None = None
         self._ts: dict[int, np.ndarray] = {}  # ns -> timestamps in block order
+        self._miss_gen, self._misses = -1, 0    # view_if_warm calls that found no order
 
     def _rebuild(self, slots: np.ndarray, gen: int, n: int) -> None:
         """Sort slots [0, n) of generation ``gen`` from scratch."""
@@ -150,6 +151,19 @@ class TimeOrder:
         counts = old.type_counts + np.bincount(add, minlength=old.type_counts.size)[:old.type_counts.size]
         self._ts = tss
         self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
+
+    def view_if_warm(self, snap: Any, after: int) -> OrderView | None:
+        """:meth:`view`, when this generation's order is built already or after ``after``
+        calls found it missing; None before that (for a caller with a slower way that
+        needs no per-generation cache: a process that asks a few times sorts nothing)."""
+        with self._lock:
+            if snap.state.gen != self.gen or self.state is None:
+                if self._miss_gen != snap.state.gen:
+                    self._miss_gen, self._misses = snap.state.gen, 0
+                self._misses += 1
+                if self._misses <= after:
+                    return None
+        return self.view(snap)
 
     def view(self, snap: Any) -> OrderView:
         """The cache state covering at least the snapshot's slots (maybe more: use slot < n)."""
