@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import lmdb
 import numpy as np
@@ -341,42 +341,98 @@ def ensure_usage(engine: "Engine", ctx: "_Ctx") -> None:
 
 # -- enforcement ------------------------------------------------------------------------------
 
-def _usage(engine: "Engine", ctx: "_Ctx", nid: int | None) -> tuple[int, int]:
-    """(live count, live bytes) of a scope, including this write's pending changes."""
-    st = ctx.state
-    if nid is None:
-        return st.live, st.live_bytes
-    name = engine.ns_name(nid, ctx.txn)
-    raw = ctx.txn.get(name.encode(), db=engine.env.db("namespaces"))
-    info = R.decode(raw, "namespace") if raw is not None else {}
-    return (int(info.get("count", 0)) + ctx.ns_delta.get(nid, 0),
-            int(info.get("bytes", 0)) + ctx.ns_bytes.get(nid, 0))
+class Scope(Protocol):
+    """What enforcement reads and does inside one engine's write transaction (the
+    embedded engine: :class:`_LmdbScope`; PostgreSQL: ``_pg.write.PgScope``)."""
+
+    dim: int
+
+    def limits(self) -> dict[str, Any]: ...
+    def usage(self, nid: int | None) -> tuple[int, int]: ...
+    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+    def record(self, mid: int) -> R.Record | None: ...
+    def apply(self, op: dict[str, Any]) -> None: ...
+    def scope_name(self, nid: int | None) -> str: ...
+
+
+class _LmdbScope:
+    """:class:`Scope` of the embedded engine's write (``_Ctx``)."""
+
+    def __init__(self, engine: "Engine", ctx: "_Ctx") -> None:
+        self.engine, self.ctx, self.dim = engine, ctx, engine.dim
+
+    def limits(self) -> dict[str, Any]:
+        return limits(self.engine, self.ctx.txn)
+
+    def usage(self, nid: int | None) -> tuple[int, int]:
+        """(live count, live bytes) of a scope, including this write's pending changes."""
+        engine, ctx = self.engine, self.ctx
+        st = ctx.state
+        if nid is None:
+            return st.live, st.live_bytes
+        name = engine.ns_name(nid, ctx.txn)
+        raw = ctx.txn.get(name.encode(), db=engine.env.db("namespaces"))
+        info = R.decode(raw, "namespace") if raw is not None else {}
+        return (int(info.get("count", 0)) + ctx.ns_delta.get(nid, 0),
+                int(info.get("bytes", 0)) + ctx.ns_bytes.get(nid, 0))
+
+    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        ctx = self.ctx
+        sl = ctx.slots[:ctx.state.n_slots]
+        alive = sl["dead"] == 0
+        if ctx.dead:  # forgotten in this write (the dead marks are set at the commit)
+            alive[np.asarray([s for s, _ in ctx.dead], dtype=np.int64)] = False
+        return slot_columns(sl, alive, nid) + (pinned_ids(self.engine, ctx.txn, nid),)
+
+    def record(self, mid: int) -> R.Record | None:
+        return self.engine.record(self.ctx.txn, mid)
+
+    def apply(self, op: dict[str, Any]) -> None:
+        self.engine.apply_op(self.ctx, op)
+
+    def scope_name(self, nid: int | None) -> str:
+        return _scope_name(lambda n: self.engine.ns_name(n, self.ctx.txn), nid)
+
+
+def slot_columns(sl: np.ndarray, alive: np.ndarray, nid: int | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, timestamps, type codes) of the live slots of scope ``nid`` (None: all)."""
+    if nid is not None:
+        alive = alive & (sl["ns"] == nid)
+    idx = np.flatnonzero(alive)
+    return (sl["id"][idx].astype(np.int64), sl["ts"][idx].astype(np.int64),
+            sl["type"][idx].astype(np.int64))
+
+
+def snapshot_columns(snap: Any, nid: int | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`Scope.columns` of an embedded snapshot (live as of its seq)."""
+    sl = snap.slots[:snap.state.n_slots]
+    alive = snap.live_mask()[:snap.state.n_slots]
+    return slot_columns(sl, alive, nid) + (pinned_ids(snap.engine, snap.txn, nid),)
 
 
 class Ranking:
-    """The live, unpinned memories of one scope in eviction order (lazily sorted)."""
+    """The live, unpinned memories of one scope in eviction order (lazily sorted).
 
-    def __init__(self, engine: "Engine", txn: lmdb.Transaction, slots: np.ndarray, n_slots: int,
-                 nid: int | None, pending_dead: list[int] | None = None) -> None:
-        sl = slots[:n_slots]
-        alive = sl["dead"] == 0
-        if pending_dead:
-            alive[np.asarray(pending_dead, dtype=np.int64)] = False
-        if nid is not None:
-            alive &= sl["ns"] == nid
-        idx = np.flatnonzero(alive)
-        self.live = int(idx.size)
-        ts_all = sl["ts"][idx]
-        self.t_ref = int(ts_all.max()) if idx.size else 0
-        ids = sl["id"][idx]
-        pinned = pinned_ids(engine, txn, nid)
-        self.pinned = int(pinned.size)
-        if pinned.size:
-            keep = ~np.isin(ids, pinned)
-            idx, ids, ts_all = idx[keep], ids[keep], ts_all[keep]
-        self.slots, self.ids = idx, ids
+    Built from the scope's live memories as columns (any order: ids, timestamps in
+    µs, type codes) and its pinned ids, which every engine reads its own way; the
+    score and the order are this class alone, for every engine."""
+
+    def __init__(self, ids: np.ndarray, ts: np.ndarray, types: np.ndarray,
+                 pinned: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        ts_all = np.asarray(ts, dtype=np.int64)
+        types = np.asarray(types, dtype=np.int64)
+        self.live = int(ids.size)
+        self.t_ref = int(ts_all.max()) if ids.size else 0
+        self.pinned = int(np.asarray(pinned).size)
+        if self.pinned:
+            keep = ~np.isin(ids, np.asarray(pinned, dtype=np.int64))
+            ids, ts_all, types = ids[keep], ts_all[keep], types[keep]
+        self.ids = ids
         self.ts = ts_all
-        self.types = sl["type"][idx].astype(np.int64)
+        self.types = types
         self.x = (self.t_ref - ts_all).astype(np.float64) / _HL_US[self.types]
 
     def __len__(self) -> int:
@@ -405,46 +461,47 @@ class Ranking:
         return int((self.x > xi).sum() + ((self.x == xi) & (self.ids < mid)).sum()) + 1
 
 
-def _scope_name(engine: "Engine", txn: lmdb.Transaction, nid: int | None) -> str:
-    return "the store" if nid is None else f"namespace {engine.ns_name(nid, txn)!r}"
+def _scope_name(ns_name: Callable[[int], str], nid: int | None) -> str:
+    return "the store" if nid is None else f"namespace {ns_name(nid)!r}"
 
 
-def _enforce_scope(engine: "Engine", ctx: "_Ctx", nid: int | None, lim: dict[str, int]) -> None:
+def _enforce_scope(w: Scope, nid: int | None, lim: dict[str, int]) -> None:
     me, mb = lim.get("max_entries"), lim.get("max_bytes")
-    count, nbytes = _usage(engine, ctx, nid)
+    count, nbytes = w.usage(nid)
     over_n = count - me if me is not None else 0
     over_b = nbytes - mb if mb is not None else 0
     if over_n <= 0 and over_b <= 0:
         return
-    rank = Ranking(engine, ctx.txn, ctx.slots, ctx.state.n_slots, nid, [s for s, _ in ctx.dead])
+    rank = Ranking(*w.columns(nid))
     lim_list = [me, mb]
     done, want = 0, max(over_n, 1)
     while over_n > 0 or over_b > 0:
         order = rank.prefix(want)
         if done >= order.size:
             raise CapacityError(
-                f"{_scope_name(engine, ctx.txn, nid)} holds {count} memories ({nbytes} bytes); "
+                f"{w.scope_name(nid)} holds {count} memories ({nbytes} bytes); "
                 f"the limit max_entries={me}, max_bytes={mb} cannot be met because the "
                 f"{rank.pinned} remaining memories are pinned; unpin some or raise the limit")
         for pos in order[done:].tolist():
             if over_n <= 0 and over_b <= 0:
                 break
             mid = int(rank.ids[pos])
-            rec = engine.record(ctx.txn, mid)
+            rec = w.record(mid)
             if rec is None:
-                raise CorruptionError(f"live slot holds id {mid} with no record")
-            b = entry_bytes(rec.text, rec.metadata, rec.key, engine.dim)
-            engine.apply_op(ctx, {"op": "evict", "id": mid, "scope": nid, "x": float(rank.x[pos]),
-                                  "ref": rank.t_ref, "lim": lim_list})
+                raise CorruptionError(f"live memory id {mid} has no record")
+            b = entry_bytes(rec.text, rec.metadata, rec.key, w.dim)
+            w.apply({"op": "evict", "id": mid, "scope": nid, "x": float(rank.x[pos]),
+                     "ref": rank.t_ref, "lim": lim_list})
             over_n -= 1
             over_b -= b
             done += 1
         want = max(want * 2, done + 1)
 
 
-def enforce(engine: "Engine", ctx: "_Ctx") -> None:
-    """Evict down to every limit this write touched (O(1) when within limits)."""
-    lims = limits(engine, ctx.txn)
+def enforce_in(w: Scope, ctx: Any) -> None:
+    """Evict down to every limit this write touched (O(1) when within limits). ``ctx``:
+    the engine's write context (``ns_delta``, ``ns_bytes``, ``cap_scopes``)."""
+    lims = w.limits()
     if lims["store"] is None and not lims["ns"]:
         return
     grown = {nid for nid in set(ctx.ns_delta) | set(ctx.ns_bytes)
@@ -453,9 +510,14 @@ def enforce(engine: "Engine", ctx: "_Ctx") -> None:
     for nid in sorted(scopes):
         lim = lims["ns"].get(nid)
         if lim:
-            _enforce_scope(engine, ctx, nid, lim)
+            _enforce_scope(w, nid, lim)
     if lims["store"] and (grown or None in ctx.cap_scopes):
-        _enforce_scope(engine, ctx, None, lims["store"])
+        _enforce_scope(w, None, lims["store"])
+
+
+def enforce(engine: "Engine", ctx: "_Ctx") -> None:
+    """The embedded engine's :func:`enforce_in`."""
+    enforce_in(_LmdbScope(engine, ctx), ctx)
 
 
 def notify(callback: Callable[[list[R.Record]], None], evicted: list[R.Record]) -> None:
@@ -508,27 +570,28 @@ def _days(us: float) -> str:
     return f"{us / 1e6 / DAY:.2f} days"
 
 
-def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int, *,
+def explain(snap: Any, ns_name: str, nid: int | None, mid: int, *,
             confined: bool) -> dict[str, Any]:
-    """Why memory ``mid`` was evicted, or where it stands now (see ``explain_eviction``)."""
-    txn, st = snap.txn, snap.state
+    """Why memory ``mid`` was evicted, or where it stands now (see ``explain_eviction``).
+    ``snap``: any engine's read view (``_backend.Reader``)."""
+    st = snap.state
     where = f" in namespace {ns_name!r}" if confined else ""
-    rec = engine.record(txn, mid)
+    rec = snap.record(mid)
     if rec is not None and confined and rec.ns != nid:
         raise MemoryNotFoundError(f"no memory with id {mid}{where}")
     if rec is None:
-        info = note(engine, txn, mid)
+        info = snap.eviction_note(mid)
         if info is not None and confined and info["ns"] != nid:
             raise MemoryNotFoundError(f"no memory with id {mid}{where}")
         if info is not None:
             tcode = R.TYPE_CODES[info["type"]]
             hl = float(_HL_US[tcode])
             x = float(info["x"])
-            scope = _scope_name(engine, txn, info["scope"])
+            scope = _scope_name(snap.ns_name, info["scope"])
             me, mb = (list(info.get("lim") or []) + [None, None])[:2]
             limit = ", ".join(f"{k}={v}" for k, v in (("max_entries", me), ("max_bytes", mb))
                               if v is not None)
-            return {"id": mid, "status": "evicted", "namespace": engine.ns_name(info["ns"], txn),
+            return {"id": mid, "status": "evicted", "namespace": snap.ns_name(info["ns"]),
                     "seq": info["seq"], "scope": scope, "max_entries": me, "max_bytes": mb,
                     "type": info["type"], "timestamp": info["ts"] / 1e6,
                     "reference_timestamp": info["ref"] / 1e6, "age_seconds": x * hl / 1e6,
@@ -542,26 +605,27 @@ def explain(engine: "Engine", snap: Any, ns_name: str, nid: int | None, mid: int
                     "reason": "not live, and no eviction note: forgotten, merged or summarized, or "
                               f"evicted before the last {NOTES_MAX} evictions or a replay"}
         raise MemoryNotFoundError(f"no memory with id {mid}{where}")
-    lims = limits(engine, txn)
-    pinned = is_pinned(engine, txn, rec.ns, mid)
+    lims = snap.limits()
+    pinned = snap.is_pinned(rec.ns, mid)
     hl = float(_HL_US[R.TYPE_CODES[rec.type]])
     scopes = []
     applies: list[int | None] = [rec.ns] if rec.ns in lims["ns"] else []
     if lims["store"]:
         applies.append(None)
+    ranks: dict[int | None, Ranking] = {}
     for sc in applies:
         lim = lims["store"] if sc is None else lims["ns"][sc]
-        srank = Ranking(engine, txn, snap.slots, st.n_slots, sc)
+        srank = ranks[sc] = Ranking(*snap.capacity_columns(sc))
         sx = (srank.t_ref - rec.ts) / hl
-        scopes.append({"scope": _scope_name(engine, txn, sc), "max_entries": lim.get("max_entries"),
+        scopes.append({"scope": _scope_name(snap.ns_name, sc), "max_entries": lim.get("max_entries"),
                        "max_bytes": lim.get("max_bytes"), "live": srank.live,
                        "reference_timestamp": srank.t_ref / 1e6,
                        "retention": float("inf") if pinned else 2.0 ** -sx,
                        "position": None if pinned else srank.position(mid),
                        "candidates": len(srank)})
-    rank = Ranking(engine, txn, snap.slots, st.n_slots, rec.ns)
+    rank = ranks.get(rec.ns) or Ranking(*snap.capacity_columns(rec.ns))
     x = (rank.t_ref - rec.ts) / hl
-    return {"id": mid, "status": "live", "namespace": engine.ns_name(rec.ns, txn),
+    return {"id": mid, "status": "live", "namespace": snap.ns_name(rec.ns),
             "pinned": pinned, "type": rec.type, "timestamp": rec.ts / 1e6,
             "reference_timestamp": rank.t_ref / 1e6, "age_seconds": (rank.t_ref - rec.ts) / 1e6,
             "half_life_seconds": hl / 1e6, "x": x, "retention": float("inf") if pinned else 2.0 ** -x,
@@ -620,5 +684,5 @@ def verify(engine: "Engine", snap: Any, rep: Any) -> None:
     for snid, lim, n, b in scopes:
         me, mb = lim.get("max_entries"), lim.get("max_bytes")
         if (me is not None and n > me) or (mb is not None and st.usage and b > mb):
-            rep.add(f"{_scope_name(engine, txn, snid)} holds {n} memories ({b} bytes), over its "
+            rep.add(f"{_scope_name(lambda n: engine.ns_name(n, txn), snid)} holds {n} memories ({b} bytes), over its "
                     f"limit max_entries={me}, max_bytes={mb}")

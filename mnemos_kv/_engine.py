@@ -264,8 +264,14 @@ class Snapshot:
     def evicted_counts(self) -> dict[int, int]:
         return _capacity.evicted_counts(self.engine, self.txn)
 
-    def pinned_ids(self, nid: int) -> list[int]:
+    def pinned_ids(self, nid: int | None) -> list[int]:
         return [int(i) for i in _capacity.pinned_ids(self.engine, self.txn, nid).tolist()]
+
+    def eviction_note(self, mid: int) -> dict[str, Any] | None:
+        return _capacity.note(self.engine, self.txn, mid)
+
+    def capacity_columns(self, nid: int | None) -> tuple[np.ndarray, ...]:
+        return _capacity.snapshot_columns(self, nid)
 
     def digest_records(self) -> Iterator[tuple[R.Record, bytes]]:
         """Every live record in id order with its vector's bytes (for the state digest)."""
@@ -1093,6 +1099,8 @@ class Engine:
             return _filter_index.forget_where(req[1], req[2])(self, ctx)
         if kind == "pin":  # ("pin", ns, id, on)
             return _capacity.set_pin(req[1], req[2], req[3])(self, ctx)
+        if kind == "capacity":  # ("capacity", ns or None, max_entries, max_bytes)
+            return _capacity.set_limit(req[1], req[2], req[3])(self, ctx)
         if kind == "bind":
             bound = tuple(ctx.results[x.item] if isinstance(x, Ref) else x for x in req[1])
             return self._resolve(ctx, bound)

@@ -215,8 +215,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"store           {st['path']}")
     print(f"format version  {st['format_version']}")
     print(f"embedder        {st['embedder']['name']} (dim {st['embedder']['dim']})")
-    print(f"memories        {st['total']} live, {st['slots']} slots, generation {st['generation']}")
-    print(f"log             segment {st['log']['segment']}, {st['log']['bytes']} bytes, seq {st['seq']}")
+    if "slots" in st:
+        print(f"memories        {st['total']} live, {st['slots']} slots, generation {st['generation']}")
+        print(f"log             segment {st['log']['segment']}, {st['log']['bytes']} bytes, seq {st['seq']}")
+    else:  # PostgreSQL: no slots, generations or log files (docs/postgres.md)
+        print(f"memories        {st['total']} live")
+        print(f"log             seq {st['seq']} (schema {st.get('schema')!r})")
     cap = st["capacity"]
     print(f"evicted         {st['evicted']} by capacity limits"
           + (f"; store limit {_limit(cap['limit'])}" if cap["limit"] else ""))
@@ -226,7 +230,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         lim = _limit(c.get("limit")) if c.get("limit") else "-"
         print(f"  {name:<24} {info['count']:>10} {c.get('evicted', 0):>8}  {lim}")
     print("files")
-    for name, info in st["files"].items():
+    for name, info in st.get("files", {}).items():
         print(f"  {name:<24} {_human(info['bytes']):>10}  ({_human(info['disk_bytes'])} on disk)")
     return 0
 

@@ -274,11 +274,10 @@ class _Handle:
         """
         from ._capacity import explain
         mid = _check_id(id)
-        eng = self._engine.local("explain_eviction")
-        with eng.snapshot() as snap:
+        with self._engine.snapshot() as snap:
             confined = self._readable is not None
             nid = self._nid(snap)
-            return explain(eng, snap, self.name, nid, mid, confined=confined)
+            return explain(snap, self.name, nid, mid, confined=confined)
 
     def summarize_older(self, than: Any, *, summarizer: Callable[[list[Memory]], str] | None = None,
                         window: float = 86_400.0, min_group: int = 2,
@@ -556,10 +555,10 @@ class Namespace(_Handle):
         :raises InvalidInputError: a limit is not a positive int or None.
         :raises CapacityError: the limit cannot be met without evicting pinned memories.
         """
-        from ._capacity import check_limit, set_limit
+        from ._capacity import check_limit
         me = check_limit(max_entries, "max_entries")
         mb = check_limit(max_bytes, "max_bytes")
-        self._engine.local("set_capacity").write([("call", set_limit(self.name, me, mb), 0)])
+        self._engine.write([("capacity", self.name, me, mb)])
 
     def drop(self) -> int:
         """Delete this namespace: every memory, edge (also edges from other namespaces
@@ -726,10 +725,10 @@ class Mnemos(_Handle):
         :raises InvalidInputError: a limit is not a positive int or None.
         :raises CapacityError: the limit cannot be met without evicting pinned memories.
         """
-        from ._capacity import check_limit, set_limit
+        from ._capacity import check_limit
         me = check_limit(max_entries, "max_entries")
         mb = check_limit(max_bytes, "max_bytes")
-        self._engine.local("set_capacity").write([("call", set_limit(None, me, mb), 0)])
+        self._engine.write([("capacity", None, me, mb)])
 
     def capacity(self) -> dict[str, Any]:
         """Every limit: ``{"store": {...} or None, "namespaces": {name: {...}}}``."""

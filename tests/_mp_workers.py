@@ -345,6 +345,30 @@ def role_upserter(path: str, idx: str, n: str) -> None:
     emit({"ids": ids, "last": last})
 
 
+def role_capacity_writer(path: str, idx: str, n: str) -> None:
+    """Remember n memories one call each (alternating a private namespace and 'shared',
+    timestamps out of order) into a store with capacity limits; after each call, one
+    snapshot must show every limit kept."""
+    i, n_ = int(idx), int(n)
+    rng = random.Random(i)
+    over = []
+    with Mnemos.open(path) as db:
+        mine, shared = db.namespace(f"agent_{i}"), db.namespace("shared")
+        out = []
+        for k in range(n_):
+            ns = mine if k % 2 == 0 else shared
+            text = writer_text(i, k)
+            ts = 1_767_225_600 + rng.randrange(60) * 86_400 + i
+            out.append([ns.remember(text, timestamp=ts,
+                                    type=("episodic", "semantic", "procedural")[k % 3]), ns.name])
+            st = db.stats()  # one snapshot
+            cap = st["capacity"]
+            if st["total"] > cap["limit"]["max_entries"] or \
+                    st["namespaces"]["shared"]["count"] > cap["namespaces"]["shared"]["limit"]["max_entries"]:
+                over.append(st["seq"])
+    emit({"done": out, "over": over})
+
+
 ROLES = {name[5:]: fn for name, fn in globals().items() if name.startswith("role_")}
 
 if __name__ == "__main__":

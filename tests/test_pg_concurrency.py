@@ -8,6 +8,7 @@ import pytest
 
 from mnemos_kv import Mnemos
 
+from _eviction import check_evictions_follow_the_formula, replay_ops  # noqa: E402
 from _mp_workers import expected_vector, result, spawn, writer_text  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -52,3 +53,33 @@ def test_writer_processes_lose_no_acknowledged_write(pg_store_url: str, tmp_path
     with Mnemos.open(str(tmp_path / "copy.mem")) as copy:
         res = copy.replay(info.path)
         assert res.digest_matches and res.digest == digest
+
+
+def test_writer_processes_under_capacity_limits(pg_store_url: str, tmp_path) -> None:
+    """Writers racing on a store with a store-wide and a namespace limit: every commit
+    keeps both limits, each eviction is the one the formula picks from the state the
+    previous commit left (evictions run in the writer's transaction, under the counter
+    row lock), and the history replays to the same state on the embedded engine."""
+    url = pg_store_url
+    with Mnemos.open(url) as db:
+        db.set_capacity(25)
+        db.namespace("shared").set_capacity(8)
+    writers = [spawn("capacity_writer", url, str(i), "30") for i in range(3)]
+    done = [result(w) for w in writers]
+    assert all(d["over"] == [] for d in done)
+    acked = [row[0] for d in done for row in d["done"]]
+    assert len(acked) == len(set(acked)) == 90
+    with Mnemos.open(url, readonly=True) as db:
+        st = db.stats()
+        assert st["total"] == 25 and st["namespaces"]["shared"]["count"] == 8
+        assert st["evicted"] == 90 - 25
+        live = {m.id for n in db.namespaces() for m in db.namespace(n).memories()}
+        for mid in acked:  # every acknowledged write is live or was evicted (with a note)
+            assert mid in live or db.explain_eviction(mid)["status"] == "evicted"
+        digest = db.state_digest()
+        info = db.export_replay(str(tmp_path / "all.replay"))
+    assert check_evictions_follow_the_formula(replay_ops(info.path)) == 65
+    with Mnemos.open(str(tmp_path / "copy.mem")) as copy:
+        res = copy.replay(info.path)
+        assert res.digest_matches and res.digest == digest
+        assert copy.stats()["evicted"] == 65

@@ -65,10 +65,10 @@ def test_round_trip_local_postgres_local(tmp_path, pg_store_url: str, capsys) ->
 
 
 def test_local_copies_follow_the_server(tmp_path, pg_store_url: str) -> None:
-    # (no capacity limit: the PostgreSQL engine refuses writes to a store that has one)
+    # (with a capacity limit: the server's writes evict as the embedded store's would)
     src, back = str(tmp_path / "src.mem"), str(tmp_path / "back.mem")
     with Mnemos.open(src, clock=Clock()) as db:
-        session(db, capacity=False)
+        session(db)
     migrate(src, pg_store_url)
     migrate(pg_store_url, back)
     with Mnemos.open(pg_store_url, clock=Clock(start=1_767_400_000)) as db:
@@ -85,7 +85,7 @@ def test_local_copies_follow_the_server(tmp_path, pg_store_url: str) -> None:
 def test_diverged_server_copy_is_refused(tmp_path, pg_store_url: str) -> None:
     src = str(tmp_path / "src.mem")
     with Mnemos.open(src, clock=Clock()) as db:
-        session(db, capacity=False)
+        session(db)
     migrate(src, pg_store_url)
     with Mnemos.open(pg_store_url, clock=Clock(start=1_767_400_000)) as db:
         db.remember("written on the server only")

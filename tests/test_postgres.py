@@ -180,6 +180,33 @@ def test_schema_version_row_and_newer_version_refused(pg: Callable[..., Mnemos],
         pg(name)
 
 
+def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mnemos],
+                                                           pg_url: str) -> None:
+    """Version 1 (before capacity was enforced) has no ``evictions`` table: a read-only
+    open reads it as it is (no eviction notes), a read-write open adds the table."""
+    import psycopg
+
+    from mnemos_kv._pg.schema import SCHEMA_VERSION
+    name = f"mnemos_tu{os.getpid()}"
+    db = pg(name)
+    mid = db.remember("x")
+    gone = db.remember("z")
+    db.forget(gone)
+    db.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{name}".evictions')
+        conn.execute(f"UPDATE \"{name}\".meta SET value = '1' WHERE name = 'schema_version'")
+    ro = pg(name, readonly=True)
+    assert ro.stats()["schema_version"] == 1 and ro.explain_eviction(mid)["status"] == "live"
+    assert ro.explain_eviction(gone)["status"] == "gone"
+    ro.close()
+    db = pg(name)
+    assert db.stats()["schema_version"] == SCHEMA_VERSION == 2
+    db.set_capacity(1)
+    db.remember("y")
+    assert db.explain_eviction(mid)["status"] == "evicted"
+
+
 def test_open_checks_embedder_and_readonly(pg: Callable[..., Mnemos]) -> None:
     from mnemos_kv import HashingEmbedder
     name = f"mnemos_te{os.getpid()}"
@@ -193,9 +220,7 @@ def test_open_checks_embedder_and_readonly(pg: Callable[..., Mnemos]) -> None:
 
 
 @pytest.mark.parametrize("call", [
-    lambda db: db.compact(), lambda db: db.verify(), lambda db: db.set_capacity(10),
-    lambda db: db.dump(os.devnull),
-    lambda db: db.explain_eviction(1),
+    lambda db: db.compact(), lambda db: db.verify(), lambda db: db.dump(os.devnull),
 ])
 def test_embedded_only_calls_raise_unsupported(pg: Callable[..., Mnemos], call: Any) -> None:
     db = pg()

@@ -18,13 +18,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .. import _capacity
 from .. import _records as R
 from .._engine import State
 from ..errors import (ClosedError, EmbedderMismatchError, ReadOnlyError, StorageError, StoreError,
                       UnsupportedError)
 from . import schema as _schema
 from .url import parse_url, redact
-from .write import REC_COLS, Ctx, as_array, finish, record_of, resolve
+from .write import (REC_COLS, Ctx, PgScope, as_array, capacity_columns, finish, limits_of,
+                    record_of, resolve)
 
 __all__ = ["PgEngine", "PgSnapshot"]
 
@@ -222,18 +224,17 @@ class PgEngine:
                     ctx = Ctx(cur, _state(row), self.dim, log=log, allow_gaps=allow_gaps)
                     for req in requests:
                         ctx.results.append(resolve(ctx, req))
-                    if not ctx.replay_only and ctx.one("SELECT 1 FROM limits LIMIT 1"):
-                        raise UnsupportedError(
-                            "this store has capacity limits (from a replayed history), which "
-                            "the PostgreSQL engine does not enforce; writes other than replay "
-                            "are refused (see docs/postgres.md)")
+                    if not ctx.replay_only:  # as the embedded engine: not on replay
+                        _capacity.enforce_in(PgScope(ctx), ctx)
                     finish(ctx)
-                    return ctx.results
             except Exception as exc:
                 new = translate(exc, self._where)
                 if new is exc:
                     raise
                 raise new from exc
+        if ctx.evicted and self.on_evict is not None:
+            _capacity.notify(self.on_evict, ctx.evicted)
+        return ctx.results
 
     # -- replay hooks (see _replay.replay) ---------------------------------------------------
 
@@ -447,20 +448,24 @@ class PgSnapshot:
         return self._one("SELECT 1 FROM pins WHERE id = %s AND ns = %s", (mid, nid)) is not None
 
     def limits(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"store": None, "ns": {}}
-        for scope, me, mb in self._all("SELECT scope, max_entries, max_bytes FROM limits ORDER BY scope"):
-            lim = {k: int(v) for k, v in (("max_entries", me), ("max_bytes", mb)) if v is not None}
-            if int(scope) == -1:
-                out["store"] = lim
-            else:
-                out["ns"][int(scope)] = lim
-        return out
+        return limits_of(self._all("SELECT scope, max_entries, max_bytes FROM limits ORDER BY scope"))
 
     def evicted_counts(self) -> dict[int, int]:
         return {int(n): int(c) for n, c in self._all("SELECT ns, count FROM evicted ORDER BY ns")}
 
-    def pinned_ids(self, nid: int) -> list[int]:
+    def pinned_ids(self, nid: int | None) -> list[int]:
+        if nid is None:
+            return [int(i) for (i,) in self._all("SELECT id FROM pins ORDER BY id")]
         return [int(i) for (i,) in self._all("SELECT id FROM pins WHERE ns = %s ORDER BY id", (nid,))]
+
+    def eviction_note(self, mid: int) -> dict[str, Any] | None:
+        if int(self.engine.format["schema_version"]) < 2:
+            return None  # a version-1 schema opened read-only: no notes table
+        row = self._one("SELECT info FROM evictions WHERE id = %s", (mid,))
+        return None if row is None else R.decode(bytes(row[0]), "eviction note")
+
+    def capacity_columns(self, nid: int | None) -> tuple[np.ndarray, ...]:
+        return capacity_columns(self.conn, nid)
 
     def digest_records(self) -> Iterator[tuple[R.Record, bytes]]:
         with self.conn.cursor(name="mnemos_digest_mem") as cur:

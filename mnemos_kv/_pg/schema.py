@@ -2,7 +2,8 @@
 
 One store = one PostgreSQL schema (``?schema=`` of the URL). ``meta`` holds the
 version row (``schema_version``), the store format version and the embedder; a
-schema written by a newer mnemos-kv (a larger ``schema_version``) is refused.
+schema written by a newer mnemos-kv (a larger ``schema_version``) is refused, an
+older one is brought up to date (``UPGRADES``) by the first read-write open.
 ``state`` is one row of counters (``seq``, ``next_id``, ``next_ns``, ``live``,
 ``live_bytes``, ``base_seq``); writers lock it, which serialises them in commit order.
 """
@@ -16,8 +17,15 @@ from ..errors import EmbedderMismatchError, FormatVersionError, NotAStoreError, 
 
 __all__ = ["SCHEMA_VERSION", "ensure", "tables"]
 
-#: Version of the table layout below; bump it (and migrate) when it changes.
-SCHEMA_VERSION = 1
+#: Version of the table layout below; bump it (and add to :data:`UPGRADES`) when it changes.
+SCHEMA_VERSION = 2
+#: DDL bringing a schema of version ``v`` to ``v + 1`` (run on a read-write open).
+UPGRADES: dict[int, list[str]] = {
+    1: [  # 2: capacity is enforced; eviction notes for explain_eviction
+        """CREATE TABLE evictions (seq bigint PRIMARY KEY, id bigint NOT NULL UNIQUE,
+            ns bigint NOT NULL, info bytea NOT NULL)""",
+    ],
+}
 #: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes
 #: per dimension must fit an 8 KiB page with the rest of the row once the text is
 #: moved out of line); larger vectors keep pgvector's default (compressed or TOASTed).
@@ -56,6 +64,8 @@ def tables(dim: int) -> list[str]:
             max_bytes bigint)""",
         "CREATE TABLE pins (id bigint PRIMARY KEY, ns bigint NOT NULL)",
         "CREATE TABLE evicted (ns bigint PRIMARY KEY, count bigint NOT NULL)",
+        # the last _capacity.NOTES_MAX evictions (info: the CBOR note explain_eviction reads)
+        *UPGRADES[1],
     ]
 
 
@@ -86,6 +96,16 @@ def ensure(conn: Any, schema: str, embedder: Any, readonly: bool, where: str) ->
             conn.execute("INSERT INTO state VALUES (1, 0, 1, 1, 0, 0, 0)")
             conn.execute("INSERT INTO namespaces (id, name) VALUES (0, 'default')")
         meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {}.meta").format(ident)).fetchall())
+        version = meta.get("schema_version", "")
+        if not readonly and version.isdigit() and int(version) < SCHEMA_VERSION:
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident))
+            _search_path_with_vector(conn, schema, local=True)
+            for v in range(int(version), SCHEMA_VERSION):
+                for ddl in UPGRADES[v]:
+                    conn.execute(ddl)  # type: ignore[arg-type]  # our own constant DDL
+            conn.execute("UPDATE meta SET value = %s WHERE name = 'schema_version'",
+                         [str(SCHEMA_VERSION)])
+            meta["schema_version"] = str(SCHEMA_VERSION)
     try:
         out = {"schema_version": int(meta["schema_version"]),
                "format_version": int(meta["format_version"]),

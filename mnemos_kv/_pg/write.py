@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import _lexical, _lexical_index, _mutate
+from .. import _capacity, _lexical, _lexical_index, _mutate
 from .. import _records as R
 from .._capacity import entry_bytes
 from .._engine import Ref, State, base_counters, take_id, take_ns
 from ..errors import (CorruptionError, DuplicateKeyError, InvalidInputError, MemoryNotFoundError,
                       UnsupportedError)
 
-__all__ = ["Ctx", "resolve", "apply_op", "finish", "record_of", "as_array", "REC_COLS"]
+__all__ = ["Ctx", "PgScope", "resolve", "apply_op", "finish", "record_of", "as_array", "REC_COLS"]
 
 #: The columns :func:`record_of` decodes, in order.
 REC_COLS = "id, ns, text, meta, type, ts, key, upd, seq"
@@ -55,6 +55,9 @@ class Ctx:
     mem_rows: list[tuple[Any, ...]] = field(default_factory=list)
     post_rows: list[tuple[Any, ...]] = field(default_factory=list)
     replay_only: bool = True  # every request was an already-resolved op
+    cap_scopes: set[Any] = field(default_factory=set)  # capacity limits set in this write
+    evicted: list[R.Record] = field(default_factory=list)  # evicted in this write (on_evict)
+    notes: int = 0  # eviction notes written in this write (trimmed by finish)
 
     def flush(self) -> None:
         """Write the buffered inserts (before any read that may need them)."""
@@ -218,6 +221,14 @@ def resolve(ctx: Ctx, req: tuple[Any, ...]) -> Any:
         for mid in victims:
             apply_op(ctx, {"op": "forget", "id": mid})
         return len(victims)
+    if kind == "capacity":  # ("capacity", ns or None, max_entries, max_bytes)
+        _, ns, me, mb = req
+        cap: dict[str, Any] = {"op": "capacity", "ns": None if ns is None else _ensure_ns(ctx, ns)}
+        if me is not None:
+            cap["max_entries"] = me
+        if mb is not None:
+            cap["max_bytes"] = mb
+        return apply_op(ctx, cap)
     if kind == "pin":
         _, ns, mid, on = req
         rec = _live(ctx, ns, mid)
@@ -274,6 +285,14 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
         if kind == "evict":
             cur.execute("INSERT INTO evicted (ns, count) VALUES (%s, 1) ON CONFLICT (ns) "
                         "DO UPDATE SET count = evicted.count + 1", (rec.ns,))
+            ctx.evicted.append(rec)
+            if ctx.log:  # the note explain_eviction reads (the embedded engine's fields)
+                info = {"id": rec.id, "ns": rec.ns, "ts": rec.ts, "type": rec.type, "seq": seq,
+                        "scope": op.get("scope"), "x": op.get("x"), "ref": op.get("ref"),
+                        "lim": op.get("lim")}
+                cur.execute("INSERT INTO evictions (seq, id, ns, info) VALUES (%s, %s, %s, %s)",
+                            (seq, rec.id, rec.ns, R.encode(info)))
+                ctx.notes += 1
         b = entry_bytes(rec.text, rec.metadata, rec.key, ctx.dim)
         st.live_bytes -= b
         ctx.ns_bytes[rec.ns] = ctx.ns_bytes.get(rec.ns, 0) - b
@@ -299,6 +318,7 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
     elif kind == "capacity":
         scope = -1 if op.get("ns") is None else int(op["ns"])
         me, mb = op.get("max_entries"), op.get("max_bytes")
+        ctx.cap_scopes.add(None if scope == -1 else scope)
         if me is None and mb is None:
             cur.execute("DELETE FROM limits WHERE scope = %s", (scope,))
         else:
@@ -380,9 +400,10 @@ def _apply_drop(ctx: Ctx, op: dict[str, Any]) -> int:
     cur.execute("DELETE FROM edges WHERE src IN (SELECT id FROM memories WHERE ns = %s) "
                 "OR dst IN (SELECT id FROM memories WHERE ns = %s)", (nid, nid))
     for table, col in (("memories", "ns"), ("postings", "ns"), ("lexstats", "ns"), ("pins", "ns"),
-                       ("evicted", "ns"), ("limits", "scope")):
+                       ("evicted", "ns"), ("limits", "scope"), ("evictions", "ns")):
         cur.execute(f"DELETE FROM {table} WHERE {col} = %s", (nid,))  # our own table names
     ctx.lex.pop(nid, None)
+    ctx.cap_scopes.discard(nid)
     st.live -= len(gone)
     st.live_bytes -= gone_bytes
     ctx.ns_delta.pop(nid, None)
@@ -412,7 +433,77 @@ def finish(ctx: Ctx) -> None:
         if dc or db:
             cur.execute("UPDATE namespaces SET count = count + %s, bytes = bytes + %s WHERE id = %s",
                         (dc, db, ns))
+    if ctx.notes:  # keep the newest NOTES_MAX eviction notes
+        cur.execute("DELETE FROM evictions WHERE seq < (SELECT seq FROM evictions "
+                    "ORDER BY seq DESC OFFSET %s LIMIT 1)", (_capacity.NOTES_MAX - 1,))
     if ctx.frames:
         cur.executemany("INSERT INTO oplog (seq, payload) VALUES (%s, %s)", ctx.frames)
     cur.execute("UPDATE state SET seq = %s, next_id = %s, next_ns = %s, live = %s, "
                 "live_bytes = %s", (st.seq, st.next_id, st.next_ns, st.live, st.live_bytes))
+
+
+class PgScope:
+    """``_capacity.Scope`` of a PostgreSQL write: capacity is enforced by the shared
+    ``_capacity.enforce_in`` inside the write transaction, which holds the ``state``
+    row lock, so concurrent writers evict one after the other, each from the state the
+    previous one committed."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx, self.dim = ctx, ctx.dim
+
+    def limits(self) -> dict[str, Any]:
+        self.ctx.flush()
+        return limits_of(self.ctx.cur.execute(
+            "SELECT scope, max_entries, max_bytes FROM limits ORDER BY scope").fetchall())
+
+    def usage(self, nid: int | None) -> tuple[int, int]:
+        ctx = self.ctx
+        if nid is None:
+            return ctx.state.live, ctx.state.live_bytes
+        row = ctx.one("SELECT count, bytes FROM namespaces WHERE id = %s", (nid,))
+        count, nbytes = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return count + ctx.ns_delta.get(nid, 0), nbytes + ctx.ns_bytes.get(nid, 0)
+
+    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self.ctx.flush()
+        return capacity_columns(self.ctx.cur.connection, nid)
+
+    def record(self, mid: int) -> R.Record | None:
+        return _row(self.ctx, mid)
+
+    def apply(self, op: dict[str, Any]) -> None:
+        apply_op(self.ctx, op)
+
+    def scope_name(self, nid: int | None) -> str:
+        if nid is None:
+            return "the store"
+        row = self.ctx.one("SELECT name FROM namespaces WHERE id = %s", (nid,))
+        return f"namespace {row[0] if row else f'<dropped namespace {nid}>'!r}"
+
+
+def limits_of(rows: Any) -> dict[str, Any]:
+    """Rows ``(scope, max_entries, max_bytes)`` of ``limits`` as ``_capacity.limits`` gives
+    them (scope -1: the store)."""
+    out: dict[str, Any] = {"store": None, "ns": {}}
+    for scope, me, mb in rows:
+        lim = {k: int(v) for k, v in (("max_entries", me), ("max_bytes", mb)) if v is not None}
+        if int(scope) == -1:
+            out["store"] = lim
+        else:
+            out["ns"][int(scope)] = lim
+    return out
+
+
+def capacity_columns(conn: Any, nid: int | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, timestamps, type codes, pinned ids) of the live memories of scope ``nid``
+    (None: the store), in one round trip (columns as ``bytea``, see ``fetch_columns``)."""
+    from .search import fetch_columns
+    where, params = ("", []) if nid is None else (" WHERE ns = %s", [nid])
+    rows, (pinned,) = fetch_columns(
+        conn, "SELECT id, ts, type FROM memories" + where, params,
+        [("id", ">i8"), ("ts", ">i8"), ("type", ">i2")], ("id",),
+        extra="(SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM pins" + where + ")",
+        extra_params=params)
+    return (rows["id"].astype(np.int64), rows["ts"].astype(np.int64),
+            rows["type"].astype(np.int64), np.array(pinned or [], dtype=np.int64))
