@@ -377,3 +377,40 @@ def test_quick_verify_checks_a_sample_of_rows_deep_checks_all(tmp_path, monkeypa
     bad = lambda rep: {p.split(":")[0] for p in rep.problems if "checksum" in p}  # noqa: E731
     assert bad(quick) == {f"memory {ids[0]}"} and quick.checked["vector_checksums"] == 2
     assert bad(deep) == {f"memory {ids[0]}", f"memory {ids[4]}"}
+
+
+def test_meta_pages_read_across_other_commits_are_read_again_not_called_damage(
+        tmp_path, monkeypatch) -> None:
+    """A reader's two meta-page reads can straddle several commits of other processes
+    (page 0 from before, page 1 from after: transaction ids 3 apart). That is not damage:
+    the pages are read again. A meta page damaged on disk is still reported."""
+    from mnemos_kv import _lmdbcheck
+
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        db.remember("first")
+    data = os.path.join(path, "data.mdb")
+    before = _lmdbcheck.check_meta(data)
+    with open(data, "rb") as f:
+        old_page0 = f.read(before.psize)
+    with Mnemos.open(path) as db:
+        for i in range(3):
+            db.remember(f"later {i}")
+    after = _lmdbcheck.check_meta(data)
+    assert after.txnid - before.txnid >= 3
+
+    real_pread = os.pread
+    stale = {"left": 1}
+
+    def pread(fd: int, n: int, off: int) -> bytes:
+        if off == 0 and stale["left"]:  # the first read of page 0 is from before the commits
+            stale["left"] -= 1
+            return old_page0[:n]
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert _lmdbcheck.check_meta(data) == after
+    assert stale["left"] == 0
+    stale["left"] = _lmdbcheck.META_READS  # stale on every read: reported
+    with pytest.raises(CorruptionError, match="transaction ids"):
+        _lmdbcheck.check_meta(data)
