@@ -30,6 +30,7 @@ the same store and query always give the same answers, scores and order.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -447,6 +448,7 @@ class _Universe:
 
 
 _universes: PerOwner[dict[Any, Any]] = PerOwner(lambda _engine: {})
+_universes_lock = threading.Lock()
 #: Namespace sets whose candidates each engine keeps (per committed state).
 UNIVERSE_CACHE = 8
 
@@ -474,9 +476,10 @@ def _universe_of(engine: Any, snap: Snapshot, ns_ids: Sequence[int]) -> _Univers
         found: _Universe = hit[1]
         return found
     uni = _Universe()
-    if len(cache) >= UNIVERSE_CACHE and nss not in cache:
-        cache.pop(next(iter(cache)))  # the oldest namespace set
-    cache[nss] = (key, uni)
+    with _universes_lock:  # asks of several threads
+        if len(cache) >= UNIVERSE_CACHE and nss not in cache:
+            cache.pop(next(iter(cache)))  # the oldest namespace set
+        cache[nss] = (key, uni)
     return uni
 
 
