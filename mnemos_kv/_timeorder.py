@@ -201,6 +201,7 @@ def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | Non
     if closed and rows is None and view.n == n:
         return view.prev, view.next
     size = n if rows is None else rows.size
+    consecutive = rows is not None and rows.size > 0 and int(rows[-1]) - int(rows[0]) + 1 == rows.size
     prev = np.full(size, -1, np.int64)
     nxt = np.full(size, -1, np.int64)
     for ns in sorted(set(ns_ids)):
@@ -213,7 +214,7 @@ def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | Non
             s = s[mask[s]]
         if s.size < 2:
             continue
-        idx = s if rows is None else np.searchsorted(rows, s)
+        idx = s if rows is None else s - rows[0] if consecutive else np.searchsorted(rows, s)
         prev[idx[1:]] = idx[:-1]
         nxt[idx[:-1]] = idx[1:]
     return prev, nxt
