@@ -382,6 +382,40 @@ def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch, caplog) -> N
         assert hybrid == _answers(db)
 
 
+def test_exact_mode_equals_the_exact_scan_with_forgets_namespaces_and_filters(tmp_path,
+                                                                           monkeypatch) -> None:
+    """ann=True (exact-or-nothing) on clustered vectors, after forgetting a third of the
+    store, with a second namespace, type / time / metadata filters and a tail the index
+    does not cover: every vector answer equals ann=False's, and the index answered some."""
+    rng = np.random.default_rng(17)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * s
+               for i, s in zip(rng.integers(0, N, 12), [0.05, 0.3, 1.0] * 4)]
+    path = tmp_path / "x.mem"
+    with _open(path, ann=False) as db:
+        items = _items(0, N)
+        for i, it in enumerate(items):
+            it["metadata"] = {"odd": i % 2 == 1}
+        ids = db.remember_many(items[:N - 700])
+        db.namespace("other").remember_many(items[N - 700:N - 300])
+        db.remember_many(items[N - 300:])
+        db.forget_many(ids[::3])
+    kinds = [{}, {"types": "episodic"}, {"filter": {"odd": True}},
+             {"since": 1_700_020_000, "until": 1_700_090_000}]
+
+    def answers(db):
+        return [_vector_answers(db, queries, **kw) for kw in kinds] + \
+            [_vector_answers(db.namespace("other"), queries)]
+    with _open(path, ann=False) as db:
+        exact = answers(db)
+    spy = _Outcomes(monkeypatch)
+    with _open(path, ann=True) as db:
+        got = answers(db)
+    for g, e in zip(got, exact, strict=True):
+        _same(g, e)
+    assert any(spy.seen)
+
+
 def test_unclustered_vectors_get_the_exact_answers(tmp_path, monkeypatch) -> None:
     """Random (unclustered) vectors: the bound does not close within NPROBE lists, so the
     default (and ann=True) fall back to the exact scan, with or without filters, while
