@@ -645,6 +645,10 @@ def run(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
 #: The ANN path needs at least max(ANN_MIN_CANDIDATES, 8 * top_k) candidates that pass
 #: the filters; fewer (a filter keeping ~1% of the store) -> exact search over the filter.
 ANN_MIN_CANDIDATES: int = 256
+#: An exact-or-nothing ask stops probing (and scans) when more than this many times the
+#: probe cap of unprobed lists can still beat the k-th best cosine (only saves time: the
+#: answer is the exact scan's either way).
+ANN_GIVE_UP: int = 4
 #: Rows sampled (evenly spaced) to estimate the minimum cosine for the normalisation.
 ANN_FLOOR_SAMPLE: int = 1024
 #: ... and from the rows of this many lists whose centroids are least similar to the query.
@@ -763,6 +767,8 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
         if taken >= min(cap, nlists):
             break
         kth = _kth_best(cos_parts, q.top_k)
+        if strict and int(np.count_nonzero(ub > kth)) - taken > ANN_GIVE_UP * cap:
+            return None  # (unclustered vectors: the bound will not close within the cap)
         above = np.flatnonzero(ub[order[taken:min(cap, nlists)]] > kth)
         if not above.size:
             break
