@@ -202,6 +202,112 @@ def test_index_agrees_with_reference_on_random_metadata(metas, filters) -> None:
             assert verified(db)
 
 
+_PG_EXAMPLES = iter(range(10 ** 6))
+PG_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                              HealthCheck.function_scoped_fixture])
+
+# numbers around the float/int boundaries where a shortest-repr JSON would be wrong
+_EDGE_NUMBERS = st.sampled_from([2 ** 53, 2 ** 53 + 1, float(2 ** 53), 2 ** 60, float(2 ** 60),
+                                 0.1, 1.152921504606847e18, 1e16, 10 ** 16, 5e-324, -0.0, 0])
+
+
+@PG_SETTINGS
+@given(metas=st.lists(st.one_of(_META, st.dictionaries(st.sampled_from(_KEYS), _EDGE_NUMBERS,
+                                                        max_size=2)), min_size=1, max_size=14),
+       filters=st.lists(st.one_of(_FILTERS, st.builds(lambda p, o, v: {p: {o: v}}, _PATHS,
+                                                      st.sampled_from(["$gt", "$gte", "$lt",
+                                                                       "$lte", "$eq", "$ne"]),
+                                                      _EDGE_NUMBERS)), min_size=1, max_size=6))
+def test_postgres_sql_filters_agree_with_reference_on_random_metadata(pg_db, metas,
+                                                                     filters) -> None:
+    """The filters as SQL over jsonb (``_pg.jsonfilter``) give what ``matches`` gives: count,
+    memories, ask, forget_where, and again after updates (one namespace per example)."""
+    ns = pg_db.namespace(f"ex{next(_PG_EXAMPLES)}")
+    ids = ns.remember_many([{"text": f"memory number {i}", "metadata": m}
+                            for i, m in enumerate(metas)])
+    by_id = dict(zip(ids, metas))
+    vec = [1.0] * pg_db._engine.dim
+    for flt in filters:
+        want = [i for i in ids if matches(flt, by_id[i])]
+        assert ns.count(flt) == len(want), flt
+        assert sorted(m.id for m in ns.memories(filter=flt)) == want, flt
+        got = {m.id for m in ns.ask(vector=vec, mode="vector", top_k=len(ids), filter=flt)}
+        assert got == set(want), flt
+    victim = filters[0]
+    gone = {i for i in ids if matches(victim, by_id[i])}
+    assert ns.forget_where(victim) == len(gone)
+    left = [i for i in ids if i not in gone]
+    for i, mid in enumerate(left[::2]):
+        by_id[mid] = metas[(i + 1) % len(metas)]
+        ns.update(mid, metadata=by_id[mid])
+    for flt in filters:
+        want = [i for i in left if matches(flt, by_id[i])]
+        assert ns.count(flt) == len(want), flt
+        assert sorted(m.id for m in ns.memories(filter=flt)) == want, flt
+
+
+_EDGE_VALUES = [2 ** 53, 2 ** 53 + 1, float(2 ** 53), 2 ** 60, 2 ** 60 + 1, float(2 ** 60), 0.1, 0.3,
+                0.1 + 0.2, 1e16, 10 ** 16, 10 ** 16 + 1, 5e-324, 0, -0.0, 1, 1.0, True, False, None,
+                -(2 ** 63), 2 ** 64 - 1, 1e300, "a", "B", "é", "z", "", [1], [1.0], [True],
+                {"k": 1}, {"k": 1.0}]
+
+
+def test_postgres_filters_at_number_and_type_edges(pg_db) -> None:
+    """Every pair of edge values (ints and floats around 2**53 and 2**60, 0.1 + 0.2,
+    -0.0, bools, None, strings, lists, dicts) under every comparison operator: the SQL
+    answer is ``matches``' (exact int/float comparison, strict types)."""
+    from mnemos_kv import filters as F
+    from mnemos_kv._pg.jsonfilter import where
+    metas = [{"x": v} for v in _EDGE_VALUES] + [{}, {"x": {"y": 1}}]
+    ids = pg_db.remember_many([{"text": f"m {i}", "metadata": m} for i, m in enumerate(metas)])
+    for w in _EDGE_VALUES:
+        ops = ["$eq", "$ne"] + (["$gt", "$gte", "$lt", "$lte"]
+                                if isinstance(w, (int, float, str)) and not isinstance(w, bool)
+                                else [])
+        for op in ops:
+            flt = {"x": {op: w}}
+            assert where(F.parse(flt)) is not None, flt  # in SQL, no Python fallback
+            want = [i for i, m in zip(ids, metas) if matches(flt, m)]
+            assert [m.id for m in pg_db.memories(filter=flt)] == want, flt
+        flt = {"x": {"$in": [w, "zz"]}}
+        want = [i for i, m in zip(ids, metas) if matches(flt, m)]
+        assert [m.id for m in pg_db.memories(filter=flt)] == want, flt
+
+
+@pytest.fixture
+def pg_db(pg_store_url: str):
+    with Mnemos.open(pg_store_url, clock=Clock()) as db:
+        yield db
+
+
+def test_postgres_filters_run_in_sql(pg_db, monkeypatch) -> None:
+    """Metadata JSON holds exactly is filtered by the server: Python evaluates only the
+    rows it cannot hold (bytes, NUL), and every filter on every path answers right."""
+    from mnemos_kv import filters as F
+    from mnemos_kv._pg.jsonfilter import to_json, where
+    plain = [{"n": i, "f": i / 4, "s": f"s{i % 3}", "t": [i % 2], "u": {"k": i % 2 == 0}}
+             for i in range(12)]
+    odd = [{"n": 100, "raw": b"x"}, {"n": 101, "s": "a\x00b"}]
+    ids = pg_db.remember_many([{"text": f"m {i}", "metadata": m} for i, m in enumerate(plain + odd)])
+    assert [to_json(m) is None for m in plain + odd] == [False] * 12 + [True, True]
+    flt = {"$or": [{"n": {"$gte": 10}}, {"u.k": True, "s": {"$ne": "s1"}}, {"t": [1]}]}
+    assert where(F.parse(flt)) is not None
+    want = [i for i, m in zip(ids, plain + odd) if matches(flt, m)]
+    assert 0 < len(want) < len(ids)
+    seen: list[dict] = []
+    real = F.evaluate
+    monkeypatch.setattr(F, "evaluate", lambda node, meta: seen.append(meta) or real(node, meta))
+    assert pg_db.count(flt) == len(want)
+    assert [m.id for m in pg_db.memories(filter=flt)] == want
+    assert {m.id for m in pg_db.ask(vector=[1.0] * pg_db._engine.dim, mode="vector",
+                                    top_k=20, filter=flt)} == set(want)
+    assert seen and all(m in odd for m in seen)  # only the rows JSON cannot hold
+    seen.clear()
+    assert pg_db.count({"raw": b"x"}) == 1  # a bytes operand: the filter runs in Python
+    assert len(seen) == len(ids)
+
+
 @SETTINGS
 @given(flt=_FILTERS, meta=_META)
 def test_validate_accepts_generated_filters_and_matches_returns_bools(flt, meta) -> None:

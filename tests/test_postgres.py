@@ -182,26 +182,33 @@ def test_schema_version_row_and_newer_version_refused(pg: Callable[..., Mnemos],
 
 def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mnemos],
                                                            pg_url: str) -> None:
-    """Version 1 (before capacity was enforced) has no ``evictions`` table: a read-only
-    open reads it as it is (no eviction notes), a read-write open adds the table."""
+    """Version 1 (before capacity was enforced and filters ran in SQL) has no
+    ``evictions`` table and no ``metaj`` column: a read-only open reads it as it is (no
+    eviction notes, filters in Python), a read-write open adds both (``metaj`` of every
+    memory written)."""
     import psycopg
 
     from mnemos_kv._pg.schema import SCHEMA_VERSION
     name = f"mnemos_tu{os.getpid()}"
     db = pg(name)
-    mid = db.remember("x")
+    mid = db.remember("x", {"n": 1})
     gone = db.remember("z")
     db.forget(gone)
     db.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP TABLE "{name}".evictions')
+        conn.execute(f'ALTER TABLE "{name}".memories DROP COLUMN metaj')
         conn.execute(f"UPDATE \"{name}\".meta SET value = '1' WHERE name = 'schema_version'")
     ro = pg(name, readonly=True)
     assert ro.stats()["schema_version"] == 1 and ro.explain_eviction(mid)["status"] == "live"
     assert ro.explain_eviction(gone)["status"] == "gone"
+    assert ro.count({"n": {"$gte": 1}}) == 1 and [m.id for m in ro.memories(filter={"n": 1})] == [mid]
     ro.close()
     db = pg(name)
-    assert db.stats()["schema_version"] == SCHEMA_VERSION == 2
+    assert db.stats()["schema_version"] == SCHEMA_VERSION == 3
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute(f'SELECT metaj FROM "{name}".memories').fetchall() == [({"n": 1},)]
+    assert db.count({"n": {"$gte": 1}}) == 1 and [m.id for m in db.memories(filter={"n": 1})] == [mid]
     db.set_capacity(1)
     db.remember("y")
     assert db.explain_eviction(mid)["status"] == "evicted"

@@ -81,6 +81,10 @@ class PgEngine:
             self.embedder_name = str(meta["embedder"])
             self.embedder = _schema.check_embedder(meta, embedder, embedder_given, where)
             self._conninfo = conninfo
+            # filters run in SQL over ``metaj`` (schema 3) when strings order by code
+            # point under COLLATE "C", i.e. in a UTF-8 database (see jsonfilter)
+            enc = self._w.execute("SHOW server_encoding").fetchone()[0]
+            self.sql_filters = meta["schema_version"] >= 3 and str(enc).upper() in ("UTF8", "UTF-8")
             self._setup(self._w)
             self._r = self._new_conn()
         except BaseException:
@@ -410,27 +414,51 @@ class PgSnapshot:
                 "SELECT src, rel, w FROM edges WHERE dst = %s ORDER BY src, rel", (mid,))]
         return out
 
+    def _pushed(self, node: Any) -> tuple[str, list[Any]] | None:
+        """The filter as SQL over ``metaj`` (None: evaluate it in Python)."""
+        if node is None or not self.engine.sql_filters:
+            return None
+        from .jsonfilter import where
+        return where(node)
+
     def _matching(self, nid: int, node: Any, since_us: int | None = None,
                   until_us: int | None = None) -> list[Any]:
-        """Rows (REC_COLS) of namespace ``nid`` in (ts, id) order, bounded, filtered."""
+        """Rows (REC_COLS) of namespace ``nid`` in (ts, id) order, bounded, filtered (in
+        SQL where ``jsonfilter`` translates the filter; rows JSON cannot hold and
+        untranslatable filters by ``filters.evaluate``)."""
         from .. import filters as F
-        q = f"SELECT {REC_COLS} FROM memories WHERE ns = %s"
+        cond = "ns = %s"
         params: list[Any] = [nid]
         if since_us is not None:
-            q += " AND ts >= %s"
+            cond += " AND ts >= %s"
             params.append(since_us)
         if until_us is not None:
-            q += " AND ts <= %s"
+            cond += " AND ts <= %s"
             params.append(until_us)
-        rows = self._all(q + " ORDER BY ts, id", params)
         if node is None:
-            return rows
-        return [r for r in rows if F.evaluate(node, R.decode(bytes(r[3]), "metadata"))]
+            return self._all(f"SELECT {REC_COLS} FROM memories WHERE {cond} ORDER BY ts, id", params)
+        pushed = self._pushed(node)
+        if pushed is None:
+            rows = self._all(f"SELECT {REC_COLS} FROM memories WHERE {cond} ORDER BY ts, id", params)
+            return [r for r in rows if F.evaluate(node, R.decode(bytes(r[3]), "metadata"))]
+        pred, pparams = pushed
+        rows = self._all(f"SELECT {REC_COLS}, metaj IS NULL FROM memories WHERE {cond} "
+                         f"AND (metaj IS NULL OR {pred}) ORDER BY ts, id", [*params, *pparams])
+        return [r[:9] for r in rows
+                if not r[9] or F.evaluate(node, R.decode(bytes(r[3]), "metadata"))]
 
     def count(self, nid: int, node: Any) -> int:
         from .. import filters as F
-        rows = self._all("SELECT meta FROM memories WHERE ns = %s", (nid,))
-        return sum(1 for (m,) in rows if F.evaluate(node, R.decode(bytes(m), "metadata")))
+        pushed = self._pushed(node)
+        if pushed is None:
+            rows = self._all("SELECT meta FROM memories WHERE ns = %s", (nid,))
+            return sum(1 for (m,) in rows if F.evaluate(node, R.decode(bytes(m), "metadata")))
+        pred, pparams = pushed
+        n, unsure = self._one(
+            "SELECT count(*) FILTER (WHERE metaj IS NOT NULL), "
+            "array_agg(meta) FILTER (WHERE metaj IS NULL) FROM memories "
+            f"WHERE ns = %s AND (metaj IS NULL OR {pred})", [nid, *pparams])
+        return int(n) + sum(1 for m in unsure or () if F.evaluate(node, R.decode(bytes(m), "metadata")))
 
     def memories(self, nid: int, since_us: int | None, until_us: int | None,
                  node: Any) -> Iterator[R.Record]:

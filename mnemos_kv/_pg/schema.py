@@ -18,12 +18,28 @@ from ..errors import EmbedderMismatchError, FormatVersionError, NotAStoreError, 
 __all__ = ["SCHEMA_VERSION", "ensure", "tables"]
 
 #: Version of the table layout below; bump it (and add to :data:`UPGRADES`) when it changes.
-SCHEMA_VERSION = 2
-#: DDL bringing a schema of version ``v`` to ``v + 1`` (run on a read-write open).
-UPGRADES: dict[int, list[str]] = {
+SCHEMA_VERSION = 3
+
+
+def _fill_metaj(conn: Any) -> None:
+    """Version 3: write ``metaj`` (the metadata as exact JSON) of every memory."""
+    from .jsonfilter import to_json
+    rows = conn.execute("SELECT id, meta FROM memories").fetchall()
+    with conn.cursor() as cur:
+        cur.executemany("UPDATE memories SET metaj = %s::jsonb WHERE id = %s",
+                        [(to_json(R.decode(bytes(m), "metadata")), i) for i, m in rows])
+
+
+#: What brings a schema of version ``v`` to ``v + 1`` (run on a read-write open): DDL,
+#: or a function of the connection.
+UPGRADES: dict[int, list[Any]] = {
     1: [  # 2: capacity is enforced; eviction notes for explain_eviction
         """CREATE TABLE evictions (seq bigint PRIMARY KEY, id bigint NOT NULL UNIQUE,
             ns bigint NOT NULL, info bytea NOT NULL)""",
+    ],
+    2: [  # 3: metadata filters run in SQL over a jsonb copy of the metadata
+        "ALTER TABLE memories ADD COLUMN metaj jsonb",
+        _fill_metaj,
     ],
 }
 #: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes
@@ -44,7 +60,8 @@ def tables(dim: int) -> list[str]:
         f"""CREATE TABLE memories (id bigint PRIMARY KEY, ns bigint NOT NULL, text text NOT NULL,
             meta bytea NOT NULL, type smallint NOT NULL, ts bigint NOT NULL,
             key text COLLATE "C", upd bigint, seq bigint NOT NULL,
-            question boolean NOT NULL, vec vector({int(dim)}) NOT NULL)""",
+            question boolean NOT NULL, vec vector({int(dim)}) NOT NULL,
+            metaj jsonb)""",  # meta as exact JSON for filters in SQL (see jsonfilter)
         # vectors inline in the row when they fit a page (a scan then reads no TOAST)
         *(["ALTER TABLE memories ALTER COLUMN vec SET STORAGE PLAIN"] if dim <= PLAIN_DIM else []),
         "CREATE INDEX memories_ns_ts ON memories (ns, ts, id)",
@@ -65,7 +82,7 @@ def tables(dim: int) -> list[str]:
         "CREATE TABLE pins (id bigint PRIMARY KEY, ns bigint NOT NULL)",
         "CREATE TABLE evicted (ns bigint PRIMARY KEY, count bigint NOT NULL)",
         # the last _capacity.NOTES_MAX evictions (info: the CBOR note explain_eviction reads)
-        *UPGRADES[1],
+        UPGRADES[1][0],
     ]
 
 
@@ -101,8 +118,11 @@ def ensure(conn: Any, schema: str, embedder: Any, readonly: bool, where: str) ->
             conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident))
             _search_path_with_vector(conn, schema, local=True)
             for v in range(int(version), SCHEMA_VERSION):
-                for ddl in UPGRADES[v]:
-                    conn.execute(ddl)  # type: ignore[arg-type]  # our own constant DDL
+                for step in UPGRADES[v]:
+                    if callable(step):
+                        step(conn)
+                    else:
+                        conn.execute(step)  # our own constant DDL
             conn.execute("UPDATE meta SET value = %s WHERE name = 'schema_version'",
                          [str(SCHEMA_VERSION)])
             meta["schema_version"] = str(SCHEMA_VERSION)

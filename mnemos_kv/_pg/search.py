@@ -3,9 +3,10 @@
 One query fetches the candidates (live memories of the asked namespaces that pass
 the type and time filters) with their pgvector similarity to the query vector
 (``-(vec <#> q)``: the stored vectors are L2-normalised, so the inner product is the
-cosine). A metadata filter is then applied with ``filters.evaluate`` (the reference
-semantics). The candidates become a small in-memory snapshot (a slot table in id
-order) and the SAME planner as the embedded store ranks them (``_retrieval.run``:
+cosine). A metadata filter is part of that query's WHERE (``jsonfilter``: the
+reference semantics in SQL over a jsonb copy of the metadata); rows JSON cannot hold,
+and filters without an exact SQL form, are checked by ``filters.evaluate``. The
+candidates become a small in-memory snapshot (a slot table in id order) and the SAME planner as the embedded store ranks them (``_retrieval.run``:
 fusion, neighbours, replies, graph, types, recency, dates, ties by id); the BM25
 statistics and postings it asks for are read from the ``lexstats``/``postings``
 tables and scored by the shared ``_lexical_index.bm25_of``, so lexical scores are
@@ -211,18 +212,31 @@ def search(pg: Any, plan: Any, node: Any) -> list[tuple[Any, R.Record]]:
     if plan.until_us is not None:
         where.append("ts <= %s")
         params.append(int(plan.until_us))
+    pushed = pg._pushed(node)  # the filter in SQL (jsonfilter), or None: in Python
+    if pushed is not None:
+        where.append(f"(metaj IS NULL OR {pushed[0]})")
+        params.extend(pushed[1])
     sim = "0::float8" if plan.mode == "lexical" else "-(vec <#> %s::vector)"
     cond = " AND ".join(where)
     args = ([] if plan.mode == "lexical" else [plan.vector.astype(np.float32)]) + params
-    rows, _ = fetch_columns(pg.conn, f"SELECT id, ts, ns, type, question, {sim} AS cos "
+    rows, _ = fetch_columns(pg.conn, f"SELECT id, ts, ns, type, question, {sim} AS cos, "
+                         f"{'metaj IS NULL' if pushed is not None else 'false'} AS unsure "
                          f"FROM memories WHERE {cond}", args,
                          [("id", ">i8"), ("ts", ">i8"), ("ns", ">i8"), ("type", ">i2"),
-                          ("question", "?"), ("cos", ">f8")], ("id",))
+                          ("question", "?"), ("cos", ">f8"), ("unsure", "?")], ("id",))
     if node is not None and rows.size:
-        with pg.conn.cursor(binary=True) as cur:
-            cur.execute(f"SELECT id, meta FROM memories WHERE {cond} ORDER BY id", params)
-            keep = [int(i) for i, m in cur if F.evaluate(node, R.decode(bytes(m), "metadata"))]
-        rows = rows[np.isin(rows["id"], np.asarray(keep, np.int64))]
+        check = rows["id"][rows["unsure"]] if pushed is not None else None
+        if check is None or check.size:  # re-check (or check) those rows in Python
+            with pg.conn.cursor(binary=True) as cur:
+                if check is None:
+                    cur.execute(f"SELECT id, meta FROM memories WHERE {cond} ORDER BY id", params)
+                else:
+                    cur.execute("SELECT id, meta FROM memories WHERE id = ANY(%s) ORDER BY id",
+                                [check.tolist()])
+                fail = [int(i) for i, m in cur
+                        if not F.evaluate(node, R.decode(bytes(m), "metadata"))]
+            if fail:
+                rows = rows[~np.isin(rows["id"], np.asarray(fail, np.int64))]
     if not rows.size:
         return []
     n = rows.size

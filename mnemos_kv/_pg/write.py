@@ -21,6 +21,7 @@ from .. import _capacity, _lexical, _lexical_index, _mutate
 from .. import _records as R
 from .._capacity import entry_bytes
 from .._engine import Ref, State, base_counters, take_id, take_ns
+from .jsonfilter import to_json
 from ..errors import (CorruptionError, DuplicateKeyError, InvalidInputError, MemoryNotFoundError,
                       UnsupportedError)
 
@@ -63,7 +64,7 @@ class Ctx:
         """Write the buffered inserts (before any read that may need them)."""
         if self.mem_rows:  # COPY: one stream instead of a statement per row
             with self.cur.copy("COPY memories (id, ns, text, meta, type, ts, key, upd, seq, "
-                               "question, vec) FROM STDIN") as cp:
+                               "question, vec, metaj) FROM STDIN") as cp:
                 for row in self.mem_rows:
                     cp.write_row(row)
             self.mem_rows = []
@@ -215,9 +216,7 @@ def resolve(ctx: Ctx, req: tuple[Any, ...]) -> Any:
         if fns is None:
             return 0
         ctx.flush()
-        rows = ctx.cur.execute("SELECT id, meta FROM memories WHERE ns = %s ORDER BY id",
-                               (fns,)).fetchall()
-        victims = [int(i) for i, m in rows if F.evaluate(node, R.decode(bytes(m), "metadata"))]
+        victims = matching_ids(ctx.cur, node, "ns = %s", [fns])
         for mid in victims:
             apply_op(ctx, {"op": "forget", "id": mid})
         return len(victims)
@@ -261,7 +260,7 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
         ns, text, meta, key = int(op["ns"]), op["text"], op["meta"], op.get("key")
         ctx.mem_rows.append((mid, ns, text, R.encode(meta), int(op["type"]), int(op["ts"]), key,
                              op.get("upd"), seq, _lexical.is_question(text),
-                             vec.astype(np.float32)))
+                             vec.astype(np.float32), to_json(meta)))
         _index(ctx, ns, mid, text)
         if op.get("pin"):
             ctx.flush()
@@ -342,7 +341,8 @@ def apply_op(ctx: Ctx, op: dict[str, Any]) -> Any:
         rec = _row(ctx, int(op["id"]))
         if rec is None:
             raise CorruptionError(f"op sets the metadata of id {op['id']}, which is not live")
-        cur.execute("UPDATE memories SET meta = %s WHERE id = %s", (R.encode(op["meta"]), rec.id))
+        cur.execute("UPDATE memories SET meta = %s, metaj = %s::jsonb WHERE id = %s",
+                    (R.encode(op["meta"]), to_json(op["meta"]), rec.id))
         delta = entry_bytes(rec.text, op["meta"], rec.key, ctx.dim) \
             - entry_bytes(rec.text, rec.metadata, rec.key, ctx.dim)
         st.live_bytes += delta
@@ -376,9 +376,9 @@ def _apply_update(ctx: Ctx, op: dict[str, Any], seq: int) -> int:
         raise CorruptionError(f"op vector has {vec.size} floats, expected {ctx.dim}")
     text = op["text"]
     ctx.cur.execute("UPDATE memories SET text = %s, meta = %s, type = %s, ts = %s, upd = %s, "
-                    "seq = %s, question = %s, vec = %s WHERE id = %s",
+                    "seq = %s, question = %s, vec = %s, metaj = %s::jsonb WHERE id = %s",
                     (text, R.encode(op["meta"]), int(op["type"]), int(op["ts"]), int(op["at"]), seq,
-                     _lexical.is_question(text), vec.astype(np.float32), mid))
+                     _lexical.is_question(text), vec.astype(np.float32), to_json(op["meta"]), mid))
     if text != old.text:
         _unindex(ctx, old.ns, mid, old.text)
         _index(ctx, old.ns, mid, text)
@@ -507,3 +507,22 @@ def capacity_columns(conn: Any, nid: int | None
         extra_params=params)
     return (rows["id"].astype(np.int64), rows["ts"].astype(np.int64),
             rows["type"].astype(np.int64), np.array(pinned or [], dtype=np.int64))
+
+
+def matching_ids(cur: Any, node: Any, cond: str, params: list[Any]) -> list[int]:
+    """Ids (ascending) of the memories satisfying SQL ``cond`` whose metadata matches the
+    parsed filter ``node``: in SQL over ``metaj`` (``jsonfilter``), re-checking in Python
+    only rows JSON cannot hold; all in Python when the filter has no exact SQL form."""
+    from .. import filters as F
+    from .jsonfilter import where
+    sql = where(node)
+    if sql is None:
+        rows = cur.execute(f"SELECT id, meta FROM memories WHERE {cond} ORDER BY id",
+                           params).fetchall()
+        return [int(i) for i, m in rows if F.evaluate(node, R.decode(bytes(m), "metadata"))]
+    pred, pparams = sql
+    rows = cur.execute(f"SELECT id, CASE WHEN metaj IS NULL THEN meta END FROM memories "
+                       f"WHERE {cond} AND (metaj IS NULL OR {pred}) ORDER BY id",
+                       [*params, *pparams]).fetchall()
+    return [int(i) for i, m in rows
+            if m is None or F.evaluate(node, R.decode(bytes(m), "metadata"))]
