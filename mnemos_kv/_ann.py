@@ -53,24 +53,35 @@ THRESHOLD: int = 65_536
 TRAIN_BASE: int = 4096
 #: Slots are assigned to lists in blocks of this many; the rest is scanned exactly.
 CHUNK: int = 1024
-#: Lists probed per query.
+#: Lists probed per query at most (unless filters ask for more): the bound below stops
+#: earlier when it can.
 NPROBE: int = 16
+#: Lists probed first; more are probed, nearest bound first, only while a list's bound
+#: can beat the k-th best cosine found so far (see :meth:`IndexState.bounds`).
+NPROBE_MIN: int = 2
 #: Lists per epoch: TRAIN_BASE // 64 ... MAX_LISTS (an average of 64 training rows each).
 MAX_LISTS: int = 4096
 ROWS_PER_LIST: int = 64
 #: k-means: sampled training rows per list and iterations.
 SAMPLE_PER_LIST: int = 16
 KMEANS_ITERS: int = 6
-#: The first probes of an index state scan the list column; the next one builds the
-#: inverted lists (an argsort of every slot) once.
-LAZY_PROBES: int = 2
+#: The first list look-ups of an index state (a few asks: an ask takes one to three)
+#: scan the list column; the next one builds the inverted lists (an argsort of every
+#: slot) once.
+LAZY_PROBES: int = 6
 
 MAGIC = b"MNMSANN1"
-VERSION = 1
+VERSION = 2
 _HDR = struct.Struct("<8sIIQQII")  # magic, version, dim, gen, T, nlist, centroid crc
 _HEADER = 64
-_CHUNK_BYTES = CHUNK * 2 + 4       # uint16 list per slot, then crc32
-_CHUNK_DTYPE = np.dtype([("d", "<u2", (CHUNK,)), ("c", "<u4")])
+_CHUNK_BYTES = CHUNK * 4 + 4       # uint16 list per slot, uint16 cosine code per slot, crc32
+_CHUNK_DTYPE = np.dtype([("d", "<u2", (CHUNK,)), ("a", "<u2", (CHUNK,)), ("c", "<u4")])
+#: A slot's cosine with its list's centroid is kept as ``floor((cos - EPS + 1) * SCALE)``:
+#: a lower bound, so the bounds made from it never exclude a row they should not.
+_CODE_SCALE = 32767.5
+_CODE_EPS = 1e-6
+#: Slack added to each list's bound against float rounding of the cosines compared with it.
+BOUND_SLACK = 1e-4
 
 
 def train_size(n: int) -> int:
@@ -114,15 +125,32 @@ def remove_files(root: str, keep_gen: int | None = None) -> None:
 
 # --------------------------------------------------------------------------- building
 
-def _assign(matrix: np.ndarray, centroids: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Lists of rows ``[lo, hi)`` (block-aligned), one fixed-shape product per CHUNK."""
+def _assign(matrix: np.ndarray, centroids: np.ndarray, lo: int, hi: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of rows ``[lo, hi)`` (block-aligned), one fixed-shape product per CHUNK, and
+    each row's cosine with its list's centroid as a lower-bound code (:func:`code_of`)."""
     out = np.empty(hi - lo, np.uint16)
+    codes = np.empty(hi - lo, np.uint16)
     ct = np.ascontiguousarray(centroids.T)
     for a in range(lo, hi, CHUNK):
         b = min(a + CHUNK, hi)
         block = np.ascontiguousarray(matrix[a:b], dtype=np.float32)
-        out[a - lo:b - lo] = np.argmax(block @ ct, axis=1)
-    return out
+        prod = block @ ct
+        best = np.argmax(prod, axis=1)
+        out[a - lo:b - lo] = best
+        codes[a - lo:b - lo] = code_of(prod[np.arange(b - a), best])
+    return out, codes
+
+
+def code_of(cos: np.ndarray) -> np.ndarray:
+    """uint16 codes of cosines, rounded down: ``cos >= value_of(code)`` (a safe bound)."""
+    x = np.floor((cos.astype(np.float64) - _CODE_EPS + 1.0) * _CODE_SCALE)
+    return np.clip(x, 0, 65534).astype(np.uint16)
+
+
+def value_of(code: np.ndarray) -> np.ndarray:
+    """The cosine lower bound a code stands for (65535, an empty list: 1.0)."""
+    return np.minimum(code.astype(np.float64) / _CODE_SCALE - 1.0, 1.0)
 
 
 def train(matrix: np.ndarray, t: int) -> np.ndarray:
@@ -133,7 +161,7 @@ def train(matrix: np.ndarray, t: int) -> np.ndarray:
                                   dtype=np.float32)
     cen = sample[(np.arange(k, dtype=np.int64) * m) // k].copy()
     for _ in range(KMEANS_ITERS):
-        lab = _assign(sample, cen, 0, m).astype(np.int64)
+        lab = _assign(sample, cen, 0, m)[0].astype(np.int64)
         cnt = np.bincount(lab, minlength=k)
         order = np.argsort(lab, kind="stable")
         used = np.flatnonzero(cnt)
@@ -157,32 +185,79 @@ class IndexState:
     centroids: np.ndarray   # nlist x dim float32
     n: int                  # slots assigned (a multiple of CHUNK)
     lists: np.ndarray       # uint16, slot -> list
+    codes: np.ndarray       # uint16, slot -> code of its cosine with its list's centroid
     #: the inverted lists, made by the LAZY_PROBES + 1-th probe (a process that asks
     #: once does not sort a million slots): [int32 slots sorted by (list, slot), int64
     #: offsets (nlist + 1)]; [probes so far]
     inverted: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
     probes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
+    #: covered slot count -> each list's lowest code among those slots (see :meth:`lows`)
+    low_codes: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: (covered slots, size) -> an evenly spaced sample of rows (see :meth:`spaced_sample`)
+    samples: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False)
 
-    def members(self, best: np.ndarray) -> np.ndarray:
-        """The slots (sorted, int64) of the lists ``best``."""
+    def members(self, best: np.ndarray, c: int | None = None) -> np.ndarray:
+        """The slots (sorted, int64) of the lists ``best`` (below ``c`` when given)."""
         inv = self.inverted
         if not inv:
             self.probes[0] += 1
             if self.probes[0] <= LAZY_PROBES:  # one pass over the list column
                 lut = np.zeros(self.centroids.shape[0], bool)
                 lut[best] = True
-                return np.flatnonzero(lut[self.lists]).astype(np.int64)
+                out = np.flatnonzero(lut[self.lists]).astype(np.int64)
+                return out[out < c] if c is not None and self.n > c else out
             order = np.argsort(self.lists, kind="stable").astype(np.int32)
             counts = np.bincount(self.lists, minlength=self.centroids.shape[0])
             inv = [order, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)]
             self.inverted[:] = inv  # (two threads may both build it: the same arrays)
         order, offsets = inv[0], inv[1]
         parts = [order[offsets[p]:offsets[p + 1]] for p in best.tolist()]
-        return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+        out = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+        return out[out < c] if c is not None and self.n > c else out
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """The cosine of ``query`` with each centroid (for :meth:`probe`)."""
         return self.centroids @ query
+
+    def spaced_sample(self, matrix: np.ndarray, c: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """``m`` evenly spaced slots of ``[0, c)`` and a contiguous copy of their rows (kept:
+        rows below ``c`` never change within a generation)."""
+        key = (c, m)
+        got = self.samples.get(key)
+        if got is None:
+            m = min(m, c)
+            rows = (np.arange(m, dtype=np.int64) * c) // m if m else np.empty(0, np.int64)
+            got = (rows, np.ascontiguousarray(matrix[rows], dtype=np.float32))
+            if len(self.samples) >= 2:
+                self.samples.clear()
+            self.samples[key] = got
+        return got
+
+    def lows(self, c: int) -> np.ndarray:
+        """Each list's lowest cosine code among slots ``[0, c)`` (65535: no slot): the
+        widest angle between a member and its centroid, as of a snapshot of ``c`` slots."""
+        got = self.low_codes.get(c)
+        if got is None:
+            got = np.full(self.centroids.shape[0], 65535, np.uint16)
+            np.minimum.at(got, self.lists[:c], self.codes[:c])
+            if len(self.low_codes) >= 4:  # (only an older snapshot asks for another c)
+                self.low_codes.clear()
+            self.low_codes[c] = got
+        return got
+
+    def bounds(self, scores: np.ndarray, c: int, qnorm: float = 1.0) -> np.ndarray:
+        """Per list, an upper bound of the query's cosine with any of its slots below ``c``
+        (``-inf`` for a list without one). On the unit sphere the angle from the query
+        to a member is at least (query to centroid) - (widest member to centroid), so
+        the cosine is at most ``cos(max(0, phi - theta))``."""
+        low = self.lows(c)
+        a = value_of(low)
+        s = np.clip(scores.astype(np.float64) / qnorm, -1.0, 1.0)
+        ub = s * a + np.sqrt(1.0 - s * s) * np.sqrt(np.maximum(0.0, 1.0 - a * a))
+        ub = np.where(s >= a, 1.0, ub) * qnorm + BOUND_SLACK
+        ub[low == 65535] = -np.inf
+        return ub
 
     def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False,
               scores: np.ndarray | None = None) -> np.ndarray:
@@ -198,14 +273,14 @@ class IndexState:
         part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
         # deterministic choice at the boundary: score descending, then list ascending
         best = part[np.lexsort((part, -scores[part].astype(np.float64)))][:k]
-        out = self.members(best)
-        if self.n > c:  # this state is ahead of the (older) snapshot
-            out = out[out < c]
-        return out
+        return self.members(best, c)
 
 
-def _with_lists(st_t: int, cen: np.ndarray, lists: np.ndarray) -> IndexState:
-    return IndexState(st_t, cen, int(lists.size), lists)
+def _with_lists(st_t: int, cen: np.ndarray, lists: np.ndarray,
+                codes: np.ndarray | None = None) -> IndexState:
+    if codes is None:  # (tests: no bound information, every list may hold anything)
+        codes = np.zeros(lists.size, np.uint16)
+    return IndexState(st_t, cen, int(lists.size), lists, codes)
 
 
 class AnnCache:
@@ -227,12 +302,12 @@ class AnnCache:
             if st is not None and st.n >= c:
                 return st
             if st is None:
-                cen, lists = self._load_or_train(gen, t, matrix)
+                cen, lists, codes = self._load_or_train(gen, t, matrix)
             else:
-                cen, lists = st.centroids, st.lists
+                cen, lists, codes = st.centroids, st.lists, st.codes
             if lists.size < c:
-                lists = self._extend(gen, t, cen, lists, matrix, c)
-            st = _with_lists(t, cen, lists)
+                lists, codes = self._extend(gen, t, cen, lists, codes, matrix, c)
+            st = _with_lists(t, cen, lists, codes)
             # keep the newest epoch of each generation only
             self._states = {k: v for k, v in self._states.items() if k[0] == gen and k[1] >= t}
             self._states[key] = st
@@ -240,7 +315,8 @@ class AnnCache:
 
     # -- file -----------------------------------------------------------------------
 
-    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         path = index_file(self.root, gen, t)
         k = n_lists(t)
         try:
@@ -257,16 +333,21 @@ class AnnCache:
         cen = train(matrix, t)
         if not self.readonly:
             self._create(path, gen, t, cen)
-        return cen, np.empty(0, np.uint16)
+        return cen, np.empty(0, np.uint16), np.empty(0, np.uint16)
 
     def _parse(self, path: str, raw: bytes, gen: int, t: int, k: int
-               ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(centroids, lists of the valid leading chunks), or None when the header is damaged."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(centroids, lists and codes of the valid leading chunks), or None when the header
+        is damaged or of another version."""
         body = _HEADER + k * self.dim * 4
         if len(raw) < body:
             log.warning("mnemos_kv: ANN index %s is truncated; rebuilding it", path)
             return None
         magic, version, dim, g, tt, nl, crc = _HDR.unpack_from(raw, 0)
+        if magic == MAGIC and version != VERSION:
+            log.warning("mnemos_kv: ANN index %s has format version %d, not %d; rebuilding it",
+                        path, version, VERSION)
+            return None
         if (magic, version, dim, g, tt, nl) != (MAGIC, VERSION, self.dim, gen, t, k) \
                 or zlib.crc32(memoryview(raw)[_HEADER:body]) != crc:
             log.warning("mnemos_kv: ANN index %s has a damaged header; rebuilding it", path)
@@ -280,16 +361,17 @@ class AnnCache:
         good = n_chunks
         for i in range(n_chunks):
             pos = body + i * _CHUNK_BYTES
-            if _chunk_crc(i, view[pos:pos + CHUNK * 2]) != crcs[i]:
+            if _chunk_crc(i, view[pos:pos + CHUNK * 4]) != crcs[i]:
                 log.warning("mnemos_kv: ANN index %s: chunk %d is damaged; recomputing from it",
                             path, i)
                 good = i
                 break
         lists = chunks["d"][:good].reshape(-1).astype(np.uint16)
-        if lists.size and int(lists.max()) >= k:
-            log.warning("mnemos_kv: ANN index %s holds an out-of-range list; rebuilding it", path)
-            return cen, np.empty(0, np.uint16)
-        return cen, lists
+        codes = chunks["a"][:good].reshape(-1).astype(np.uint16)
+        if lists.size and (int(lists.max()) >= k or int(codes.max()) == 65535):
+            log.warning("mnemos_kv: ANN index %s holds an out-of-range value; rebuilding it", path)
+            return cen, np.empty(0, np.uint16), np.empty(0, np.uint16)
+        return cen, lists, codes
 
     def _create(self, path: str, gen: int, t: int, cen: np.ndarray) -> None:
         cen_bytes = np.ascontiguousarray(cen, dtype="<f4").tobytes()
@@ -313,17 +395,18 @@ class AnnCache:
                     and parts[2].isdigit() and int(parts[2]) < t:
                 unlink_quiet(os.path.join(self.root, name))
 
-    def _extend(self, gen: int, t: int, cen: np.ndarray, lists: np.ndarray,
-                matrix: np.ndarray, c: int) -> np.ndarray:
-        """Lists of slots ``[0, c)``: computed past ``lists`` and appended to the file."""
+    def _extend(self, gen: int, t: int, cen: np.ndarray, lists: np.ndarray, codes: np.ndarray,
+                matrix: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lists and codes of slots ``[0, c)``: computed past ``lists``, appended to the file."""
         start = lists.size
-        new = _assign(matrix, cen, start, c)
+        new, new_codes = _assign(matrix, cen, start, c)
         out = np.concatenate([lists, new])
+        out_codes = np.concatenate([codes, new_codes])
         if not self.readonly:
-            self._append(index_file(self.root, gen, t), cen.shape[0], start, new)
-        return out
+            self._append(index_file(self.root, gen, t), cen.shape[0], start, new, new_codes)
+        return out, out_codes
 
-    def _append(self, path: str, k: int, start: int, new: np.ndarray) -> None:
+    def _append(self, path: str, k: int, start: int, new: np.ndarray, codes: np.ndarray) -> None:
         """Append chunks ``start // CHUNK ...`` (under flock; the file may have moved on)."""
         body = _HEADER + k * self.dim * 4
         try:
@@ -341,7 +424,8 @@ class AnnCache:
             # damaged chunk we recomputed is replaced
             blob = bytearray()
             for j in range(new.size // CHUNK):
-                data = np.ascontiguousarray(new[j * CHUNK:(j + 1) * CHUNK], dtype="<u2").tobytes()
+                data = np.ascontiguousarray(new[j * CHUNK:(j + 1) * CHUNK], dtype="<u2").tobytes() \
+                    + np.ascontiguousarray(codes[j * CHUNK:(j + 1) * CHUNK], dtype="<u2").tobytes()
                 blob += data + struct.pack("<I", _chunk_crc(first + j, data))
             if blob:
                 os.pwrite(fd, bytes(blob), body + first * _CHUNK_BYTES)

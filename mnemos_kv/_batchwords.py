@@ -22,11 +22,35 @@ __all__ = ["SEPARATOR", "batch_words"]
 SEPARATOR = "zqxjmnemosbatchsepzqxj"
 
 
+#: The last batch and its words: a text ingest tokenises the same texts twice (the
+#: hashing embedder, then the BM25 index in the write), the second time for free.
+#: (texts, words, doc); the texts are compared by identity, so it cannot go stale; it
+#: is used once (then dropped), and only batches of _CACHE_MIN to _CACHE_MAX texts are
+#: kept (a huge batch's words are not held after its call).
+_last: tuple[list[str], list[str], np.ndarray] | None = None
+_CACHE_MIN = 64
+_CACHE_MAX = 100_000
+
+
 def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(every word of :func:`_lexical.words` of each text, in text order; the index of
-    each word's text as int64)."""
+    each word's text as int64). The caller must not change the lists it gets."""
+    global _last
     if not texts:
         return [], np.empty(0, np.int64)
+    hit = _last
+    if hit is not None and len(hit[0]) == len(texts) and all(
+            a is b for a, b in zip(hit[0], texts)):
+        _last = None
+        return hit[1], hit[2]
+    words, doc = _batch_words(texts)
+    doc.setflags(write=False)
+    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
+        _last = (list(texts), words, doc)
+    return words, doc
+
+
+def _batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     ws = _lexical.words((" " + SEPARATOR + " ").join(texts))
     arr = np.array(ws, dtype=object)
     sep = arr == SEPARATOR

@@ -33,6 +33,7 @@ store without it (or of another version) is indexed on its first read-write open
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import struct
@@ -47,7 +48,8 @@ from . import filters as F
 
 log = logging.getLogger("mnemos_kv")
 
-__all__ = ["VERSION", "add", "add_many", "overflow_key", "remove", "ready", "ensure_built", "select",
+__all__ = ["VERSION", "add", "add_many", "memo_key", "overflow_key", "remove", "ready",
+           "ensure_built", "select",
            "entries"]
 
 VERSION = 1
@@ -178,20 +180,52 @@ def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, meta: Mapping[str, A
 
 
 def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, Any, Any]]) -> None:
-    """:func:`add` of every ``(ns, id, _, metadata)``, the entries put in key order."""
-    pairs: list[tuple[bytes, bytes]] = []
+    """:func:`add` of every ``(ns, id, _, metadata)``, the entries put in (key, id) order;
+    the entries of equal flat metadata are computed once (:func:`memo_key`)."""
+    groups: dict[bytes, list[bytes]] = {}
+    memo: dict[Any, list[bytes]] = {}
     for ns, mid, _text, meta in items:
         if not meta:
             continue
-        keys, overflow = entries(ns, meta)
-        if overflow:
-            keys.append(_U32.pack(ns) + _OVERFLOW)
+        mk = memo_key(ns, meta)
+        keys = memo.get(mk) if mk is not None else None
+        if keys is None:
+            keys, overflow = entries(ns, meta)
+            if overflow:
+                keys.append(_U32.pack(ns) + _OVERFLOW)
+            if mk is not None:
+                memo[mk] = keys
         idb = _U64.pack(mid)
-        pairs.extend((k, idb) for k in keys)
-    if pairs:
-        pairs.sort()
+        for k in keys:
+            got = groups.get(k)
+            if got is None:
+                groups[k] = [idb]
+            else:
+                got.append(idb)
+    if groups:
+        pairs: list[tuple[bytes, bytes]] = []
+        for k in sorted(groups):
+            ids = groups[k]
+            ids.sort()  # (ascending already when the items are in id order)
+            pairs.extend(zip(itertools.repeat(k, len(ids)), ids))
         with txn.cursor(db=env.db(DB)) as cur:
             cur.putmulti(pairs, dupdata=True)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def memo_key(ns: int, meta: Mapping[str, Any]) -> Any:
+    """A hashable key of flat metadata of scalars (with their classes: 1, 1.0 and True
+    differ) in namespace ``ns``: equal keys have equal :func:`entries` and encoded size;
+    None for other metadata."""
+    if type(meta) is not dict:
+        return None
+    key = tuple([(k, v.__class__, v) for k, v in meta.items()])
+    for _k, cls, _v in key:
+        if cls not in _SCALARS:
+            return None
+    return ns, key
 
 
 def overflow_key(ns: int) -> bytes:

@@ -14,15 +14,16 @@ in a transaction that forgets hundreds of thousands of memories.
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index
+from . import _capacity, _filter_index, _ingest, _lexical_index
 from . import _records as R
 from . import _storage as S
-from ._log import encode_frame
 from .errors import CorruptionError, MemoryNotFoundError
 
 if TYPE_CHECKING:
@@ -32,11 +33,12 @@ __all__ = ["request", "load", "apply", "MIN_BULK"]
 
 #: Below this many memories the per-op path is as fast (and is what runs).
 MIN_BULK = 64
+_CRC = struct.Struct("<I")
+_FRAME = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
 #: A key whose duplicates are at least this many, and of which at least half go, is
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
-
-_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
 
 
 def _forget_payload(mid: int) -> bytes:
@@ -80,21 +82,45 @@ def load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int]) -> list[di
 def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int | None,
           missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
     """The stored fields of each id (checksum checked), in order; ``missing(id)`` is
-    raised for the first id without a record (of namespace ``nid`` when given)."""
+    raised for the first id without a record (of namespace ``nid`` when given).
+
+    The records are read with one ``getmulti``, their checksums checked inline; a
+    record that fails is found again by the general decoder, and named."""
     rdb = engine.env.db("records")
-    out = []
-    get = txn.get
-    for mid in ids:
-        raw = get(S.u64(mid), db=rdb)
-        if raw is None:
-            raise missing(mid)
+    keys = [S.u64(mid) for mid in ids]
+    with txn.cursor(db=rdb) as cur:
+        got = cur.getmulti(keys)
+    if len(got) != len(keys):
+        have = {k for k, _ in got}
+        raise missing(next(mid for mid, k in zip(ids, keys) if k not in have))
+    crc32, unpack = zlib.crc32, _CRC.unpack_from
+    bodies = []
+    for _k, raw in got:
+        body = raw[5:]
+        if raw[:1] != b"\x02" or unpack(raw, 1)[0] != crc32(body):
+            break  # (format 1, or damage: the general path below decides)
+        bodies.append(body)
+    out: list[dict[str, Any]] | None = None
+    if len(bodies) == len(got):
+        decode = R.decode
         try:
-            d = R.Record.fields(raw)
-        except CorruptionError as exc:
-            raise CorruptionError(f"memory {mid}: {exc} ({engine.recover_hint()})") from exc
-        if nid is not None and d["n"] != nid:
-            raise missing(mid)
-        out.append(d)
+            out = [decode(b) for b in bodies]
+        except CorruptionError:
+            out = None
+        if out is not None and not all(type(d) is dict and "s" in d and "t" in d and "m" in d
+                                       and "n" in d and "ts" in d for d in out):
+            out = None
+    if out is None:  # one by one: the first bad record is named
+        out = []
+        for mid, (_k, raw) in zip(ids, got):
+            try:
+                out.append(R.Record.fields(raw))
+            except CorruptionError as exc:
+                raise CorruptionError(f"memory {mid}: {exc} ({engine.recover_hint()})") from exc
+    if nid is not None:
+        for mid, d in zip(ids, out):
+            if d["n"] != nid:
+                raise missing(mid)
     return out
 
 
@@ -122,11 +148,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     for key in idb:
         delete(key, db=rdb)
     # time index, in key order
-    packed = np.empty(k, _TIME_KEY)
-    packed["ns"], packed["id"] = ns, mids
-    packed["ts"] = ts.view(np.uint64) ^ np.uint64(1 << 63)
-    packed.sort(order=["ns", "ts", "id"])
-    raw = packed.tobytes()
+    raw = _ingest.time_keys(ns, ts, mids)
     tdb = env.db("time")
     for i in range(0, len(raw), 20):
         delete(raw[i:i + 20], db=tdb)
@@ -140,44 +162,75 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     for nsv in np.unique(ns).tolist():
         sel = np.flatnonzero(ns == nsv)
         _remove_postings(txn, env, int(nsv), mids[sel], [recs[j]["t"] for j in sel.tolist()])
-    # filter index: (key, id) pairs in (key, id) order
-    fkeys: list[bytes] = []
-    fvals: list[bytes] = []
+    # filter index: (key, id) pairs in (key, id) order; and the capacity bytes. The
+    # entries and the encoded size of equal metadata are computed once.
+    groups: dict[bytes, list[bytes]] = {}
+    memo: dict[Any, tuple[list[bytes], int]] = {}
+    base = 4 * engine.dim
+    nsl = ns.tolist()
+    live_bytes = 0
     for j, d in enumerate(recs):
         meta = d["m"]
-        if not meta:
-            continue
-        keys, overflow = _filter_index.entries(int(ns[j]), meta)
-        if overflow:
-            keys.append(_filter_index.overflow_key(int(ns[j])))
-        fkeys.extend(keys)
-        fvals.extend([idb[j]] * len(keys))
-    if fkeys:
-        fk, fv = zip(*sorted(zip(fkeys, fvals)))
-        _remove_dups(txn, env.db(_filter_index.DB), list(fk), list(fv), 8)
+        nid = nsl[j]
+        if meta:
+            mk = _filter_index.memo_key(nid, meta)
+            hit = memo.get(mk) if mk is not None else None
+            if hit is None:
+                fk, overflow = _filter_index.entries(nid, meta)
+                if overflow:
+                    fk.append(_filter_index.overflow_key(nid))
+                hit = (fk, len(R.encode(meta)))
+                if mk is not None:
+                    memo[mk] = hit
+            for key in hit[0]:
+                got = groups.get(key)
+                if got is None:
+                    groups[key] = [idb[j]]
+                else:
+                    got.append(idb[j])
+            b = hit[1]
+        else:
+            b = 1  # (an empty map: _capacity.entry_bytes)
+        text = d["t"]
+        b += base + (len(text) if text.isascii() else len(text.encode("utf-8")))
+        name = d.get("k")
+        if name is not None:
+            b += len(name.encode("utf-8"))
+        live_bytes += b
+        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - b
+    st.live_bytes -= live_bytes
+    if groups:
+        fkeys: list[bytes] = []
+        fvals: list[bytes] = []
+        starts = []
+        for key in sorted(groups):
+            got = groups[key]
+            starts.append(len(fkeys))
+            fkeys.extend([key] * len(got))
+            fvals.extend(got)  # ascending ids: recs are in id order
+        _remove_dups(txn, env.db(_filter_index.DB), fkeys, fvals, 8,
+                     np.asarray(starts, np.int64))
     # edges (none in most stores: two lookups say so)
     if txn.stat(env.db("edges_out"))["entries"] or txn.stat(env.db("edges_in"))["entries"]:
         for mid in mids.tolist():
             engine._drop_edges(txn, mid)
-    # capacity bytes and pins (what _capacity.on_remove does for a forget)
+    # pins (what _capacity.on_remove does for a forget)
     pinned = _capacity.pinned_ids(engine, txn, None)
     if pinned.size:
         cdb = env.db(_capacity.DB)
         for j in np.flatnonzero(np.isin(mids, pinned)).tolist():
             delete(b"P" + S.u32(int(ns[j])) + idb[j], db=cdb)
-    dim = engine.dim
-    entry_bytes = _capacity.entry_bytes
-    for j, d in enumerate(recs):
-        b = entry_bytes(d["t"], d["m"], d.get("k"), dim)
-        st.live_bytes -= b
-        nid = int(ns[j])
-        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - b
     for nsv, cnt in zip(*np.unique(ns, return_counts=True)):
         ctx.ns_delta[int(nsv)] = ctx.ns_delta.get(int(nsv), 0) - int(cnt)
     # dead marks (set after the frames are durable), frames, counters: in the given order
     seqs = range(seq0, seq0 + k)
     ctx.dead.extend(zip(slots.tolist(), seqs))
-    ctx.frames.extend(encode_frame(s, _forget_payload(m)) for s, m in zip(seqs, given.tolist()))
+    crc32, pack_frame, pack_seq = zlib.crc32, _FRAME.pack, _SEQ.pack
+    frames = []
+    for s, num in zip(seqs, _ingest.cbor_ints(given)):
+        payload = b"\xa2\x62id" + num + b"\x62op\x66forget"
+        frames.append(pack_frame(len(payload), crc32(payload, crc32(pack_seq(s))), s) + payload)
+    ctx.frames.extend(frames)
     st.live -= k
     st.seq = seq0 + k - 1
 

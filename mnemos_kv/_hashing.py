@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 
 from . import _lexical
+from ._batchwords import batch_words
 
 __all__ = [
     "DEFAULT_DIM",
@@ -58,6 +59,12 @@ def _bucket(feature: str, dim: int) -> tuple[int, float]:
 
 
 @functools.lru_cache(maxsize=262144)
+def _gram_bucket(gram: str, dim: int) -> tuple[int, float]:
+    """:func:`_bucket` of a character n-gram feature (n-grams recur across words)."""
+    return _bucket("c|" + gram, dim)
+
+
+@functools.lru_cache(maxsize=262144)
 def _word_features(word: str, term: str, dim: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Signed buckets of one word: its stemmed unigram plus its character n-grams."""
     feats: dict[int, float] = {}
@@ -69,7 +76,7 @@ def _word_features(word: str, term: str, dim: int) -> tuple[tuple[int, ...], tup
     if grams:
         w = CHAR_WEIGHT * scale / len(grams)
         for g in grams:
-            idx, sign = _bucket("c|" + g, dim)
+            idx, sign = _gram_bucket(g, dim)
             feats[idx] = feats.get(idx, 0.0) + sign * w
     keys = tuple(sorted(feats))
     return keys, tuple(feats[k] for k in keys)
@@ -112,35 +119,91 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     Each bucket is damped to ``sign(x) * ln(1 + |x|)`` before L2 normalisation.
     Deterministic: the same texts give the same bytes in every process.
 
-    Vectorised over the batch: the features of every text are laid out in text order
-    (each word's buckets, then the bigrams) and summed by one ``np.bincount``, which
+    Vectorised over the batch: one tokeniser pass over every text
+    (:func:`_batchwords.batch_words`), each distinct word's and bigram's features
+    computed once, then the features of every text laid out in text order (each word's
+    buckets, then the bigrams) by numpy gathers and summed by one ``np.bincount``, which
     adds each bucket's values in that order: the same float64 sums, bit for bit, as
     accumulating one text at a time (:func:`_text_features`).
     """
     if dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     n = len(texts)
-    keys: list[int] = []
-    vals: list[float] = []
-    counts = np.zeros(n, np.int64)
-    for r, text in enumerate(texts):
-        pairs = _words_and_terms(text)
-        start = len(keys)
-        for word, term in pairs:
-            k, v = _word_features(word, term, dim)
-            keys.extend(k)
-            vals.extend(v)
-        for (_, left), (_, right) in zip(pairs, pairs[1:]):
-            k1, v1 = _bigram_feature(left, right, dim)
-            keys.append(k1)
-            vals.append(v1)
-        counts[r] = len(keys) - start
-    out: np.ndarray = np.zeros((n, dim), dtype=np.float64)
-    if keys:
-        flat = np.repeat(np.arange(n, dtype=np.int64) * dim, counts) + np.asarray(keys, np.int64)
-        out = np.bincount(flat, weights=np.asarray(vals, np.float64),
-                          minlength=n * dim).reshape(n, dim)
-    out = np.sign(out) * np.log1p(np.abs(out))
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 0)
-    return out.astype(np.float32)
+    res = np.zeros((n, dim), dtype=np.float32)
+    flat, vals = _layout(texts, dim)
+    # in chunks of texts (the float64 rows stay in cache); every step works on whole
+    # rows, as on the whole matrix at once
+    step = max(1, (1 << 20) // dim)
+    cuts = np.searchsorted(flat, np.arange(0, n + step, step, dtype=np.int64) * dim)
+    for c, lo in enumerate(range(0, n, step)):
+        hi = min(n, lo + step)
+        a, b = int(cuts[c]), int(cuts[c + 1])
+        if a == b:
+            continue
+        out = np.bincount(flat[a:b] - lo * dim, weights=vals[a:b],
+                          minlength=(hi - lo) * dim).reshape(hi - lo, dim)
+        nz = np.flatnonzero(out)  # sign(0) * log1p(0) = 0: only the others change
+        x = out.reshape(-1)[nz]
+        out.reshape(-1)[nz] = np.sign(x) * np.log1p(np.abs(x))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        res[lo:hi] = out
+    return res
+
+
+def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat bucket ``text * dim + bucket``, value) of every feature of every text, in
+    the order :func:`_text_features` accumulates them."""
+    n = len(texts)
+    words, doc = batch_words(texts)
+    if not words:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    distinct = list(dict.fromkeys(words))
+    terms = list(map(_lexical.index_term, distinct))
+    code = {w: i for i, w in enumerate(distinct)}
+    wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+    kept = np.fromiter(map(bool, terms), bool, len(terms))
+    keep = kept[wc]
+    wc, doc = wc[keep], doc[keep]  # the kept words, in text order
+    if not wc.size:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    # one table of feature runs: each distinct kept word's, then each distinct bigram's
+    used = np.flatnonzero(kept)
+    fkeys: list[int] = []
+    fvals: list[float] = []
+    starts = np.zeros(len(distinct), np.int64)
+    lens = np.zeros(len(distinct), np.int64)
+    for i in used.tolist():
+        k, v = _word_features(distinct[i], terms[i], dim)
+        starts[i] = len(fkeys)
+        lens[i] = len(k)
+        fkeys.extend(k)
+        fvals.extend(v)
+    same = doc[1:] == doc[:-1]  # bigrams: adjacent kept words of one text
+    bl, br = wc[:-1][same], wc[1:][same]
+    bdoc = doc[1:][same]
+    pair, pinv = np.unique(bl * len(distinct) + br, return_inverse=True)
+    base = len(fkeys)
+    for pc in pair.tolist():
+        k1, v1 = _bigram_feature(terms[pc // len(distinct)], terms[pc % len(distinct)], dim)
+        fkeys.append(k1)
+        fvals.append(v1)
+    # units (a word's run or one bigram) in text order: each text's words, then its bigrams
+    nw = np.bincount(doc, minlength=n)
+    nb = np.bincount(bdoc, minlength=n)
+    first = np.concatenate(([0], np.cumsum(nw + nb)[:-1]))
+    wfirst = np.concatenate(([0], np.cumsum(nw)[:-1]))
+    bfirst = np.concatenate(([0], np.cumsum(nb)[:-1]))
+    m = wc.size + bdoc.size
+    ustart = np.empty(m, np.int64)
+    ulen = np.empty(m, np.int64)
+    udoc = np.empty(m, np.int64)
+    wdst = first[doc] + (np.arange(wc.size) - wfirst[doc])
+    bdst = first[bdoc] + nw[bdoc] + (np.arange(bdoc.size) - bfirst[bdoc])
+    ustart[wdst], ulen[wdst], udoc[wdst] = starts[wc], lens[wc], doc
+    ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv.reshape(-1), 1, bdoc
+    total = int(ulen.sum())
+    offs = np.cumsum(ulen) - ulen
+    idx = np.repeat(ustart - offs, ulen) + np.arange(total, dtype=np.int64)
+    keys = np.asarray(fkeys, np.int64)[idx]
+    return np.repeat(udoc * dim, ulen) + keys, np.asarray(fvals, np.float64)[idx]

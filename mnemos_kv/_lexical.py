@@ -84,6 +84,12 @@ SURFACE_STOPWORDS: frozenset[str] = frozenset(
 _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _CLITIC_RE = re.compile(r"(?<=[^\W_])'(?:s|re|ve|ll|d|m)\b|n't\b", re.UNICODE)
+_APOSTROPHE_CHARS = tuple(chr(c) for c in _APOSTROPHES)
+#: _CLITIC_RE's two alternatives as two passes (the same result: their matches never
+#: overlap, and neither pass makes or breaks a match of the other), each starting with
+#: a literal, which the regex engine searches fast.
+_CLITIC_AFTER_RE = re.compile(r"'(?<=[^\W_]')(?:s|re|ve|ll|d|m)\b", re.UNICODE)
+_NT_RE = re.compile(r"n't\b", re.UNICODE)
 _ASCII_ALPHA_RE = re.compile(r"^[a-z]+$")
 
 
@@ -97,12 +103,33 @@ def tokenize(text: str) -> list[str]:
     return [t for t in map(index_term, words(text)) if t]
 
 
+#: The last text :func:`words` split and its words: an ``ask`` splits its query three
+#: times (the embedder's features, the lexical terms, the speaker words). Only texts up
+#: to MEMO_CHARS characters are kept (a question, not a document).
+_last_words: list[tuple[str, tuple[str, ...]]] = [("", ())]
+MEMO_CHARS = 2048
+
+
 def words(text: str) -> list[str]:
     """The normalised surface words of ``text`` (NFKC, casefolded, clitics removed), in order."""
     if not text:
         return []
-    norm = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    return _WORD_RE.findall(_CLITIC_RE.sub(" ", norm))
+    last = _last_words[0]  # one read: another thread may replace it meanwhile
+    if last[0] == text:
+        return list(last[1])
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    if not norm.isascii():  # (str.replace is much faster than a translate table)
+        for ch in _APOSTROPHE_CHARS:
+            if ch in norm:
+                norm = norm.replace(ch, "'")
+    elif "`" in norm:
+        norm = norm.replace("`", "'")
+    if "'" in norm:  # _CLITIC_RE in two passes, each searching a literal prefix
+        norm = _NT_RE.sub(" ", _CLITIC_AFTER_RE.sub(" ", norm))
+    out: list[str] = _WORD_RE.findall(norm)
+    if len(text) <= MEMO_CHARS:
+        _last_words[0] = (text, tuple(out))
+    return out
 
 
 @functools.lru_cache(maxsize=65536)
@@ -162,10 +189,18 @@ def speaker_words(text: str) -> list[str]:
     """
     if not text:
         return []
+    if ":" not in text[:64]:
+        return []
     m = _SPEAKER_RE.match(text[:64])
     if m is None:
         return []
-    return [w for w in words(m.group(1)) if surface_term(w)]
+    return list(_label_words(m.group(1)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_words(label: str) -> tuple[str, ...]:
+    """The kept words of a speaker label (labels recur: one per speaker)."""
+    return tuple(w for w in words(label) if surface_term(w))
 
 
 def index_fields(text: str) -> tuple[list[str], list[str]]:

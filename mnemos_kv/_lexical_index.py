@@ -27,6 +27,7 @@ live writes, replay and eviction all keep them in step with the records.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import math
@@ -230,10 +231,15 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
         sel = by_ns[ns]
         bt = doc_terms_many([items[j][2] for j in sel])
         if bt.key.size:
-            ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)[bt.doc]
-            order = np.lexsort((ids, bt.key))  # (key, id): the table's order
-            key = bt.key[order]
-            vals = posting_values(ids[order], bt.tf[order], bt.dl[order])
+            ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
+            dids = ids[bt.doc]
+            if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+                key = bt.key  # (key, text) order is (key, id) order
+                vals = posting_values(dids, bt.tf, bt.dl)
+            else:
+                order = np.lexsort((dids, bt.key))  # (key, id): the table's order
+                key = bt.key[order]
+                vals = posting_values(dids[order], bt.tf[order], bt.dl[order])
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
             with txn.cursor(db=pdb) as cur:
@@ -536,21 +542,22 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     stem_len = np.bincount(doc[s_ok], minlength=n).astype(np.int64)
     surface_len = np.bincount(doc[u_ok], minlength=n).astype(np.int64)
     width = max(n, 1)
-    parts = []
-    for codes, ok, lens in ((sc, s_ok, stem_len), (uc, u_ok, surface_len)):
-        comb, tf = np.unique(codes[ok] * width + doc[ok], return_counts=True)
-        d = comb % width
-        parts.append((comb // width, d, tf.astype(np.int64), lens[d]))
+    # one sort of every (term code, text) pair: the fields' keys never meet (prefixes)
+    combs = [sc[s_ok] * width + doc[s_ok], uc[u_ok] * width + doc[u_ok]]
     qd = np.flatnonzero(asks).astype(np.int64)
     if qd.size:
-        one = np.ones(qd.size, np.int64)
-        parts.append((np.full(qd.size, code[QUESTION_TERM], np.int64), qd, one, one))
-    if spk:
-        one = np.ones(len(spk), np.int64)
-        parts.append((np.fromiter((code[k] for _, k in spk), np.int64, len(spk)),
-                      np.fromiter((i for i, _ in spk), np.int64, len(spk)), one, one))
-    key = np.concatenate([p[0] for p in parts])
-    dc = np.concatenate([p[1] for p in parts])
-    order = np.lexsort((dc, key))
-    return BatchTerms(keys, key[order], dc[order], np.concatenate([p[2] for p in parts])[order],
-                      np.concatenate([p[3] for p in parts])[order], stem_len, surface_len)
+        combs.append(code[QUESTION_TERM] * width + qd)
+    if spk:  # (a text's speaker words are distinct: tf 1)
+        combs.append(np.fromiter((code[k] for _, k in spk), np.int64, len(spk)) * width
+                     + np.fromiter((i for i, _ in spk), np.int64, len(spk)))
+    comb, tf = np.unique(np.concatenate(combs), return_counts=True)
+    key, dc = comb // width, comb % width
+    # field of each key code (keys are sorted: each prefix is one range of codes)
+    lo = bisect.bisect_left(keys, SURFACE_PREFIX)
+    hi = bisect.bisect_left(keys, SPEAKER_PREFIX)
+    top = bisect.bisect_left(keys, SPEAKER_PREFIX[:-1] + bytes((SPEAKER_PREFIX[-1] + 1,)))
+    dl = stem_len[dc]
+    surf = (key >= lo) & (key < hi)
+    dl[surf] = surface_len[dc[surf]]
+    dl[(key < lo) | ((key >= hi) & (key < top))] = 1  # question marker, speaker words
+    return BatchTerms(keys, key, dc, tf.astype(np.int64), dl, stem_len, surface_len)

@@ -22,8 +22,8 @@ overflow, entries, root`` (u64 each).
 from __future__ import annotations
 
 import os
-import time
 import struct
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -78,13 +78,31 @@ class MetaMoved(Exception):
     """Neither meta page holds the asked transaction id any more (newer commits)."""
 
 
-#: How many times check_meta reads the meta pages before calling ids that are not
-#: consecutive damage (a live store's writers can commit between the two reads).
-_META_TRIES = 5
+#: Reads of the meta pages before a damage is reported: writers in other processes may
+#: commit between the reads of the two pages (or during one), which can look like
+#: damage once; a damaged file looks damaged on every read.
+META_READS: int = 5
 
 
-def _read_metas(path: str) -> tuple[bytes, bytes, int, int]:
-    """(meta page 0, meta page 1, file size, page size) of ``path``, read by pread."""
+def check_meta(path: str, txnid: int | None = None) -> Meta:
+    """Check both meta pages of the LMDB file ``path`` and its size; return the current one
+    (or the one of transaction ``txnid``: a reader's snapshot; MetaMoved when gone).
+
+    :raises CorruptionError: a meta page is damaged, or the file is shorter than the
+        current meta page says (truncated), or a root page lies beyond its end, on
+        :data:`META_READS` reads in a row.
+    """
+    for attempt in range(META_READS):
+        try:
+            return _check_meta_once(path, txnid)
+        except CorruptionError:
+            if attempt == META_READS - 1:
+                raise
+            time.sleep(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _check_meta_once(path: str, txnid: int | None) -> Meta:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -108,36 +126,18 @@ def _read_metas(path: str) -> tuple[bytes, bytes, int, int]:
         size = os.fstat(fd).st_size
     finally:
         os.close(fd)
-    return head, second, size, psize
-
-
-def check_meta(path: str, txnid: int | None = None) -> Meta:
-    """Check both meta pages of the LMDB file ``path`` and its size; return the current one
-    (or the one of transaction ``txnid``: a reader's snapshot; MetaMoved when gone).
-
-    :raises CorruptionError: a meta page is damaged, or the file is shorter than the
-        current meta page says (truncated), or a root page lies beyond its end.
-    """
-    # Writers in other processes may commit between the reads of the two meta pages:
-    # ids that are not consecutive are read again (a few times) before they are damage.
-    for attempt in range(_META_TRIES):
-        head, second, size, psize = _read_metas(path)
-        metas = [_meta_at(head, 0, path), _meta_at(second, 1, path)]
-        # (the loop must not rebind ``txnid``, the argument: it once did, and the current
-        # meta page was then always page 1, a transaction behind half of the time)
-        for i, (ps, page_txnid, *_rest) in enumerate(metas):
-            if ps != psize:
-                raise CorruptionError(f"{path}: meta page {i} gives page size {ps}, meta page 0 "
-                                      f"{psize}")
-            if page_txnid and page_txnid % 2 != i:
-                raise CorruptionError(f"{path}: meta page {i} holds transaction id {page_txnid} "
-                                      f"(meta page {i} holds only {'even' if i == 0 else 'odd'} ones)")
-        if abs(metas[0][1] - metas[1][1]) <= 1:
-            break
-        if attempt == _META_TRIES - 1:
-            raise CorruptionError(f"{path}: the meta pages hold transaction ids {metas[0][1]} and "
-                                  f"{metas[1][1]} (they must be consecutive)")
-        time.sleep(0.001 * (attempt + 1))
+    metas = [_meta_at(head, 0, path), _meta_at(second, 1, path)]
+    # (the loop must not rebind ``txnid``, the argument: it once did, and the current
+    # meta page was then always page 1, a transaction behind half of the time)
+    for i, (ps, page_txnid, *_rest) in enumerate(metas):
+        if ps != psize:
+            raise CorruptionError(f"{path}: meta page {i} gives page size {ps}, meta page 0 {psize}")
+        if page_txnid and page_txnid % 2 != i:
+            raise CorruptionError(f"{path}: meta page {i} holds transaction id {page_txnid} "
+                                  f"(meta page {i} holds only {'even' if i == 0 else 'odd'} ones)")
+    if abs(metas[0][1] - metas[1][1]) > 1:
+        raise CorruptionError(f"{path}: the meta pages hold transaction ids {metas[0][1]} and "
+                              f"{metas[1][1]} (they must be consecutive)")
     cur = 1 if metas[1][1] > metas[0][1] else 0
     if txnid is not None:
         if metas[txnid % 2][1] != txnid:

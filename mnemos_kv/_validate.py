@@ -85,7 +85,8 @@ def check_top_k(top_k: Any) -> int:
 
 def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
                      keys_seen: set[str], first: int = 0) -> list[list[Any]]:
-    """Validate remember items into engine requests (vector None where still to embed).
+    """Validate remember items into engine requests (vector None where still to embed;
+    a tenth item, the canonical CBOR of the metadata, for the bulk write path).
 
     ``keys_seen`` collects the keys of the call (a key may appear once); ``first``
     numbers the items in error messages.
@@ -93,9 +94,36 @@ def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
     prepared: list[list[Any]] = []
     given: list[tuple[int, int, Any]] = []  # (position, item number, vector as given)
     now: int | None = None
+    memo: dict[Any, tuple[dict[str, Any], bytes]] = {}
     for i, item in enumerate(items, first):
         if isinstance(item, str):
+            if type(item) is str and item.isascii() and len(item) <= R.MAX_TEXT_BYTES \
+                    and item and not item.isspace():  # the common case, checked as below
+                if now is None:
+                    now = to_us(eng.clock(), "clock()")
+                prepared.append(["remember", ns, item, {}, "episodic", now, None, None, False,
+                                 b"\xa0"])
+                continue
             item = {"text": item}
+        elif type(item) is dict and item.keys() <= _ITEM_FIELDS:
+            fast = _fast_item(item, ns, i, memo)
+            if fast is not None:
+                if fast[5] is None:
+                    if now is None:
+                        now = to_us(eng.clock(), "clock()")
+                    fast[5] = now
+                if fast[7] is not None:
+                    given.append((len(prepared), i, fast[7]))
+                    fast[7] = None
+                key = fast[6]
+                if key is not None:
+                    kk = f"{ns}\0{key}"
+                    if kk in keys_seen:
+                        raise InvalidInputError(
+                            f"key {key!r} appears twice in one remember_many call")
+                    keys_seen.add(kk)
+                prepared.append(fast)
+                continue
         if not isinstance(item, Mapping):
             raise InvalidInputError(f"item {i} must be a str or a dict, got {type(item).__name__}")
         unknown = set(item) - {"text", "metadata", "type", "timestamp", "key", "vector",
@@ -103,7 +131,7 @@ def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
         if unknown:
             raise InvalidInputError(f"item {i} has unknown fields {sorted(unknown)}")
         text = R.check_text(item.get("text"), f"item {i} text")
-        meta = R.check_metadata(item.get("metadata"))
+        meta, meta_cbor = R.check_metadata_encoded(item.get("metadata"))
         type_ = R.check_type(item.get("type", "episodic") or "episodic")
         ts_in = item.get("timestamp")
         if ts_in is None:
@@ -124,10 +152,71 @@ def prepare_remember(eng: Any, ns: str, items: Iterable[Any],
         pinned = item.get("pinned", False)
         if not isinstance(pinned, bool):
             raise InvalidInputError(f"item {i} pinned must be a bool, got {pinned!r}")
-        prepared.append(["remember", ns, text, meta, type_, ts, key, None, pinned])
+        prepared.append(["remember", ns, text, meta, type_, ts, key, None, pinned, meta_cbor])
     for (pos, _i, _v), row in zip(given, _checked_vectors(eng.dim, given)):
         prepared[pos][7] = row
     return prepared
+
+
+_ITEM_FIELDS = frozenset(("text", "metadata", "type", "timestamp", "key", "vector", "pinned"))
+_TS_TYPES = (int, float)
+
+
+_MEMO_CLASSES = (str, int, bool, type(None), float)
+
+
+def _metadata(metadata: Any, memo: dict[Any, tuple[dict[str, Any], bytes]]
+              ) -> tuple[dict[str, Any], bytes]:
+    """:func:`_records.check_metadata_encoded`, computed once per call for equal flat
+    metadata (str, int, bool, None and non-zero float values, compared with their
+    classes: 1, 1.0 and True differ, and 0.0 and -0.0 are not memoised)."""
+    if metadata is None:
+        return {}, b"\xa0"
+    key = None
+    if type(metadata) is dict and len(metadata) <= 16:
+        key = tuple([(k, v.__class__, v) for k, v in metadata.items()])
+        for _k, cls, v in key:
+            if cls not in _MEMO_CLASSES or (cls is float and not v):
+                key = None
+                break
+        if key is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                return dict(hit[0]), hit[1]
+    clean, raw = R.check_metadata_encoded(metadata)
+    if key is not None:
+        memo[key] = (clean, raw)
+        clean = dict(clean)
+    return clean, raw
+
+
+def _fast_item(item: dict[str, Any], ns: str, i: int,
+               memo: dict[Any, tuple[dict[str, Any], bytes]]) -> list[Any] | None:
+    """The request of a dict item whose fields have the common plain types, checked as
+    the general path checks them (timestamp None: the clock's; the vector still to
+    check); None when the general path must decide (and name the error)."""
+    text = item.get("text")
+    if type(text) is not str or not text or text.isspace() or not text.isascii() \
+            or len(text) > R.MAX_TEXT_BYTES:
+        return None
+    meta, meta_cbor = _metadata(item.get("metadata"), memo)
+    type_ = item.get("type", "episodic") or "episodic"
+    if type(type_) is not str or type_ not in R.TYPE_CODES:
+        return None
+    ts_in = item.get("timestamp")
+    ts = None
+    if ts_in is not None:
+        if type(ts_in) not in _TS_TYPES:
+            return None
+        ts = to_us(ts_in, f"item {i} timestamp")
+    key = item.get("key")
+    if key is not None and (type(key) is not str or not key or not key.isascii()
+                            or len(key) > R.MAX_KEY_BYTES):
+        return None
+    pinned = item.get("pinned", False)
+    if type(pinned) is not bool:
+        return None
+    return ["remember", ns, text, meta, type_, ts, key, item.get("vector"), pinned, meta_cbor]
 
 
 def _checked_vectors(dim: int, given: Sequence[tuple[int, int, Any]]) -> np.ndarray:

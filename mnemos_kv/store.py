@@ -24,8 +24,8 @@ from ._model import Document, Edge, Memory
 from ._storage import DEFAULT_MAP_SIZE
 from ._timeutil import from_us, to_us
 from .embedders import embed_checked, resolve
-from ._validate import (as_list, check_id as _check_id, check_namespace, check_relation, check_relation_filter,
-                        check_top_k as _check_top_k,
+from ._validate import (MAX_ID as _MAX_ID, as_list, check_id as _check_id, check_namespace,
+                        check_relation, check_relation_filter, check_top_k as _check_top_k,
                         check_types as _check_types, check_weight, embed_missing, prepare_remember)
 from .errors import InvalidInputError, MemoryNotFoundError
 
@@ -221,7 +221,9 @@ class _Handle:
     def forget_many(self, ids: Iterable[MemoryId]) -> None:
         """Delete several memories in one transaction; all or nothing."""
         from . import _forget
-        mids = [_check_id(i) for i in as_list(ids, "ids")]
+        raw = as_list(ids, "ids")
+        mids = raw if all(type(i) is int and 0 < i <= _MAX_ID for i in raw) else \
+            [_check_id(i) for i in raw]
         if len(set(mids)) != len(mids):
             raise InvalidInputError("forget_many got the same id twice")
         if len(mids) >= _forget.MIN_BULK:  # one pass over each table (the same ops)
@@ -298,7 +300,6 @@ class _Handle:
         summarizer. Returns one dict per summary: ``id``, ``replaced``, ``window``.
         """
         from ._semantic import summarize_older
-        self._engine.local("summarize_older")
         return summarize_older(self, than, summarizer=summarizer, window=window,
                                min_group=min_group, types=types)
 

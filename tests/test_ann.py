@@ -389,3 +389,105 @@ def test_time_index_neighbours_walk(tmp_path) -> None:
                 assert before[r].tolist() == want_b + [-1] * (width - len(want_b)), (at, width)
                 assert after[r].tolist() == want_a + [-1] * (width - len(want_a)), (at, width)
     env.close()
+
+
+def test_list_bounds_hold_and_prune_without_changing_answers(big, monkeypatch) -> None:
+    """Each list's bound is at least the query's cosine with every slot of the list, so
+    with the probe cap lifted (only the bound stops probing) vector answers are exact."""
+    rng = np.random.default_rng(21)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * s
+               for i, s in zip(rng.integers(0, N, 30), [0.1, 0.5, 3.0] * 10)]
+    queries = [v / np.linalg.norm(v) for v in queries]
+    with _open(big) as db:
+        db.ask("m-1")
+        eng = db._engine
+        with eng.snapshot() as snap:
+            n = snap.state.n_slots
+            st = _ann.for_engine(eng).state(snap.state.gen, snap.matrix, n)
+            c = _ann.covered(n)
+            lists = st.lists[:c].astype(np.int64)
+            for v in queries:
+                ub = st.bounds(st.scores(v), c)
+                cos = snap.matrix[:c] @ v
+                best = np.full(ub.size, -np.inf)
+                np.maximum.at(best, lists, cos)
+                assert (best <= ub).all()
+                assert np.isneginf(ub[np.bincount(lists, minlength=ub.size) == 0]).all()
+        monkeypatch.setattr(_ann, "NPROBE", 10 ** 6)
+        approx = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                  for v in queries]
+    with _open(big, ann=False) as db:
+        exact = [[(m.id, m.score) for m in db.ask(vector=v, mode="vector", top_k=10)]
+                 for v in queries]
+    for a, e in zip(approx, exact):
+        assert [i for i, _ in a] == [i for i, _ in e]
+        assert [s for _, s in a] == pytest.approx([s for _, s in e], abs=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 8])
+def test_time_order_neighbours_equal_the_time_index_walk(tmp_path, monkeypatch, steps) -> None:
+    """The ANN path's time neighbours, walked on the per-generation time order (forgotten
+    and newer slots stepped over, the rest from the time index), equal the time index
+    walk, with and without filters, across namespaces, forgets and updates."""
+    monkeypatch.setattr(RT, "ANN_WALK_STEPS", steps)
+    monkeypatch.setattr(RT, "ANN_LAZY_ORDER", 0)  # the time order from the first call
+    with _open(tmp_path / "t.mem") as db:
+        ids = db.remember_many(_items(0, 3000))
+        other = db.namespace("other")
+        other.remember_many(_items(3000, 3400))
+        db.forget_many(ids[100:130] + ids[500:1000:3])
+        db.update(ids[7], text="m-3 moved", timestamp=1_700_050_000)
+        eng = db._engine
+        with eng.snapshot() as snap:
+            n = snap.state.n_slots
+            dead = snap.slots["dead"][:n]
+            live = np.flatnonzero((dead == 0) | (dead > snap.state.seq))
+            v = np.ones(DIM, np.float32) / np.sqrt(DIM)
+            plans = [RT.Query(text="", vector=v, ns_ids=(0,), top_k=5, vector_weight=0.5),
+                     RT.Query(text="", vector=v, ns_ids=(0,), top_k=5, vector_weight=0.5,
+                              type_codes=(0,)),
+                     RT.Query(text="", vector=v, ns_ids=(0,), top_k=5, vector_weight=0.5,
+                              since_us=1_700_010_000 * 10 ** 6, until_us=1_700_080_000 * 10 ** 6)]
+            for plan in plans:
+                slots = live[RT._rows_ok(snap, plan, live)]
+                got = RT._true_neighbours(eng, snap, plan, slots)
+                want = RT._lookup_neighbours(eng, snap, plan, slots)
+                assert got.tolist() == want.tolist()
+                assert (got >= 0).sum() > slots.size  # most have both neighbours
+
+
+def test_index_of_an_older_format_is_rebuilt(big, tmp_path, caplog) -> None:
+    import shutil
+    path = tmp_path / "v1.mem"
+    shutil.copytree(big, path)
+    with _open(path) as db:
+        good = _answers(db)
+    f = _ann.index_file(str(path), 1, _ann.train_size(N))
+    with open(f, "r+b") as fh:  # the version field of the header
+        fh.seek(8)
+        fh.write((1).to_bytes(4, "little"))
+    with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
+        with _open(path) as db:
+            assert _answers(db) == good
+    assert "format version 1" in caplog.text
+    with open(f, "rb") as fh:
+        assert int.from_bytes(fh.read(12)[8:12], "little") == _ann.VERSION
+
+
+def test_time_order_fast_path_equals_the_full_sort() -> None:
+    """_timeorder's order of the slots (one stable sort by namespace when every namespace
+    is already in time order) is the (namespace, ts, id, slot) sort, in order or not."""
+    from mnemos_kv import _timeorder
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        n = int(rng.integers(0, 400))
+        ns = rng.integers(0, 3 if trial % 3 else 70_000, n).astype(np.int32)
+        ts = np.sort(rng.integers(0, 50, n)).astype(np.int64)  # written in time order
+        ids = np.arange(n, dtype=np.int64) + 1
+        if trial % 2:  # out of order: a shuffled stretch, repeated ids (updates)
+            k = int(rng.integers(0, n + 1))
+            ts[:k] = rng.permutation(ts[:k])
+            ids[: k // 3] = ids[k // 3: 2 * (k // 3)]
+        want = np.lexsort((np.arange(n), ids, ts, ns))
+        assert _timeorder._time_sorted(ns, ts, ids).tolist() == want.tolist()

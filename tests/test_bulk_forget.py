@@ -248,3 +248,22 @@ def test_bulk_indexing_equals_one_by_one(tmp_path, monkeypatch) -> None:
     _same(a, b)
     a.close()
     b.close()
+
+
+def test_bulk_forget_names_a_damaged_record(tmp_path) -> None:
+    """The records are decoded at once; a damaged one is still found and named."""
+    from mnemos_kv.errors import CorruptionError
+    a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
+    ids = a.remember_many([f"note {i}" for i in range(200)])
+    env = a._engine.env
+    victim = ids[77]
+    def damage(txn) -> None:
+        raw = bytearray(txn.get(S.u64(victim), db=env.db("records")))
+        raw[-2] ^= 0x40  # the checksum no longer matches
+        txn.put(S.u64(victim), bytes(raw), db=env.db("records"))
+    env.write(damage)
+    with pytest.raises(CorruptionError, match=f"memory {victim}"):
+        a.forget_many(ids[:100])
+    a.forget_many(ids[100:])  # the others go
+    assert a.count() == 100
+    a.close()

@@ -1,0 +1,296 @@
+"""Remembering many new memories at once: a run of ``remember`` requests applied as a block.
+
+:func:`apply_run` leaves exactly what ``Engine.apply_op`` leaves after one ``mem`` op per
+request in the same order (the same ids, slots, sequence numbers, log frames, records,
+time index, keys, BM25 postings and statistics, filter index, capacity bytes and pins,
+vector rows and slot columns), but works column by column: the vectors are checked
+and written as one numpy block (one CRC-16 per row), each record and its log frame
+are assembled from the CBOR of their fields encoded once (the metadata's encoding is
+the one validation measured), the records are appended with one ``putmulti`` (new ids
+are larger than every stored one), the time and key entries are put in key order, and
+the postings and filter entries go to the write's deferred bulk index (``_Ctx.pending``).
+
+The canonical CBOR this module assembles by hand is checked byte for byte against
+``_records.encode`` by the tests (``tests/test_bulk_ingest.py``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from . import _capacity, _lexical_index, _filter_index
+from . import _records as R
+from . import _storage as S
+from ._vectors import CHECKED, SLOT_DTYPE
+from .errors import CorruptionError, DuplicateKeyError
+
+if TYPE_CHECKING:
+    from ._engine import Engine, _Ctx
+
+__all__ = ["MIN_RUN", "apply_run", "cbor_head", "cbor_int", "cbor_ints", "time_keys"]
+
+#: Runs of fewer ``remember`` requests go op by op (the same state; no gain below).
+MIN_RUN = 8
+
+_TIME_KEY = np.dtype([("ns", ">u4"), ("ts", ">u8"), ("id", ">u8")])
+_CRC = struct.Struct("<I")
+_FRAME = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
+_EMPTY_MAP = b"\xa0"
+
+
+# -- canonical CBOR pieces ----------------------------------------------------------------
+
+def cbor_head(major: int, n: int) -> bytes:
+    """The shortest CBOR head of major type ``major`` (0-7) with argument ``n`` >= 0."""
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((m | 26,)) + n.to_bytes(4, "big")
+    return bytes((m | 27,)) + n.to_bytes(8, "big")
+
+
+def cbor_int(n: int) -> bytes:
+    """A CBOR integer (-2**64 <= n < 2**64), as the canonical encoder writes it."""
+    return cbor_head(0, n) if n >= 0 else cbor_head(1, -1 - n)
+
+
+_SIZES = ((24, 0, 0), (0x100, 24, 1), (0x10000, 25, 2), (0x100000000, 26, 4), (None, 27, 8))
+
+
+def cbor_ints(values: np.ndarray) -> list[bytes]:
+    """:func:`cbor_int` of every int64 in ``values``, vectorised by size class."""
+    a = np.asarray(values, dtype=np.int64)
+    k = a.size
+    neg = a < 0
+    # -1 - a for negatives (no overflow for int64), as uint64
+    u = np.where(neg, ~a, a).astype(np.uint64)
+    major = np.where(neg, 0x20, 0).astype(np.uint8)
+    out: list[bytes] = [b""] * k
+    lo = np.zeros(k, bool)
+    done = 0
+    for limit, add, width in _SIZES:
+        sel = ~lo if limit is None else (~lo & (u < np.uint64(limit)))
+        idx = np.flatnonzero(sel)
+        lo |= sel
+        if not idx.size:
+            continue
+        m = idx.size
+        buf = np.empty((m, 1 + width), np.uint8)
+        uv = u[idx]
+        if width == 0:
+            buf[:, 0] = major[idx] | uv.astype(np.uint8)
+        else:
+            buf[:, 0] = major[idx] | np.uint8(add)
+            buf[:, 1:] = uv.astype(">u8").view(np.uint8).reshape(m, 8)[:, 8 - width:]
+        raw = buf.tobytes()
+        w = 1 + width
+        if m == k:
+            return [raw[i:i + w] for i in range(0, m * w, w)]
+        for j, i in enumerate(idx.tolist()):
+            out[i] = raw[j * w:(j + 1) * w]
+        done += m
+        if done == k:
+            break
+    return out
+
+
+_TEXT_HEADS = [cbor_head(3, n) for n in range(256)]
+
+
+def time_keys(ns: np.ndarray, ts: np.ndarray, ids: np.ndarray) -> bytes:
+    """The ``time`` index keys of memories (ns u32, offset-binary ts, id u64; big-endian,
+    20 bytes each), concatenated in key order."""
+    packed = np.empty(ns.size, _TIME_KEY)
+    packed["ns"], packed["id"] = ns, ids
+    packed["ts"] = np.asarray(ts, np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+    order = np.lexsort((packed["id"], packed["ts"], packed["ns"]))
+    return packed[order].tobytes()
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) -> bool:
+    """Apply ``reqs`` (``("remember", ns, text, meta, type, ts, key, vec[, pinned[,
+    meta_cbor]])`` requests) as one ``mem`` op each, in order, into ``ctx``; their ids are
+    appended to ``ctx.results``. Returns False, having changed nothing, when some
+    request is not of the shape this path handles (the caller applies them op by op,
+    which raises the same errors). :raises DuplicateKeyError: as the per-op path."""
+    dim = engine.dim
+    try:
+        block = np.stack([r[7] for r in reqs]).astype("<f4", copy=False)
+    except (ValueError, TypeError):
+        return False
+    k = len(reqs)
+    if block.shape != (k, dim):
+        return False
+    block = np.ascontiguousarray(block)
+    # namespaces: a new one is created (an ``ns`` op, one seq) where its first item is
+    i = 0
+    while i < k:
+        j = i
+        nids: list[int] = []
+        while j < k:
+            ns = reqs[j][1]
+            nid = ctx.ns_seen.get(ns)
+            if nid is None:
+                nid = engine.ns_id(ns, ctx.txn)
+                if nid is None:
+                    break
+                ctx.ns_seen[ns] = nid
+            nids.append(nid)
+            j += 1
+        if j > i:
+            _apply(engine, ctx, reqs[i:j], nids, block[i:j])
+        if j < k:
+            ns = reqs[j][1]
+            ctx.ns_seen[ns] = engine._ensure_ns(ctx, ns)
+        i = j
+    return True
+
+
+def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids: list[int],
+           block: np.ndarray) -> None:
+    """The ``mem`` ops of ``reqs`` (namespaces ``nids``, all existing; vectors ``block``)."""
+    st, txn, env = ctx.state, ctx.txn, engine.env
+    k = len(reqs)
+    id0, slot0, seq0 = st.next_id, st.n_slots, st.seq + 1
+    kdb = env.db("keys")
+    keyed: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    for j, r in enumerate(reqs):  # duplicate keys: the first one in order, as op by op
+        key = r[6]
+        if key is not None:
+            kb = S.u32(nids[j]) + key.encode()
+            if kb in seen or txn.get(kb, db=kdb) is not None:
+                raise DuplicateKeyError(
+                    f"namespace {r[1]!r} already has a memory with key {key!r}")
+            seen.add(kb)
+            keyed.append((kb, S.u64(id0 + j)))
+    ids = np.arange(id0, id0 + k, dtype=np.int64)
+    slots = np.arange(slot0, slot0 + k, dtype=np.int64)
+    seqs = np.arange(seq0, seq0 + k, dtype=np.int64)
+    ns_arr = np.asarray(nids, dtype=np.int64)
+    ts_arr = np.fromiter((r[5] for r in reqs), np.int64, k)
+    types = np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k)
+    # vectors and slot columns, one block each
+    w = 4 * block.shape[1]
+    raw = block.tobytes()
+    crc_hqx = binascii.crc_hqx
+    vcrcs = [crc_hqx(raw[o:o + w], 0) for o in range(0, k * w, w)]
+    rows = np.zeros(k, SLOT_DTYPE)
+    rows["id"], rows["ts"], rows["ns"], rows["type"] = ids, ts_arr, ns_arr, types
+    rows["flags"], rows["pad"] = CHECKED, vcrcs
+    ctx.matrix[slot0:slot0 + k] = block
+    ctx.slots[slot0:slot0 + k] = rows
+    # records and log frames: the CBOR of each field once, assembled twice
+    e_id, e_slot, e_seq = cbor_ints(ids), cbor_ints(slots), cbor_ints(seqs)
+    e_ts = cbor_ints(ts_arr)
+    e_crc = cbor_ints(np.asarray(vcrcs, np.int64))
+    small = {v: cbor_int(v) for v in set(nids) | set(types.tolist())}
+    e_ns = [small[v] for v in nids]
+    e_type = [small[v] for v in types.tolist()]
+    metas = [r[3] for r in reqs]
+    e_meta = [r[9] if len(r) > 9 and r[9] is not None else
+              (R.encode(m) if m else _EMPTY_MAP) for r, m in zip(reqs, metas)]
+    texts = [r[2] for r in reqs]
+    tbs = [t.encode("utf-8") for t in texts]
+    heads = _TEXT_HEADS
+    e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
+    keys = [r[6] for r in reqs]
+    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    join = b"".join
+    if not keyed and not any(pinned):  # the common case: one shape for every item
+        recs = [join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j], b"\x61q",
+                      e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j], b"\x61y", e_type[j],
+                      b"\x62ts", e_ts[j])) for j in range(k)]
+        ops = [join((b"\xa9\x62id", e_id[j], b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j],
+                     b"\x64meta", e_meta[j], b"\x64text", e_text[j], b"\x64type", e_type[j],
+                     b"\x64vcrc", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
+        key_bytes = 0
+    else:
+        recs, ops = [], []
+        key_bytes = 0
+        for j in range(k):
+            key = keys[j]
+            if key is None:
+                recs.append(join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j],
+                                  b"\x61q", e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j],
+                                  b"\x61y", e_type[j], b"\x62ts", e_ts[j])))
+                e_key = b""
+            else:
+                kb = key.encode("utf-8")
+                key_bytes += len(kb)
+                e_key = cbor_head(3, len(kb)) + kb
+                recs.append(join((b"\xa9\x61i", e_id[j], b"\x61k", e_key, b"\x61m", e_meta[j],
+                                  b"\x61n", e_ns[j], b"\x61q", e_seq[j], b"\x61s", e_slot[j],
+                                  b"\x61t", e_text[j], b"\x61y", e_type[j], b"\x62ts",
+                                  e_ts[j])))
+                e_key = b"\x63key" + e_key
+            ops.append(join((bytes((0xa9 + (key is not None) + pinned[j],)), b"\x62id", e_id[j],
+                             b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j], e_key,
+                             b"\x63pin\xf5" if pinned[j] else b"", b"\x64meta", e_meta[j],
+                             b"\x64text", e_text[j], b"\x64type", e_type[j], b"\x64vcrc",
+                             e_crc[j], b"\x64vrow", e_slot[j])))
+    crc32, pack_crc, pack_frame, pack_seq = zlib.crc32, _CRC.pack, _FRAME.pack, _SEQ.pack
+    id_keys = ids.astype(">u8").tobytes()
+    records = [(id_keys[8 * j:8 * j + 8], b"\x02" + pack_crc(crc32(rec)) + rec)
+               for j, rec in enumerate(recs)]
+    frames = [pack_frame(len(op), crc32(op, crc32(pack_seq(seq))), seq) + op
+              for seq, op in zip(range(seq0, seq0 + k), ops)]
+    pending = list(zip(nids, range(id0, id0 + k), texts, metas))
+    # capacity bytes (_capacity.entry_bytes): text, metadata ({} counts 1), vector, key
+    nbytes = np.fromiter(map(len, tbs), np.int64, k) + np.fromiter(
+        (len(e) for e in e_meta), np.int64, k) + 4 * engine.dim
+    live_bytes = int(nbytes.sum()) + key_bytes
+    if len(set(nids)) == 1:
+        ns_bytes = {nids[0]: live_bytes}
+    else:
+        ns_bytes = {}
+        for j, nid in enumerate(nids):
+            kl = len(keys[j].encode("utf-8")) if keys[j] is not None else 0
+            ns_bytes[nid] = ns_bytes.get(nid, 0) + int(nbytes[j]) + kl
+    pins = [b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
+    rdb = env.db("records")
+    with txn.cursor(db=rdb) as cur:
+        # new ids are larger than every stored one: append (checked, not assumed)
+        append = not cur.last() or cur.key() < records[0][0]
+        if cur.putmulti(records, append=append)[1] != k:
+            raise CorruptionError(f"{engine.path!r}: new memory ids {id0}.. are already stored")
+    tkeys = time_keys(ns_arr, ts_arr, ids)
+    with txn.cursor(db=env.db("time")) as cur:
+        cur.putmulti([(tkeys[o:o + 20], b"") for o in range(0, 20 * k, 20)])
+    if keyed:
+        keyed.sort()
+        with txn.cursor(db=kdb) as cur:
+            cur.putmulti(keyed)
+    if pins:
+        cdb = env.db(_capacity.DB)
+        for p in pins:
+            txn.put(p, b"", db=cdb)
+    if ctx.pending is not None:  # indexed with the rest of the write (Engine.flush_index)
+        ctx.pending.extend(pending)
+    else:
+        _lexical_index.add_many(txn, env, pending)
+        _filter_index.add_many(txn, env, pending)
+    st.live_bytes += live_bytes
+    for nid, b in ns_bytes.items():
+        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) + b
+    for nid in dict.fromkeys(nids):
+        ctx.ns_delta[nid] = ctx.ns_delta.get(nid, 0) + nids.count(nid)
+    st.next_id += k
+    st.n_slots += k
+    st.live += k
+    st.seq = seq0 + k - 1
+    ctx.frames.extend(frames)
+    ctx.results.extend(range(id0, id0 + k))

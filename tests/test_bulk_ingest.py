@@ -1,0 +1,213 @@
+"""Bulk ingest (``_ingest``): a run of ``remember`` requests applied as one block leaves
+exactly what one ``mem`` op per memory leaves: log bytes, every LMDB table, vector rows,
+slot columns, digest and answers; and its hand-assembled CBOR is the canonical encoder's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnemos_kv import HashingEmbedder, Mnemos, _ingest
+from mnemos_kv import _records as R
+from mnemos_kv.errors import DuplicateKeyError, InvalidInputError
+
+from conftest import Clock
+from test_bulk_forget import WORDS, _log_bytes, _same, _tables
+
+
+def _text(i: int) -> str:
+    r = np.random.default_rng(i)
+    return " ".join(WORDS[j] for j in r.integers(0, len(WORDS), int(r.integers(1, 9))))
+
+
+METAS = [{}, {"cat": 3}, {"cat": 1, "user": {"tier": 2, "name": "u1"}}, {"long": "z" * 400},
+         {"p" * 250: 1}, {"f": 1.5, "g": -0.0, "h": 1e300, "big": 2 ** 63, "neg": -(2 ** 63)},
+         {"l": [1, "a", None, True, {"x": b"\x00\xff"}], "e": ""}, {"日本": "語", "b": False}]
+
+
+def _items(n: int, seed: int = 0, keys: bool = True) -> list[dict]:
+    r = np.random.default_rng(seed)
+    vecs = r.standard_normal((n, 16)).astype(np.float32)
+    out = []
+    for i in range(n):
+        it: dict = {"text": _text(seed * 1000 + i) if i % 9 else "shared text about yoga?",
+                    "metadata": METAS[i % len(METAS)], "vector": vecs[i],
+                    "type": ("episodic", "semantic", "procedural")[i % 3]}
+        if i % 4 == 0 and keys:
+            it["key"] = f"k{seed}-{i}" + ("é" * (i % 3))
+        if i % 5 == 0:
+            it["timestamp"] = [-10 ** 12, 0, 1, 2 ** 40, 1_767_225_600 + i][i % 5]
+        if i % 7 == 0:
+            it["pinned"] = True
+        out.append(it)
+    return out
+
+
+def _E() -> HashingEmbedder:
+    return HashingEmbedder(16)
+
+
+def _pair(tmp_path):
+    a = Mnemos.open(str(tmp_path / "a"), embedder=_E(), clock=Clock())
+    b = Mnemos.open(str(tmp_path / "b"), embedder=_E(), clock=Clock())
+    return a, b
+
+
+def _fill(db: Mnemos) -> list:
+    out = [db.remember_many(_items(300, 1))]
+    out.append(db.namespace("other").remember_many(_items(40, 2)))
+    out.append(db.remember_many(_items(5, 3)))  # below MIN_RUN: op by op in both
+    with db.batch() as bt:  # new namespaces in the middle of one run
+        bt.remember_many(_items(20, 4, keys=False))
+        bt.namespace("third").remember_many(_items(20, 5))
+        bt.remember_many(_items(20, 6))
+        bt.namespace("fourth").remember("one")
+        bt.namespace("other").remember_many(_items(20, 7))
+    out.append(bt.ids)
+    return out
+
+
+def test_bulk_ingest_equals_op_by_op(tmp_path, monkeypatch) -> None:
+    a, b = _pair(tmp_path)
+    calls = []
+    real = _ingest.apply_run
+    monkeypatch.setattr(_ingest, "apply_run", lambda *x: calls.append(len(x[2])) or real(*x))
+    ra = _fill(a)
+    assert len(calls) >= 3 and sum(calls) >= 400
+    monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
+    rb = _fill(b)
+    assert ra == rb
+    _same(a, b)
+    for ns in ("third", "fourth"):
+        assert [m.id for m in a.namespace(ns).ask("yoga")] == \
+            [m.id for m in b.namespace(ns).ask("yoga")]
+    a.close()
+    b.close()
+    # and after reopening (the vector rows and records were flushed and read back)
+    a = Mnemos.open(str(tmp_path / "a"), embedder=_E())
+    assert a.verify().ok
+    a.close()
+
+
+def test_small_bulk_writes_keep_pending_rows(tmp_path, monkeypatch) -> None:
+    """A run small enough to stay in ``pending``/``vrows`` (no flush): the same tables."""
+    a, b = _pair(tmp_path)
+    for db in (a, b):
+        if db is b:
+            monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
+        for s in range(4):
+            db.remember_many(_items(12, 10 + s))
+    assert _log_bytes(a._engine.path) == _log_bytes(b._engine.path)
+    assert _tables(a) == _tables(b)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_bulk_ingest_errors_write_nothing(tmp_path) -> None:
+    a, _ = _pair(tmp_path)
+    a.remember_many(_items(20, 1))
+    before = _tables(a)
+    dup = _items(20, 8)
+    dup[13]["key"] = "k1-0"  # already stored
+    with pytest.raises(DuplicateKeyError, match="k1-0"):
+        a.remember_many(dup)
+    with pytest.raises(InvalidInputError):  # twice in one call: refused by validation
+        a.remember_many([{"text": "x", "key": "same"}, {"text": "y", "key": "same"}] * 5)
+    with pytest.raises(DuplicateKeyError, match="'twice'"):  # twice in one write
+        a._engine.write([("remember", "default", f"t{i}", {}, "episodic", 5,
+                          "twice" if i in (3, 9) else None, np.ones(16, np.float32))
+                         for i in range(12)])
+    assert _tables(a) == before
+    a.close()
+
+
+def test_odd_vectors_fall_back_to_op_by_op(tmp_path) -> None:
+    """Vectors of another shape are left to the per-op path (and its error)."""
+    a, _ = _pair(tmp_path)
+    reqs = [("remember", "default", f"t{i}", {}, "episodic", 5, None,
+             np.ones(16 if i != 4 else 15, np.float32)) for i in range(12)]
+    from mnemos_kv.errors import CorruptionError
+    with pytest.raises(CorruptionError, match="15 floats"):
+        a._engine.write(reqs)
+    ok = [("remember", "default", f"t{i}", {}, "episodic", 5, None,
+           np.full((1, 16), 0.25, np.float64)) for i in range(12)]
+    assert a._engine.write(ok) == list(range(1, 13))
+    assert a.verify().ok
+    a.close()
+
+
+_INTS = st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_INTS, max_size=40))
+def test_cbor_ints_are_canonical(values: list[int]) -> None:
+    edges = [0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, -1, -24, -25, -256,
+             -257, -65536, -65537, -(2 ** 32), -(2 ** 32) - 1]
+    vals = values + edges
+    assert _ingest.cbor_ints(np.asarray(vals, np.int64)) == [R.encode(v) for v in vals]
+    assert [_ingest.cbor_int(v) for v in vals] == [R.encode(v) for v in vals]
+    assert _ingest.cbor_ints(np.asarray(values[:1] * 5, np.int64)) == [R.encode(v) for v in
+                                                                         values[:1] * 5]
+
+
+def _words_reference(text: str) -> list[str]:
+    """``_lexical.words`` as it was written first: one translate table, one regex."""
+    import unicodedata
+
+    from mnemos_kv import _lexical as L
+    if not text:
+        return []
+    norm = unicodedata.normalize("NFKC", text).casefold().translate(L._APOSTROPHES)
+    return L._WORD_RE.findall(L._CLITIC_RE.sub(" ", norm))
+
+
+_PIECES = ["n't", "'s", "'re", "'", "`", "\u2019", "\u2018", "\u02bc", "n", "t", "s", "don",
+           "_", " ", "'ll", "'d", "'m", "'ve", "re", "é", "ß", "日本", "1", "?", "N'T", "'S",
+           "\u2019S", "\u00a0", "-", "ﬁ", "Ｎ'Ｔ", "x"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14), st.text(max_size=12))
+def test_words_equal_the_single_regex_version(pieces: list[str], tail: str) -> None:
+    from mnemos_kv import _lexical as L
+    for text in ("".join(pieces), "".join(pieces) + tail):
+        assert L.words(text) == _words_reference(text)
+
+
+def test_batch_words_cache_gives_the_same_words() -> None:
+    from mnemos_kv import _batchwords
+    texts = [_text(i) + f" don't {i}" for i in range(200)]
+    first = _batchwords.batch_words(texts)
+    again = _batchwords.batch_words(list(texts))  # the same objects: from the cache
+    assert again[0] is first[0]
+    third = _batchwords.batch_words(texts)  # used once: computed again (and equal)
+    assert third[0] is not first[0] and third[0] == first[0]
+    other = _batchwords.batch_words([t + " more" for t in texts])  # other texts: computed
+    assert other[0] != first[0]
+    ref = [(w, i) for i, t in enumerate(texts) for w in _words_reference(t)]
+    assert list(zip(first[0], first[1].tolist())) == ref
+
+
+def test_equal_metadata_is_checked_once_but_kept_exactly(tmp_path) -> None:
+    """Validation computes equal flat metadata once; values that compare equal but are
+    stored differently (1, 1.0, True; 0.0, -0.0) keep their own form."""
+    import math
+    db = Mnemos.open(str(tmp_path / "m"), embedder=_E())
+    vals = [1, 1.0, True, 0.0, -0.0, 1, -0.0, 0.0, True, 1.0, "1", None, 2 ** 63]
+    ids = db.remember_many([{"text": f"t{i}", "metadata": {"v": v}} for i, v in enumerate(vals)])
+    for mid, v in zip(ids, vals):
+        got = db.get(mid).metadata["v"]
+        assert type(got) is type(v) and got == v
+        if isinstance(v, float):
+            assert math.copysign(1, got) == math.copysign(1, v)
+    metas = [db.get(m).metadata for m in ids[:2]]
+    metas[0]["v"] = 5  # a copy each: changing one changes no other
+    assert db.get(ids[5]).metadata == {"v": 1}
+    with pytest.raises(InvalidInputError, match="finite"):
+        db.remember_many([{"text": "a", "metadata": {"v": 1.5}},
+                          {"text": "b", "metadata": {"v": float("nan")}}])
+    db.close()
