@@ -25,8 +25,9 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 import numpy as np
 
 from . import _records as R
+from .errors import EmbedderMismatchError, ReadOnlyError
 
-__all__ = ["Backend", "Reader", "is_postgres_url"]
+__all__ = ["Backend", "EngineChecks", "Reader", "is_postgres_url"]
 
 
 def is_postgres_url(path: Any) -> bool:
@@ -90,3 +91,32 @@ class Backend(Protocol):
     def replay(self, path: str, *, strict: bool, resume: bool, progress: Any) -> Any: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
+
+
+class EngineChecks:
+    """The checks both engines make before a call, one copy (each engine has ``path``,
+    ``readonly``, ``embedder``, ``embedder_name``, ``dim`` and its own ``check_open``)."""
+
+    path: str
+    readonly: bool
+    embedder: Any
+    embedder_name: str
+    dim: int
+
+    def check_open(self) -> None:  # pragma: no cover - each engine defines its own
+        raise NotImplementedError
+
+    def check_writable(self) -> None:
+        """:raises ClosedError: closed. :raises ReadOnlyError: opened read-only."""
+        self.check_open()
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.path!r} is open read-only")
+
+    def require_embedder(self) -> Any:
+        """The embedder text is embedded with; raises when the store was opened without
+        the one it was made with."""
+        if self.embedder is None:
+            raise EmbedderMismatchError(
+                f"store {self.path!r} was made with embedder {self.embedder_name!r} "
+                f"(dim {self.dim}); pass it as Mnemos.open(..., embedder=...) to embed text")
+        return self.embedder

@@ -28,12 +28,13 @@ from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lmdb
                _openlock)
 from . import _records as R
 from . import _storage as S
+from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
 from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
                        slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
-                     NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
+                     NeedsRecoveryError, NotAStoreError, StorageError, StoreError)
 
 logger = logging.getLogger("mnemos_kv")
 
@@ -448,7 +449,7 @@ def _plain_forget(req: tuple[Any, ...]) -> bool:
     return op.get("op") == "forget" and len(op) == 2 and type(op.get("id")) is int
 
 
-class Engine:
+class Engine(EngineChecks):
     """The store internals shared by the ``Mnemos`` facade and its namespace handles."""
 
     def __init__(self, path: str | os.PathLike[str], *, embedder: Any, embedder_given: bool,
@@ -646,13 +647,6 @@ class Engine:
                 "the same embedder.")
         return None  # opened without its custom embedder: reads work, embedding does not
 
-    def require_embedder(self) -> Any:
-        if self.embedder is None:
-            raise EmbedderMismatchError(
-                f"store {self.path!r} was made with embedder {self.embedder_name!r} "
-                f"(dim {self.dim}); pass it as Mnemos.open(..., embedder=...) to embed text")
-        return self.embedder
-
     def check_open(self) -> None:
         if self.closed:
             raise ClosedError(f"store {self.path!r} is closed")
@@ -661,11 +655,6 @@ class Engine:
                 f"store {self.path!r} was opened in process {self.env.pid}, before this process "
                 "was forked from it; a child process must open stores itself (see "
                 "docs/concurrency.md)")
-
-    def check_writable(self) -> None:
-        self.check_open()
-        if self.readonly:
-            raise ReadOnlyError(f"store {self.path!r} is open read-only")
 
     # -- state ------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from .. import _capacity
 from .. import _records as R
+from .._backend import EngineChecks
 from .._engine import State
-from ..errors import (ClosedError, EmbedderMismatchError, ReadOnlyError, StorageError, StoreError,
-                      UnsupportedError)
+from ..errors import ClosedError, StorageError, StoreError, UnsupportedError
 from . import schema as _schema
 from .url import parse_url, redact
 from .write import (REC_COLS, Ctx, PgScope, as_array, capacity_columns, finish, limits_of,
@@ -48,7 +48,7 @@ def translate(exc: Exception, where: str) -> Exception:
     return exc
 
 
-class PgEngine:
+class PgEngine(EngineChecks):
     """A store in one PostgreSQL schema, behind the same facade as the embedded one."""
 
     kind = "postgres"
@@ -130,18 +130,6 @@ class PgEngine:
             raise ClosedError(
                 f"store {self.path!r} was opened in process {self._pid}, before this process was "
                 "forked from it; a child process must open stores itself")
-
-    def check_writable(self) -> None:
-        self.check_open()
-        if self.readonly:
-            raise ReadOnlyError(f"store {self.path!r} is open read-only")
-
-    def require_embedder(self) -> Any:
-        if self.embedder is None:
-            raise EmbedderMismatchError(
-                f"store {self.path!r} was made with embedder {self.embedder_name!r} "
-                f"(dim {self.dim}); pass it as Mnemos.open(..., embedder=...) to embed text")
-        return self.embedder
 
     def local(self, call: str) -> Any:
         """Calls only the embedded engine offers raise UnsupportedError here."""
