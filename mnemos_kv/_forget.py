@@ -290,7 +290,7 @@ def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int) -> Non
     rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
     vals = np.ascontiguousarray(rows["v"])
     have = np.frombuffer(vals.tobytes(), dtype=">u8")[::width // 8]
-    drop = np.frombuffer(b"".join(g[:8] for g in gone), dtype=">u8")
+    drop = np.frombuffer(b"".join(gone), dtype=">u8")[::width // 8]  # (each starts with its id)
     keep = ~np.isin(have.astype(np.uint64), drop.astype(np.uint64))
     cur.set_key(key)
     cur.delete(dupdata=True)
