@@ -29,8 +29,8 @@ from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lmdb
 from . import _records as R
 from . import _storage as S
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, slot_file,
-                       slot_row, vector_file)
+from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
+                       slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, ReadOnlyError, StorageError, StoreError)
@@ -150,6 +150,16 @@ class Snapshot:
     def namespaces(self) -> dict[str, dict[str, Any]]:
         return self.engine.namespaces(self.txn)
 
+    def namespaces_from(self, head: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(name, info) of the namespaces whose name starts with ``head``, by name."""
+        prefix = head.encode()
+        with self.txn.cursor(db=self.engine.env.db("namespaces")) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not bytes(k).startswith(prefix):
+                        break
+                    yield bytes(k).decode(), R.decode(bytes(v), "namespace")
+
     def ns_count(self, name: str) -> int:
         raw = self.txn.get(name.encode(), db=self.engine.env.db("namespaces"))
         return 0 if raw is None else int(R.decode(raw, "namespace")["count"])
@@ -209,11 +219,20 @@ class Snapshot:
         if node is not None and plan.ns_ids:
             plan = _dc.replace(plan, allowed=_retrieval.filter_mask(eng, self, plan.ns_ids, node))
         out = []
+        damaged: CorruptionError | None = None
         for hit in _retrieval.run(eng, self, plan):
-            rec = eng.record(self.txn, hit.id)
+            try:
+                rec = eng.record(self.txn, hit.id)
+            except CorruptionError as exc:  # raised after the vectors ranked before it
+                damaged = exc
+                break
             if rec is not None:
-                eng.check_vector(self, rec)  # a corrupted vector is an error, not an answer
                 out.append((hit, rec))
+        # a corrupted vector is an error, not an answer: the rows of the answers are
+        # checked at once (one CRC over their XOR; row by row when that fails)
+        eng.check_vectors(self, [rec for _, rec in out])
+        if damaged is not None:
+            raise damaged
         return out
 
     # what the planner (_retrieval) reads besides the slot columns
@@ -414,7 +433,7 @@ def _slots_needed(req: tuple[Any, ...]) -> int:
         return 1
     if kind == "op":
         return 1 if req[1].get("op") in _mutate.SLOT_OPS else 0
-    if kind == "call":
+    if kind in ("call", "apply"):
         return int(req[2])
     if kind == "bind":
         return _slots_needed(req[1])
@@ -1076,6 +1095,9 @@ class Engine:
             return _mutate.REQUESTS[kind](self, ctx, req)
         if kind == "call":  # a part (capacity, semantic compaction) resolving its own ops
             return req[1](self, ctx)
+        if kind == "apply":  # the same, through a writer both engines offer (_semantic)
+            from ._semantic import LmdbWriter
+            return req[1](LmdbWriter(self, ctx))
         if kind == "remember":
             _, ns, text, meta, type_, ts, key, vec = req[:8]
             nid = ctx.ns_seen.get(ns)
@@ -1298,6 +1320,22 @@ class Engine:
 
         :raises CorruptionError: naming the memory and the vector file."""
         self.check_row(rec, snap.matrix, snap.slots, snap.state.gen)
+
+    def check_vectors(self, snap: Snapshot, recs: Sequence[R.Record]) -> None:
+        """:meth:`check_vector` of several records, the checksums folded into one CRC
+        (``_vectors.rows_pass``); when that fails, row by row, so the error names the
+        first damaged row in the given order. :raises CorruptionError:"""
+        slots = snap.slots
+        for rec in recs:
+            slot = rec.slot
+            if not 0 <= slot < slots.shape[0] or int(slots["id"][slot]) != rec.id:
+                self.check_row(rec, snap.matrix, slots, snap.state.gen)  # raises
+        if len(recs) < 2 or rows_pass(snap.matrix, slots, [rec.slot for rec in recs]):
+            if len(recs) == 1:
+                self.check_vector(snap, recs[0])
+            return
+        for rec in recs:
+            self.check_row(rec, snap.matrix, slots, snap.state.gen)
 
     def check_row(self, rec: R.Record, matrix: np.ndarray, slots: np.ndarray, gen: int) -> None:
         """:meth:`check_vector` on explicit rows of generation ``gen``."""

@@ -240,23 +240,23 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
     """Remove the postings of ``mids`` (ascending) and their share of the statistics."""
     bt = _lexical_index.doc_terms_many(texts)
     if bt.key.size:
-        vals = np.empty(bt.key.size, _lexical_index.POSTING_DTYPE)
-        vals["id"], vals["tf"], vals["dl"] = mids[bt.doc], bt.tf, bt.dl
+        vals = _lexical_index.posting_values(mids[bt.doc], bt.tf, bt.dl)
         prefix = S.u32(ns)
         full = [prefix + k for k in bt.keys]
         # (key, id) order: the entries sort by key code, then by text = by id
         _remove_dups(txn, env.db("postings"), list(map(full.__getitem__, bt.key.tolist())),
-                     vals.view(f"V{_lexical_index.POSTING_BYTES}").tolist(),
-                     _lexical_index.POSTING_BYTES,
-                     np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1]))))
+                     vals, _lexical_index.POSTING_BYTES,
+                     np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1]))),
+                     id_bytes=6)
     _lexical_index.bump(txn, env, ns, -len(texts), -int(bt.stem_len.sum()),
                         -int(bt.surface_len.sum()))
 
 
 def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[bytes],
-                 width: int, starts: np.ndarray | None = None) -> None:
+                 width: int, starts: np.ndarray | None = None, id_bytes: int = 8) -> None:
     """Delete the duplicates ``(keys[i], vals[i])`` (sorted by key, then value) of a
-    dupsort + dupfixed table of ``width``-byte values whose first 8 bytes are the id.
+    dupsort + dupfixed table of ``width``-byte values whose first ``id_bytes`` bytes are
+    the id (big-endian).
     A key losing at least REWRITE_MIN entries and half of its duplicates is rewritten
     whole; a value not found as is (a posting's tf or length differs) is found by id."""
     m = len(keys)
@@ -273,25 +273,34 @@ def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[b
                 key = keys[a]
                 n = cur.count() if cur.set_key(key) else 0
                 if n and 2 * (b - a) >= n:
-                    _rewrite(cur, key, vals[a:b], width)
+                    _rewrite(cur, key, vals[a:b], width, id_bytes)
                     done[a:b] = True
         delete = txn.delete
         for i in (np.flatnonzero(~done).tolist() if done.any() else range(m)):
             key, v = keys[i], vals[i]
             if not delete(key, v, db=db):
-                idb = v[:8]
-                if cur.set_range_dup(key, idb) and cur.value()[:8] == idb:
+                idb = v[:id_bytes]
+                if cur.set_range_dup(key, idb) and cur.value()[:id_bytes] == idb:
                     cur.delete()
 
 
-def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int) -> None:
+def _id_column(rows: np.ndarray, id_bytes: int) -> np.ndarray:
+    """The big-endian ids in the first ``id_bytes`` of each ``uint8`` row, as uint64."""
+    wide = np.zeros((rows.shape[0], 8), np.uint8)
+    wide[:, 8 - id_bytes:] = rows[:, :id_bytes]
+    return wide.view(">u8").reshape(-1).astype(np.uint64)
+
+
+def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int,
+             id_bytes: int = 8) -> None:
     """Replace the duplicates of ``key`` by those whose id is not one of ``gone``'s."""
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
     rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
     vals = np.ascontiguousarray(rows["v"])
-    have = np.frombuffer(vals.tobytes(), dtype=">u8")[::width // 8]
-    drop = np.frombuffer(b"".join(gone), dtype=">u8")[::width // 8]  # (each starts with its id)
-    keep = ~np.isin(have.astype(np.uint64), drop.astype(np.uint64))
+    have = _id_column(np.frombuffer(vals.tobytes(), np.uint8).reshape(-1, width), id_bytes)
+    # (every value in ``gone`` is ``width`` bytes: one join, no slice per entry)
+    drop = _id_column(np.frombuffer(b"".join(gone), np.uint8).reshape(-1, width), id_bytes)
+    keep = ~np.isin(have, drop)
     cur.set_key(key)
     cur.delete(dupdata=True)
     if keep.any():

@@ -126,6 +126,11 @@ def slots_of(snap: Any, ids: np.ndarray, col: np.ndarray | None = None
         pos = _guess_then_bisect(col, ids) if ids.size * 64 < col.size \
             else np.searchsorted(col, ids)
     else:
+        if col.size and ids.size:  # every id at the slot it has when none before is missing
+            guess = ids.astype(np.int64) - int(col[0])
+            if int(guess.min()) >= 0 and int(guess.max()) < col.size \
+                    and bool((col[guess] == ids).all()):
+                return np.ones(ids.size, bool), guess
         pos = np.searchsorted(col, ids)
     pos_c = np.minimum(pos, max(col.size - 1, 0))
     ok = (pos < col.size) & (col[pos_c] == ids) if col.size else np.zeros(ids.size, bool)

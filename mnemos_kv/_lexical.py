@@ -103,10 +103,20 @@ def tokenize(text: str) -> list[str]:
     return [t for t in map(index_term, words(text)) if t]
 
 
+#: The last text :func:`words` split and its words: an ``ask`` splits its query three
+#: times (the embedder's features, the lexical terms, the speaker words). Only texts up
+#: to MEMO_CHARS characters are kept (a question, not a document).
+_last_words: list[tuple[str, tuple[str, ...]]] = [("", ())]
+MEMO_CHARS = 2048
+
+
 def words(text: str) -> list[str]:
     """The normalised surface words of ``text`` (NFKC, casefolded, clitics removed), in order."""
     if not text:
         return []
+    last = _last_words[0]  # one read: another thread may replace it meanwhile
+    if last[0] == text:
+        return list(last[1])
     norm = unicodedata.normalize("NFKC", text).casefold()
     if not norm.isascii():  # (str.replace is much faster than a translate table)
         for ch in _APOSTROPHE_CHARS:
@@ -116,7 +126,10 @@ def words(text: str) -> list[str]:
         norm = norm.replace("`", "'")
     if "'" in norm:  # _CLITIC_RE in two passes, each searching a literal prefix
         norm = _NT_RE.sub(" ", _CLITIC_AFTER_RE.sub(" ", norm))
-    return _WORD_RE.findall(norm)
+    out: list[str] = _WORD_RE.findall(norm)
+    if len(text) <= MEMO_CHARS:
+        _last_words[0] = (text, tuple(out))
+    return out
 
 
 @functools.lru_cache(maxsize=65536)

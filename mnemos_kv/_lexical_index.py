@@ -3,9 +3,12 @@
 Two named sub-databases (see ``_storage.DB_NAMES``):
 
 * ``postings`` (dupsort + dupfixed): key ``ns u32 BE + term (UTF-8, at most
-  MAX_TERM_BYTES)``; one 16-byte duplicate per memory holding the term:
-  ``id u64 BE, tf u32 BE, doc length u32 BE``. Duplicates sort by id, and a term's
-  whole list is read with one ``Cursor.getmulti(..., dupfixed_bytes=16)`` into a
+  MAX_TERM_BYTES)``; one 12-byte duplicate per memory holding the term:
+  ``id u48 BE, tf u24 BE, doc length u24 BE`` (version 4; versions 1-3 stored 16 bytes,
+  ``id u64, tf u32, length u32``, and a read-only open of such a store still reads
+  them: the width is the stored values'). A text is at most 1 MiB, so a frequency or
+  length fits 24 bits; ids come from a counter and stay far below 2^48. Duplicates
+  sort by id, and a term's whole list is read with one ``Cursor.getmulti`` into a
   numpy structured array (no per-posting Python loop). Two fields share the table
   (version 2): Porter stems (key = the stem) and exact surface words (key =
   ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
@@ -37,6 +40,7 @@ import numpy as np
 from . import _lexical
 from ._batchwords import batch_words
 from . import _records as R
+from .errors import StoreError
 
 log = logging.getLogger("mnemos_kv")
 
@@ -48,8 +52,9 @@ __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAK
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
-#: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem).
-VERSION = 3
+#: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem). 4: 12-byte postings
+#: (id u48, tf u24, length u24; 16 bytes before), a quarter less space.
+VERSION = 4
 #: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
 SURFACE_PREFIX = b"\x01"
 #: The marker term whose postings are the memories that ask a question (_lexical.is_question).
@@ -63,9 +68,14 @@ SURFACE_WEIGHT: float = 0.5
 #: Terms longer than this (in UTF-8 bytes) are cut at a character boundary: LMDB keys
 #: are at most 511 bytes, and such "words" are URLs or base64, not vocabulary.
 MAX_TERM_BYTES = 240
-POSTING_BYTES = 16
+#: Bytes of one stored posting (version 4); versions 1-3: POSTING_BYTES_V3.
+POSTING_BYTES = 12
+POSTING_BYTES_V3 = 16
+#: A decoded posting (and the stored layout of versions 1-3).
 POSTING_DTYPE = np.dtype([("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
-_POST = struct.Struct(">QII")
+#: The largest id, term frequency and length a stored posting holds.
+MAX_POSTING_ID = (1 << 48) - 1
+MAX_POSTING_COUNT = (1 << 24) - 1
 _STATS = struct.Struct(">QQQ")
 _STATS_V1 = struct.Struct(">QQ")  # version 1 (read-only opens of a store not yet reindexed)
 _U32 = struct.Struct(">I")
@@ -130,13 +140,75 @@ def bump(txn: lmdb.Transaction, env: Any, ns: int, docs: int, length: int, sleng
     _bump(txn, env.db("lexstats"), ns, docs, length, slength)
 
 
+def posting(mid: int, tf: int, dl: int) -> bytes:
+    """One stored posting: ``id u48 BE, tf u24 BE, doc length u24 BE``."""
+    if not (0 <= mid <= MAX_POSTING_ID and 0 <= tf <= MAX_POSTING_COUNT
+            and 0 <= dl <= MAX_POSTING_COUNT):
+        raise StoreError(f"posting of memory {mid} (tf {tf}, length {dl}) is out of the "
+                         f"index's range (id < 2^48, counts < 2^24)")
+    return mid.to_bytes(6, "big") + tf.to_bytes(3, "big") + dl.to_bytes(3, "big")
+
+
+def encode_postings(ids: np.ndarray, tf: np.ndarray, dl: np.ndarray) -> bytes:
+    """The stored postings of equal-length arrays, concatenated (:func:`posting` of each)."""
+    n = int(ids.size)
+    if n and (int(ids.max()) > MAX_POSTING_ID or int(ids.min()) < 0
+              or max(int(tf.max()), int(dl.max())) > MAX_POSTING_COUNT):
+        raise StoreError("postings out of the index's range (id < 2^48, counts < 2^24)")
+    out = np.empty((n, POSTING_BYTES), np.uint8)
+    out[:, 0:6] = ids.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
+    out[:, 6:9] = tf.astype(">u4").view(np.uint8).reshape(n, 4)[:, 1:]
+    out[:, 9:12] = dl.astype(">u4").view(np.uint8).reshape(n, 4)[:, 1:]
+    return out.tobytes()
+
+
+def posting_values(ids: np.ndarray, tf: np.ndarray, dl: np.ndarray) -> list[bytes]:
+    """:func:`encode_postings`, one ``bytes`` per posting (for cursor puts and deletes)."""
+    blob, w = encode_postings(ids, tf, dl), POSTING_BYTES
+    return [blob[i:i + w] for i in range(0, len(blob), w)]
+
+
+#: A 12-byte posting as numpy reads it: the id's high 16 and low 32 bits, tf's high 16
+#: bits, then tf's low 8 bits and the 24-bit length.
+_FIELDS12 = [("h", ">u2"), ("l", ">u4"), ("t", ">u2"), ("d", ">u4")]
+#: What :func:`fetch` returns (native byte order: the scoring converts no further).
+DECODED_DTYPE = np.dtype([("id", "<u8"), ("tf", "<u4"), ("dl", "<u4")])
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_dtype(key_len: int, width: int) -> np.dtype:
+    """The layout of one ``getmulti(keyfixed=True)`` row: the key, then one posting."""
+    if width == POSTING_BYTES_V3:
+        return np.dtype([("k", f"V{key_len}"), ("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
+    return np.dtype([("k", f"V{key_len}")] + _FIELDS12)
+
+
+def _decode12(r: np.ndarray) -> np.ndarray:
+    """12-byte postings (an array with the ``_FIELDS12`` fields) as DECODED_DTYPE."""
+    out = np.empty(r.shape[0], DECODED_DTYPE)
+    d = r["d"].astype(np.uint32)
+    out["id"] = (r["h"].astype(np.uint64) << np.uint64(32)) | r["l"]
+    out["tf"] = (r["t"].astype(np.uint32) << np.uint32(8)) | (d >> np.uint32(24))
+    out["dl"] = d & np.uint32(MAX_POSTING_COUNT)
+    return out
+
+
+def decode_postings(rows: np.ndarray, width: int) -> np.ndarray:
+    """Stored postings (a ``uint8`` array of ``width``-byte rows) with ``id``, ``tf`` and
+    ``dl`` fields."""
+    flat = np.ascontiguousarray(rows)
+    if width == POSTING_BYTES_V3:
+        return flat.view(POSTING_DTYPE).reshape(-1)
+    return _decode12(flat.view(np.dtype(_FIELDS12)).reshape(-1))
+
+
 def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     """Index memory ``mid`` of namespace ``ns`` (in the caller's write transaction)."""
     terms, length, slength = doc_terms(text)
     pdb = env.db("postings")
     prefix = _U32.pack(ns)
     for term, (tf, dl) in terms.items():
-        txn.put(prefix + term, _POST.pack(mid, tf, dl), db=pdb, dupdata=True)
+        txn.put(prefix + term, posting(mid, tf, dl), db=pdb, dupdata=True)
     _bump(txn, env.db("lexstats"), ns, 1, length, slength)
 
 
@@ -160,19 +232,18 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
         bt = doc_terms_many([items[j][2] for j in sel])
         if bt.key.size:
             ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
-            vals = np.empty(bt.key.size, POSTING_DTYPE)
-            vals["id"], vals["tf"], vals["dl"] = ids[bt.doc], bt.tf, bt.dl
+            dids = ids[bt.doc]
             if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
-                key, blob = bt.key, vals.tobytes()  # (key, text) order is (key, id) order
+                key = bt.key  # (key, text) order is (key, id) order
+                vals = posting_values(dids, bt.tf, bt.dl)
             else:
-                order = np.lexsort((vals["id"], bt.key))  # (key, id): the table's order
-                key, blob = bt.key[order], vals[order].tobytes()
+                order = np.lexsort((dids, bt.key))  # (key, id): the table's order
+                key = bt.key[order]
+                vals = posting_values(dids[order], bt.tf[order], bt.dl[order])
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
-            w = POSTING_BYTES
             with txn.cursor(db=pdb) as cur:
-                cur.putmulti(zip(map(full.__getitem__, key.tolist()),
-                                 [blob[i:i + w] for i in range(0, len(blob), w)]), dupdata=True)
+                cur.putmulti(zip(map(full.__getitem__, key.tolist()), vals), dupdata=True)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
 
@@ -181,11 +252,11 @@ def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> Non
     """Remove memory ``mid`` from the postings and statistics of namespace ``ns``."""
     terms, length, slength = doc_terms(text)
     prefix = _U32.pack(ns)
-    idb = struct.pack(">Q", mid)
+    idb = mid.to_bytes(6, "big")
     with txn.cursor(db=env.db("postings")) as cur:
         for term in terms:
             # the duplicate is found by id alone (tf and length need not be recomputed)
-            if cur.set_range_dup(prefix + term, idb) and cur.value()[:8] == idb:
+            if cur.set_range_dup(prefix + term, idb) and cur.value()[:6] == idb:
                 cur.delete()
     _bump(txn, env.db("lexstats"), ns, -1, -length, -slength)
 
@@ -207,18 +278,20 @@ def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, 
     return n, total, stotal
 
 
-@functools.lru_cache(maxsize=1024)
-def _row_dtype(key_len: int) -> np.dtype:
-    """The layout of one ``getmulti(keyfixed=True)`` row: the key, then one posting."""
-    return np.dtype([("k", f"V{key_len}"), ("id", ">u8"), ("tf", ">u4"), ("dl", ">u4")])
+_NO_POSTINGS = np.empty(0, DECODED_DTYPE)
 
 
 def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
     """The postings of ``term`` in namespace ``ns``: a structured array with ``id``, ``tf``,
-    ``dl`` fields (sorted by id), read with one ``getmulti``."""
+    ``dl`` fields (sorted by id), read with one ``getmulti`` (the stored width is the
+    first value's: 12 bytes, or 16 in a store of index version 1-3 opened read-only)."""
     key = _U32.pack(ns) + term
-    buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=POSTING_BYTES, keyfixed=True)
-    return np.frombuffer(buf, dtype=_row_dtype(len(key)))
+    if not cur.set_key(key):
+        return _NO_POSTINGS
+    width = len(cur.value())
+    buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
+    rows = np.frombuffer(buf, dtype=_row_dtype(len(key), width))
+    return rows if width == POSTING_BYTES_V3 else _decode12(rows)
 
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
@@ -388,10 +461,15 @@ def ensure_built(env: Any) -> None:
         log.log(logging.INFO if n else logging.DEBUG,
                 "%s: building the BM25 index over %d memories (postings missing or of "
                 "another version)", getattr(env, "path", "?"), n)
+        batch: list[tuple[int, int, str, Any]] = []
         with txn.cursor(db=env.db("records")) as cur:
-            for _k, v in cur:
+            for _k, v in cur:  # id order: what add_many wants
                 rec = R.Record.from_bytes(v)
-                add(txn, env, rec.ns, rec.id, rec.text)
+                batch.append((rec.ns, rec.id, rec.text, None))
+                if len(batch) >= 20_000:
+                    add_many(txn, env, batch)
+                    batch = []
+        add_many(txn, env, batch)
         txn.put(_VERSION_KEY, _U32.pack(VERSION), db=sdb)
     env.write(body)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -77,13 +78,31 @@ class MetaMoved(Exception):
     """Neither meta page holds the asked transaction id any more (newer commits)."""
 
 
+#: Reads of the meta pages before a damage is reported: writers in other processes may
+#: commit between the reads of the two pages (or during one), which can look like
+#: damage once; a damaged file looks damaged on every read.
+META_READS: int = 5
+
+
 def check_meta(path: str, txnid: int | None = None) -> Meta:
     """Check both meta pages of the LMDB file ``path`` and its size; return the current one
     (or the one of transaction ``txnid``: a reader's snapshot; MetaMoved when gone).
 
     :raises CorruptionError: a meta page is damaged, or the file is shorter than the
-        current meta page says (truncated), or a root page lies beyond its end.
+        current meta page says (truncated), or a root page lies beyond its end, on
+        :data:`META_READS` reads in a row.
     """
+    for attempt in range(META_READS):
+        try:
+            return _check_meta_once(path, txnid)
+        except CorruptionError:
+            if attempt == META_READS - 1:
+                raise
+            time.sleep(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _check_meta_once(path: str, txnid: int | None) -> Meta:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:

@@ -53,25 +53,53 @@ def check_threshold(t: Any) -> float:
 
 # -- shared: moving edges and forgetting ------------------------------------------------------
 
+class LmdbWriter:
+    """What a ``("apply", fn, n)`` request's ``fn`` may do inside an embedded write
+    (the PostgreSQL engine's twin is ``_pg.write.PgWriter``): read records and edges of
+    the transaction, resolve requests, apply ops."""
+
+    def __init__(self, engine: "Engine", ctx: "_Ctx") -> None:
+        self.engine, self.ctx = engine, ctx
+
+    def record(self, mid: int) -> R.Record | None:
+        return self.engine.record(self.ctx.txn, mid)
+
+    def edges(self, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
+        """Edges of ``mid`` (``"out"``: by dst, relation; ``"in"``: by src, relation)."""
+        return self.engine.edges(self.ctx.txn, mid, direction)
+
+    def has_edge(self, src: int, dst: int, rel: str) -> bool:
+        return self.ctx.txn.get(S.u64(src) + S.u64(dst) + rel.encode(),
+                                db=self.engine.env.db("edges_out")) is not None
+
+    def resolve(self, req: tuple[Any, ...]) -> Any:
+        return self.engine._resolve(self.ctx, req)
+
+    def apply(self, op: dict[str, Any]) -> Any:
+        return self.engine.apply_op(self.ctx, op)
+
+
 def _absorb(engine: "Engine", ctx: "_Ctx", keeper: int, gone: Sequence[int]) -> None:
+    absorb(LmdbWriter(engine, ctx), keeper, gone)
+
+
+def absorb(w: Any, keeper: int, gone: Sequence[int]) -> None:
     """Give ``keeper`` the edges between ``gone`` and memories outside the group, then
-    forget ``gone``; all as logged ops."""
-    txn = ctx.txn
-    out_db = engine.env.db("edges_out")
+    forget ``gone``; all as logged ops (``w``: an engine's writer, see LmdbWriter)."""
     group = set(gone) | {keeper}
     for mid in gone:
-        for _s, dst, rel, w in engine.edges(txn, mid, "out"):
+        for _s, dst, rel, wt in w.edges(mid, "out"):
             if dst in group:
                 continue
-            if txn.get(S.u64(keeper) + S.u64(dst) + rel.encode(), db=out_db) is None:
-                engine.apply_op(ctx, {"op": "link", "src": keeper, "dst": dst, "rel": rel, "w": w})
-        for src, _d, rel, w in engine.edges(txn, mid, "in"):
+            if not w.has_edge(keeper, dst, rel):
+                w.apply({"op": "link", "src": keeper, "dst": dst, "rel": rel, "w": wt})
+        for src, _d, rel, wt in w.edges(mid, "in"):
             if src in group:
                 continue
-            if txn.get(S.u64(src) + S.u64(keeper) + rel.encode(), db=out_db) is None:
-                engine.apply_op(ctx, {"op": "link", "src": src, "dst": keeper, "rel": rel, "w": w})
+            if not w.has_edge(src, keeper, rel):
+                w.apply({"op": "link", "src": src, "dst": keeper, "rel": rel, "w": wt})
     for mid in gone:
-        engine.apply_op(ctx, {"op": "forget", "id": mid})
+        w.apply({"op": "forget", "id": mid})
 
 
 def _keyed_ids(engine: "Engine", txn: Any, nid: int) -> set[int]:
@@ -261,19 +289,12 @@ def summarize_older(handle: Any, than: Any, *, summarizer: Callable[[list[Memory
         nid = handle._nid(snap)
         if nid is None:
             return []
-        pinned = set(pinned_ids(eng, snap.txn, nid).tolist())
+        pinned = set(snap.pinned_ids(nid))
         by_window: dict[int, list[R.Record]] = {}
-        prefix = S.u32(nid)
-        with snap.txn.cursor(db=eng.env.db("time")) as cur:
-            if cur.set_range(prefix):
-                for k in cur.iternext(values=False):
-                    if not k.startswith(prefix) or S.from_ts_key(k[4:12]) >= cutoff:
-                        break
-                    rec = eng.record(snap.txn, S.from_u64(k[12:20]))
-                    if rec is None or rec.type not in type_set or rec.key is not None or \
-                            rec.id in pinned:
-                        continue
-                    by_window.setdefault(rec.ts // window_us, []).append(rec)
+        for rec in snap.memories(nid, None, cutoff - 1, None):  # (ts, id) order, ts < cutoff
+            if rec.type not in type_set or rec.key is not None or rec.id in pinned:
+                continue
+            by_window.setdefault(rec.ts // window_us, []).append(rec)
         for w in sorted(by_window):
             recs = by_window[w]
             if len(recs) >= min_group:
@@ -289,19 +310,19 @@ def summarize_older(handle: Any, than: Any, *, summarizer: Callable[[list[Memory
     vecs = embed_checked(embedder, texts)
 
     # 3. one write: check each group is unchanged, add its summary, move edges, forget
-    def call(e: "Engine", ctx: "_Ctx") -> list[dict[str, Any]]:
+    def call(wr: Any) -> list[dict[str, Any]]:  # wr: the engine's writer (LmdbWriter)
         out = []
         for (w, recs, _m), text, vec in zip(groups, texts, vecs):
-            now = [e.record(ctx.txn, r.id) for r in recs]
+            now = [wr.record(r.id) for r in recs]
             if any(n is None or _fields(n) != _fields(r) for n, r in zip(now, recs)):
                 continue  # changed since the snapshot: leave this group alone
             ids = [r.id for r in recs]
             meta = {"summary_of": ids,
                     "summary_window": [from_us(w * window_us), from_us((w + 1) * window_us)]}
-            sid = e._resolve(ctx, ("remember", handle.name, text, meta, "semantic",
-                                   max(r.ts for r in recs), None, vec))
-            _absorb(e, ctx, sid, ids)
+            sid = wr.resolve(("remember", handle.name, text, meta, "semantic",
+                              max(r.ts for r in recs), None, vec))
+            absorb(wr, sid, ids)
             out.append({"id": sid, "replaced": ids, "window": meta["summary_window"]})
         return out
 
-    return eng.write([("call", call, len(groups))])[0]
+    return eng.write([("apply", call, len(groups))])[0]

@@ -34,7 +34,7 @@ DB_NAMES = (
     b"time",       # ns(u32) ts(i64 offset-binary) id(u64) -> b""
     b"namespaces", # name(utf8) -> namespace info (CBOR)
     b"keys",       # ns(u32) key(utf8) -> id(u64)
-    b"postings",   # ns(u32) term(utf8) -> dups of id(u64) tf(u32) len(u32), see _lexical_index
+    b"postings",   # ns(u32) term(utf8) -> dups of id(u48) tf(u24) len(u24), see _lexical_index
     b"lexstats",   # ns(u32) -> docs(u64) stem_len(u64) surface_len(u64); b"version" -> u32
     b"capacity",   # limits, pins, evicted counters, eviction notes (see _capacity)
     b"fields",     # ns(u32) path tag value -> dups of id(u64): the filter index, see _filter_index

@@ -88,6 +88,7 @@ class TimeOrder:
         self.gen = -1
         self.state: OrderView | None = None
         self._ts: dict[int, np.ndarray] = {}  # ns -> timestamps in block order
+        self._miss_gen, self._misses = -1, 0    # view_if_warm calls that found no order
 
     def _rebuild(self, slots: np.ndarray, gen: int, n: int) -> None:
         """Sort slots [0, n) of generation ``gen`` from scratch."""
@@ -151,6 +152,19 @@ class TimeOrder:
         self._ts = tss
         self.state = OrderView(n, blocks, prev, nxt, types, counts, _single(counts), ids)
 
+    def view_if_warm(self, snap: Any, after: int) -> OrderView | None:
+        """:meth:`view`, when this generation's order is built already or after ``after``
+        calls found it missing; None before that (for a caller with a slower way that
+        needs no per-generation cache: a process that asks a few times sorts nothing)."""
+        with self._lock:
+            if snap.state.gen != self.gen or self.state is None:
+                if self._miss_gen != snap.state.gen:
+                    self._miss_gen, self._misses = snap.state.gen, 0
+                self._misses += 1
+                if self._misses <= after:
+                    return None
+        return self.view(snap)
+
     def view(self, snap: Any) -> OrderView:
         """The cache state covering at least the snapshot's slots (maybe more: use slot < n)."""
         gen, n = snap.state.gen, snap.state.n_slots
@@ -187,6 +201,7 @@ def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | Non
     if closed and rows is None and view.n == n:
         return view.prev, view.next
     size = n if rows is None else rows.size
+    consecutive = rows is not None and rows.size > 0 and int(rows[-1]) - int(rows[0]) + 1 == rows.size
     prev = np.full(size, -1, np.int64)
     nxt = np.full(size, -1, np.int64)
     for ns in sorted(set(ns_ids)):
@@ -199,7 +214,7 @@ def chain(view: OrderView, ns_ids: Iterable[int], n: int, mask: np.ndarray | Non
             s = s[mask[s]]
         if s.size < 2:
             continue
-        idx = s if rows is None else np.searchsorted(rows, s)
+        idx = s if rows is None else s - rows[0] if consecutive else np.searchsorted(rows, s)
         prev[idx[1:]] = idx[:-1]
         nxt[idx[:-1]] = idx[1:]
     return prev, nxt

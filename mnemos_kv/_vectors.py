@@ -72,6 +72,52 @@ def bad_rows(matrix: np.ndarray, slots: np.ndarray, rows: Any) -> list[int]:
     return out
 
 
+#: :func:`rows_pass` folds at most this many rows into one CRC.
+FOLD_ROWS = 64
+
+
+def rows_pass(matrix: np.ndarray, slots: np.ndarray, rows: Any) -> bool:
+    """Whether every row among ``rows`` passes its checksum (unchecked rows pass), with
+    one CRC over a fold of the checked rows instead of one CRC per row.
+
+    The CRC-16 (initial value 0, no final XOR) is linear, and appending ``i`` zero
+    bytes multiplies a message by ``x^(8i)``: so the XOR of the rows, row ``i`` shifted
+    by ``i`` bytes, has the CRC ``XOR_i crc_hqx(i zero bytes, crc(row i))``, computed
+    from the stored checksums. Damage confined to one row changes the two sides by
+    that row's ``crc(error) * x^(8i)``, which is 0 only when ``crc(error)`` is: it is
+    caught whenever the row-by-row check catches it. Damage in several rows is missed
+    only when the shifted errors cancel modulo the CRC polynomial (about 1 in 65,536
+    for random damage; the shifts keep the same bits flipped at the same offsets of
+    two rows from cancelling: every burst of up to 15 bits is still caught). See
+    docs/durability.md. ``rows`` are made distinct first.
+    """
+    distinct = sorted({int(r) for r in rows})
+    flags = slots["flags"][distinct] if distinct else np.empty(0, np.uint8)
+    chk = [r for r, f in zip(distinct, flags.tolist()) if f & CHECKED]
+    pad = slots["pad"]
+    for start in range(0, len(chk), FOLD_ROWS):
+        part = chk[start:start + FOLD_ROWS]
+        k = len(part)
+        if k == 1:
+            if row_crc(matrix[part[0]].tobytes()) != int(pad[part[0]]):
+                return False
+            continue
+        block = np.ascontiguousarray(matrix[part]).view(np.uint8)  # k x width bytes
+        width = block.shape[1]
+        span = width + k - 1
+        # k rows of span bytes, row i holding the bytes of row part[i] at offset k-1-i:
+        # rows laid (span - 1) apart in one zeroed buffer
+        flat = np.zeros(k * span, np.uint8)
+        flat[k - 1:k - 1 + k * (span - 1)].reshape(k, span - 1)[:, :width] = block
+        folded = np.bitwise_xor.reduce(flat.reshape(k, span), axis=0)
+        want = 0
+        for i, r in enumerate(part):  # crc(row i followed by i zero bytes)
+            want ^= binascii.crc_hqx(bytes(i), int(pad[r]))
+        if row_crc(folded.tobytes()) != want:
+            return False
+    return True
+
+
 class GenerationGone(CorruptionError):
     """The files of a generation are missing (removed by a compaction, or lost)."""
 #: Growth step of the vector and slot files: 1/GROW_DIVISOR of the rows they hold (at

@@ -203,7 +203,7 @@ class MnemosStore(BaseStore):
         else:
             raise InvalidInputError(
                 f"path_or_store must be a path or a Mnemos store, got {type(path_or_store).__name__}")
-        self._dim = int(self._db._engine.local("the LangGraph store adapter").dim)
+        self._dim = int(self._db._engine.dim)
         if index and self._dim != index["dims"]:
             self.close()
             raise EmbedderMismatchError(
@@ -272,7 +272,7 @@ class MnemosStore(BaseStore):
             self.queries: dict[str, None] = {}
 
     def _plan(self, ops: Iterable[Op]) -> "MnemosStore._Plan":
-        self._db._engine.local("the LangGraph store adapter").check_open()
+        self._db._engine.check_open()
         plan = self._Plan()
         plan.ops = list(ops)
         for op in plan.ops:
@@ -407,24 +407,16 @@ class MnemosStore(BaseStore):
         except NamespaceTooLongError:
             return {}  # no namespace is that long
         under = head + "." if labels else head
-        eng = self._db._engine.local("the LangGraph store adapter")
         out: dict[str, dict[str, Any]] = {}
-        with eng.snapshot() as snap:
-            with snap.txn.cursor(db=eng.env.db("namespaces")) as cur:
-                if not cur.set_range(head.encode()):
-                    return out
-                for k, v in cur:
-                    name = bytes(k).decode()
-                    if not name.startswith(head):
-                        break
-                    if name != head and not name.startswith(under):
-                        continue
-                    info = R.decode(bytes(v), "namespace")
-                    if int(info.get("count", 0)) <= 0:
-                        continue
-                    ns = decode_namespace(name, self.prefix)
-                    if ns is not None:
-                        out[name] = {"ns": ns, "id": int(info["id"])}
+        with self._db._engine.snapshot() as snap:
+            for name, info in snap.namespaces_from(head):
+                if name != head and not name.startswith(under):
+                    continue
+                if int(info.get("count", 0)) <= 0:
+                    continue
+                ns = decode_namespace(name, self.prefix)
+                if ns is not None:
+                    out[name] = {"ns": ns, "id": int(info["id"])}
         return out
 
     def _search(self, op: SearchOp, qvecs: dict[str, np.ndarray]) -> list[Item]:
@@ -472,13 +464,13 @@ class MnemosStore(BaseStore):
 
     def _put_entries(self, plan: "MnemosStore._Plan", dvecs: np.ndarray | None) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
-        now = float(self._db._engine.local("the LangGraph store adapter").clock())
+        now = float(self._db._engine.clock())
         for (ns, key), (op, rows) in plan.puts.items():
             name = encode_namespace(ns, self.prefix)
             tname = self._ttl_name(name, strict=op.value is not None and op.ttl is not None)
             if op.value is not None and op.ttl is not None:
                 entries.append(self._ttl_entry(tname, key, now, float(op.ttl)))
-            elif self._db._engine.local("the LangGraph store adapter").ns_id(tname) is not None:  # the item no longer expires
+            elif self._ns_exists(tname):  # the item no longer expires
                 entries.append({"ns": tname, "key": key, "delete": True})
             if op.value is None:
                 entries.append({"ns": name, "key": key, "delete": True})
@@ -494,6 +486,10 @@ class MnemosStore(BaseStore):
         return entries
 
     # -- TTL ---------------------------------------------------------------------------
+
+    def _ns_exists(self, name: str) -> bool:
+        with self._db._engine.snapshot() as snap:
+            return snap.ns_id(name) is not None
 
     def _ttl_name(self, name: str, strict: bool = False) -> str:
         """The store namespace of the TTL records of store namespace ``name``:
@@ -515,13 +511,13 @@ class MnemosStore(BaseStore):
         are not put by the same batch, whose put sets their TTL)."""
         if self._db.readonly:
             return []
-        eng = self._db._engine.local("the LangGraph store adapter")
+        eng = self._db._engine
         put = {(encode_namespace(ns, self.prefix), k) for ns, k in plan.puts}
         now = float(eng.clock())
         out = []
         for name, key in touched:
             tname = self._ttl_name(name)
-            if (name, key) in put or eng.ns_id(tname) is None:
+            if (name, key) in put or not self._ns_exists(tname):
                 continue
             try:
                 rec = self._db.namespace(tname).get_by_key(key)
@@ -533,11 +529,10 @@ class MnemosStore(BaseStore):
     def sweep_ttl(self) -> int:
         """Delete every item whose TTL has expired (by the store's clock), with its TTL
         record, one transaction per namespace; returns how many items were deleted."""
-        eng = self._db._engine.local("the LangGraph store adapter")
+        eng = self._db._engine
         head = f"{self.prefix}.ttl:"
         with eng.snapshot() as snap:
-            names = [n for n, info in eng.namespaces(snap.txn).items()
-                     if n.startswith(head) and int(info.get("count", 0)) > 0]
+            names = [n for n, info in snap.namespaces_from(head) if int(info.get("count", 0)) > 0]
         now = float(eng.clock())
         total = 0
         for tname in names:

@@ -300,7 +300,6 @@ class _Handle:
         summarizer. Returns one dict per summary: ``id``, ``replaced``, ``window``.
         """
         from ._semantic import summarize_older
-        self._engine.local("summarize_older")
         return summarize_older(self, than, summarizer=summarizer, window=window,
                                min_group=min_group, types=types)
 

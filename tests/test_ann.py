@@ -431,6 +431,7 @@ def test_time_order_neighbours_equal_the_time_index_walk(tmp_path, monkeypatch, 
     and newer slots stepped over, the rest from the time index), equal the time index
     walk, with and without filters, across namespaces, forgets and updates."""
     monkeypatch.setattr(RT, "ANN_WALK_STEPS", steps)
+    monkeypatch.setattr(RT, "ANN_LAZY_ORDER", 0)  # the time order from the first call
     with _open(tmp_path / "t.mem") as db:
         ids = db.remember_many(_items(0, 3000))
         other = db.namespace("other")

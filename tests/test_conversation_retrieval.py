@@ -257,6 +257,30 @@ def test_question_discount_prefers_the_statement(opener, monkeypatch) -> None:
     assert s.ask(query, top_k=1)[0].id == asks  # "see" and "over" match too
 
 
+def test_kept_candidates_and_question_marks_follow_every_write(opener) -> None:
+    """The candidates of an unfiltered ask and the positions of the memories that ask are
+    kept per committed state (see _retrieval._Universe): every write must show."""
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    tells = s.remember("Erin: We watched the eclipse from the lake shore.")
+    query = "Who watched the eclipse from the lake shore?"
+    assert [h.id for h in s.ask(query, top_k=1)] == [tells]
+    first = s.remember("Dan: Did you watch the eclipse from the lake shore?")  # one namespace
+    got = {h.id: h.explain["question"] for h in s.ask(query, top_k=3, explain=True)}
+    assert got[first] < 0 and got[tells] == 0
+    other = s.namespace("other")
+    elsewhere = other.remember("Erin: The eclipse over the lake shore was watched by all.")
+    assert [h.id for h in other.ask(query, top_k=5)] == [elsewhere]
+    asks = s.remember("Dan: Who else watched the eclipse from the lake shore?")  # a new question
+    got = {h.id: h.explain["question"] for h in s.ask(query, top_k=3, explain=True)}
+    assert set(got) == {asks, first, tells} and got[asks] < 0 and got[first] < 0 and got[tells] == 0
+    s.forget(tells)
+    assert tells not in [h.id for h in s.ask(query, top_k=10)]
+    assert [h.id for h in other.ask(query, top_k=5)] == [elsewhere]
+    both = [h.id for h in s.ask(query, top_k=10, namespaces=["default", "other"])]
+    assert elsewhere in both and asks in both and tells not in both
+
+
 def test_reply_to_edges_lift_a_reply_that_is_not_the_next_turn(opener, monkeypatch) -> None:
     monkeypatch.setattr(_retrieval, "SPEAKER_WEIGHT", 0.0)
     monkeypatch.setattr(_retrieval, "QUESTION_DISCOUNT", 0.0)

@@ -234,6 +234,64 @@ def test_flipped_bit_in_a_vector_is_detected(tmp_path) -> None:
         assert (db.get_vector(ids[3]) == good).all() and db.verify().ok
 
 
+def test_folded_row_check_catches_what_the_row_check_catches() -> None:
+    """``rows_pass`` (one CRC over the shifted XOR of the rows) against ``bad_rows`` (one
+    CRC per row): every damage confined to one row, at any position of the fold, and the
+    same bits flipped in two rows (which a plain XOR would cancel) are caught."""
+    import numpy as np
+
+    from mnemos_kv._vectors import CHECKED, FOLD_ROWS, SLOT_DTYPE, bad_rows, row_crc, rows_pass
+    rng = np.random.default_rng(7)
+    n, dim = 3 * FOLD_ROWS, 24
+    mat = rng.standard_normal((n, dim)).astype(np.float32)
+    slots = np.zeros(n, SLOT_DTYPE)
+    slots["flags"] = CHECKED
+    slots["pad"] = [row_crc(mat[i].tobytes()) for i in range(n)]
+    slots["flags"][5] = 0  # a row written before checksums: never checked
+    every = list(range(n))
+    assert rows_pass(mat, slots, every) and rows_pass(mat, slots, []) and not bad_rows(mat, slots, every)
+    for trial in range(300):
+        rows = rng.choice(n, size=int(rng.integers(1, 2 * FOLD_ROWS)), replace=False).tolist()
+        bad = mat.copy()
+        raw = bad.view(np.uint8)
+        hit = int(rng.choice(rows))
+        width = int(rng.integers(1, 3))  # a one- or two-byte burst
+        at = int(rng.integers(0, dim * 4 - width + 1))
+        raw[hit, at:at + width] ^= rng.integers(1, 256, size=width, dtype=np.uint8)
+        assert rows_pass(bad, slots, rows) == (not bad_rows(bad, slots, rows)), (trial, hit)
+        assert rows_pass(bad, slots, rows) == (hit == 5)
+    for a, b in ((3, 4), (3, 40), (0, n - 1)):  # the same flip at the same offset of two rows
+        bad = mat.copy()
+        bad.view(np.uint8)[[a, b], 17] ^= 0x20
+        assert not rows_pass(bad, slots, [a, b, 9]) and bad_rows(bad, slots, [a, b, 9]) == [a, b]
+    bad = mat.copy()
+    bad.view(np.uint8)[7, 3] ^= 1
+    assert not rows_pass(bad, slots, [7, 7, 7])  # repeated rows are checked once, not cancelled
+
+
+def test_ask_names_the_best_ranked_of_several_damaged_vectors(tmp_path) -> None:
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        ids = db.remember_many([f"memory number {i} about gardening" for i in range(6)])
+        order = [m.id for m in db.ask("memory number 4 about gardening", top_k=6)]
+    vec = os.path.join(path, "vectors.000001.f32")
+    damaged = [order[1], order[4]]  # the ranked second and fifth
+    with open(vec, "r+b") as f:
+        for mid in damaged:
+            off = 4096 + ids.index(mid) * 512 * 4 + 8
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0x10]))
+    with Mnemos.open(path, readonly=True) as db:
+        assert [m.id for m in db.ask("memory number 4 about gardening", top_k=1)] == order[:1]
+        with pytest.raises(CorruptionError, match=rf"memory {order[1]}\b.*vectors\.000001\.f32"):
+            db.ask("memory number 4 about gardening", top_k=6)
+        rep = db.verify()
+        assert {p.split(":")[0] for p in rep.problems if "checksum" in p} == {
+            f"memory {m}" for m in damaged}
+
+
 def test_dump_reads_one_snapshot_while_another_process_writes(tmp_path) -> None:
     """main's dump read each memory and its edges in separate snapshots: a forget in
     between made it fail ("no memory with id N")."""
@@ -319,3 +377,40 @@ def test_quick_verify_checks_a_sample_of_rows_deep_checks_all(tmp_path, monkeypa
     bad = lambda rep: {p.split(":")[0] for p in rep.problems if "checksum" in p}  # noqa: E731
     assert bad(quick) == {f"memory {ids[0]}"} and quick.checked["vector_checksums"] == 2
     assert bad(deep) == {f"memory {ids[0]}", f"memory {ids[4]}"}
+
+
+def test_meta_pages_read_across_other_commits_are_read_again_not_called_damage(
+        tmp_path, monkeypatch) -> None:
+    """A reader's two meta-page reads can straddle several commits of other processes
+    (page 0 from before, page 1 from after: transaction ids 3 apart). That is not damage:
+    the pages are read again. A meta page damaged on disk is still reported."""
+    from mnemos_kv import _lmdbcheck
+
+    path = str(tmp_path / "s")
+    with Mnemos.open(path) as db:
+        db.remember("first")
+    data = os.path.join(path, "data.mdb")
+    before = _lmdbcheck.check_meta(data)
+    with open(data, "rb") as f:
+        old_page0 = f.read(before.psize)
+    with Mnemos.open(path) as db:
+        for i in range(3):
+            db.remember(f"later {i}")
+    after = _lmdbcheck.check_meta(data)
+    assert after.txnid - before.txnid >= 3
+
+    real_pread = os.pread
+    stale = {"left": 1}
+
+    def pread(fd: int, n: int, off: int) -> bytes:
+        if off == 0 and stale["left"]:  # the first read of page 0 is from before the commits
+            stale["left"] -= 1
+            return old_page0[:n]
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert _lmdbcheck.check_meta(data) == after
+    assert stale["left"] == 0
+    stale["left"] = _lmdbcheck.META_READS  # stale on every read: reported
+    with pytest.raises(CorruptionError, match="transaction ids"):
+        _lmdbcheck.check_meta(data)

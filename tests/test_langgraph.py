@@ -26,6 +26,7 @@ from mnemos_kv import InvalidInputError, Mnemos  # noqa: E402
 from mnemos_kv.langgraph import (MnemosStore, NamespaceTooLongError,  # noqa: E402
                                  decode_namespace, encode_namespace)
 
+from _engines import opener, store_path  # noqa: E402,F401  (both engines)
 from conftest import Clock  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,12 +126,13 @@ def _check_ranked(ref: InMemoryStore, op: SearchOp, got: list[Any], want: list[A
         assert g.value == ref._data[g.namespace][g.key].value
 
 
-def _run_parity(sequence: list[list[Any]], fields: list[str] | None) -> None:
+def _run_parity(sequence: list[list[Any]], fields: list[str] | None,
+                target: str | None = None) -> None:
     ref = InMemoryStore(index=_index(fields))
     order: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        ours = MnemosStore(os.path.join(tmp, "p.mem"), index=_index(fields), clock=Clock(),
-                           durability="fast")
+        ours = MnemosStore(target or os.path.join(tmp, "p.mem"), index=_index(fields),
+                           clock=Clock(), durability="fast")
         try:
             for batch in sequence:
                 before = InMemoryStore()  # the state the batch's reads see (for ranked checks)
@@ -181,6 +183,15 @@ def test_parity_with_inmemorystore_whole_value(sequence: list[list[Any]]) -> Non
     _run_parity(sequence, None)
 
 
+@settings(max_examples=50, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(steps)
+def test_parity_with_inmemorystore_on_postgres(pg_schemas, sequence: list[list[Any]]) -> None:
+    """The adapter on a PostgreSQL store (a fresh schema per example), index on "text"."""
+    _run_parity(sequence, ["text"], target=pg_schemas())
+
+
 # --------------------------------------------------------------------------- the rest
 
 def test_namespace_escaping_is_reversible() -> None:
@@ -200,9 +211,9 @@ def Mnemos_name_ok(name: str) -> bool:  # noqa: N802
     return check_namespace(name) == name
 
 
-def test_prefixes_match_whole_labels(tmp_path) -> None:
+def test_prefixes_match_whole_labels(store_path) -> None:
     nss = [("a",), ("ab",), ("a b",), ("a", "b"), ("a-",), ("a", "b", "c"), ("b", "a")]
-    with MnemosStore(str(tmp_path / "n.mem")) as store:
+    with MnemosStore(store_path) as store:
         ref = InMemoryStore()
         for s in (store, ref):
             for i, ns in enumerate(nss):
@@ -216,8 +227,8 @@ def test_prefixes_match_whole_labels(tmp_path) -> None:
         assert store.list_namespaces(suffix=("a",), max_depth=1) == [("a",), ("b",)]
 
 
-def test_items_persist_with_timestamps_and_other_namespaces_untouched(tmp_path) -> None:
-    path = str(tmp_path / "s.mem")
+def test_items_persist_with_timestamps_and_other_namespaces_untouched(store_path) -> None:
+    path = store_path
     clock = Clock()
     with Mnemos.open(path, embedder=None, clock=clock) as db:
         db.remember("a plain memory of the default namespace")
@@ -238,8 +249,8 @@ def test_items_persist_with_timestamps_and_other_namespaces_untouched(tmp_path) 
         assert again.store.namespace("lg:users.alice").get_by_key("prefs").metadata == {"theme": "light"}
 
 
-def test_bad_input_is_rejected(tmp_path) -> None:
-    with MnemosStore(str(tmp_path / "e.mem"), index=_index(["text"])) as store:
+def test_bad_input_is_rejected(store_path, tmp_path) -> None:
+    with MnemosStore(store_path, index=_index(["text"])) as store:
         with pytest.raises(InvalidNamespaceError):
             store.put(("a.b",), "k", {"text": "x"})
         with pytest.raises(InvalidNamespaceError):
@@ -274,9 +285,9 @@ class ManualClock:
         return self.now
 
 
-def test_ttl_expiry_refresh_and_sweep(tmp_path) -> None:
+def test_ttl_expiry_refresh_and_sweep(store_path, tmp_path) -> None:
     clock = ManualClock()
-    with MnemosStore(str(tmp_path / "t.mem"), clock=clock,
+    with MnemosStore(store_path, clock=clock,
                      ttl={"default_ttl": 2, "refresh_on_read": True}) as store:
         assert store.supports_ttl
         store.put(("s",), "default", {"v": 1})                 # the config's 2 minutes
@@ -317,10 +328,10 @@ def test_ttl_expiry_refresh_and_sweep(tmp_path) -> None:
         MnemosStore(str(tmp_path / "u.mem"), ttl={"default_ttl": 0})
 
 
-def test_ttl_sweeper_thread(tmp_path) -> None:
+def test_ttl_sweeper_thread(store_path) -> None:
     import time
     clock = ManualClock()
-    with MnemosStore(str(tmp_path / "w.mem"), clock=clock) as store:
+    with MnemosStore(store_path, clock=clock) as store:
         store.put(("s",), "k", {"v": 1}, ttl=1)
         clock.now += 61
         fut = store.start_ttl_sweeper(sweep_interval_minutes=0.001)
@@ -330,7 +341,7 @@ def test_ttl_sweeper_thread(tmp_path) -> None:
             time.sleep(0.05)
         assert store.get(("s",), "k") is None
         assert store.stop_ttl_sweeper(timeout=60) and fut.done() and fut.exception() is None
-    with MnemosStore(str(tmp_path / "w.mem"), clock=clock) as store:
+    with MnemosStore(store_path, clock=clock) as store:
         store.start_ttl_sweeper(5)
     assert store._sweeper is None  # close() stopped it
 
@@ -354,9 +365,9 @@ def test_hybrid_mode_ranks_by_words(tmp_path) -> None:
         MnemosStore(str(tmp_path / "h.mem"), index=index, mode="lexical")
 
 
-def test_index_fields_per_put_and_multi_text(tmp_path) -> None:
+def test_index_fields_per_put_and_multi_text(store_path) -> None:
     emb = DeterministicFakeEmbedding(size=DIMS)
-    with MnemosStore(str(tmp_path / "i.mem"), index=_index(["text"])) as store:
+    with MnemosStore(store_path, index=_index(["text"])) as store:
         store.put(("d",), "one", {"text": "alpha", "other": "beta"})
         store.put(("d",), "two", {"text": "gamma", "other": "alpha"}, index=["other"])
         store.put(("d",), "off", {"text": "alpha"}, index=False)
@@ -374,7 +385,7 @@ def test_index_fields_per_put_and_multi_text(tmp_path) -> None:
         assert np.allclose(got, mean / np.linalg.norm(mean), atol=1e-5)
 
 
-def test_async_batch_matches_sync(tmp_path) -> None:
+def test_async_batch_matches_sync(store_path) -> None:
     async def scenario(store: MnemosStore) -> list[Any]:
         await store.aput(("u",), "a", {"text": "red apples", "n": 1})
         await store.aput(("u", "v"), "b", {"text": "green grapes", "n": 2})
@@ -384,7 +395,7 @@ def test_async_batch_matches_sync(tmp_path) -> None:
         await store.adelete(("u",), "a")
         return [_plain(res[0]), [_plain(x) for x in res[1]], [_plain(x) for x in res[2]],
                 res[3], await store.aget(("u",), "a")]
-    with MnemosStore(str(tmp_path / "as.mem"), index=_index(["text"])) as store:
+    with MnemosStore(store_path, index=_index(["text"])) as store:
         got = asyncio.run(scenario(store))
     ref = asyncio.run(scenario(InMemoryStore(index=_index(["text"]))))  # type: ignore[arg-type]
     assert got == ref

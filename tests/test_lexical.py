@@ -122,3 +122,17 @@ def test_is_cons_matches_porter_definition() -> None:
         return True
     for w in ("yyyyy", "ayyy", "byyya", "toy", "syzygy", "yay", "abyyyc"):
         assert [_lexical._is_cons(w, i) for i in range(len(w))] == [ref(w, i) for i in range(len(w))]
+
+
+def test_words_of_a_repeated_text_are_a_fresh_copy() -> None:
+    """``words`` keeps the last short text's words (an ask splits its query three times):
+    a caller changing the list it got must not change the next answer."""
+    from mnemos_kv import _lexical
+    text = "How long has Bob been doing yoga?"
+    first = _lexical.words(text)
+    first.append("mutated")
+    assert _lexical.words(text) == ["how", "long", "has", "bob", "been", "doing", "yoga"]
+    assert _lexical.words("Another question?") == ["another", "question"]
+    long_text = "word " * (_lexical.MEMO_CHARS + 1)
+    assert _lexical.words(long_text) == ["word"] * (_lexical.MEMO_CHARS + 1)
+    assert _lexical._last_words[0][0] == "Another question?"  # a document is not kept

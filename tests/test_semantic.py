@@ -8,7 +8,8 @@ import pytest
 
 from mnemos_kv import InvalidInputError, Memory, Mnemos, extractive_summary
 
-from conftest import Clock
+from _engines import opener, store_path  # noqa: E402,F401  (summaries: both engines)
+from conftest import Clock, verified
 
 DAY = 86_400
 T0 = 1_767_225_600
@@ -91,8 +92,8 @@ def _diary(db) -> dict[str, list[int]]:
     return days
 
 
-def test_summarize_older_replaces_groups_by_summaries(tmp_path) -> None:
-    with Mnemos.open(str(tmp_path / "s.mem"), clock=lambda: float(T0 + 31 * DAY)) as db:
+def test_summarize_older_replaces_groups_by_summaries(opener) -> None:
+    with opener("s.mem", clock=lambda: float(T0 + 31 * DAY)) as db:
         days = _diary(db)
         keyed = db.remember("Day one: keyed note", key="k", timestamp=T0 + DAY + 5)
         pinned = db.remember("Day one: pinned note", pinned=True, timestamp=T0 + DAY + 6)
@@ -114,18 +115,18 @@ def test_summarize_older_replaces_groups_by_summaries(tmp_path) -> None:
             assert mid not in db
         for mid in days["d2"] + days["recent"] + [keyed, pinned, sem]:
             assert mid in db
-        assert db.verify().ok
+        assert verified(db)
         assert db.summarize_older(dt.timedelta(days=7)) == []  # nothing left to group
 
 
-def test_custom_summarizer_and_replay_without_it(tmp_path) -> None:
+def test_custom_summarizer_and_replay_without_it(opener, tmp_path) -> None:
     calls: list[list[Memory]] = []
 
     def llm(mems: list[Memory]) -> str:
         calls.append(mems)
         return f"{len(mems)} notes about " + mems[0].text.split(":")[0]
 
-    with Mnemos.open(str(tmp_path / "s.mem"), clock=lambda: float(T0 + 31 * DAY)) as db:
+    with opener("s.mem", clock=lambda: float(T0 + 31 * DAY)) as db:
         a = db.namespace("agent")
         _diary(a)
         out = a.summarize_older(dt.datetime.fromtimestamp(T0 + 10 * DAY, dt.timezone.utc),
@@ -139,8 +140,8 @@ def test_custom_summarizer_and_replay_without_it(tmp_path) -> None:
         assert dst.state_digest() == digest and len(calls) == 1
 
 
-def test_summarize_validation(tmp_path) -> None:
-    with Mnemos.open(str(tmp_path / "s.mem"), clock=lambda: float(T0 + 31 * DAY)) as db:
+def test_summarize_validation(opener) -> None:
+    with opener("s.mem", clock=lambda: float(T0 + 31 * DAY)) as db:
         _diary(db)
         seq = db.stats()["seq"]
         with pytest.raises(InvalidInputError, match="than"):
@@ -158,6 +159,27 @@ def test_summarize_validation(tmp_path) -> None:
         with pytest.raises(InvalidInputError, match="summarizer"):
             db.summarize_older(DAY, summarizer="not callable")
         assert db.stats()["seq"] == seq  # nothing written
+
+
+def test_summaries_are_the_same_ops_on_both_engines(pg_store_url: str, tmp_path) -> None:
+    """The same diary, edges and summarize_older on the embedded store and on PostgreSQL:
+    the same summaries, moved edges, logged ops and state digest."""
+    from mnemos_kv._replay import iter_ops
+    outs, logs, digests = [], [], []
+    for target in (str(tmp_path / "local.mem"), pg_store_url):
+        with Mnemos.open(target, clock=lambda: float(T0 + 31 * DAY)) as db:
+            days = _diary(db)
+            db.connect(days["d1"][0], days["recent"][0], relation="led-to")
+            db.connect(days["recent"][0], days["d0"][1], relation="cites", weight=0.5)
+            db.connect(days["d1"][1], days["d1"][2])
+            db.set_capacity(40)
+            outs.append(db.summarize_older(dt.timedelta(days=7)))
+            digests.append(db.state_digest())
+            db.export_replay(str(tmp_path / f"{len(logs)}.log"))
+            logs.append([op for _s, _q, op in iter_ops(str(tmp_path / f"{len(logs)}.log"))])
+    assert outs[0] == outs[1] and len(outs[0]) == 2
+    assert logs[0] == logs[1] and digests[0] == digests[1]
+    assert sum(op["op"] == "link" for op in logs[0]) == 3 + 2  # three made, two moved
 
 
 def test_extractive_summary_is_deterministic() -> None:

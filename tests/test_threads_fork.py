@@ -201,3 +201,42 @@ def test_nested_reads_in_a_thread_do_not_stall_a_map_growth(store_path: str, mon
         assert db.count() == len(ids) + 30
     finally:
         db.close()
+
+
+def test_threads_asking_many_namespaces_while_one_writes(store_path: str) -> None:
+    """Per committed state, each store keeps the candidates of its last few namespace
+    sets (_retrieval.UNIVERSE_CACHE): threads asking more namespaces than that, while
+    another thread writes, each get their own namespace's memories."""
+    from mnemos_kv import _retrieval
+    n_ns = _retrieval.UNIVERSE_CACHE + 4
+    errors: list[BaseException] = []
+    with Mnemos.open(store_path) as db:
+        mine = {f"ns{i}": db.namespace(f"ns{i}").remember_many(
+            [f"note {j} of namespace {i} about topic{i}" for j in range(20)]) for i in range(n_ns)}
+        stop = threading.Event()
+
+        def writer() -> None:
+            k = 0
+            while not stop.is_set():
+                db.namespace("busy").remember(f"filler {k}")
+                k += 1
+
+        def reader(t: int) -> None:
+            try:
+                for r in range(12):
+                    name = f"ns{(t + r) % n_ns}"
+                    got = db.namespace(name).ask(f"topic{name[2:]} note", top_k=5)
+                    assert len(got) == 5 and {m.id for m in got} <= set(mine[name]), name
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        w = threading.Thread(target=writer)
+        w.start()
+        readers = [threading.Thread(target=reader, args=(t,)) for t in range(4)]
+        for th in readers:
+            th.start()
+        for th in readers:
+            th.join()
+        stop.set()
+        w.join()
+    assert not errors, errors[0]

@@ -377,6 +377,14 @@ class PgSnapshot:
         return {name: {"id": int(i), "count": int(c), "bytes": int(b)} for i, name, c, b in
                 self._all("SELECT id, name, count, bytes FROM namespaces ORDER BY name")}
 
+    def namespaces_from(self, head: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(name, info) of the namespaces whose name starts with ``head``, by name (an
+        index range scan: names are ``COLLATE "C"``)."""
+        rows = self._all("SELECT id, name, count, bytes FROM namespaces WHERE name >= %s "
+                         "AND starts_with(name, %s) ORDER BY name", (head, head))
+        return iter([(name, {"id": int(i), "count": int(c), "bytes": int(b)})
+                     for i, name, c, b in rows])
+
     def ns_count(self, name: str) -> int:
         row = self._one("SELECT count FROM namespaces WHERE name = %s", (name,))
         return 0 if row is None else int(row[0])

@@ -135,12 +135,41 @@ def _node(node: F.Node, params: list[Any]) -> str:
     return f"(NOT {_node(node.item, params)})"
 
 
+def _nest(path: tuple[str, ...], value: Any) -> str:
+    for part in reversed(path):
+        value = {part: value}
+    return _json(value)
+
+
+def _contained(node: F.Node) -> list[list[str]]:
+    """Necessary conditions of ``node`` the GIN index answers: groups of JSON documents,
+    ``metaj`` containing at least one document of each group. From the equalities (and
+    ``$in`` lists) that must hold at the top (under ``$and`` only): a field equal to a
+    value that is not None holds that value at that path, so ``metaj @>`` it."""
+    if isinstance(node, F.Leaf):
+        if node.op == "eq" and node.value is not None:
+            return [[_nest(node.path, node.value)]]
+        if node.op == "in" and node.value and all(v is not None for v in node.value):
+            return [[_nest(node.path, v) for v in node.value]]
+        return []
+    if isinstance(node, F.And):
+        return [g for x in node.items for g in _contained(x)]
+    return []
+
+
 def where(node: F.Node) -> tuple[str, list[Any]] | None:
     """``(sql, params)``: a non-NULL boolean predicate over ``metaj`` with the semantics
     of ``filters.evaluate(node, metadata)`` for every row whose ``metaj`` is not NULL;
-    None when an operand cannot be expressed exactly (evaluate in Python instead)."""
+    None when an operand cannot be expressed exactly (evaluate in Python instead).
+    Containment tests implied by the filter come first, for the GIN index on ``metaj``."""
     params: list[Any] = []
     try:
-        return _node(node, params), params
+        groups = _contained(node)
+        exact = _node(node, params)
     except _Inexact:
         return None
+    if not groups:
+        return exact, params
+    docs = [d for g in groups for d in g]
+    sql = " AND ".join("(" + " OR ".join("metaj @> %s::jsonb" for _ in g) + ")" for g in groups)
+    return f"({sql} AND {exact})", [*docs, *params]

@@ -40,6 +40,11 @@ UPGRADES: dict[int, list[Any]] = {
     2: [  # 3: metadata filters run in SQL over a jsonb copy of the metadata
         "ALTER TABLE memories ADD COLUMN metaj jsonb",
         _fill_metaj,
+        # equalities of a filter (metaj @> ...) from the index; rows JSON cannot hold
+        # (metaj NULL: checked in Python) from a small partial one, so that
+        # "metaj IS NULL OR (metaj @> ... AND ...)" is a BitmapOr of the two
+        "CREATE INDEX memories_metaj ON memories USING gin (metaj jsonb_path_ops)",
+        "CREATE INDEX memories_unsure ON memories (ns) WHERE metaj IS NULL",
     ],
 }
 #: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes
@@ -65,6 +70,7 @@ def tables(dim: int) -> list[str]:
         # vectors inline in the row when they fit a page (a scan then reads no TOAST)
         *(["ALTER TABLE memories ALTER COLUMN vec SET STORAGE PLAIN"] if dim <= PLAIN_DIM else []),
         "CREATE INDEX memories_ns_ts ON memories (ns, ts, id)",
+        *UPGRADES[2][2:],
         "CREATE UNIQUE INDEX memories_ns_key ON memories (ns, key) WHERE key IS NOT NULL",
         """CREATE TABLE edges (src bigint NOT NULL, dst bigint NOT NULL,
             rel text COLLATE "C" NOT NULL, w double precision NOT NULL,

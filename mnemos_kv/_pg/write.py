@@ -238,6 +238,8 @@ def resolve(ctx: Ctx, req: tuple[Any, ...]) -> Any:
     if kind == "bind":
         bound = tuple(ctx.results[x.item] if isinstance(x, Ref) else x for x in req[1])
         return resolve(ctx, bound)
+    if kind == "apply":  # a part resolving its own ops through the writer (_semantic)
+        return req[1](PgWriter(ctx))
     if kind == "call":
         name = getattr(req[1], "__qualname__", "").split(".")[0] or "this call"
         raise UnsupportedError(f"{name} is not supported by the PostgreSQL engine "
@@ -526,3 +528,33 @@ def matching_ids(cur: Any, node: Any, cond: str, params: list[Any]) -> list[int]
                        [*params, *pparams]).fetchall()
     return [int(i) for i, m in rows
             if m is None or F.evaluate(node, R.decode(bytes(m), "metadata"))]
+
+
+class PgWriter:
+    """``_semantic.LmdbWriter`` of a PostgreSQL write: what an ``("apply", fn, n)``
+    request's ``fn`` reads and does (edges in the embedded engine's key order)."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def record(self, mid: int) -> R.Record | None:
+        return _row(self.ctx, mid)
+
+    def edges(self, mid: int, direction: str) -> list[tuple[int, int, str, float]]:
+        self.ctx.flush()
+        cur = self.ctx.cur
+        if direction == "out":
+            return [(mid, int(d), r, float(w)) for d, r, w in cur.execute(
+                "SELECT dst, rel, w FROM edges WHERE src = %s ORDER BY dst, rel", (mid,)).fetchall()]
+        return [(int(s), mid, r, float(w)) for s, r, w in cur.execute(
+            "SELECT src, rel, w FROM edges WHERE dst = %s ORDER BY src, rel", (mid,)).fetchall()]
+
+    def has_edge(self, src: int, dst: int, rel: str) -> bool:
+        return self.ctx.one("SELECT 1 FROM edges WHERE src = %s AND dst = %s AND rel = %s",
+                            (src, dst, rel)) is not None
+
+    def resolve(self, req: tuple[Any, ...]) -> Any:
+        return resolve(self.ctx, req)
+
+    def apply(self, op: dict[str, Any]) -> Any:
+        return apply_op(self.ctx, op)
