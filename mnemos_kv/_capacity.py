@@ -349,7 +349,10 @@ class Scope(Protocol):
 
     def limits(self) -> dict[str, Any]: ...
     def usage(self, nid: int | None) -> tuple[int, int]: ...
-    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+    def columns(self, nid: int | None, k: int | None = None) -> tuple[Any, ...]:
+        """(ids, timestamps, type codes, pinned ids[, t_ref]) of the scope's live memories.
+        With ``k``, an engine may return only a subset holding the first ``k`` of the
+        eviction order, plus the scope's reference timestamp ``t_ref``."""
     def record(self, mid: int) -> R.Record | None: ...
     def apply(self, op: dict[str, Any]) -> None: ...
     def scope_name(self, nid: int | None) -> str: ...
@@ -376,7 +379,7 @@ class _LmdbScope:
         return (int(info.get("count", 0)) + ctx.ns_delta.get(nid, 0),
                 int(info.get("bytes", 0)) + ctx.ns_bytes.get(nid, 0))
 
-    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def columns(self, nid: int | None, k: int | None = None) -> tuple[Any, ...]:
         ctx = self.ctx
         sl = ctx.slots[:ctx.state.n_slots]
         alive = sl["dead"] == 0
@@ -417,15 +420,20 @@ class Ranking:
 
     Built from the scope's live memories as columns (any order: ids, timestamps in
     µs, type codes) and its pinned ids, which every engine reads its own way; the
-    score and the order are this class alone, for every engine."""
+    score and the order are this class alone, for every engine. The columns may be a
+    subset holding the first ``k`` of the order when ``t_ref`` (the newest timestamp of
+    the whole scope, pinned memories included) is given: ``prefix(j)``, ``j <= k``, is
+    then the same (see ``_pg.write.capacity_columns``)."""
 
     def __init__(self, ids: np.ndarray, ts: np.ndarray, types: np.ndarray,
-                 pinned: np.ndarray) -> None:
+                 pinned: np.ndarray, t_ref: int | None = None) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         ts_all = np.asarray(ts, dtype=np.int64)
         types = np.asarray(types, dtype=np.int64)
-        self.live = int(ids.size)
-        self.t_ref = int(ts_all.max()) if ids.size else 0
+        self.live = int(ids.size)  # (of the columns given: a subset's size for a subset)
+        if t_ref is None:
+            t_ref = int(ts_all.max()) if ids.size else 0
+        self.t_ref = int(t_ref)
         self.pinned = int(np.asarray(pinned).size)
         if self.pinned:
             keep = ~np.isin(ids, np.asarray(pinned, dtype=np.int64))
@@ -472,9 +480,11 @@ def _enforce_scope(w: Scope, nid: int | None, lim: dict[str, int]) -> None:
     over_b = nbytes - mb if mb is not None else 0
     if over_n <= 0 and over_b <= 0:
         return
-    rank = Ranking(*w.columns(nid))
     lim_list = [me, mb]
     done, want = 0, max(over_n, 1)
+    # within the byte limit exactly the first over_n of the order go: an engine may read
+    # just the candidates for them; over it, how many must go is not known beforehand
+    rank = Ranking(*w.columns(nid, want if over_b <= 0 else None))
     while over_n > 0 or over_b > 0:
         order = rank.prefix(want)
         if done >= order.size:

@@ -197,7 +197,8 @@ def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mne
     db.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP TABLE "{name}".evictions')
-        conn.execute(f'ALTER TABLE "{name}".memories DROP COLUMN metaj')
+        conn.execute(f'ALTER TABLE "{name}".memories DROP COLUMN metaj')  # and its indexes
+        conn.execute(f'DROP INDEX "{name}".memories_ns_type, "{name}".memories_type')
         conn.execute(f"UPDATE \"{name}\".meta SET value = '1' WHERE name = 'schema_version'")
     ro = pg(name, readonly=True)
     assert ro.stats()["schema_version"] == 1 and ro.explain_eviction(mid)["status"] == "live"
@@ -205,7 +206,7 @@ def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mne
     assert ro.count({"n": {"$gte": 1}}) == 1 and [m.id for m in ro.memories(filter={"n": 1})] == [mid]
     ro.close()
     db = pg(name)
-    assert db.stats()["schema_version"] == SCHEMA_VERSION == 3
+    assert db.stats()["schema_version"] == SCHEMA_VERSION == 4
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute(f'SELECT metaj FROM "{name}".memories').fetchall() == [({"n": 1},)]
     assert db.count({"n": {"$gte": 1}}) == 1 and [m.id for m in db.memories(filter={"n": 1})] == [mid]

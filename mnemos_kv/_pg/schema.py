@@ -18,7 +18,7 @@ from ..errors import EmbedderMismatchError, FormatVersionError, NotAStoreError, 
 __all__ = ["SCHEMA_VERSION", "ensure", "tables"]
 
 #: Version of the table layout below; bump it (and add to :data:`UPGRADES`) when it changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _fill_metaj(conn: Any) -> None:
@@ -46,6 +46,10 @@ UPGRADES: dict[int, list[Any]] = {
         "CREATE INDEX memories_metaj ON memories USING gin (metaj jsonb_path_ops)",
         "CREATE INDEX memories_unsure ON memories (ns) WHERE metaj IS NULL",
     ],
+    3: [  # 4: capacity reads the oldest memories of each type of a scope from an index
+        "CREATE INDEX memories_ns_type ON memories (ns, type, ts, id)",
+        "CREATE INDEX memories_type ON memories (type, ts, id)",
+    ],
 }
 #: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes
 #: per dimension must fit an 8 KiB page with the rest of the row once the text is
@@ -71,6 +75,7 @@ def tables(dim: int) -> list[str]:
         *(["ALTER TABLE memories ALTER COLUMN vec SET STORAGE PLAIN"] if dim <= PLAIN_DIM else []),
         "CREATE INDEX memories_ns_ts ON memories (ns, ts, id)",
         *UPGRADES[2][2:],
+        *UPGRADES[3],
         "CREATE UNIQUE INDEX memories_ns_key ON memories (ns, key) WHERE key IS NOT NULL",
         """CREATE TABLE edges (src bigint NOT NULL, dst bigint NOT NULL,
             rel text COLLATE "C" NOT NULL, w double precision NOT NULL,

@@ -466,9 +466,9 @@ class PgScope:
         count, nbytes = (0, 0) if row is None else (int(row[0]), int(row[1]))
         return count + ctx.ns_delta.get(nid, 0), nbytes + ctx.ns_bytes.get(nid, 0)
 
-    def columns(self, nid: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def columns(self, nid: int | None, k: int | None = None) -> tuple[Any, ...]:
         self.ctx.flush()
-        return capacity_columns(self.ctx.cur.connection, nid)
+        return capacity_columns(self.ctx.cur.connection, nid, k)
 
     def record(self, mid: int) -> R.Record | None:
         return _row(self.ctx, mid)
@@ -496,19 +496,47 @@ def limits_of(rows: Any) -> dict[str, Any]:
     return out
 
 
-def capacity_columns(conn: Any, nid: int | None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, timestamps, type codes, pinned ids) of the live memories of scope ``nid``
-    (None: the store), in one round trip (columns as ``bytea``, see ``fetch_columns``)."""
+_COLS = [("id", ">i8"), ("ts", ">i8"), ("type", ">i2")]
+
+
+def capacity_columns(conn: Any, nid: int | None, k: int | None = None) -> tuple[Any, ...]:
+    """(ids, timestamps, type codes, pinned ids[, t_ref]) of the live memories of scope
+    ``nid`` (None: the store), columns as ``bytea`` (see ``fetch_columns``).
+
+    With ``k``: only the candidates for the first ``k`` of the eviction order, and the
+    scope's newest timestamp ``t_ref``. Within one type, x = (t_ref - ts) / half-life
+    falls as ts grows, so per type the ``k + pinned`` oldest (by ts, id) hold every
+    candidate; rows up to ``(t_ref - ts) >> 48`` µs newer than the last of them are
+    taken too, since two float64 roundings (of the int difference and of the
+    quotient) may tie x of timestamps that close (a relative 2**-52 each), and a tie is
+    broken by id. Everything newer has a strictly smaller x than k unpinned rows of
+    its type, so it cannot be among the first k."""
     from .search import fetch_columns
-    where, params = ("", []) if nid is None else (" WHERE ns = %s", [nid])
-    rows, (pinned,) = fetch_columns(
-        conn, "SELECT id, ts, type FROM memories" + where, params,
-        [("id", ">i8"), ("ts", ">i8"), ("type", ">i2")], ("id",),
-        extra="(SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM pins" + where + ")",
-        extra_params=params)
+    scope, sp = ("TRUE", []) if nid is None else ("ns = %s", [nid])
+    pins = "(SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM pins WHERE " + scope + ")"
+    if k is None:
+        rows, (pinned,) = fetch_columns(conn, "SELECT id, ts, type FROM memories WHERE " + scope,
+                                        sp, _COLS, ("id",), extra=pins, extra_params=sp)
+        return (rows["id"].astype(np.int64), rows["ts"].astype(np.int64),
+                rows["type"].astype(np.int64), np.array(pinned or [], dtype=np.int64))
+    types = range(len(R.MEMORY_TYPES))  # per type: each a lookup in memories_ns_type/_type
+    newest = ", ".join(f"(SELECT max(ts) FROM memories WHERE {scope} AND type = {t})" for t in types)
+    t_ref, n_pins = conn.execute(f"SELECT greatest({newest}), (SELECT count(*) FROM pins "
+                                 f"WHERE {scope})", sp * (len(types) + 1)).fetchone()
+    if t_ref is None:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, empty, 0
+    parts, params = [], []
+    for t in types:  # {t}, {scope}: our own constants
+        parts.append(f"SELECT id, ts, type FROM memories WHERE {scope} AND type = {t} AND "
+                     f"ts <= coalesce((SELECT ts + ((%s - ts) >> 48) + 1 FROM memories "
+                     f"WHERE {scope} AND type = {t} ORDER BY ts, id OFFSET %s LIMIT 1), "
+                     "9223372036854775807)")
+        params += sp + [int(t_ref)] + sp + [int(k) + int(n_pins) - 1]
+    rows, (pinned,) = fetch_columns(conn, " UNION ALL ".join(parts), params, _COLS, ("id",),
+                                    extra=pins, extra_params=sp)
     return (rows["id"].astype(np.int64), rows["ts"].astype(np.int64),
-            rows["type"].astype(np.int64), np.array(pinned or [], dtype=np.int64))
+            rows["type"].astype(np.int64), np.array(pinned or [], dtype=np.int64), int(t_ref))
 
 
 def matching_ids(cur: Any, node: Any, cond: str, params: list[Any]) -> list[int]:
