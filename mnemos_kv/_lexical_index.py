@@ -521,9 +521,14 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     surface = list(map(_lexical.surface_term, distinct))
     asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
     spk = [(i, _key_bytes(w, SPEAKER_PREFIX)) for i, t in enumerate(texts)
-           for w in dict.fromkeys(_lexical.speaker_words(t))]
-    sk = [_key_bytes(t, b"") for t in stems]
-    uk = [_key_bytes(t, SURFACE_PREFIX) for t in surface]
+           if ":" in t[:64] for w in dict.fromkeys(_lexical.speaker_words(t))]
+    sk = [t.encode("utf-8") for t in stems]  # (b"" for a dropped word)
+    sp = SURFACE_PREFIX
+    uk = [sp + t.encode("utf-8") if t else b"" for t in surface]
+    for i in [i for i, b in enumerate(sk) if len(b) > MAX_TERM_BYTES]:
+        sk[i] = _key_bytes(stems[i], b"")
+    for i in [i for i, b in enumerate(uk) if len(b) > MAX_TERM_BYTES + 1]:
+        uk[i] = _key_bytes(surface[i], SURFACE_PREFIX)
     keyset = set(sk)
     keyset.update(uk)
     keyset.discard(b"")
