@@ -21,12 +21,13 @@ else a pgserver started in a temporary directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,12 +39,18 @@ import locomo_bench as L  # noqa: E402
 from mnemos_kv import HashingEmbedder, Mnemos  # noqa: E402
 
 
-def server_url(given: str | None, tmp: str) -> tuple[str, Any]:
+@contextlib.contextmanager
+def pg_server(given: str | None, tmp: str) -> Iterator[str]:
+    """The server's URL: ``given``, or a pgserver started in ``tmp`` and stopped after."""
     if given:
-        return given, None
+        yield given
+        return
     import pgserver  # type: ignore[import-untyped]
     srv = pgserver.get_server(os.path.join(tmp, "pg"), cleanup_mode="stop")
-    return srv.get_uri(), srv
+    try:
+        yield srv.get_uri()
+    finally:
+        srv.cleanup()
 
 
 def with_schema(url: str, schema: str) -> str:
@@ -117,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     convs = L.load_locomo(args.data)
     tmp = tempfile.mkdtemp(prefix="mnemos-pgbench-")
-    url, srv = server_url(args.url, tmp)
     out: list[str] = [f"server: {'given URL' if args.url else 'pgserver (bundled PostgreSQL 16 + pgvector)'}"]
-    try:
+    with pg_server(args.url, tmp) as url:
         if not args.skip_locomo:
             drop_schema(url, "bench_locomo")
             out += locomo(convs, os.path.join(tmp, "locomo.mem"), with_schema(url, "bench_locomo"))
@@ -132,9 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(lat), flush=True)
             out += lat
             drop_schema(url, "bench_big")
-    finally:
-        if srv is not None:
-            srv.cleanup()
     return 0
 
 

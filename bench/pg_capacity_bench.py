@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pg_bench import drop_schema, server_url, with_schema  # noqa: E402
+from pg_bench import drop_schema, pg_server, with_schema  # noqa: E402
 
 from mnemos_kv import Mnemos  # noqa: E402
 
@@ -36,12 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = args.n
     tmp = tempfile.mkdtemp(prefix="mnemos-pgcap-")
-    url, srv = server_url(args.url, tmp)
     items = [{"text": f"note {i} about the {['plan', 'budget', 'risk'][i % 3]}",
               "timestamp": T0 + i * 60, "type": ("episodic", "semantic", "procedural")[i % 3]}
              for i in range(n)]
     print(f"{n} memories, limit on the {args.scope} (loaded 2-core machine, pgserver on it)")
-    try:
+    with pg_server(args.url, tmp) as url:
         drop_schema(url, "bench_capacity")
         for label, target in (("embedded", os.path.join(tmp, "local.mem")),
                               ("PostgreSQL", with_schema(url, "bench_capacity"))):
@@ -71,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"each); set_capacity evicting {gone}: {bulk:.2f} s "
                       f"({bulk / gone * 1e6:.0f} us each)", flush=True)
         drop_schema(url, "bench_capacity")
-    finally:
-        if srv is not None:
-            srv.cleanup()
     return 0
 
 

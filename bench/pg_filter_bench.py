@@ -27,7 +27,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pg_bench import drop_schema, server_url, with_schema  # noqa: E402
+from pg_bench import drop_schema, pg_server, with_schema  # noqa: E402
 
 from mnemos_kv import Mnemos  # noqa: E402
 
@@ -61,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="mnemos-pgfilter-")
-    url, srv = server_url(args.url, tmp)
     items = [{"text": f"note {i} about the {['plan', 'budget', 'risk', 'design'][i % 4]}",
               "metadata": {"user": f"u{i % 50}", "n": i, "tags": [["a"], ["b"], ["a", "b"]][i % 3],
                            "doc": {"page": i % 300}}} for i in range(args.n)]
-    try:
+    with pg_server(args.url, tmp) as url:
         drop_schema(url, "bench_filters")
         with Mnemos.open(with_schema(url, "bench_filters")) as pg, \
                 Mnemos.open(os.path.join(tmp, "local.mem")) as loc:
@@ -95,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:<20} {call:<9} {t_sql:>9.1f} {t_py:>10.1f} "
                           f"{t_py / t_sql:>5.1f}x {t_loc:>9.1f}", flush=True)
         drop_schema(url, "bench_filters")
-    finally:
-        if srv is not None:
-            srv.cleanup()
     return 0
 
 
