@@ -304,6 +304,10 @@ def _with_lists(st_t: int, cen: np.ndarray, lists: np.ndarray,
     return IndexState(st_t, cen, int(lists.size), lists, codes)
 
 
+class NotBuilt(Exception):
+    """The index file a snapshot needs is not there (yet) and the caller would not build it."""
+
+
 class AnnCache:
     """The index states of one engine, per (generation, epoch); thread-safe."""
 
@@ -312,9 +316,13 @@ class AnnCache:
         self._lock = threading.Lock()
         self._states: dict[tuple[int, int], IndexState] = {}
 
-    def state(self, gen: int, matrix: np.ndarray, n: int) -> IndexState:
+    def state(self, gen: int, matrix: np.ndarray, n: int, build: bool = True) -> IndexState:
         """The index of the snapshot (generation ``gen``, rows ``matrix[:n]``), covering
-        at least ``covered(n)`` slots; loads, extends or builds it as needed."""
+        at least ``covered(n)`` slots; loads, extends or builds it as needed.
+
+        :raises NotBuilt: ``build`` is False and the index would have to be trained, or
+            THRESHOLD or more rows assigned, here (no usable index file yet).
+        """
         t = train_size(n)
         c = covered(n)
         key = (gen, t)
@@ -323,7 +331,7 @@ class AnnCache:
             if st is not None and st.n >= c:
                 return st
             if st is None:
-                cen, lists, codes = self._load_or_train(gen, t, matrix, c)
+                cen, lists, codes = self._load_or_train(gen, t, matrix, c, build)
             else:
                 cen, lists, codes = st.centroids, st.lists, st.codes
             if lists.size < c:
@@ -336,7 +344,7 @@ class AnnCache:
 
     # -- file -----------------------------------------------------------------------
 
-    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray, c: int
+    def _load_or_train(self, gen: int, t: int, matrix: np.ndarray, c: int, build: bool = True
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         path = index_file(self.root, gen, t)
         k = n_lists(t)
@@ -349,10 +357,14 @@ class AnnCache:
             got = self._parse(path, raw, gen, t, k)
             if got is not None:
                 if c - got[1].size >= THRESHOLD:  # (e.g. a build interrupted by a crash)
+                    if not build:
+                        raise NotBuilt(path)
                     log.warning("mnemos_kv: assigning %d rows to the ANN index %s: this call "
                                 "waits for it (%s)", c - got[1].size, path,
                                 build_cost_note(c - got[1].size, t, self.dim))
                 return got
+        if not build:
+            raise NotBuilt(path)
         log.warning("mnemos_kv: building the ANN index of generation %d (epoch %d rows, %d "
                     "lists) over %d rows, once per epoch: this call waits for it (%s); the "
                     "next ones use it (Mnemos.open(ann=False) never builds it)",

@@ -795,8 +795,14 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query, strict: bool = False) -> lis
     and are the only ones ranked.
     """
     n = snap.state.n_slots
+    # A read-only process in the automatic mode does not train or assign a whole epoch in
+    # memory (a minute at 1M, in every such process): it answers by the exact scan, the
+    # same answers, until a writer's vector ask has written the index file.
+    build = not (engine.readonly and getattr(engine, "ann_mode", None) is None)
     try:
-        index = _ann.for_engine(engine).state(snap.state.gen, snap.matrix, n)
+        index = _ann.for_engine(engine).state(snap.state.gen, snap.matrix, n, build)
+    except _ann.NotBuilt:
+        return None
     except (OSError, ValueError, MemoryError) as exc:
         _ann.log.warning("mnemos_kv: ANN index unavailable (%s); exact search", exc)
         return None

@@ -382,6 +382,41 @@ def test_automatic_exact_mode_is_the_default(tmp_path, monkeypatch, caplog) -> N
         assert hybrid == _answers(db)
 
 
+def test_read_only_automatic_mode_does_not_build_the_index(tmp_path, monkeypatch) -> None:
+    """A read-only process in the default (automatic) mode with no index file answers by
+    the exact scan instead of training the index in memory (a minute at 1M, in every
+    such process); once a writer's vector ask wrote the file, it loads and uses it."""
+    monkeypatch.setattr(_ann, "THRESHOLD", _ann.TRAIN_BASE)
+    rng = np.random.default_rng(11)
+    emb = ClusterEmbedder()
+    queries = [emb.rows[i] + rng.standard_normal(DIM).astype(np.float32) * 0.2
+               for i in rng.integers(0, N, 10)]
+    path = str(tmp_path / "ro.mem")
+    with Mnemos.open(path, embedder=ClusterEmbedder(), durability="fast", ann=False) as db:
+        db.remember_many(_items(0, N))
+        exact = _vector_answers(db, queries)
+    trained: list[int] = []
+    real_train = _ann.train
+    monkeypatch.setattr(_ann, "train", lambda m, t: trained.append(t) or real_train(m, t))
+    spy = _Outcomes(monkeypatch)
+    with Mnemos.open(path, embedder=ClusterEmbedder(), readonly=True) as ro:
+        _same(_vector_answers(ro, queries), exact)
+    assert trained == [] and spy.seen == []  # no build, the index path never ran
+    with Mnemos.open(path, embedder=ClusterEmbedder()) as rw:  # a writer builds it
+        _same(_vector_answers(rw, queries), exact)
+    assert len(trained) == 1 and [f for f in os.listdir(path) if f.startswith("ann.")]
+    spy.seen.clear()
+    with Mnemos.open(path, embedder=ClusterEmbedder(), readonly=True) as ro:
+        _same(_vector_answers(ro, queries), exact)
+    assert len(trained) == 1 and any(spy.seen)  # loaded from the file, and used
+    with Mnemos.open(path, embedder=ClusterEmbedder(), readonly=True, ann=True) as ro:
+        for f in os.listdir(path):
+            if f.startswith("ann."):
+                os.unlink(os.path.join(path, f))
+        _same(_vector_answers(ro, queries), exact)
+    assert len(trained) == 2  # ann=True asked for the index: built in memory
+
+
 def test_exact_mode_equals_the_exact_scan_with_forgets_namespaces_and_filters(tmp_path,
                                                                            monkeypatch) -> None:
     """ann=True (exact-or-nothing) on clustered vectors, after forgetting a third of the
