@@ -128,6 +128,32 @@ def hash_embed(texts: list[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     """
     if dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if len(texts) <= SMALL_BATCH:
+        return _embed_each(texts, dim)
+    return _embed_batch(texts, dim)
+
+
+#: Batches of up to this many texts (a query, a single remember) are summed text by text:
+#: the batch layout's fixed numpy cost (~60 us) is most of the time of one short text.
+#: Both give the same bytes (tests/test_hashing.py).
+SMALL_BATCH: int = 4
+
+
+def _embed_each(texts: list[str], dim: int) -> np.ndarray:
+    """:func:`hash_embed` one text at a time, through :func:`_text_features`."""
+    out = np.zeros((len(texts), dim), np.float64)
+    for r, text in enumerate(texts):
+        keys, vals = _text_features(text, dim)
+        if keys:
+            out[r, keys] = vals
+    out = np.sign(out) * np.log1p(np.abs(out))
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out.astype(np.float32)
+
+
+def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
+    """:func:`hash_embed` vectorised over the batch (see there)."""
     n = len(texts)
     res = np.zeros((n, dim), dtype=np.float32)
     flat, vals = _layout(texts, dim)

@@ -133,4 +133,8 @@ def test_batch_pass_equals_text_by_text() -> None:
                         for _ in range(int(rng.integers(1, 8)))])
     for texts in batches:
         for dim in (64, 384):
-            assert _hashing.hash_embed(texts, dim).tobytes() == _reference(texts, dim).tobytes()
+            ref = _reference(texts, dim).tobytes()
+            assert _hashing.hash_embed(texts, dim).tobytes() == ref
+            # both paths, whatever the batch size (hash_embed takes one by size)
+            assert _hashing._embed_batch(texts, dim).tobytes() == ref
+            assert _hashing._embed_each(texts, dim).tobytes() == ref
