@@ -197,13 +197,17 @@ def test_metadata_filter_falls_back_when_candidates_run_out(tmp_path) -> None:
         assert len(got) == 10 and all(m.metadata["rare"] for m in got)
 
 
-def test_damaged_or_missing_index_is_rebuilt(big, tmp_path, caplog) -> None:
+def _copy_of_big(big, path):
+    """A copy of the ``big`` store at ``path``: (path, its answers, its index file)."""
     import shutil
-    path = tmp_path / "dmg.mem"
     shutil.copytree(big, path)
     with _open(path) as db:
         good = _answers(db)
-    f = _ann.index_file(str(path), 1, _ann.train_size(N))
+    return path, good, _ann.index_file(str(path), 1, _ann.train_size(N))
+
+
+def test_damaged_or_missing_index_is_rebuilt(big, tmp_path, caplog) -> None:
+    path, good, f = _copy_of_big(big, tmp_path / "dmg.mem")
     size = os.path.getsize(f)
     with open(f, "r+b") as fh:  # flip a byte in the middle of the slot lists
         fh.seek(size - 3 * 1024)
@@ -609,12 +613,7 @@ def test_time_order_neighbours_equal_the_time_index_walk(tmp_path, monkeypatch, 
 
 
 def test_index_of_an_older_format_is_rebuilt(big, tmp_path, caplog) -> None:
-    import shutil
-    path = tmp_path / "v1.mem"
-    shutil.copytree(big, path)
-    with _open(path) as db:
-        good = _answers(db)
-    f = _ann.index_file(str(path), 1, _ann.train_size(N))
+    path, good, f = _copy_of_big(big, tmp_path / "v1.mem")
     with open(f, "r+b") as fh:  # the version field of the header
         fh.seek(8)
         fh.write((1).to_bytes(4, "little"))
