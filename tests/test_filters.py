@@ -170,35 +170,43 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=N
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+def _agree_with_reference(h, dim: int, metas, filters, *, id_order: bool) -> None:
+    """On the store or namespace handle ``h``: count, memories and a vector ask under each
+    filter give what ``matches`` gives, before and after ``forget_where`` of the first
+    filter and updates that move half the survivors to fresh slots (and re-index them).
+    ``id_order``: ``memories`` lists in id order (else compared as a sorted list)."""
+    ids = h.remember_many([{"text": f"memory number {i}", "metadata": m}
+                           for i, m in enumerate(metas)])
+    by_id = dict(zip(ids, metas))
+    vec = [1.0] * dim
+
+    def check(live: list[int]) -> None:
+        for flt in filters:
+            want = [i for i in live if matches(flt, by_id[i])]
+            assert h.count(flt) == len(want), flt
+            listed = [m.id for m in h.memories(filter=flt)]
+            assert (listed if id_order else sorted(listed)) == want, flt
+            assert sorted(m.id for m in h.ask(vector=vec, mode="vector", top_k=len(ids),
+                                              filter=flt)) == want, flt
+    check(ids)
+    victim = filters[0]
+    gone = {i for i in ids if matches(victim, by_id[i])}
+    assert h.forget_where(victim) == len(gone)
+    left = [i for i in ids if i not in gone]
+    listed = [m.id for m in h.memories()]
+    assert (listed if id_order else sorted(listed)) == left
+    for i, mid in enumerate(left[::2]):
+        by_id[mid] = metas[(i + 1) % len(metas)]
+        h.update(mid, metadata=by_id[mid])
+    check(left)
+
+
 @SETTINGS
 @given(metas=st.lists(_META, min_size=1, max_size=14), filters=st.lists(_FILTERS, min_size=1, max_size=6))
 def test_index_agrees_with_reference_on_random_metadata(metas, filters) -> None:
     with tempfile.TemporaryDirectory() as d:
         with Mnemos.open(os.path.join(d, "s.mem"), clock=Clock()) as db:
-            ids = db.remember_many([{"text": f"memory number {i}", "metadata": m}
-                                    for i, m in enumerate(metas)])
-            by_id = dict(zip(ids, metas))
-            for flt in filters:
-                want = [i for i in ids if matches(flt, by_id[i])]
-                assert db.count(flt) == len(want), flt
-                assert [m.id for m in db.memories(filter=flt)] == want, flt
-                got = {m.id for m in db.ask(vector=[1.0] * db._engine.dim, mode="vector",
-                                            top_k=len(ids), filter=flt)}
-                assert got == set(want), flt
-            victim = filters[0]
-            gone = {i for i in ids if matches(victim, by_id[i])}
-            assert db.forget_where(victim) == len(gone)
-            left = [i for i in ids if i not in gone]
-            assert [m.id for m in db.memories()] == left
-            # updates move memories to fresh slots (ids out of slot order) and re-index them
-            for i, mid in enumerate(left[::2]):
-                by_id[mid] = metas[(i + 1) % len(metas)]
-                db.update(mid, metadata=by_id[mid])
-            for flt in filters:
-                want = [i for i in left if matches(flt, by_id[i])]
-                assert db.count(flt) == len(want), flt
-                assert sorted(m.id for m in db.ask(vector=[1.0] * db._engine.dim, mode="vector",
-                                                   top_k=len(ids), filter=flt)) == want, flt
+            _agree_with_reference(db, db._engine.dim, metas, filters, id_order=True)
             assert verified(db)
 
 
@@ -224,27 +232,7 @@ def test_postgres_sql_filters_agree_with_reference_on_random_metadata(pg_db, met
     """The filters as SQL over jsonb (``_pg.jsonfilter``) give what ``matches`` gives: count,
     memories, ask, forget_where, and again after updates (one namespace per example)."""
     ns = pg_db.namespace(f"ex{next(_PG_EXAMPLES)}")
-    ids = ns.remember_many([{"text": f"memory number {i}", "metadata": m}
-                            for i, m in enumerate(metas)])
-    by_id = dict(zip(ids, metas))
-    vec = [1.0] * pg_db._engine.dim
-    for flt in filters:
-        want = [i for i in ids if matches(flt, by_id[i])]
-        assert ns.count(flt) == len(want), flt
-        assert sorted(m.id for m in ns.memories(filter=flt)) == want, flt
-        got = {m.id for m in ns.ask(vector=vec, mode="vector", top_k=len(ids), filter=flt)}
-        assert got == set(want), flt
-    victim = filters[0]
-    gone = {i for i in ids if matches(victim, by_id[i])}
-    assert ns.forget_where(victim) == len(gone)
-    left = [i for i in ids if i not in gone]
-    for i, mid in enumerate(left[::2]):
-        by_id[mid] = metas[(i + 1) % len(metas)]
-        ns.update(mid, metadata=by_id[mid])
-    for flt in filters:
-        want = [i for i in left if matches(flt, by_id[i])]
-        assert ns.count(flt) == len(want), flt
-        assert sorted(m.id for m in ns.memories(filter=flt)) == want, flt
+    _agree_with_reference(ns, pg_db._engine.dim, metas, filters, id_order=False)
 
 
 _EDGE_VALUES = [2 ** 53, 2 ** 53 + 1, float(2 ** 53), 2 ** 60, 2 ** 60 + 1, float(2 ** 60), 0.1, 0.3,
