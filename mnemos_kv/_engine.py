@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
-from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lmdbcheck, _mutate,
-               _openlock)
+from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lexstage, _lmdbcheck,
+               _mutate, _openlock)
 from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
@@ -135,6 +135,13 @@ class Snapshot:
     matrix: np.ndarray
     slots: np.ndarray
     engine: Any = None  # the engine it came from (per-engine caches key on it)
+    _staged: Any = field(default=False, repr=False)  # the staged postings (False: not read)
+
+    def staged(self) -> "_lexstage.View | None":
+        """This snapshot's staged BM25 postings (``_lexstage``), read once."""
+        if self._staged is False:
+            self._staged = _lexstage.view(self.txn, self.engine.env, self.engine)
+        return self._staged
 
     def live_mask(self) -> np.ndarray:
         dead = self.slots["dead"]
@@ -239,10 +246,11 @@ class Snapshot:
     # what the planner (_retrieval) reads besides the slot columns
     def bm25_postings(self, ns_ids: Sequence[int], terms: Sequence[bytes],
                       **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-        return _lexical_index.bm25_postings(self.txn, self.engine.env, ns_ids, terms, **kw)
+        return _lexical_index.bm25_postings(self.txn, self.engine.env, ns_ids, terms,
+                                            staged=self.staged(), **kw)
 
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
-        return _lexical_index.question_ids(self.txn, self.engine.env, ns_ids)
+        return _lexical_index.question_ids(self.txn, self.engine.env, ns_ids, self.staged())
 
     def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +258,8 @@ class Snapshot:
         return _graph.spread(self.txn, self.engine.env, seeds, scores)
 
     def speaker_ids(self, ns_ids: Sequence[int], text: str) -> tuple[np.ndarray, int]:
-        return _lexical_index.speaker_ids(self.txn, self.engine.env, ns_ids, text)
+        return _lexical_index.speaker_ids(self.txn, self.engine.env, ns_ids, text,
+                                          self.staged())
 
     def has_edges(self) -> bool:
         return bool(int(self.txn.stat(self.engine.env.db("edges_in"))["entries"]))
@@ -800,7 +809,7 @@ class Engine(EngineChecks):
             holder["ctx"] = ctx
             seq0, slots0 = st.seq, st.n_slots
             self._resolve_all(ctx, requests)
-            self.flush_index(ctx)
+            self.flush_index(ctx, stage=log)
             ctx.pending = None  # (capacity eviction reads the index as it goes)
             if enforce:
                 _capacity.enforce(self, ctx)
@@ -876,6 +885,7 @@ class Engine(EngineChecks):
         if st.log_sync != st.log_end:
             self.log.sync()
         self._log_synced(txn, st)
+        _lexstage.merge(txn, self.env)  # the staged postings, into ``postings`` at once
         self.vectors.sync(st.gen)
         clear_vrows(self.env, txn)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
@@ -1062,13 +1072,18 @@ class Engine(EngineChecks):
                 ctx.results.append(self._resolve(ctx, req))
             i = max(j, i + 1)
 
-    def flush_index(self, ctx: _Ctx) -> None:
+    def flush_index(self, ctx: _Ctx, stage: bool = False) -> None:
         """Write the BM25 postings and filter entries of the memories added so far
-        (``ctx.pending``), all at once: before anything reads or changes the index."""
+        (``ctx.pending``), all at once: before anything reads or changes the index.
+        ``stage`` (the end of a logged write): a few memories' postings go to the staging
+        table (``_lexstage``), merged at the next flush."""
         items = ctx.pending
         if items:
             ctx.pending = []
-            _lexical_index.add_many(ctx.txn, self.env, items)
+            if stage and len(items) < _lexstage.STAGE_MAX:
+                _lexical_index.stage_many(ctx.txn, self.env, items)
+            else:
+                _lexical_index.add_many(ctx.txn, self.env, items)
             _filter_index.add_many(ctx.txn, self.env, items)
 
     def _resolve(self, ctx: _Ctx, req: tuple[Any, ...]) -> Any:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _ingest, _lexical_index
+from . import _capacity, _filter_index, _ingest, _lexical_index, _lexstage
 from . import _records as R
 from . import _storage as S
 from .errors import CorruptionError, MemoryNotFoundError
@@ -238,6 +238,7 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
 def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                      texts: list[str]) -> None:
     """Remove the postings of ``mids`` (ascending) and their share of the statistics."""
+    _lexstage.merge(txn, env)  # (staged postings are removed from ``postings``)
     bt = _lexical_index.doc_terms_many(texts)
     if bt.key.size:
         vals = _lexical_index.posting_values(mids[bt.doc], bt.tf, bt.dl)

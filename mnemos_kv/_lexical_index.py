@@ -37,7 +37,7 @@ from typing import Any, Iterable, Sequence
 import lmdb
 import numpy as np
 
-from . import _lexical
+from . import _lexical, _lexstage
 from ._batchwords import batch_words
 from . import _records as R
 from .errors import StoreError
@@ -46,7 +46,7 @@ log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAKER_PREFIX",
            "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
-           "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
+           "add", "add_many", "stage_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
            "stats", "bm25_postings", "doc_terms", "query_terms",
            "question_ids", "ensure_built"]
 
@@ -246,8 +246,22 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
               int(bt.surface_len.sum()))
 
 
+def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
+    """:func:`add` of every ``(ns, id, text, _)`` of a small write (ids ascending, newer
+    than every staged id), through the staging table (``_lexstage``): one key per memory
+    instead of one posting per term; the statistics are counted at once."""
+    sdb = env.db("lexstats")
+    for ns, mid, text, _meta in items:
+        terms, length, slength = doc_terms(text)
+        if mid > MAX_POSTING_ID or max(length, slength) > MAX_POSTING_COUNT:
+            posting(mid, 0, max(length, slength))  # raises, naming the memory (tf <= length)
+        _lexstage.stage(txn, env, mid, _lexstage.encode(ns, terms))
+        _bump(txn, sdb, ns, 1, length, slength)
+
+
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
     """Remove memory ``mid`` from the postings and statistics of namespace ``ns``."""
+    _lexstage.merge_for(txn, env, mid)  # (staged postings are removed from ``postings``)
     terms, length, slength = doc_terms(text)
     prefix = _U32.pack(ns)
     idb = mid.to_bytes(6, "big")
@@ -279,10 +293,32 @@ def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, 
 _NO_POSTINGS = np.empty(0, DECODED_DTYPE)
 
 
-def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
+def fetch(cur: lmdb.Cursor, ns: int, term: bytes, staged: "_lexstage.View | None" = None
+          ) -> np.ndarray:
     """The postings of ``term`` in namespace ``ns``: a structured array with ``id``, ``tf``,
     ``dl`` fields (sorted by id), read with one ``getmulti`` (the stored width is the
-    first value's: 12 bytes, or 16 in a store of index version 1-3 opened read-only)."""
+    first value's: 12 bytes, or 16 in a store of index version 1-3 opened read-only),
+    merged by id with the snapshot's ``staged`` postings of the term (``_lexstage``): the
+    very array the table would hold with them merged."""
+    stored = _fetch_stored(cur, ns, term)
+    extra = staged.get(ns, term, DECODED_DTYPE) if staged is not None else None
+    if extra is None:
+        return stored
+    if not stored.size:
+        return extra
+    if stored.dtype != DECODED_DTYPE:
+        wide = np.empty(stored.size, DECODED_DTYPE)
+        for f in ("id", "tf", "dl"):
+            wide[f] = stored[f]
+        stored = wide
+    out = np.concatenate([stored, extra])
+    if int(stored["id"][-1]) > int(extra["id"][0]):  # (bulk-indexed ids after staged ones)
+        out = out[np.argsort(out["id"], kind="stable")]
+    return out
+
+
+def _fetch_stored(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
+    """:func:`fetch` from the ``postings`` table alone."""
     key = _U32.pack(ns) + term
     if not cur.set_key(key):
         return _NO_POSTINGS
@@ -295,8 +331,8 @@ def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
                   k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
-                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None,
+                  staged: "_lexstage.View | None" = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
@@ -311,7 +347,8 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
         return empty
     n_docs, total, stotal = stats(txn, env, ns_ids)
     with txn.cursor(db=env.db("postings")) as cur:
-        return bm25_of(n_docs, total, stotal, ns_ids, terms, lambda ns, term: fetch(cur, ns, term),
+        return bm25_of(n_docs, total, stotal, ns_ids, terms,
+                       lambda ns, term: fetch(cur, ns, term, staged),
                        k1=k1, b=b, surface_weight=surface_weight, weights=weights)
 
 
@@ -369,12 +406,13 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
 
 
-def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.ndarray:
+def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int],
+                 staged: "_lexstage.View | None" = None) -> np.ndarray:
     """Ids (uint64, ascending per namespace) of the memories of ``ns_ids`` that ask a question."""
     if not ns_ids or not env.has_db("postings"):
         return np.empty(0, np.uint64)
     with txn.cursor(db=env.db("postings")) as cur:
-        parts = [fetch(cur, ns, QUESTION_TERM)["id"] for ns in ns_ids]
+        parts = [fetch(cur, ns, QUESTION_TERM, staged)["id"] for ns in ns_ids]
     parts = [p for p in parts if p.size]
     if not parts:
         return np.empty(0, np.uint64)
@@ -390,8 +428,8 @@ def speaker_words(text: str) -> set[bytes]:
     return {_term_bytes(t) for t in map(_lexical.surface_term, _lexical.words(text)) if t}
 
 
-def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: str
-                ) -> tuple[np.ndarray, int]:
+def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: str,
+                staged: "_lexstage.View | None" = None) -> tuple[np.ndarray, int]:
     """Memories of ``ns_ids`` spoken by someone the query ``text`` names: (ids, how many
     query words name a speaker). A query word names a speaker when it is a word of a
     memory's speaker label (``SPEAKER_PREFIX`` postings); ids are sorted and distinct.
@@ -423,8 +461,12 @@ def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: st
                 ok = cur.next_nodup()
             if seen > SPEAKER_SCAN_MAX:  # many labels: ask for the query's words directly
                 found = sorted(qwords)
+            elif staged is not None:  # and the query's words staged speakers have
+                found = sorted(set(found).union(
+                    w for w in qwords if staged.get(ns, SPEAKER_PREFIX + w, DECODED_DTYPE)
+                    is not None))
             for w in found:
-                got = fetch(cur, ns, SPEAKER_PREFIX + w)
+                got = fetch(cur, ns, SPEAKER_PREFIX + w, staged)
                 if got.size:
                     named.add(w)
                     parts.append(got["id"])
@@ -455,6 +497,8 @@ def ensure_built(env: Any) -> None:
         if raw2 is not None and _U32.unpack(raw2)[0] == VERSION:
             return  # another process did it
         txn.drop(env.db("postings"), delete=False)
+        if env.has_db(_lexstage.DB):  # (staged postings are rebuilt with the rest)
+            txn.drop(env.db(_lexstage.DB), delete=False)
         txn.drop(sdb, delete=False)
         n = int(txn.stat(env.db("records"))["entries"])
         log.log(logging.INFO if n else logging.DEBUG,
@@ -475,6 +519,7 @@ def ensure_built(env: Any) -> None:
 
 def drop_namespace(txn: lmdb.Transaction, env: Any, ns: int) -> None:
     """Remove every posting and the statistics of namespace ``ns`` (one prefix sweep)."""
+    _lexstage.merge(txn, env)
     prefix = _U32.pack(ns)
     with txn.cursor(db=env.db("postings")) as cur:
         if cur.set_range(prefix):

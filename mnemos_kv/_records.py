@@ -23,7 +23,9 @@ from .errors import CorruptionError, InvalidInputError
 #: carry checksums. 3: committed log frames may live in LMDB's ``pending`` table until
 #: the log file is flushed (state ``log_sync``); an older library would not restore them.
 #: 4: base snapshots store their frames in zlib-compressed blocks (``_snapshot``).
-FORMAT_VERSION = 4
+#: 5: small writes stage their BM25 postings in the ``lexstage`` table until the next
+#: flush (``_lexstage``); an older library would not see them.
+FORMAT_VERSION = 5
 #: The ``format_version`` a replay file's header carries: the version of the op encoding
 #: in it. Format 4 changed only the base snapshot's container, not the ops, so replay
 #: files stay byte for byte what format 3 wrote (and format-3 readers accept them).

@@ -902,7 +902,7 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
 
     asks = np.zeros(first.size, bool)  # does the previous memory ask a question?
     if reply_w > 0:
-        qids = np.sort(_lexical_index.question_ids(snap.txn, engine.env, q.ns_ids).astype(np.int64))
+        qids = np.sort(snap.question_ids(q.ns_ids).astype(np.int64))
         has_prev = prev_next[:, 0] >= 0
         if qids.size and has_prev.any():
             pid = np.asarray(snap.slots["id"][prev_next[has_prev, 0]], np.int64)

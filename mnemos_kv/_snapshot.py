@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator
 import lmdb
 import numpy as np
 
-from . import _capacity
+from . import _capacity, _lexstage
 from . import _records as R
 from . import _storage as S
 from ._log import (FILE_HEADER, MAX_FRAME, LogFile, LogGone, encode_frame, iter_file_frames,
@@ -276,6 +276,7 @@ def checkpoint(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray) 
     from ._engine import clear_pending, clear_vrows
     clear_pending(engine.env, txn)
     clear_vrows(engine.env, txn)
+    _lexstage.merge(txn, engine.env)  # a checkpoint is a flush
     S.fsync_path(engine.path)
 
 

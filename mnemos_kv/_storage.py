@@ -42,6 +42,9 @@ DB_NAMES = (
                    # file (format 3; see _engine and docs/durability.md)
     b"vrows",      # gen(u32) slot(u64) -> vector row not yet fdatasync'ed to the vector
                    # file (format 3: the log frames name rows instead of carrying them)
+    b"lexstage",   # id(u64) -> ns(u32) + the memory's BM25 postings, staged by a small
+                   # write until the next flush merges them into ``postings`` (format 5;
+                   # see _lexstage)
 )
 
 log = logging.getLogger("mnemos_kv")

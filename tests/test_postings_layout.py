@@ -45,7 +45,8 @@ def test_postings_are_12_bytes_and_round_trip(store_path: str) -> None:
     with Mnemos.open(store_path) as db:
         db.remember_many(TEXTS[:60])            # the bulk path
         for t in TEXTS[60:]:
-            db.remember(t)                      # one by one
+            db.remember(t)                      # one by one (staged until the flush)
+        db.sync()                               # (merges the staged postings)
         rows = _table(db)
         assert rows and all(len(v) == L.POSTING_BYTES == 12 for _k, v in rows)
         with db._engine.env.read() as txn, txn.cursor(db=db._engine.env.db("postings")) as cur:

@@ -1,0 +1,237 @@
+"""Staged BM25 postings: one LMDB key per small write, merged into ``postings`` at a flush.
+
+A single ``remember`` used to put one posting per term (~19 for a 12-word text) into
+the ``postings`` table: each a different B-tree leaf (a common term's duplicates are a
+sub-tree of their own), so its commit wrote ~40 pages for the postings alone (of ~55).
+Since format 5, a small write (fewer than ``STAGE_MAX`` new memories) puts its
+memories' postings into the ``lexstage`` table instead, one key per memory, appended at
+the end of the table (1-2 pages per commit), and the next *flush* (every 256
+operations, ``sync()``, ``close()``, a big write, compaction, see ``_engine``) merges
+every staged entry into ``postings`` in key order, in its own write transaction.
+
+Table ``lexstage`` (plain): key ``id u64 BE``; value ``ns u32 BE`` then, per term of the
+memory in term order, ``term length u8 | term | tf u24 BE | doc length u24 BE`` (the
+same terms, frequencies and lengths :func:`_lexical_index.doc_terms` gives). The BM25
+statistics (``lexstats``) are not staged: a staged memory is counted at once.
+
+Invariants (what keeps every reader's answer the same as without staging):
+
+* a memory's postings are either all in ``postings`` or all in ``lexstage``, never both;
+* staged ids ascend in the order they were staged (they are new memories), so between
+  two merges the committed table only grows at its end;
+* anything that removes postings (forget, evict, update of a staged memory, dropping a
+  namespace, bulk forget, reindexing) merges the staged entries first
+  (:func:`merge_for`, :func:`merge`), so removal only ever sees ``postings``.
+
+Readers see the union at their snapshot: :func:`view` gives a snapshot's staged
+postings per (namespace, term), which ``_lexical_index.fetch`` merges into the stored
+list by id: the same arrays, hence bit-identical scores and the same order. The view
+of a read-only snapshot is cached per engine and extended as the table grows (a
+staged entry is decoded once per process); a merge starts a new cache.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import threading
+from typing import Any, Iterable, Mapping
+
+import lmdb
+import numpy as np
+
+from ._percache import PerOwner
+
+__all__ = ["DB", "STAGE_MAX", "encode", "decode", "stage", "merge", "merge_for", "view",
+           "View", "staged_count"]
+
+#: The staging table (see ``_storage.DB_NAMES``).
+DB = "lexstage"
+#: A write adding fewer memories than this stages their postings; a bigger one (bulk
+#: ingest) writes them into ``postings`` directly, in key order.
+STAGE_MAX = 16
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+#: What a view's arrays hold (``_lexical_index.DECODED_DTYPE``): id u64, tf u32, dl u32.
+_ROW = struct.Struct("<QII")
+
+
+def encode(ns: int, terms: Mapping[bytes, tuple[int, int]]) -> bytes:
+    """The staged value of one memory of namespace ``ns`` with posting ``terms``
+    (term bytes -> (tf, length), sorted by term)."""
+    parts = [_U32.pack(ns)]
+    for term, (tf, dl) in terms.items():
+        parts.append(bytes((len(term),)) + term + tf.to_bytes(3, "big") + dl.to_bytes(3, "big"))
+    return b"".join(parts)
+
+
+def decode(value: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
+    """(namespace, [(term, tf, length)]) of a staged value. :raises ValueError: bad bytes."""
+    if len(value) < 4:
+        raise ValueError("staged postings entry shorter than its namespace")
+    ns = _U32.unpack_from(value, 0)[0]
+    out = []
+    pos, end = 4, len(value)
+    while pos < end:
+        n = value[pos]
+        stop = pos + 1 + n + 6
+        if n == 0 or stop > end:
+            raise ValueError(f"staged postings entry cut inside a term at byte {pos}")
+        term = value[pos + 1:pos + 1 + n]
+        tf = int.from_bytes(value[pos + 1 + n:pos + 4 + n], "big")
+        dl = int.from_bytes(value[pos + 4 + n:stop], "big")
+        out.append((term, tf, dl))
+        pos = stop
+    return ns, out
+
+
+def stage(txn: lmdb.Transaction, env: Any, mid: int, value: bytes) -> None:
+    """Put the staged postings ``value`` (:func:`encode`) of memory ``mid``."""
+    txn.put(_U64.pack(mid), value, db=env.db(DB), append=True)
+
+
+def staged_count(txn: lmdb.Transaction, env: Any) -> int:
+    """How many memories have staged postings in ``txn`` (0 without the table)."""
+    if not env.has_db(DB):
+        return 0
+    return int(txn.stat(env.db(DB))["entries"])
+
+
+def merge(txn: lmdb.Transaction, env: Any) -> int:
+    """Move every staged posting into ``postings`` (in (key, id) order, one cursor
+    ``putmulti``) and empty the table; returns how many memories were staged."""
+    if not staged_count(txn, env):
+        return 0
+    ddb = env.db(DB)
+    pairs: list[tuple[bytes, bytes]] = []
+    n = 0
+    with txn.cursor(db=ddb) as cur:
+        for k, v in cur:
+            n += 1
+            idb = k[2:]  # the id as u48 (ids stay below 2^48, see _lexical_index.posting)
+            ns, terms = decode(v)
+            prefix = _U32.pack(ns)
+            for term, tf, dl in terms:
+                pairs.append((prefix + term, idb + tf.to_bytes(3, "big") + dl.to_bytes(3, "big")))
+    pairs.sort()  # (key, id): the table's order
+    with txn.cursor(db=env.db("postings")) as cur:
+        cur.putmulti(pairs, dupdata=True)
+    txn.drop(ddb, delete=False)
+    return n
+
+
+def merge_for(txn: lmdb.Transaction, env: Any, mid: int) -> None:
+    """Before removing the postings of memory ``mid``: when they are staged, merge
+    (removal then finds them in ``postings``, as without staging)."""
+    if env.has_db(DB) and txn.get(_U64.pack(mid), db=env.db(DB)) is not None:
+        merge(txn, env)
+
+
+class View:
+    """The staged postings of one snapshot: ``get(ns, term, dtype)`` -> array (id, tf, dl;
+    sorted by id) or None."""
+
+    __slots__ = ("_terms", "_n")
+
+    def __init__(self, terms: dict[tuple[int, bytes], tuple[list[int], bytearray]], n: int) -> None:
+        self._terms, self._n = terms, n
+
+    def get(self, ns: int, term: bytes, dtype: np.dtype) -> np.ndarray | None:
+        got = self._terms.get((ns, term))
+        if got is None:
+            return None
+        idx, rows = got
+        k = bisect.bisect_left(idx, self._n)  # entries staged before this snapshot's end
+        if not k:
+            return None
+        return np.frombuffer(bytes(rows[:k * _ROW.size]), dtype=dtype)
+
+
+class _Build:
+    """Decoded staged entries of one run between merges (append-only; shared by views)."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+        self.keys: list[bytes] = []
+        self.terms: dict[tuple[int, bytes], tuple[list[int], bytearray]] = {}
+
+    def add(self, key: bytes, value: bytes) -> None:
+        i = len(self.keys)
+        mid = _U64.unpack(key)[0]
+        ns, terms = decode(value)
+        for term, tf, dl in terms:
+            got = self.terms.get((ns, term))
+            if got is None:
+                got = self.terms[(ns, term)] = ([], bytearray())
+            got[1].extend(_ROW.pack(mid, tf, dl))  # rows first: readers bisect the indexes
+            got[0].append(i)
+        self.keys.append(key)
+
+
+class _Cache:
+    """Per engine: the builds of the last few runs (readers of older snapshots may still
+    ask for the run before a merge)."""
+
+    KEEP = 4
+
+    def __init__(self, _owner: Any) -> None:
+        self.lock = threading.Lock()
+        self.builds: list[_Build] = []
+
+    def build_for(self, first: bytes) -> _Build:
+        for b in self.builds:
+            if b.first == first:
+                return b
+        b = _Build(first)
+        self.builds = [b] + self.builds[:self.KEEP - 1]
+        return b
+
+
+_CACHES: PerOwner[_Cache] = PerOwner(_Cache)
+
+
+def _fill(build: _Build, cur: lmdb.Cursor, n: int) -> None:
+    """Decode the entries of ``cur``'s table that ``build`` lacks, up to ``n`` in all."""
+    if build.keys:
+        if not cur.set_key(build.keys[-1]):
+            raise ValueError("staged postings entry vanished between merges")
+        more: Iterable[tuple[bytes, bytes]] = cur.iternext()
+        next(iter(more), None)  # (the entry the build already holds)
+    else:
+        cur.first()
+        more = cur.iternext()
+    for k, v in more:
+        if len(build.keys) >= n:
+            break
+        build.add(k, v)
+
+
+def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
+    """The staged postings visible in ``txn`` (None: none). With ``owner`` (an engine;
+    ``txn`` read-only), the decoded entries are cached per owner and shared between its
+    snapshots; without, they are decoded for this call only (a write transaction, whose
+    entries may still be aborted)."""
+    n = staged_count(txn, env)
+    if not n:
+        return None
+    ddb = env.db(DB)
+    with txn.cursor(db=ddb) as cur:
+        cur.first()
+        first = cur.key() + cur.value()
+        if owner is None:
+            build = _Build(first)
+            _fill(build, cur, n)
+            return View(build.terms, n)
+        cur.last()
+        last = cur.key()
+        cache = _CACHES.get(owner)
+        with cache.lock:
+            build = cache.build_for(first)
+            if len(build.keys) >= n and build.keys[n - 1] != last:
+                # (cannot happen while staged ids ascend; rebuild rather than guess)
+                cache.builds.remove(build)
+                build = cache.build_for(first)
+            if len(build.keys) < n:
+                _fill(build, cur, n)
+            return View(build.terms, n)
