@@ -700,6 +700,11 @@ class Engine(EngineChecks):
                     if attempt == 4:
                         raise
                     continue
+                if not self.env.has_db(_lexstage.DB) and txn.get(_lexstage.DB.encode()) is not None:
+                    # another process made the staging table after this one opened
+                    # read-only (it upgraded the store): a snapshot must see it
+                    if self.env.open_late(_lexstage.DB) and attempt < 4:
+                        continue
                 yield Snapshot(txn, st, matrix, slots, self)
                 return
 

@@ -219,6 +219,7 @@ class Environment:
         try:
             self.env = self._open_env()
             self.dbs: dict[str, Any] = {}
+            self._late = threading.Lock()  # (open_late)
             try:
                 # Free the reader slots of processes that died holding a read
                 # transaction: they would pin old pages and fill the reader table.
@@ -274,6 +275,23 @@ class Environment:
 
     def db(self, name: str) -> Any:
         return self.dbs[name]
+
+    def open_late(self, name: str) -> bool:
+        """Open sub-database ``name`` when another process created it after this
+        (read-only) environment opened (e.g. the first read-write open of a newer library
+        upgrading the store); False when it does not exist. Transactions begun before
+        cannot use the handle: begin a new one."""
+        with self._late:
+            if name in self.dbs:
+                return True
+            try:
+                self.dbs[name] = self.env.open_db(name.encode(), create=False,
+                                                  **DB_FLAGS.get(name.encode(), {}))
+            except lmdb.NotFoundError:
+                return False
+            except lmdb.Error as exc:
+                raise translate(exc) from exc
+            return True
 
     def has_db(self, name: str) -> bool:
         return name in self.dbs
