@@ -41,6 +41,7 @@ import lmdb
 import numpy as np
 
 from ._percache import PerOwner
+from .errors import CorruptionError
 
 __all__ = ["DB", "STAGE_MAX", "encode", "decode", "stage", "merge", "merge_for", "view",
            "View", "staged_count"]
@@ -53,6 +54,7 @@ STAGE_MAX = 16
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_LEN = [bytes((i,)) for i in range(256)]
 #: What a view's arrays hold (``_lexical_index.DECODED_DTYPE``): id u64, tf u32, dl u32.
 _ROW = struct.Struct("<QII")
 
@@ -61,15 +63,19 @@ def encode(ns: int, terms: Mapping[bytes, tuple[int, int]]) -> bytes:
     """The staged value of one memory of namespace ``ns`` with posting ``terms``
     (term bytes -> (tf, length), sorted by term)."""
     parts = [_U32.pack(ns)]
+    add = parts.append
     for term, (tf, dl) in terms.items():
-        parts.append(bytes((len(term),)) + term + tf.to_bytes(3, "big") + dl.to_bytes(3, "big"))
+        add(_LEN[len(term)] + term)
+        add(((tf << 24) | dl).to_bytes(6, "big"))
     return b"".join(parts)
 
 
 def decode(value: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
-    """(namespace, [(term, tf, length)]) of a staged value. :raises ValueError: bad bytes."""
+    """(namespace, [(term, tf, length)]) of a staged value.
+    :raises CorruptionError: not what :func:`encode` writes."""
     if len(value) < 4:
-        raise ValueError("staged postings entry shorter than its namespace")
+        raise CorruptionError("data.mdb: a staged postings entry (lexstage) is shorter than "
+                              "its namespace")
     ns = _U32.unpack_from(value, 0)[0]
     out = []
     pos, end = 4, len(value)
@@ -77,7 +83,8 @@ def decode(value: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
         n = value[pos]
         stop = pos + 1 + n + 6
         if n == 0 or stop > end:
-            raise ValueError(f"staged postings entry cut inside a term at byte {pos}")
+            raise CorruptionError(f"data.mdb: a staged postings entry (lexstage) is cut or "
+                                  f"damaged at byte {pos} of {end}")
         term = value[pos + 1:pos + 1 + n]
         tf = int.from_bytes(value[pos + 1 + n:pos + 4 + n], "big")
         dl = int.from_bytes(value[pos + 4 + n:stop], "big")
@@ -107,13 +114,18 @@ def merge(txn: lmdb.Transaction, env: Any) -> int:
     pairs: list[tuple[bytes, bytes]] = []
     n = 0
     with txn.cursor(db=ddb) as cur:
+        add = pairs.append
         for k, v in cur:
             n += 1
             idb = k[2:]  # the id as u48 (ids stay below 2^48, see _lexical_index.posting)
-            ns, terms = decode(v)
-            prefix = _U32.pack(ns)
-            for term, tf, dl in terms:
-                pairs.append((prefix + term, idb + tf.to_bytes(3, "big") + dl.to_bytes(3, "big")))
+            prefix = v[:4]
+            pos, end = 4, len(v)
+            while pos < end:  # term, then tf u24 + length u24: the posting's last 6 bytes
+                stop = pos + 1 + v[pos]
+                if stop == pos + 1 or stop + 6 > end:
+                    decode(v)  # raises, saying where
+                add((prefix + v[pos + 1:stop], idb + v[stop:stop + 6]))
+                pos = stop + 6
     pairs.sort()  # (key, id): the table's order
     with txn.cursor(db=env.db("postings")) as cur:
         cur.putmulti(pairs, dupdata=True)
@@ -195,7 +207,7 @@ def _fill(build: _Build, cur: lmdb.Cursor, n: int) -> None:
     """Decode the entries of ``cur``'s table that ``build`` lacks, up to ``n`` in all."""
     if build.keys:
         if not cur.set_key(build.keys[-1]):
-            raise ValueError("staged postings entry vanished between merges")
+            raise CorruptionError("data.mdb: a staged postings entry vanished between merges")
         more: Iterable[tuple[bytes, bytes]] = cur.iternext()
         next(iter(more), None)  # (the entry the build already holds)
     else:

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from mnemos_kv import Mnemos
+from mnemos_kv import CorruptionError, Mnemos
 from mnemos_kv import _lexical_index as L
 from mnemos_kv import _lexstage
 
@@ -153,8 +153,9 @@ def test_the_staged_value_round_trips() -> None:
     terms, _n, _s = L.doc_terms("Alice: did the deploy of the deploy service move?")
     ns, got = _lexstage.decode(_lexstage.encode(3, terms))
     assert ns == 3 and got == [(t, tf, dl) for t, (tf, dl) in terms.items()]
-    with pytest.raises(ValueError):
-        _lexstage.decode(_lexstage.encode(3, terms)[:-2])
+    for cut in (b"\0\0", _lexstage.encode(3, terms)[:-2], _lexstage.encode(3, terms) + b"\0"):
+        with pytest.raises(CorruptionError, match="lexstage"):
+            _lexstage.decode(cut)
 
 
 _READER = r"""
