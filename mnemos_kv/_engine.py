@@ -838,11 +838,11 @@ class Engine(EngineChecks):
                 if sync_log:
                     self._log_synced(txn, st)
                 else:
-                    txn.put(pending_key(st.log_seg, at), data, db=self.env.db("pending"))
+                    S.put_last(txn, pending_key(st.log_seg, at), data, self.env.db("pending"))
                 if not flush:  # the new rows, until the vector file is flushed
                     vdb = self.env.db("vrows")
                     for slot in range(slots0, st.n_slots):
-                        txn.put(vrow_key(st.gen, slot), matrix[slot].tobytes(), db=vdb)
+                        S.put_last(txn, vrow_key(st.gen, slot), matrix[slot].tobytes(), vdb)
             if ctx.dead:  # after the frames are durable in the log: write-ahead
                 marks = np.array(ctx.dead, dtype=np.int64)
                 slots["dead"][marks[:, 0]] = marks[:, 1]
@@ -1194,7 +1194,7 @@ class Engine(EngineChecks):
                            key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
             ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
-            txn.put(S.u64(mid), rec.to_bytes(), db=db("records"))
+            S.put_last(txn, S.u64(mid), rec.to_bytes(), db("records"))  # (ids ascend)
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
                 txn.put(S.u32(rec.ns) + rec.key.encode(), S.u64(mid), db=db("keys"))

@@ -341,11 +341,14 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     ``surface_weight`` times. ``ids`` may repeat (one entry per matching term, terms in
     the given order); summing by id gives the BM25 score. Empty when no term is indexed.
     ``weights`` (one per term) scale each term's contribution (a weighted query).
+    ``staged``: the snapshot's staged postings (``_lexstage.view``; None: read from ``txn``).
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
         return empty
     n_docs, total, stotal = stats(txn, env, ns_ids)
+    if staged is None:
+        staged = _lexstage.view(txn, env)
     with txn.cursor(db=env.db("postings")) as cur:
         return bm25_of(n_docs, total, stotal, ns_ids, terms,
                        lambda ns, term: fetch(cur, ns, term, staged),
@@ -411,6 +414,8 @@ def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int],
     """Ids (uint64, ascending per namespace) of the memories of ``ns_ids`` that ask a question."""
     if not ns_ids or not env.has_db("postings"):
         return np.empty(0, np.uint64)
+    if staged is None:
+        staged = _lexstage.view(txn, env)
     with txn.cursor(db=env.db("postings")) as cur:
         parts = [fetch(cur, ns, QUESTION_TERM, staged)["id"] for ns in ns_ids]
     parts = [p for p in parts if p.size]
@@ -445,6 +450,8 @@ def speaker_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], text: st
         return np.empty(0, np.int64), 0
     parts: list[np.ndarray] = []
     named: set[bytes] = set()
+    if staged is None:
+        staged = _lexstage.view(txn, env)
     with txn.cursor(db=env.db("postings")) as cur:
         for ns in ns_ids:
             prefix = _U32.pack(ns) + SPEAKER_PREFIX

@@ -98,6 +98,15 @@ def from_ts_key(b: bytes) -> int:
     return _U64.unpack(b)[0] - _TS_OFFSET
 
 
+def put_last(txn: lmdb.Transaction, key: bytes, value: bytes, db: Any) -> None:
+    """Put ``key`` -> ``value`` where ``key`` is usually past every key of ``db`` (new
+    ids, log offsets, slots): LMDB appends it to the last leaf, which it fills whole
+    instead of splitting it in half (fewer pages per commit, a smaller file); any other
+    key is put as usual."""
+    if not txn.put(key, value, db=db, append=True):
+        txn.put(key, value, db=db)
+
+
 def fsync_path(path: str) -> None:
     """fsync a file or directory by path (a directory: its entries are durable)."""
     fd = os.open(path or ".", os.O_RDONLY)
