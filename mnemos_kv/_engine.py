@@ -30,7 +30,7 @@ from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
+from ._vectors import (CHECKED, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
                        slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
@@ -58,12 +58,13 @@ def vrow_key(gen: int, slot: int) -> bytes:
     return _VROW_KEY.pack(gen, slot)
 
 
-def logged_op(op: dict[str, Any], slot: int) -> dict[str, Any]:
+def logged_op(op: dict[str, Any], slot: int, crc: int | None = None) -> dict[str, Any]:
     """The form of a ``mem``/``update`` op in the log file (format 3): the vector's slot
     and CRC-16 (``vrow``, ``vcrc``) instead of its bytes, which the vector file holds
-    (each vector is stored once; export puts it back)."""
+    (each vector is stored once; export puts it back). ``crc``: the row's CRC-16 when
+    known (the slot row just written holds it)."""
     out = {k: v for k, v in op.items() if k != "vec"}
-    out["vrow"], out["vcrc"] = slot, row_crc(op["vec"])
+    out["vrow"], out["vcrc"] = slot, row_crc(op["vec"]) if crc is None else crc
     return out
 
 
@@ -480,6 +481,11 @@ class Engine(EngineChecks):
             self._ns_cache: dict[str, int] = {DEFAULT_NS: DEFAULT_NS_ID}
             self._ns_names: dict[int, str] = {DEFAULT_NS_ID: DEFAULT_NS}
             self._ns_lock = threading.Lock()
+            #: the last ``state`` bytes decoded or written, with their counters (every
+            #: transaction reads the state; it changes once per commit)
+            self._state_memo: tuple[bytes, dict[str, int]] = (b"", {})
+            #: the same for each namespace's record (its count changes with every write)
+            self._ns_memo: dict[int, tuple[bytes, dict[str, Any]]] = {}
             fmt = self._load_or_create(embedder)
             self.format = fmt
             self.dim = int(fmt["dim"])
@@ -671,6 +677,9 @@ class Engine(EngineChecks):
         raw = txn.get(b"state", db=self.env.db("meta"))
         if raw is None:
             raise CorruptionError(f"{self.path!r}: store state record is missing")
+        memo = self._state_memo  # (one read: another thread may replace it)
+        if memo[0] == raw:
+            return State(**memo[1])
         d = R.decode(raw, "store state")
         st = State()
         for k, v in d.items():
@@ -678,7 +687,15 @@ class Engine(EngineChecks):
                 setattr(st, k, v)
         if "log_sync" not in d:  # formats 1-2 synced the log on every commit
             st.log_sync = st.log_end
+        self._state_memo = (raw, st.to_dict())
         return st
+
+    def put_state(self, txn: lmdb.Transaction, st: State) -> None:
+        """Write the counters ``st`` into ``meta/state`` (remembered for :meth:`_state_in`)."""
+        d = st.to_dict()
+        raw = R.encode(d)
+        txn.put(b"state", raw, db=self.env.db("meta"))
+        self._state_memo = (raw, d)
 
     def read_state(self) -> State:
         with self.env.read() as txn:
@@ -850,7 +867,7 @@ class Engine(EngineChecks):
             if ctx.frames or st.vsync_seq != st.seq or st.seq != seq0:
                 if flush:
                     self._mark_synced(txn, st)
-                txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
+                self.put_state(txn, st)
             return ctx.results
 
         def on_abort() -> None:
@@ -1018,7 +1035,7 @@ class Engine(EngineChecks):
             if slots["dead"][slot] != seq:
                 slots["dead"][slot] = seq
         self._mark_synced(txn, st)
-        txn.put(b"state", R.encode(st.to_dict()), db=self.env.db("meta"))
+        self.put_state(txn, st)
 
     def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:
         """Drop log frames beyond the committed end (a writer died before its commit)."""
@@ -1193,7 +1210,8 @@ class Engine(EngineChecks):
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
                            key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
-            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
+            crc = row_crc(op["vec"])
+            ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, CHECKED, crc)  # slot_row
             S.put_last(txn, S.u64(mid), rec.to_bytes(), db("records"))  # (ids ascend)
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
@@ -1257,7 +1275,8 @@ class Engine(EngineChecks):
             raise CorruptionError(f"unknown op {kind!r} in log")
         st.seq = seq
         if kind in _mutate.SLOT_OPS and isinstance(op.get("vec"), bytes):
-            op = logged_op(op, st.n_slots - 1)  # the slot it just took
+            op = logged_op(op, st.n_slots - 1,  # the slot it just took
+                           int(ctx.slots["pad"][st.n_slots - 1]))
         ctx.frames.append(encode_frame(seq, R.encode(op)))
         return result
 
@@ -1305,11 +1324,16 @@ class Engine(EngineChecks):
                 continue
             name = self.ns_name(nid, ctx.txn) if nid in self._ns_names else \
                 ctx.txn.get(_NS_REV + S.u32(nid), db=ndb).decode()
-            info = R.decode(ctx.txn.get(name.encode(), db=ndb), "namespace")
+            raw = ctx.txn.get(name.encode(), db=ndb)
+            memo = self._ns_memo.get(nid)  # (the record this process last wrote)
+            info = dict(memo[1]) if memo is not None and memo[0] == raw else \
+                R.decode(raw, "namespace")
             info["count"] = int(info.get("count", 0)) + delta
             if dbytes:
                 info["bytes"] = int(info.get("bytes", 0)) + dbytes
-            ctx.txn.put(name.encode(), R.encode(info), db=ndb)
+            raw = R.encode(info)
+            ctx.txn.put(name.encode(), raw, db=ndb)
+            self._ns_memo[nid] = (raw, info)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -231,7 +231,8 @@ def _checked_vectors(dim: int, given: Sequence[tuple[int, int, Any]]) -> np.ndar
             isinstance(v, np.ndarray) and v.dtype == first.dtype and v.shape == (dim,)
             for _, _, v in given):
         try:
-            return check_vectors(np.stack([v for _, _, v in given]), len(given), dim, "vector")
+            block = first.reshape(1, dim) if len(given) == 1 else np.stack([v for _, _, v in given])
+            return check_vectors(block, len(given), dim, "vector")
         except InvalidInputError:
             pass  # found again below, named by its item number
     return np.stack([check_vectors(v, 1, dim, f"item {i} vector")[0] for _, i, v in given])
