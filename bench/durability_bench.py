@@ -9,6 +9,9 @@
   ``strace -f`` over a child process doing N writes (the calls after a marker the child
   prints once its store is built; falls back to counting the Python-level calls when
   strace is missing); the same for the LMDB reference transaction;
+* data.mdb pages written per commit by sub-database: after each of N single writes,
+  the pages newly reachable from LMDB's current meta page, per named table (each
+  commit copies the pages it changes to new page numbers), read by ``pread``;
 * disk bytes (allocated blocks) against the raw vector bytes (n x dim x 4) plus the
   text bytes, after ingest and after ``compact()``.
 
@@ -205,6 +208,66 @@ def sync_counts(root: str, mode: str, writes: int, dim: int, n: int = 1000
     return (per_py if mode != "lmdb" else float("nan")), syncs / writes, pages / writes
 
 
+def _reachable_pages(path: str) -> dict[str, set[int]]:
+    """Per named table of the LMDB file ``path`` (plus "freelist" and "main"): the page
+    numbers reachable from the current meta page (duplicate sub-trees and overflow pages
+    count for their table)."""
+    import struct
+    from mnemos_kv import _lmdbcheck as C
+    meta = C.check_meta(path)
+    rd = C._Reader(path, meta)
+    out: dict[str, set[int]] = {}
+
+    def tree(root: int, label: str) -> None:
+        if root == C.P_INVALID:
+            return
+        stack = [root]
+        while stack:
+            pg = stack.pop()
+            raw = rd.page(pg, C.P_BRANCH | C.P_LEAF)
+            out.setdefault(label, set()).add(pg)
+            flags = C._PAGE.unpack_from(raw, 0)[2]
+            if flags & C.P_LEAF2:
+                continue
+            for nflags, size, _off, key, doff in rd.nodes(raw, pg):
+                if flags & C.P_BRANCH:
+                    stack.append(size | (nflags << 32))
+                elif nflags & C.F_BIGDATA:
+                    opg = struct.unpack_from("<Q", raw, doff)[0]
+                    pages = struct.unpack_from("<I", rd.page(opg, C.P_OVERFLOW), 12)[0]
+                    out[label].update(range(opg, opg + pages))
+                elif nflags & C.F_SUBDATA:
+                    sub = C._DB.unpack(raw[doff:doff + size])[7]
+                    tree(sub, key.decode() if label == "main" else label)
+    try:
+        tree(meta.free_root, "freelist")
+        tree(meta.main_root, "main")
+    finally:
+        rd.close()
+    return out
+
+
+def pages_by_table(root: str, n: int, dim: int, writes: int) -> dict[str, float]:
+    """data.mdb pages each of ``writes`` durable single remembers wrote, per table (into
+    a store of ``n``; the flushes every 256 operations included, so their merge counts)."""
+    x = _vectors(n + writes, dim, seed=13)
+    path = os.path.join(root, "pages")
+    db, _ = ingest(path, x[:n])
+    db.sync()
+    f = os.path.join(path, "data.mdb")
+    prev = _reachable_pages(f)
+    total: dict[str, int] = {}
+    for i in range(n, n + writes):
+        db.remember(TEXT.format(i=i, j=i % 97), vector=x[i])
+        cur = _reachable_pages(f)
+        for name, pages in cur.items():
+            total[name] = total.get(name, 0) + len(pages - prev.get(name, set()))
+        prev = cur
+    db.close()
+    shutil.rmtree(path, ignore_errors=True)
+    return {k: v / writes for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
+
+
 def disk(root: str, n: int, dim: int) -> dict[str, object]:
     x = _vectors(n, dim, seed=11)
     path = os.path.join(root, "disk")
@@ -283,6 +346,12 @@ def main() -> None:
         print("(a synced LMDB transaction also writes its meta page through an O_DSYNC "
               "descriptor: 2 device syncs; \"full\" makes the same 2, plus 3 per flush of "
               "256 writes)")
+        by_table = pages_by_table(root, a.n, a.dim, 512)
+        out["pages_by_table"] = by_table
+        print()
+        print(table(["data.mdb table", "pages per durable remember (512 in a row)"],
+                    [[k, f"{v:.2f}"] for k, v in by_table.items()]
+                    + [["total", f"{sum(by_table.values()):.2f}"]]))
         d = disk(root, a.n, a.dim)
         out["disk"] = d
         base = d["raw_vec"] + d["text"]  # type: ignore[operator]

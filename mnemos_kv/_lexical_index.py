@@ -300,21 +300,31 @@ def fetch(cur: lmdb.Cursor, ns: int, term: bytes, staged: "_lexstage.View | None
     first value's: 12 bytes, or 16 in a store of index version 1-3 opened read-only),
     merged by id with the snapshot's ``staged`` postings of the term (``_lexstage``): the
     very array the table would hold with them merged."""
+    parts = fetch_parts(cur, ns, term, staged)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def fetch_parts(cur: lmdb.Cursor, ns: int, term: bytes, staged: "_lexstage.View | None"
+                ) -> list[np.ndarray]:
+    """:func:`fetch` in consecutive parts whose concatenation is its array: the stored
+    postings, then the staged ones when every staged id comes after the stored ids (the
+    usual case: staged memories are the newest), so a caller that concatenates lists
+    anyway (:func:`bm25_of`) copies a long list once."""
     stored = _fetch_stored(cur, ns, term)
     extra = staged.get(ns, term, DECODED_DTYPE) if staged is not None else None
     if extra is None:
-        return stored
+        return [stored]
     if not stored.size:
-        return extra
+        return [extra]
     if stored.dtype != DECODED_DTYPE:
         wide = np.empty(stored.size, DECODED_DTYPE)
         for f in ("id", "tf", "dl"):
             wide[f] = stored[f]
         stored = wide
-    out = np.concatenate([stored, extra])
-    if int(stored["id"][-1]) > int(extra["id"][0]):  # (bulk-indexed ids after staged ones)
-        out = out[np.argsort(out["id"], kind="stable")]
-    return out
+    if int(stored["id"][-1]) < int(extra["id"][0]):
+        return [stored, extra]
+    out = np.concatenate([stored, extra])  # (bulk-indexed ids after staged ones)
+    return [out[np.argsort(out["id"], kind="stable")]]
 
 
 def _fetch_stored(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
@@ -351,7 +361,7 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
         staged = _lexstage.view(txn, env)
     with txn.cursor(db=env.db("postings")) as cur:
         return bm25_of(n_docs, total, stotal, ns_ids, terms,
-                       lambda ns, term: fetch(cur, ns, term, staged),
+                       lambda ns, term: fetch_parts(cur, ns, term, staged),
                        k1=k1, b=b, surface_weight=surface_weight, weights=weights)
 
 
@@ -363,7 +373,7 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
 
     ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
     ``fetch_fn(ns, term)``: that term's postings in namespace ``ns`` as an array with
-    ``id``, ``tf``, ``dl`` fields, sorted by id. The same inputs in the same order give
+    ``id``, ``tf``, ``dl`` fields, sorted by id (or a list of consecutive parts of it). The same inputs in the same order give
     bit-identical scores.
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
@@ -377,7 +387,7 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
         surface = term.startswith(SURFACE_PREFIX)
         if surface and surface_weight <= 0:
             continue
-        per_ns = [p for p in (fetch_fn(ns, term) for ns in ns_ids) if p.size]
+        per_ns = [p for ns in ns_ids for p in _parts(fetch_fn(ns, term)) if p.size]
         df = sum(p.size for p in per_ns)
         if not df:
             continue
@@ -407,6 +417,10 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
     norm = np.float32(k1 * (1.0 - b)) + coef * dl.astype(np.float32)
     scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
+
+
+def _parts(got: Any) -> list[np.ndarray]:
+    return got if isinstance(got, list) else [got]
 
 
 def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int],
