@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _filter_index
+from . import _filter_index, _lexical_index, _lexstage
 from . import _progress
 from . import _records as R
 from . import _storage as S
@@ -302,6 +302,39 @@ def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> N
     rep.checked["unflushed_rows"] = n
 
 
+def _verify_staged(engine: Engine, snap: Any, rep: VerifyReport) -> None:
+    """Each staged postings entry (``lexstage``, format 5) names a live memory of its
+    namespace, holds exactly the postings of its text, and those are not also in
+    ``postings``."""
+    env = engine.env
+    if not _lexstage.staged_count(snap.txn, env):
+        return
+    n = 0
+    with snap.txn.cursor(db=env.db(_lexstage.DB)) as cur, \
+            snap.txn.cursor(db=env.db("postings")) as pcur:
+        for k, v in cur:
+            n += 1
+            mid = S.from_u64(k)
+            rec = engine.record(snap.txn, mid)
+            try:
+                ns, terms = _lexstage.decode(v)
+            except CorruptionError as exc:
+                rep.add(f"memory {mid}: {exc}")
+                continue
+            if rec is None or rec.ns != ns:
+                rep.add(f"data.mdb: staged postings of memory {mid} (namespace id {ns}), "
+                        "which is not a live memory of that namespace")
+                continue
+            if _lexstage.encode(ns, _lexical_index.doc_terms(rec.text)[0]) != v:
+                rep.add(f"memory {mid}: its staged postings differ from its text's")
+            elif terms:
+                key, idb = S.u32(ns) + terms[0][0], k[2:]
+                if pcur.set_range_dup(key, idb) and pcur.key() == key \
+                        and pcur.value()[:6] == idb:
+                    rep.add(f"memory {mid}: its postings are both staged and in the index")
+    rep.checked["staged_postings"] = n
+
+
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 progress: Any = None) -> None:
     st = snap.state
@@ -327,6 +360,7 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             rep.add(f"{path}: {exc}")
     size = log.size()
     _verify_pending(engine, snap, log, rep)
+    _verify_staged(engine, snap, rep)
     if size < st.log_end:
         rep.add(f"{log.path}: {size} bytes, but {st.log_end} are committed"
                 + (" (the first read-write open restores them from data.mdb)"

@@ -298,3 +298,26 @@ def test_a_reader_opened_before_the_upgrade_sees_staged_postings(store_path: str
         assert reader.ask("garden party", top_k=1)[0].id == mid
     finally:
         reader.close()
+
+
+def test_verify_checks_the_staged_postings(store_path: str) -> None:
+    with Mnemos.open(store_path) as db:
+        db.remember_many([f"memory {i} of the garden" for i in range(20)])
+        a = db.remember("the garden party moved")
+        b = db.remember("Alice: the budget meeting?")
+        rep = db.verify()
+        assert rep.ok and rep.checked["staged_postings"] == 2
+        env = db._engine.env
+        terms = L.doc_terms("the garden party moved")[0]
+        env.write(lambda txn: txn.put(a.to_bytes(8, "big"),
+                                      _lexstage.encode(0, dict(list(terms.items())[:-1])),
+                                      db=env.db(_lexstage.DB)))
+        env.write(lambda txn: txn.put(b.to_bytes(8, "big"), b"\0\0\0\0\x05ab",
+                                      db=env.db(_lexstage.DB)))
+        env.write(lambda txn: txn.put((999).to_bytes(8, "big"), _lexstage.encode(0, terms),
+                                      db=env.db(_lexstage.DB)))
+        problems = " | ".join(db.verify().problems)
+        assert f"memory {a}: its staged postings differ" in problems
+        assert f"memory {b}: data.mdb: a staged postings entry (lexstage) is cut" in problems
+        assert "staged postings of memory 999" in problems
+        env.write(lambda txn: txn.drop(env.db(_lexstage.DB), delete=False))  # (not merged)
