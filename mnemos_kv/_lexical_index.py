@@ -249,14 +249,13 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
 def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
     """:func:`add` of every ``(ns, id, text, _)`` of a small write (ids ascending, newer
     than every staged id), through the staging table (``_lexstage``): one key per memory
-    instead of one posting per term; the statistics are counted at once."""
-    sdb = env.db("lexstats")
+    instead of one posting per term (and, until the merge, of the statistics: readers
+    add the staged memories' share, see :func:`stats`)."""
     for ns, mid, text, _meta in items:
         terms, length, slength = doc_terms(text)
         if mid > MAX_POSTING_ID or max(length, slength) > MAX_POSTING_COUNT:
             posting(mid, 0, max(length, slength))  # raises, naming the memory (tf <= length)
         _lexstage.stage(txn, env, mid, _lexstage.encode(ns, terms))
-        _bump(txn, sdb, ns, 1, length, slength)
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
@@ -273,12 +272,19 @@ def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> Non
     _bump(txn, env.db("lexstats"), ns, -1, -length, -slength)
 
 
-def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int]) -> tuple[int, int, int]:
+def stats(txn: lmdb.Transaction, env: Any, ns_ids: Iterable[int],
+          staged: "_lexstage.View | None" = None) -> tuple[int, int, int]:
     """BM25 collection statistics over ``ns_ids``: (documents, total stem-field length,
-    total surface-field length) in terms."""
+    total surface-field length) in terms, the staged memories' share included
+    (``staged``: the snapshot's view; None: read from ``txn``)."""
     sdb = env.db("lexstats")
     n = total = stotal = 0
+    if staged is None:
+        staged = _lexstage.view(txn, env)
     for ns in ns_ids:
+        if staged is not None:
+            a, b, c = staged.stats(ns)
+            n, total, stotal = n + a, total + b, stotal + c
         raw = txn.get(_U32.pack(ns), db=sdb)
         if raw is not None:
             if len(raw) == _STATS_V1.size:
@@ -356,9 +362,9 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
         return empty
-    n_docs, total, stotal = stats(txn, env, ns_ids)
     if staged is None:
         staged = _lexstage.view(txn, env)
+    n_docs, total, stotal = stats(txn, env, ns_ids, staged)
     with txn.cursor(db=env.db("postings")) as cur:
         return bm25_of(n_docs, total, stotal, ns_ids, terms,
                        lambda ns, term: fetch_parts(cur, ns, term, staged),

@@ -107,11 +107,14 @@ def staged_count(txn: lmdb.Transaction, env: Any) -> int:
 
 def merge(txn: lmdb.Transaction, env: Any) -> int:
     """Move every staged posting into ``postings`` (in (key, id) order, one cursor
-    ``putmulti``) and empty the table; returns how many memories were staged."""
+    ``putmulti``), count the staged memories into ``lexstats`` (one update per
+    namespace) and empty the table; returns how many memories were staged."""
     if not staged_count(txn, env):
         return 0
+    from . import _lexical_index  # (it imports this module)
     ddb = env.db(DB)
     pairs: list[tuple[bytes, bytes]] = []
+    sums: dict[int, list[int]] = {}
     n = 0
     with txn.cursor(db=ddb) as cur:
         add = pairs.append
@@ -119,16 +122,28 @@ def merge(txn: lmdb.Transaction, env: Any) -> int:
             n += 1
             idb = k[2:]  # the id as u48 (ids stay below 2^48, see _lexical_index.posting)
             prefix = v[:4]
+            length = slength = 0
             pos, end = 4, len(v)
             while pos < end:  # term, then tf u24 + length u24: the posting's last 6 bytes
                 stop = pos + 1 + v[pos]
                 if stop == pos + 1 or stop + 6 > end:
                     decode(v)  # raises, saying where
                 add((prefix + v[pos + 1:stop], idb + v[stop:stop + 6]))
+                kind = v[pos + 1]  # (as :func:`lengths`)
+                if kind == 1:
+                    slength = int.from_bytes(v[stop + 3:stop + 6], "big")
+                elif kind > 2:
+                    length = int.from_bytes(v[stop + 3:stop + 6], "big")
                 pos = stop + 6
+            tot = sums.setdefault(_U32.unpack(prefix)[0], [0, 0, 0])
+            tot[0] += 1
+            tot[1] += length
+            tot[2] += slength
     pairs.sort()  # (key, id): the table's order
     with txn.cursor(db=env.db("postings")) as cur:
         cur.putmulti(pairs, dupdata=True)
+    for ns in sorted(sums):
+        _lexical_index.bump(txn, env, ns, *sums[ns])
     txn.drop(ddb, delete=False)
     return n
 
@@ -140,14 +155,42 @@ def merge_for(txn: lmdb.Transaction, env: Any, mid: int) -> None:
         merge(txn, env)
 
 
+#: Per namespace: the staged entries' indexes and cumulative (documents, stem length,
+#: surface length) after each.
+_Counts = dict[int, tuple[list[int], list[tuple[int, int, int]]]]
+
+
+def lengths(terms: Iterable[tuple[bytes, int, int]]) -> tuple[int, int]:
+    """(stem-field length, surface-field length) of a memory from its posting terms: the
+    field length its stem terms / surface terms (first byte 1) carry (0 without any;
+    the marker and speaker terms, first byte 0 and 2, carry 1 and are skipped)."""
+    length = slength = 0
+    for term, _tf, dl in terms:
+        kind = term[0]
+        if kind == 1:
+            slength = dl
+        elif kind > 2:
+            length = dl
+    return length, slength
+
+
 class View:
     """The staged postings of one snapshot: ``get(ns, term, dtype)`` -> array (id, tf, dl;
-    sorted by id) or None."""
+    sorted by id) or None; ``stats(ns)`` -> their share of the namespace's BM25
+    statistics (documents, stem length, surface length)."""
 
-    __slots__ = ("_terms", "_n")
+    __slots__ = ("_terms", "_counts", "_n")
 
-    def __init__(self, terms: dict[tuple[int, bytes], tuple[list[int], bytearray]], n: int) -> None:
-        self._terms, self._n = terms, n
+    def __init__(self, terms: dict[tuple[int, bytes], tuple[list[int], bytearray]],
+                 counts: _Counts, n: int) -> None:
+        self._terms, self._counts, self._n = terms, counts, n
+
+    def stats(self, ns: int) -> tuple[int, int, int]:
+        got = self._counts.get(ns)
+        if got is None:
+            return 0, 0, 0
+        k = bisect.bisect_left(got[0], self._n)
+        return got[1][k - 1] if k else (0, 0, 0)
 
     def get(self, ns: int, term: bytes, dtype: np.dtype) -> np.ndarray | None:
         got = self._terms.get((ns, term))
@@ -167,6 +210,7 @@ class _Build:
         self.first = first
         self.keys: list[bytes] = []
         self.terms: dict[tuple[int, bytes], tuple[list[int], bytearray]] = {}
+        self.counts: _Counts = {}
 
     def add(self, key: bytes, value: bytes) -> None:
         i = len(self.keys)
@@ -178,6 +222,13 @@ class _Build:
                 got = self.terms[(ns, term)] = ([], bytearray())
             got[1].extend(_ROW.pack(mid, tf, dl))  # rows first: readers bisect the indexes
             got[0].append(i)
+        length, slength = lengths(terms)
+        c = self.counts.get(ns)
+        if c is None:
+            c = self.counts[ns] = ([], [])
+        d, t, u = c[1][-1] if c[1] else (0, 0, 0)
+        c[1].append((d + 1, t + length, u + slength))
+        c[0].append(i)
         self.keys.append(key)
 
 
@@ -234,7 +285,7 @@ def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
         if owner is None:
             build = _Build(first)
             _fill(build, cur, n)
-            return View(build.terms, n)
+            return View(build.terms, build.counts, n)
         cur.last()
         last = cur.key()
         cache = _CACHES.get(owner)
@@ -246,4 +297,4 @@ def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
                 build = cache.build_for(first)
             if len(build.keys) < n:
                 _fill(build, cur, n)
-            return View(build.terms, n)
+            return View(build.terms, build.counts, n)
