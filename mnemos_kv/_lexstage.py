@@ -12,7 +12,9 @@ every staged entry into ``postings`` in key order, in its own write transaction.
 Table ``lexstage`` (plain): key ``id u64 BE``; value ``ns u32 BE`` then, per term of the
 memory in term order, ``term length u8 | term | tf u24 BE | doc length u24 BE`` (the
 same terms, frequencies and lengths :func:`_lexical_index.doc_terms` gives). The BM25
-statistics (``lexstats``) are not staged: a staged memory is counted at once.
+statistics are staged with them: a staged memory is counted in ``lexstats`` by the merge
+(one update per namespace), and readers add the staged memories' share (documents, and
+the field lengths their terms carry: :func:`lengths`).
 
 Invariants (what keeps every reader's answer the same as without staging):
 
