@@ -30,8 +30,8 @@ from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (CHECKED, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc, rows_pass,
-                       slot_file, slot_row, vector_file)
+from ._vectors import (CHECKED, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc,
+                       rows_pass, slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, StorageError, StoreError)

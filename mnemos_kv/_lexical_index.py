@@ -46,8 +46,9 @@ log = logging.getLogger("mnemos_kv")
 
 __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAKER_PREFIX",
            "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
-           "add", "add_many", "stage_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
-           "stats", "bm25_postings", "doc_terms", "query_terms",
+           "add", "add_many", "stage_many", "doc_terms_many", "BatchTerms", "bump", "remove",
+           "drop_namespace", "stats", "bm25_postings", "fetch", "fetch_parts", "doc_terms",
+           "query_terms",
            "question_ids", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
@@ -379,8 +380,8 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
 
     ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
     ``fetch_fn(ns, term)``: that term's postings in namespace ``ns`` as an array with
-    ``id``, ``tf``, ``dl`` fields, sorted by id (or a list of consecutive parts of it). The same inputs in the same order give
-    bit-identical scores.
+    ``id``, ``tf``, ``dl`` fields, sorted by id (or a list of consecutive parts of it).
+    The same inputs in the same order give bit-identical scores.
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or n_docs <= 0:
