@@ -13,15 +13,17 @@ in a transaction that forgets hundreds of thousands of memories.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _ingest, _lexical_index
+from . import _capacity, _filter_index, _ingest, _lexical_index, _sweep
 from . import _records as R
 from . import _storage as S
 from .errors import CorruptionError, MemoryNotFoundError
@@ -39,6 +41,9 @@ _SEQ = struct.Struct("<Q")
 #: A key whose duplicates are at least this many, and of which at least half go, is
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
+#: A namespace losing at least 1/SWEEP_SHARE of its memories has its postings swept
+#: (read whole, :mod:`_sweep`) rather than found by re-tokenising the forgotten texts.
+SWEEP_SHARE = 8
 
 
 def _forget_payload(mid: int) -> bytes:
@@ -79,8 +84,28 @@ def load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int]) -> list[di
                  lambda mid: CorruptionError(f"op forgets id {mid}, which is not live"))
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: a bulk forget makes millions of objects
+    (decoded records, keys, values) and none of them in cycles; collecting the young
+    generation over and over as they pile up costs a quarter of the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int | None,
           missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
+    with _no_gc():
+        return _load_records(engine, txn, ids, nid, missing)
+
+
+def _load_records(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int],
+                  nid: int | None, missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
     """The stored fields of each id (checksum checked), in order; ``missing(id)`` is
     raised for the first id without a record (of namespace ``nid`` when given).
 
@@ -126,6 +151,11 @@ def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int 
 
 def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict[str, Any]]) -> None:
     """Apply one ``forget`` op per id (``recs``: their stored fields, from :func:`load`)."""
+    with _no_gc():
+        _apply(engine, ctx, ids, recs)
+
+
+def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict[str, Any]]) -> None:
     k = len(ids)
     if k == 0:
         return
@@ -161,7 +191,9 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     # BM25 postings and statistics, per namespace
     for nsv in np.unique(ns).tolist():
         sel = np.flatnonzero(ns == nsv)
-        _remove_postings(txn, env, int(nsv), mids[sel], [recs[j]["t"] for j in sel.tolist()])
+        if not _sweep_postings(txn, env, int(nsv), mids[sel]):
+            _remove_postings(txn, env, int(nsv), mids[sel],
+                             [recs[j]["t"] for j in sel.tolist()])
     # filter index: (key, id) pairs in (key, id) order; and the capacity bytes. The
     # entries and the encoded size of equal metadata are computed once.
     groups: dict[bytes, list[bytes]] = {}
@@ -250,6 +282,38 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                      id_bytes=6)
     _lexical_index.bump(txn, env, ns, -len(texts), -int(bt.stem_len.sum()),
                         -int(bt.surface_len.sum()))
+
+
+def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) -> bool:
+    """Remove the postings of ``mids`` (ascending, live memories of namespace ``ns``) and
+    their share of the statistics by sweeping the namespace's postings
+    (:func:`_sweep.sweep`), when that is the cheaper way: they are at least
+    1/SWEEP_SHARE of its memories. False (nothing done) otherwise, or when the stored
+    postings are not of the current width."""
+    docs = _lexical_index.stats(txn, env, [ns])[0]
+    k = int(mids.size)
+    if k * SWEEP_SHARE < docs:
+        return False
+    pdb = env.db("postings")
+    prefix = S.u32(ns)
+    with txn.cursor(db=pdb) as cur:
+        if cur.set_range(prefix) and cur.key().startswith(prefix) \
+                and len(cur.value()) != _lexical_index.POSTING_BYTES:
+            return False
+    dead = np.zeros(int(mids[-1]) + 1, bool)
+    dead[mids] = True
+    # (no term byte is 0xff: UTF-8 never holds it, and the field prefixes are below it)
+    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", dead,
+                        _lexical_index.POSTING_BYTES, 6)
+    lengths = []
+    for field in (gone.first >= 3, gone.first == _lexical_index.SURFACE_PREFIX[0]):
+        # every posting of a memory in a field holds the memory's length in that field
+        rows = gone.rows[field]
+        _u, at = np.unique(_sweep._ids(rows, 6), return_index=True)
+        dl = rows[at, 9:12].astype(np.int64)
+        lengths.append(int(((dl[:, 0] << 16) | (dl[:, 1] << 8) | dl[:, 2]).sum()))
+    _lexical_index.bump(txn, env, ns, -k, -lengths[0], -lengths[1])
+    return True
 
 
 def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[bytes],

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from mnemos_kv import Mnemos, _forget, _lexical_index
+from mnemos_kv import Mnemos, _forget, _lexical_index, _sweep
 from mnemos_kv import _records as R
 from mnemos_kv import _storage as S
 from mnemos_kv._batchwords import SEPARATOR
@@ -98,7 +98,19 @@ def _same(a: Mnemos, b: Mnemos) -> None:
     assert a.verify().ok and b.verify().ok
 
 
-def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+@pytest.fixture(params=["sweep", "tokens"])
+def postings_path(request, monkeypatch) -> str:
+    """Both ways of finding the forgotten postings: sweeping the namespace's postings
+    (``_sweep``) and re-tokenising the forgotten texts, whatever share goes."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9 if request.param == "sweep" else 0)
+    calls = []
+    real = _sweep.sweep
+    monkeypatch.setattr(_sweep, "sweep", lambda *a: calls.append(1) or real(*a))
+    yield request.param
+    assert bool(calls) == (request.param == "sweep")
+
+
+def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch, postings_path) -> None:
     a, b, ids = _pair(tmp_path)
     mine = [i for k, i in enumerate(ids) if k % 5]  # the default namespace's
     gone = mine[::3][::-1] + mine[1:40:3]  # unsorted, with keys, pins, edges, questions
@@ -110,7 +122,7 @@ def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
     b.close()
 
 
-def test_forget_where_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+def test_forget_where_bulk_equals_per_id(tmp_path, monkeypatch, postings_path) -> None:
     a, b, ids = _pair(tmp_path)
     flt = {"cat": {"$in": [1, 2, 3, 4]}}
     na = a.forget_where(flt)
@@ -138,6 +150,27 @@ def test_rewrite_of_large_keys(tmp_path, monkeypatch) -> None:
     b.close()
 
 
+@pytest.mark.parametrize("rewrite_min", [1, 10 ** 9])
+def test_sweep_rewrites_or_deletes(tmp_path, monkeypatch, rewrite_min) -> None:
+    """The sweep's three ways of removing a key's forgotten postings (the whole key, a
+    rewrite of the survivors, one by one) leave what forgetting one by one leaves."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9)
+    monkeypatch.setattr(_sweep, "REWRITE_MIN_DEAD", rewrite_min)
+    a, b, ids = _pair(tmp_path)
+    mine = [i for k, i in enumerate(ids) if k % 5]
+    calls = []
+    real = _sweep._rewrite
+    monkeypatch.setattr(_sweep, "_rewrite", lambda *a: calls.append(1) or real(*a))
+    gone = mine[:150] + mine[200::4]  # some keys lose every posting, most lose some
+    a.forget_many(gone)
+    assert bool(calls) == (rewrite_min == 1)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    b.forget_many(gone)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
 def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
     a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
     ids = _fill(a, 200)
@@ -158,7 +191,7 @@ def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
     a.close()
 
 
-def test_replay_of_bulk_forgets(tmp_path, monkeypatch) -> None:
+def test_replay_of_bulk_forgets(tmp_path, monkeypatch, postings_path) -> None:
     """A store that used bulk forget replays (itself in bulk) to the same state."""
     runs = []
     real = _forget.apply
