@@ -127,9 +127,8 @@ def _load_records(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int],
         bodies.append(body)
     out: list[dict[str, Any]] | None = None
     if len(bodies) == len(got):
-        decode = R.decode
         try:
-            out = [decode(b) for b in bodies]
+            out = R.decode_many(b"".join(bodies), len(bodies))
         except CorruptionError:
             out = None
         if out is not None and not all(type(d) is dict and "s" in d and "t" in d and "m" in d
@@ -303,10 +302,12 @@ def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) 
     dead = np.zeros(int(mids[-1]) + 1, bool)
     dead[mids] = True
     # (no term byte is 0xff: UTF-8 never holds it, and the field prefixes are below it)
-    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", dead,
-                        _lexical_index.POSTING_BYTES, 6)
+    surface, speaker = _lexical_index.SURFACE_PREFIX, _lexical_index.SPEAKER_PREFIX
+    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", dead, _lexical_index.POSTING_BYTES,
+                        6, (prefix + surface, prefix + speaker, prefix + bytes((speaker[0] + 1,))))
     lengths = []
-    for field in (gone.first >= 3, gone.first == _lexical_index.SURFACE_PREFIX[0]):
+    # parts: the question marker, surface words, speaker words, stems
+    for field in (gone.part == 3, gone.part == 1):
         # every posting of a memory in a field holds the memory's length in that field
         rows = gone.rows[field]
         _u, at = np.unique(_sweep._ids(rows, 6), return_index=True)

@@ -17,8 +17,9 @@ lengths (each posting holds its memory's length in its field) for the statistics
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from typing import Any
+from typing import Any, Sequence
 
 import lmdb
 import numpy as np
@@ -31,14 +32,14 @@ REWRITE_MIN_DEAD = 8
 
 
 class Gone:
-    """The forgotten rows of a sweep: ``first`` (their key's first term byte, after the
-    ``prefix_len``-byte prefix; -1 for a key with no byte there), ``rows`` (uint8, one
-    ``width``-byte value per row)."""
+    """The forgotten rows of a sweep: ``part`` (for each row, how many of the sweep's
+    ``splits`` its key is at or past: which part of the key range it is in) and
+    ``rows`` (``uint8``, one ``width``-byte value per row)."""
 
-    __slots__ = ("first", "rows")
+    __slots__ = ("part", "rows")
 
-    def __init__(self, first: np.ndarray, rows: np.ndarray) -> None:
-        self.first, self.rows = first, rows
+    def __init__(self, part: np.ndarray, rows: np.ndarray) -> None:
+        self.part, self.rows = part, rows
 
 
 def _ids(rows: np.ndarray, id_bytes: int) -> np.ndarray:
@@ -48,70 +49,89 @@ def _ids(rows: np.ndarray, id_bytes: int) -> np.ndarray:
     return wide.view(">u8").reshape(-1).astype(np.int64)
 
 
-def _dead(vals: np.ndarray, id_bytes: int, dead: np.ndarray, limit: int) -> np.ndarray:
-    """Which rows' ids are marked in ``dead`` (ids at or past ``limit`` are not)."""
+def _dead(vals: np.ndarray, id_bytes: int, dead: np.ndarray) -> np.ndarray:
+    """Which rows' ids are marked in ``dead`` (ids past its end are not)."""
     ids = _ids(vals, id_bytes)
     gone = np.zeros(ids.size, bool)
-    inside = ids < limit
+    inside = ids < dead.size
     gone[inside] = dead[ids[inside]]
     return gone
 
 
+def _walk(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes
+          ) -> tuple[list[bytes], list[bytes], np.ndarray]:
+    """The keys in ``[prefix, end)``, the first duplicate of each and how many each has:
+    three walks of the cursor, each a loop in C (most keys of a large store have one
+    duplicate, and one walk reading all three would be a Python loop over them)."""
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return [], [], np.empty(0, np.int64)
+        walk = cur.iternext_nodup(keys=True, values=False)
+        with txn.cursor(db=db) as last:  # (the range often runs to the table's end)
+            keys = list(walk) if last.last() and last.key() < end else \
+                list(itertools.takewhile(end.__gt__, walk))
+        n = len(keys)
+        cur.set_range(prefix)
+        firsts = list(itertools.islice(cur.iternext_nodup(keys=False, values=True), n))
+        cur.set_range(prefix)
+        count = cur.count
+        counts = [count() for _ in itertools.islice(
+            cur.iternext_nodup(keys=False, values=False), n)]
+    return keys, firsts, np.asarray(counts, np.int64)
+
+
 def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.ndarray,
-          width: int, id_bytes: int) -> Gone:
+          width: int, id_bytes: int, splits: Sequence[bytes] = ()) -> Gone:
     """Delete from ``db`` (dupsort + dupfixed, ``width``-byte values starting with a
     big-endian ``id_bytes``-byte id) every duplicate of the keys in ``[prefix, end)``
-    whose id ``i`` has ``dead[i]`` (ids past ``dead``'s end are kept)."""
-    limit = dead.size
+    whose id ``i`` has ``dead[i]`` (ids past ``dead``'s end are kept); ``splits``
+    (ascending keys) cut the range into parts for :class:`Gone`."""
+    keys, firsts, cnt = _walk(txn, db, prefix, end)
+    n = len(keys)
+    empty = Gone(np.empty(0, np.int64), np.empty((0, width), np.uint8))
+    if not n:
+        return empty
+    whole: list[np.ndarray] = []  # key numbers all of whose duplicates go
+    part: list[tuple[int, np.ndarray, np.ndarray]] = []  # (key number, kept rows, dead rows)
+    g_key: list[np.ndarray] = []  # the key number of each forgotten row
+    g_rows: list[np.ndarray] = []
+    # keys with one duplicate: the walk read it
+    one = np.flatnonzero(cnt == 1)
+    if one.size:
+        vals = np.frombuffer(b"".join(firsts), np.uint8).reshape(n, width)[one]
+        gone = _dead(vals, id_bytes, dead)
+        whole.append(one[gone])
+        g_key.append(one[gone])
+        g_rows.append(vals[gone])
+    # the others: their duplicates read with one getmulti per key length
+    many = np.flatnonzero(cnt > 1)
+    lens = np.fromiter(map(len, map(keys.__getitem__, many.tolist())), np.int64, many.size)
     with txn.cursor(db=db) as cur:
-        keys: list[bytes] = []
-        if cur.set_range(prefix):
-            walk = cur.iternext_nodup(keys=True, values=False)
-            with txn.cursor(db=db) as last:  # (the range often runs to the table's end)
-                keys = list(walk) if last.last() and last.key() < end else \
-                    list(itertools.takewhile(end.__gt__, walk))
-        n = len(keys)
-        if not n:
-            return Gone(np.empty(0, np.int64), np.empty((0, width), np.uint8))
-        lens = np.fromiter(map(len, keys), np.int64, n)
-        whole: list[np.ndarray] = []  # key numbers all of whose duplicates go
-        part: list[tuple[int, np.ndarray, np.ndarray]] = []  # (key number, kept rows, dead rows)
-        g_first: list[np.ndarray] = []
-        g_rows: list[np.ndarray] = []
-        plen = len(prefix)
         for size in np.unique(lens).tolist():
-            knum = np.flatnonzero(lens == size)
-            group = list(map(keys.__getitem__, knum.tolist()))
-            buf = cur.getmulti(group, dupdata=True, dupfixed_bytes=width, keyfixed=True)
-            rows = np.frombuffer(buf, np.uint8).reshape(-1, size + width)
-            vals = rows[:, size:]
-            gone = _dead(vals, id_bytes, dead, limit)
+            knum = many[lens == size]
+            buf = cur.getmulti(list(map(keys.__getitem__, knum.tolist())), dupdata=True,
+                               dupfixed_bytes=width, keyfixed=True)
+            vals = np.frombuffer(buf, np.uint8).reshape(-1, size + width)[:, size:]
+            gone = _dead(vals, id_bytes, dead)
             if not gone.any():
                 continue
-            # the row's key: a new key starts where the key bytes change
-            kb = rows[:, :size]
-            start = np.ones(gone.size, bool)
-            if gone.size > 1:
-                start[1:] = np.any(kb[1:] != kb[:-1], axis=1)
-            kidx = np.cumsum(start) - 1  # (number of the key within the group)
-            count = np.bincount(kidx, minlength=knum.size)
+            kc = cnt[knum]
+            kidx = np.repeat(np.arange(knum.size), kc)  # (the rows come key by key)
             ndead = np.bincount(kidx, weights=gone, minlength=knum.size).astype(np.int64)
-            g_first.append(kb[gone, plen].astype(np.int64) if size > plen
-                           else np.full(int(gone.sum()), -1, np.int64))
+            g_key.append(knum[kidx[gone]])
             g_rows.append(vals[gone])
-            full = ndead == count
+            full = ndead == kc
             whole.append(knum[full])
             some = np.flatnonzero((ndead > 0) & ~full).tolist()
             if some:
-                bounds = np.flatnonzero(start).tolist() + [gone.size]
+                bounds = [0] + np.cumsum(kc).tolist()
                 for j in some:
                     a, b = bounds[j], bounds[j + 1]
                     g = gone[a:b]
                     part.append((int(knum[j]), vals[a:b][~g], vals[a:b][g]))
         delete = txn.delete
-        if whole:
-            for key in map(keys.__getitem__, np.sort(np.concatenate(whole)).tolist()):
-                delete(key, db=db)  # (no value: every duplicate)
+        for key in map(keys.__getitem__, np.sort(np.concatenate(whole)).tolist()):
+            delete(key, db=db)  # (no value: every duplicate)
         part.sort(key=lambda p: p[0])
         for j, kept, lost in part:
             key = keys[j]
@@ -121,8 +141,10 @@ def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.nd
                 for v in _split(lost):
                     delete(key, v, db=db)
     if not g_rows:
-        return Gone(np.empty(0, np.int64), np.empty((0, width), np.uint8))
-    return Gone(np.concatenate(g_first), np.concatenate(g_rows))
+        return empty
+    at = np.asarray([bisect.bisect_left(keys, s) for s in splits], np.int64)
+    return Gone(np.searchsorted(at, np.concatenate(g_key), side="right"),
+                np.concatenate(g_rows))
 
 
 def _rewrite(cur: lmdb.Cursor, key: bytes, kept: np.ndarray) -> None:

@@ -300,3 +300,14 @@ def test_bulk_forget_names_a_damaged_record(tmp_path) -> None:
     a.forget_many(ids[100:])  # the others go
     assert a.count() == 100
     a.close()
+
+
+def test_decode_many_equals_decode() -> None:
+    items = [{"i": 1, "t": "x"}, {"m": {"a": [1, 2.5, None]}, "t": "日本語"}, 7, "s", []]
+    blob = b"".join(R.encode(x) for x in items)
+    assert R.decode_many(blob, len(items)) == [R.decode(R.encode(x)) for x in items]
+    from mnemos_kv.errors import CorruptionError
+    for bad, count in ((blob, len(items) + 1), (blob + b"\x00", len(items)),
+                       (blob[:-1], len(items)), (b"\xc1\x00", 1)):  # (0xc1: a tag)
+        with pytest.raises(CorruptionError):
+            R.decode_many(bad, count)
