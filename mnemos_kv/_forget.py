@@ -195,47 +195,18 @@ def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dic
                              [recs[j]["t"] for j in sel.tolist()])
     # filter index: (key, id) pairs in (key, id) order; and the capacity bytes. The
     # entries and the encoded size of equal metadata are computed once.
-    groups: dict[bytes, list[bytes]] = {}
-    memo: dict[Any, tuple[list[bytes], int]] = {}
-    base = 4 * engine.dim
-    nsl = ns.tolist()
-    live_bytes = 0
-    for j, d in enumerate(recs):
-        meta = d["m"]
-        nid = nsl[j]
-        if meta:
-            mk = _filter_index.memo_key(nid, meta)
-            hit = memo.get(mk) if mk is not None else None
-            if hit is None:
-                fk, overflow = _filter_index.entries(nid, meta)
-                if overflow:
-                    fk.append(_filter_index.overflow_key(nid))
-                hit = (fk, len(R.encode(meta)))
-                if mk is not None:
-                    memo[mk] = hit
-            for key in hit[0]:
-                got = groups.get(key)
-                if got is None:
-                    groups[key] = [idb[j]]
-                else:
-                    got.append(idb[j])
-            b = hit[1]
-        else:
-            b = 1  # (an empty map: _capacity.entry_bytes)
-        text = d["t"]
-        b += base + (len(text) if text.isascii() else len(text.encode("utf-8")))
-        name = d.get("k")
-        if name is not None:
-            b += len(name.encode("utf-8"))
-        live_bytes += b
-        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - b
-    st.live_bytes -= live_bytes
-    if groups:
+    groups = _meta_groups(recs, ns, idb)
+    nbytes = _entry_bytes(recs, groups.group, groups.sizes, engine.dim)
+    st.live_bytes -= int(nbytes.sum())
+    uns, inv = np.unique(ns, return_inverse=True)
+    for nid, b in zip(uns.tolist(), np.bincount(inv, weights=nbytes).tolist()):
+        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - int(b)
+    if groups.ids:
         fkeys: list[bytes] = []
         fvals: list[bytes] = []
         starts = []
-        for key in sorted(groups):
-            got = groups[key]
+        for key in sorted(groups.ids):
+            got = groups.ids[key]
             starts.append(len(fkeys))
             fkeys.extend([key] * len(got))
             fvals.extend(got)  # ascending ids: recs are in id order
@@ -281,6 +252,74 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                      id_bytes=6)
     _lexical_index.bump(txn, env, ns, -len(texts), -int(bt.stem_len.sum()),
                         -int(bt.surface_len.sum()))
+
+
+class _MetaGroups:
+    """The records' metadata, equal ones once: ``group`` (per record, the number of its
+    metadata; -1 for none), ``sizes`` (per number, the canonical CBOR size) and ``ids``
+    (filter index key -> the ids, ascending, of the records it lists)."""
+
+    __slots__ = ("group", "sizes", "ids")
+
+    def __init__(self, group: np.ndarray, sizes: np.ndarray, ids: dict[bytes, list[bytes]]):
+        self.group, self.sizes, self.ids = group, sizes, ids
+
+
+def _meta_groups(recs: Sequence[dict[str, Any]], ns: np.ndarray, idb: list[bytes]
+                 ) -> _MetaGroups:
+    """:class:`_MetaGroups` of ``recs`` (in id order; ``idb``: their ids as keys)."""
+    number: dict[Any, int] = {}
+    found: list[tuple[list[bytes], int]] = []
+    group: list[int] = []
+    memo_key = _filter_index.memo_key
+    for d, nid in zip(recs, ns.tolist()):
+        meta = d["m"]
+        if not meta:
+            group.append(-1)
+            continue
+        mk = memo_key(nid, meta)
+        g = number.get(mk) if mk is not None else None
+        if g is None:
+            g = len(found)
+            fk, overflow = _filter_index.entries(nid, meta)
+            if overflow:
+                fk.append(_filter_index.overflow_key(nid))
+            found.append((fk, len(R.encode(meta))))
+            if mk is not None:
+                number[mk] = g
+        group.append(g)
+    garr = np.asarray(group, np.int64)
+    ids: dict[bytes, list[bytes]] = {}
+    merged: set[bytes] = set()
+    if found:
+        order = np.argsort(garr, kind="stable")  # (ids ascend within each group)
+        bounds = np.searchsorted(garr[order], np.arange(-1, len(found) + 1)).tolist()
+        ordl = order.tolist()
+        for g, (fk, _size) in enumerate(found):
+            members = [idb[j] for j in ordl[bounds[g + 1]:bounds[g + 2]]]
+            for key in fk:
+                got = ids.get(key)
+                if got is None:
+                    ids[key] = list(members)
+                else:
+                    got.extend(members)
+                    merged.add(key)
+        for key in merged:  # (several groups list it: their runs of ids, merged)
+            ids[key].sort()
+    sizes = np.asarray([size for _fk, size in found] + [1], np.int64)  # ({} is 1 byte)
+    return _MetaGroups(garr, sizes, ids)
+
+
+def _entry_bytes(recs: Sequence[dict[str, Any]], group: np.ndarray, sizes: np.ndarray,
+                 dim: int) -> np.ndarray:
+    """What each record counts against ``max_bytes`` (``_capacity.entry_bytes``)."""
+    text = np.fromiter((len(t) if t.isascii() else len(t.encode("utf-8"))
+                        for t in (d["t"] for d in recs)), np.int64, len(recs))
+    out = text + sizes[group] + 4 * dim  # (group -1: the last size, an empty map's)
+    if any("k" in d for d in recs):
+        out += np.fromiter((len(d["k"].encode("utf-8")) if d.get("k") is not None else 0
+                            for d in recs), np.int64, len(recs))
+    return out
 
 
 def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) -> bool:
