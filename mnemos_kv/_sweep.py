@@ -24,11 +24,13 @@ from typing import Any, Sequence
 import lmdb
 import numpy as np
 
-__all__ = ["sweep", "Gone", "REWRITE_MIN_DEAD"]
+__all__ = ["sweep", "Gone", "REWRITE_MIN_DEAD", "CHUNK_KEYS"]
 
 #: A key that loses at least this many duplicates, and at least a third of them, is
 #: rewritten (deleted whole, the survivors put back) rather than deleted entry by entry.
 REWRITE_MIN_DEAD = 8
+#: Keys read (and held in memory) at once.
+CHUNK_KEYS = 1 << 18
 
 
 class Gone:
@@ -58,22 +60,23 @@ def _dead(vals: np.ndarray, id_bytes: int, dead: np.ndarray) -> np.ndarray:
     return gone
 
 
-def _walk(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes
+def _walk(txn: lmdb.Transaction, db: Any, start: bytes, end: bytes, limit: int
           ) -> tuple[list[bytes], list[bytes], np.ndarray]:
-    """The keys in ``[prefix, end)``, the first duplicate of each and how many each has:
-    three walks of the cursor, each a loop in C (most keys of a large store have one
-    duplicate, and one walk reading all three would be a Python loop over them)."""
+    """The first ``limit`` keys in ``[start, end)``, the first duplicate of each and how
+    many each has: three walks of the cursor, each a loop in C (most keys of a large
+    store have one duplicate, and one walk reading all three would be a Python loop)."""
     with txn.cursor(db=db) as cur:
-        if not cur.set_range(prefix):
+        if not cur.set_range(start):
             return [], [], np.empty(0, np.int64)
         walk = cur.iternext_nodup(keys=True, values=False)
         with txn.cursor(db=db) as last:  # (the range often runs to the table's end)
-            keys = list(walk) if last.last() and last.key() < end else \
-                list(itertools.takewhile(end.__gt__, walk))
+            if not (last.last() and last.key() < end):
+                walk = itertools.takewhile(end.__gt__, walk)
+        keys = list(itertools.islice(walk, limit))
         n = len(keys)
-        cur.set_range(prefix)
+        cur.set_range(start)
         firsts = list(itertools.islice(cur.iternext_nodup(keys=False, values=True), n))
-        cur.set_range(prefix)
+        cur.set_range(start)
         count = cur.count
         counts = [count() for _ in itertools.islice(
             cur.iternext_nodup(keys=False, values=False), n)]
@@ -85,12 +88,33 @@ def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.nd
     """Delete from ``db`` (dupsort + dupfixed, ``width``-byte values starting with a
     big-endian ``id_bytes``-byte id) every duplicate of the keys in ``[prefix, end)``
     whose id ``i`` has ``dead[i]`` (ids past ``dead``'s end are kept); ``splits``
-    (ascending keys) cut the range into parts for :class:`Gone`."""
-    keys, firsts, cnt = _walk(txn, db, prefix, end)
+    (ascending keys) cut the range into parts for :class:`Gone`. The keys are taken
+    CHUNK_KEYS at a time (what is held in memory at once)."""
+    parts: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    start = prefix
+    while True:
+        keys, firsts, cnt = _walk(txn, db, start, end, CHUNK_KEYS)
+        if keys:
+            got = _sweep_keys(txn, db, keys, firsts, cnt, dead, width, id_bytes)
+            if got is not None:
+                at = np.asarray([bisect.bisect_left(keys, s) for s in splits], np.int64)
+                parts.append(np.searchsorted(at, got[0], side="right"))
+                rows.append(got[1])
+        if len(keys) < CHUNK_KEYS:
+            break
+        start = keys[-1] + b"\x00"  # (the next key after it: later keys are untouched)
+    if not rows:
+        return Gone(np.empty(0, np.int64), np.empty((0, width), np.uint8))
+    return Gone(np.concatenate(parts), np.concatenate(rows))
+
+
+def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[bytes],
+                cnt: np.ndarray, dead: np.ndarray, width: int, id_bytes: int
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`sweep` of ``keys`` (ascending; ``firsts``: their first duplicates, ``cnt``:
+    how many each has): (the key number of each forgotten row, the rows), or None."""
     n = len(keys)
-    empty = Gone(np.empty(0, np.int64), np.empty((0, width), np.uint8))
-    if not n:
-        return empty
     whole: list[np.ndarray] = []  # key numbers all of whose duplicates go
     part: list[tuple[int, np.ndarray, np.ndarray]] = []  # (key number, kept rows, dead rows)
     g_key: list[np.ndarray] = []  # the key number of each forgotten row
@@ -130,8 +154,9 @@ def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.nd
                     g = gone[a:b]
                     part.append((int(knum[j]), vals[a:b][~g], vals[a:b][g]))
         delete = txn.delete
-        for key in map(keys.__getitem__, np.sort(np.concatenate(whole)).tolist()):
-            delete(key, db=db)  # (no value: every duplicate)
+        if whole:
+            for key in map(keys.__getitem__, np.sort(np.concatenate(whole)).tolist()):
+                delete(key, db=db)  # (no value: every duplicate)
         part.sort(key=lambda p: p[0])
         for j, kept, lost in part:
             key = keys[j]
@@ -141,10 +166,8 @@ def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.nd
                 for v in _split(lost):
                     delete(key, v, db=db)
     if not g_rows:
-        return empty
-    at = np.asarray([bisect.bisect_left(keys, s) for s in splits], np.int64)
-    return Gone(np.searchsorted(at, np.concatenate(g_key), side="right"),
-                np.concatenate(g_rows))
+        return None
+    return np.concatenate(g_key), np.concatenate(g_rows)
 
 
 def _rewrite(cur: lmdb.Cursor, key: bytes, kept: np.ndarray) -> None:

@@ -150,12 +150,15 @@ def test_rewrite_of_large_keys(tmp_path, monkeypatch) -> None:
     b.close()
 
 
-@pytest.mark.parametrize("rewrite_min", [1, 10 ** 9])
-def test_sweep_rewrites_or_deletes(tmp_path, monkeypatch, rewrite_min) -> None:
+@pytest.mark.parametrize("rewrite_min,chunk", [(1, 1 << 18), (10 ** 9, 1 << 18), (1, 3)])
+def test_sweep_rewrites_or_deletes(tmp_path, monkeypatch, rewrite_min, chunk) -> None:
     """The sweep's three ways of removing a key's forgotten postings (the whole key, a
-    rewrite of the survivors, one by one) leave what forgetting one by one leaves."""
+    rewrite of the survivors, one by one) leave what forgetting one by one leaves; so
+    does a sweep taking the keys a few at a time (chunks where nothing goes, or only
+    keys with several postings)."""
     monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9)
     monkeypatch.setattr(_sweep, "REWRITE_MIN_DEAD", rewrite_min)
+    monkeypatch.setattr(_sweep, "CHUNK_KEYS", chunk)
     a, b, ids = _pair(tmp_path)
     mine = [i for k, i in enumerate(ids) if k % 5]
     calls = []
@@ -169,6 +172,24 @@ def test_sweep_rewrites_or_deletes(tmp_path, monkeypatch, rewrite_min) -> None:
     _same(a, b)
     a.close()
     b.close()
+
+
+def test_sweep_of_keys_that_lose_nothing(tmp_path, monkeypatch) -> None:
+    """Chunks of keys of which none loses a posting, and memories without any posting."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9)
+    monkeypatch.setattr(_sweep, "CHUNK_KEYS", 1)
+    texts = ["alpha beta"] * 70 + ["gamma delta"] * 70 + ["the of"] * 70
+    dbs = [Mnemos.open(str(tmp_path / name), clock=Clock()) for name in "ab"]
+    ids = [db.remember_many(texts) for db in dbs][0]
+    gone = ids[:70] + ids[140:]
+    dbs[0].forget_many(gone)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    dbs[1].forget_many(gone)
+    assert _tables(dbs[0]) == _tables(dbs[1])
+    assert _log_bytes(dbs[0]._engine.path) == _log_bytes(dbs[1]._engine.path)
+    assert [m.id for m in dbs[0].ask("gamma alpha")] == [m.id for m in dbs[1].ask("gamma alpha")]
+    for db in dbs:
+        db.close()
 
 
 def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
