@@ -338,11 +338,9 @@ def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) 
         if cur.set_range(prefix) and cur.key().startswith(prefix) \
                 and len(cur.value()) != _lexical_index.POSTING_BYTES:
             return False
-    dead = np.zeros(int(mids[-1]) + 1, bool)
-    dead[mids] = True
     # (no term byte is 0xff: UTF-8 never holds it, and the field prefixes are below it)
     surface, speaker = _lexical_index.SURFACE_PREFIX, _lexical_index.SPEAKER_PREFIX
-    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", dead, _lexical_index.POSTING_BYTES,
+    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", mids, _lexical_index.POSTING_BYTES,
                         6, (prefix + surface, prefix + speaker, prefix + bytes((speaker[0] + 1,))))
     lengths = []
     # parts: the question marker, surface words, speaker words, stems

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import lmdb
 import numpy as np
@@ -29,6 +29,9 @@ __all__ = ["sweep", "Gone", "REWRITE_MIN_DEAD", "CHUNK_KEYS"]
 #: A key that loses at least this many duplicates, and at least a third of them, is
 #: rewritten (deleted whole, the survivors put back) rather than deleted entry by entry.
 REWRITE_MIN_DEAD = 8
+#: The forgotten ids are marked in a bitmap when their span is at most this many bytes
+#: per id; beyond, they are found by binary search.
+BITMAP_SPAN = 64
 #: Keys read (and held in memory) at once.
 CHUNK_KEYS = 1 << 18
 
@@ -51,13 +54,28 @@ def _ids(rows: np.ndarray, id_bytes: int) -> np.ndarray:
     return wide.view(">u8").reshape(-1).astype(np.int64)
 
 
-def _dead(vals: np.ndarray, id_bytes: int, dead: np.ndarray) -> np.ndarray:
-    """Which rows' ids are marked in ``dead`` (ids past its end are not)."""
-    ids = _ids(vals, id_bytes)
-    gone = np.zeros(ids.size, bool)
-    inside = ids < dead.size
-    gone[inside] = dead[ids[inside]]
-    return gone
+def _marker(mids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function telling which of an array of ids are in ``mids`` (ascending, distinct):
+    a bitmap over ``[mids[0], mids[-1]]`` when that span is at most BITMAP_SPAN bytes per
+    id, else a binary search of ``mids`` (ids come from a counter and a store that has
+    forgotten much has large ones: the bitmap must not grow with them)."""
+    lo, hi = int(mids[0]), int(mids[-1])
+    if hi - lo < BITMAP_SPAN * (mids.size + 64):
+        bits = np.zeros(hi - lo + 1, bool)
+        bits[mids - lo] = True
+
+        def in_bitmap(ids: np.ndarray) -> np.ndarray:
+            out = np.zeros(ids.size, bool)
+            inside = (ids >= lo) & (ids <= hi)
+            out[inside] = bits[ids[inside] - lo]
+            return out
+        return in_bitmap
+
+    def in_list(ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(mids, ids)
+        pos[pos == mids.size] = 0
+        return mids[pos] == ids
+    return in_list
 
 
 def _walk(txn: lmdb.Transaction, db: Any, start: bytes, end: bytes, limit: int
@@ -83,20 +101,21 @@ def _walk(txn: lmdb.Transaction, db: Any, start: bytes, end: bytes, limit: int
     return keys, firsts, np.asarray(counts, np.int64)
 
 
-def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.ndarray,
+def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, mids: np.ndarray,
           width: int, id_bytes: int, splits: Sequence[bytes] = ()) -> Gone:
     """Delete from ``db`` (dupsort + dupfixed, ``width``-byte values starting with a
     big-endian ``id_bytes``-byte id) every duplicate of the keys in ``[prefix, end)``
-    whose id ``i`` has ``dead[i]`` (ids past ``dead``'s end are kept); ``splits``
+    whose id is one of ``mids`` (int64, ascending, distinct, not empty); ``splits``
     (ascending keys) cut the range into parts for :class:`Gone`. The keys are taken
     CHUNK_KEYS at a time (what is held in memory at once)."""
+    marked = _marker(mids)
     parts: list[np.ndarray] = []
     rows: list[np.ndarray] = []
     start = prefix
     while True:
         keys, firsts, cnt = _walk(txn, db, start, end, CHUNK_KEYS)
         if keys:
-            got = _sweep_keys(txn, db, keys, firsts, cnt, dead, width, id_bytes)
+            got = _sweep_keys(txn, db, keys, firsts, cnt, marked, width, id_bytes)
             if got is not None:
                 at = np.asarray([bisect.bisect_left(keys, s) for s in splits], np.int64)
                 parts.append(np.searchsorted(at, got[0], side="right"))
@@ -110,7 +129,8 @@ def sweep(txn: lmdb.Transaction, db: Any, prefix: bytes, end: bytes, dead: np.nd
 
 
 def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[bytes],
-                cnt: np.ndarray, dead: np.ndarray, width: int, id_bytes: int
+                cnt: np.ndarray, marked: Callable[[np.ndarray], np.ndarray], width: int,
+                id_bytes: int
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`sweep` of ``keys`` (ascending; ``firsts``: their first duplicates, ``cnt``:
     how many each has): (the key number of each forgotten row, the rows), or None."""
@@ -123,7 +143,7 @@ def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[
     one = np.flatnonzero(cnt == 1)
     if one.size:
         vals = np.frombuffer(b"".join(firsts), np.uint8).reshape(n, width)[one]
-        gone = _dead(vals, id_bytes, dead)
+        gone = marked(_ids(vals, id_bytes))
         whole.append(one[gone])
         g_key.append(one[gone])
         g_rows.append(vals[gone])
@@ -136,7 +156,7 @@ def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[
             buf = cur.getmulti(list(map(keys.__getitem__, knum.tolist())), dupdata=True,
                                dupfixed_bytes=width, keyfixed=True)
             vals = np.frombuffer(buf, np.uint8).reshape(-1, size + width)[:, size:]
-            gone = _dead(vals, id_bytes, dead)
+            gone = marked(_ids(vals, id_bytes))
             if not gone.any():
                 continue
             kc = cnt[knum]

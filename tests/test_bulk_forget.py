@@ -98,16 +98,19 @@ def _same(a: Mnemos, b: Mnemos) -> None:
     assert a.verify().ok and b.verify().ok
 
 
-@pytest.fixture(params=["sweep", "tokens"])
+@pytest.fixture(params=["sweep", "sweep-search", "tokens"])
 def postings_path(request, monkeypatch) -> str:
     """Both ways of finding the forgotten postings: sweeping the namespace's postings
-    (``_sweep``) and re-tokenising the forgotten texts, whatever share goes."""
-    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9 if request.param == "sweep" else 0)
+    (``_sweep``; the forgotten ids in a bitmap, or searched) and re-tokenising the
+    forgotten texts, whatever share goes."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 0 if request.param == "tokens" else 10 ** 9)
+    if request.param == "sweep-search":
+        monkeypatch.setattr(_sweep, "BITMAP_SPAN", 0)
     calls = []
     real = _sweep.sweep
     monkeypatch.setattr(_sweep, "sweep", lambda *a: calls.append(1) or real(*a))
     yield request.param
-    assert bool(calls) == (request.param == "sweep")
+    assert bool(calls) == (request.param != "tokens")
 
 
 def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch, postings_path) -> None:
@@ -332,3 +335,16 @@ def test_decode_many_equals_decode() -> None:
                        (blob[:-1], len(items)), (b"\xc1\x00", 1)):  # (0xc1: a tag)
         with pytest.raises(CorruptionError):
             R.decode_many(bad, count)
+
+
+@pytest.mark.parametrize("span", [0, 64])
+def test_sweep_marks_forgotten_ids(monkeypatch, span) -> None:
+    """The forgotten ids are found in a bitmap over their span or by binary search (a
+    span too wide for a bitmap): the same marks."""
+    monkeypatch.setattr(_sweep, "BITMAP_SPAN", span)
+    rnd = np.random.default_rng(5)
+    for mids in (np.array([7]), np.unique(rnd.integers(1, 10 ** 6, 500)),
+                 np.array([3, 2 ** 40])):
+        ids = np.concatenate([mids, mids - 1, mids + 1, [0, 2 ** 47],
+                              rnd.integers(0, 2 ** 41, 200)]).astype(np.int64)
+        assert (_sweep._marker(mids.astype(np.int64))(ids) == np.isin(ids, mids)).all()
