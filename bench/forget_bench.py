@@ -8,8 +8,9 @@ after it (before compaction) next to the same asks before it, in the same run.
   per pass (``sweep``: the current path; ``tokens``: the same code forced to find the
   postings by re-tokenising the forgotten texts, ``_forget.SWEEP_SHARE = 0``, which is
   what every bulk forget did before the sweep). Target: seconds at 1M.
-* Filtered vector ask (``cat == 3``) and hybrid ask (text + vector) p50 over 50 queries,
-  before and after the forget, and after ÷ before. Target: <= 1.5.
+* Filtered vector ask (``cat == 3``) and hybrid ask (text + vector) p50 over 50 queries
+  (the least of 3 passes), before and after the forget, and after ÷ before. Target:
+  <= 1.5.
 
 Run: ``nice python bench/forget_bench.py --sizes 100000,1000000`` (``--keep DIR`` keeps
 the built stores there and reuses them); writes ``bench/results/forget_bench.md``
@@ -39,6 +40,8 @@ from peers_bench import _Given, _text, category, make_data  # noqa: E402
 
 CHUNK = 20_000
 QUERIES = 50
+#: Passes over the queries; the least p50 is kept (a shared machine's spikes).
+PASSES = 3
 
 
 def build(n: int, path: str) -> None:
@@ -64,12 +67,15 @@ def asks(db: Any, n: int) -> dict[str, float]:
                                                filter={"cat": 3})),
                      ("hyb", lambda i: db.ask(texts[i], vector=q[i], top_k=10))):
         fn(0)
-        ts = []
-        for i in range(QUERIES):
-            t = time.perf_counter()
-            fn(i)
-            ts.append(time.perf_counter() - t)
-        out[name] = float(np.median(ts) * 1e3)
+        p50s = []
+        for _ in range(PASSES):
+            ts = []
+            for i in range(QUERIES):
+                t = time.perf_counter()
+                fn(i)
+                ts.append(time.perf_counter() - t)
+            p50s.append(float(np.median(ts) * 1e3))
+        out[name] = min(p50s)
     return out
 
 

@@ -5,6 +5,11 @@ dead marks, digest and answers."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -348,3 +353,66 @@ def test_sweep_marks_forgotten_ids(monkeypatch, span) -> None:
         ids = np.concatenate([mids, mids - 1, mids + 1, [0, 2 ** 47],
                               rnd.integers(0, 2 ** 41, 200)]).astype(np.int64)
         assert (_sweep._marker(mids.astype(np.int64))(ids) == np.isin(ids, mids)).all()
+
+
+# -- crash safety --------------------------------------------------------------------------------
+
+KILLED_FORGET = textwrap.dedent("""
+    import os, signal, sys
+    from mnemos_kv import Mnemos, _engine, _forget, _log, _sweep
+
+    path, where = sys.argv[1], sys.argv[2]
+
+    def die(*_a, **_k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def then_die(real):
+        return lambda *a, **k: (real(*a, **k), die())[0]
+
+    _sweep.CHUNK_KEYS = 16
+    if where == "sweep":  # after the first keys' postings were deleted
+        _sweep._sweep_keys = then_die(_sweep._sweep_keys)
+    elif where == "applied":  # every table changed, no frame written
+        _forget.apply = then_die(_forget.apply)
+    elif where == "logged":  # the frames durable in the log, nothing committed
+        _log.LogFile.append = then_die(_log.LogFile.append)
+    elif where == "marked":  # the dead marks set in the slot file, nothing committed
+        _engine.Engine._flush_ns_counts = then_die(_engine.Engine._flush_ns_counts)
+    db = Mnemos.open(path)
+    db.forget_many(list(range(1, 401, 2)))
+    print("returned", flush=True)
+    die()
+""")
+
+
+def test_sigkill_during_bulk_forget(tmp_path) -> None:
+    """A writer killed inside a bulk forget (in the sweep, with every table changed, with
+    the frames in the log, with the dead marks set) leaves the store as it was; killed
+    once forget_many returned, the store has forgotten them all. It opens, verifies and
+    takes the same forget again."""
+    base = str(tmp_path / "base")
+    with Mnemos.open(base, clock=Clock()) as db:
+        db.remember_many([{"text": f"note {i} about topic{i % 7} w{i * 31 % 50}",
+                           "metadata": {"cat": i % 3}} for i in range(400)])
+        before = db.state_digest()
+    done = str(tmp_path / "done")
+    shutil.copytree(base, done)
+    with Mnemos.open(done, clock=Clock()) as db:
+        db.forget_many(list(range(1, 401, 2)))
+        after = db.state_digest()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for where in ("sweep", "applied", "logged", "marked", "returned"):
+        path = str(tmp_path / where)
+        shutil.copytree(base, path)
+        child = subprocess.run([sys.executable, "-c", KILLED_FORGET, path, where],
+                               capture_output=True, text=True, env=env, timeout=300)
+        assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+        assert ("returned" in child.stdout) == (where == "returned")
+        with Mnemos.open(path, clock=Clock()) as db:
+            assert db.verify().ok
+            assert db.state_digest() == (after if where == "returned" else before), where
+            if where != "returned":
+                db.forget_many(list(range(1, 401, 2)))
+                assert db.state_digest() == after
+                assert db.verify().ok
