@@ -5,8 +5,10 @@
 op per memory in the same order (the same log frames and sequence numbers, dead marks,
 records, time index, keys, BM25 postings and statistics, filter index, edges, capacity
 bytes and pins), but works table by table in sorted key order: the records are read
-once, the texts are tokenised in one pass (``_lexical_index.doc_terms_many``), a
-posting or filter key that loses most of its entries is rewritten whole, and the
+and decoded at once, the BM25 postings of a run that forgets at least 1/SWEEP_SHARE
+of a namespace are found by sweeping the namespace's postings (``_sweep``), those of
+a smaller run by tokenising its texts in one pass (``_lexical_index.doc_terms_many``),
+a posting or filter key that loses most of its entries is rewritten whole, and the
 statistics are updated once per namespace. Sorted deletes keep LMDB's dirty pages few
 in a transaction that forgets hundreds of thousands of memories.
 """
@@ -154,7 +156,8 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
         _apply(engine, ctx, ids, recs)
 
 
-def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict[str, Any]]) -> None:
+def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int],
+           recs: Sequence[dict[str, Any]]) -> None:
     k = len(ids)
     if k == 0:
         return
@@ -347,7 +350,7 @@ def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) 
     for field in (gone.part == 3, gone.part == 1):
         # every posting of a memory in a field holds the memory's length in that field
         rows = gone.rows[field]
-        _u, at = np.unique(_sweep._ids(rows, 6), return_index=True)
+        _u, at = np.unique(_sweep.ids_of(rows, 6), return_index=True)
         dl = rows[at, 9:12].astype(np.int64)
         lengths.append(int(((dl[:, 0] << 16) | (dl[:, 1] << 8) | dl[:, 2]).sum()))
     _lexical_index.bump(txn, env, ns, -k, -lengths[0], -lengths[1])
@@ -386,22 +389,15 @@ def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[b
                     cur.delete()
 
 
-def _id_column(rows: np.ndarray, id_bytes: int) -> np.ndarray:
-    """The big-endian ids in the first ``id_bytes`` of each ``uint8`` row, as uint64."""
-    wide = np.zeros((rows.shape[0], 8), np.uint8)
-    wide[:, 8 - id_bytes:] = rows[:, :id_bytes]
-    return wide.view(">u8").reshape(-1).astype(np.uint64)
-
-
 def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int,
              id_bytes: int = 8) -> None:
     """Replace the duplicates of ``key`` by those whose id is not one of ``gone``'s."""
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
     rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
     vals = np.ascontiguousarray(rows["v"])
-    have = _id_column(np.frombuffer(vals.tobytes(), np.uint8).reshape(-1, width), id_bytes)
+    have = _sweep.ids_of(np.frombuffer(vals.tobytes(), np.uint8).reshape(-1, width), id_bytes)
     # (every value in ``gone`` is ``width`` bytes: one join, no slice per entry)
-    drop = _id_column(np.frombuffer(b"".join(gone), np.uint8).reshape(-1, width), id_bytes)
+    drop = _sweep.ids_of(np.frombuffer(b"".join(gone), np.uint8).reshape(-1, width), id_bytes)
     keep = ~np.isin(have, drop)
     cur.set_key(key)
     cur.delete(dupdata=True)

@@ -58,12 +58,16 @@ def encode(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+#: How stored CBOR is decoded: only our types, no duplicate keys, bounded depth.
+_DECODE: dict[str, Any] = {"semantic_decoders": _NO_SEMANTIC, "tag_hook": _reject_tag,
+           "allow_duplicate_keys": False, "strict_hashable_types": True,
+           "max_depth": MAX_DEPTH + 8}
+
+
 def decode(data: bytes, what: str = "record") -> Any:
     """Decode CBOR we wrote; anything else raises CorruptionError."""
     try:
-        return cbor2.loads(data, semantic_decoders=_NO_SEMANTIC, tag_hook=_reject_tag,
-                           allow_duplicate_keys=False, strict_hashable_types=True,
-                           max_depth=MAX_DEPTH + 8)
+        return cbor2.loads(data, **_DECODE)
     except CorruptionError:
         raise
     except Exception as exc:  # cbor2 raises several types for bad input
@@ -76,10 +80,7 @@ def decode_many(blob: bytes, count: int, what: str = "record") -> list[Any]:
     records); ``blob`` must hold exactly them. Anything else raises CorruptionError."""
     stream = io.BytesIO(blob)
     try:
-        dec = cbor2.CBORDecoder(stream, semantic_decoders=_NO_SEMANTIC, tag_hook=_reject_tag,
-                                allow_duplicate_keys=False, strict_hashable_types=True,
-                                max_depth=MAX_DEPTH + 8)
-        one = dec.decode
+        one = cbor2.CBORDecoder(stream, **_DECODE).decode
         out = [one() for _ in range(count)]
     except CorruptionError:
         raise

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import lmdb
 import numpy as np
 
-__all__ = ["sweep", "Gone", "REWRITE_MIN_DEAD", "CHUNK_KEYS"]
+__all__ = ["sweep", "Gone", "ids_of", "REWRITE_MIN_DEAD", "CHUNK_KEYS", "BITMAP_SPAN"]
 
 #: A key that loses at least this many duplicates, and at least a third of them, is
 #: rewritten (deleted whole, the survivors put back) rather than deleted entry by entry.
@@ -47,7 +47,7 @@ class Gone:
         self.part, self.rows = part, rows
 
 
-def _ids(rows: np.ndarray, id_bytes: int) -> np.ndarray:
+def ids_of(rows: np.ndarray, id_bytes: int) -> np.ndarray:
     """The big-endian ids in the first ``id_bytes`` of each ``uint8`` row, as int64."""
     wide = np.zeros((rows.shape[0], 8), np.uint8)
     wide[:, 8 - id_bytes:] = rows[:, :id_bytes]
@@ -143,7 +143,7 @@ def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[
     one = np.flatnonzero(cnt == 1)
     if one.size:
         vals = np.frombuffer(b"".join(firsts), np.uint8).reshape(n, width)[one]
-        gone = marked(_ids(vals, id_bytes))
+        gone = marked(ids_of(vals, id_bytes))
         whole.append(one[gone])
         g_key.append(one[gone])
         g_rows.append(vals[gone])
@@ -156,7 +156,7 @@ def _sweep_keys(txn: lmdb.Transaction, db: Any, keys: list[bytes], firsts: list[
             buf = cur.getmulti(list(map(keys.__getitem__, knum.tolist())), dupdata=True,
                                dupfixed_bytes=width, keyfixed=True)
             vals = np.frombuffer(buf, np.uint8).reshape(-1, size + width)[:, size:]
-            gone = marked(_ids(vals, id_bytes))
+            gone = marked(ids_of(vals, id_bytes))
             if not gone.any():
                 continue
             kc = cnt[knum]
