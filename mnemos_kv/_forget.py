@@ -5,23 +5,27 @@
 op per memory in the same order (the same log frames and sequence numbers, dead marks,
 records, time index, keys, BM25 postings and statistics, filter index, edges, capacity
 bytes and pins), but works table by table in sorted key order: the records are read
-once, the texts are tokenised in one pass (``_lexical_index.doc_terms_many``), a
-posting or filter key that loses most of its entries is rewritten whole, and the
+and decoded at once, the BM25 postings of a run that forgets at least 1/SWEEP_SHARE
+of a namespace are found by sweeping the namespace's postings (``_sweep``), those of
+a smaller run by tokenising its texts in one pass (``_lexical_index.doc_terms_many``),
+a posting or filter key that loses most of its entries is rewritten whole, and the
 statistics are updated once per namespace. Sorted deletes keep LMDB's dirty pages few
 in a transaction that forgets hundreds of thousands of memories.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import lmdb
 import numpy as np
 
-from . import _capacity, _filter_index, _ingest, _lexical_index, _lexstage
+from . import _capacity, _filter_index, _ingest, _lexical_index, _lexstage, _sweep
 from . import _records as R
 from . import _storage as S
 from .errors import CorruptionError, MemoryNotFoundError
@@ -39,6 +43,9 @@ _SEQ = struct.Struct("<Q")
 #: A key whose duplicates are at least this many, and of which at least half go, is
 #: rewritten (read whole, delete, put the survivors) instead of deleted entry by entry.
 REWRITE_MIN = 256
+#: A namespace losing at least 1/SWEEP_SHARE of its memories has its postings swept
+#: (read whole, :mod:`_sweep`) rather than found by re-tokenising the forgotten texts.
+SWEEP_SHARE = 8
 
 
 def _forget_payload(mid: int) -> bytes:
@@ -79,8 +86,28 @@ def load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int]) -> list[di
                  lambda mid: CorruptionError(f"op forgets id {mid}, which is not live"))
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: a bulk forget makes millions of objects
+    (decoded records, keys, values) and none of them in cycles; collecting the young
+    generation over and over as they pile up costs a quarter of the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int | None,
           missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
+    with _no_gc():
+        return _load_records(engine, txn, ids, nid, missing)
+
+
+def _load_records(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int],
+                  nid: int | None, missing: Callable[[int], Exception]) -> list[dict[str, Any]]:
     """The stored fields of each id (checksum checked), in order; ``missing(id)`` is
     raised for the first id without a record (of namespace ``nid`` when given).
 
@@ -102,9 +129,8 @@ def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int 
         bodies.append(body)
     out: list[dict[str, Any]] | None = None
     if len(bodies) == len(got):
-        decode = R.decode
         try:
-            out = [decode(b) for b in bodies]
+            out = R.decode_many(b"".join(bodies), len(bodies))
         except CorruptionError:
             out = None
         if out is not None and not all(type(d) is dict and "s" in d and "t" in d and "m" in d
@@ -126,6 +152,12 @@ def _load(engine: "Engine", txn: lmdb.Transaction, ids: Sequence[int], nid: int 
 
 def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict[str, Any]]) -> None:
     """Apply one ``forget`` op per id (``recs``: their stored fields, from :func:`load`)."""
+    with _no_gc():
+        _apply(engine, ctx, ids, recs)
+
+
+def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int],
+           recs: Sequence[dict[str, Any]]) -> None:
     k = len(ids)
     if k == 0:
         return
@@ -161,50 +193,23 @@ def apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int], recs: Sequence[dict
     # BM25 postings and statistics, per namespace
     for nsv in np.unique(ns).tolist():
         sel = np.flatnonzero(ns == nsv)
-        _remove_postings(txn, env, int(nsv), mids[sel], [recs[j]["t"] for j in sel.tolist()])
+        if not _sweep_postings(txn, env, int(nsv), mids[sel]):
+            _remove_postings(txn, env, int(nsv), mids[sel],
+                             [recs[j]["t"] for j in sel.tolist()])
     # filter index: (key, id) pairs in (key, id) order; and the capacity bytes. The
     # entries and the encoded size of equal metadata are computed once.
-    groups: dict[bytes, list[bytes]] = {}
-    memo: dict[Any, tuple[list[bytes], int]] = {}
-    base = 4 * engine.dim
-    nsl = ns.tolist()
-    live_bytes = 0
-    for j, d in enumerate(recs):
-        meta = d["m"]
-        nid = nsl[j]
-        if meta:
-            mk = _filter_index.memo_key(nid, meta)
-            hit = memo.get(mk) if mk is not None else None
-            if hit is None:
-                fk, overflow = _filter_index.entries(nid, meta)
-                if overflow:
-                    fk.append(_filter_index.overflow_key(nid))
-                hit = (fk, len(R.encode(meta)))
-                if mk is not None:
-                    memo[mk] = hit
-            for key in hit[0]:
-                got = groups.get(key)
-                if got is None:
-                    groups[key] = [idb[j]]
-                else:
-                    got.append(idb[j])
-            b = hit[1]
-        else:
-            b = 1  # (an empty map: _capacity.entry_bytes)
-        text = d["t"]
-        b += base + (len(text) if text.isascii() else len(text.encode("utf-8")))
-        name = d.get("k")
-        if name is not None:
-            b += len(name.encode("utf-8"))
-        live_bytes += b
-        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - b
-    st.live_bytes -= live_bytes
-    if groups:
+    groups = _meta_groups(recs, ns, idb)
+    nbytes = _entry_bytes(recs, groups.group, groups.sizes, engine.dim)
+    st.live_bytes -= int(nbytes.sum())
+    uns, inv = np.unique(ns, return_inverse=True)
+    for nid, b in zip(uns.tolist(), np.bincount(inv, weights=nbytes).tolist()):
+        ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) - int(b)
+    if groups.ids:
         fkeys: list[bytes] = []
         fvals: list[bytes] = []
         starts = []
-        for key in sorted(groups):
-            got = groups[key]
+        for key in sorted(groups.ids):
+            got = groups.ids[key]
             starts.append(len(fkeys))
             fkeys.extend([key] * len(got))
             fvals.extend(got)  # ascending ids: recs are in id order
@@ -253,6 +258,107 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                         -int(bt.surface_len.sum()))
 
 
+class _MetaGroups:
+    """The records' metadata, equal ones once: ``group`` (per record, the number of its
+    metadata; -1 for none), ``sizes`` (per number, the canonical CBOR size) and ``ids``
+    (filter index key -> the ids, ascending, of the records it lists)."""
+
+    __slots__ = ("group", "sizes", "ids")
+
+    def __init__(self, group: np.ndarray, sizes: np.ndarray, ids: dict[bytes, list[bytes]]):
+        self.group, self.sizes, self.ids = group, sizes, ids
+
+
+def _meta_groups(recs: Sequence[dict[str, Any]], ns: np.ndarray, idb: list[bytes]
+                 ) -> _MetaGroups:
+    """:class:`_MetaGroups` of ``recs`` (in id order; ``idb``: their ids as keys)."""
+    number: dict[Any, int] = {}
+    found: list[tuple[list[bytes], int]] = []
+    group: list[int] = []
+    memo_key = _filter_index.memo_key
+    for d, nid in zip(recs, ns.tolist()):
+        meta = d["m"]
+        if not meta:
+            group.append(-1)
+            continue
+        mk = memo_key(nid, meta)
+        g = number.get(mk) if mk is not None else None
+        if g is None:
+            g = len(found)
+            fk, overflow = _filter_index.entries(nid, meta)
+            if overflow:
+                fk.append(_filter_index.overflow_key(nid))
+            found.append((fk, len(R.encode(meta))))
+            if mk is not None:
+                number[mk] = g
+        group.append(g)
+    garr = np.asarray(group, np.int64)
+    ids: dict[bytes, list[bytes]] = {}
+    merged: set[bytes] = set()
+    if found:
+        order = np.argsort(garr, kind="stable")  # (ids ascend within each group)
+        bounds = np.searchsorted(garr[order], np.arange(-1, len(found) + 1)).tolist()
+        ordl = order.tolist()
+        for g, (fk, _size) in enumerate(found):
+            members = [idb[j] for j in ordl[bounds[g + 1]:bounds[g + 2]]]
+            for key in fk:
+                got = ids.get(key)
+                if got is None:
+                    ids[key] = list(members)
+                else:
+                    got.extend(members)
+                    merged.add(key)
+        for key in merged:  # (several groups list it: their runs of ids, merged)
+            ids[key].sort()
+    sizes = np.asarray([size for _fk, size in found] + [1], np.int64)  # ({} is 1 byte)
+    return _MetaGroups(garr, sizes, ids)
+
+
+def _entry_bytes(recs: Sequence[dict[str, Any]], group: np.ndarray, sizes: np.ndarray,
+                 dim: int) -> np.ndarray:
+    """What each record counts against ``max_bytes`` (``_capacity.entry_bytes``)."""
+    text = np.fromiter((len(t) if t.isascii() else len(t.encode("utf-8"))
+                        for t in (d["t"] for d in recs)), np.int64, len(recs))
+    out = text + sizes[group] + 4 * dim  # (group -1: the last size, an empty map's)
+    if any("k" in d for d in recs):
+        out += np.fromiter((len(d["k"].encode("utf-8")) if d.get("k") is not None else 0
+                            for d in recs), np.int64, len(recs))
+    return out
+
+
+def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) -> bool:
+    """Remove the postings of ``mids`` (ascending, live memories of namespace ``ns``) and
+    their share of the statistics by sweeping the namespace's postings
+    (:func:`_sweep.sweep`), when that is the cheaper way: they are at least
+    1/SWEEP_SHARE of its memories. False (nothing done) otherwise, or when the stored
+    postings are not of the current width."""
+    _lexstage.merge(txn, env)  # (the sweep reads ``postings`` only)
+    docs = _lexical_index.stats(txn, env, [ns])[0]
+    k = int(mids.size)
+    if k * SWEEP_SHARE < docs:
+        return False
+    pdb = env.db("postings")
+    prefix = S.u32(ns)
+    with txn.cursor(db=pdb) as cur:
+        if cur.set_range(prefix) and cur.key().startswith(prefix) \
+                and len(cur.value()) != _lexical_index.POSTING_BYTES:
+            return False
+    # (no term byte is 0xff: UTF-8 never holds it, and the field prefixes are below it)
+    surface, speaker = _lexical_index.SURFACE_PREFIX, _lexical_index.SPEAKER_PREFIX
+    gone = _sweep.sweep(txn, pdb, prefix, prefix + b"\xff", mids, _lexical_index.POSTING_BYTES,
+                        6, (prefix + surface, prefix + speaker, prefix + bytes((speaker[0] + 1,))))
+    lengths = []
+    # parts: the question marker, surface words, speaker words, stems
+    for field in (gone.part == 3, gone.part == 1):
+        # every posting of a memory in a field holds the memory's length in that field
+        rows = gone.rows[field]
+        _u, at = np.unique(_sweep.ids_of(rows, 6), return_index=True)
+        dl = rows[at, 9:12].astype(np.int64)
+        lengths.append(int(((dl[:, 0] << 16) | (dl[:, 1] << 8) | dl[:, 2]).sum()))
+    _lexical_index.bump(txn, env, ns, -k, -lengths[0], -lengths[1])
+    return True
+
+
 def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[bytes],
                  width: int, starts: np.ndarray | None = None, id_bytes: int = 8) -> None:
     """Delete the duplicates ``(keys[i], vals[i])`` (sorted by key, then value) of a
@@ -285,22 +391,15 @@ def _remove_dups(txn: lmdb.Transaction, db: Any, keys: list[bytes], vals: list[b
                     cur.delete()
 
 
-def _id_column(rows: np.ndarray, id_bytes: int) -> np.ndarray:
-    """The big-endian ids in the first ``id_bytes`` of each ``uint8`` row, as uint64."""
-    wide = np.zeros((rows.shape[0], 8), np.uint8)
-    wide[:, 8 - id_bytes:] = rows[:, :id_bytes]
-    return wide.view(">u8").reshape(-1).astype(np.uint64)
-
-
 def _rewrite(cur: lmdb.Cursor, key: bytes, gone: list[bytes], width: int,
              id_bytes: int = 8) -> None:
     """Replace the duplicates of ``key`` by those whose id is not one of ``gone``'s."""
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
     rows = np.frombuffer(buf, dtype=np.dtype([("k", f"V{len(key)}"), ("v", f"V{width}")]))
     vals = np.ascontiguousarray(rows["v"])
-    have = _id_column(np.frombuffer(vals.tobytes(), np.uint8).reshape(-1, width), id_bytes)
+    have = _sweep.ids_of(np.frombuffer(vals.tobytes(), np.uint8).reshape(-1, width), id_bytes)
     # (every value in ``gone`` is ``width`` bytes: one join, no slice per entry)
-    drop = _id_column(np.frombuffer(b"".join(gone), np.uint8).reshape(-1, width), id_bytes)
+    drop = _sweep.ids_of(np.frombuffer(b"".join(gone), np.uint8).reshape(-1, width), id_bytes)
     keep = ~np.isin(have, drop)
     cur.set_key(key)
     cur.delete(dupdata=True)

@@ -5,11 +5,16 @@ dead marks, digest and answers."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from mnemos_kv import Mnemos, _forget, _lexical_index
+from mnemos_kv import Mnemos, _forget, _lexical_index, _sweep
 from mnemos_kv import _records as R
 from mnemos_kv import _storage as S
 from mnemos_kv._batchwords import SEPARATOR
@@ -98,7 +103,22 @@ def _same(a: Mnemos, b: Mnemos) -> None:
     assert a.verify().ok and b.verify().ok
 
 
-def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+@pytest.fixture(params=["sweep", "sweep-search", "tokens"])
+def postings_path(request, monkeypatch) -> str:
+    """Both ways of finding the forgotten postings: sweeping the namespace's postings
+    (``_sweep``; the forgotten ids in a bitmap, or searched) and re-tokenising the
+    forgotten texts, whatever share goes."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 0 if request.param == "tokens" else 10 ** 9)
+    if request.param == "sweep-search":
+        monkeypatch.setattr(_sweep, "BITMAP_SPAN", 0)
+    calls = []
+    real = _sweep.sweep
+    monkeypatch.setattr(_sweep, "sweep", lambda *a: calls.append(1) or real(*a))
+    yield request.param
+    assert bool(calls) == (request.param != "tokens")
+
+
+def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch, postings_path) -> None:
     a, b, ids = _pair(tmp_path)
     mine = [i for k, i in enumerate(ids) if k % 5]  # the default namespace's
     gone = mine[::3][::-1] + mine[1:40:3]  # unsorted, with keys, pins, edges, questions
@@ -110,7 +130,7 @@ def test_forget_many_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
     b.close()
 
 
-def test_forget_where_bulk_equals_per_id(tmp_path, monkeypatch) -> None:
+def test_forget_where_bulk_equals_per_id(tmp_path, monkeypatch, postings_path) -> None:
     a, b, ids = _pair(tmp_path)
     flt = {"cat": {"$in": [1, 2, 3, 4]}}
     na = a.forget_where(flt)
@@ -138,6 +158,48 @@ def test_rewrite_of_large_keys(tmp_path, monkeypatch) -> None:
     b.close()
 
 
+@pytest.mark.parametrize("rewrite_min,chunk", [(1, 1 << 18), (10 ** 9, 1 << 18), (1, 3)])
+def test_sweep_rewrites_or_deletes(tmp_path, monkeypatch, rewrite_min, chunk) -> None:
+    """The sweep's three ways of removing a key's forgotten postings (the whole key, a
+    rewrite of the survivors, one by one) leave what forgetting one by one leaves; so
+    does a sweep taking the keys a few at a time (chunks where nothing goes, or only
+    keys with several postings)."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9)
+    monkeypatch.setattr(_sweep, "REWRITE_MIN_DEAD", rewrite_min)
+    monkeypatch.setattr(_sweep, "CHUNK_KEYS", chunk)
+    a, b, ids = _pair(tmp_path)
+    mine = [i for k, i in enumerate(ids) if k % 5]
+    calls = []
+    real = _sweep._rewrite
+    monkeypatch.setattr(_sweep, "_rewrite", lambda *a: calls.append(1) or real(*a))
+    gone = mine[:150] + mine[200::4]  # some keys lose every posting, most lose some
+    a.forget_many(gone)
+    assert bool(calls) == (rewrite_min == 1)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    b.forget_many(gone)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
+def test_sweep_of_keys_that_lose_nothing(tmp_path, monkeypatch) -> None:
+    """Chunks of keys of which none loses a posting, and memories without any posting."""
+    monkeypatch.setattr(_forget, "SWEEP_SHARE", 10 ** 9)
+    monkeypatch.setattr(_sweep, "CHUNK_KEYS", 1)
+    texts = ["alpha beta"] * 70 + ["gamma delta"] * 70 + ["the of"] * 70
+    dbs = [Mnemos.open(str(tmp_path / name), clock=Clock()) for name in "ab"]
+    ids = [db.remember_many(texts) for db in dbs][0]
+    gone = ids[:70] + ids[140:]
+    dbs[0].forget_many(gone)
+    monkeypatch.setattr(_forget, "MIN_BULK", 10 ** 9)
+    dbs[1].forget_many(gone)
+    assert _tables(dbs[0]) == _tables(dbs[1])
+    assert _log_bytes(dbs[0]._engine.path) == _log_bytes(dbs[1]._engine.path)
+    assert [m.id for m in dbs[0].ask("gamma alpha")] == [m.id for m in dbs[1].ask("gamma alpha")]
+    for db in dbs:
+        db.close()
+
+
 def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
     a = Mnemos.open(str(tmp_path / "a"), clock=Clock())
     ids = _fill(a, 200)
@@ -158,7 +220,7 @@ def test_bulk_forget_refuses_before_writing(tmp_path) -> None:
     a.close()
 
 
-def test_replay_of_bulk_forgets(tmp_path, monkeypatch) -> None:
+def test_replay_of_bulk_forgets(tmp_path, monkeypatch, postings_path) -> None:
     """A store that used bulk forget replays (itself in bulk) to the same state."""
     runs = []
     real = _forget.apply
@@ -267,3 +329,90 @@ def test_bulk_forget_names_a_damaged_record(tmp_path) -> None:
     a.forget_many(ids[100:])  # the others go
     assert a.count() == 100
     a.close()
+
+
+def test_decode_many_equals_decode() -> None:
+    items = [{"i": 1, "t": "x"}, {"m": {"a": [1, 2.5, None]}, "t": "日本語"}, 7, "s", []]
+    blob = b"".join(R.encode(x) for x in items)
+    assert R.decode_many(blob, len(items)) == [R.decode(R.encode(x)) for x in items]
+    from mnemos_kv.errors import CorruptionError
+    for bad, count in ((blob, len(items) + 1), (blob + b"\x00", len(items)),
+                       (blob[:-1], len(items)), (b"\xc1\x00", 1)):  # (0xc1: a tag)
+        with pytest.raises(CorruptionError):
+            R.decode_many(bad, count)
+
+
+@pytest.mark.parametrize("span", [0, 64])
+def test_sweep_marks_forgotten_ids(monkeypatch, span) -> None:
+    """The forgotten ids are found in a bitmap over their span or by binary search (a
+    span too wide for a bitmap): the same marks."""
+    monkeypatch.setattr(_sweep, "BITMAP_SPAN", span)
+    rnd = np.random.default_rng(5)
+    for mids in (np.array([7]), np.unique(rnd.integers(1, 10 ** 6, 500)),
+                 np.array([3, 2 ** 40])):
+        ids = np.concatenate([mids, mids - 1, mids + 1, [0, 2 ** 47],
+                              rnd.integers(0, 2 ** 41, 200)]).astype(np.int64)
+        assert (_sweep._marker(mids.astype(np.int64))(ids) == np.isin(ids, mids)).all()
+
+
+# -- crash safety --------------------------------------------------------------------------------
+
+KILLED_FORGET = textwrap.dedent("""
+    import os, signal, sys
+    from mnemos_kv import Mnemos, _engine, _forget, _log, _sweep
+
+    path, where = sys.argv[1], sys.argv[2]
+
+    def die(*_a, **_k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def then_die(real):
+        return lambda *a, **k: (real(*a, **k), die())[0]
+
+    _sweep.CHUNK_KEYS = 16
+    if where == "sweep":  # after the first keys' postings were deleted
+        _sweep._sweep_keys = then_die(_sweep._sweep_keys)
+    elif where == "applied":  # every table changed, no frame written
+        _forget.apply = then_die(_forget.apply)
+    elif where == "logged":  # the frames durable in the log, nothing committed
+        _log.LogFile.append = then_die(_log.LogFile.append)
+    elif where == "marked":  # the dead marks set in the slot file, nothing committed
+        _engine.Engine._flush_ns_counts = then_die(_engine.Engine._flush_ns_counts)
+    db = Mnemos.open(path)
+    db.forget_many(list(range(1, 401, 2)))
+    print("returned", flush=True)
+    die()
+""")
+
+
+def test_sigkill_during_bulk_forget(tmp_path) -> None:
+    """A writer killed inside a bulk forget (in the sweep, with every table changed, with
+    the frames in the log, with the dead marks set) leaves the store as it was; killed
+    once forget_many returned, the store has forgotten them all. It opens, verifies and
+    takes the same forget again."""
+    base = str(tmp_path / "base")
+    with Mnemos.open(base, clock=Clock()) as db:
+        db.remember_many([{"text": f"note {i} about topic{i % 7} w{i * 31 % 50}",
+                           "metadata": {"cat": i % 3}} for i in range(400)])
+        before = db.state_digest()
+    done = str(tmp_path / "done")
+    shutil.copytree(base, done)
+    with Mnemos.open(done, clock=Clock()) as db:
+        db.forget_many(list(range(1, 401, 2)))
+        after = db.state_digest()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for where in ("sweep", "applied", "logged", "marked", "returned"):
+        path = str(tmp_path / where)
+        shutil.copytree(base, path)
+        child = subprocess.run([sys.executable, "-c", KILLED_FORGET, path, where],
+                               capture_output=True, text=True, env=env, timeout=300)
+        assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+        assert ("returned" in child.stdout) == (where == "returned")
+        with Mnemos.open(path, clock=Clock()) as db:
+            assert db.verify().ok
+            assert db.state_digest() == (after if where == "returned" else before), where
+            if where != "returned":
+                db.forget_many(list(range(1, 401, 2)))
+                assert db.state_digest() == after
+                assert db.verify().ok
