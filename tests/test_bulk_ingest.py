@@ -178,6 +178,33 @@ def test_words_equal_the_single_regex_version(pieces: list[str], tail: str) -> N
         assert L.words(text) == _words_reference(text)
 
 
+_ASCII_PIECES = ["n't", "'s", "'re", "'", "`", "n", "t", "s", "don", "_", " ", "'ll", "'d",
+                 "'m", "'ve", "re", "1", "?", "N'T", "'S", "-", "x", "Ab", "\t", "\x1c", "\x00",
+                 ":", "#", "``s", "I'M"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_ASCII_PIECES), max_size=16),
+       st.text(st.characters(max_codepoint=127), max_size=12))
+def test_ascii_fast_path_equals_words(pieces: list[str], tail: str) -> None:
+    """The batch tokeniser's ASCII path (lower, translate, split) is ``_lexical.words``."""
+    from mnemos_kv import _batchwords
+    from mnemos_kv import _lexical as L
+    for text in ("".join(pieces), "".join(pieces) + tail, tail):
+        assert _batchwords.ascii_words(text) == L.words(text) == _words_reference(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES + _ASCII_PIECES), max_size=8).map("".join),
+                max_size=12))
+def test_batch_words_of_mixed_batches(texts: list[str]) -> None:
+    """ASCII and other texts are split in two passes and merged back in text order."""
+    from mnemos_kv import _batchwords
+    words, doc = _batchwords._batch_words(texts) if texts else ([], np.empty(0))
+    assert list(zip(words, doc.tolist())) == [(w, i) for i, t in enumerate(texts)
+                                              for w in _words_reference(t)]
+
+
 def test_batch_words_cache_gives_the_same_words() -> None:
     from mnemos_kv import _batchwords
     texts = [_text(i) + f" don't {i}" for i in range(200)]
