@@ -7,13 +7,13 @@ instead of once per text); used by the bulk BM25 indexing.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _lexical
 
-__all__ = ["SEPARATOR", "batch_words"]
+__all__ = ["SEPARATOR", "ascii_words", "batch_vocab", "batch_words"]
 
 #: A word no text holds in practice; it separates the texts in the joined batch (a
 #: batch where some text holds it anyway is tokenised text by text). The spaces around
@@ -24,30 +24,65 @@ SEPARATOR = "zqxjmnemosbatchsepzqxj"
 
 #: The last batch and its words: a text ingest tokenises the same texts twice (the
 #: hashing embedder, then the BM25 index in the write), the second time for free.
-#: (texts, words, doc); the texts are compared by identity, so it cannot go stale; it
-#: is used once (then dropped), and only batches of _CACHE_MIN to _CACHE_MAX texts are
-#: kept (a huge batch's words are not held after its call).
-_last: tuple[list[str], list[str], np.ndarray] | None = None
+#: [texts, words, doc, vocabulary or None]; the texts are compared by identity, so it
+#: cannot go stale; it is used once (then dropped), and only batches of _CACHE_MIN to
+#: _CACHE_MAX texts are kept (a huge batch's words are not held after its call).
+_last: list[Any] | None = None
 _CACHE_MIN = 64
 _CACHE_MAX = 100_000
+
+
+def _take(texts: Sequence[str]) -> list[Any] | None:
+    """The cached entry of ``texts`` (dropped from the cache), or None."""
+    global _last
+    hit = _last
+    if hit is not None and len(hit[0]) == len(texts) and all(
+            a is b for a, b in zip(hit[0], texts)):
+        _last = None
+        return hit
+    return None
+
+
+def _entry(texts: Sequence[str]) -> list[Any]:
+    """The words of ``texts``, from the cache or computed (and then cached)."""
+    global _last
+    hit = _take(texts)
+    if hit is not None:
+        return hit
+    words, doc = _batch_words(texts)
+    doc.setflags(write=False)
+    entry = [list(texts), words, doc, None]
+    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
+        _last = entry
+    return entry
 
 
 def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(every word of :func:`_lexical.words` of each text, in text order; the index of
     each word's text as int64). The caller must not change the lists it gets."""
-    global _last
     if not texts:
         return [], np.empty(0, np.int64)
-    hit = _last
-    if hit is not None and len(hit[0]) == len(texts) and all(
-            a is b for a, b in zip(hit[0], texts)):
-        _last = None
-        return hit[1], hit[2]
-    words, doc = _batch_words(texts)
-    doc.setflags(write=False)
-    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
-        _last = (list(texts), words, doc)
-    return words, doc
+    entry = _entry(texts)
+    return entry[1], entry[2]
+
+
+def batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(the distinct words of the batch in first-seen order; for every word of
+    :func:`batch_words` in text order, its index in them and its text's index, int64).
+    Shared like :func:`batch_words` (the embedder and the BM25 index both need it);
+    the caller must not change what it gets."""
+    if not texts:
+        return [], np.empty(0, np.int64), np.empty(0, np.int64)
+    entry = _entry(texts)
+    if entry[3] is None:
+        words = entry[1]
+        distinct = list(dict.fromkeys(words))
+        code = {w: i for i, w in enumerate(distinct)}
+        wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+        wc.setflags(write=False)
+        entry[3] = (distinct, wc)
+    distinct, wc = entry[3]
+    return distinct, wc, entry[2]
 
 
 def _batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -31,7 +31,7 @@ import zlib
 import numpy as np
 
 from . import _lexical
-from ._batchwords import batch_words
+from ._batchwords import batch_vocab
 
 __all__ = [
     "DEFAULT_DIM",
@@ -224,7 +224,9 @@ def _word_runs(words: list[str], terms: list[str], dim: int
     grams = [w[i:i + n] for w in ["<" + x + ">" for x in words] for n in CHAR_NGRAMS
              for i in range(len(w) - n + 1)]
     gb, gs = _buckets(np.fromiter(map(_GRAM_CRC.__getitem__, grams), np.int64, len(grams)), dim)
-    ng = sum(np.maximum(0, wl + 3 - n) for n in CHAR_NGRAMS)  # grams per word (>= 1)
+    ng = np.zeros(nw, np.int64)  # grams per word (>= 1)
+    for n in CHAR_NGRAMS:
+        ng += np.maximum(0, wl + 3 - n)
     gw = CHAR_WEIGHT * scale / ng
     # each word's unit: its unigram, then its grams (the order grams was built in)
     per = ng + 1
@@ -323,13 +325,10 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(flat bucket ``text * dim + bucket``, value) of every feature of every text, in
     the order :func:`_text_features` accumulates them."""
     n = len(texts)
-    words, doc = batch_words(texts)
-    if not words:
+    distinct, wc, doc = batch_vocab(texts)
+    if not wc.size:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    distinct = list(dict.fromkeys(words))
     terms = list(map(_lexical.index_term, distinct))
-    code = {w: i for i, w in enumerate(distinct)}
-    wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
     kept = np.fromiter(map(bool, terms), bool, len(terms))
     keep = kept[wc]
     wc, doc = wc[keep], doc[keep]  # the kept words, in text order
