@@ -171,10 +171,16 @@ def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
                           minlength=(hi - lo) * dim).reshape(hi - lo, dim)
         nz = np.flatnonzero(out)  # sign(0) * log1p(0) = 0: only the others change
         x = out.reshape(-1)[nz]
-        out.reshape(-1)[nz] = np.sign(x) * np.log1p(np.abs(x))
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        res[lo:hi] = out
+        # sign(x) * log1p(|x|): the product by +-1 is exact, so copysign gives it
+        y = np.copysign(np.log1p(np.abs(x)), x)
+        out.reshape(-1)[nz] = y
+        norms = np.linalg.norm(out, axis=1)  # (over the whole rows: the same sums)
+        # each nonzero divided by its row's norm (a row whose norm is 0 stays as it is),
+        # written into the zeroed float32 result: the dense divide's values, cast
+        rn = norms[nz // dim]
+        pos = rn > 0
+        y[pos] /= rn[pos]
+        res.reshape(-1)[lo * dim + nz] = y
     return res
 
 

@@ -32,7 +32,7 @@ import functools
 import logging
 import math
 import struct
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import lmdb
 import numpy as np
@@ -233,20 +233,25 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             dids = ids[bt.doc]
             if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
                 key = bt.key  # (key, text) order is (key, id) order
-                vals = posting_values(dids, bt.tf, bt.dl)
+                blob = encode_postings(dids, bt.tf, bt.dl)
             else:
                 order = np.lexsort((dids, bt.key))  # (key, id): the table's order
                 key = bt.key[order]
-                vals = posting_values(dids[order], bt.tf[order], bt.dl[order])
+                blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
+            codes = key.tolist()
+            w = POSTING_BYTES
+
+            def pairs() -> Iterator[tuple[bytes, bytes]]:
+                return zip(map(full.__getitem__, codes),
+                           (blob[o:o + w] for o in range(0, len(blob), w)))
             with txn.cursor(db=pdb) as cur:
-                pairs = list(zip(map(full.__getitem__, key.tolist()), vals))
                 # new ids are larger than every stored one: each posting goes at the end
                 # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
                 # are put again in place (putting a stored pair again changes nothing)
-                if cur.putmulti(pairs, dupdata=True, append=True)[1] != len(pairs):
-                    cur.putmulti(pairs, dupdata=True)
+                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(codes):
+                    cur.putmulti(pairs(), dupdata=True)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
 
