@@ -192,6 +192,10 @@ class _Crc32Memo(dict):  # type: ignore[type-arg]
         super().__init__()
         self.prefix = prefix
 
+    def cache_clear(self) -> None:
+        """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
+        self.clear()
+
     def __missing__(self, feature: str) -> int:
         if len(self) >= MEMO_MAX:
             self.clear()  # (the values are a pure function of the keys)
@@ -210,6 +214,15 @@ def _buckets(h: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_bucket` of CRC-32 values: (bucket ``h % dim``, sign -1.0 or 1.0 from the top bit)."""
     h = h.astype(np.int64, copy=False)
     return h % dim, np.where(h & 0x80000000, -1.0, 1.0)
+
+
+def _unique(codes: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` of codes below ``bound``, sorted as
+    32-bit integers when they fit (faster; the same values and order)."""
+    if bound <= 1 << 31:
+        codes = codes.astype(np.int32)
+    u, inv = np.unique(codes, return_inverse=True)
+    return u, inv.reshape(-1)
 
 
 def _word_runs(words: list[str], terms: list[str], dim: int
@@ -248,8 +261,9 @@ def _word_runs(words: list[str], terms: list[str], dim: int
     gpos = np.flatnonzero(~is_uni)
     bucket[gpos] = gb
     value[gpos] = gs * gw[owner[gpos]]
-    comb, inv = np.unique(owner * dim + bucket, return_inverse=True)
-    sums = np.bincount(inv.reshape(-1), weights=value, minlength=comb.size)
+    comb, inv = _unique(owner * dim + bucket, nw * dim)
+    comb = comb.astype(np.int64, copy=False)
+    sums = np.bincount(inv, weights=value, minlength=comb.size)
     return comb % dim, sums, np.bincount(comb // dim, minlength=nw)
 
 
@@ -317,7 +331,14 @@ class _WordTable:
         self.rows, self.size = r1, s1
 
 
-_TABLES: dict[int, _WordTable] = {}
+class _Tables(dict):  # type: ignore[type-arg]
+    """The word tables by ``dim``; ``cache_clear`` forgets them (as the memos)."""
+
+    def cache_clear(self) -> None:
+        self.clear()
+
+
+_TABLES: dict[int, _WordTable] = _Tables()
 
 
 def _table(dim: int) -> _WordTable:
@@ -351,7 +372,8 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     bl, br = wc[:-1][same], wc[1:][same]
     bdoc = doc[1:][same]
     nd = len(distinct)
-    pair, pinv = np.unique(bl * nd + br, return_inverse=True)
+    pair, pinv = _unique(bl * nd + br, nd * nd)
+    pair = pair.astype(np.int64, copy=False)
     base = wkeys.size
     names = [terms[a] + " " + terms[b] for a, b in zip((pair // nd).tolist(), (pair % nd).tolist())]
     bk, bs = _buckets(np.fromiter(map(_BIGRAM_CRC.__getitem__, names), np.int64, len(names)), dim)
@@ -370,7 +392,7 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     wdst = first[doc] + (np.arange(wc.size) - wfirst[doc])
     bdst = first[bdoc] + nw[bdoc] + (np.arange(bdoc.size) - bfirst[bdoc])
     ustart[wdst], ulen[wdst], udoc[wdst] = starts[wc], lens[wc], doc
-    ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv.reshape(-1), 1, bdoc
+    ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv, 1, bdoc
     total = int(ulen.sum())
     offs = np.cumsum(ulen) - ulen
     idx = np.repeat(ustart - offs, ulen) + np.arange(total, dtype=np.int64)

@@ -580,7 +580,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     if spk:  # (a text's speaker words are distinct: tf 1)
         combs.append(np.fromiter((code[k] for _, k in spk), np.int64, len(spk)) * width
                      + np.fromiter((i for i, _ in spk), np.int64, len(spk)))
-    comb, tf = np.unique(np.concatenate(combs), return_counts=True)
+    allc = np.concatenate(combs)
+    if len(keys) * width < 1 << 31:  # (a 32-bit sort is faster; the same order)
+        allc = allc.astype(np.int32)
+    comb, tf = np.unique(allc, return_counts=True)
+    comb = comb.astype(np.int64, copy=False)
     key, dc = comb // width, comb % width
     # field of each key code (keys are sorted: each prefix is one range of codes)
     lo = bisect.bisect_left(keys, SURFACE_PREFIX)
