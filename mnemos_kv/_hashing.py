@@ -17,14 +17,17 @@ frequent, less informative ones). Each bucket's accumulated value ``x`` is dampe
 to ``sign(x) * ln(1 + |x|)`` so that one repeated word cannot dominate a long text.
 Features are namespaced (``w|``, ``b|``, ``c|``) so that they never collide by
 construction, only by bucket.
-Per-word feature vectors are memoised, and the scatter into the output matrix is
-one ``np.bincount`` for the whole batch. Same input → same bytes, on every
-machine and process (no use of Python's salted ``hash()``).
+Per-word feature vectors are memoised (a batch: :class:`_WordTable`, unseen words
+computed together by :func:`_word_runs`; one text: ``lru_cache``), and the scatter
+into the output matrix is one ``np.bincount`` for the whole batch. Same input → same
+bytes, on every machine and process (no use of Python's salted ``hash()``), whatever
+the memos hold.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import zlib
 
@@ -342,6 +345,8 @@ class _Tables(dict):  # type: ignore[type-arg]
 
 
 _TABLES: dict[int, _WordTable] = _Tables()
+if hasattr(os, "register_at_fork"):  # a table's lock may be held by a parent's thread
+    os.register_at_fork(after_in_child=_TABLES.clear)
 
 
 def _table(dim: int) -> _WordTable:

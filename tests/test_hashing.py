@@ -193,3 +193,26 @@ def test_word_runs_are_the_word_features_sums_exactly() -> None:
         assert lens.tolist() == [len(k) for k, _ in ref]
         assert keys.tolist() == [k for ks, _ in ref for k in ks]
         assert vals.tobytes() == np.asarray([v for _, vs in ref for v in vs], np.float64).tobytes()
+
+
+def test_a_forked_child_embeds_while_a_parent_thread_holds_a_word_table() -> None:
+    """The word tables start afresh in a forked child: a lock a parent's thread held at
+    the fork would otherwise never be released there."""
+    import os
+    import pytest
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    texts = [f"{t} {i}" for i, t in enumerate(TEXTS * 3)]  # more than SMALL_BATCH
+    table = _hashing._table(64)
+    with table.lock:
+        pid = os.fork()
+        if pid == 0:  # the child: fail (not hang) if the embedder waits for the lock
+            import signal
+            signal.alarm(20)
+            try:
+                ok = _hashing.hash_embed(texts, 64).tobytes() == _reference(texts, 64).tobytes()
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
