@@ -7,13 +7,13 @@ instead of once per text); used by the bulk BM25 indexing.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _lexical
 
-__all__ = ["SEPARATOR", "batch_words"]
+__all__ = ["SEPARATOR", "ascii_words", "batch_vocab", "batch_words"]
 
 #: A word no text holds in practice; it separates the texts in the joined batch (a
 #: batch where some text holds it anyway is tokenised text by text). The spaces around
@@ -24,34 +24,103 @@ SEPARATOR = "zqxjmnemosbatchsepzqxj"
 
 #: The last batch and its words: a text ingest tokenises the same texts twice (the
 #: hashing embedder, then the BM25 index in the write), the second time for free.
-#: (texts, words, doc); the texts are compared by identity, so it cannot go stale; it
-#: is used once (then dropped), and only batches of _CACHE_MIN to _CACHE_MAX texts are
-#: kept (a huge batch's words are not held after its call).
-_last: tuple[list[str], list[str], np.ndarray] | None = None
+#: [texts, words, doc, vocabulary or None]; the texts are compared by identity, so it
+#: cannot go stale; it is used once (then dropped), and only batches of _CACHE_MIN to
+#: _CACHE_MAX texts are kept (a huge batch's words are not held after its call).
+_last: list[Any] | None = None
 _CACHE_MIN = 64
 _CACHE_MAX = 100_000
+
+
+def _take(texts: Sequence[str]) -> list[Any] | None:
+    """The cached entry of ``texts`` (dropped from the cache), or None."""
+    global _last
+    hit = _last
+    if hit is not None and len(hit[0]) == len(texts) and all(
+            a is b for a, b in zip(hit[0], texts)):
+        _last = None
+        return hit
+    return None
+
+
+def _entry(texts: Sequence[str]) -> list[Any]:
+    """The words of ``texts``, from the cache or computed (and then cached)."""
+    global _last
+    hit = _take(texts)
+    if hit is not None:
+        return hit
+    words, doc = _batch_words(texts)
+    doc.setflags(write=False)
+    entry = [list(texts), words, doc, None]
+    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
+        _last = entry
+    return entry
 
 
 def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(every word of :func:`_lexical.words` of each text, in text order; the index of
     each word's text as int64). The caller must not change the lists it gets."""
-    global _last
     if not texts:
         return [], np.empty(0, np.int64)
-    hit = _last
-    if hit is not None and len(hit[0]) == len(texts) and all(
-            a is b for a, b in zip(hit[0], texts)):
-        _last = None
-        return hit[1], hit[2]
-    words, doc = _batch_words(texts)
-    doc.setflags(write=False)
-    if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
-        _last = (list(texts), words, doc)
-    return words, doc
+    entry = _entry(texts)
+    return entry[1], entry[2]
+
+
+def batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(the distinct words of the batch in first-seen order; for every word of
+    :func:`batch_words` in text order, its index in them and its text's index, int64).
+    Shared like :func:`batch_words` (the embedder and the BM25 index both need it);
+    the caller must not change what it gets."""
+    if not texts:
+        return [], np.empty(0, np.int64), np.empty(0, np.int64)
+    entry = _entry(texts)
+    if entry[3] is None:
+        words = entry[1]
+        distinct = list(dict.fromkeys(words))
+        code = {w: i for i, w in enumerate(distinct)}
+        wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+        wc.setflags(write=False)
+        entry[3] = (distinct, wc)
+    distinct, wc = entry[3]
+    return distinct, wc, entry[2]
 
 
 def _batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    ws = _lexical.words((" " + SEPARATOR + " ").join(texts))
+    asc = [i for i, t in enumerate(texts) if t.isascii()]
+    if len(asc) == len(texts) or not asc:
+        return _joined(texts, len(asc) == len(texts))
+    # most texts ASCII, a few not: each group in one pass, then the words in text order
+    other = [i for i, t in enumerate(texts) if not t.isascii()]
+    wa, da = _joined([texts[i] for i in asc], True)
+    wo, do = _joined([texts[i] for i in other], False)
+    doc = np.concatenate((np.asarray(asc, np.int64)[da], np.asarray(other, np.int64)[do]))
+    order = np.argsort(doc, kind="stable")
+    words = np.array(wa + wo, dtype=object)[order].tolist()
+    return words, doc[order]
+
+
+#: ``str.translate`` table of the ASCII fast path: every ASCII character that is not a
+#: letter or a digit becomes a space.
+_ASCII_SPLIT = str.maketrans({c: " " for c in range(128) if not chr(c).isalnum()})
+
+
+def ascii_words(text: str) -> list[str]:
+    """:func:`_lexical.words` of an ASCII ``text``, faster: NFKC leaves ASCII unchanged,
+    casefolding it is ``lower()``, and the words (``[^\\W_]+``) are the runs of ASCII
+    letters and digits, so the split is a translate and ``str.split`` (the clitic rules
+    are ``_lexical``'s own). Checked against ``_lexical.words`` by the tests."""
+    norm = text.lower()
+    if "`" in norm:
+        norm = norm.replace("`", "'")
+    if "'" in norm:
+        norm = _lexical._NT_RE.sub(" ", _lexical._CLITIC_AFTER_RE.sub(" ", norm))
+    return norm.translate(_ASCII_SPLIT).split()
+
+
+def _joined(texts: Sequence[str], ascii: bool) -> tuple[list[str], np.ndarray]:
+    """The words of ``texts`` (all ASCII when ``ascii``) from one pass over them joined."""
+    joined = (" " + SEPARATOR + " ").join(texts)
+    ws = ascii_words(joined) if ascii else _lexical.words(joined)
     arr = np.array(ws, dtype=object)
     sep = arr == SEPARATOR
     if int(np.count_nonzero(sep)) == len(texts) - 1:

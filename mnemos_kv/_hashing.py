@@ -17,20 +17,24 @@ frequent, less informative ones). Each bucket's accumulated value ``x`` is dampe
 to ``sign(x) * ln(1 + |x|)`` so that one repeated word cannot dominate a long text.
 Features are namespaced (``w|``, ``b|``, ``c|``) so that they never collide by
 construction, only by bucket.
-Per-word feature vectors are memoised, and the scatter into the output matrix is
-one ``np.bincount`` for the whole batch. Same input → same bytes, on every
-machine and process (no use of Python's salted ``hash()``).
+Per-word feature vectors are memoised (a batch: :class:`_WordTable`, unseen words
+computed together by :func:`_word_runs`; one text: ``lru_cache``), and the scatter
+into the output matrix is one ``np.bincount`` for the whole batch. Same input → same
+bytes, on every machine and process (no use of Python's salted ``hash()``), whatever
+the memos hold.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import zlib
 
 import numpy as np
 
 from . import _lexical
-from ._batchwords import batch_words
+from ._batchwords import batch_vocab
 
 __all__ = [
     "DEFAULT_DIM",
@@ -168,52 +172,221 @@ def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
             continue
         out = np.bincount(flat[a:b] - lo * dim, weights=vals[a:b],
                           minlength=(hi - lo) * dim).reshape(hi - lo, dim)
-        nz = np.flatnonzero(out)  # sign(0) * log1p(0) = 0: only the others change
+        # sign(0) * log1p(0) = 0: only the others change (found through a bool mask:
+        # numpy's nonzero of a bool array is much faster than of a float one)
+        mask = out != 0
+        nz = np.flatnonzero(mask)
         x = out.reshape(-1)[nz]
-        out.reshape(-1)[nz] = np.sign(x) * np.log1p(np.abs(x))
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        res[lo:hi] = out
+        # sign(x) * log1p(|x|): the product by +-1 is exact, so copysign gives it
+        y = np.copysign(np.log1p(np.abs(x)), x)
+        out.reshape(-1)[nz] = y
+        norms = np.linalg.norm(out, axis=1)  # (over the whole rows: the same sums)
+        # each nonzero divided by its row's norm (a row whose norm is 0 stays as it is),
+        # written into the zeroed float32 result: the dense divide's values, cast
+        rn = np.repeat(norms, np.count_nonzero(mask, axis=1))  # (nz is in row order)
+        pos = rn > 0
+        y[pos] /= rn[pos]
+        res.reshape(-1)[lo * dim + nz] = y
     return res
+
+
+class _Crc32Memo(dict):  # type: ignore[type-arg]
+    """``feature -> zlib.crc32(prefix + feature)`` computed on first use (a plain dict's
+    lookup: ``map(memo.__getitem__, features)`` runs in C for the hits)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def cache_clear(self) -> None:
+        """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
+        self.clear()
+
+    def __missing__(self, feature: str) -> int:
+        if len(self) >= MEMO_MAX:
+            self.clear()  # (the values are a pure function of the keys)
+        h = zlib.crc32((self.prefix + feature).encode("utf-8"))
+        self[feature] = h
+        return h
+
+
+#: Entries kept by each memo (character n-grams, bigrams, words) before it starts over.
+MEMO_MAX: int = 1 << 18
+_GRAM_CRC = _Crc32Memo("c|")
+_BIGRAM_CRC = _Crc32Memo("b|")  # keyed by "left right"
+
+
+def _buckets(h: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bucket` of CRC-32 values: (bucket ``h % dim``, sign -1.0 or 1.0 from the top bit)."""
+    h = h.astype(np.int64, copy=False)
+    return h % dim, np.where(h & 0x80000000, -1.0, 1.0)
+
+
+def _unique(codes: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` of codes below ``bound``, sorted as
+    32-bit integers when they fit (faster; the same values and order)."""
+    if bound <= 1 << 31:
+        codes = codes.astype(np.int32)
+    u, inv = np.unique(codes, return_inverse=True)
+    return u, inv.reshape(-1)
+
+
+def _word_runs(words: list[str], terms: list[str], dim: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_word_features` of many words at once: (every word's sorted buckets, one
+    run after the other; their summed values; each run's length).
+
+    A word's features are laid out in the order :func:`_word_features` adds them (the
+    unigram, then the 3-grams, then the 4-grams) and summed per (word, bucket) by one
+    ``np.bincount``, which adds each bin's values in input order starting from 0.0:
+    the same float64 sums, bit for bit, as the dict accumulation (every product is the
+    same IEEE operation on the same operands)."""
+    nw = len(words)
+    wl = np.fromiter(map(len, words), np.int64, nw)
+    scale = np.minimum(1.0, wl / LENGTH_PRIOR)
+    uh = np.fromiter((zlib.crc32(("w|" + t).encode("utf-8")) for t in terms), np.int64, nw)
+    ub, us = _buckets(uh, dim)
+    grams = [w[i:i + n] for w in ["<" + x + ">" for x in words] for n in CHAR_NGRAMS
+             for i in range(len(w) - n + 1)]
+    gb, gs = _buckets(np.fromiter(map(_GRAM_CRC.__getitem__, grams), np.int64, len(grams)), dim)
+    ng = np.zeros(nw, np.int64)  # grams per word (>= 1)
+    for n in CHAR_NGRAMS:
+        ng += np.maximum(0, wl + 3 - n)
+    gw = CHAR_WEIGHT * scale / ng
+    # each word's unit: its unigram, then its grams (the order grams was built in)
+    per = ng + 1
+    first = np.cumsum(per) - per
+    m = int(per.sum())
+    owner = np.repeat(np.arange(nw, dtype=np.int64), per)
+    bucket = np.empty(m, np.int64)
+    value = np.empty(m, np.float64)
+    is_uni = np.zeros(m, bool)
+    is_uni[first] = True
+    bucket[first] = ub
+    value[first] = us * UNIGRAM_WEIGHT * scale
+    gpos = np.flatnonzero(~is_uni)
+    bucket[gpos] = gb
+    value[gpos] = gs * gw[owner[gpos]]
+    comb, inv = _unique(owner * dim + bucket, nw * dim)
+    comb = comb.astype(np.int64, copy=False)
+    sums = np.bincount(inv, weights=value, minlength=comb.size)
+    return comb % dim, sums, np.bincount(comb // dim, minlength=nw)
+
+
+class _WordTable:
+    """Memo of :func:`_word_runs` per word for one ``dim``, as flat arrays (a batch
+    gathers the runs of its words with numpy; only unseen words are computed). Rows are
+    only ever appended (or the whole table replaced), under a lock, so arrays a caller
+    already holds stay valid."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.row: dict[str, int] = {}
+        self.start = np.empty(1024, np.int64)
+        self.len = np.empty(1024, np.int64)
+        self.keys = np.empty(16384, np.int64)
+        self.vals = np.empty(16384, np.float64)
+        self.rows = self.size = 0
+
+    def runs(self, words: list[str], terms: list[str]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, values, run lengths) of ``words`` (with their ``terms``), in order."""
+        with self.lock:
+            row = self.row
+            got = list(map(row.get, words))
+            miss = [i for i, r in enumerate(got) if r is None]
+            if miss:
+                if self.rows + len(miss) > MEMO_MAX:
+                    self._reset()
+                    row = self.row
+                    miss = list(range(len(words)))
+                    got = [None] * len(words)
+                mw = [words[i] for i in miss]
+                k, v, ln = _word_runs(mw, [terms[i] for i in miss], self.dim)
+                self._append(mw, k, v, ln)
+                base = self.rows - len(miss)
+                for j, i in enumerate(miss):
+                    got[i] = base + j
+            rows = np.fromiter(got, np.int64, len(words))  # type: ignore[arg-type]
+            start, length, keys, vals = self.start, self.len, self.keys, self.vals
+        lens = length[rows]
+        total = int(lens.sum())
+        offs = np.cumsum(lens) - lens
+        idx = np.repeat(start[rows] - offs, lens) + np.arange(total, dtype=np.int64)
+        return keys[idx], vals[idx], lens
+
+    def _append(self, words: list[str], k: np.ndarray, v: np.ndarray, ln: np.ndarray) -> None:
+        r0, s0 = self.rows, self.size
+        r1, s1 = r0 + len(words), s0 + k.size
+        if r1 > self.start.size:
+            cap = max(r1, 2 * self.start.size)
+            self.start = np.concatenate((self.start[:r0], np.empty(cap - r0, np.int64)))
+            self.len = np.concatenate((self.len[:r0], np.empty(cap - r0, np.int64)))
+        if s1 > self.keys.size:
+            cap = max(s1, 2 * self.keys.size)
+            self.keys = np.concatenate((self.keys[:s0], np.empty(cap - s0, np.int64)))
+            self.vals = np.concatenate((self.vals[:s0], np.empty(cap - s0, np.float64)))
+        self.keys[s0:s1], self.vals[s0:s1] = k, v
+        self.len[r0:r1] = ln
+        self.start[r0:r1] = s0 + np.cumsum(ln) - ln
+        self.row.update(zip(words, range(r0, r1)))
+        self.rows, self.size = r1, s1
+
+
+class _Tables(dict):  # type: ignore[type-arg]
+    """The word tables by ``dim``; ``cache_clear`` forgets them (as the memos)."""
+
+    def cache_clear(self) -> None:
+        self.clear()
+
+
+_TABLES: dict[int, _WordTable] = _Tables()
+if hasattr(os, "register_at_fork"):  # a table's lock may be held by a parent's thread
+    os.register_at_fork(after_in_child=_TABLES.clear)
+
+
+def _table(dim: int) -> _WordTable:
+    t = _TABLES.get(dim)
+    if t is None:
+        t = _TABLES.setdefault(dim, _WordTable(dim))
+    return t
 
 
 def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(flat bucket ``text * dim + bucket``, value) of every feature of every text, in
     the order :func:`_text_features` accumulates them."""
     n = len(texts)
-    words, doc = batch_words(texts)
-    if not words:
+    distinct, wc, doc = batch_vocab(texts)
+    if not wc.size:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    distinct = list(dict.fromkeys(words))
     terms = list(map(_lexical.index_term, distinct))
-    code = {w: i for i, w in enumerate(distinct)}
-    wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
     kept = np.fromiter(map(bool, terms), bool, len(terms))
     keep = kept[wc]
     wc, doc = wc[keep], doc[keep]  # the kept words, in text order
     if not wc.size:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     # one table of feature runs: each distinct kept word's, then each distinct bigram's
-    used = np.flatnonzero(kept)
-    fkeys: list[int] = []
-    fvals: list[float] = []
+    used = np.flatnonzero(kept).tolist()
+    wkeys, wvals, wlens = _table(dim).runs([distinct[i] for i in used], [terms[i] for i in used])
     starts = np.zeros(len(distinct), np.int64)
     lens = np.zeros(len(distinct), np.int64)
-    for i in used.tolist():
-        k, v = _word_features(distinct[i], terms[i], dim)
-        starts[i] = len(fkeys)
-        lens[i] = len(k)
-        fkeys.extend(k)
-        fvals.extend(v)
+    lens[used] = wlens
+    starts[used] = np.cumsum(wlens) - wlens
     same = doc[1:] == doc[:-1]  # bigrams: adjacent kept words of one text
     bl, br = wc[:-1][same], wc[1:][same]
     bdoc = doc[1:][same]
-    pair, pinv = np.unique(bl * len(distinct) + br, return_inverse=True)
-    base = len(fkeys)
-    for pc in pair.tolist():
-        k1, v1 = _bigram_feature(terms[pc // len(distinct)], terms[pc % len(distinct)], dim)
-        fkeys.append(k1)
-        fvals.append(v1)
+    nd = len(distinct)
+    pair, pinv = _unique(bl * nd + br, nd * nd)
+    pair = pair.astype(np.int64, copy=False)
+    base = wkeys.size
+    names = [terms[a] + " " + terms[b] for a, b in zip((pair // nd).tolist(), (pair % nd).tolist())]
+    bk, bs = _buckets(np.fromiter(map(_BIGRAM_CRC.__getitem__, names), np.int64, len(names)), dim)
+    fkeys = np.concatenate((wkeys, bk))
+    fvals = np.concatenate((wvals, bs * BIGRAM_WEIGHT))
     # units (a word's run or one bigram) in text order: each text's words, then its bigrams
     nw = np.bincount(doc, minlength=n)
     nb = np.bincount(bdoc, minlength=n)
@@ -227,9 +400,8 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     wdst = first[doc] + (np.arange(wc.size) - wfirst[doc])
     bdst = first[bdoc] + nw[bdoc] + (np.arange(bdoc.size) - bfirst[bdoc])
     ustart[wdst], ulen[wdst], udoc[wdst] = starts[wc], lens[wc], doc
-    ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv.reshape(-1), 1, bdoc
+    ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv, 1, bdoc
     total = int(ulen.sum())
     offs = np.cumsum(ulen) - ulen
     idx = np.repeat(ustart - offs, ulen) + np.arange(total, dtype=np.int64)
-    keys = np.asarray(fkeys, np.int64)[idx]
-    return np.repeat(udoc * dim, ulen) + keys, np.asarray(fvals, np.float64)[idx]
+    return np.repeat(udoc * dim, ulen) + fkeys[idx], fvals[idx]

@@ -185,7 +185,7 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     types = np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k)
     # vectors and slot columns, one block each
     w = 4 * block.shape[1]
-    raw = block.tobytes()
+    raw = block.data.cast("B")  # (rows read in place: no copy of the block)
     crc_hqx = binascii.crc_hqx
     vcrcs = [crc_hqx(raw[o:o + w], 0) for o in range(0, k * w, w)]
     rows = np.zeros(k, SLOT_DTYPE)

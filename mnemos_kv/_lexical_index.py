@@ -32,13 +32,13 @@ import functools
 import logging
 import math
 import struct
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import lmdb
 import numpy as np
 
 from . import _lexical, _lexstage
-from ._batchwords import batch_words
+from ._batchwords import batch_vocab
 from . import _records as R
 from .errors import StoreError
 
@@ -234,15 +234,25 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             dids = ids[bt.doc]
             if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
                 key = bt.key  # (key, text) order is (key, id) order
-                vals = posting_values(dids, bt.tf, bt.dl)
+                blob = encode_postings(dids, bt.tf, bt.dl)
             else:
                 order = np.lexsort((dids, bt.key))  # (key, id): the table's order
                 key = bt.key[order]
-                vals = posting_values(dids[order], bt.tf[order], bt.dl[order])
+                blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
+            codes = key.tolist()
+            w = POSTING_BYTES
+
+            def pairs() -> Iterator[tuple[bytes, bytes]]:
+                return zip(map(full.__getitem__, codes),
+                           (blob[o:o + w] for o in range(0, len(blob), w)))
             with txn.cursor(db=pdb) as cur:
-                cur.putmulti(zip(map(full.__getitem__, key.tolist()), vals), dupdata=True)
+                # new ids are larger than every stored one: each posting goes at the end
+                # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
+                # are put again in place (putting a stored pair again changes nothing)
+                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(codes):
+                    cur.putmulti(pairs(), dupdata=True)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
 
@@ -583,17 +593,35 @@ def _key_bytes(term: str, prefix: bytes) -> bytes:
     return prefix + (raw if len(raw) <= MAX_TERM_BYTES else _term_bytes(term))
 
 
+def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
+    """(text index, ``SPEAKER_PREFIX`` key) of every distinct speaker word of each text.
+    A label ends at the text's first ``:`` (no label character is one), so the words
+    depend only on the text up to the character after it: computed once per such head
+    (a conversation has few speakers)."""
+    out: list[tuple[int, bytes]] = []
+    memo: dict[str, tuple[bytes, ...]] = {}
+    for i, t in enumerate(texts):
+        c = t.find(":", 0, 64)
+        if c < 0:
+            continue
+        head = t[:min(c + 2, 64)]
+        keys = memo.get(head)
+        if keys is None:
+            keys = memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
+                                      for w in dict.fromkeys(_lexical.speaker_words(head)))
+        out.extend((i, k) for k in keys)
+    return out
+
+
 def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     """:func:`doc_terms` of every text of a batch, vectorised (one tokeniser pass, term
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
-    words, doc = batch_words(texts)
-    distinct = list(dict.fromkeys(words))  # first-seen order; only codes depend on it
+    distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
     stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))
     asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
-    spk = [(i, _key_bytes(w, SPEAKER_PREFIX)) for i, t in enumerate(texts)
-           if ":" in t[:64] for w in dict.fromkeys(_lexical.speaker_words(t))]
+    spk = _speaker_keys(texts)
     sk = [t.encode("utf-8") for t in stems]  # (b"" for a dropped word)
     sp = SURFACE_PREFIX
     uk = [sp + t.encode("utf-8") if t else b"" for t in surface]
@@ -612,8 +640,6 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     code[b""] = -1
     w_stem = np.fromiter(map(code.__getitem__, sk), np.int64, len(sk))
     w_surf = np.fromiter(map(code.__getitem__, uk), np.int64, len(uk))
-    where = {w: i for i, w in enumerate(distinct)}
-    wi = np.fromiter(map(where.__getitem__, words), np.int64, len(words))
     sc, uc = w_stem[wi], w_surf[wi]
     s_ok, u_ok = sc >= 0, uc >= 0
     stem_len = np.bincount(doc[s_ok], minlength=n).astype(np.int64)
@@ -627,7 +653,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     if spk:  # (a text's speaker words are distinct: tf 1)
         combs.append(np.fromiter((code[k] for _, k in spk), np.int64, len(spk)) * width
                      + np.fromiter((i for i, _ in spk), np.int64, len(spk)))
-    comb, tf = np.unique(np.concatenate(combs), return_counts=True)
+    allc = np.concatenate(combs)
+    if len(keys) * width < 1 << 31:  # (a 32-bit sort is faster; the same order)
+        allc = allc.astype(np.int32)
+    comb, tf = np.unique(allc, return_counts=True)
+    comb = comb.astype(np.int64, copy=False)
     key, dc = comb // width, comb % width
     # field of each key code (keys are sorted: each prefix is one range of codes)
     lo = bisect.bisect_left(keys, SURFACE_PREFIX)

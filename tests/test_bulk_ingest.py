@@ -178,6 +178,33 @@ def test_words_equal_the_single_regex_version(pieces: list[str], tail: str) -> N
         assert L.words(text) == _words_reference(text)
 
 
+_ASCII_PIECES = ["n't", "'s", "'re", "'", "`", "n", "t", "s", "don", "_", " ", "'ll", "'d",
+                 "'m", "'ve", "re", "1", "?", "N'T", "'S", "-", "x", "Ab", "\t", "\x1c", "\x00",
+                 ":", "#", "``s", "I'M"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_ASCII_PIECES), max_size=16),
+       st.text(st.characters(max_codepoint=127), max_size=12))
+def test_ascii_fast_path_equals_words(pieces: list[str], tail: str) -> None:
+    """The batch tokeniser's ASCII path (lower, translate, split) is ``_lexical.words``."""
+    from mnemos_kv import _batchwords
+    from mnemos_kv import _lexical as L
+    for text in ("".join(pieces), "".join(pieces) + tail, tail):
+        assert _batchwords.ascii_words(text) == L.words(text) == _words_reference(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES + _ASCII_PIECES), max_size=8).map("".join),
+                max_size=12))
+def test_batch_words_of_mixed_batches(texts: list[str]) -> None:
+    """ASCII and other texts are split in two passes and merged back in text order."""
+    from mnemos_kv import _batchwords
+    words, doc = _batchwords._batch_words(texts) if texts else ([], np.empty(0))
+    assert list(zip(words, doc.tolist())) == [(w, i) for i, t in enumerate(texts)
+                                              for w in _words_reference(t)]
+
+
 def test_batch_words_cache_gives_the_same_words() -> None:
     from mnemos_kv import _batchwords
     texts = [_text(i) + f" don't {i}" for i in range(200)]
@@ -211,3 +238,41 @@ def test_equal_metadata_is_checked_once_but_kept_exactly(tmp_path) -> None:
         db.remember_many([{"text": "a", "metadata": {"v": 1.5}},
                           {"text": "b", "metadata": {"v": float("nan")}}])
     db.close()
+
+
+_SPEAKER_PIECES = ["Mel", "anie", ":", " ", "\n", "Dr.", " Lee", "-", "'", "1", "é", "x" * 30,
+                   "user", "::", ". ", "?", "_", "Ｍ", "\t"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_SPEAKER_PIECES), max_size=10).map("".join),
+                max_size=10))
+def test_speaker_keys_of_a_batch_equal_text_by_text(texts: list[str]) -> None:
+    """The bulk index memoises speaker labels by the text up to its first colon."""
+    from mnemos_kv import _lexical
+    from mnemos_kv import _lexical_index as LI
+    ref = [(i, LI._key_bytes(w, LI.SPEAKER_PREFIX)) for i, t in enumerate(texts)
+           for w in dict.fromkeys(_lexical.speaker_words(t))]
+    assert LI._speaker_keys(texts) == ref
+
+
+def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
+    """Bulk postings are appended to their term lists (new ids are the largest); a
+    batch whose ids are not (not expected) is put again in place, whole."""
+    from mnemos_kv import _lexical_index as LI
+    db = Mnemos.open(str(tmp_path / "s"), embedder=_E())
+    db.remember_many([f"painting yoga note {i}" for i in range(40)])
+    env = db._engine.env
+    with env.read() as txn:
+        ns = db._engine.ns_id("default", txn)
+    items = [(ns, 1000 + i, f"painting yoga extra {i}", None) for i in range(20)]
+    older = [(ns, 500 + i, f"painting extra older {i}", None) for i in range(20)]
+
+    def body(txn) -> None:
+        LI.add_many(txn, env, items)
+        LI.add_many(txn, env, older)
+    env.write(body)
+    with env.read() as txn, txn.cursor(db=env.db("postings")) as cur:
+        ids = LI.fetch(cur, ns, b"paint")["id"].tolist()
+    assert ids == sorted(ids) and len(ids) == 80
+    assert set(range(500, 520)) <= set(ids) and set(range(1000, 1020)) <= set(ids)

@@ -138,3 +138,81 @@ def test_batch_pass_equals_text_by_text() -> None:
             # both paths, whatever the batch size (hash_embed takes one by size)
             assert _hashing._embed_batch(texts, dim).tobytes() == ref
             assert _hashing._embed_each(texts, dim).tobytes() == ref
+
+
+def _generated_texts(n: int, seed: int) -> list[str]:
+    """Texts of many distinct words (numbers, long words, accents, CJK, clitics), as
+    an ingest of real notes meets them: most words are new to the embedder's memos."""
+    rng = np.random.default_rng(seed)
+    alpha = list("abcdefghijklmnopqrstuvwxyz0123456789   ") + ["é", "ß", "東", "'", "?", ":",
+                                                             "-", "_", "ﬁ", "n't", "'s", "`"]
+    return ["".join(rng.choice(alpha, size=int(rng.integers(1, 120)))) for _ in range(n)]
+
+
+#: sha256 of hash_embed(_generated_texts(3000, 7), dim), in batches of 1000, as the
+#: per-text implementation (v0.1) computes it
+GENERATED_GOLDEN = {
+    512: "bb150ee1a52e232cccfac99fe614f0c2463045262b11b25f12e4232dfdff426f",
+    100: "977f1ca41689bf2c9a3068d3fa49cf99dcdb3537bfcbfca6089c42e21b8d34be",
+}
+
+
+def test_batch_embedding_of_new_words_keeps_the_bytes(monkeypatch) -> None:
+    """The word table (each word's features summed once, many words at a time) gives
+    the per-text bytes: on texts of mostly unseen words, with the table starting over
+    in the middle of a batch, and against digests pinned from the v0.1 code."""
+    import hashlib
+    texts = _generated_texts(3000, 7)
+    for dim, golden in GENERATED_GOLDEN.items():
+        _hashing._TABLES.clear()
+        h = hashlib.sha256()
+        for lo in range(0, len(texts), 1000):
+            got = _hashing.hash_embed(texts[lo:lo + 1000], dim).tobytes()
+            assert got == _reference(texts[lo:lo + 1000], dim).tobytes()
+            h.update(got)
+        assert h.hexdigest() == golden
+    monkeypatch.setattr(_hashing, "MEMO_MAX", 500)  # tables and memos start over often
+    _hashing._TABLES.clear()
+    for lo in range(0, 1200, 300):
+        assert _hashing._embed_batch(texts[lo:lo + 300], 64).tobytes() == \
+            _reference(texts[lo:lo + 300], 64).tobytes()
+
+
+def test_word_runs_are_the_word_features_sums_exactly() -> None:
+    """Each word's float64 sums from the vectorised pass are :func:`_word_features`'
+    bit for bit (a different order or grouping of the products shows here even when
+    the float32 output hides it)."""
+    from mnemos_kv import _lexical
+    from mnemos_kv._batchwords import batch_words
+    words = list(dict.fromkeys(batch_words(_generated_texts(800, 3))[0]))
+    words = [w for w in words if _lexical.index_term(w)]
+    terms = [_lexical.index_term(w) for w in words]
+    for dim in (512, 64):
+        keys, vals, lens = _hashing._word_runs(words, terms, dim)
+        ref = [_hashing._word_features(w, t, dim) for w, t in zip(words, terms)]
+        assert lens.tolist() == [len(k) for k, _ in ref]
+        assert keys.tolist() == [k for ks, _ in ref for k in ks]
+        assert vals.tobytes() == np.asarray([v for _, vs in ref for v in vs], np.float64).tobytes()
+
+
+def test_a_forked_child_embeds_while_a_parent_thread_holds_a_word_table() -> None:
+    """The word tables start afresh in a forked child: a lock a parent's thread held at
+    the fork would otherwise never be released there."""
+    import os
+    import pytest
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    texts = [f"{t} {i}" for i, t in enumerate(TEXTS * 3)]  # more than SMALL_BATCH
+    table = _hashing._table(64)
+    with table.lock:
+        pid = os.fork()
+        if pid == 0:  # the child: fail (not hang) if the embedder waits for the lock
+            import signal
+            signal.alarm(20)
+            try:
+                ok = _hashing.hash_embed(texts, 64).tobytes() == _reference(texts, 64).tobytes()
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
