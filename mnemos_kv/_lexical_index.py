@@ -369,6 +369,20 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
 
 
+def term_counts(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes]
+                ) -> np.ndarray:
+    """Document frequency of each of ``terms`` over ``ns_ids`` (float64: the number of
+    memories whose postings hold it), one cursor count per term and namespace."""
+    out = np.zeros(len(terms), np.float64)
+    if not terms or not ns_ids or not env.has_db("postings"):
+        return out
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            prefix = _U32.pack(ns)
+            out += [cur.count() if cur.set_key(prefix + t) else 0 for t in terms]
+    return out
+
+
 def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.ndarray:
     """Ids (uint64, ascending per namespace) of the memories of ``ns_ids`` that ask a question."""
     if not ns_ids or not env.has_db("postings"):

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _specifics, _temporal
+from . import _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 from ._percache import PerOwner
@@ -197,6 +198,11 @@ PRF_TERMS: int = 10
 EPISODE_WEIGHT: float = 0.1
 EPISODE_DEPTH: int = 30
 EPISODE_GAP_S: float = 3600.0
+#: Multi-hop, the named person's specifics: when the speaker prior is in force, the
+#: named speakers' memories among the best SPECIFIC_DEPTH candidates gain up to
+#: SPECIFIC_WEIGHT of the best score, by the idf of the rare words they hold (0 = off;
+#: see _specifics).
+SPECIFIC_WEIGHT: float = _specifics.SPECIFIC_WEIGHT
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -216,7 +222,7 @@ TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
 EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time",
-                 "question", "episode", "speaker")
+                 "question", "episode", "speaker", "specifics")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -1176,6 +1182,14 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         if SPEAKER_WEIGHT > 0 else None
     if sprior is not None:
         final = final * sprior
+    specific = None
+    if sprior is not None and SPECIFIC_WEIGHT > 0:
+        specific = _specifics.lift(
+            engine, snap, q.ns_ids, q.text, final, sprior == np.float32(1.0), rows, valid,
+            lambda x, k: order_top(x, _tie_rows(snap, rows), k), SPECIFIC_WEIGHT,
+            _kept(engine, snap))
+        if specific is not None:  # (final is a fresh array: the speaker prior made it)
+            final[specific[0]] += specific[1]
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
@@ -1199,6 +1213,10 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
                 li = li if li < lexical[0].size and lexical[0][li] == i else -1
+            sf = 0.0
+            if specific is not None:
+                hit = np.flatnonzero(specific[0] == i)
+                sf = float(specific[1][hit[0]]) if hit.size else 0.0
             parts = {
                 "vector": float(vec[i]),
                 "lexical": float(lexical[2][li]) if lexical is not None and li >= 0 else 0.0,
@@ -1211,6 +1229,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "question": b * t * r * tp * (qd - 1.0),
                 "episode": ep,
                 "speaker": (b * t * r * tp * qd + ep) * (sp - 1.0),
+                "specifics": sf,
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }

@@ -467,3 +467,58 @@ def test_cross_encoder_adapter(opener) -> None:
                      "A kitten is sleeping on a rug."])
     hits = s.ask("Where is the cat sleeping?", top_k=3, rerank=ce)
     assert "Stock" in hits[-1].text
+
+
+# --------------------------------------------------------------------------- multi-hop: specifics
+
+def _pets_conversation(s: Mnemos) -> tuple[list[int], int]:
+    """Bob talks about pets in three sittings; once he names one (rare words)."""
+    chat = [t.replace("weekend", "weekend, really") for t in FILLER]
+    generic = []
+    s.remember_many(_at(chat, T0))
+    generic.append(s.remember("Bob: Pets are really the best, really.", timestamp=T0))
+    s.remember_many(_at(chat, T0 + 3 * DAY))
+    named = s.remember("Bob: Pets, yes: this is Biscuit, my beagle from the shelter.",
+                       timestamp=T0 + 3 * DAY)
+    s.remember_many(_at(chat, T0 + 6 * DAY))
+    generic.append(s.remember("Bob: Pets make a weekend, really.", timestamp=T0 + 6 * DAY))
+    s.remember("Alice: Do you have pets, Bob?", timestamp=T0 + 6 * DAY)
+    return generic, named
+
+
+def test_specifics_prefer_the_named_persons_turn_that_names_things(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    generic, named = _pets_conversation(s)
+    query = "What pets does Bob have?"
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.0)
+    hits = s.ask(query, top_k=3)
+    assert _rank(hits, named) == 2  # the two generic remarks match as well, and are shorter
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.15)
+    hits = s.ask(query, top_k=3, explain=True)
+    assert hits[0].id == named
+    parts = {h.id: h.explain for h in hits}
+    assert parts[named]["specifics"] == pytest.approx(0.15 * max(
+        h.score - h.explain["specifics"] for h in hits), rel=1e-5)
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+
+
+def test_specifics_need_the_speaker_prior(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _pets_conversation(s)
+    for query in ("What pets do Alice and Bob have?", "Who has pets?"):  # flat prior
+        assert all(h.explain["specifics"] == 0.0 for h in s.ask(query, top_k=5, explain=True))
+
+
+def test_specifics_answer_the_same_with_cold_and_kept_stems(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _pets_conversation(s)
+    query = "What pets does Bob have?"
+    first = [(h.id, h.score) for h in s.ask(query, top_k=8)]
+    assert [(h.id, h.score) for h in s.ask(query, top_k=8)] == first  # stems kept
+    s.remember("Bob: Biscuit and the beagle club met the shelter dogs.", timestamp=T0 + 7 * DAY)
+    after = [(h.id, h.score) for h in s.ask(query, top_k=9)]  # a new state: idf read again
+    other = opener("other.mem", embedder=FlatEmbedder())
+    _pets_conversation(other)
+    other.remember("Bob: Biscuit and the beagle club met the shelter dogs.", timestamp=T0 + 7 * DAY)
+    assert [(h.id, h.score) for h in other.ask(query, top_k=9)] == after  # cold stems

@@ -277,6 +277,8 @@ def workload(db: Mnemos, seed: int = 1) -> list[int]:
     reply = db.remember("Bob: Tomatoes in my garden, since last spring.",
                         timestamp=1_600_000_000 + 90 * 3600)
     db.connect(reply, said, "reply_to")
+    db.remember("Bob: Albertine roses from the Kew nursery, by the garden wall.",  # specifics
+                timestamp=1_600_000_000 + 95 * 3600)
     return ids
 
 
