@@ -24,7 +24,8 @@ Methods, all through ``Mnemos.ask`` unless marked:
   question), ``multihop`` (lexical feedback round), ``speaker`` (the speaker prior:
   turns said by the person the question names), ``question`` (a turn that asks is
   discounted in favour of its reply), ``episode`` (a good match whose episode holds
-  other good matches is lifted);
+  other good matches is lifted), ``specifics`` (the named speaker's best turns that name
+  rare things are lifted; it needs the speaker prior, so "only" switches that on too);
 * ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
@@ -222,6 +223,7 @@ MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "speaker": ({"SPEAKER_WEIGHT": 0.0}, {"SPEAKER_WEIGHT": 0.3}),
     "question": ({"QUESTION_DISCOUNT": 0.0}, {"QUESTION_DISCOUNT": 0.2}),
     "episode": ({"EPISODE_WEIGHT": 0.0}, {"EPISODE_WEIGHT": 0.1}),
+    "specifics": ({"SPECIFIC_WEIGHT": 0.0}, {"SPECIFIC_WEIGHT": 0.15, "SPEAKER_WEIGHT": 0.3}),
 }
 OFF_ALL: dict[str, float] = {k: v for off, _ in MECHANISMS.values() for k, v in off.items()}
 
@@ -567,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             with settings(**flip):
                 got = ranks_by_ask(hpath, HashingEmbedder(), convs)
                 results[label] = evaluate(convs, got)
-                if mech == "episode":  # the previous default: per conversation and half too
+                if mech in ("episode", "specifics"):  # earlier defaults: per conversation, half
                     ranked[label] = got
         # the default before the speaker prior and the question discount (0.2.0 dev, issue 15)
         with settings(**MECHANISMS["speaker"][0], **MECHANISMS["question"][0]):
@@ -612,6 +614,10 @@ def main(argv: list[str] | None = None) -> int:
             with settings(**MECHANISMS["episode"][0]):
                 results["ask MiniLM default - episode"] = evaluate(
                     convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            with settings(**MECHANISMS["specifics"][0]):  # the previous default
+                label = "ask MiniLM default - specifics"
+                ranked[label] = ranks_by_ask(mpath, CachedMiniLM(cache), convs)
+                results[label] = evaluate(convs, ranked[label])
             ranked["ask hybrid MiniLM (default)"] = ranks_by_ask(mpath, CachedMiniLM(cache), convs)
             results["ask hybrid MiniLM (default)"] = evaluate(convs, ranked["ask hybrid MiniLM (default)"])
     finally:

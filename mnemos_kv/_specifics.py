@@ -27,7 +27,7 @@ of the next ask.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -37,56 +37,57 @@ from ._percache import PerOwner
 #: Share of the best score that the target naming the most rare words gains (0 = off).
 SPECIFIC_WEIGHT: float = 0.15
 #: The candidates that take part: the best this many (as the episode context's depth).
-SPECIFIC_DEPTH: int = 30
+SPECIFIC_DEPTH: int = 20
 #: A stem is specific when its BM25 idf over the asked namespaces is above this:
 #: ln(1 + (N - df + 0.5) / (df + 0.5)) > 2.5, fewer than about one memory in 12.
 RARE_IDF: float = 2.5
-#: Slots whose stems each engine keeps (cleared when full).
+#: Slots whose stems each engine keeps (cleared when full), and the (committed state,
+#: namespace set) pairs whose idf and rare stems it keeps.
 CACHE_SLOTS: int = 200_000
+STATES: int = 8
 
 __all__ = ["lift", "SPECIFIC_WEIGHT", "SPECIFIC_DEPTH", "RARE_IDF"]
 
 
 class _Stems:
-    """Per engine: the stems of the slots read so far (ids into one vocabulary), and the
-    idf of the stems looked up in the last committed state."""
+    """Per engine: the stems of the slots read so far (ids into one vocabulary), and, for
+    the last committed state asked, each slot's rare stems with their idf."""
 
     def __init__(self) -> None:
         self.vocab: dict[bytes, int] = {}
         self.names: list[bytes] = []  # stem id -> posting term
-        self.slots: dict[int, tuple[int, int, np.ndarray]] = {}  # slot -> (gen, id, stem ids)
-        self.state: Any = None
-        self.idf = np.empty(0, np.float64)  # by stem id, for ``state``; NaN: not read yet
+        self.by_word: dict[str, int] = {}  # word -> stem id (-1: not indexed)
+        self.slots: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # slot -> (gen, id, stems)
+        #: per committed state and namespace set (the last STATES of them): {stem id: idf}
+        #: and {slot: (sum of idf over its rare stems, {rare stem id: idf})}
+        self.states: dict[Any, tuple[dict[int, float],
+                                     dict[int, tuple[float, dict[int, float]]]]] = {}
         self.lock = threading.Lock()
 
-    def of(self, snap: Any, slots: np.ndarray, keep: bool) -> list[np.ndarray]:
-        """The distinct stem ids of each slot's memory; ``keep``: ``snap`` is a committed
-        state, whose slots may be kept."""
-        gen = int(snap.state.gen)
-        out: list[np.ndarray] = []
-        cache = self.slots
-        for slot, mid in zip(slots.tolist(), snap.slots["id"][slots].tolist()):
-            got = cache.get(slot) if keep else None
-            if got is not None and got[0] == gen and got[1] == mid:
-                out.append(got[2])
-                continue
-            stems = self._read(snap, mid)
-            if keep:
-                with self.lock:
-                    if len(cache) >= CACHE_SLOTS:
-                        cache.clear()
-                    cache[slot] = (gen, mid, stems)
-            out.append(stems)
-        return out
-
-    def _read(self, snap: Any, mid: int) -> np.ndarray:
+    def stems(self, snap: Any, slot: int, mid: int, gen: int, keep: bool) -> tuple[int, ...]:
+        """The distinct stem ids of the memory ``mid`` in ``slot``; ``keep``: ``snap`` is a
+        committed state, whose slots may be kept."""
+        got = self.slots.get(slot) if keep else None
+        if got is not None and got[0] == gen and got[1] == mid:
+            return got[2]
         rec = snap.record(mid)
-        if rec is None:
-            return np.empty(0, np.int64)
-        terms = {_lexical_index._term_bytes(t) for t in _lexical.index_fields(rec.text)[0]}
+        words = [] if rec is None else _lexical.words(rec.text)
         with self.lock:
-            ids = [self._id(t) for t in sorted(terms)]
-        return np.asarray(ids, np.int64)
+            by_word = self.by_word
+            ids = set()
+            for w in words:
+                tid = by_word.get(w)
+                if tid is None:
+                    stem = _lexical.field_stem(w)
+                    tid = by_word[w] = self._id(_lexical_index._term_bytes(stem)) if stem else -1
+                ids.add(tid)
+            ids.discard(-1)
+            out = tuple(sorted(ids))
+            if keep:
+                if len(self.slots) >= CACHE_SLOTS:
+                    self.slots.clear()
+                self.slots[slot] = (gen, mid, out)
+        return out
 
     def _id(self, term: bytes) -> int:
         got = self.vocab.get(term)
@@ -95,37 +96,42 @@ class _Stems:
             self.names.append(term)
         return got
 
-    def idf_of(self, snap: Any, ns_ids: Sequence[int], stems: np.ndarray, keep: bool
-               ) -> np.ndarray:
-        """BM25 idf of each stem over ``ns_ids`` (kept per committed state)."""
-        def read(which: np.ndarray) -> np.ndarray:
-            df = np.asarray(snap.term_counts(ns_ids, [self.names[t] for t in which.tolist()]),
-                            np.float64)
-            n = float(snap.lexical_documents(ns_ids))
-            return np.asarray(np.log1p((n - df + 0.5) / (df + 0.5)), np.float64)
-
-        if not keep:
-            uniq, inv = np.unique(stems, return_inverse=True)
-            return read(uniq)[inv]
+    def rare_of(self, snap: Any, ns_ids: Sequence[int], slots: list[int], keep: bool
+                ) -> list[tuple[float, dict[int, float]]]:
+        """Per slot: (sum of idf over its rare stems, {rare stem: idf}), idf over ``ns_ids``
+        (kept per committed state)."""
         st = snap.state
-        key = (st.gen, st.n_slots, st.seq, tuple(sorted(set(ns_ids))))
-        with self.lock:
-            if key != self.state:
-                self.state, self.idf = key, np.full(len(self.names), np.nan)
-            elif self.idf.size < len(self.names):
-                self.idf = np.concatenate([self.idf, np.full(len(self.names) - self.idf.size,
-                                                             np.nan)])
-            table = self.idf
-        out = table[stems]
-        missing = np.isnan(out)
-        if missing.any():
-            need = np.unique(stems[missing])
-            got = read(need)
-            with self.lock:
-                if self.state == key and self.idf is table:
-                    table[need] = got
-            out[missing] = got[np.searchsorted(need, stems[missing])]
-        return out
+        key = (st.gen, st.n_slots, st.seq, tuple(ns_ids))
+        kept = self.states.get(key) if keep else None
+        if kept is not None:
+            idf, rare = kept
+        else:
+            idf, rare = {}, {}
+            if keep:
+                with self.lock:
+                    if len(self.states) >= STATES:
+                        self.states.pop(next(iter(self.states)))  # the oldest
+                    self.states[key] = (idf, rare)
+        out = [rare.get(slot) for slot in slots]  # (a slot's memory is fixed in a state)
+        todo: list[tuple[int, tuple[int, ...]]] = []
+        if None in out:
+            gen = int(st.gen)
+            ids = snap.slots["id"]
+            todo = [(i, self.stems(snap, slot, int(ids[slot]), gen, keep))
+                    for i, slot in enumerate(slots) if out[i] is None]
+        if todo:
+            need = sorted({t for _i, stems in todo for t in stems if t not in idf})
+            if need:
+                df = np.asarray(snap.term_counts(ns_ids, [self.names[t] for t in need]),
+                                np.float64)
+                n = float(snap.lexical_documents(ns_ids))
+                idf.update(zip(need, np.log1p((n - df + 0.5) / (df + 0.5)).tolist()))
+            for i, stems in todo:
+                spec = {t: idf[t] for t in stems if idf[t] > RARE_IDF}
+                got = (sum(spec.values()), spec)
+                out[i] = got
+                rare[slots[i]] = got
+        return [got for got in out if got is not None]  # (every one is set by now)
 
 
 _stems: PerOwner[_Stems] = PerOwner(lambda _engine: _Stems())
@@ -133,40 +139,38 @@ _stems: PerOwner[_Stems] = PerOwner(lambda _engine: _Stems())
 
 def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores: np.ndarray,
          named: np.ndarray, rows: np.ndarray | None, valid: np.ndarray | None,
-         top: Callable[[np.ndarray, int], np.ndarray], weight: float = SPECIFIC_WEIGHT,
-         keep: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+         weight: float = SPECIFIC_WEIGHT, keep: bool = False
+         ) -> tuple[np.ndarray, np.ndarray] | None:
     """(positions, lifts) of the named speakers' best memories that name rare things;
     None when fewer than two of them are among the best or none names one.
 
     ``scores``: the scores so far, over the candidate positions (``rows``: their slots,
     None when the position is the slot; ``valid``: which positions are candidates, None
     for all); ``named``: boolean, the positions a speaker the query names said;
-    ``top(scores, k)``: the planner's deterministic top k; ``keep``: ``snap`` is a
-    committed state of ``engine`` (what is read may be kept for the next ask).
+    ``keep``: ``snap`` is a committed state of ``engine`` (what is read may be kept for
+    the next ask).
     """
     if weight <= 0:
         return None
     ranked = scores if valid is None else np.where(valid, scores, np.float32(-np.inf))
-    best = top(ranked, SPECIFIC_DEPTH)
-    best = best[np.isfinite(ranked[best])]
-    targets = best[named[best]]
+    if ranked.size > SPECIFIC_DEPTH:  # the best SPECIFIC_DEPTH and every tie at the boundary
+        cut = float(np.partition(ranked, ranked.size - SPECIFIC_DEPTH)[ranked.size - SPECIFIC_DEPTH])
+        targets = np.flatnonzero(named & (ranked >= cut) & (ranked > -np.inf))
+    else:
+        targets = np.flatnonzero(named & (ranked > -np.inf))
     if targets.size < 2:
         return None
     cache = _stems.get(engine)
-    stems = cache.of(snap, targets if rows is None else rows[targets], keep)
-    flat = np.concatenate(stems)
-    if not flat.size:
-        return None
-    idf = cache.idf_of(snap, ns_ids, flat, keep)
-    spec = np.where(idf > RARE_IDF, idf, 0.0)
-    with cache.lock:
-        asked = [cache.vocab.get(t) for t in _lexical_index.query_terms(query_text, surface=False)]
-    for t in asked:
-        if t is not None:
-            spec[flat == t] = 0.0
-    owner = np.repeat(np.arange(targets.size), [s.size for s in stems])
-    total = np.bincount(owner, weights=spec, minlength=targets.size)
+    slots = (targets if rows is None else rows[targets]).tolist()
+    rare = cache.rare_of(snap, ns_ids, slots, keep)
+    vocab = cache.vocab
+    asked = [t for t in (vocab.get(w) for w in _lexical_index.query_terms(query_text, surface=False))
+             if t is not None]
+    if asked:
+        total = np.array([s - sum([r[t] for t in asked if t in r]) if s else 0.0 for s, r in rare])
+    else:
+        total = np.array([s for s, _r in rare])
     hi = float(total.max())
     if hi <= 0:
         return None
-    return targets, (total * (weight * float(ranked[best[0]]) / hi)).astype(np.float32)
+    return targets, (total * (weight * float(ranked.max()) / hi)).astype(np.float32)
