@@ -89,6 +89,19 @@ class _Stems:
                 self.slots[slot] = (gen, mid, out)
         return out
 
+    def query_stems(self, text: str) -> list[int]:
+        """The ids of the query's stems that some memory read so far holds."""
+        by_word, vocab = self.by_word, self.vocab
+        out = set()
+        for w in _lexical.words(text):
+            tid = by_word.get(w)
+            if tid is None:
+                stem = _lexical.field_stem(w)
+                tid = vocab.get(_lexical_index._term_bytes(stem), -1) if stem else -1
+            out.add(tid)
+        out.discard(-1)
+        return sorted(out)
+
     def _id(self, term: bytes) -> int:
         got = self.vocab.get(term)
         if got is None:
@@ -163,9 +176,7 @@ def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores:
     cache = _stems.get(engine)
     slots = (targets if rows is None else rows[targets]).tolist()
     rare = cache.rare_of(snap, ns_ids, slots, keep)
-    vocab = cache.vocab
-    asked = [t for t in (vocab.get(w) for w in _lexical_index.query_terms(query_text, surface=False))
-             if t is not None]
+    asked = cache.query_stems(query_text)  # (after: every stem of the targets has an id)
     if asked:
         total = np.array([s - sum([r[t] for t in asked if t in r]) if s else 0.0 for s, r in rare])
     else:
