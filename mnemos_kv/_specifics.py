@@ -27,7 +27,7 @@ of the next ask.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,6 +45,10 @@ RARE_IDF: float = 2.5
 #: namespace set) pairs whose idf and rare stems it keeps.
 CACHE_SLOTS: int = 200_000
 STATES: int = 8
+#: The first time a committed state's target is not kept yet, the stems of every
+#: candidate are read together (one pass; a LoCoMo conversation of ~550 turns takes
+#: ~10 ms), when there are at most this many candidates; else each target's alone.
+PREFETCH_MAX: int = 4096
 
 __all__ = ["lift", "SPECIFIC_WEIGHT", "SPECIFIC_DEPTH", "RARE_IDF"]
 
@@ -109,10 +113,17 @@ class _Stems:
             self.names.append(term)
         return got
 
-    def rare_of(self, snap: Any, ns_ids: Sequence[int], slots: list[int], keep: bool
+    def known(self, slot: int, mid: int, gen: int) -> bool:
+        got = self.slots.get(slot)
+        return got is not None and got[0] == gen and got[1] == mid
+
+    def rare_of(self, snap: Any, ns_ids: Sequence[int], slots: list[int], keep: bool,
+                every: Callable[[], list[int] | None] | None = None
                 ) -> list[tuple[float, dict[int, float]]]:
         """Per slot: (sum of idf over its rare stems, {rare stem: idf}), idf over ``ns_ids``
-        (kept per committed state)."""
+        (kept per committed state). ``every()``: all the candidate slots (None when there
+        are more than PREFETCH_MAX), whose stems are read together the first time one of
+        ``slots`` is not kept yet."""
         st = snap.state
         key = (st.gen, st.n_slots, st.seq, tuple(ns_ids))
         kept = self.states.get(key) if keep else None
@@ -130,6 +141,13 @@ class _Stems:
         if None in out:
             gen = int(st.gen)
             ids = snap.slots["id"]
+            if keep and every is not None and any(
+                    not self.known(slot, int(ids[slot]), gen)
+                    for slot, got in zip(slots, out) if got is None):
+                for slot in every() or ():
+                    mid = int(ids[slot])
+                    if not self.known(slot, mid, gen):
+                        self.stems(snap, slot, mid, gen, True)
             todo = [(i, self.stems(snap, slot, int(ids[slot]), gen, keep))
                     for i, slot in enumerate(slots) if out[i] is None]
         if todo:
@@ -175,7 +193,12 @@ def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores:
         return None
     cache = _stems.get(engine)
     slots = (targets if rows is None else rows[targets]).tolist()
-    rare = cache.rare_of(snap, ns_ids, slots, keep)
+
+    def every() -> list[int] | None:
+        cand = rows if rows is not None else np.flatnonzero(ranked > -np.inf)
+        return cand.tolist() if cand.size <= PREFETCH_MAX else None
+
+    rare = cache.rare_of(snap, ns_ids, slots, keep, every)
     asked = cache.query_stems(query_text)  # (after: every stem of the targets has an id)
     if asked:
         total = np.array([s - sum([r[t] for t in asked if t in r]) if s else 0.0 for s, r in rare])
