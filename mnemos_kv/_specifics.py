@@ -170,7 +170,7 @@ _stems: PerOwner[_Stems] = PerOwner(lambda _engine: _Stems())
 
 def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores: np.ndarray,
          named: np.ndarray, rows: np.ndarray | None, valid: np.ndarray | None,
-         weight: float = SPECIFIC_WEIGHT, keep: bool = False
+         weight: float = SPECIFIC_WEIGHT, keep: bool = False, prefetch: bool = False
          ) -> tuple[np.ndarray, np.ndarray] | None:
     """(positions, lifts) of the named speakers' best memories that name rare things;
     None when fewer than two of them are among the best or none names one.
@@ -179,7 +179,8 @@ def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores:
     None when the position is the slot; ``valid``: which positions are candidates, None
     for all); ``named``: boolean, the positions a speaker the query names said;
     ``keep``: ``snap`` is a committed state of ``engine`` (what is read may be kept for
-    the next ask).
+    the next ask); ``prefetch``: the candidates are the asked namespaces' memories (not
+    an ANN stage's query-dependent rows), whose stems may be read together.
     """
     if weight <= 0:
         return None
@@ -198,7 +199,7 @@ def lift(engine: Any, snap: Any, ns_ids: Sequence[int], query_text: str, scores:
         cand = rows if rows is not None else np.flatnonzero(ranked > -np.inf)
         return cand.tolist() if cand.size <= PREFETCH_MAX else None
 
-    rare = cache.rare_of(snap, ns_ids, slots, keep, every)
+    rare = cache.rare_of(snap, ns_ids, slots, keep, every if prefetch else None)
     asked = cache.query_stems(query_text)  # (after: every stem of the targets has an id)
     if asked:
         total = np.array([s - sum([r[t] for t in asked if t in r]) if s else 0.0 for s, r in rare])
