@@ -137,32 +137,25 @@ class _Stems:
                         self.states.pop(next(iter(self.states)))  # the oldest
                     self.states[key] = (idf, rare)
         out = [rare.get(slot) for slot in slots]  # (a slot's memory is fixed in a state)
-        todo: list[tuple[int, tuple[int, ...]]] = []
-        if None in out:
-            gen = int(st.gen)
-            ids = snap.slots["id"]
-            if keep and every is not None and any(
-                    not self.known(slot, int(ids[slot]), gen)
-                    for slot, got in zip(slots, out) if got is None):
-                for slot in every() or ():
-                    mid = int(ids[slot])
-                    if not self.known(slot, mid, gen):
-                        self.stems(snap, slot, mid, gen, True)
-            todo = [(i, self.stems(snap, slot, int(ids[slot]), gen, keep))
-                    for i, slot in enumerate(slots) if out[i] is None]
-        if todo:
-            need = sorted({t for _i, stems in todo for t in stems if t not in idf})
-            if need:
-                df = np.asarray(snap.term_counts(ns_ids, [self.names[t] for t in need]),
-                                np.float64)
-                n = float(snap.lexical_documents(ns_ids))
-                idf.update(zip(need, np.log1p((n - df + 0.5) / (df + 0.5)).tolist()))
-            for i, stems in todo:
-                spec = {t: idf[t] for t in stems if idf[t] > RARE_IDF}
-                got = (sum(spec.values()), spec)
-                out[i] = got
-                rare[slots[i]] = got
-        return [got for got in out if got is not None]  # (every one is set by now)
+        if None not in out:
+            return [got for got in out if got is not None]
+        gen = int(st.gen)
+        ids = snap.slots["id"]
+        todo = [slot for slot, got in zip(slots, out) if got is None]
+        if keep and every is not None and any(not self.known(slot, int(ids[slot]), gen)
+                                              for slot in todo):
+            # the first of these candidates seen: read them all, and rate them all
+            todo = [slot for slot in every() or todo if slot not in rare]
+        stems = [(slot, self.stems(snap, slot, int(ids[slot]), gen, keep)) for slot in todo]
+        need = sorted({t for _slot, ts in stems for t in ts if t not in idf})
+        if need:
+            df = np.asarray(snap.term_counts(ns_ids, [self.names[t] for t in need]), np.float64)
+            n = float(snap.lexical_documents(ns_ids))
+            idf.update(zip(need, np.log1p((n - df + 0.5) / (df + 0.5)).tolist()))
+        for slot, ts in stems:
+            spec = {t: idf[t] for t in ts if idf[t] > RARE_IDF}
+            rare[slot] = (sum(spec.values()), spec)
+        return [rare[slot] for slot in slots]
 
 
 _stems: PerOwner[_Stems] = PerOwner(lambda _engine: _Stems())
