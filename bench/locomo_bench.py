@@ -24,7 +24,9 @@ Methods, all through ``Mnemos.ask`` unless marked:
   question), ``multihop`` (lexical feedback round), ``speaker`` (the speaker prior:
   turns said by the person the question names), ``question`` (a turn that asks is
   discounted in favour of its reply), ``episode`` (a good match whose episode holds
-  other good matches is lifted);
+  other good matches is lifted), ``function`` (the noun of "what kind of X" is not a
+  query word), ``typo`` (a query word that matches nothing is looked up one typing slip
+  away);
 * ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
@@ -222,7 +224,11 @@ MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "speaker": ({"SPEAKER_WEIGHT": 0.0}, {"SPEAKER_WEIGHT": 0.3}),
     "question": ({"QUESTION_DISCOUNT": 0.0}, {"QUESTION_DISCOUNT": 0.2}),
     "episode": ({"EPISODE_WEIGHT": 0.0}, {"EPISODE_WEIGHT": 0.1}),
+    "function": ({"FUNCTION_WEIGHT": 1.0}, {"FUNCTION_WEIGHT": 0.0}),
+    "typo": ({"TYPO_WEIGHT": 0.0}, {"TYPO_WEIGHT": 0.5}),
 }
+#: The default before the query-word rules (function phrases, typos): per conversation too.
+BEFORE_QUERY_WORDS: dict[str, float] = {**MECHANISMS["function"][0], **MECHANISMS["typo"][0]}
 OFF_ALL: dict[str, float] = {k: v for off, _ in MECHANISMS.values() for k, v in off.items()}
 
 
@@ -567,11 +573,15 @@ def main(argv: list[str] | None = None) -> int:
             with settings(**flip):
                 got = ranks_by_ask(hpath, HashingEmbedder(), convs)
                 results[label] = evaluate(convs, got)
-                if mech == "episode":  # the previous default: per conversation and half too
+                if mech in ("function", "typo"):  # per conversation and half too
                     ranked[label] = got
         # the default before the speaker prior and the question discount (0.2.0 dev, issue 15)
         with settings(**MECHANISMS["speaker"][0], **MECHANISMS["question"][0]):
             label = "ask default - speaker - question"
+            ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results[label] = evaluate(convs, ranked[label])
+        with settings(**BEFORE_QUERY_WORDS):
+            label = "ask default - function - typo (previous default)"
             ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
             results[label] = evaluate(convs, ranked[label])
         ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
@@ -611,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
                     convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             with settings(**MECHANISMS["episode"][0]):
                 results["ask MiniLM default - episode"] = evaluate(
+                    convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            with settings(**BEFORE_QUERY_WORDS):
+                results["ask MiniLM default - function - typo"] = evaluate(
                     convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             ranked["ask hybrid MiniLM (default)"] = ranks_by_ask(mpath, CachedMiniLM(cache), convs)
             results["ask hybrid MiniLM (default)"] = evaluate(convs, ranked["ask hybrid MiniLM (default)"])

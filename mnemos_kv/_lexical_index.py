@@ -48,7 +48,7 @@ __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAK
            "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
            "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
            "stats", "bm25_postings", "doc_terms", "query_terms",
-           "question_ids", "ensure_built"]
+           "question_ids", "known_terms", "surface_prefixed", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
@@ -367,6 +367,44 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
     norm = np.float32(k1 * (1.0 - b)) + coef * dl.astype(np.float32)
     scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
+
+
+def known_terms(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes]
+                ) -> set[bytes]:
+    """The posting keys among ``terms`` that have postings in one of ``ns_ids``."""
+    if not terms or not ns_ids or not env.has_db("postings"):
+        return set()
+    out: set[bytes] = set()
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            prefix = _U32.pack(ns)
+            out.update(t for t in terms if t not in out and cur.set_key(prefix + t))
+    return out
+
+
+def surface_prefixed(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], prefix: str,
+                     limit: int) -> list[str] | None:
+    """The indexed surface words of ``ns_ids`` that start with ``prefix`` (sorted, distinct):
+    one cursor walk over their keys (no postings read); None when there are more than
+    ``limit`` of them in a namespace."""
+    if not ns_ids or not env.has_db("postings"):
+        return []
+    out: set[str] = set()
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            head = _U32.pack(ns) + SURFACE_PREFIX
+            start = head + _term_bytes(prefix)
+            if not cur.set_range(start):
+                continue
+            seen = 0
+            for key in cur.iternext_nodup(keys=True, values=False):
+                if not key.startswith(start):
+                    break
+                seen += 1
+                if seen > limit:
+                    return None
+                out.add(key[len(head):].decode("utf-8", "replace"))
+    return sorted(out)
 
 
 def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int]) -> np.ndarray:

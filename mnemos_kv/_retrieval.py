@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _querywords
+from . import _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 from ._percache import PerOwner
@@ -164,6 +165,12 @@ REPLY_WEIGHT: float = _fusion.REPLY_WEIGHT
 #: Lossless lexical matching: weight of the exact-word (surface) field next to the
 #: stem field in BM25; 0 = stems only.
 SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
+#: Query understanding: the weight, as a query term, of the noun of a function phrase
+#: ("kind" in "what kind of art"; _querywords.FUNCTION_NOUNS); 0 = not a term, 1 = off.
+FUNCTION_WEIGHT: float = 0.0
+#: Typo tolerance: the indexed words one slip away from a query word that matches
+#: nothing ("funraiser" -> "fundraiser") are asked with this weight; 0 = off.
+TYPO_WEIGHT: float = 0.5
 #: Temporal query understanding: a memory outside the window the query names keeps
 #: 1 - TEMPORAL_WEIGHT of its score (0 = off). The window is widened after its end by
 #: its own length (TEMPORAL_LAG = 1): what happens is often told a little later.
@@ -374,15 +381,27 @@ def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
 LexHits = tuple[np.ndarray, np.ndarray, int]
 
 
+def _query_terms(engine: Any, snap: Snapshot, q: Query, sw: float
+                 ) -> tuple[list[bytes], list[float] | None, list[bytes]]:
+    """The query's BM25 terms, their weights and the typo corrections among them
+    (:func:`_querywords.lexical_query` with FUNCTION_WEIGHT and TYPO_WEIGHT)."""
+    return _querywords.lexical_query(
+        q.text, sw > 0, FUNCTION_WEIGHT, TYPO_WEIGHT,
+        lambda keys: snap.known_terms(q.ns_ids, keys),
+        lambda prefix: snap.surface_prefixed(q.ns_ids, prefix, _querywords.TYPO_SCAN_MAX))
+
+
 def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | None = None
                   ) -> LexHits | None:
     """(slots, BM25 contribution per posting, number of query terms) of the asked
     namespaces' postings in the snapshot; None when there is nothing to score."""
-    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
-    if not terms or q.vector_weight >= 1.0:
+    if q.vector_weight >= 1.0:
         return None
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    terms, weights, _typos = _query_terms(engine, snap, q, sw)
+    if not terms:
+        return None
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights)
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
@@ -595,15 +614,17 @@ def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndar
 def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """``mode="lexical"``: candidates with a query term, by BM25; the score is the BM25."""
     n = snap.state.n_slots
+    if n == 0 or not q.ns_ids:
+        return []
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
-    if n == 0 or not q.ns_ids or not terms:
+    terms, weights, _typos = _query_terms(engine, snap, q, sw)
+    if not terms:
         return []
     view = _timeorder.for_engine(engine).view(snap)
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights)
     if not ids.size:
         return []
     id_col = view.ids[:n] if view.n >= n else None
@@ -1181,6 +1202,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
     if valid is not None:
         final[~valid] = -np.inf
 
+    typo_bm25 = _typo_bm25(engine, snap, q) if q.explain and lexical is not None else None
     out = []
     for i, slot, mid in _top(snap, rows, final, q.top_k):
         parts = None
@@ -1216,7 +1238,25 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             }
             if window is not None:
                 parts["window_start"], parts["window_end"] = window.start, window.end
+            if typo_bm25:
+                parts["typo"] = typo_bm25.get(mid, 0.0)
         out.append(Hit(slot, mid, float(final[i]), parts))
+    return out
+
+
+def _typo_bm25(engine: Any, snap: Snapshot, q: Query) -> dict[int, float]:
+    """For ``explain``: the BM25 (part of ``bm25``) each memory gets from the words that
+    correct a typo of the query (see TYPO_WEIGHT), by memory id; empty without typos."""
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    terms, weights, typos = _query_terms(engine, snap, q, sw)
+    if not typos or weights is None:
+        return {}
+    at = {t: i for i, t in enumerate(terms)}
+    ids, contrib = snap.bm25_postings(q.ns_ids, typos, surface_weight=sw,
+                                      weights=[weights[at[t]] for t in typos])
+    out: dict[int, float] = {}
+    for mid, c in zip(ids.tolist(), contrib.tolist()):
+        out[int(mid)] = out.get(int(mid), 0.0) + float(c)
     return out
 
 
