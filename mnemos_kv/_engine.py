@@ -244,9 +244,6 @@ class Snapshot:
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
         return _lexical_index.question_ids(self.txn, self.engine.env, ns_ids)
 
-    def known_terms(self, ns_ids: Sequence[int], terms: Sequence[bytes]) -> set[bytes]:
-        return _lexical_index.known_terms(self.txn, self.engine.env, ns_ids, terms)
-
     def surface_prefixed(self, ns_ids: Sequence[int], prefix: str, limit: int) -> list[str] | None:
         return _lexical_index.surface_prefixed(self.txn, self.engine.env, ns_ids, prefix, limit)
 

@@ -48,7 +48,7 @@ __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAK
            "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
            "add", "add_many", "doc_terms_many", "BatchTerms", "bump", "remove", "drop_namespace",
            "stats", "bm25_postings", "doc_terms", "query_terms",
-           "question_ids", "known_terms", "surface_prefixed", "ensure_built"]
+           "question_ids", "surface_prefixed", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
@@ -295,8 +295,8 @@ def fetch(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
                   k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
-                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None,
+                  found: set[bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
@@ -305,6 +305,7 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     ``surface_weight`` times. ``ids`` may repeat (one entry per matching term, terms in
     the given order); summing by id gives the BM25 score. Empty when no term is indexed.
     ``weights`` (one per term) scale each term's contribution (a weighted query).
+    ``found``: when given, the terms that have postings are added to it.
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
@@ -312,13 +313,13 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     n_docs, total, stotal = stats(txn, env, ns_ids)
     with txn.cursor(db=env.db("postings")) as cur:
         return bm25_of(n_docs, total, stotal, ns_ids, terms, lambda ns, term: fetch(cur, ns, term),
-                       k1=k1, b=b, surface_weight=surface_weight, weights=weights)
+                       k1=k1, b=b, surface_weight=surface_weight, weights=weights, found=found)
 
 
 def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: Sequence[bytes],
             fetch_fn: Any, k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
-            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None,
+            found: set[bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`bm25_postings` over any postings source (shared by every engine).
 
     ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
@@ -341,6 +342,8 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
         df = sum(p.size for p in per_ns)
         if not df:
             continue
+        if found is not None:
+            found.add(term)
         idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
         if weights is not None:
             idf *= weights[ti]
@@ -367,19 +370,6 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
     norm = np.float32(k1 * (1.0 - b)) + coef * dl.astype(np.float32)
     scores = idf_arr * tf32 * np.float32(k1 + 1.0) / (tf32 + norm)
     return ids.astype(np.uint64), scores.astype(np.float32, copy=False)
-
-
-def known_terms(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes]
-                ) -> set[bytes]:
-    """The posting keys among ``terms`` that have postings in one of ``ns_ids``."""
-    if not terms or not ns_ids or not env.has_db("postings"):
-        return set()
-    out: set[bytes] = set()
-    with txn.cursor(db=env.db("postings")) as cur:
-        for ns in ns_ids:
-            prefix = _U32.pack(ns)
-            out.update(t for t in terms if t not in out and cur.set_key(prefix + t))
-    return out
 
 
 def surface_prefixed(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], prefix: str,

@@ -20,8 +20,10 @@ changes the index):
   without a typo is answered exactly as before, and the look-up runs only for unknown
   words.
 
-Pure functions over two look-up callables, so both storage engines share them (see
-:func:`lexical_query`).
+Pure functions (the typo rule over a look-up callable), so both storage engines share
+them: the planner asks the query's terms (:func:`weighted_terms`), learns which of them
+have postings from that same read, and only then looks the unknown words up
+(:func:`corrections`), whose terms it asks in a second read.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from . import _lexical
 from ._lexical_index import SURFACE_PREFIX, _term_bytes, query_terms
 
 __all__ = ["FUNCTION_NOUNS", "TYPO_MIN_LEN", "TYPO_PREFIX", "TYPO_SCAN_MAX", "function_words", "one_slip",
-           "lexical_query"]
+           "weighted_terms", "corrections"]
 
 #: Nouns that, followed by "of", form a determiner with "what" / "which" ("what kind of").
 FUNCTION_NOUNS: frozenset[str] = frozenset({"kind", "kinds", "type", "types", "sort", "sorts"})
@@ -80,59 +82,47 @@ def _typo_candidates(words: Iterable[str]) -> list[str]:
             if len(w) >= TYPO_MIN_LEN and w.isascii() and w.isalpha() and _lexical.field_stem(w)]
 
 
-def lexical_query(text: str, surface: bool, function_weight: float, typo_weight: float,
-                  known: Callable[[list[bytes]], set[bytes]],
-                  prefixed: Callable[[str], list[str] | None]
-                  ) -> tuple[list[bytes], list[float] | None, list[bytes]]:
-    """The BM25 terms of a query and their weights: ``(terms, weights, corrections)``.
-
-    ``terms`` are :func:`_lexical_index.query_terms` (sorted), then the terms of the
-    typo corrections (sorted); ``weights`` is None when every term weighs 1;
-    ``corrections`` are the terms added for typos. ``known(keys)`` says which posting
-    keys have postings in the asked namespaces (called only when a query word may be
-    a typo), ``prefixed(p)`` lists the indexed surface words starting with ``p`` (None:
-    too many to look at; called only for a word that matches nothing).
-    ``function_weight`` 1 and ``typo_weight`` 0 give the plain query.
-    """
+def weighted_terms(text: str, surface: bool, function_weight: float
+                   ) -> tuple[list[bytes], list[float] | None]:
+    """The BM25 terms of a query and their weights (None: every term weighs 1):
+    :func:`_lexical_index.query_terms` (sorted), the noun of a function phrase
+    weighing ``function_weight`` (left out at 0; 1: the plain query)."""
     terms = query_terms(text, surface=surface)
-    weights: list[float] | None = None
-    words = _lexical.words(text)
-    if function_weight != 1.0:
-        drop = function_words(words)
-        if drop:
-            keys = {_term_bytes(_lexical.field_stem(w)) for w in drop}
-            keys.update(SURFACE_PREFIX + _term_bytes(w) for w in drop)
-            if function_weight <= 0:  # not a query term at all
-                terms = [t for t in terms if t not in keys]
-            else:
-                weights = [function_weight if t in keys else 1.0 for t in terms]
-    corrections: list[bytes] = []
-    if typo_weight > 0:
-        corrections = _corrections(words, terms, surface, known, prefixed)
-        if corrections:
-            weights = (weights or [1.0] * len(terms)) + [typo_weight] * len(corrections)
-            terms = terms + corrections
-    return terms, weights, corrections
+    if function_weight == 1.0:
+        return terms, None
+    drop = function_words(_lexical.words(text))
+    if not drop:
+        return terms, None
+    keys = {_term_bytes(_lexical.field_stem(w)) for w in drop}
+    keys.update(SURFACE_PREFIX + _term_bytes(w) for w in drop)
+    if function_weight <= 0:  # not a query term at all
+        return [t for t in terms if t not in keys], None
+    return terms, [function_weight if t in keys else 1.0 for t in terms]
 
 
-def _corrections(words: list[str], terms: list[bytes], surface: bool,
-                 known: Callable[[list[bytes]], set[bytes]],
-                 prefixed: Callable[[str], list[str] | None]) -> list[bytes]:
-    """The posting terms of the indexed words one slip away from the query's unknown words."""
-    cands = _typo_candidates(words)
-    if not cands:
-        return []
-    own = {w: (_term_bytes(_lexical.field_stem(w)), SURFACE_PREFIX + _term_bytes(w)) for w in cands}
-    have = known(sorted({k for pair in own.values() for k in pair}))
+def corrections(text: str, surface: bool, found: set[bytes],
+                prefixed: Callable[[str], list[str] | None]) -> list[bytes]:
+    """The posting terms of the indexed words one slip away from the query's unknown
+    words (sorted; none of the query's own terms).
+
+    ``found``: the query's terms that have postings in the asked namespaces (a word is
+    unknown when neither its stem nor, with ``surface``, the word is among them);
+    ``prefixed(p)``: the indexed surface words starting with ``p`` (None: too many to
+    look at), called only for an unknown word.
+    """
     out: set[bytes] = set()
-    for w in cands:
-        if set(own[w]) & have:
+    for w in _typo_candidates(_lexical.words(text)):
+        if _term_bytes(_lexical.field_stem(w)) in found or (
+                surface and SURFACE_PREFIX + _term_bytes(w) in found):
             continue
+        n = len(w)
         for v in prefixed(w[:TYPO_PREFIX]) or ():
-            if one_slip(w, v):
+            if abs(len(v) - n) <= 1 and one_slip(w, v):
                 stem_key = _term_bytes(_lexical.field_stem(v))
                 if stem_key:
                     out.add(stem_key)
                 if surface:
                     out.add(SURFACE_PREFIX + _term_bytes(v))
-    return sorted(out - set(terms))
+    if not out:
+        return []
+    return sorted(out - set(query_terms(text, surface=surface)))

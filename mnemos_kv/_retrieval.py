@@ -381,14 +381,31 @@ def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
 LexHits = tuple[np.ndarray, np.ndarray, int]
 
 
-def _query_terms(engine: Any, snap: Snapshot, q: Query, sw: float
-                 ) -> tuple[list[bytes], list[float] | None, list[bytes]]:
-    """The query's BM25 terms, their weights and the typo corrections among them
-    (:func:`_querywords.lexical_query` with FUNCTION_WEIGHT and TYPO_WEIGHT)."""
-    return _querywords.lexical_query(
-        q.text, sw > 0, FUNCTION_WEIGHT, TYPO_WEIGHT,
-        lambda keys: snap.known_terms(q.ns_ids, keys),
-        lambda prefix: snap.surface_prefixed(q.ns_ids, prefix, _querywords.TYPO_SCAN_MAX))
+def _bm25(snap: Snapshot, q: Query, sw: float
+          ) -> tuple[np.ndarray, np.ndarray, int, list[bytes]] | None:
+    """The BM25 contributions of the query's terms over the asked namespaces: (ids,
+    contribution per posting, number of terms, typo corrections among them); None
+    without a term. The query words are :func:`_querywords.weighted_terms` (function
+    phrases: FUNCTION_WEIGHT); a word none of whose terms has postings is looked up one
+    typing slip away (TYPO_WEIGHT), and the corrections are read after the query's own
+    terms (so a query without an unknown word costs nothing more)."""
+    terms, weights = _querywords.weighted_terms(q.text, sw > 0, FUNCTION_WEIGHT)
+    if not terms:
+        return None
+    found: set[bytes] | None = set() if TYPO_WEIGHT > 0 else None
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights,
+                                      found=found)
+    typos: list[bytes] = []
+    if found is not None and len(found) < len(terms):
+        typos = _querywords.corrections(
+            q.text, sw > 0, found,
+            lambda prefix: snap.surface_prefixed(q.ns_ids, prefix, _querywords.TYPO_SCAN_MAX))
+        if typos:
+            tids, tcon = snap.bm25_postings(q.ns_ids, typos, surface_weight=sw,
+                                            weights=[TYPO_WEIGHT] * len(typos))
+            if tids.size:
+                ids, contrib = np.concatenate([ids, tids]), np.concatenate([contrib, tcon])
+    return ids, contrib, len(terms) + len(typos), typos
 
 
 def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | None = None
@@ -398,14 +415,14 @@ def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | No
     if q.vector_weight >= 1.0:
         return None
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms, weights, _typos = _query_terms(engine, snap, q, sw)
-    if not terms:
+    got = _bm25(snap, q, sw)
+    if got is None:
         return None
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights)
+    ids, contrib, n_terms, _typos = got
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
-    return slots, contrib[ok], len(terms)
+    return slots, contrib[ok], n_terms
 
 
 def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
@@ -617,21 +634,21 @@ def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     if n == 0 or not q.ns_ids:
         return []
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms, weights, _typos = _query_terms(engine, snap, q, sw)
-    if not terms:
+    if not _querywords.weighted_terms(q.text, sw > 0, FUNCTION_WEIGHT)[0]:
         return []
     view = _timeorder.for_engine(engine).view(snap)
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights)
-    if not ids.size:
+    got = _bm25(snap, q, sw)
+    if got is None or not got[0].size:
         return []
+    ids, contrib, n_terms, _typos = got
     id_col = view.ids[:n] if view.n >= n else None
     slots, contrib = _posting_slots(snap, ids, contrib, id_col, mask)
     if not slots.size:
         return []
-    uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    uniq, sums = _sum_by_index(slots, contrib, n_terms == 1, n)
     out = []
     for i, slot, mid in _top(snap, uniq, sums, q.top_k):
         b = float(sums[i])
@@ -1248,12 +1265,12 @@ def _typo_bm25(engine: Any, snap: Snapshot, q: Query) -> dict[int, float]:
     """For ``explain``: the BM25 (part of ``bm25``) each memory gets from the words that
     correct a typo of the query (see TYPO_WEIGHT), by memory id; empty without typos."""
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms, weights, typos = _query_terms(engine, snap, q, sw)
-    if not typos or weights is None:
+    got = _bm25(snap, q, sw)
+    if got is None or not got[3]:
         return {}
-    at = {t: i for i, t in enumerate(terms)}
+    typos = got[3]
     ids, contrib = snap.bm25_postings(q.ns_ids, typos, surface_weight=sw,
-                                      weights=[weights[at[t]] for t in typos])
+                                      weights=[TYPO_WEIGHT] * len(typos))
     out: dict[int, float] = {}
     for mid, c in zip(ids.tolist(), contrib.tolist()):
         out[int(mid)] = out.get(int(mid), 0.0) + float(c)

@@ -143,15 +143,6 @@ class _Candidates:
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
         return self._questions
 
-    def known_terms(self, ns_ids: Sequence[int], terms: Sequence[bytes]) -> set[bytes]:
-        """As ``_lexical_index.known_terms``: the keys among ``terms`` with postings."""
-        ns_list = [int(n) for n in ns_ids]
-        if not terms or not ns_list:
-            return set()
-        rows = self.pg._all("SELECT DISTINCT term FROM postings WHERE ns = ANY(%s) AND term = ANY(%s)",
-                            (ns_list, list(terms)))
-        return {bytes(t) for (t,) in rows}
-
     def surface_prefixed(self, ns_ids: Sequence[int], prefix: str, limit: int) -> list[str] | None:
         """As ``_lexical_index.surface_prefixed``: the indexed words starting with ``prefix``."""
         ns_list = [int(n) for n in ns_ids]
