@@ -15,8 +15,8 @@ changes the index):
   ("funraiser" -> "fundraiser", "torunament" -> "tournament", "recieved" ->
   "received"): a letter dropped, one added, or two adjacent ones swapped, never a
   substitution (a changed letter turns real words into other real words: "store" /
-  "stone", "grandpa" / "grandma"). The words found are asked with ``typo_weight`` (a
-  correction is a guess). A word that is indexed is never corrected, so a query
+  "stone", "grandpa" / "grandma"). The words found are asked with the planner's
+  TYPO_WEIGHT (a correction is a guess). A word that is indexed is never corrected, so a query
   without a typo is answered exactly as before, and the look-up runs only for unknown
   words.
 
