@@ -26,7 +26,9 @@ Methods, all through ``Mnemos.ask`` unless marked:
   discounted in favour of its reply), ``episode`` (a good match whose episode holds
   other good matches is lifted), ``function`` (the noun of "what kind of X" is not a
   query word), ``typo`` (a query word that matches nothing is looked up one typing slip
-  away);
+  away); ``compounds`` (hyphenated compounds also indexed as one word) is a tokeniser
+  switch: the v0.1 rows, the plain BM25 rows and ``ask default - compounds`` ask a
+  second store indexed without them;
 * ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
@@ -244,6 +246,19 @@ def settings(**values: float) -> Iterator[None]:
     finally:
         for k, v in old.items():
             setattr(_retrieval, k, v)
+
+
+@contextmanager
+def compounds(on: bool) -> Iterator[None]:
+    """Index hyphenated compounds as one word too (mnemos_kv._lexical.COMPOUNDS), or not:
+    a tokeniser switch, so it is set while a store is built (each store keeps its own)."""
+    from mnemos_kv import _lexical
+    old = _lexical.COMPOUNDS
+    _lexical.COMPOUNDS = on
+    try:
+        yield
+    finally:
+        _lexical.COMPOUNDS = old
 
 
 def only(mechanism: str) -> dict[str, float]:
@@ -553,21 +568,33 @@ def main(argv: list[str] | None = None) -> int:
         secs = ingest(hpath, HashingEmbedder(), convs)
         lines.append(f"ingest, default embedder: {secs:.2f} s ({n_turns / secs:,.0f} memories/s, "
                      "embedding + postings + one transaction per conversation)")
+        # the same memories indexed without the compounds (a tokeniser switch: its own
+        # store): the v0.1 rows and the plain BM25 baselines ask it
+        npath = os.path.join(root, "hash-nocompounds.mem")
+        with compounds(False):
+            ingest(npath, HashingEmbedder(), convs)
         with settings(NEIGHBOUR_WEIGHT=0.0, **OFF_ALL):
             results["BM25 (mnemos postings, stems)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(0.0), convs))
             results["hash vector (default embedder)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(1.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(1.0), convs))
         with settings(NEIGHBOUR_WEIGHT=0.0, **only("lossless")):
             results["BM25 (mnemos postings, stems + surface)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(0.0), convs))
         with settings(**OFF_ALL):
-            ranked["ask v0.1 (all below off)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            ranked["ask v0.1 (all below off)"] = ranks_by_ask(npath, HashingEmbedder(), convs)
             results["ask v0.1 (all below off)"] = evaluate(convs, ranked["ask v0.1 (all below off)"])
         for mech in MECHANISMS:
             with settings(**only(mech)):
-                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(npath, HashingEmbedder(), convs)
                 results[f"ask v0.1 + {mech} only"] = evaluate(convs, ranked[f"ask v0.1 + {mech} only"])
+        with settings(**OFF_ALL):
+            label = "ask v0.1 + compounds only"
+            ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results[label] = evaluate(convs, ranked[label])
+        label = "ask default - compounds"
+        ranked[label] = ranks_by_ask(npath, HashingEmbedder(), convs)
+        results[label] = evaluate(convs, ranked[label])
         for mech in MECHANISMS:
             label, flip = toggled(mech)
             with settings(**flip):
@@ -581,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
             results[label] = evaluate(convs, ranked[label])
         with settings(**BEFORE_QUERY_WORDS):
-            label = "ask default - function - typo (previous default)"
-            ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            label = "ask default - function - typo - compounds (previous default)"
+            ranked[label] = ranks_by_ask(npath, HashingEmbedder(), convs)
             results[label] = evaluate(convs, ranked[label])
         ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
         results["ask default (no model)"] = evaluate(convs, ranked["ask default (no model)"])
@@ -593,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(LATENCY_PASSES):
             new_runs.append(ask_latency(hpath, HashingEmbedder(), convs))
             with settings(**OFF_ALL):
-                old_runs.append(ask_latency(hpath, HashingEmbedder(), convs))
+                old_runs.append(ask_latency(npath, HashingEmbedder(), convs))
         p50, p90 = (float(np.median([r[i] for r in new_runs])) for i in (0, 1))
         p50_old = float(np.median([r[0] for r in old_runs]))
         lines.append(f"ask(top_k=10) latency, default: p50 {p50:.3f} ms, p90 {p90:.3f} ms "

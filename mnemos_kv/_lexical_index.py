@@ -14,7 +14,9 @@ Two named sub-databases (see ``_storage.DB_NAMES``):
   ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
   one marker term, ``QUESTION_TERM``, listing the memories that ask a question;
   version 3 adds ``SPEAKER_PREFIX`` + each word of a memory's speaker label
-  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field.
+  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field;
+  version 5 adds each hyphenated compound written as one word to both fields
+  (:func:`_lexical.compounds`).
 * ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, stem length u64 BE, surface length
   u64 BE`` (the BM25 collection statistics of the namespace); ``b"version"`` ->
   ``u32 BE`` (the tokeniser version the postings were built with).
@@ -53,8 +55,9 @@ __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAK
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
 #: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem). 4: 12-byte postings
-#: (id u48, tf u24, length u24; 16 bytes before), a quarter less space.
-VERSION = 4
+#: (id u48, tf u24, length u24; 16 bytes before), a quarter less space. 5: hyphenated
+#: compounds also indexed as one word ("de-stress" -> "destress", _lexical.compounds).
+VERSION = 5
 #: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
 SURFACE_PREFIX = b"\x01"
 #: The marker term whose postings are the memories that ask a question (_lexical.is_question).
@@ -543,6 +546,10 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
     words, doc = batch_words(texts)
+    comp = [(i, w) for i, t in enumerate(texts) for w in _lexical.compounds(t)]
+    if comp:  # each text's compounds after its words, as _lexical.index_fields has them
+        words = words + [w for _, w in comp]
+        doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), np.int64, len(comp))])
     distinct = list(dict.fromkeys(words))  # first-seen order; only codes depend on it
     stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))

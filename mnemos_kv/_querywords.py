@@ -82,6 +82,14 @@ def _typo_candidates(words: Iterable[str]) -> list[str]:
             if len(w) >= TYPO_MIN_LEN and w.isascii() and w.isalpha() and _lexical.field_stem(w)]
 
 
+def _keys(words: Iterable[str]) -> set[bytes]:
+    """The posting keys (stem and surface field) of ``words``."""
+    out = {_term_bytes(_lexical.field_stem(w)) for w in words}
+    out.update(SURFACE_PREFIX + _term_bytes(w) for w in words if _lexical.surface_term(w))
+    out.discard(b"")
+    return out
+
+
 def weighted_terms(text: str, surface: bool, function_weight: float
                    ) -> tuple[list[bytes], list[float] | None]:
     """The BM25 terms of a query and their weights (None: every term weighs 1):
@@ -93,8 +101,7 @@ def weighted_terms(text: str, surface: bool, function_weight: float
     drop = function_words(_lexical.words(text))
     if not drop:
         return terms, None
-    keys = {_term_bytes(_lexical.field_stem(w)) for w in drop}
-    keys.update(SURFACE_PREFIX + _term_bytes(w) for w in drop)
+    keys = _keys(drop)
     if function_weight <= 0:  # not a query term at all
         return [t for t in terms if t not in keys], None
     return terms, [function_weight if t in keys else 1.0 for t in terms]
