@@ -250,6 +250,9 @@ class Snapshot:
     def term_counts(self, ns_ids: Sequence[int], terms: Sequence[bytes]) -> np.ndarray:
         return _lexical_index.term_counts(self.txn, self.engine.env, ns_ids, terms)
 
+    def surface_prefixed(self, ns_ids: Sequence[int], prefix: str, limit: int) -> list[str] | None:
+        return _lexical_index.surface_prefixed(self.txn, self.engine.env, ns_ids, prefix, limit)
+
     def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
                      ) -> tuple[np.ndarray, np.ndarray]:
         from . import _graph
