@@ -24,7 +24,13 @@ Methods, all through ``Mnemos.ask`` unless marked:
   question), ``multihop`` (lexical feedback round), ``speaker`` (the speaker prior:
   turns said by the person the question names), ``question`` (a turn that asks is
   discounted in favour of its reply), ``episode`` (a good match whose episode holds
-  other good matches is lifted);
+  other good matches is lifted), ``specifics`` (the named speaker's best turns that name
+  rare things are lifted; it needs the speaker prior, so "only" switches that on too),
+  ``function`` (the noun of "what kind of X" is not a
+  query word), ``typo`` (a query word that matches nothing is looked up one typing slip
+  away); ``compounds`` (hyphenated compounds also indexed as one word) is a tokeniser
+  switch: the v0.1 rows, the plain BM25 rows and ``ask default - compounds`` ask a
+  second store indexed without them;
 * ``ask default - X`` / ``+ X`` — the default with one mechanism flipped;
 * ``ask default`` — ``ask`` with its default settings and the default embedder;
 * ``MiniLM vector`` / ``ask MiniLM`` — the same through ``SentenceTransformerEmbedder``
@@ -222,7 +228,12 @@ MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "speaker": ({"SPEAKER_WEIGHT": 0.0}, {"SPEAKER_WEIGHT": 0.3}),
     "question": ({"QUESTION_DISCOUNT": 0.0}, {"QUESTION_DISCOUNT": 0.2}),
     "episode": ({"EPISODE_WEIGHT": 0.0}, {"EPISODE_WEIGHT": 0.1}),
+    "specifics": ({"SPECIFIC_WEIGHT": 0.0}, {"SPECIFIC_WEIGHT": 0.15, "SPEAKER_WEIGHT": 0.3}),
+    "function": ({"FUNCTION_WEIGHT": 1.0}, {"FUNCTION_WEIGHT": 0.0}),
+    "typo": ({"TYPO_WEIGHT": 0.0}, {"TYPO_WEIGHT": 0.5}),
 }
+#: The default before the query-word rules (function phrases, typos): per conversation too.
+BEFORE_QUERY_WORDS: dict[str, float] = {**MECHANISMS["function"][0], **MECHANISMS["typo"][0]}
 OFF_ALL: dict[str, float] = {k: v for off, _ in MECHANISMS.values() for k, v in off.items()}
 
 
@@ -238,6 +249,19 @@ def settings(**values: float) -> Iterator[None]:
     finally:
         for k, v in old.items():
             setattr(_retrieval, k, v)
+
+
+@contextmanager
+def compounds(on: bool) -> Iterator[None]:
+    """Index hyphenated compounds as one word too (mnemos_kv._lexical.COMPOUNDS), or not:
+    a tokeniser switch, so it is set while a store is built (each store keeps its own)."""
+    from mnemos_kv import _lexical
+    old = _lexical.COMPOUNDS
+    _lexical.COMPOUNDS = on
+    try:
+        yield
+    finally:
+        _lexical.COMPOUNDS = old
 
 
 def only(mechanism: str) -> dict[str, float]:
@@ -547,32 +571,48 @@ def main(argv: list[str] | None = None) -> int:
         secs = ingest(hpath, HashingEmbedder(), convs)
         lines.append(f"ingest, default embedder: {secs:.2f} s ({n_turns / secs:,.0f} memories/s, "
                      "embedding + postings + one transaction per conversation)")
+        # the same memories indexed without the compounds (a tokeniser switch: its own
+        # store): the v0.1 rows and the plain BM25 baselines ask it
+        npath = os.path.join(root, "hash-nocompounds.mem")
+        with compounds(False):
+            ingest(npath, HashingEmbedder(), convs)
         with settings(NEIGHBOUR_WEIGHT=0.0, **OFF_ALL):
             results["BM25 (mnemos postings, stems)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(0.0), convs))
             results["hash vector (default embedder)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(1.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(1.0), convs))
         with settings(NEIGHBOUR_WEIGHT=0.0, **only("lossless")):
             results["BM25 (mnemos postings, stems + surface)"] = evaluate(
-                convs, ranks_by_ask(hpath, WeightedHashing(0.0), convs))
+                convs, ranks_by_ask(npath, WeightedHashing(0.0), convs))
         with settings(**OFF_ALL):
-            ranked["ask v0.1 (all below off)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            ranked["ask v0.1 (all below off)"] = ranks_by_ask(npath, HashingEmbedder(), convs)
             results["ask v0.1 (all below off)"] = evaluate(convs, ranked["ask v0.1 (all below off)"])
         for mech in MECHANISMS:
             with settings(**only(mech)):
-                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+                ranked[f"ask v0.1 + {mech} only"] = ranks_by_ask(npath, HashingEmbedder(), convs)
                 results[f"ask v0.1 + {mech} only"] = evaluate(convs, ranked[f"ask v0.1 + {mech} only"])
+        with settings(**OFF_ALL):
+            label = "ask v0.1 + compounds only"
+            ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results[label] = evaluate(convs, ranked[label])
+        label = "ask default - compounds"
+        ranked[label] = ranks_by_ask(npath, HashingEmbedder(), convs)
+        results[label] = evaluate(convs, ranked[label])
         for mech in MECHANISMS:
             label, flip = toggled(mech)
             with settings(**flip):
                 got = ranks_by_ask(hpath, HashingEmbedder(), convs)
                 results[label] = evaluate(convs, got)
-                if mech == "episode":  # the previous default: per conversation and half too
+                if mech in ("episode", "specifics", "function", "typo"):  # per conversation, half
                     ranked[label] = got
         # the default before the speaker prior and the question discount (0.2.0 dev, issue 15)
         with settings(**MECHANISMS["speaker"][0], **MECHANISMS["question"][0]):
             label = "ask default - speaker - question"
             ranked[label] = ranks_by_ask(hpath, HashingEmbedder(), convs)
+            results[label] = evaluate(convs, ranked[label])
+        with settings(**BEFORE_QUERY_WORDS):
+            label = "ask default - function - typo - compounds (previous default)"
+            ranked[label] = ranks_by_ask(npath, HashingEmbedder(), convs)
             results[label] = evaluate(convs, ranked[label])
         ranked["ask default (no model)"] = ranks_by_ask(hpath, HashingEmbedder(), convs)
         results["ask default (no model)"] = evaluate(convs, ranked["ask default (no model)"])
@@ -583,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(LATENCY_PASSES):
             new_runs.append(ask_latency(hpath, HashingEmbedder(), convs))
             with settings(**OFF_ALL):
-                old_runs.append(ask_latency(hpath, HashingEmbedder(), convs))
+                old_runs.append(ask_latency(npath, HashingEmbedder(), convs))
         p50, p90 = (float(np.median([r[i] for r in new_runs])) for i in (0, 1))
         p50_old = float(np.median([r[0] for r in old_runs]))
         lines.append(f"ask(top_k=10) latency, default: p50 {p50:.3f} ms, p90 {p90:.3f} ms "
@@ -611,6 +651,13 @@ def main(argv: list[str] | None = None) -> int:
                     convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             with settings(**MECHANISMS["episode"][0]):
                 results["ask MiniLM default - episode"] = evaluate(
+                    convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
+            with settings(**MECHANISMS["specifics"][0]):
+                label = "ask MiniLM default - specifics"
+                ranked[label] = ranks_by_ask(mpath, CachedMiniLM(cache), convs)
+                results[label] = evaluate(convs, ranked[label])
+            with settings(**BEFORE_QUERY_WORDS):
+                results["ask MiniLM default - function - typo"] = evaluate(
                     convs, ranks_by_ask(mpath, CachedMiniLM(cache), convs))
             ranked["ask hybrid MiniLM (default)"] = ranks_by_ask(mpath, CachedMiniLM(cache), convs)
             results["ask hybrid MiniLM (default)"] = evaluate(convs, ranked["ask hybrid MiniLM (default)"])

@@ -253,6 +253,16 @@ class Snapshot:
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
         return _lexical_index.question_ids(self.txn, self.engine.env, ns_ids, self.staged())
 
+    def lexical_documents(self, ns_ids: Sequence[int]) -> int:
+        return _lexical_index.stats(self.txn, self.engine.env, ns_ids, self.staged())[0]
+
+    def term_counts(self, ns_ids: Sequence[int], terms: Sequence[bytes]) -> np.ndarray:
+        return _lexical_index.term_counts(self.txn, self.engine.env, ns_ids, terms, self.staged())
+
+    def surface_prefixed(self, ns_ids: Sequence[int], prefix: str, limit: int) -> list[str] | None:
+        return _lexical_index.surface_prefixed(self.txn, self.engine.env, ns_ids, prefix, limit,
+                                               self.staged())
+
     def graph_spread(self, seeds: Sequence[int], scores: Sequence[float]
                      ) -> tuple[np.ndarray, np.ndarray]:
         from . import _graph

@@ -35,6 +35,7 @@ __all__ = [
     "surface_term",
     "field_stem",
     "index_fields",
+    "compounds",
     "is_question",
     "speaker_words",
     "stem",
@@ -203,15 +204,47 @@ def _label_words(label: str) -> tuple[str, ...]:
     return tuple(w for w in words(label) if surface_term(w))
 
 
+#: Index hyphenated compounds as one word too (:func:`compounds`). A tokeniser switch
+#: for measurements: it changes what the index holds, so a store must be built (or
+#: reindexed) with the value its asks use.
+COMPOUNDS: bool = True
+#: Characters that join the parts of a compound ("de-stress"), after NFKC.
+_HYPHENS = ("-", "\u2010")
+#: ... and what NFKC maps onto them (checked in the raw text before normalising).
+_HYPHEN_LIKE = ("-", "\u2010", "\u2011", "\ufe63", "\uff0d")
+_COMPOUND_RE = re.compile(r"(?<![^\W_])[^\W\d_]+(?:[-\u2010][^\W\d_]+)+(?![^\W_])", re.UNICODE)
+_HYPHEN_RE = re.compile(r"[-\u2010]")
+
+
+def compounds(text: str) -> list[str]:
+    """The hyphenated compounds of ``text`` written as one word ("de-stress" ->
+    "destress", "e-mail" -> "email", "mother-in-law" -> "motherinlaw"), normalised as
+    :func:`words`, in text order. Only letters: "covid-19" and "5-year" are not one.
+
+    :func:`words` splits a compound at its hyphens; the same compound is written closed
+    as often ("destress", "email", "icecream"), so the index holds it both ways.
+    """
+    if not COMPOUNDS or not text or not any(h in text for h in _HYPHEN_LIKE):
+        return []
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    if not any(h in norm for h in _HYPHENS):
+        return []
+    return [_HYPHEN_RE.sub("", m) for m in _COMPOUND_RE.findall(norm)]
+
+
 def index_fields(text: str) -> tuple[list[str], list[str]]:
     """The two fields of the lexical index: (stems as :func:`field_stem`, surface words).
 
     The stem field merges morphological variants ("painting" ~ "paintings" ~ "paint");
     the surface field keeps the exact forms and the auxiliaries the stem field drops,
     so an exact match counts more than a stem match and no word is lost to stemming
-    or to the stopword list.
+    or to the stopword list. Both end with the text's hyphenated compounds written as
+    one word (:func:`compounds`; their parts are words of the text already).
     """
     ws = words(text)
+    comp = compounds(text)
+    if comp:
+        ws = ws + comp
     stems = [t for t in map(field_stem, ws) if t]
     surface = [t for t in map(surface_term, ws) if t]
     return stems, surface

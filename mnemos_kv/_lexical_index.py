@@ -14,7 +14,9 @@ Two named sub-databases (see ``_storage.DB_NAMES``):
   ``SURFACE_PREFIX`` + the word; doc length = the memory's surface word count), plus
   one marker term, ``QUESTION_TERM``, listing the memories that ask a question;
   version 3 adds ``SPEAKER_PREFIX`` + each word of a memory's speaker label
-  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field.
+  (:func:`_lexical.speaker_words`) and Porter2's adverb rule in the stem field;
+  version 5 adds each hyphenated compound written as one word to both fields
+  (:func:`_lexical.compounds`).
 * ``lexstats``: ``ns u32 BE`` -> ``docs u64 BE, stem length u64 BE, surface length
   u64 BE`` (the BM25 collection statistics of the namespace); ``b"version"`` ->
   ``u32 BE`` (the tokeniser version the postings were built with).
@@ -48,14 +50,14 @@ __all__ = ["VERSION", "POSTING_DTYPE", "SURFACE_PREFIX", "QUESTION_TERM", "SPEAK
            "SURFACE_WEIGHT", "SPEAKER_SCAN_MAX", "speaker_ids",
            "add", "add_many", "stage_many", "doc_terms_many", "BatchTerms", "bump", "remove",
            "drop_namespace", "stats", "bm25_postings", "fetch", "fetch_parts", "doc_terms",
-           "query_terms",
-           "question_ids", "ensure_built"]
+           "query_terms", "question_ids", "term_counts", "surface_prefixed", "ensure_built"]
 
 #: Version of the tokeniser/posting layout; a store built with another is reindexed.
 #: 1: Porter stems only. 2: stems + surface words + the question marker, 3-field stats.
 #: 3: speaker terms; "calmly" stems to "calm" (_lexical.field_stem). 4: 12-byte postings
-#: (id u48, tf u24, length u24; 16 bytes before), a quarter less space.
-VERSION = 4
+#: (id u48, tf u24, length u24; 16 bytes before), a quarter less space. 5: hyphenated
+#: compounds also indexed as one word ("de-stress" -> "destress", _lexical.compounds).
+VERSION = 5
 #: Key prefix of surface-field terms (a byte no word contains, so no stem collides).
 SURFACE_PREFIX = b"\x01"
 #: The marker term whose postings are the memories that ask a question (_lexical.is_question).
@@ -359,7 +361,8 @@ def _fetch_stored(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
                   k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
                   surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None,
-                  staged: "_lexstage.View | None" = None) -> tuple[np.ndarray, np.ndarray]:
+                  staged: "_lexstage.View | None" = None, found: set[bytes] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per-posting BM25 contributions of the query ``terms`` over ``ns_ids``: (ids, scores).
 
     The same formula as :func:`_lexical.bm25_scores` (Lucene idf, ``k1``, ``b``), with
@@ -369,6 +372,7 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     the given order); summing by id gives the BM25 score. Empty when no term is indexed.
     ``weights`` (one per term) scale each term's contribution (a weighted query).
     ``staged``: the snapshot's staged postings (``_lexstage.view``; None: read from ``txn``).
+    ``found``: when given, the terms that have postings are added to it.
     """
     empty = (np.empty(0, np.uint64), np.empty(0, np.float32))
     if not terms or not ns_ids or not env.has_db("postings"):
@@ -379,13 +383,13 @@ def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms:
     with txn.cursor(db=env.db("postings")) as cur:
         return bm25_of(n_docs, total, stotal, ns_ids, terms,
                        lambda ns, term: fetch_parts(cur, ns, term, staged),
-                       k1=k1, b=b, surface_weight=surface_weight, weights=weights)
+                       k1=k1, b=b, surface_weight=surface_weight, weights=weights, found=found)
 
 
 def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: Sequence[bytes],
             fetch_fn: Any, k1: float = _lexical.DEFAULT_K1, b: float = _lexical.DEFAULT_B,
-            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+            surface_weight: float = SURFACE_WEIGHT, weights: Sequence[float] | None = None,
+            found: set[bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`bm25_postings` over any postings source (shared by every engine).
 
     ``n_docs``/``total``/``stotal``: the collection statistics of ``ns_ids``;
@@ -408,6 +412,8 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
         df = sum(p.size for p in per_ns)
         if not df:
             continue
+        if found is not None:
+            found.add(term)
         idf = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * (surface_weight if surface else 1.0)
         if weights is not None:
             idf *= weights[ti]
@@ -438,6 +444,56 @@ def bm25_of(n_docs: int, total: int, stotal: int, ns_ids: Sequence[int], terms: 
 
 def _parts(got: Any) -> list[np.ndarray]:
     return got if isinstance(got, list) else [got]
+
+
+def term_counts(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],
+                staged: "_lexstage.View | None" = None) -> np.ndarray:
+    """Document frequency of each of ``terms`` over ``ns_ids`` (float64: the number of
+    memories whose postings hold it, staged ones included), one cursor count per term
+    and namespace."""
+    out = np.zeros(len(terms), np.float64)
+    if not terms or not ns_ids or not env.has_db("postings"):
+        return out
+    if staged is None:
+        staged = _lexstage.view(txn, env)
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            prefix = _U32.pack(ns)
+            out += [cur.count() if cur.set_key(prefix + t) else 0 for t in terms]
+            if staged is not None:
+                out += [0 if (got := staged.get(ns, t, DECODED_DTYPE)) is None else got.size
+                        for t in terms]
+    return out
+
+
+def surface_prefixed(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], prefix: str,
+                     limit: int, staged: "_lexstage.View | None" = None) -> list[str] | None:
+    """The indexed surface words of ``ns_ids`` that start with ``prefix`` (sorted, distinct;
+    staged ones included): one cursor walk over their keys (no postings read); None when
+    there are more than ``limit`` of them in a namespace."""
+    if not ns_ids or not env.has_db("postings"):
+        return []
+    if staged is None:
+        staged = _lexstage.view(txn, env)
+    out: set[str] = set()
+    with txn.cursor(db=env.db("postings")) as cur:
+        for ns in ns_ids:
+            head = _U32.pack(ns) + SURFACE_PREFIX
+            start = head + _term_bytes(prefix)
+            keys: set[bytes] = set()
+            if cur.set_range(start):
+                for key in cur.iternext_nodup(keys=True, values=False):
+                    if not key.startswith(start):
+                        break
+                    keys.add(key)
+                    if len(keys) > limit:
+                        return None
+            if staged is not None:
+                keys.update(start[:4] + t for t in staged.prefixed(ns, start[4:]))
+                if len(keys) > limit:
+                    return None
+            out.update(key[len(head):].decode("utf-8", "replace") for key in keys)
+    return sorted(out)
 
 
 def question_ids(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int],
@@ -618,6 +674,19 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
+    comp = [(i, w) for i, t in enumerate(texts) for w in _lexical.compounds(t)]
+    if comp:  # each text's compounds after its words, as _lexical.index_fields has them
+        at = {w: j for j, w in enumerate(distinct)}
+        distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)
+        extra = []
+        for _i, w in comp:
+            j = at.get(w)
+            if j is None:
+                j = at[w] = len(distinct)
+                distinct.append(w)
+            extra.append(j)
+        wi = np.concatenate([wi, np.asarray(extra, wi.dtype)])
+        doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), doc.dtype, len(comp))])
     stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))
     asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)

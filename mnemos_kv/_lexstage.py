@@ -194,6 +194,13 @@ class View:
         k = bisect.bisect_left(got[0], self._n)
         return got[1][k - 1] if k else (0, 0, 0)
 
+    def prefixed(self, ns: int, prefix: bytes) -> list[bytes]:
+        """The staged terms of namespace ``ns`` visible in this snapshot that start with
+        ``prefix`` (the table holds at most a flush's worth of memories: a scan)."""
+        n = self._n
+        return [t for (s, t), (idx, _rows) in list(self._terms.items())
+                if s == ns and t.startswith(prefix) and idx and idx[0] < n]
+
     def get(self, ns: int, term: bytes, dtype: np.dtype) -> np.ndarray | None:
         got = self._terms.get((ns, term))
         if got is None:

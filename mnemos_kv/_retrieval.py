@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _temporal, _timeorder
+from . import _ann, _filter_index, _fusion, _graph, _idslots, _lexical_index, _querywords
+from . import _specifics, _temporal, _timeorder
 from . import _storage as S
 from ._engine import Snapshot
 from ._percache import PerOwner
@@ -164,6 +165,12 @@ REPLY_WEIGHT: float = _fusion.REPLY_WEIGHT
 #: Lossless lexical matching: weight of the exact-word (surface) field next to the
 #: stem field in BM25; 0 = stems only.
 SURFACE_WEIGHT: float = _lexical_index.SURFACE_WEIGHT
+#: Query understanding: the weight, as a query term, of the noun of a function phrase
+#: ("kind" in "what kind of art"; _querywords.FUNCTION_NOUNS); 0 = not a term, 1 = off.
+FUNCTION_WEIGHT: float = 0.0
+#: Typo tolerance: the indexed words one slip away from a query word that matches
+#: nothing ("funraiser" -> "fundraiser") are asked with this weight; 0 = off.
+TYPO_WEIGHT: float = 0.5
 #: Temporal query understanding: a memory outside the window the query names keeps
 #: 1 - TEMPORAL_WEIGHT of its score (0 = off). The window is widened after its end by
 #: its own length (TEMPORAL_LAG = 1): what happens is often told a little later.
@@ -197,6 +204,11 @@ PRF_TERMS: int = 10
 EPISODE_WEIGHT: float = 0.1
 EPISODE_DEPTH: int = 30
 EPISODE_GAP_S: float = 3600.0
+#: Multi-hop, the named person's specifics: when the speaker prior is in force, the
+#: named speakers' memories among the best SPECIFIC_DEPTH candidates gain up to
+#: SPECIFIC_WEIGHT of the best score, by the idf of the rare words they hold (0 = off;
+#: see _specifics).
+SPECIFIC_WEIGHT: float = _specifics.SPECIFIC_WEIGHT
 #: Vector weight in ``rel`` for the built-in hashing embedder and for real models.
 HASH_VECTOR_WEIGHT: float = _fusion.DEFAULT_HASH_VECTOR_WEIGHT
 MODEL_VECTOR_WEIGHT: float = _fusion.DEFAULT_VECTOR_WEIGHT
@@ -216,7 +228,7 @@ TIME_INDEX_BUDGET: int = 1024
 
 #: The parts of ``Memory.explain`` that add up to the score (the others are raw inputs).
 EXPLAIN_PARTS = ("vector", "lexical", "neighbour", "feedback", "graph", "type", "recency", "time",
-                 "question", "episode", "speaker")
+                 "question", "episode", "speaker", "specifics")
 
 
 def vector_weight_for(embedder: Any, embedder_name: str) -> float:
@@ -374,19 +386,48 @@ def _sum_by_index(idx: np.ndarray, vals: np.ndarray, unique: bool, m: int
 LexHits = tuple[np.ndarray, np.ndarray, int]
 
 
+def _bm25(snap: Snapshot, q: Query, sw: float
+          ) -> tuple[np.ndarray, np.ndarray, int, list[bytes]] | None:
+    """The BM25 contributions of the query's terms over the asked namespaces: (ids,
+    contribution per posting, number of terms, typo corrections among them); None
+    without a term. The query words are :func:`_querywords.weighted_terms` (function
+    phrases: FUNCTION_WEIGHT); a word none of whose terms has postings is looked up one
+    typing slip away (TYPO_WEIGHT), and the corrections are read after the query's own
+    terms (so a query without an unknown word costs nothing more)."""
+    terms, weights = _querywords.weighted_terms(q.text, sw > 0, FUNCTION_WEIGHT)
+    if not terms:
+        return None
+    found: set[bytes] | None = set() if TYPO_WEIGHT > 0 else None
+    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw, weights=weights,
+                                      found=found)
+    typos: list[bytes] = []
+    if found is not None and len(found) < len(terms):
+        typos = _querywords.corrections(
+            q.text, sw > 0, found,
+            lambda prefix: snap.surface_prefixed(q.ns_ids, prefix, _querywords.TYPO_SCAN_MAX))
+        if typos:
+            tids, tcon = snap.bm25_postings(q.ns_ids, typos, surface_weight=sw,
+                                            weights=[TYPO_WEIGHT] * len(typos))
+            if tids.size:
+                ids, contrib = np.concatenate([ids, tids]), np.concatenate([contrib, tcon])
+    return ids, contrib, len(terms) + len(typos), typos
+
+
 def _lexical_hits(engine: Any, snap: Snapshot, q: Query, id_col: np.ndarray | None = None
                   ) -> LexHits | None:
     """(slots, BM25 contribution per posting, number of query terms) of the asked
     namespaces' postings in the snapshot; None when there is nothing to score."""
-    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
-    if not terms or q.vector_weight >= 1.0:
+    if q.vector_weight >= 1.0:
         return None
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    got = _bm25(snap, q, sw)
+    if got is None:
+        return None
+    ids, contrib, n_terms, _typos = got
     if not ids.size:
         return None
     ok, slots = _slots_of(snap, ids.astype(np.int64), id_col)
-    return slots, contrib[ok], len(terms)
+    return slots, contrib[ok], n_terms
 
 
 def _lexical_part(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
@@ -595,22 +636,24 @@ def _vector_hits(snap: Snapshot, q: Query, rows: np.ndarray | None, cos: np.ndar
 def run_lexical(engine: Any, snap: Snapshot, q: Query) -> list[Hit]:
     """``mode="lexical"``: candidates with a query term, by BM25; the score is the BM25."""
     n = snap.state.n_slots
+    if n == 0 or not q.ns_ids:
+        return []
     sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
-    terms = _lexical_index.query_terms(q.text, surface=sw > 0)
-    if n == 0 or not q.ns_ids or not terms:
+    if not _querywords.weighted_terms(q.text, sw > 0, FUNCTION_WEIGHT)[0]:
         return []
     view = _timeorder.for_engine(engine).view(snap)
     mask, selected, _ = _candidates(engine, snap, q, view)
     if selected == 0:
         return []
-    ids, contrib = snap.bm25_postings(q.ns_ids, terms, surface_weight=sw)
-    if not ids.size:
+    got = _bm25(snap, q, sw)
+    if got is None or not got[0].size:
         return []
+    ids, contrib, n_terms, _typos = got
     id_col = view.ids[:n] if view.n >= n else None
     slots, contrib = _posting_slots(snap, ids, contrib, id_col, mask)
     if not slots.size:
         return []
-    uniq, sums = _sum_by_index(slots, contrib, len(terms) == 1, n)
+    uniq, sums = _sum_by_index(slots, contrib, n_terms == 1, n)
     out = []
     for i, slot, mid in _top(snap, uniq, sums, q.top_k):
         b = float(sums[i])
@@ -1176,11 +1219,19 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
         if SPEAKER_WEIGHT > 0 else None
     if sprior is not None:
         final = final * sprior
+    specific = None
+    if sprior is not None and SPECIFIC_WEIGHT > 0:
+        specific = _specifics.lift(
+            engine, snap, q.ns_ids, q.text, final, sprior == np.float32(1.0), rows, valid,
+            SPECIFIC_WEIGHT, _kept(engine, snap), view is not None)
+        if specific is not None:  # (final is a fresh array: the speaker prior made it)
+            final[specific[0]] += specific[1]
     if q.explain and (final is rel or final is vec):
         final = final.copy()  # the explanation reads vec/rel after final is masked
     if valid is not None:
         final[~valid] = -np.inf
 
+    typo_bm25 = _typo_bm25(engine, snap, q) if q.explain and lexical is not None else None
     out = []
     for i, slot, mid in _top(snap, rows, final, q.top_k):
         parts = None
@@ -1199,6 +1250,10 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
             if lexical is not None:
                 li = int(np.searchsorted(lexical[0], i))
                 li = li if li < lexical[0].size and lexical[0][li] == i else -1
+            sf = 0.0
+            if specific is not None:
+                hit = np.flatnonzero(specific[0] == i)
+                sf = float(specific[1][hit[0]]) if hit.size else 0.0
             parts = {
                 "vector": float(vec[i]),
                 "lexical": float(lexical[2][li]) if lexical is not None and li >= 0 else 0.0,
@@ -1211,12 +1266,31 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
                 "question": b * t * r * tp * (qd - 1.0),
                 "episode": ep,
                 "speaker": (b * t * r * tp * qd + ep) * (sp - 1.0),
+                "specifics": sf,
                 "cosine": float(cos[i]),
                 "bm25": float(lexical[1][li]) if lexical is not None and li >= 0 else 0.0,
             }
             if window is not None:
                 parts["window_start"], parts["window_end"] = window.start, window.end
+            if typo_bm25:
+                parts["typo"] = typo_bm25.get(mid, 0.0)
         out.append(Hit(slot, mid, float(final[i]), parts))
+    return out
+
+
+def _typo_bm25(engine: Any, snap: Snapshot, q: Query) -> dict[int, float]:
+    """For ``explain``: the BM25 (part of ``bm25``) each memory gets from the words that
+    correct a typo of the query (see TYPO_WEIGHT), by memory id; empty without typos."""
+    sw = SURFACE_WEIGHT if q.surface_weight is None else q.surface_weight
+    got = _bm25(snap, q, sw)
+    if got is None or not got[3]:
+        return {}
+    typos = got[3]
+    ids, contrib = snap.bm25_postings(q.ns_ids, typos, surface_weight=sw,
+                                      weights=[TYPO_WEIGHT] * len(typos))
+    out: dict[int, float] = {}
+    for mid, c in zip(ids.tolist(), contrib.tolist()):
+        out[int(mid)] = out.get(int(mid), 0.0) + float(c)
     return out
 
 

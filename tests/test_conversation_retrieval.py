@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnemos_kv import InvalidInputError, Mnemos
-from mnemos_kv import _lexical_index, _retrieval, rerank
+from mnemos_kv import _lexical, _lexical_index, _retrieval, rerank
 
 T0 = dt.datetime(2023, 3, 1, 12, tzinfo=dt.timezone.utc).timestamp()
 DAY = 86_400.0
@@ -71,6 +71,120 @@ def test_surface_field_separates_word_forms_that_share_a_stem(opener, monkeypatc
     assert s.ask("Which paintings did Alice sell?", top_k=1)[0].id == paint
 
 
+def test_function_phrase_noun_is_not_a_query_word(opener, monkeypatch) -> None:
+    # the rule alone: the named person's specifics would also lift the wordier thanks
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.0)
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    polite = s.remember("Bob: Thanks, Alice, so kind of you, kind words about my music.")
+    s.remember_many(FILLER)
+    answer = s.remember("Bob: My music is jazz.")
+    s.remember_many(FILLER)
+    query = "What kind of music does Bob play?"
+    assert s.ask(query, top_k=1)[0].id == answer  # "what kind of music" asks "what music"
+    monkeypatch.setattr(_retrieval, "FUNCTION_WEIGHT", 1.0)
+    assert s.ask(query, top_k=1)[0].id == polite  # "kind" matches the thanks
+
+
+def test_function_phrase_table() -> None:
+    from mnemos_kv._querywords import function_words
+    from mnemos_kv._lexical import words
+    assert function_words(words("What kind of art does Caroline make?")) == {"kind"}
+    assert function_words(words("Which types of yoga, and what sort of music?")) == {"types", "sort"}
+    assert function_words(words("Was she kind to the new kind of student?")) == set()  # also a word
+    assert function_words(words("What kind words did he say?")) == set()
+    assert function_words(words("a kind")) == set()
+
+
+def test_one_slip_table() -> None:
+    from mnemos_kv._querywords import one_slip
+    assert one_slip("funraiser", "fundraiser")  # a letter dropped
+    assert one_slip("fundraisser", "fundraiser")  # a letter added
+    assert one_slip("torunament", "tournament")  # two adjacent letters swapped
+    assert one_slip("recieved", "received")
+    assert not one_slip("stone", "store")  # a changed letter: another real word
+    assert not one_slip("grandpa", "grandma")
+    assert not one_slip("tournament", "tournament")
+    assert not one_slip("funrasier", "fundraiser")  # two slips
+    assert not one_slip("abcd", "abdc e")
+
+
+def test_typo_in_the_query_finds_the_indexed_word(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    target = s.remember("Maria: We need to get the word out about the chili cook-off at the fundraiser.")
+    s.remember_many(FILLER)
+    query = "How did the funraiser go?"
+    hits = s.ask(query, top_k=2, explain=True)
+    assert hits[0].id == target
+    assert hits[0].explain["typo"] > 0  # the only word it matches: all of its BM25
+    assert hits[0].explain["bm25"] == pytest.approx(hits[0].explain["typo"], rel=1e-6)
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+    monkeypatch.setattr(_retrieval, "TYPO_WEIGHT", 0.0)
+    hits = s.ask(query, top_k=1, explain=True)
+    assert hits[0].id != target and "typo" not in hits[0].explain
+
+
+def test_indexed_words_are_never_corrected(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    s.remember("Bob: The stone wall by the shore is old.")
+    store = s.remember("Bob: The store sells bread.")
+    hits = s.ask("Which store sells bread?", top_k=3, explain=True)
+    assert hits[0].id == store and all("typo" not in h.explain for h in hits)
+    # an unknown word one changed letter away from an indexed one is not corrected either
+    s.remember("Bob: The garden is lovely.")
+    assert all("typo" not in h.explain for h in s.ask("Where is the gardan?", top_k=3, explain=True))
+    assert "typo" in s.ask("Where is the gadren?", top_k=1, explain=True)[0].explain  # a swap is
+
+
+def test_typo_lookup_gives_up_on_a_crowded_prefix(opener, monkeypatch) -> None:
+    from mnemos_kv import _querywords
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    s.remember("Maria: The fundraiser was a success.")
+    query = "How was the funraiser?"
+    assert "typo" in s.ask(query, top_k=1, explain=True)[0].explain
+    monkeypatch.setattr(_querywords, "TYPO_SCAN_MAX", 0)
+    assert "typo" not in s.ask(query, top_k=1, explain=True)[0].explain
+
+
+def test_compounds_table() -> None:
+    from mnemos_kv._lexical import compounds
+    assert compounds("I run to de-stress, check my e-mail") == ["destress", "email"]
+    assert compounds("my Mother-in-Law\u2011s  T\u2010shirt") == ["motherinlaws", "tshirt"]
+    assert compounds("covid-19, a 5-year plan, well - spaced, -x, y-") == []
+    assert compounds("no hyphen here") == [] and compounds("") == []
+
+
+def test_hyphenated_compound_meets_its_closed_form(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    hyphen = s.remember("Melanie: I've been running farther to de-stress.")
+    s.remember_many(FILLER)
+    other = s.remember("Melanie: Stress at work again, de facto every day.")
+    query = "What does Melanie do to destress?"
+    assert s.ask(query, top_k=1)[0].id == hyphen  # "destress" is indexed for "de-stress"
+    assert [h.id for h in s.ask("destress", mode="lexical")] == [hyphen]
+    closed = s.remember("Bob: A walk helps me destress.")
+    query = "How does one de-stress?"  # asks "destress" too
+    assert [h.id for h in s.ask(query, top_k=3)] == [hyphen, other, closed]
+
+
+def test_compounds_switched_off_index_the_parts_only(opener, monkeypatch) -> None:
+    monkeypatch.setattr(_lexical, "COMPOUNDS", False)
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many(FILLER)
+    hyphen = s.remember("Melanie: I've been running farther to de-stress.")
+    s.remember_many(FILLER)
+    assert s.ask("destress", mode="lexical") == []  # only "de" and "stress" are indexed
+    closed = s.remember("Bob: A walk helps me destress.")
+    assert closed not in [h.id for h in s.ask("How does one de-stress?", top_k=3)]
+    assert [h.id for h in s.ask("destress", mode="lexical")] == [closed]
+    assert hyphen in [h.id for h in s.ask("de-stress", mode="lexical")]
+
+
 def test_question_marker_is_indexed_and_removed(db: Mnemos) -> None:
     q = db.remember("Did you see the eclipse?")
     db.remember("Yes, it was beautiful.")
@@ -114,6 +228,20 @@ def test_old_index_version_is_rebuilt_with_both_fields(store_path) -> None:
             ids, _ = _lexical_index.bm25_postings(snap.txn, env, [0], [b"\x01paintings"])
             assert ids.tolist() == [a]
             assert _lexical_index.speaker_ids(snap.txn, env, [0], "and Ann?")[0].tolist() == [a]
+
+
+def test_version_4_index_is_rebuilt_with_the_compounds(store_path, monkeypatch) -> None:
+    monkeypatch.setattr(_lexical, "COMPOUNDS", False)  # a store indexed before version 5
+    with Mnemos.open(store_path) as s:
+        a = s.remember("Ann: I ran to de-stress.")
+        env = s._engine.env
+        env.write(lambda txn: txn.put(b"version", (4).to_bytes(4, "big"), db=env.db("lexstats")))
+        assert s.ask("destress", mode="lexical") == []
+    monkeypatch.setattr(_lexical, "COMPOUNDS", True)
+    with Mnemos.open(store_path, readonly=True) as s:  # read as it is until a writer opens
+        assert s.ask("destress", mode="lexical") == []
+    with Mnemos.open(store_path) as s:
+        assert [h.id for h in s.ask("destress", mode="lexical")] == [a]
 
 
 # --------------------------------------------------------------------------- conversation structure
@@ -467,3 +595,68 @@ def test_cross_encoder_adapter(opener) -> None:
                      "A kitten is sleeping on a rug."])
     hits = s.ask("Where is the cat sleeping?", top_k=3, rerank=ce)
     assert "Stock" in hits[-1].text
+
+
+# --------------------------------------------------------------------------- multi-hop: specifics
+
+def _pets_conversation(s: Mnemos) -> tuple[list[int], int]:
+    """Bob talks about pets in three sittings; once he names one (rare words)."""
+    chat = [t.replace("weekend", "weekend, really") for t in FILLER]
+    generic = []
+    s.remember_many(_at(chat, T0))
+    generic.append(s.remember("Bob: Pets are really the best, really.", timestamp=T0))
+    s.remember_many(_at(chat, T0 + 3 * DAY))
+    named = s.remember("Bob: Pets, yes: this is Biscuit, my beagle from the shelter.",
+                       timestamp=T0 + 3 * DAY)
+    s.remember_many(_at(chat, T0 + 6 * DAY))
+    generic.append(s.remember("Bob: Pets make a weekend, really.", timestamp=T0 + 6 * DAY))
+    s.remember("Alice: Do you have pets, Bob?", timestamp=T0 + 6 * DAY)
+    return generic, named
+
+
+def test_specifics_prefer_the_named_persons_turn_that_names_things(opener, monkeypatch) -> None:
+    s = opener(embedder=FlatEmbedder())
+    generic, named = _pets_conversation(s)
+    query = "What pets does Bob have?"
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.0)
+    hits = s.ask(query, top_k=3)
+    assert _rank(hits, named) == 2  # the two generic remarks match as well, and are shorter
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.15)
+    hits = s.ask(query, top_k=3, explain=True)
+    assert hits[0].id == named
+    parts = {h.id: h.explain for h in hits}
+    assert parts[named]["specifics"] == pytest.approx(0.15 * max(
+        h.score - h.explain["specifics"] for h in hits), rel=1e-5)
+    for h in hits:
+        assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+
+
+def test_specifics_need_the_speaker_prior(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _pets_conversation(s)
+    for query in ("What pets do Alice and Bob have?", "Who has pets?"):  # flat prior
+        assert all(h.explain["specifics"] == 0.0 for h in s.ask(query, top_k=5, explain=True))
+
+
+def test_specifics_answer_the_same_with_cold_and_kept_stems(opener) -> None:
+    s = opener(embedder=FlatEmbedder())
+    _pets_conversation(s)
+    s.remember("Bob: Biscuit and the beagle club met the shelter dogs.", timestamp=T0 + 7 * DAY)
+    queries = ("What pets does Bob have?", "Which beagle club did Bob meet?")  # rare "beagle"
+    first = [[(h.id, h.score) for h in s.ask(q, top_k=9)] for q in queries]
+    assert [[(h.id, h.score) for h in s.ask(q, top_k=9)] for q in queries] == first  # kept
+    assert [[(h.id, h.score) for h in s.ask(q, top_k=9)] for q in reversed(queries)] \
+        == first[::-1]
+    for q in queries:  # each first in a fresh process-like engine (nothing kept yet)
+        other = opener(f"other-{len(q)}.mem", embedder=FlatEmbedder())
+        _pets_conversation(other)
+        other.remember("Bob: Biscuit and the beagle club met the shelter dogs.",
+                       timestamp=T0 + 7 * DAY)
+        assert [(h.id, h.score) for h in other.ask(q, top_k=9)] == first[queries.index(q)]
+    s.remember("Bob: More beagle news from the club.", timestamp=T0 + 8 * DAY)
+    later = [(h.id, h.score) for h in s.ask(queries[1], top_k=10)]  # a new state
+    other = opener("later.mem", embedder=FlatEmbedder())
+    _pets_conversation(other)
+    other.remember("Bob: Biscuit and the beagle club met the shelter dogs.", timestamp=T0 + 7 * DAY)
+    other.remember("Bob: More beagle news from the club.", timestamp=T0 + 8 * DAY)
+    assert [(h.id, h.score) for h in other.ask(queries[1], top_k=10)] == later

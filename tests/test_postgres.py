@@ -180,6 +180,40 @@ def test_schema_version_row_and_newer_version_refused(pg: Callable[..., Mnemos],
         pg(name)
 
 
+def test_version_4_schema_gets_the_compound_postings(pg: Callable[..., Mnemos], pg_url: str,
+                                                     monkeypatch) -> None:
+    """Version 5 rebuilds the postings with the tokeniser of lexical index version 5
+    (hyphenated compounds as one word too), statistics included."""
+    import psycopg
+
+    from mnemos_kv import _lexical
+    name = f"mnemos_tc{os.getpid()}"
+    monkeypatch.setattr(_lexical, "COMPOUNDS", False)  # a store written before version 5
+    db = pg(name)
+    hyphen = db.remember("I ran to de-stress")
+    db.remember_many(["a quiet day", "the e-mail came"])
+    gone = db.remember("to de-stress again")
+    db.forget(gone)
+    assert db.ask("destress", mode="lexical") == []
+    db.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"UPDATE \"{name}\".meta SET value = '4' WHERE name = 'schema_version'")
+        before = conn.execute(f'SELECT docs, total, stotal FROM "{name}".lexstats').fetchall()
+    monkeypatch.setattr(_lexical, "COMPOUNDS", True)
+    ro = pg(name, readonly=True)  # read as it is
+    assert ro.ask("destress", mode="lexical") == []
+    ro.close()
+    db = pg(name)
+    assert [m.id for m in db.ask("destress", mode="lexical")] == [hyphen]
+    assert len(db.ask("email", mode="lexical")) == 1
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        after = conn.execute(f'SELECT docs, total, stotal FROM "{name}".lexstats').fetchall()
+        terms = conn.execute(f'SELECT DISTINCT id FROM "{name}".postings').fetchall()
+    assert [a[0] for a in after] == [b[0] for b in before] == [3]
+    assert after[0][1] == before[0][1] + 2 and after[0][2] == before[0][2] + 2  # the two compounds
+    assert sorted(int(t[0]) for t in terms) == sorted(m.id for m in db.memories())
+
+
 def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mnemos],
                                                            pg_url: str) -> None:
     """Version 1 (before capacity was enforced and filters ran in SQL) has no
@@ -206,7 +240,7 @@ def test_version_1_schema_is_upgraded_on_a_read_write_open(pg: Callable[..., Mne
     assert ro.count({"n": {"$gte": 1}}) == 1 and [m.id for m in ro.memories(filter={"n": 1})] == [mid]
     ro.close()
     db = pg(name)
-    assert db.stats()["schema_version"] == SCHEMA_VERSION == 4
+    assert db.stats()["schema_version"] == SCHEMA_VERSION == 5
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute(f'SELECT metaj FROM "{name}".memories').fetchall() == [({"n": 1},)]
     assert db.count({"n": {"$gte": 1}}) == 1 and [m.id for m in db.memories(filter={"n": 1})] == [mid]
@@ -277,6 +311,8 @@ def workload(db: Mnemos, seed: int = 1) -> list[int]:
     reply = db.remember("Bob: Tomatoes in my garden, since last spring.",
                         timestamp=1_600_000_000 + 90 * 3600)
     db.connect(reply, said, "reply_to")
+    db.remember("Bob: Albertine roses from the Kew nursery, by the garden wall.",  # specifics
+                timestamp=1_600_000_000 + 95 * 3600)
     return ids
 
 

@@ -405,3 +405,21 @@ def test_explain_across_namespaces_single_term(db: Mnemos) -> None:
     assert all(h.explain["bm25"] > 0 for h in hits[:3]) and {x, y} <= {h.id for h in hits}
     for h in hits:
         assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+
+
+def test_query_words_typos_and_function_phrases_on_every_engine(opener, monkeypatch) -> None:
+    """The lexical query rules (docs/retrieval.md, "Query words") read the postings
+    through the snapshot, so both engines must apply them alike."""
+    s = opener(embedder=FlatEmbedder())
+    s.remember_many([f"routine status update number {i}" for i in range(10)])
+    fund = s.remember("The fundraiser raised money for the shelter.")
+    kind = s.remember("Such kind words about the music.")
+    jazz = s.remember("My music is jazz.")
+    hits = s.ask("How did the funraiser go?", top_k=1, explain=True)
+    assert hits[0].id == fund and hits[0].explain["typo"] > 0
+    assert s.ask("What kind of music?", top_k=1)[0].id == jazz
+    assert s.ask("The funraiser?", top_k=1, mode="lexical")[0].id == fund
+    monkeypatch.setattr(_retrieval, "TYPO_WEIGHT", 0.0)
+    monkeypatch.setattr(_retrieval, "FUNCTION_WEIGHT", 1.0)
+    assert s.ask("The funraiser?", top_k=1, mode="lexical") == []
+    assert s.ask("What kind of music?", top_k=1)[0].id == kind

@@ -18,7 +18,8 @@ from ..errors import EmbedderMismatchError, FormatVersionError, NotAStoreError, 
 __all__ = ["SCHEMA_VERSION", "ensure", "tables"]
 
 #: Version of the table layout below; bump it (and add to :data:`UPGRADES`) when it changes.
-SCHEMA_VERSION = 4
+#: 5: the postings of lexical index version 5 (hyphenated compounds as one word too).
+SCHEMA_VERSION = 5
 
 
 def _fill_metaj(conn: Any) -> None:
@@ -28,6 +29,39 @@ def _fill_metaj(conn: Any) -> None:
     with conn.cursor() as cur:
         cur.executemany("UPDATE memories SET metaj = %s::jsonb WHERE id = %s",
                         [(to_json(R.decode(bytes(m), "metadata")), i) for i, m in rows])
+
+
+#: Memories read per batch when the postings are rebuilt.
+REINDEX_BATCH = 10_000
+
+
+def _reindex_postings(conn: Any) -> None:
+    """Version 5: rebuild the BM25 postings and statistics of every memory with the
+    current tokeniser (``_lexical_index.doc_terms``, as the write path indexes), in
+    batches of REINDEX_BATCH memories (each read, then copied in)."""
+    from .. import _lexical_index
+    conn.execute("DELETE FROM postings")
+    conn.execute("DELETE FROM lexstats")
+    stats: dict[int, list[int]] = {}
+    last = -1
+    with conn.cursor() as cur:
+        while True:
+            rows = cur.execute("SELECT id, ns, text FROM memories WHERE id > %s ORDER BY id "
+                               "LIMIT %s", (last, REINDEX_BATCH)).fetchall()
+            if not rows:
+                break
+            last = int(rows[-1][0])
+            with cur.copy("COPY postings (ns, term, id, tf, dl) FROM STDIN") as cp:
+                for mid, ns, text in rows:
+                    terms, length, slength = _lexical_index.doc_terms(text)
+                    for term, (tf, dl) in terms.items():
+                        cp.write_row((ns, term, mid, tf, dl))
+                    d = stats.setdefault(int(ns), [0, 0, 0])
+                    d[0] += 1
+                    d[1] += length
+                    d[2] += slength
+        cur.executemany("INSERT INTO lexstats (ns, docs, total, stotal) VALUES (%s, %s, %s, %s)",
+                        [(ns, *d) for ns, d in sorted(stats.items())])
 
 
 #: What brings a schema of version ``v`` to ``v + 1`` (run on a read-write open): DDL,
@@ -49,6 +83,9 @@ UPGRADES: dict[int, list[Any]] = {
     3: [  # 4: capacity reads the oldest memories of each type of a scope from an index
         "CREATE INDEX memories_ns_type ON memories (ns, type, ts, id)",
         "CREATE INDEX memories_type ON memories (type, ts, id)",
+    ],
+    4: [  # 5: lexical index version 5 (hyphenated compounds also as one word)
+        _reindex_postings,
     ],
 }
 #: Up to this dimension the vector column is stored inline (``STORAGE PLAIN``: 4 bytes

@@ -143,6 +143,40 @@ class _Candidates:
     def question_ids(self, ns_ids: Sequence[int]) -> np.ndarray:
         return self._questions
 
+    def lexical_documents(self, ns_ids: Sequence[int]) -> int:
+        row = self.pg._one("SELECT coalesce(sum(docs), 0) FROM lexstats WHERE ns = ANY(%s)",
+                           ([int(n) for n in ns_ids],))
+        return int(row[0])
+
+    def term_counts(self, ns_ids: Sequence[int], terms: Sequence[bytes]) -> np.ndarray:
+        """As ``_lexical_index.term_counts``: how many memories of ``ns_ids`` hold each term."""
+        out = np.zeros(len(terms), np.float64)
+        if not terms or not ns_ids:
+            return out
+        rows = self.pg._all("SELECT term, count(*) FROM postings WHERE ns = ANY(%s) "
+                            "AND term = ANY(%s) GROUP BY term",
+                            ([int(n) for n in ns_ids], [bytes(t) for t in terms]))
+        at = {bytes(t): i for i, t in enumerate(terms)}
+        for term, count in rows:
+            out[at[bytes(term)]] = int(count)
+        return out
+
+    def surface_prefixed(self, ns_ids: Sequence[int], prefix: str, limit: int) -> list[str] | None:
+        """As ``_lexical_index.surface_prefixed``: the indexed words starting with ``prefix``."""
+        ns_list = [int(n) for n in ns_ids]
+        if not ns_list:
+            return []
+        head = _lexical_index.SURFACE_PREFIX + prefix.encode("utf-8")
+        rows = self.pg._all("SELECT ns, term FROM (SELECT DISTINCT ns, term FROM postings WHERE "
+                            "ns = ANY(%s) AND substring(term from 1 for %s) = %s) AS t",
+                            (ns_list, len(head), head))
+        per_ns: dict[int, int] = {}
+        for ns, _t in rows:
+            per_ns[int(ns)] = per_ns.get(int(ns), 0) + 1
+        if any(c > limit for c in per_ns.values()):
+            return None
+        return sorted({bytes(t)[1:].decode("utf-8", "replace") for _ns, t in rows})
+
     def speaker_ids(self, ns_ids: Sequence[int], text: str) -> tuple[np.ndarray, int]:
         """As ``_lexical_index.speaker_ids``: the memories spoken by someone ``text`` names."""
         words = sorted(_lexical_index.speaker_words(text))
