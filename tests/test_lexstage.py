@@ -22,9 +22,13 @@ from mnemos_kv import _lexstage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("deploy service review thursday alice bob budget launch meeting notes coffee "
-         "garden paper train hiking rust python database index cache").split()
+         "garden paper train hiking rust python database index cache e-mail").split()
+# (Bob's and Alice's numbered turns name rare things: the named person's specifics read
+# document frequencies; "databse" and "reviw" are typos looked up among the indexed
+# words; "email" meets the compound "e-mail")
 QUERIES = ["deploy service review", "alice budget", "did the meeting happen",
-           "Bob hiking train", "python database cache", "Alice what about the garden"]
+           "Bob hiking train", "python database cache", "Alice what about the garden",
+           "what did Bob say about the databse", "Alice reviw the email"]
 
 
 def _clock() -> object:
