@@ -228,7 +228,7 @@ MECHANISMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "speaker": ({"SPEAKER_WEIGHT": 0.0}, {"SPEAKER_WEIGHT": 0.3}),
     "question": ({"QUESTION_DISCOUNT": 0.0}, {"QUESTION_DISCOUNT": 0.2}),
     "episode": ({"EPISODE_WEIGHT": 0.0}, {"EPISODE_WEIGHT": 0.1}),
-    "specifics": ({"SPECIFIC_WEIGHT": 0.0}, {"SPECIFIC_WEIGHT": 0.15, "SPEAKER_WEIGHT": 0.3}),
+    "specifics": ({"SPECIFIC_WEIGHT": 0.0}, {"SPECIFIC_WEIGHT": 0.18, "SPEAKER_WEIGHT": 0.3}),
     "function": ({"FUNCTION_WEIGHT": 1.0}, {"FUNCTION_WEIGHT": 0.0}),
     "typo": ({"TYPO_WEIGHT": 0.0}, {"TYPO_WEIGHT": 0.5}),
 }

@@ -1223,7 +1223,7 @@ def _score(engine: Any, snap: Snapshot, q: Query, mask: np.ndarray | None,
     if sprior is not None and SPECIFIC_WEIGHT > 0:
         specific = _specifics.lift(
             engine, snap, q.ns_ids, q.text, final, sprior == np.float32(1.0), rows, valid,
-            SPECIFIC_WEIGHT, _kept(engine, snap), view is not None)
+            SPECIFIC_WEIGHT * (1.0 - q.vector_weight), _kept(engine, snap), view is not None)
         if specific is not None:  # (final is a fresh array: the speaker prior made it)
             final[specific[0]] += specific[1]
     if q.explain and (final is rel or final is vec):

@@ -14,9 +14,13 @@ speaker prior is in force::
     spec(r)   sum of idf(t) over the stems t of r that the query does not hold and that
               are rare in the asked namespaces (BM25 idf > RARE_IDF: fewer than about
               one memory in 12 holds them)
-    lift(r)   = SPECIFIC_WEIGHT * max(score) * spec(r) / max over the targets of spec
+    lift(r)   = SPECIFIC_WEIGHT * (1 - w_vec) * max(score) * spec(r) / max over the targets of spec
 
-Only the named speakers' best memories move, by at most SPECIFIC_WEIGHT of the best
+``1 - w_vec`` is the lexical share of the fused score (0.85 with the hashing embedder,
+0.5 with a sentence model): rare stems are lexical evidence, and a model's vectors
+already tell a specific answer from a generic remark, so the lift is a share of the
+lexical part (with MiniLM the unscaled lift cost 1.2 points of recall overall).
+Only the named speakers' best memories move, by at most that share of the best
 score: it reorders memories of comparable relevance, never a weak one over a clear
 match. A memory's stems are read once per engine for each (generation, slot) of a
 committed state (a slot's text never changes within a generation) and the document
@@ -34,8 +38,9 @@ import numpy as np
 from . import _lexical, _lexical_index
 from ._percache import PerOwner
 
-#: Share of the best score that the target naming the most rare words gains (0 = off).
-SPECIFIC_WEIGHT: float = 0.15
+#: Share of the best score's lexical part (``1 - w_vec`` of it) that the target naming
+#: the most rare words gains (0 = off).
+SPECIFIC_WEIGHT: float = 0.18
 #: The candidates that take part: the best this many (as the episode context's depth).
 SPECIFIC_DEPTH: int = 20
 #: A stem is specific when its BM25 idf over the asked namespaces is above this:

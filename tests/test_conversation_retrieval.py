@@ -614,21 +614,45 @@ def _pets_conversation(s: Mnemos) -> tuple[list[int], int]:
     return generic, named
 
 
+class HashWeightFlat(FlatEmbedder):
+    """Flat vectors fused with the hashing embedder's weight (lexical share 0.85)."""
+
+    vector_weight = _retrieval.HASH_VECTOR_WEIGHT
+
+
 def test_specifics_prefer_the_named_persons_turn_that_names_things(opener, monkeypatch) -> None:
-    s = opener(embedder=FlatEmbedder())
+    s = opener(embedder=FlatEmbedder())  # (no vector_weight: a model's 0.5)
     generic, named = _pets_conversation(s)
     query = "What pets does Bob have?"
     monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.0)
     hits = s.ask(query, top_k=3)
     assert _rank(hits, named) == 2  # the two generic remarks match as well, and are shorter
-    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.15)
+    # (a weight above the default: the lift is 0.3 * 0.5 = 0.15 of the best score here;
+    # flat vectors leave these turns further apart than real ones; the default's own
+    # share of the lexical part is tested below)
+    monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.3)
     hits = s.ask(query, top_k=3, explain=True)
     assert hits[0].id == named
     parts = {h.id: h.explain for h in hits}
-    assert parts[named]["specifics"] == pytest.approx(0.15 * max(
+    share = 0.3 * (1.0 - _retrieval.MODEL_VECTOR_WEIGHT)  # of the lexical part
+    assert parts[named]["specifics"] == pytest.approx(share * max(
         h.score - h.explain["specifics"] for h in hits), rel=1e-5)
     for h in hits:
         assert sum(h.explain[p] for p in _retrieval.EXPLAIN_PARTS) == pytest.approx(h.score, abs=1e-6)
+
+
+def test_specifics_are_a_share_of_the_lexical_part(opener, monkeypatch) -> None:
+    # with a model's weight (0.5) the lift is 0.5 of SPECIFIC_WEIGHT, not 0.85 of it
+    lifts = []
+    for emb in (HashWeightFlat(), FlatEmbedder()):
+        s = opener(embedder=emb)
+        _generic, named = _pets_conversation(s)
+        hits = s.ask("What pets does Bob have?", top_k=5, explain=True)
+        best = max(h.score - h.explain["specifics"] for h in hits)
+        lifts.append({h.id: h.explain for h in hits}[named]["specifics"] / best)
+        s.close()
+    assert lifts[0] == pytest.approx(_retrieval.SPECIFIC_WEIGHT * 0.85, rel=1e-5)
+    assert lifts[1] == pytest.approx(_retrieval.SPECIFIC_WEIGHT * 0.5, rel=1e-5)
 
 
 def test_specifics_need_the_speaker_prior(opener) -> None:
