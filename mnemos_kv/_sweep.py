@@ -194,8 +194,10 @@ def _rewrite(cur: lmdb.Cursor, key: bytes, kept: np.ndarray) -> None:
     """Replace the duplicates of ``key`` by ``kept`` (ascending ``uint8`` rows)."""
     cur.set_key(key)
     cur.delete(dupdata=True)
-    # (the survivors ascend: each is put after the last, with no search)
-    cur.putmulti(zip(itertools.repeat(key), _split(kept)), dupdata=True, append=True)
+    # (not append=True: py-lmdb before 2.1 passes MDB_APPEND, not MDB_APPENDDUP, for a
+    # dupsort table, and a key put back in the middle of the table then lands out of
+    # order: iteration still shows it, but a seek no longer finds it)
+    cur.putmulti(zip(itertools.repeat(key), _split(kept)), dupdata=True)
 
 
 def _split(rows: np.ndarray) -> list[bytes]:
