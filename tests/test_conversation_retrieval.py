@@ -71,15 +71,23 @@ def test_surface_field_separates_word_forms_that_share_a_stem(opener, monkeypatc
     assert s.ask("Which paintings did Alice sell?", top_k=1)[0].id == paint
 
 
+def _among_filler(s: Mnemos, *texts: str) -> list[int]:
+    """Remember each of ``texts`` after a run of FILLER, and FILLER after the last."""
+    ids = []
+    for text in texts:
+        s.remember_many(FILLER)
+        ids.append(s.remember(text))
+    s.remember_many(FILLER)
+    return ids
+
+
 def test_function_phrase_noun_is_not_a_query_word(opener, monkeypatch) -> None:
     # the rule alone: the named person's specifics would also lift the wordier thanks
     monkeypatch.setattr(_retrieval, "SPECIFIC_WEIGHT", 0.0)
     s = opener(embedder=FlatEmbedder())
-    s.remember_many(FILLER)
-    polite = s.remember("Bob: Thanks, Alice, so kind of you, kind words about my music.")
-    s.remember_many(FILLER)
-    answer = s.remember("Bob: My music is jazz.")
-    s.remember_many(FILLER)
+    polite, answer = _among_filler(
+        s, "Bob: Thanks, Alice, so kind of you, kind words about my music.",
+        "Bob: My music is jazz.")
     query = "What kind of music does Bob play?"
     assert s.ask(query, top_k=1)[0].id == answer  # "what kind of music" asks "what music"
     monkeypatch.setattr(_retrieval, "FUNCTION_WEIGHT", 1.0)
@@ -370,11 +378,8 @@ def test_speaker_lookup_without_the_key_walk_gives_the_same_answers(opener, monk
 def test_question_discount_prefers_the_statement(opener, monkeypatch) -> None:
     monkeypatch.setattr(_retrieval, "REPLY_WEIGHT", 0.0)  # the reply lift alone is tested above
     s = opener(embedder=FlatEmbedder())
-    s.remember_many(FILLER)
-    asks = s.remember("Dan: Did anyone see the eclipse over the lake?")
-    s.remember_many(FILLER)
-    tells = s.remember("Erin: We watched the eclipse from the lake shore.")
-    s.remember_many(FILLER)
+    asks, tells = _among_filler(s, "Dan: Did anyone see the eclipse over the lake?",
+                                "Erin: We watched the eclipse from the lake shore.")
     query = "Who saw the eclipse over the lake?"
     hits = s.ask(query, top_k=2, explain=True)
     assert [h.id for h in hits] == [tells, asks]
