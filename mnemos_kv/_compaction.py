@@ -174,11 +174,11 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         txn.put(b"state", R.encode(st.to_dict()), db=engine.env.db("meta"))
         return result
 
-    def on_abort() -> None:
+    def on_abort(txn: lmdb.Transaction) -> None:  # under the writer lock (see Env.write)
         if holder.get("appended"):
-            engine.log.truncate(holder["log_end"])
+            engine.undo_tail(txn)
         gen = holder.get("gen")
-        if gen is not None:
+        if gen is not None and gen != engine._state_in(txn).gen:  # (not committed since)
             for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
                 S.unlink_quiet(p)
 

@@ -880,15 +880,12 @@ class Engine(EngineChecks):
                 self.put_state(txn, st)
             return ctx.results
 
-        def on_abort() -> None:
+        def on_abort(txn: lmdb.Transaction) -> None:
             ctx = holder.get("ctx")
             if ctx is not None:
-                for slot, _seq in ctx.dead:
-                    if ctx.slots["dead"][slot] == _seq:
-                        ctx.slots["dead"][slot] = 0
                 self._forget_ns(ctx.new_ns)
             if holder.get("appended"):
-                self.log.truncate(holder["log_end"])
+                self.undo_tail(txn)
 
         results = self.env.write(body, on_abort, sync=self.durable if sync is None else sync)
         if logger.isEnabledFor(logging.DEBUG):
@@ -1046,6 +1043,17 @@ class Engine(EngineChecks):
                 slots["dead"][slot] = seq
         self._mark_synced(txn, st)
         self.put_state(txn, st)
+
+    def undo_tail(self, txn: lmdb.Transaction) -> None:
+        """After a write that appended to the log failed: drop its frames and dead marks.
+
+        Runs under the writer lock (``txn``: a fresh write transaction) against the
+        committed state, never against the failed write's own idea of the log's end:
+        another process may have committed, and cleaned this tail up, in between.
+        """
+        st = self._state_in(txn)
+        self.open_log(st)
+        self._reconcile(txn, st)
 
     def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:
         """Drop log frames beyond the committed end (a writer died before its commit)."""

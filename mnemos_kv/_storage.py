@@ -414,14 +414,18 @@ class Environment:
                 self._leave()
 
     def write(self, body: Callable[[lmdb.Transaction], T],
-              on_abort: Callable[[], None] | None = None, *, sync: bool = True) -> T:
+              on_abort: Callable[[lmdb.Transaction], None] | None = None, *,
+              sync: bool = True) -> T:
         """Run ``body`` in one write transaction and commit it.
 
         The LMDB write transaction is the cross-process writer lock. On any failure
-        the transaction is aborted and ``on_abort`` runs (to undo side files). When
-        the map is full it is doubled (other processes adopt the new size at their
-        next transaction) and the whole body runs again. ``sync`` makes the commit
-        durable before returning (see the class docstring).
+        the transaction is aborted and ``on_abort`` runs to undo side files (log tail,
+        dead marks, new vector files), inside a fresh write transaction that it must
+        not change: the abort released the lock, so another process may have committed
+        in between, and only under the lock can the undo tell its leftovers from that
+        process's committed work. When the map is full it is doubled (other processes
+        adopt the new size at their next transaction) and the whole body runs again.
+        ``sync`` makes the commit durable before returning (see the class docstring).
         """
         with self.write_lock:
             for _attempt in range(16):
@@ -436,13 +440,11 @@ class Environment:
                     finally:
                         self._leave()
                 except lmdb.MapFullError:
-                    if on_abort is not None:
-                        on_abort()
+                    self._undo(on_abort)
                     self._grow()
                     continue
                 except BaseException as exc:
-                    if on_abort is not None:
-                        on_abort()
+                    self._undo(on_abort)
                     if isinstance(exc, (lmdb.Error, OSError)):
                         raise translate_write(exc, self.path) from exc
                     raise
@@ -450,6 +452,33 @@ class Environment:
                     self.sync_to_disk()
                 return result
             raise MapFullError(f"LMDB map still full after growing to {self.env.info()['map_size']} bytes")
+
+    def _undo(self, on_abort: Callable[[lmdb.Transaction], None] | None) -> None:
+        """Run ``on_abort`` under the writer lock, in a transaction that is then aborted.
+
+        When it cannot run (the environment itself fails), the leftovers stay for the
+        next writer of any process, whose transaction drops an uncommitted log tail
+        and its dead marks first (``Engine._reconcile``); the original error is what
+        the caller sees.
+        """
+        if on_abort is None:
+            return
+        try:
+            txn = self._begin(write=True)
+        except (MnemosError, lmdb.Error, OSError) as exc:
+            log.warning("%s: could not undo a failed write now (%s); the next writer will",
+                           self.path, exc)
+            return
+        try:
+            on_abort(txn)
+        except (MnemosError, lmdb.Error, OSError) as exc:
+            log.warning("%s: could not undo a failed write now (%s); the next writer will",
+                           self.path, exc)
+        finally:
+            try:
+                txn.abort()
+            finally:
+                self._leave()
 
     def _grow(self) -> None:
         size = int(self.env.info()["map_size"])

@@ -282,10 +282,13 @@ def role_opener(path: str, stop_file: str) -> None:
     emit({"opens": n, "errors": errors})
 
 
-def role_remember_n(path: str, n: str) -> None:
-    """Remember n memories and exit without closing (a clean process exit, no close)."""
+def role_remember_n(path: str, n: str, sync: str = "0") -> None:
+    """Remember n memories and exit without closing (a clean process exit, no close);
+    ``sync`` "1": then ``sync()`` (the log file holds them; ``pending`` is emptied)."""
     db = Mnemos.open(path)
     ids = [db.remember(f"child memory {k}") for k in range(int(n))]
+    if sync == "1":
+        db.sync()
     emit({"done": ids})
     os._exit(0)
 

@@ -120,3 +120,48 @@ def test_a_write_from_another_process_is_seen_on_the_next_read(tmp_path) -> None
         # and this process's writes continue after the other's, ids in order
         assert db.remember("parent memory") == ids[-1] + 1
         assert ro.get(ids[-1] + 1).text == "parent memory"
+
+
+@pytest.mark.parametrize("op", ["remember", "forget"])
+def test_a_failed_write_undoes_only_its_own_log_tail(tmp_path, monkeypatch, op) -> None:
+    """A write that fails after appending to the log (a full map does, then retries)
+    releases the writer lock when its transaction aborts; another process may commit
+    before the failed write undoes its tail. The undo must not cut that commit's log
+    frames (it did: "log is N bytes but the store committed M" on the next open)."""
+    path = str(tmp_path / "s.mem")
+    db = Mnemos.open(path)
+    first = db.remember("a memory to forget")
+    engine = db._engine
+    real_put_state, real_undo = engine.put_state, type(engine.env)._undo
+    child: dict = {}
+
+    def failing_put_state(txn, st):  # after the log frames and dead marks are written
+        raise RuntimeError("injected failure after the log append")
+
+    def undo_after_a_commit_elsewhere(env, on_abort):
+        # the failed transaction has aborted: another process takes the lock and commits
+        # (and flushes: its frames are then in the log file only, not in ``pending``)
+        child.update(result(spawn("remember_n", path, "1", "1"), TIMEOUT))
+        real_undo(env, on_abort)
+
+    monkeypatch.setattr(engine, "put_state", failing_put_state)
+    monkeypatch.setattr(type(engine.env), "_undo", undo_after_a_commit_elsewhere)
+    with pytest.raises(RuntimeError, match="injected"):
+        if op == "remember":
+            db.remember("the failed write")
+        else:
+            db.forget(first)
+    monkeypatch.setattr(engine, "put_state", real_put_state)
+    monkeypatch.undo()
+    (theirs,) = child["done"]
+    mine = db.remember("a write after the failure")
+    assert db.get(theirs).text == "child memory 0"
+    assert db.get(first).text == "a memory to forget"  # the failed forget left no dead mark
+    assert [h.id for h in db.ask("a memory to forget", top_k=1)] == [first]
+    db.close()
+    with Mnemos.open(path) as again:  # opens without NeedsRecoveryError
+        assert again.count() == 3
+        assert {again.get(i).text for i in (first, theirs, mine)} == {
+            "a memory to forget", "child memory 0", "a write after the failure"}
+        report = again.verify()
+        assert report.ok, report.problems
