@@ -211,16 +211,20 @@ class _Reader:
                 raise CorruptionError(f"{self.path}: page {pgno} node {i} key overruns the page")
             yield nflags, lo | (hi << 16), off, raw[kstart:kstart + ksize], kstart + ksize
 
-    def tree(self, root: int, label: str, *, descend: bool = True,
-             big: bool = False) -> Iterator[tuple[bytes, int, bytes | None]]:
+    def tree(self, root: int, label: str, *, descend: bool = True, big: bool = False,
+             ordered: bool = True) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Walk a B-tree from ``root``, checking every page; yields (key, node flags, data).
 
         ``descend`` also walks each named sub-database found on the way. A value on
         overflow pages (whose head page is checked) yields None as data, or with ``big``
-        its ``size u64, first page u64``, so the caller can read it.
+        its ``size u64, first page u64``, so the caller can read it. ``ordered``: the
+        leaf keys must strictly ascend in LMDB's default order (bytes, then length): a
+        tree whose pages are sound but whose keys are not is iterated whole by a cursor,
+        yet a search in it misses keys (the freelist's integer keys are not checked).
         """
         if root == P_INVALID:
             return
+        last: bytes | None = None
         stack = [(root, 0)]
         while stack:
             pgno, depth = stack.pop()
@@ -237,6 +241,12 @@ class _Reader:
                     child = size | (nflags << 32)
                     children.append(child)
                     continue
+                if ordered:
+                    if last is not None and key <= last:
+                        raise CorruptionError(
+                            f"{self.path}: {label}: page {pgno}: key {key[:32]!r} does not "
+                            f"follow {last[:32]!r} (keys out of order: lookups would miss it)")
+                    last = key
                 if nflags & F_BIGDATA:
                     if doff + 8 > len(raw):
                         raise CorruptionError(f"{self.path}: page {pgno}: overflow pointer overruns")
@@ -276,7 +286,7 @@ def walk(path: str, txnid: int | None = None) -> tuple[list[str], int]:
     rd = _Reader(path, meta)
     try:
         try:
-            for _ in rd.tree(meta.free_root, "freelist"):
+            for _ in rd.tree(meta.free_root, "freelist", ordered=False):
                 pass
             for _ in rd.tree(meta.main_root, "main"):
                 pass

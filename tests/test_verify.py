@@ -98,3 +98,44 @@ def test_damaged_base_snapshot_is_found(filled: str) -> None:
     with Mnemos.open(filled, readonly=True) as db:
         probs = "\n".join(db.verify().problems)
     assert "base." in probs
+
+
+def _swap_first_two_keys(path: str, table: bytes) -> tuple[bytes, bytes]:
+    """Swap the first two keys (of one size) of ``table``'s first leaf page in data.mdb,
+    leaving every page well formed: the tree a py-lmdb 2.0.0 append bug once left."""
+    from mnemos_kv import _lmdbcheck as C
+    mdb = os.path.join(path, "data.mdb")
+    meta = C.check_meta(mdb)
+    rd = C._Reader(mdb, meta)
+    try:
+        root = next(C._DB.unpack(d)[7] for k, f, d in rd.tree(meta.main_root, "main", descend=False)
+                    if k == table)
+        pgno = root
+        while True:  # down the leftmost branch to the first leaf
+            raw = rd.page(pgno, C.P_BRANCH | C.P_LEAF)
+            nodes = list(rd.nodes(raw, pgno))
+            if not C._PAGE.unpack_from(raw, 0)[2] & C.P_BRANCH:
+                break
+            pgno = nodes[0][1] | (nodes[0][0] << 32)
+    finally:
+        rd.close()
+    (_, _, off0, k0, _), (_, _, off1, k1, _) = nodes[0], nodes[1]
+    assert len(k0) == len(k1) and k0 < k1
+    page = bytearray(raw)
+    ks = C._NODE.size
+    page[off0 + ks:off0 + ks + len(k0)], page[off1 + ks:off1 + ks + len(k1)] = k1, k0
+    with open(mdb, "r+b") as f:
+        f.seek(pgno * meta.psize)
+        f.write(page)
+    return k0, k1
+
+
+@pytest.mark.parametrize("table", [b"records", b"postings"])
+def test_keys_out_of_order_are_found(filled: str, capsys, table: bytes) -> None:
+    k0, k1 = _swap_first_two_keys(filled, table)
+    with Mnemos.open(filled, readonly=True) as db:
+        rep = db.verify()
+    assert not rep.ok
+    assert any("out of order" in p and table.decode() in p and repr(k0)[:20] in p
+               for p in rep.problems), rep.problems
+    assert main(["verify", filled]) != 0
