@@ -4,7 +4,10 @@
   latency p50/p99, interleaved call by call with one synced LMDB transaction of the
   same bytes (py-lmdb's default ``sync=True, metasync=True`` commit of one put: the
   record's text + metadata + vector) in a sibling directory of the same file system;
-  the ratio is mnemos ÷ LMDB (target of issue 13: <= 1.5x);
+  the ratio is mnemos ÷ LMDB (target of issue 13: <= 1.5x); next to them, each side's
+  CPU per call (the thread's CPU time: Python, LMDB and the kernel's share of writing
+  and syncing) and the data.mdb pages each commit wrote (a page walk after each of
+  ``PAGE_SAMPLE`` more commits on the same two stores, outside the timed calls);
 * fsync/fdatasync system calls per write and LMDB pages written per commit, counted by
   ``strace -f`` over a child process doing N writes (the calls after a marker the child
   prints once its store is built; falls back to counting the Python-level calls when
@@ -12,6 +15,10 @@
 * data.mdb pages written per commit by sub-database: after each of N single writes,
   the pages newly reachable from LMDB's current meta page, per named table (each
   commit copies the pages it changes to new page numbers), read by ``pread``;
+* what the pages cost (``layout_costs``): synced py-lmdb transactions putting, per
+  commit, the values one ``remember`` puts in today's tables and in candidate layouts
+  of a later format (``LAYOUTS``), interleaved with the reference transaction: the
+  I/O and LMDB share of a durable write without any of mnemos' Python;
 * disk bytes (allocated blocks) against the raw vector bytes (n x dim x 4) plus the
   text bytes, after ingest and after ``compact()``.
 
@@ -320,8 +327,8 @@ LAYOUTS: dict[str, list[tuple[str, str]]] = {
     "... and no namespace count per write": [
         ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage"),
         ("meta", "state")],
-    "... and the state kept in the unflushed entry (meta written at flushes only)": [
-        ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage+state")],
+    "... and the counters in the unflushed entry (meta written at flushes only)": [
+        ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage+counters")],
 }
 
 
@@ -337,7 +344,10 @@ def layout_costs(root: str, n: int, dim: int, reps: int) -> list[dict[str, objec
     size = {"record": _SIZES["record"], "frame": _SIZES["frame"], "row": row,
             "stage": _SIZES["stage"], "ns": _SIZES["ns"], "state": _SIZES["state"],
             "frame+row+stage": _SIZES["frame"] + row + _SIZES["stage"],
-            "frame+row+stage+state": _SIZES["frame"] + row + _SIZES["stage"] + _SIZES["state"],
+            # the counters a write changes (seq, next id, slots, log end, live, bytes) as
+            # 6 u64: the whole state record would take the value past LMDB's 2,040-byte
+            # inline limit (an overflow page per write)
+            "frame+row+stage+counters": _SIZES["frame"] + row + _SIZES["stage"] + 48,
             "key": 0}
     rng = np.random.default_rng(3)
     envs: dict[str, tuple[lmdb.Environment, dict[str, object]]] = {}
