@@ -4,7 +4,10 @@
   latency p50/p99, interleaved call by call with one synced LMDB transaction of the
   same bytes (py-lmdb's default ``sync=True, metasync=True`` commit of one put: the
   record's text + metadata + vector) in a sibling directory of the same file system;
-  the ratio is mnemos ÷ LMDB (target of issue 13: <= 1.5x);
+  the ratio is mnemos ÷ LMDB (target of issue 13: <= 1.5x); next to them, each side's
+  CPU per call (the thread's CPU time: Python, LMDB and the kernel's share of writing
+  and syncing) and the data.mdb pages each commit wrote (a page walk after each of
+  ``PAGE_SAMPLE`` more commits on the same two stores, outside the timed calls);
 * fsync/fdatasync system calls per write and LMDB pages written per commit, counted by
   ``strace -f`` over a child process doing N writes (the calls after a marker the child
   prints once its store is built; falls back to counting the Python-level calls when
@@ -12,6 +15,10 @@
 * data.mdb pages written per commit by sub-database: after each of N single writes,
   the pages newly reachable from LMDB's current meta page, per named table (each
   commit copies the pages it changes to new page numbers), read by ``pread``;
+* what the pages cost (``layout_costs``): synced py-lmdb transactions putting, per
+  commit, the values one ``remember`` puts in today's tables and in candidate layouts
+  of a later format (``LAYOUTS``), interleaved with the reference transaction: the
+  I/O and LMDB share of a durable write without any of mnemos' Python;
 * disk bytes (allocated blocks) against the raw vector bytes (n x dim x 4) plus the
   text bytes, after ingest and after ``compact()``.
 
@@ -81,26 +88,47 @@ def ingest(path: str, x: np.ndarray, durability: str = "full") -> tuple[Mnemos, 
 def latency(root: str, n: int, dim: int, reps: int, durability: str) -> dict[str, float]:
     """Interleaved: one mnemos remember, then one synced LMDB transaction of the same bytes."""
     import lmdb
-    x = _vectors(n + reps, dim)
+    x = _vectors(n + reps + PAGE_SAMPLE, dim)
     db, _ = ingest(os.path.join(root, f"lat-{durability}"), x[:n], durability)
+    db_file = os.path.join(root, f"lat-{durability}", "data.mdb")
     ref_dir = os.path.join(root, f"lmdb-{durability}")
+    ref_file = os.path.join(ref_dir, "data.mdb")
     os.makedirs(ref_dir)
     env = lmdb.open(ref_dir, map_size=1 << 32)  # py-lmdb defaults: sync=True, metasync=True
     with env.begin(write=True) as txn:  # the same starting size as the store
         for i in range(n):
             txn.put(i.to_bytes(8, "big"), TEXT.format(i=i, j=i % 97).encode() + x[i].tobytes())
-    ours, ref = [], []
+    ours, ref, cpu, ref_cpu = [], [], [], []
     for r in range(reps):
         i = n + r
         text = TEXT.format(i=i, j=i % 97)
         value = text.encode() + x[i].tobytes()
+        c = time.thread_time()
         t = time.perf_counter()
         db.remember(text, vector=x[i])
         ours.append(time.perf_counter() - t)
+        c2 = time.thread_time()
+        cpu.append(c2 - c)
         t = time.perf_counter()
         with env.begin(write=True) as txn:
             txn.put(i.to_bytes(8, "big"), value)
         ref.append(time.perf_counter() - t)
+        ref_cpu.append(time.thread_time() - c2)
+    # pages per commit, right after on the same two stores (a page walk after each
+    # commit: outside the timed calls)
+    pages, ref_pages = [], []
+    prev, ref_prev = _walk_total(db_file), _walk_total(ref_file)
+    for i in range(n + reps, n + reps + PAGE_SAMPLE):
+        text = TEXT.format(i=i, j=i % 97)
+        db.remember(text, vector=x[i])
+        cur = _walk_total(db_file)
+        pages.append(len(cur - prev))
+        prev = cur
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), text.encode() + x[i].tobytes())
+        cur = _walk_total(ref_file)
+        ref_pages.append(len(cur - ref_prev))
+        ref_prev = cur
     db.close()
     env.close()
     # per-pair ratios: each call against the LMDB transaction right after it (robust to
@@ -109,7 +137,22 @@ def latency(root: str, n: int, dim: int, reps: int, durability: str) -> dict[str
     return {"p50": pct(ours, 50) * 1e3, "p90": pct(ours, 90) * 1e3, "p99": pct(ours, 99) * 1e3,
             "ref_p50": pct(ref, 50) * 1e3, "ref_p90": pct(ref, 90) * 1e3,
             "ref_p99": pct(ref, 99) * 1e3,
-            "ratio": pct(ours, 50) / pct(ref, 50), "pair_ratio": pct(pairs, 50)}
+            "ratio": pct(ours, 50) / pct(ref, 50), "pair_ratio": pct(pairs, 50),
+            "cpu_p50": pct(cpu, 50) * 1e3, "ref_cpu_p50": pct(ref_cpu, 50) * 1e3,
+            "pages_p50": pct(pages, 50),
+            "pages_mean": sum(pages) / len(pages), "ref_pages_p50": pct(ref_pages, 50)}
+
+
+#: Commits whose pages ``latency`` counts after its timed calls (each a page walk).
+PAGE_SAMPLE = 48
+
+
+def _walk_total(path: str) -> set[int]:
+    """Every page number reachable from the current meta page of the LMDB file ``path``."""
+    out: set[int] = set()
+    for pages in _reachable_pages(path).values():
+        out |= pages
+    return out
 
 
 _CHILD = r"""
@@ -268,6 +311,121 @@ def pages_by_table(root: str, n: int, dim: int, writes: int) -> dict[str, float]
     return {k: v / writes for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
 
 
+#: The value sizes of one durable ``remember`` of TEXT in format 5 (measured): record,
+#: log frame (``pending``), staged postings (``lexstage``), namespace record, state.
+_SIZES = {"record": 113, "frame": 149, "stage": 224, "ns": 22, "state": 146}
+
+#: Commit layouts ``layout_costs`` times: the tables each single write puts one value
+#: into (besides LMDB's main and free-list pages), with that value's size.
+LAYOUTS: dict[str, list[tuple[str, str]]] = {
+    "format 5 (today): records, time, pending, vrows, lexstage, namespaces, meta": [
+        ("records", "record"), ("time", "key"), ("pending", "frame"), ("vrows", "row"),
+        ("lexstage", "stage"), ("namespaces", "ns"), ("meta", "state")],
+    "one table for the unflushed copies (frame + row + postings in one value)": [
+        ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage"),
+        ("namespaces", "ns"), ("meta", "state")],
+    "... and no namespace count per write": [
+        ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage"),
+        ("meta", "state")],
+    "... and the counters in the unflushed entry (meta written at flushes only)": [
+        ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage+counters")],
+}
+
+
+def layout_costs(root: str, n: int, dim: int, reps: int) -> list[dict[str, object]]:
+    """What a format change could save in I/O: synced py-lmdb transactions that put, per
+    commit, the values a single ``remember`` puts in each layout of ``LAYOUTS`` (the
+    same sizes and key orders; the unflushed tables emptied every 256 commits as a flush
+    does), interleaved with the reference transaction (one put of text + vector) in
+    sibling directories; no Python of mnemos runs. Returns per layout p50 ms, the ratio
+    to the reference's p50 and pages per commit (page walks after ``PAGE_SAMPLE`` more)."""
+    import lmdb
+    row = dim * 4
+    size = {"record": _SIZES["record"], "frame": _SIZES["frame"], "row": row,
+            "stage": _SIZES["stage"], "ns": _SIZES["ns"], "state": _SIZES["state"],
+            "frame+row+stage": _SIZES["frame"] + row + _SIZES["stage"],
+            # the counters a write changes (seq, next id, slots, log end, live, bytes) as
+            # 6 u64: the whole state record would take the value past LMDB's 2,040-byte
+            # inline limit (an overflow page per write)
+            "frame+row+stage+counters": _SIZES["frame"] + row + _SIZES["stage"] + 48,
+            "key": 0}
+    rng = np.random.default_rng(3)
+    envs: dict[str, tuple[lmdb.Environment, dict[str, object]]] = {}
+    for k, layout in enumerate(LAYOUTS.values()):
+        path = os.path.join(root, f"layout{k}")
+        os.makedirs(path)
+        env = lmdb.open(path, map_size=1 << 32, max_dbs=16, sync=True, metasync=False)
+        dbs = {t: env.open_db(t.encode()) for t, _ in layout}
+        with env.begin(write=True) as txn:  # a store of n memories
+            for i in range(n):
+                txn.put(i.to_bytes(8, "big"), rng.bytes(size["record"]), db=dbs["records"],
+                        append=True)
+                txn.put(b"\0\0\0\0" + (1 << 62 | i).to_bytes(8, "big") + i.to_bytes(8, "big"),
+                        b"", db=dbs["time"], append=True)
+        envs[f"layout{k}"] = (env, dbs)
+    ref_dir = os.path.join(root, "layout-ref")
+    os.makedirs(ref_dir)
+    ref = lmdb.open(ref_dir, map_size=1 << 32)  # py-lmdb defaults: sync=True, metasync=True
+    with ref.begin(write=True) as txn:
+        for i in range(n):
+            txn.put(i.to_bytes(8, "big"), rng.bytes(70 + row))
+
+    def commit(k: int, i: int) -> None:
+        env, dbs = envs[f"layout{k}"]
+        layout = list(LAYOUTS.values())[k]
+        with env.begin(write=True) as txn:
+            if i % 256 == 0:  # a flush empties the unflushed copies
+                for t in ("pending", "vrows", "lexstage", "unflushed"):
+                    if t in dbs:
+                        txn.drop(dbs[t], delete=False)
+            for t, what in layout:
+                key = i.to_bytes(8, "big")
+                if t == "time":
+                    key = b"\0\0\0\0" + (1 << 62 | i).to_bytes(8, "big") + key
+                elif t in ("namespaces", "meta"):
+                    key = t.encode()
+                txn.put(key, rng.bytes(size[what]), db=dbs[t], append=t not in (
+                    "namespaces", "meta"))
+        env.sync(True)
+
+    def ref_commit(i: int) -> None:
+        with ref.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), rng.bytes(70 + row))
+
+    times: dict[int, list[float]] = {k: [] for k in range(-1, len(LAYOUTS))}
+    cpu: dict[int, list[float]] = {k: [] for k in times}
+    for r in range(reps):
+        i = n + r
+        for k in range(-1, len(LAYOUTS)):
+            c = time.thread_time()
+            t = time.perf_counter()
+            commit(k, i) if k >= 0 else ref_commit(i)
+            times[k].append(time.perf_counter() - t)
+            cpu[k].append(time.thread_time() - c)
+    files = {k: os.path.join(root, f"layout{k}" if k >= 0 else "layout-ref", "data.mdb")
+             for k in times}
+    pages: dict[int, list[int]] = {k: [] for k in times}
+    prev = {k: _walk_total(f) for k, f in files.items()}
+    for i in range(n + reps, n + reps + PAGE_SAMPLE):
+        for k in times:
+            commit(k, i) if k >= 0 else ref_commit(i)
+            cur = _walk_total(files[k])
+            pages[k].append(len(cur - prev[k]))
+            prev[k] = cur
+    for env, _ in envs.values():
+        env.close()
+    ref.close()
+    ref_p50 = pct(times[-1], 50)
+    out = [{"layout": "one synced LMDB transaction (reference)", "p50": ref_p50 * 1e3,
+            "cpu_p50": pct(cpu[-1], 50) * 1e3, "ratio": 1.0,
+            "pages": sum(pages[-1]) / PAGE_SAMPLE}]
+    for k, name in enumerate(LAYOUTS):
+        out.append({"layout": name, "p50": pct(times[k], 50) * 1e3,
+                    "cpu_p50": pct(cpu[k], 50) * 1e3, "ratio": pct(times[k], 50) / ref_p50,
+                    "pages": sum(pages[k]) / PAGE_SAMPLE})
+    return out
+
+
 def disk(root: str, n: int, dim: int) -> dict[str, object]:
     x = _vectors(n, dim, seed=11)
     path = os.path.join(root, "disk")
@@ -318,14 +476,23 @@ def main() -> None:
                 out.setdefault("runs", []).append(dict(lat, mode=mode, run=run))
                 spread.append((mode, lat["ratio"], lat["pair_ratio"]))
                 rows.append([f"remember ({mode}) run {run + 1}", f"{lat['p50']:.3f}",
-                             f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['ref_p50']:.3f}",
-                             f"{lat['ref_p90']:.3f}", f"{lat['ratio']:.2f}x",
+                             f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                             f"{lat['cpu_p50']:.3f}",
+                             f"{lat['pages_p50']:.0f} ({lat['pages_mean']:.1f})",
+                             f"{lat['ref_p50']:.3f}", f"{lat['ref_p90']:.3f}",
+                             f"{lat['ref_cpu_p50']:.3f}",
+                             f"{lat['ref_pages_p50']:.0f}", f"{lat['ratio']:.2f}x",
                              f"{lat['pair_ratio']:.2f}x"])
                 shutil.rmtree(os.path.join(root, f"run{run}"), ignore_errors=True)
         print(f"durable single write, store of {a.n:,} x {a.dim} (interleaved with the LMDB "
               f"reference, {a.reps} calls each; load average {os.getloadavg()[0]:.1f})")
-        print(table(["write", "p50 ms", "p90 ms", "p99 ms", "LMDB p50 ms", "LMDB p90 ms",
-                     "p50 ratio", "median pair ratio"], rows))
+        print(table(["write", "p50 ms", "p90 ms", "p99 ms", "CPU p50 ms",
+                     "pages/commit p50 (mean)", "LMDB p50 ms", "LMDB p90 ms", "LMDB CPU p50 ms",
+                     "LMDB pages/commit", "p50 ratio", "median pair ratio"], rows))
+        print(f"(CPU: the calling thread's CPU time per call, user and kernel (the kernel's "
+              "share of writing and syncing counts); pages: data.mdb pages each "
+              f"commit wrote, by a page walk after each of {PAGE_SAMPLE} more commits on the "
+              "same two stores right after the timed calls)")
         for mode in ("full", "fast"):
             r = [x[1] for x in spread if x[0] == mode]
             pr = [x[2] for x in spread if x[0] == mode]
@@ -352,6 +519,16 @@ def main() -> None:
         print(table(["data.mdb table", "pages per durable remember (512 in a row)"],
                     [[k, f"{v:.2f}"] for k, v in by_table.items()]
                     + [["total", f"{sum(by_table.values()):.2f}"]]))
+        lay = layout_costs(root, a.n, a.dim, a.reps)
+        out["layouts"] = lay
+        print()
+        print("what the pages cost: synced py-lmdb transactions putting what one remember "
+              f"puts, per layout, interleaved ({a.reps} each; no mnemos Python runs; load "
+              f"average {os.getloadavg()[0]:.1f})")
+        print(table(["commit layout", "p50 ms", "CPU p50 ms", "÷ reference p50",
+                     "pages/commit"],
+                    [[r["layout"], f"{r['p50']:.3f}", f"{r['cpu_p50']:.3f}",
+                      f"{r['ratio']:.2f}x", f"{r['pages']:.1f}"] for r in lay]))
         d = disk(root, a.n, a.dim)
         out["disk"] = d
         base = d["raw_vec"] + d["text"]  # type: ignore[operator]

@@ -750,6 +750,10 @@ class Engine(EngineChecks):
         raw = txn.get(name.encode(), db=self.env.db("namespaces"))
         if raw is None:
             return None
+        known = self._ns_cache.get(name)
+        memo = self._ns_memo.get(known) if known is not None else None
+        if memo is not None and memo[0] == raw:  # the record this process wrote last
+            return known
         nid = int(R.decode(raw, "namespace")["id"])
         with self._ns_lock:
             self._ns_cache[name] = nid
@@ -831,9 +835,11 @@ class Engine(EngineChecks):
             holder.clear()
             holder["log_end"] = st.log_end
             self.open_log(st)
-            if st.log_sync < st.log_end and (self._vsync_check or self.log.size() < st.log_end):
+            size = self.log.size()
+            if st.log_sync < st.log_end and (self._vsync_check or size < st.log_end):
                 self._restore_log(txn, st)  # after a machine crash: frames from ``pending``
-            self._reconcile(txn, st)
+                size = self.log.size()
+            self._reconcile(txn, st, size)
             if self._vsync_check:
                 self._recover_vectors(txn, st)
             matrix, slots = self.vectors.ensure(st.gen, st.n_slots + n_new, have=st.n_slots)
@@ -1055,9 +1061,11 @@ class Engine(EngineChecks):
         self.open_log(st)
         self._reconcile(txn, st)
 
-    def _reconcile(self, txn: lmdb.Transaction, st: State) -> None:
-        """Drop log frames beyond the committed end (a writer died before its commit)."""
-        size = self.log.size()
+    def _reconcile(self, txn: lmdb.Transaction, st: State, size: int | None = None) -> None:
+        """Drop log frames beyond the committed end (a writer died before its commit).
+        ``size``: the log file's size, when the caller just read it."""
+        if size is None:
+            size = self.log.size()
         if size == st.log_end:
             return
         if size < st.log_end:
@@ -1214,6 +1222,7 @@ class Engine(EngineChecks):
         kind = op["op"]
         seq = st.seq + 1
         result: Any = None
+        crc: int | None = None  # the CRC-16 of a new vector row
         if ctx.pending and kind != "mem":
             self.flush_index(ctx)
         if kind == "mem":
@@ -1294,7 +1303,7 @@ class Engine(EngineChecks):
         st.seq = seq
         if kind in _mutate.SLOT_OPS and isinstance(op.get("vec"), bytes):
             op = logged_op(op, st.n_slots - 1,  # the slot it just took
-                           int(ctx.slots["pad"][st.n_slots - 1]))
+                           int(ctx.slots["pad"][st.n_slots - 1]) if crc is None else crc)
         ctx.frames.append(encode_frame(seq, R.encode(op)))
         return result
 

@@ -27,12 +27,21 @@ Example of a user-written embedder::
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
+
+try:  # what np.einsum calls (optimize=False, its default) without its Python wrapper
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # pragma: no cover - numpy < 2
+    try:
+        from numpy.core.multiarray import c_einsum as _einsum  # type: ignore[no-redef]
+    except ImportError:
+        _einsum = np.einsum  # type: ignore[assignment]
 
 __all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "CallableEmbedder",
            "from_callable", "default_embedder"]
@@ -263,10 +272,15 @@ def check_vectors(arr: Any, n: int, dim: int, what: str = "vector") -> np.ndarra
         a = a.reshape(1, -1)
     if a.shape != (n, dim):
         raise InvalidInputError(f"{what} has shape {a.shape}; expected ({n}, {dim})")
+    squares = _einsum("ij,ij->i", a, a, dtype=np.float32)
+    if n == 1 and 0.0 < float(squares[0]) < math.inf:
+        # one vector (a single remember) whose squared norm is finite and positive: its
+        # entries are finite, so the checks below would pass; the same division
+        return np.ascontiguousarray(a / np.sqrt(squares)[:, None], dtype=np.float32)
     if not np.isfinite(a.sum()) and not np.isfinite(a).all():
         bad = int(np.argwhere(~np.isfinite(a))[0][0])
         raise InvalidInputError(f"{what} row {bad} contains NaN or infinity")
-    norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float32))[:, None]
+    norms = np.sqrt(squares)[:, None]
     if norms.all():
         return np.ascontiguousarray(a / norms, dtype=np.float32)
     safe = np.where(norms > 0, norms, np.float32(1))

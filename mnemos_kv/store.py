@@ -94,9 +94,10 @@ class _Handle:
         :raises DuplicateKeyError: ``key`` already names a memory of this namespace.
         :raises CapacityError: a capacity limit cannot be kept (everything evictable is pinned).
         """
-        return self.remember_many([{"text": text, "metadata": metadata, "type": type,
-                                    "timestamp": timestamp, "key": key, "vector": vector,
-                                    "pinned": pinned}])[0]
+        self._engine.check_writable()
+        return self._remember([{"text": text, "metadata": metadata, "type": type,
+                                "timestamp": timestamp, "key": key, "vector": vector,
+                                "pinned": pinned}], None)[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]], *,
                       progress: Callable[[str, int, int], Any] | None = None) -> list[MemoryId]:
@@ -111,13 +112,19 @@ class _Handle:
         total)`` is called as the work goes on: phase ``"embed"`` (texts embedded, in
         chunks of 1024), then ``"write"`` (0 of 1, then 1 of 1 once committed).
         """
-        from ._progress import check, embed
-        eng = self._engine
-        eng.check_writable()
+        from ._progress import check
+        self._engine.check_writable()
         prog = check(progress)
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
-        prepared = prepare_remember(eng, self.name, as_list(items, "items"), set())
+        return self._remember(as_list(items, "items"), prog)
+
+    def _remember(self, items: list[Any], prog: Callable[[str, int, int], Any] | None
+                  ) -> list[MemoryId]:
+        """:meth:`remember_many` of the checked list ``items`` (the store checked writable)."""
+        from ._progress import embed
+        eng = self._engine
+        prepared = prepare_remember(eng, self.name, items, set())
         if not prepared:
             return []
         if prog is None:
