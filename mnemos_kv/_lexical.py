@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -230,6 +230,15 @@ def compounds(text: str) -> list[str]:
     if not any(h in norm for h in _HYPHENS):
         return []
     return [_HYPHEN_RE.sub("", m) for m in _COMPOUND_RE.findall(norm)]
+
+
+def hyphenated(texts: Sequence[str]) -> list[int]:
+    """The indexes of the ``texts`` that may hold a compound (:func:`compounds` of the
+    others is empty), found with one substring test per ASCII text."""
+    if not COMPOUNDS:
+        return []
+    return [i for i, t in enumerate(texts)
+            if "-" in t or (not t.isascii() and any(h in t for h in _HYPHEN_LIKE))]
 
 
 def index_fields(text: str) -> tuple[list[str], list[str]]:

@@ -244,11 +244,10 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             prefix = _U32.pack(ns)
             full = [prefix + k for k in bt.keys]
             codes = key.tolist()
-            w = POSTING_BYTES
+            values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
 
             def pairs() -> Iterator[tuple[bytes, bytes]]:
-                return zip(map(full.__getitem__, codes),
-                           (blob[o:o + w] for o in range(0, len(blob), w)))
+                return zip(map(full.__getitem__, codes), values)
             with txn.cursor(db=pdb) as cur:
                 # new ids are larger than every stored one: each posting goes at the end
                 # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
@@ -674,7 +673,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
-    comp = [(i, w) for i, t in enumerate(texts) for w in _lexical.compounds(t)]
+    comp = [(i, w) for i in _lexical.hyphenated(texts) for w in _lexical.compounds(texts[i])]
     if comp:  # each text's compounds after its words, as _lexical.index_fields has them
         at = {w: j for j, w in enumerate(distinct)}
         distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)
@@ -689,7 +688,8 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
         doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), doc.dtype, len(comp))])
     stems = list(map(_lexical.field_stem, distinct))
     surface = list(map(_lexical.surface_term, distinct))
-    asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
+    asks = np.zeros(n, bool)
+    asks[[i for i, t in enumerate(texts) if _lexical.is_question(t)]] = True
     spk = _speaker_keys(texts)
     sk = [t.encode("utf-8") for t in stems]  # (b"" for a dropped word)
     sp = SURFACE_PREFIX
