@@ -673,7 +673,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
-    comp = [(i, w) for i in _lexical.hyphenated(texts) for w in _lexical.compounds(texts[i])]
+    comp = _lexical.compounds_many(texts)
     if comp:  # each text's compounds after its words, as _lexical.index_fields has them
         at = {w: j for j, w in enumerate(distinct)}
         distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)

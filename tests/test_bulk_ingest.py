@@ -205,6 +205,17 @@ def test_batch_words_of_mixed_batches(texts: list[str]) -> None:
                                               for w in _words_reference(t)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES + _ASCII_PIECES + [
+    "-", "co-op", "e-Mail", " x-", "-y ", "A-b-C", "5-year", "covid-19", "de\u2010stress",
+    "re\uff0dset", "_-a", "a-_", "\u00e9t\u00e9-hiver", "mother-in-law"]), max_size=8).map("".join),
+                max_size=12))
+def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
+    """The batch pass (ASCII texts joined, an ASCII pattern) finds each text's compounds."""
+    from mnemos_kv import _lexical as L
+    assert L.compounds_many(texts) == [(i, w) for i, t in enumerate(texts) for w in L.compounds(t)]
+
+
 def test_batch_words_cache_gives_the_same_words() -> None:
     from mnemos_kv import _batchwords
     texts = [_text(i) + f" don't {i}" for i in range(200)]
