@@ -668,6 +668,32 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
     return out
 
 
+class _KeyMemo(dict):  # type: ignore[type-arg]
+    """``word -> _key_bytes(term(word), prefix)`` (a word's key in one field; b"" when the
+    field drops it), computed on first use: ``map(memo.__getitem__, words)`` runs in C
+    for the words seen before."""
+
+    def __init__(self, term: Any, prefix: bytes) -> None:
+        super().__init__()
+        self.term, self.prefix = term, prefix
+
+    def cache_clear(self) -> None:
+        """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
+        self.clear()
+
+    def __missing__(self, word: str) -> bytes:
+        if len(self) >= KEY_MEMO_MAX:
+            self.clear()  # (the values are a pure function of the keys)
+        key = self[word] = _key_bytes(self.term(word), self.prefix)
+        return key
+
+
+#: Words whose keys each memo keeps before it starts over.
+KEY_MEMO_MAX = 1 << 18
+_STEM_KEYS = _KeyMemo(_lexical.field_stem, b"")
+_SURFACE_KEYS = _KeyMemo(_lexical.surface_term, SURFACE_PREFIX)
+
+
 def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     """:func:`doc_terms` of every text of a batch, vectorised (one tokeniser pass, term
     counting with numpy): the same keys, frequencies and lengths."""
@@ -686,18 +712,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
             extra.append(j)
         wi = np.concatenate([wi, np.asarray(extra, wi.dtype)])
         doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), doc.dtype, len(comp))])
-    stems = list(map(_lexical.field_stem, distinct))
-    surface = list(map(_lexical.surface_term, distinct))
+    sk = list(map(_STEM_KEYS.__getitem__, distinct))  # (b"" for a dropped word)
+    uk = list(map(_SURFACE_KEYS.__getitem__, distinct))
     asks = np.zeros(n, bool)
     asks[[i for i, t in enumerate(texts) if _lexical.is_question(t)]] = True
     spk = _speaker_keys(texts)
-    sk = [t.encode("utf-8") for t in stems]  # (b"" for a dropped word)
-    sp = SURFACE_PREFIX
-    uk = [sp + t.encode("utf-8") if t else b"" for t in surface]
-    for i in [i for i, b in enumerate(sk) if len(b) > MAX_TERM_BYTES]:
-        sk[i] = _key_bytes(stems[i], b"")
-    for i in [i for i, b in enumerate(uk) if len(b) > MAX_TERM_BYTES + 1]:
-        uk[i] = _key_bytes(surface[i], SURFACE_PREFIX)
     keyset = set(sk)
     keyset.update(uk)
     keyset.discard(b"")
