@@ -127,7 +127,9 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
     which raises the same errors). :raises DuplicateKeyError: as the per-op path."""
     dim = engine.dim
     try:
-        block = np.stack([r[7] for r in reqs]).astype("<f4", copy=False)
+        # (np.array of the rows: np.stack's result, made in C; rows of unequal
+        # shapes raise ValueError, or give a 1-d object array on older numpy)
+        block = np.array([r[7] for r in reqs]).astype("<f4", copy=False)
     except (ValueError, TypeError):
         return False
     k = len(reqs)
