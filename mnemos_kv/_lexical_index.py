@@ -241,18 +241,16 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
                 order = np.lexsort((dids, bt.key))  # (key, id): the table's order
                 key = bt.key[order]
                 blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
-            prefix = _U32.pack(ns)
-            full = [prefix + k for k in bt.keys]
-            codes = key.tolist()
+            keys = bt.full_keys(_U32.pack(ns), key)
             values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
 
             def pairs() -> Iterator[tuple[bytes, bytes]]:
-                return zip(map(full.__getitem__, codes), values)
+                return zip(keys, values)
             with txn.cursor(db=pdb) as cur:
                 # new ids are larger than every stored one: each posting goes at the end
                 # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
                 # are put again in place (putting a stored pair again changes nothing)
-                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(codes):
+                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
                     cur.putmulti(pairs(), dupdata=True)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
@@ -639,6 +637,12 @@ class BatchTerms:
         self.keys, self.key, self.doc, self.tf, self.dl = keys, key, doc, tf, dl
         self.stem_len, self.surface_len = stem_len, surface_len
 
+    def full_keys(self, prefix: bytes, codes: np.ndarray) -> list[bytes]:
+        """``prefix`` + the key of each code in ``codes`` (one gather of an object array)."""
+        full = np.empty(len(self.keys), object)
+        full[:] = [prefix + k for k in self.keys]
+        return full[codes].tolist()  # type: ignore[no-any-return]
+
 
 def _key_bytes(term: str, prefix: bytes) -> bytes:
     """``prefix`` + :func:`_term_bytes` of ``term`` (b"" for a dropped term), uncached."""
@@ -653,19 +657,14 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
     A label ends at the text's first ``:`` (no label character is one), so the words
     depend only on the text up to the character after it: computed once per such head
     (a conversation has few speakers)."""
-    out: list[tuple[int, bytes]] = []
+    colon = [t.find(":", 0, 64) for t in texts]
+    at = [i for i, c in enumerate(colon) if c >= 0]
+    heads = [texts[i][:min(colon[i] + 2, 64)] for i in at]
     memo: dict[str, tuple[bytes, ...]] = {}
-    for i, t in enumerate(texts):
-        c = t.find(":", 0, 64)
-        if c < 0:
-            continue
-        head = t[:min(c + 2, 64)]
-        keys = memo.get(head)
-        if keys is None:
-            keys = memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
-                                      for w in dict.fromkeys(_lexical.speaker_words(head)))
-        out.extend((i, k) for k in keys)
-    return out
+    for head in set(heads):
+        memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
+                           for w in dict.fromkeys(_lexical.speaker_words(head)))
+    return [(i, k) for i, keys in zip(at, map(memo.__getitem__, heads)) for k in keys]
 
 
 class _KeyMemo(dict):  # type: ignore[type-arg]
