@@ -670,11 +670,13 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
 class _KeyMemo(dict):  # type: ignore[type-arg]
     """``word -> _key_bytes(term(word), prefix)`` (a word's key in one field; b"" when the
     field drops it), computed on first use: ``map(memo.__getitem__, words)`` runs in C
-    for the words seen before."""
+    for the words seen before. A number (ASCII digits, not in the field's ``stop``
+    words) is its own term in both fields (the stemmer leaves it as it is): its key is
+    made without the stemmer's calls."""
 
-    def __init__(self, term: Any, prefix: bytes) -> None:
+    def __init__(self, term: Any, prefix: bytes, stop: frozenset[str]) -> None:
         super().__init__()
-        self.term, self.prefix = term, prefix
+        self.term, self.prefix, self.stop = term, prefix, stop
 
     def cache_clear(self) -> None:
         """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
@@ -683,14 +685,18 @@ class _KeyMemo(dict):  # type: ignore[type-arg]
     def __missing__(self, word: str) -> bytes:
         if len(self) >= KEY_MEMO_MAX:
             self.clear()  # (the values are a pure function of the keys)
-        key = self[word] = _key_bytes(self.term(word), self.prefix)
+        if word.isdigit() and word.isascii() and len(word) <= MAX_TERM_BYTES \
+                and word not in self.stop:
+            key = self[word] = self.prefix + word.encode()
+        else:
+            key = self[word] = _key_bytes(self.term(word), self.prefix)
         return key
 
 
 #: Words whose keys each memo keeps before it starts over.
 KEY_MEMO_MAX = 1 << 18
-_STEM_KEYS = _KeyMemo(_lexical.field_stem, b"")
-_SURFACE_KEYS = _KeyMemo(_lexical.surface_term, SURFACE_PREFIX)
+_STEM_KEYS = _KeyMemo(_lexical.field_stem, b"", _lexical.STOPWORDS)
+_SURFACE_KEYS = _KeyMemo(_lexical.surface_term, SURFACE_PREFIX, _lexical.SURFACE_STOPWORDS)
 
 
 def doc_terms_many(texts: Sequence[str]) -> BatchTerms:

@@ -216,6 +216,21 @@ def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
     assert L.compounds_many(texts) == [(i, w) for i, t in enumerate(texts) for w in L.compounds(t)]
 
 
+@pytest.mark.parametrize("word", ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600,
+                                  "\u0663", "\u00b2", "12a", "a12", "the", "calmly", "x" * 300])
+def test_memoised_posting_keys_are_the_terms_keys(word: str) -> None:
+    """The bulk index's key memos (with their shortcut for numbers) give each field's key."""
+    from mnemos_kv import _lexical as L
+    from mnemos_kv import _lexical_index as LI
+    for memo, term, prefix in ((LI._STEM_KEYS, L.field_stem, b""),
+                               (LI._SURFACE_KEYS, L.surface_term, LI.SURFACE_PREFIX)):
+        memo.cache_clear()
+        assert memo[word] == LI._key_bytes(term(word), prefix) and memo[word] == memo.get(word)
+    stop = sorted(w for w in L.STOPWORDS | L.SURFACE_STOPWORDS if w.isdigit())
+    for w in stop:  # (none today; a number made a stopword must stay dropped)
+        assert LI._STEM_KEYS[w] == LI._key_bytes(L.field_stem(w), b"")
+
+
 def test_batch_words_cache_gives_the_same_words() -> None:
     from mnemos_kv import _batchwords
     texts = [_text(i) + f" don't {i}" for i in range(200)]
