@@ -229,6 +229,9 @@ def test_memoised_posting_keys_are_the_terms_keys(word: str) -> None:
     stop = sorted(w for w in L.STOPWORDS | L.SURFACE_STOPWORDS if w.isdigit())
     for w in stop:  # (none today; a number made a stopword must stay dropped)
         assert LI._STEM_KEYS[w] == LI._key_bytes(L.field_stem(w), b"")
+    from mnemos_kv import _hashing as H
+    H._TERMS.cache_clear()
+    assert H._TERMS[word] == L.index_term(word)
 
 
 def test_batch_words_cache_gives_the_same_words() -> None:
