@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from . import _ann
+from . import _ann, _gcpause
 from . import _records as R
 from . import _retrieval
 from . import rerank as _rerank
@@ -117,18 +117,21 @@ class _Handle:
         prog = check(progress)
         if isinstance(items, (str, bytes, Mapping)):
             raise InvalidInputError("remember_many takes a list of texts or dicts, not a single item")
-        prepared = prepare_remember(eng, self.name, as_list(items, "items"), set())
-        if not prepared:
-            return []
-        if prog is None:
-            embed_missing(eng, prepared)
-        else:
-            todo = [p for p in prepared if p[7] is None]
-            if todo:
-                for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo], prog)):
-                    p[7] = v
-            prog("write", 0, 1)
-        ids = eng.write([tuple(p) for p in prepared])
+        listed = as_list(items, "items")
+        with _gcpause.paused(len(listed)):  # (no cycles made: see _gcpause)
+            prepared = prepare_remember(eng, self.name, listed, set())
+            if not prepared:
+                return []
+            if prog is None:
+                embed_missing(eng, prepared)
+            else:
+                todo = [p for p in prepared if p[7] is None]
+                if todo:
+                    for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo],
+                                                prog)):
+                        p[7] = v
+                prog("write", 0, 1)
+            ids = eng.write([tuple(p) for p in prepared])
         if prog is not None:
             prog("write", 1, 1)
         return ids
