@@ -24,9 +24,10 @@ SEPARATOR = "zqxjmnemosbatchsepzqxj"
 
 #: The last batch and its words: a text ingest tokenises the same texts twice (the
 #: hashing embedder, then the BM25 index in the write), the second time for free.
-#: [texts, words, doc, vocabulary or None]; the texts are compared by identity, so it
-#: cannot go stale; it is used once (then dropped), and only batches of _CACHE_MIN to
-#: _CACHE_MAX texts are kept (a huge batch's words are not held after its call).
+#: [texts, distinct words, codes, doc, words or None]; the texts are compared by
+#: identity, so it cannot go stale; it is used once (then dropped), and only batches of
+#: _CACHE_MIN to _CACHE_MAX texts are kept (a huge batch's words are not held after its
+#: call).
 _last: list[Any] | None = None
 _CACHE_MIN = 64
 _CACHE_MAX = 100_000
@@ -49,9 +50,10 @@ def _entry(texts: Sequence[str]) -> list[Any]:
     hit = _take(texts)
     if hit is not None:
         return hit
-    words, doc = _batch_words(texts)
+    distinct, wc, doc = _batch_vocab(texts)
+    wc.setflags(write=False)
     doc.setflags(write=False)
-    entry = [list(texts), words, doc, None]
+    entry = [list(texts), distinct, wc, doc, None]
     if _CACHE_MIN <= len(texts) <= _CACHE_MAX:
         _last = entry
     return entry
@@ -63,40 +65,55 @@ def batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     if not texts:
         return [], np.empty(0, np.int64)
     entry = _entry(texts)
-    return entry[1], entry[2]
+    if entry[4] is None:
+        entry[4] = list(map(entry[1].__getitem__, entry[2].tolist()))
+    return entry[4], entry[3]
 
 
 def batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(the distinct words of the batch in first-seen order; for every word of
-    :func:`batch_words` in text order, its index in them and its text's index, int64).
+    """(the distinct words of the batch; for every word of :func:`batch_words` in text
+    order, its index in them and its text's index, int64). The distinct words are in
+    first-seen order when the texts are all ASCII or all not (else: the ASCII texts'
+    words first-seen, then the others' new words); no result depends on that order.
     Shared like :func:`batch_words` (the embedder and the BM25 index both need it);
     the caller must not change what it gets."""
     if not texts:
         return [], np.empty(0, np.int64), np.empty(0, np.int64)
     entry = _entry(texts)
-    if entry[3] is None:
-        words = entry[1]
-        distinct = list(dict.fromkeys(words))
-        code = {w: i for i, w in enumerate(distinct)}
-        wc = np.fromiter(map(code.__getitem__, words), np.int64, len(words))
-        wc.setflags(write=False)
-        entry[3] = (distinct, wc)
-    distinct, wc = entry[3]
-    return distinct, wc, entry[2]
+    return entry[1], entry[2], entry[3]
 
 
 def _batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """:func:`batch_words` without the cache."""
+    distinct, wc, doc = _batch_vocab(texts)
+    return list(map(distinct.__getitem__, wc.tolist())), doc
+
+
+def _batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     asc = [i for i, t in enumerate(texts) if t.isascii()]
     if len(asc) == len(texts) or not asc:
         return _joined(texts, len(asc) == len(texts))
     # most texts ASCII, a few not: each group in one pass, then the words in text order
     other = [i for i, t in enumerate(texts) if not t.isascii()]
-    wa, da = _joined([texts[i] for i in asc], True)
-    wo, do = _joined([texts[i] for i in other], False)
-    doc = np.concatenate((np.asarray(asc, np.int64)[da], np.asarray(other, np.int64)[do]))
+    da, wa, ca = _joined([texts[i] for i in asc], True)
+    do, wo, co = _joined([texts[i] for i in other], False)
+    code = dict.fromkeys(da)
+    code.update(dict.fromkeys(do))
+    for i, w in enumerate(code):
+        code[w] = i
+    remap = np.fromiter(map(code.__getitem__, do), np.int64, len(do))
+    doc = np.concatenate((np.asarray(asc, np.int64)[ca], np.asarray(other, np.int64)[co]))
+    wc = np.concatenate((wa, remap[wo]))
     order = np.argsort(doc, kind="stable")
-    words = np.array(wa + wo, dtype=object)[order].tolist()
-    return words, doc[order]
+    return list(code), wc[order], doc[order]
+
+
+def _vocab(words: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct ``words`` in first-seen order, each word's index in them)."""
+    code = dict.fromkeys(words)
+    for i, w in enumerate(code):
+        code[w] = i
+    return list(code), np.fromiter(map(code.__getitem__, words), np.int64, len(words))
 
 
 #: ``str.translate`` table of the ASCII fast path: every ASCII character that is not a
@@ -117,19 +134,28 @@ def ascii_words(text: str) -> list[str]:
     return norm.translate(_ASCII_SPLIT).split()
 
 
-def _joined(texts: Sequence[str], ascii: bool) -> tuple[list[str], np.ndarray]:
-    """The words of ``texts`` (all ASCII when ``ascii``) from one pass over them joined."""
+def _joined(texts: Sequence[str], ascii: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """:func:`batch_vocab` of ``texts`` (all ASCII when ``ascii``) from one pass over them
+    joined (the separator words found and dropped by their code)."""
     joined = (" " + SEPARATOR + " ").join(texts)
     ws = ascii_words(joined) if ascii else _lexical.words(joined)
-    arr = np.array(ws, dtype=object)
-    sep = arr == SEPARATOR
-    if int(np.count_nonzero(sep)) == len(texts) - 1:
-        keep = ~sep
-        return arr[keep].tolist(), np.cumsum(sep)[keep].astype(np.int64)
+    distinct, c = _vocab(ws)
+    if len(texts) > 1:
+        s = distinct.index(SEPARATOR) if SEPARATOR in distinct else -1
+        sep = c == s
+        if s >= 0 and int(np.count_nonzero(sep)) == len(texts) - 1:
+            keep = ~sep
+            wc = c[keep]
+            wc -= wc > s
+            del distinct[s]
+            return distinct, wc, np.cumsum(sep)[keep].astype(np.int64)
+    elif SEPARATOR not in distinct:
+        return distinct, c, np.zeros(c.size, np.int64)
     words: list[str] = []
     docs: list[int] = []
     for i, t in enumerate(texts):  # a text holds the separator: one by one
         w = _lexical.words(t)
         words.extend(w)
         docs.extend([i] * len(w))
-    return words, np.asarray(docs, dtype=np.int64)
+    distinct, wc = _vocab(words)
+    return distinct, wc, np.asarray(docs, dtype=np.int64)

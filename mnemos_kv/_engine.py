@@ -30,8 +30,8 @@ from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
-from ._vectors import (CHECKED, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, row_crc,
-                       rows_pass, slot_file, slot_row, vector_file)
+from ._vectors import (ROW_KEYS, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, op_row_fields,
+                       op_row_ok, rows_pass, slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, StorageError, StoreError)
@@ -58,13 +58,13 @@ def vrow_key(gen: int, slot: int) -> bytes:
     return _VROW_KEY.pack(gen, slot)
 
 
-def logged_op(op: dict[str, Any], slot: int, crc: int | None = None) -> dict[str, Any]:
+def logged_op(op: dict[str, Any], slot: int) -> dict[str, Any]:
     """The form of a ``mem``/``update`` op in the log file (format 3): the vector's slot
-    and CRC-16 (``vrow``, ``vcrc``) instead of its bytes, which the vector file holds
-    (each vector is stored once; export puts it back). ``crc``: the row's CRC-16 when
-    known (the slot row just written holds it)."""
-    out = {k: v for k, v in op.items() if k != "vec"}
-    out["vrow"], out["vcrc"] = slot, row_crc(op["vec"]) if crc is None else crc
+    and checksum (``vrow``, and ``vc32``, its CRC-32, since format 6; ``vcrc``, a
+    CRC-16, before) instead of its bytes, which the vector file holds (each vector is
+    stored once; export puts it back)."""
+    out = {k: v for k, v in op.items() if k != "vec" and k not in ROW_KEYS}
+    out.update(op_row_fields(slot, op["vec"]))
     return out
 
 
@@ -1013,7 +1013,7 @@ class Engine(EngineChecks):
                 vec = op.get("vec")
                 if vec is None:  # format 3: the row is in ``vrows`` until the flush
                     vec = txn.get(vrow_key(st.gen, next_slot), db=self.env.db("vrows"))
-                    if op.get("vrow") != next_slot or vec is None or row_crc(vec) != op.get("vcrc"):
+                    if op.get("vrow") != next_slot or vec is None or not op_row_ok(op, vec):
                         raise NeedsRecoveryError(
                             f"{self.path!r}: the unflushed vector row {next_slot} (seq {seq}) "
                             f"is missing or damaged in data.mdb; {self.recover_hint()}")
@@ -1222,7 +1222,6 @@ class Engine(EngineChecks):
         kind = op["op"]
         seq = st.seq + 1
         result: Any = None
-        crc: int | None = None  # the CRC-16 of a new vector row
         if ctx.pending and kind != "mem":
             self.flush_index(ctx)
         if kind == "mem":
@@ -1237,8 +1236,7 @@ class Engine(EngineChecks):
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
                            key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
-            crc = row_crc(op["vec"])
-            ctx.slots[slot] = (mid, 0, rec.ts, rec.ns, type_code, CHECKED, crc)  # slot_row
+            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
             S.put_last(txn, S.u64(mid), rec.to_bytes(), db("records"))  # (ids ascend)
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
@@ -1302,8 +1300,7 @@ class Engine(EngineChecks):
             raise CorruptionError(f"unknown op {kind!r} in log")
         st.seq = seq
         if kind in _mutate.SLOT_OPS and isinstance(op.get("vec"), bytes):
-            op = logged_op(op, st.n_slots - 1,  # the slot it just took
-                           int(ctx.slots["pad"][st.n_slots - 1]) if crc is None else crc)
+            op = logged_op(op, st.n_slots - 1)  # the slot it just took
         ctx.frames.append(encode_frame(seq, R.encode(op)))
         return result
 

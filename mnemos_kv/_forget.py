@@ -247,10 +247,8 @@ def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
     bt = _lexical_index.doc_terms_many(texts)
     if bt.key.size:
         vals = _lexical_index.posting_values(mids[bt.doc], bt.tf, bt.dl)
-        prefix = S.u32(ns)
-        full = [prefix + k for k in bt.keys]
         # (key, id) order: the entries sort by key code, then by text = by id
-        _remove_dups(txn, env.db("postings"), list(map(full.__getitem__, bt.key.tolist())),
+        _remove_dups(txn, env.db("postings"), bt.full_keys(S.u32(ns), bt.key),
                      vals, _lexical_index.POSTING_BYTES,
                      np.flatnonzero(np.concatenate(([True], bt.key[1:] != bt.key[:-1]))),
                      id_bytes=6)

@@ -216,6 +216,27 @@ _GRAM_CRC = _Crc32Memo("c|")
 _BIGRAM_CRC = _Crc32Memo("b|")  # keyed by "left right"
 
 
+class _Terms(dict):  # type: ignore[type-arg]
+    """``word -> _lexical.index_term(word)`` for a batch's words (a dict lookup in C for
+    the words seen before); a number (ASCII digits, not a stopword) is its own term."""
+
+    def cache_clear(self) -> None:
+        """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
+        self.clear()
+
+    def __missing__(self, word: str) -> str:
+        if len(self) >= MEMO_MAX:
+            self.clear()
+        if word.isdigit() and word.isascii() and word not in _lexical.STOPWORDS:
+            term = self[word] = word
+        else:
+            term = self[word] = _lexical.index_term(word)
+        return term
+
+
+_TERMS = _Terms()
+
+
 def _buckets(h: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_bucket` of CRC-32 values: (bucket ``h % dim``, sign -1.0 or 1.0 from the top bit)."""
     h = h.astype(np.int64, copy=False)
@@ -363,7 +384,7 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     distinct, wc, doc = batch_vocab(texts)
     if not wc.size:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    terms = list(map(_lexical.index_term, distinct))
+    terms = list(map(_TERMS.__getitem__, distinct))
     kept = np.fromiter(map(bool, terms), bool, len(terms))
     keep = kept[wc]
     wc, doc = wc[keep], doc[keep]  # the kept words, in text order

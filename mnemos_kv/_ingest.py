@@ -4,7 +4,7 @@
 request in the same order (the same ids, slots, sequence numbers, log frames, records,
 time index, keys, BM25 postings and statistics, filter index, capacity bytes and pins,
 vector rows and slot columns), but works column by column: the vectors are checked
-and written as one numpy block (one CRC-16 per row), each record and its log frame
+and written as one numpy block (one CRC-32 per row), each record and its log frame
 are assembled from the CBOR of their fields encoded once (the metadata's encoding is
 the one validation measured), the records are appended with one ``putmulti`` (new ids
 are larger than every stored one), the time and key entries are put in key order, and
@@ -16,7 +16,6 @@ The canonical CBOR this module assembles by hand is checked byte for byte agains
 
 from __future__ import annotations
 
-import binascii
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 from . import _capacity, _lexical_index, _filter_index
 from . import _records as R
 from . import _storage as S
-from ._vectors import CHECKED, SLOT_DTYPE
+from ._vectors import CHECKED32, SLOT_DTYPE, folds
 from .errors import CorruptionError, DuplicateKeyError
 
 if TYPE_CHECKING:
@@ -128,7 +127,9 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
     which raises the same errors). :raises DuplicateKeyError: as the per-op path."""
     dim = engine.dim
     try:
-        block = np.stack([r[7] for r in reqs]).astype("<f4", copy=False)
+        # (np.array of the rows: np.stack's result, made in C; rows of unequal
+        # shapes raise ValueError, or give a 1-d object array on older numpy)
+        block = np.array([r[7] for r in reqs]).astype("<f4", copy=False)
     except (ValueError, TypeError):
         return False
     k = len(reqs)
@@ -186,17 +187,17 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     # vectors and slot columns, one block each
     w = 4 * block.shape[1]
     raw = block.data.cast("B")  # (rows read in place: no copy of the block)
-    crc_hqx = binascii.crc_hqx
-    vcrcs = [crc_hqx(raw[o:o + w], 0) for o in range(0, k * w, w)]
+    crc32 = zlib.crc32
+    vcrcs = np.fromiter(map(crc32, (raw[o:o + w] for o in range(0, k * w, w))), np.int64, k)
     rows = np.zeros(k, SLOT_DTYPE)
     rows["id"], rows["ts"], rows["ns"], rows["type"] = ids, ts_arr, ns_arr, types
-    rows["flags"], rows["pad"] = CHECKED, vcrcs
+    rows["flags"], rows["pad"] = CHECKED32, folds(vcrcs)
     ctx.matrix[slot0:slot0 + k] = block
     ctx.slots[slot0:slot0 + k] = rows
     # records and log frames: the CBOR of each field once, assembled twice
     e_id, e_slot, e_seq = cbor_ints(ids), cbor_ints(slots), cbor_ints(seqs)
     e_ts = cbor_ints(ts_arr)
-    e_crc = cbor_ints(np.asarray(vcrcs, np.int64))
+    e_crc = cbor_ints(vcrcs)
     small = {v: cbor_int(v) for v in set(nids) | set(types.tolist())}
     e_ns = [small[v] for v in nids]
     e_type = [small[v] for v in types.tolist()]
@@ -216,7 +217,7 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
                       b"\x62ts", e_ts[j])) for j in range(k)]
         ops = [join((b"\xa9\x62id", e_id[j], b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j],
                      b"\x64meta", e_meta[j], b"\x64text", e_text[j], b"\x64type", e_type[j],
-                     b"\x64vcrc", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
+                     b"\x64vc32", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
         key_bytes = 0
     else:
         recs, ops = [], []
@@ -240,7 +241,7 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
             ops.append(join((bytes((0xa9 + (key is not None) + pinned[j],)), b"\x62id", e_id[j],
                              b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j], e_key,
                              b"\x63pin\xf5" if pinned[j] else b"", b"\x64meta", e_meta[j],
-                             b"\x64text", e_text[j], b"\x64type", e_type[j], b"\x64vcrc",
+                             b"\x64text", e_text[j], b"\x64type", e_type[j], b"\x64vc32",
                              e_crc[j], b"\x64vrow", e_slot[j])))
     crc32, pack_crc, pack_frame, pack_seq = zlib.crc32, _CRC.pack, _FRAME.pack, _SEQ.pack
     id_keys = ids.astype(">u8").tobytes()

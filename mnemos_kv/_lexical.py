@@ -17,10 +17,12 @@ alphabetic tokens, other scripts and digits pass through unchanged.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -230,6 +232,43 @@ def compounds(text: str) -> list[str]:
     if not any(h in norm for h in _HYPHENS):
         return []
     return [_HYPHEN_RE.sub("", m) for m in _COMPOUND_RE.findall(norm)]
+
+
+#: :func:`compounds` of lowercased ASCII text (where ``[^\W\d_]`` is ``[a-z]`` and ``[^\W_]``
+#: is ``[a-z0-9]``), and the test an ASCII text must pass to hold one (a letter, a
+#: hyphen, a letter; it starts with a literal, so the regex engine finds it fast).
+_ASCII_COMPOUND_RE = re.compile(r"(?<![a-z0-9])[a-z]+(?:-[a-z]+)+(?![a-z0-9])")
+_ASCII_JOINT_RE = re.compile(r"-(?<=[A-Za-z]-)(?=[A-Za-z])")
+
+
+def compounds_many(texts: Sequence[str]) -> list[tuple[int, str]]:
+    """(text index, compound) of :func:`compounds` of every text, in text order. The
+    ASCII texts that can hold one go through one pass (NFKC leaves ASCII as it is and
+    casefolds it to ``lower()``; a compound never spans the newline joining them), the
+    others one by one."""
+    if not COMPOUNDS:
+        return []
+    asc: list[int] = []
+    out: list[tuple[int, str]] = []
+    joint = _ASCII_JOINT_RE.search
+    for i, t in enumerate(texts):
+        if t.isascii():
+            if "-" in t and joint(t):
+                asc.append(i)
+        elif any(h in t for h in _HYPHEN_LIKE):
+            out.extend((i, w) for w in compounds(t))
+    if asc:
+        parts = [texts[i] for i in asc]
+        starts = list(itertools.accumulate((len(t) + 1 for t in parts), initial=0))
+        joined = "\n".join(parts).lower()
+        found = [(asc[bisect.bisect_right(starts, m.start()) - 1], m.group().replace("-", ""))
+                 for m in _ASCII_COMPOUND_RE.finditer(joined)]
+        if out:
+            out.extend(found)
+            out.sort(key=lambda p: p[0])  # (stable: each text's compounds keep their order)
+        else:
+            out = found
+    return out
 
 
 def index_fields(text: str) -> tuple[list[str], list[str]]:

@@ -241,19 +241,16 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
                 order = np.lexsort((dids, bt.key))  # (key, id): the table's order
                 key = bt.key[order]
                 blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
-            prefix = _U32.pack(ns)
-            full = [prefix + k for k in bt.keys]
-            codes = key.tolist()
-            w = POSTING_BYTES
+            keys = bt.full_keys(_U32.pack(ns), key)
+            values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
 
             def pairs() -> Iterator[tuple[bytes, bytes]]:
-                return zip(map(full.__getitem__, codes),
-                           (blob[o:o + w] for o in range(0, len(blob), w)))
+                return zip(keys, values)
             with txn.cursor(db=pdb) as cur:
                 # new ids are larger than every stored one: each posting goes at the end
                 # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
                 # are put again in place (putting a stored pair again changes nothing)
-                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(codes):
+                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
                     cur.putmulti(pairs(), dupdata=True)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
@@ -640,6 +637,12 @@ class BatchTerms:
         self.keys, self.key, self.doc, self.tf, self.dl = keys, key, doc, tf, dl
         self.stem_len, self.surface_len = stem_len, surface_len
 
+    def full_keys(self, prefix: bytes, codes: np.ndarray) -> list[bytes]:
+        """``prefix`` + the key of each code in ``codes`` (one gather of an object array)."""
+        full = np.empty(len(self.keys), object)
+        full[:] = [prefix + k for k in self.keys]
+        return full[codes].tolist()  # type: ignore[no-any-return]
+
 
 def _key_bytes(term: str, prefix: bytes) -> bytes:
     """``prefix`` + :func:`_term_bytes` of ``term`` (b"" for a dropped term), uncached."""
@@ -654,19 +657,46 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
     A label ends at the text's first ``:`` (no label character is one), so the words
     depend only on the text up to the character after it: computed once per such head
     (a conversation has few speakers)."""
-    out: list[tuple[int, bytes]] = []
+    colon = [t.find(":", 0, 64) for t in texts]
+    at = [i for i, c in enumerate(colon) if c >= 0]
+    heads = [texts[i][:min(colon[i] + 2, 64)] for i in at]
     memo: dict[str, tuple[bytes, ...]] = {}
-    for i, t in enumerate(texts):
-        c = t.find(":", 0, 64)
-        if c < 0:
-            continue
-        head = t[:min(c + 2, 64)]
-        keys = memo.get(head)
-        if keys is None:
-            keys = memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
-                                      for w in dict.fromkeys(_lexical.speaker_words(head)))
-        out.extend((i, k) for k in keys)
-    return out
+    for head in set(heads):
+        memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
+                           for w in dict.fromkeys(_lexical.speaker_words(head)))
+    return [(i, k) for i, keys in zip(at, map(memo.__getitem__, heads)) for k in keys]
+
+
+class _KeyMemo(dict):  # type: ignore[type-arg]
+    """``word -> _key_bytes(term(word), prefix)`` (a word's key in one field; b"" when the
+    field drops it), computed on first use: ``map(memo.__getitem__, words)`` runs in C
+    for the words seen before. A number (ASCII digits, not in the field's ``stop``
+    words) is its own term in both fields (the stemmer leaves it as it is): its key is
+    made without the stemmer's calls."""
+
+    def __init__(self, term: Any, prefix: bytes, stop: frozenset[str]) -> None:
+        super().__init__()
+        self.term, self.prefix, self.stop = term, prefix, stop
+
+    def cache_clear(self) -> None:
+        """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
+        self.clear()
+
+    def __missing__(self, word: str) -> bytes:
+        if len(self) >= KEY_MEMO_MAX:
+            self.clear()  # (the values are a pure function of the keys)
+        if word.isdigit() and word.isascii() and len(word) <= MAX_TERM_BYTES \
+                and word not in self.stop:
+            key = self[word] = self.prefix + word.encode()
+        else:
+            key = self[word] = _key_bytes(self.term(word), self.prefix)
+        return key
+
+
+#: Words whose keys each memo keeps before it starts over.
+KEY_MEMO_MAX = 1 << 18
+_STEM_KEYS = _KeyMemo(_lexical.field_stem, b"", _lexical.STOPWORDS)
+_SURFACE_KEYS = _KeyMemo(_lexical.surface_term, SURFACE_PREFIX, _lexical.SURFACE_STOPWORDS)
 
 
 def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
@@ -674,7 +704,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     counting with numpy): the same keys, frequencies and lengths."""
     n = len(texts)
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
-    comp = [(i, w) for i, t in enumerate(texts) for w in _lexical.compounds(t)]
+    comp = _lexical.compounds_many(texts)
     if comp:  # each text's compounds after its words, as _lexical.index_fields has them
         at = {w: j for j, w in enumerate(distinct)}
         distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)
@@ -687,17 +717,11 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
             extra.append(j)
         wi = np.concatenate([wi, np.asarray(extra, wi.dtype)])
         doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), doc.dtype, len(comp))])
-    stems = list(map(_lexical.field_stem, distinct))
-    surface = list(map(_lexical.surface_term, distinct))
-    asks = np.fromiter((_lexical.is_question(t) for t in texts), bool, n)
+    sk = list(map(_STEM_KEYS.__getitem__, distinct))  # (b"" for a dropped word)
+    uk = list(map(_SURFACE_KEYS.__getitem__, distinct))
+    asks = np.zeros(n, bool)
+    asks[[i for i, t in enumerate(texts) if _lexical.is_question(t)]] = True
     spk = _speaker_keys(texts)
-    sk = [t.encode("utf-8") for t in stems]  # (b"" for a dropped word)
-    sp = SURFACE_PREFIX
-    uk = [sp + t.encode("utf-8") if t else b"" for t in surface]
-    for i in [i for i, b in enumerate(sk) if len(b) > MAX_TERM_BYTES]:
-        sk[i] = _key_bytes(stems[i], b"")
-    for i in [i for i, b in enumerate(uk) if len(b) > MAX_TERM_BYTES + 1]:
-        uk[i] = _key_bytes(surface[i], SURFACE_PREFIX)
     keyset = set(sk)
     keyset.update(uk)
     keyset.discard(b"")

@@ -26,7 +26,11 @@ from .errors import CorruptionError, InvalidInputError
 #: 4: base snapshots store their frames in zlib-compressed blocks (``_snapshot``).
 #: 5: small writes stage their BM25 postings in the ``lexstage`` table until the next
 #: flush (``_lexstage``); an older library would not see them.
-FORMAT_VERSION = 5
+#: 6: new vector rows are checksummed with CRC-32 (slot flag ``CHECKED32``, the CRC
+#: folded to 16 bits; log and snapshot ops ``vc32``) instead of CRC-16 (``CHECKED``,
+#: ``vcrc``), which rows and ops written before keep; an older library would treat the
+#: new rows as unchecked and fail the ops' checksums.
+FORMAT_VERSION = 6
 #: The ``format_version`` a replay file's header carries: the version of the op encoding
 #: in it. Format 4 changed only the base snapshot's container, not the ops, so replay
 #: files stay byte for byte what format 3 wrote (and format-3 readers accept them).

@@ -557,23 +557,23 @@ class _BaseRows:
         return self.emb
 
     def inline(self, op: dict[str, Any]) -> dict[str, Any]:
-        from ._vectors import row_crc
-        out = {k: v for k, v in op.items() if k not in ("vrow", "vcrc")}
-        row, crc = op["vrow"], op.get("vcrc")
+        from ._vectors import ROW_KEYS, op_row_ok
+        out = {k: v for k, v in op.items() if k not in ROW_KEYS}
+        row = op["vrow"]
         if self.fd is not None and isinstance(row, int) and row >= 0:
             n = self.dim * 4
             vec = os.pread(self.fd, n, self.header + row * n)
-            if len(vec) == n and row_crc(vec) == crc:
+            if len(vec) == n and op_row_ok(op, vec):
                 out["vec"] = vec
                 return out
         kept = self.extra.get(row) if isinstance(row, int) else None
-        if kept is not None and row_crc(kept) == crc:  # not yet flushed to the vector file
+        if kept is not None and op_row_ok(op, kept):  # not yet flushed to the vector file
             out["vec"] = kept
             return out
         from .embedders import embed_checked
         vec = embed_checked(self._embedder(), [op["text"]])[0].astype("<f4").tobytes()
         self.redone += 1
-        if row_crc(vec) != crc:
+        if not op_row_ok(op, vec):
             self.differ += 1
             self.rep.notes.append(f"memory {op.get('id')}: its vector row was lost and its text "
                                   "embedded again gives a different vector (was it given "

@@ -46,7 +46,7 @@ from . import _records as R
 from . import _storage as S
 from ._log import (FILE_HEADER, MAX_FRAME, LogFile, LogGone, encode_frame, iter_file_frames,
                    iter_frames, log_file)
-from ._vectors import row_crc
+from ._vectors import ROW_KEYS, op_row_fields, op_row_ok
 from .errors import CorruptionError, LogCorruptionError
 
 log = logging.getLogger("mnemos_kv")
@@ -93,7 +93,7 @@ def base_ops(engine: Any, txn: lmdb.Transaction, st: Any, matrix: np.ndarray,
             op = {"op": "mem", "id": rec.id, "ns": rec.ns, "text": rec.text, "meta": rec.metadata,
                   "type": R.TYPE_CODES[rec.type], "ts": rec.ts}
             if by_row:
-                op["vrow"], op["vcrc"] = rec.slot, row_crc(vec)
+                op.update(op_row_fields(rec.slot, vec))
             else:
                 op["vec"] = vec
             if rec.key is not None:
@@ -237,13 +237,13 @@ def inline_vector(op: dict[str, Any], matrix: np.ndarray, where: str) -> dict[st
     snapshot's generation), CRC-checked. :raises CorruptionError: the row is damaged."""
     if "vrow" not in op:
         return op
-    out = {k: v for k, v in op.items() if k not in ("vrow", "vcrc")}
+    out = {k: v for k, v in op.items() if k not in ROW_KEYS}
     row = op["vrow"]
     if not isinstance(row, int) or not 0 <= row < matrix.shape[0]:
         raise CorruptionError(f"{where}: memory {op.get('id')} names vector row {row!r}, outside "
                               f"the {matrix.shape[0]} rows of its generation")
     vec = np.ascontiguousarray(matrix[row], dtype="<f4").tobytes()
-    if row_crc(vec) != op.get("vcrc"):
+    if not op_row_ok(op, vec):
         raise CorruptionError(f"{where}: the vector row {row} of memory {op.get('id')} fails its "
                               "checksum")
     out["vec"] = vec

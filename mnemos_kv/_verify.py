@@ -7,7 +7,6 @@ Every mismatch becomes one line in the report; nothing is repaired.
 from __future__ import annotations
 
 import os
-import zlib
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ from . import _records as R
 from . import _storage as S
 from ._engine import Engine
 from ._log import LogGone
-from ._vectors import bad_rows, vector_file
+from ._vectors import ROW_KEYS, bad_rows, op_row_ok, row_crc, vector_file
 from .errors import CorruptionError
 
 MAX_PROBLEMS = 1000
@@ -244,12 +243,11 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
                 f"(text, time, namespace or key)")
     if seq is not None:
         return  # the log pass checks every logged vector against its own row
-    if "vrow" in op:  # format 3: the snapshot names the row (and its CRC-16) instead
-        from ._vectors import row_crc
+    if "vrow" in op:  # format 3: the snapshot names the row (and its checksum) instead
         if op["vrow"] != rec.slot:
             rep.add(f"memory {mid}: its record says slot {rec.slot}, {name} row {op['vrow']}")
         elif 0 <= rec.slot < snap.state.n_slots and \
-                row_crc(snap.matrix[rec.slot].tobytes()) != op.get("vcrc"):
+                not op_row_ok(op, snap.matrix[rec.slot].tobytes()):
             rep.add(f"memory {mid}: its vector (row {rec.slot} of "
                     f"{os.path.basename(vector_file(engine.path, snap.state.gen))}) differs from "
                     f"the checksum in {name}")
@@ -375,9 +373,9 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
     # Every mem/update op of this segment took the next slot of the generation, so
     # its k-th one is slot n_slots - (count) + k: each logged vector is checked
     # against its own row (live or dead), after the pass has counted them.
-    # (id, crc32 of the vector or, format 3, the frame's CRC-16 of the row it names, seq,
-    # that row or None)
-    logged: list[tuple[int, int, int, int | None]] = []
+    # (id, the checksum fields of the frame (format 3: the row it names; before: a
+    # CRC-32 of the vector it carries), seq, that row or None)
+    logged: list[tuple[int, dict[str, Any], int, int | None]] = []
     try:
         for _off, seq, payload in log.frames(FILE_HEADER, st.log_end):
             n += 1
@@ -388,10 +386,10 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                 op = R.decode(payload, "log frame")
                 if op.get("op") in ("mem", "update"):
                     if "vrow" in op:
-                        logged.append((int(op["id"]), int(op.get("vcrc", -1)), seq,
-                                       int(op["vrow"])))
+                        logged.append((int(op["id"]), {k: op[k] for k in ROW_KEYS if k in op},
+                                       seq, int(op["vrow"])))
                     else:
-                        logged.append((int(op["id"]), zlib.crc32(op["vec"]), seq, None))
+                        logged.append((int(op["id"]), {"vc32": row_crc(op["vec"])}, seq, None))
                     _compare(engine, snap, rep, op, seq, None, log.path)
     except CorruptionError as exc:
         rep.add(str(exc))
@@ -402,8 +400,7 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
             rep.add(f"log holds {len(logged)} new vectors, the generation only {st.n_slots} slots")
         else:
             bad = 0
-            from ._vectors import row_crc
-            for k, (mid, crc, seq, vrow) in enumerate(logged):
+            for k, (mid, chk, seq, vrow) in enumerate(logged):
                 slot = start + k
                 if vrow is not None and vrow != slot:
                     rep.add(f"memory {mid}: its log frame (seq {seq}) names vector row {vrow}, "
@@ -413,8 +410,7 @@ def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,
                     rep.add(f"slot {slot} holds id {int(snap.slots['id'][slot])}, its log frame "
                             f"(seq {seq}) wrote id {mid}")
                     bad += 1
-                elif (row_crc(snap.matrix[slot].tobytes()) if vrow is not None
-                      else zlib.crc32(snap.matrix[slot].tobytes())) != crc:
+                elif not op_row_ok(chk, snap.matrix[slot].tobytes()):
                     rep.add(f"memory {mid}: vector differs from its log frame (seq {seq})")
                     bad += 1
                 if bad >= 20:

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from . import _ann
+from . import _ann, _gcpause
 from . import _records as R
 from . import _retrieval
 from . import rerank as _rerank
@@ -124,18 +124,20 @@ class _Handle:
         """:meth:`remember_many` of the checked list ``items`` (the store checked writable)."""
         from ._progress import embed
         eng = self._engine
-        prepared = prepare_remember(eng, self.name, items, set())
-        if not prepared:
-            return []
-        if prog is None:
-            embed_missing(eng, prepared)
-        else:
-            todo = [p for p in prepared if p[7] is None]
-            if todo:
-                for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo], prog)):
-                    p[7] = v
-            prog("write", 0, 1)
-        ids = eng.write([tuple(p) for p in prepared])
+        with _gcpause.paused(len(items)):  # (no cycles made: see _gcpause)
+            prepared = prepare_remember(eng, self.name, items, set())
+            if not prepared:
+                return []
+            if prog is None:
+                embed_missing(eng, prepared)
+            else:
+                todo = [p for p in prepared if p[7] is None]
+                if todo:
+                    for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo],
+                                                prog)):
+                        p[7] = v
+                prog("write", 0, 1)
+            ids = eng.write([tuple(p) for p in prepared])
         if prog is not None:
             prog("write", 1, 1)
         return ids

@@ -5,7 +5,9 @@
 Each fixture is a small closed store packed as ``<name>.tar.gz``; tests/test_format.py
 opens, verifies and queries it with hard-coded expected answers. The v1 fixtures were
 made with main at commit fc7385f (format version 1), before the format-2 bump; the v2
-fixtures at commit dcd1b7b (format version 2), before the format-3 bump.
+fixtures at commit dcd1b7b (format version 2), before the format-3 bump; the v5
+fixtures at commit cecb6fa (format version 5: CRC-16 vector rows), before the format-6
+bump.
 """
 
 from __future__ import annotations

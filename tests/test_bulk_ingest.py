@@ -205,6 +205,35 @@ def test_batch_words_of_mixed_batches(texts: list[str]) -> None:
                                               for w in _words_reference(t)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES + _ASCII_PIECES + [
+    "-", "co-op", "e-Mail", " x-", "-y ", "A-b-C", "5-year", "covid-19", "de\u2010stress",
+    "re\uff0dset", "_-a", "a-_", "\u00e9t\u00e9-hiver", "mother-in-law"]), max_size=8).map("".join),
+                max_size=12))
+def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
+    """The batch pass (ASCII texts joined, an ASCII pattern) finds each text's compounds."""
+    from mnemos_kv import _lexical as L
+    assert L.compounds_many(texts) == [(i, w) for i, t in enumerate(texts) for w in L.compounds(t)]
+
+
+@pytest.mark.parametrize("word", ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600,
+                                  "\u0663", "\u00b2", "12a", "a12", "the", "calmly", "x" * 300])
+def test_memoised_posting_keys_are_the_terms_keys(word: str) -> None:
+    """The bulk index's key memos (with their shortcut for numbers) give each field's key."""
+    from mnemos_kv import _lexical as L
+    from mnemos_kv import _lexical_index as LI
+    for memo, term, prefix in ((LI._STEM_KEYS, L.field_stem, b""),
+                               (LI._SURFACE_KEYS, L.surface_term, LI.SURFACE_PREFIX)):
+        memo.cache_clear()
+        assert memo[word] == LI._key_bytes(term(word), prefix) and memo[word] == memo.get(word)
+    stop = sorted(w for w in L.STOPWORDS | L.SURFACE_STOPWORDS if w.isdigit())
+    for w in stop:  # (none today; a number made a stopword must stay dropped)
+        assert LI._STEM_KEYS[w] == LI._key_bytes(L.field_stem(w), b"")
+    from mnemos_kv import _hashing as H
+    H._TERMS.cache_clear()
+    assert H._TERMS[word] == L.index_term(word)
+
+
 def test_batch_words_cache_gives_the_same_words() -> None:
     from mnemos_kv import _batchwords
     texts = [_text(i) + f" don't {i}" for i in range(200)]

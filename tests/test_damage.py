@@ -237,16 +237,21 @@ def test_flipped_bit_in_a_vector_is_detected(tmp_path) -> None:
 def test_folded_row_check_catches_what_the_row_check_catches() -> None:
     """``rows_pass`` (one CRC over the shifted XOR of the rows) against ``bad_rows`` (one
     CRC per row): every damage confined to one row, at any position of the fold, and the
-    same bits flipped in two rows (which a plain XOR would cancel) are caught."""
+    same bits flipped in two rows (which a plain XOR would cancel) are caught. Every
+    third row carries a folded CRC-32 (format 6, checked one by one) among the CRC-16
+    rows (formats 2-5) of an upgraded store."""
     import numpy as np
 
-    from mnemos_kv._vectors import CHECKED, FOLD_ROWS, SLOT_DTYPE, bad_rows, row_crc, rows_pass
+    from mnemos_kv._vectors import (CHECKED, CHECKED32, FOLD_ROWS, SLOT_DTYPE, bad_rows, crc16,
+                                    fold, row_crc, rows_pass)
     rng = np.random.default_rng(7)
     n, dim = 3 * FOLD_ROWS, 24
     mat = rng.standard_normal((n, dim)).astype(np.float32)
     slots = np.zeros(n, SLOT_DTYPE)
     slots["flags"] = CHECKED
-    slots["pad"] = [row_crc(mat[i].tobytes()) for i in range(n)]
+    slots["pad"] = [crc16(mat[i].tobytes()) for i in range(n)]
+    slots["flags"][::3] = CHECKED32
+    slots["pad"][::3] = [fold(row_crc(mat[i].tobytes())) for i in range(0, n, 3)]
     slots["flags"][5] = 0  # a row written before checksums: never checked
     every = list(range(n))
     assert rows_pass(mat, slots, every) and rows_pass(mat, slots, []) and not bad_rows(mat, slots, every)

@@ -33,7 +33,8 @@ def _extract(tmp_path, name: str) -> str:
     return dest
 
 
-@pytest.mark.parametrize("name", ["v1_plain", "v1_compacted", "v2_plain", "v2_compacted"])
+@pytest.mark.parametrize("name", ["v1_plain", "v1_compacted", "v2_plain", "v2_compacted",
+                                  "v5_plain", "v5_compacted"])
 @pytest.mark.parametrize("readonly", [True, False])
 def test_old_format_fixture_opens_verifies_and_answers(tmp_path, name: str, readonly: bool) -> None:
     path = _extract(tmp_path, name)
@@ -64,6 +65,44 @@ def test_old_format_fixture_opens_verifies_and_answers(tmp_path, name: str, read
         with Mnemos.open(path) as db:
             assert db.state_digest() == digest and db.verify().ok
             assert db.stats()["format_version"] == R.FORMAT_VERSION
+
+
+def test_format5_crc16_rows_keep_their_checksum_next_to_crc32_rows(tmp_path) -> None:
+    """A format-5 store upgraded to 6: its rows and log ops keep their CRC-16 (``CHECKED``,
+    ``vcrc``), new ones get a CRC-32 (``CHECKED32``, ``vc32``); damage in either kind of
+    row is reported by verify and refused by ask."""
+    import numpy as np
+
+    from mnemos_kv import CorruptionError
+    from mnemos_kv._vectors import CHECKED, CHECKED32, vector_file
+
+    path = _extract(tmp_path, "v5_plain")
+    with Mnemos.open(path) as db:
+        new = db.remember_many([f"A new memory number {i} about the Stripe payments." for i in range(20)])
+        db.sync()
+        with db._engine.snapshot() as snap:
+            flags = snap.slots["flags"][: snap.state.n_slots].tolist()
+            gen = snap.state.gen
+        assert set(flags[:9]) == {CHECKED} and set(flags[9:]) == {CHECKED32}
+        assert db.verify(deep=True).ok  # (the log's ops: vcrc before the upgrade, vc32 after)
+        old_vec = db.get_vector(2)
+    dim = old_vec.size
+    for slot, mid in ((1, 2), (9 + 3, new[3])):  # an old CRC-16 row, then a new CRC-32 one
+        with open(vector_file(path, gen), "r+b") as f:
+            f.seek(4096 + slot * dim * 4 + 5)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes((b[0] ^ 0x10,)))
+        with Mnemos.open(path) as db:
+            assert not db.verify(deep=True).ok
+            with pytest.raises(CorruptionError, match=f"memory {mid}"):
+                db.get_vector(mid)
+            assert np.isfinite(db.get_vector(1)).all()
+        with open(vector_file(path, gen), "r+b") as f:  # repaired again
+            f.seek(4096 + slot * dim * 4 + 5)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes((b[0] ^ 0x10,)))
 
 
 def test_newer_format_is_refused(tmp_path, monkeypatch) -> None:
