@@ -244,3 +244,20 @@ def test_only_owned_bytes_are_keys() -> None:
     assert _rawmemo.owned(memoryview(bytearray(raw))) is None
     assert _rawmemo.owned(bytearray(raw)) is None
     assert np.frombuffer(raw, np.uint8).size == len(raw)
+
+
+def test_a_returned_memory_is_the_dataclass_value() -> None:
+    """``_to_memory`` sets the fields directly: the same value as the constructor's."""
+    from mnemos_kv import Memory
+    from mnemos_kv import _records as R
+    from mnemos_kv.store import _to_memory
+    for upd in (None, 1_767_225_700_000_000):
+        rec = R.Record(id=3, ns=1, text="t", metadata={"a": [1]}, type="semantic",
+                       ts=1_767_225_600_000_000, slot=2, key="k", upd=upd)
+        got = _to_memory(rec, "n", 0.5, {"vector": 0.1})
+        want = Memory(id=3, text="t", metadata={"a": [1]}, namespace="n", type="semantic",
+                      created_at=1_767_225_600.0, score=0.5, key="k", explain={"vector": 0.1},
+                      updated_at=1_767_225_700.0 if upd else None)
+        assert got == want and vars(got) == vars(want)
+        with pytest.raises(AttributeError):
+            got.text = "x"  # type: ignore[misc]
