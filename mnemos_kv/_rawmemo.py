@@ -16,8 +16,10 @@ and does not keep a value bigger than ``max_item`` bytes.
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Generic, Hashable, TypeVar
+import weakref
+from typing import Any, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
 
@@ -48,6 +50,7 @@ class RawMemo(Generic[T]):
         self._items: dict[Hashable, tuple[T, int]] = {}
         self._size = 0
         self._lock = threading.Lock()
+        _ALL.add(self)
 
     def get(self, key: Hashable) -> T | None:
         """The value kept for ``key`` (None: none)."""
@@ -82,3 +85,19 @@ class RawMemo(Generic[T]):
     def size(self) -> int:
         """The accounted bytes kept."""
         return self._size
+
+
+_ALL: "weakref.WeakSet[RawMemo[Any]]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with empty memos and fresh locks (a parent's thread may
+    have held a lock, mid-``put``, at the fork)."""
+    for memo in list(_ALL):
+        memo._lock = threading.Lock()
+        memo._items = {}
+        memo._size = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -261,3 +261,33 @@ def test_a_returned_memory_is_the_dataclass_value() -> None:
         assert got == want and vars(got) == vars(want)
         with pytest.raises(AttributeError):
             got.text = "x"  # type: ignore[misc]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_empty_memos_with_free_locks() -> None:
+    """A lock held at the fork (a parent's thread mid-``put``) must not hang the child."""
+    import signal
+    import time
+    memo = E._RECORDS
+    memo.put(b"parent bytes", "kept", 1)  # type: ignore[arg-type]
+    memo._lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            ok = len(memo) == 0 and memo.get(b"parent bytes") is None
+            memo.put(b"child bytes", "x", 1)  # type: ignore[arg-type]
+            os._exit(0 if ok and memo.get(b"child bytes") == "x" else 1)
+    finally:
+        memo._lock.release()
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on the memo's lock")
+        time.sleep(0.02)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert memo.get(b"parent bytes") == "kept"  # the parent's memo is untouched
