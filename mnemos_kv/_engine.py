@@ -30,6 +30,7 @@ from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
+from ._rawmemo import RawMemo, owned
 from ._vectors import (ROW_KEYS, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, op_row_fields,
                        op_row_ok, rows_pass, slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
@@ -51,6 +52,11 @@ VSYNC_EVERY = 256
 PENDING_MAX_BYTES = 1 << 20
 _PENDING_KEY = struct.Struct(">IQ")  # log segment, byte offset of the frames in it
 _VROW_KEY = struct.Struct(">IQ")     # generation, slot
+#: Decoded records by their stored bytes (``_rawmemo``), for the answers of ``ask``: one
+#: process-wide memo (a decoding depends on the bytes alone), bounded.
+_RECORDS: RawMemo[R.Record] = RawMemo(max_bytes=16 << 20, max_item=256 << 10)
+#: Accounted bytes of a kept record per stored byte (the decoded objects weigh more).
+RECORD_OVERHEAD = 4
 
 
 def vrow_key(gen: int, slot: int) -> bytes:
@@ -231,7 +237,7 @@ class Snapshot:
         damaged: CorruptionError | None = None
         for hit in _retrieval.run(eng, self, plan):
             try:
-                rec = eng.record(self.txn, hit.id)
+                rec = eng.record(self.txn, hit.id, memo=True)
             except CorruptionError as exc:  # raised after the vectors ranked before it
                 damaged = exc
                 break
@@ -1361,16 +1367,27 @@ class Engine(EngineChecks):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def record(self, txn: lmdb.Transaction, mid: int) -> R.Record | None:
-        """The record of ``mid`` (None: none). :raises CorruptionError: it fails its checks."""
+    def record(self, txn: lmdb.Transaction, mid: int, memo: bool = False) -> R.Record | None:
+        """The record of ``mid`` (None: none). ``memo``: decoded once per distinct stored
+        bytes (``_rawmemo``; the caller still gets its own copy, :meth:`Record.fresh`).
+        :raises CorruptionError: it fails its checks."""
         raw = txn.get(S.u64(mid), db=self.env.db("records"))
         if raw is None:
             return None
+        key = owned(raw) if memo else None
+        if key is not None:
+            kept = _RECORDS.get(key)
+            if kept is not None:
+                return kept.fresh()
         try:
-            return R.Record.from_bytes(raw)
+            rec = R.Record.from_bytes(raw)
         except CorruptionError as exc:
             raise CorruptionError(f"memory {mid}: {exc} (in {os.path.join(self.path, 'data.mdb')}; "
                                   f"{self.recover_hint()})") from exc
+        if key is None:
+            return rec
+        _RECORDS.put(key, rec, RECORD_OVERHEAD * len(raw))
+        return rec.fresh()
 
     def check_vector(self, snap: Snapshot, rec: R.Record) -> None:
         """Check the vector row of ``rec`` against its slot's checksum and id.

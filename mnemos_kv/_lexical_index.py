@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _lexical, _lexstage
 from ._batchwords import batch_vocab
+from ._rawmemo import RawMemo, owned
 from . import _records as R
 from .errors import StoreError
 
@@ -343,8 +344,13 @@ def fetch_parts(cur: lmdb.Cursor, ns: int, term: bytes, staged: "_lexstage.View 
     return [out[np.argsort(out["id"], kind="stable")]]
 
 
+#: Decoded posting lists by the bytes read (``_rawmemo``): the lists of an ask's query
+#: terms, speakers and question marker are decoded once, not once per ask.
+_DECODED: RawMemo[np.ndarray] = RawMemo(max_bytes=16 << 20, max_item=1 << 20)
+
+
 def _fetch_stored(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
-    """:func:`fetch` from the ``postings`` table alone."""
+    """:func:`fetch` from the ``postings`` table alone (read-only: the array may be shared)."""
     key = _U32.pack(ns) + term
     if not cur.set_key(key):
         return _NO_POSTINGS
@@ -352,7 +358,16 @@ def _fetch_stored(cur: lmdb.Cursor, ns: int, term: bytes) -> np.ndarray:
     buf = cur.getmulti([key], dupdata=True, dupfixed_bytes=width, keyfixed=True)
     if width == POSTING_BYTES_V3:
         return np.frombuffer(buf, dtype=_row_dtype(len(key)))
-    return _decode12(np.frombuffer(buf, np.uint8).reshape(-1, len(key) + width)[:, len(key):])
+    # the decoding is a function of the bytes read (and the row layout): kept by them
+    raw = owned(buf)
+    memo_key = (len(key), width, raw)
+    got = _DECODED.get(memo_key) if raw is not None else None
+    if got is None:
+        got = _decode12(np.frombuffer(buf, np.uint8).reshape(-1, len(key) + width)[:, len(key):])
+        if raw is not None:
+            got.flags.writeable = False  # shared by every reader that reads these bytes
+            _DECODED.put(memo_key, got, len(buf) + got.nbytes)
+    return got
 
 
 def bm25_postings(txn: lmdb.Transaction, env: Any, ns_ids: Sequence[int], terms: Sequence[bytes],

@@ -284,6 +284,30 @@ def _checked_body(data: bytes) -> bytes:
 
 
 _new = object.__new__
+#: What stored CBOR decodes to that cannot be changed in place (maps and arrays can).
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _copy_value(value: Any) -> Any:
+    """A decoded CBOR value with every map and array copied (the rest is immutable)."""
+    t = type(value)
+    if t is dict:
+        return _copy_map(value)
+    if t is list:
+        return [v if type(v) in _IMMUTABLE else _copy_value(v) for v in value]
+    if t in _IMMUTABLE:
+        return value
+    import copy  # (not expected: the decoder makes no other type)
+    return copy.deepcopy(value)
+
+
+def _copy_map(d: dict[str, Any]) -> dict[str, Any]:
+    out = d.copy()
+    for k, v in d.items():
+        if type(v) not in _IMMUTABLE:
+            out[k] = _copy_value(v)
+    return out
+
 #: The fields of a decoded record whose type is checked (bool is refused as an int).
 _CHECKED_FIELDS = (("id", int), ("ns", int), ("text", str), ("metadata", dict), ("ts", int),
                    ("slot", int))
@@ -355,6 +379,16 @@ class Record:
         if not isinstance(d, dict) or not d.keys() >= _FIELDS:
             raise CorruptionError("stored record is not a map with its fields")
         return d
+
+    def fresh(self) -> "Record":
+        """A copy whose metadata and extra fields are copies too (nested maps and lists
+        included): what a caller may change without changing this record."""
+        rec = _new(type(self))
+        d = rec.__dict__
+        d.update(self.__dict__)
+        d["metadata"] = _copy_map(self.metadata)
+        d["extra"] = _copy_map(self.extra)
+        return rec
 
     def with_slot(self, slot: int) -> "Record":
         return replace(self, slot=slot)

@@ -293,6 +293,14 @@ def role_remember_n(path: str, n: str, sync: str = "0") -> None:
     os._exit(0)
 
 
+def role_update_one(path: str, ns: str, mid: str, text: str, meta_json: str) -> None:
+    """Update memory ``mid`` of namespace ``ns`` to ``text`` and ``meta_json`` (a JSON
+    object), close, and exit (tests/test_ask_memo.py: another process's write)."""
+    with Mnemos.open(path) as db:
+        m = db.namespace(ns).update(int(mid), text=text, metadata=json.loads(meta_json))
+    emit({"done": m.id})
+
+
 def role_update_reader(path: str, stop_file: str, mid: str) -> None:
     """While another process updates memory ``mid`` back and forth: every snapshot shows
     one whole version (text, metadata and vector agree, one live slot), never a mix."""

@@ -325,3 +325,32 @@ def test_verify_checks_the_staged_postings(store_path: str) -> None:
         assert f"memory {b}: data.mdb: a staged postings entry (lexstage) is cut" in problems
         assert "staged postings of memory 999" in problems
         env.write(lambda txn: txn.drop(env.db(_lexstage.DB), delete=False))  # (not merged)
+
+
+def test_prefixed_lists_what_a_scan_of_every_staged_term_lists(store_path: str) -> None:
+    """``View.prefixed`` (a binary search in each namespace's sorted staged terms) gives
+    the terms a scan of every staged term gives, for every snapshot's length (an older
+    snapshot's view shares the build a newer one grew)."""
+    rng = np.random.default_rng(7)
+    with Mnemos.open(store_path, clock=_clock()) as db:
+        eng = db._engine
+        views = []
+        for i in range(40):
+            db.namespace("ab"[i % 2]).remember(_text(rng, i))
+            if i % 9 == 0:
+                with eng.snapshot() as snap:
+                    views.append(snap.staged())
+        with eng.snapshot() as snap:
+            views.append(snap.staged())
+            assert views[-1] is not None
+            assert views[-1]._n == _lexstage.staged_count(snap.txn, eng.env) == 40
+        nids = [eng.ns_id(n) for n in "ab"]
+        for view in views:
+            for ns in nids + [999]:
+                for prefix in (b"", b"\x01", b"\x01d", b"\x01da", b"\x01zz", b"da", b"\x02",
+                               b"\x02a"):
+                    scan = sorted(t for (s, t), (idx, _rows) in view._terms.items()
+                                  if s == ns and t.startswith(prefix) and idx and idx[0] < view._n)
+                    assert view.prefixed(ns, prefix) == scan
+        assert any(views[0].prefixed(nids[0], b"\x01")) and \
+            len(views[0].prefixed(nids[0], b"")) < len(views[-1].prefixed(nids[0], b""))
