@@ -32,7 +32,7 @@ from ._backend import EngineChecks
 from ._log import FILE_HEADER, LogFile, encode_frame, iter_frames, log_file
 from ._rawmemo import RawMemo, owned
 from ._vectors import (ROW_KEYS, SLOT_DTYPE, GenerationGone, VectorFiles, bad_rows, op_row_fields,
-                       op_row_ok, rows_pass, slot_file, slot_row, vector_file)
+                       op_row_ok, row_crc, rows_pass, slot_file, slot_row, vector_file)
 from .errors import (ClosedError, CorruptionError, DuplicateKeyError, EmbedderMismatchError,
                      FormatVersionError, InvalidInputError, MemoryNotFoundError,
                      NeedsRecoveryError, NotAStoreError, StorageError, StoreError)
@@ -64,13 +64,13 @@ def vrow_key(gen: int, slot: int) -> bytes:
     return _VROW_KEY.pack(gen, slot)
 
 
-def logged_op(op: dict[str, Any], slot: int) -> dict[str, Any]:
+def logged_op(op: dict[str, Any], slot: int, crc: int | None = None) -> dict[str, Any]:
     """The form of a ``mem``/``update`` op in the log file (format 3): the vector's slot
     and checksum (``vrow``, and ``vc32``, its CRC-32, since format 6; ``vcrc``, a
     CRC-16, before) instead of its bytes, which the vector file holds (each vector is
     stored once; export puts it back)."""
     out = {k: v for k, v in op.items() if k != "vec" and k not in ROW_KEYS}
-    out.update(op_row_fields(slot, op["vec"]))
+    out.update(op_row_fields(slot, op["vec"], crc))  # (``crc``: the row's, when known)
     return out
 
 
@@ -1228,6 +1228,7 @@ class Engine(EngineChecks):
         kind = op["op"]
         seq = st.seq + 1
         result: Any = None
+        crc: int | None = None  # a new row's row_crc, for its slot and its log frame
         if ctx.pending and kind != "mem":
             self.flush_index(ctx)
         if kind == "mem":
@@ -1242,7 +1243,8 @@ class Engine(EngineChecks):
                            type=R.MEMORY_TYPES[type_code], ts=int(op["ts"]), slot=slot,
                            key=op.get("key"), seq=seq, upd=op.get("upd"))
             ctx.matrix[slot] = vec
-            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"])
+            crc = row_crc(op["vec"])
+            ctx.slots[slot] = slot_row(mid, rec.ts, rec.ns, type_code, op["vec"], crc)
             S.put_last(txn, S.u64(mid), rec.to_bytes(), db("records"))  # (ids ascend)
             txn.put(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), b"", db=db("time"))
             if rec.key is not None:
@@ -1306,7 +1308,7 @@ class Engine(EngineChecks):
             raise CorruptionError(f"unknown op {kind!r} in log")
         st.seq = seq
         if kind in _mutate.SLOT_OPS and isinstance(op.get("vec"), bytes):
-            op = logged_op(op, st.n_slots - 1)  # the slot it just took
+            op = logged_op(op, st.n_slots - 1, crc)  # the slot it just took
         ctx.frames.append(encode_frame(seq, R.encode(op)))
         return result
 

@@ -17,7 +17,7 @@ import contextlib
 import gc
 import os
 import threading
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 __all__ = ["MIN_ITEMS", "paused"]
 
@@ -29,13 +29,17 @@ _depth = 0
 _was_enabled = False
 
 
-@contextlib.contextmanager
-def paused(items: int) -> Iterator[None]:
+_UNTOUCHED = contextlib.nullcontext()  # (a single remember: no generator to set up)
+
+
+def paused(items: int) -> ContextManager[None]:
     """Run the block with the cyclic collector off when ``items`` >= MIN_ITEMS."""
+    return _UNTOUCHED if items < MIN_ITEMS else _paused()
+
+
+@contextlib.contextmanager
+def _paused() -> Iterator[None]:
     global _depth, _was_enabled
-    if items < MIN_ITEMS:
-        yield
-        return
     with _lock:
         if _depth == 0:
             _was_enabled = gc.isenabled()

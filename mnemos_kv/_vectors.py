@@ -82,14 +82,17 @@ def folds(crc32s: np.ndarray) -> np.ndarray:
     return ((c ^ (c >> np.uint32(16))) & np.uint32(0xFFFF)).astype(np.uint16)
 
 
-def slot_row(mid: int, ts: int, ns: int, type_code: int, vec: bytes) -> tuple[int, ...]:
-    """A new live slot row, with the checksum of its vector bytes ``vec``."""
-    return (mid, 0, ts, ns, type_code, CHECKED32, fold(row_crc(vec)))
+def slot_row(mid: int, ts: int, ns: int, type_code: int, vec: bytes,
+             crc: int | None = None) -> tuple[int, ...]:
+    """A new live slot row, with the checksum of its vector bytes ``vec`` (``crc``: their
+    :func:`row_crc`, when the caller has it already)."""
+    return (mid, 0, ts, ns, type_code, CHECKED32, fold(row_crc(vec) if crc is None else crc))
 
 
-def op_row_fields(slot: int, vec: bytes | memoryview) -> dict[str, int]:
-    """The fields naming vector row ``slot`` (holding ``vec``) in a logged op (format 6)."""
-    return {"vrow": slot, "vc32": row_crc(vec)}
+def op_row_fields(slot: int, vec: bytes | memoryview, crc: int | None = None) -> dict[str, int]:
+    """The fields naming vector row ``slot`` (holding ``vec``, whose :func:`row_crc` is
+    ``crc`` when given) in a logged op (format 6)."""
+    return {"vrow": slot, "vc32": row_crc(vec) if crc is None else crc}
 
 
 def op_row_ok(op: dict[str, Any], vec: bytes | memoryview) -> bool:
