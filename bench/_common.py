@@ -62,6 +62,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line, sep, *body])
 
 
+def size_table(rows: Sequence[tuple[str, str]], res: dict[int, dict[str, float]],
+               sizes: Sequence[int], fmt: Callable[[float], str]) -> str:
+    """A metric x store-size table: one line per ``(key, label)`` of ``rows``, one
+    column per size, cells ``fmt(res[size][key])``."""
+    return table(["metric"] + [f"{n:,}" for n in sizes],
+                 [[label] + [fmt(res[n][k]) for n in sizes] for k, label in rows])
+
+
 def report(headers: Sequence[str], rows: Sequence[Sequence[object]], note: str,
            results: object, json_path: str | None) -> None:
     """Print the table and its targets; also write ``results`` as JSON when asked."""

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _common import table  # noqa: E402
+from _common import size_table  # noqa: E402
 from peers_bench import _Given, _text, category, make_data  # noqa: E402
 
 CHUNK = 20_000
@@ -153,8 +153,7 @@ def main() -> None:
         finally:
             shutil.rmtree(root, ignore_errors=True)
         print(n, json.dumps(res[n]), file=sys.stderr, flush=True)
-    text = table(["metric"] + [f"{n:,}" for n in sizes],
-                 [[label] + [fmt(res[n][k]) for n in sizes] for k, label in ROWS])
+    text = size_table(ROWS, res, sizes, fmt)
     print(text)
     if a.out != "-":
         with open(a.out, "w") as f:
