@@ -1266,11 +1266,12 @@ class Engine(EngineChecks):
             if raw is None:
                 raise CorruptionError(f"op forgets id {mid}, which is not live")
             rec = R.Record.from_bytes(raw)
+            # (first: staged postings are derived from the records, see _lexstage)
+            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             txn.delete(S.u64(mid), db=db("records"))
             txn.delete(S.u32(rec.ns) + S.ts_key(rec.ts) + S.u64(mid), db=db("time"))
             if rec.key is not None:
                 txn.delete(S.u32(rec.ns) + rec.key.encode(), db=db("keys"))
-            _lexical_index.remove(txn, self.env, rec.ns, mid, rec.text)
             _filter_index.remove(txn, self.env, rec.ns, mid, rec.metadata)
             self._drop_edges(txn, mid)
             _capacity.on_remove(self, ctx, rec, op, seq)  # bytes, pin, eviction note

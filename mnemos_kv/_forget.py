@@ -175,6 +175,8 @@ def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int],
     id_bytes = mids.astype(">u8").tobytes()
     idb = [id_bytes[i:i + 8] for i in range(0, 8 * k, 8)]
 
+    # staged postings are derived from the records (format 7): merged before any goes
+    _lexstage.merge(txn, env)
     rdb = env.db("records")
     delete = txn.delete
     for key in idb:

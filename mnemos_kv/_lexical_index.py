@@ -259,14 +259,17 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
 
 def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
     """:func:`add` of every ``(ns, id, text, _)`` of a small write (ids ascending, newer
-    than every staged id), through the staging table (``_lexstage``): one key per memory
-    instead of one posting per term (and, until the merge, of the statistics: readers
-    add the staged memories' share, see :func:`stats`)."""
+    than every staged id), through the staging table (``_lexstage``): one 4-byte key per
+    memory instead of one posting per term (and, until the merge, of the statistics:
+    readers add the staged memories' share, see :func:`stats`). The text is not
+    tokenised here: the staged postings are those of the record's text (format 7)."""
     for ns, mid, text, _meta in items:
-        terms, length, slength = doc_terms(text)
-        if mid > MAX_POSTING_ID or max(length, slength) > MAX_POSTING_COUNT:
+        if mid > MAX_POSTING_ID or len(text) > MAX_POSTING_COUNT:
+            # (a text of at most 2^24 - 1 characters has fewer terms; longer texts are
+            # refused by validation long before: this checks what the index holds)
+            _terms, length, slength = doc_terms(text)
             posting(mid, 0, max(length, slength))  # raises, naming the memory (tf <= length)
-        _lexstage.stage(txn, env, mid, _lexstage.encode(ns, terms))
+        _lexstage.stage(txn, env, mid, _U32.pack(ns))
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:

@@ -3,22 +3,32 @@
 A single ``remember`` used to put one posting per term (~19 for a 12-word text) into
 the ``postings`` table: each a different B-tree leaf (a common term's duplicates are a
 sub-tree of their own), so its commit wrote ~40 pages for the postings alone (of ~55).
-Since format 5, a small write (fewer than ``STAGE_MAX`` new memories) puts its
-memories' postings into the ``lexstage`` table instead, one key per memory, appended at
-the end of the table (1-2 pages per commit), and the next *flush* (every 256
-operations, ``sync()``, ``close()``, a big write, compaction, see ``_engine``) merges
-every staged entry into ``postings`` in key order, in its own write transaction.
+Since format 5, a small write (fewer than ``STAGE_MAX`` new memories) stages its
+memories in the ``lexstage`` table instead, one key per memory, appended at the end of
+the table, and the next *flush* (every 256 operations, ``sync()``, ``close()``, a big
+write, compaction, see ``_engine``) merges every staged entry into ``postings`` in key
+order, in its own write transaction.
 
-Table ``lexstage`` (plain): key ``id u64 BE``; value ``ns u32 BE`` then, per term of the
-memory in term order, ``term length u8 | term | tf u24 BE | doc length u24 BE`` (the
-same terms, frequencies and lengths :func:`_lexical_index.doc_terms` gives). The BM25
-statistics are staged with them: a staged memory is counted in ``lexstats`` by the merge
-(one update per namespace), and readers add the staged memories' share (documents, and
-the field lengths their terms carry: :func:`lengths`).
+Table ``lexstage`` (plain): key ``id u64 BE`` (the memory's key in ``records`` too).
+Since format 7 the value is ``ns u32 BE`` alone (:data:`DERIVED`): the memory's
+postings are those of its record's text (:func:`_lexical_index.doc_terms`), computed by
+whoever reads them (readers, once per process and record: :func:`entry_terms`; the
+merge, for all staged memories at once), so a small durable write neither tokenises
+nor stores the terms (a 4-byte value: the table stays one or two leaves). Formats 5-6
+stored the postings themselves: ``ns u32 BE`` then, per term of the memory in term
+order, ``term length u8 | term | tf u24 BE | doc length u24 BE``; such entries (left by
+an older library's writes before a crash) are still read as they are. A staged
+memory's postings are the same either way, so answers do not depend on the form.
+The BM25 statistics are staged with them: a staged memory is counted in ``lexstats`` by
+the merge (one update per namespace), and readers add the staged memories' share
+(documents, and the field lengths their terms carry: :func:`lengths`).
 
 Invariants (what keeps every reader's answer the same as without staging):
 
-* a memory's postings are either all in ``postings`` or all in ``lexstage``, never both;
+* a memory's postings are either all in ``postings`` or all staged, never both;
+* a staged memory's record is live and not changed until the merge (anything that
+  removes or changes it merges first, below), so its text is the one it was staged
+  with;
 * staged ids ascend in the order they were staged (they are new memories), so between
   two merges the committed table only grows at its end;
 * anything that removes postings (forget, evict, update of a staged memory, dropping a
@@ -42,17 +52,23 @@ from typing import Any, Iterable, Mapping
 import lmdb
 import numpy as np
 
+from . import _lexical
+from . import _records as R
 from ._percache import PerOwner
+from ._rawmemo import RawMemo, owned
 from .errors import CorruptionError
 
-__all__ = ["DB", "STAGE_MAX", "encode", "decode", "stage", "merge", "merge_for", "view",
-           "View", "staged_count"]
+__all__ = ["DB", "STAGE_MAX", "DERIVED", "encode", "decode", "entry_terms", "stage", "merge",
+           "merge_for", "view", "View", "staged_count"]
 
 #: The staging table (see ``_storage.DB_NAMES``).
 DB = "lexstage"
 #: A write adding fewer memories than this stages their postings; a bigger one (bulk
 #: ingest) writes them into ``postings`` directly, in key order.
 STAGE_MAX = 16
+
+#: The length of a format-7 staged value (``ns u32`` alone): postings of the record's text.
+DERIVED = 4
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -95,6 +111,42 @@ def decode(value: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
     return ns, out
 
 
+#: Posting terms of staged memories by their record's stored bytes (``_rawmemo``): a
+#: process derives a staged memory's terms once, whichever snapshot reads them.
+_TERMS: RawMemo[tuple[int, list[tuple[bytes, int, int]]]] = RawMemo(max_bytes=8 << 20,
+                                                                    max_item=1 << 20)
+
+
+def entry_terms(txn: lmdb.Transaction, env: Any, key: bytes, value: bytes
+                ) -> tuple[int, list[tuple[bytes, int, int]]]:
+    """(namespace, [(term, tf, length)]) of the staged entry ``key -> value`` in ``txn``:
+    decoded (formats 5-6), or the postings of the memory's record text (format 7).
+    :raises CorruptionError: the value is damaged, or the record is missing or not of
+    that namespace (a staged memory's record stays until the merge)."""
+    if len(value) != DERIVED:
+        return decode(value)
+    ns = _U32.unpack(value)[0]
+    raw = txn.get(key, db=env.db("records"))
+    if raw is None:
+        raise CorruptionError(f"data.mdb: memory {_U64.unpack(key)[0]} has staged postings "
+                              "(lexstage) but no record")
+    owned_raw = owned(raw)
+    # (the tokeniser's one switch is part of the key: the terms depend on it)
+    memo = None if owned_raw is None else (owned_raw, _lexical.COMPOUNDS)
+    got = _TERMS.get(memo) if memo is not None else None
+    if got is None:
+        from . import _lexical_index  # (it imports this module)
+        rec = R.Record.from_bytes(raw)
+        terms = _lexical_index.doc_terms(rec.text)[0]
+        got = (rec.ns, [(t, tf, dl) for t, (tf, dl) in terms.items()])
+        if memo is not None:
+            _TERMS.put(memo, got, len(raw) + 64 * len(terms))
+    if got[0] != ns:
+        raise CorruptionError(f"data.mdb: memory {_U64.unpack(key)[0]} is staged in namespace "
+                              f"id {ns} but its record is in {got[0]}")
+    return ns, got[1]
+
+
 def stage(txn: lmdb.Transaction, env: Any, mid: int, value: bytes) -> None:
     """Put the staged postings ``value`` (:func:`encode`) of memory ``mid``."""
     txn.put(_U64.pack(mid), value, db=env.db(DB), append=True)
@@ -110,18 +162,23 @@ def staged_count(txn: lmdb.Transaction, env: Any) -> int:
 def merge(txn: lmdb.Transaction, env: Any) -> int:
     """Move every staged posting into ``postings`` (in (key, id) order, one cursor
     ``putmulti``), count the staged memories into ``lexstats`` (one update per
-    namespace) and empty the table; returns how many memories were staged."""
+    namespace) and empty the table; returns how many memories were staged. The texts of
+    format-7 entries are tokenised together (:func:`_merge_derived`)."""
     if not staged_count(txn, env):
         return 0
     from . import _lexical_index  # (it imports this module)
     ddb = env.db(DB)
     pairs: list[tuple[bytes, bytes]] = []
     sums: dict[int, list[int]] = {}
+    derived: list[tuple[bytes, int]] = []
     n = 0
     with txn.cursor(db=ddb) as cur:
         add = pairs.append
         for k, v in cur:
             n += 1
+            if len(v) == DERIVED:
+                derived.append((k, _U32.unpack(v)[0]))
+                continue
             idb = k[2:]  # the id as u48 (ids stay below 2^48, see _lexical_index.posting)
             prefix = v[:4]
             length = slength = 0
@@ -146,8 +203,30 @@ def merge(txn: lmdb.Transaction, env: Any) -> int:
         cur.putmulti(pairs, dupdata=True)
     for ns in sorted(sums):
         _lexical_index.bump(txn, env, ns, *sums[ns])
+    if derived:
+        _merge_derived(txn, env, derived)
     txn.drop(ddb, delete=False)
     return n
+
+
+def _merge_derived(txn: lmdb.Transaction, env: Any, derived: list[tuple[bytes, int]]) -> None:
+    """Index the format-7 staged entries ``derived`` ((key, namespace) each) into
+    ``postings`` and ``lexstats``: their record texts, tokenised at once
+    (``_lexical_index.add_many``, the bulk path of a big write)."""
+    from . import _lexical_index
+    rdb = env.db("records")
+    items: list[tuple[int, int, str, Any]] = []
+    for k, ns in derived:
+        raw = txn.get(k, db=rdb)
+        if raw is None:
+            raise CorruptionError(f"data.mdb: memory {_U64.unpack(k)[0]} has staged postings "
+                                  "(lexstage) but no record")
+        rec = R.Record.from_bytes(raw)
+        if rec.ns != ns:
+            raise CorruptionError(f"data.mdb: memory {rec.id} is staged in namespace id {ns} "
+                                  f"but its record is in {rec.ns}")
+        items.append((ns, rec.id, rec.text, None))
+    _lexical_index.add_many(txn, env, items)
 
 
 def merge_for(txn: lmdb.Transaction, env: Any, mid: int) -> None:
@@ -236,10 +315,9 @@ class _Build:
         #: per namespace: its terms in ``terms``, sorted (for :meth:`View.prefixed`)
         self.by_ns: dict[int, list[bytes]] = {}
 
-    def add(self, key: bytes, value: bytes) -> None:
+    def add(self, key: bytes, ns: int, terms: list[tuple[bytes, int, int]]) -> None:
         i = len(self.keys)
         mid = _U64.unpack(key)[0]
-        ns, terms = decode(value)
         for term, tf, dl in terms:
             got = self.terms.get((ns, term))
             if got is None:
@@ -279,8 +357,9 @@ class _Cache:
 _CACHES: PerOwner[_Cache] = PerOwner(_Cache)
 
 
-def _fill(build: _Build, cur: lmdb.Cursor, n: int) -> None:
-    """Decode the entries of ``cur``'s table that ``build`` lacks, up to ``n`` in all."""
+def _fill(build: _Build, txn: lmdb.Transaction, env: Any, cur: lmdb.Cursor, n: int) -> None:
+    """Decode the entries of ``cur``'s table (of ``txn``) that ``build`` lacks, up to ``n``
+    in all."""
     if build.keys:
         if not cur.set_key(build.keys[-1]):
             raise CorruptionError("data.mdb: a staged postings entry vanished between merges")
@@ -292,7 +371,7 @@ def _fill(build: _Build, cur: lmdb.Cursor, n: int) -> None:
     for k, v in more:
         if len(build.keys) >= n:
             break
-        build.add(k, v)
+        build.add(k, *entry_terms(txn, env, k, v))
 
 
 def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
@@ -309,7 +388,7 @@ def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
         first = cur.key() + cur.value()
         if owner is None:
             build = _Build(first)
-            _fill(build, cur, n)
+            _fill(build, txn, env, cur, n)
             return View(build.terms, build.counts, n, build.by_ns)
         cur.last()
         last = cur.key()
@@ -321,5 +400,5 @@ def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
                 cache.builds.remove(build)
                 build = cache.build_for(first)
             if len(build.keys) < n:
-                _fill(build, cur, n)
+                _fill(build, txn, env, cur, n)
             return View(build.terms, build.counts, n, build.by_ns)

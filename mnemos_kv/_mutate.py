@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import _capacity, _filter_index, _lexical_index
+from . import _capacity, _filter_index, _lexical_index, _lexstage
 from ._vectors import slot_row
 from . import _records as R
 from . import _storage as S
@@ -72,6 +72,8 @@ def apply_update(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) ->
                               ts=int(op["ts"]), slot=slot, seq=seq, upd=int(op["at"]))
     ctx.matrix[slot] = vec
     ctx.slots[slot] = slot_row(mid, new.ts, new.ns, code, vec.tobytes())
+    # staged postings are derived from the records (format 7): merged before one changes
+    _lexstage.merge_for(txn, engine.env, mid)
     txn.put(S.u64(mid), new.to_bytes(), db=db("records"))
     if new.ts != old.ts:
         txn.delete(S.u32(old.ns) + S.ts_key(old.ts) + S.u64(mid), db=db("time"))
@@ -99,6 +101,7 @@ def apply_drop(engine: "Engine", ctx: "_Ctx", op: dict[str, Any], seq: int) -> i
         raise CorruptionError(f"op drops namespace {name!r} (id {nid}), which does not exist")
     prefix = S.u32(nid)
     ids: list[int] = []
+    _lexstage.merge(txn, engine.env)  # (staged postings are derived from the records)
     with txn.cursor(db=db("time")) as cur:  # the namespace's memories; their entries go
         if cur.set_range(prefix):
             while cur.key().startswith(prefix):

@@ -30,7 +30,10 @@ from .errors import CorruptionError, InvalidInputError
 #: folded to 16 bits; log and snapshot ops ``vc32``) instead of CRC-16 (``CHECKED``,
 #: ``vcrc``), which rows and ops written before keep; an older library would treat the
 #: new rows as unchecked and fail the ops' checksums.
-FORMAT_VERSION = 6
+#: 7: a staged memory's ``lexstage`` value is its namespace alone: its postings are those
+#: of its record's text, derived by the readers and the merge (formats 5-6 stored the
+#: terms, and such entries are still read); an older library would see no postings.
+FORMAT_VERSION = 7
 #: The ``format_version`` a replay file's header carries: the version of the op encoding
 #: in it. Format 4 changed only the base snapshot's container, not the ops, so replay
 #: files stay byte for byte what format 3 wrote (and format-3 readers accept them).

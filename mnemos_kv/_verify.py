@@ -302,8 +302,8 @@ def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> N
 
 def _verify_staged(engine: Engine, snap: Any, rep: VerifyReport) -> None:
     """Each staged postings entry (``lexstage``, format 5) names a live memory of its
-    namespace, holds exactly the postings of its text, and those are not also in
-    ``postings``."""
+    namespace, holds exactly the postings of its text (formats 5-6; format 7 holds none:
+    they are the text's), and those are not also in ``postings``."""
     env = engine.env
     if not _lexstage.staged_count(snap.txn, env):
         return
@@ -323,9 +323,12 @@ def _verify_staged(engine: Engine, snap: Any, rep: VerifyReport) -> None:
                 rep.add(f"data.mdb: staged postings of memory {mid} (namespace id {ns}), "
                         "which is not a live memory of that namespace")
                 continue
-            if _lexstage.encode(ns, _lexical_index.doc_terms(rec.text)[0]) != v:
+            if len(v) == _lexstage.DERIVED:  # (format 7: the postings of the text)
+                terms = [(t, tf, dl) for t, (tf, dl) in _lexical_index.doc_terms(rec.text)[0].items()]
+            elif _lexstage.encode(ns, _lexical_index.doc_terms(rec.text)[0]) != v:
                 rep.add(f"memory {mid}: its staged postings differ from its text's")
-            elif terms:
+                continue
+            if terms:
                 key, idb = S.u32(ns) + terms[0][0], k[2:]
                 if pcur.set_range_dup(key, idb) and pcur.key() == key \
                         and pcur.value()[:6] == idb:

@@ -7,12 +7,16 @@ opens, verifies and queries it with hard-coded expected answers. The v1 fixtures
 made with main at commit fc7385f (format version 1), before the format-2 bump; the v2
 fixtures at commit dcd1b7b (format version 2), before the format-3 bump; the v5
 fixtures at commit cecb6fa (format version 5: CRC-16 vector rows), before the format-6
-bump.
+bump; the v6 fixtures at commit 5639a40 (format version 6), before the format-7 bump.
+The ``unflushed`` fixture (v6 on) is a store whose writing process ended without
+closing it, right after a few small writes: its ``pending``, ``vrows`` and ``lexstage``
+tables hold what that format writes between flushes.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import sys
 import tarfile
@@ -34,7 +38,24 @@ FACTS = [
 ]
 
 
-def build(root: str, compacted: bool) -> None:
+UNFLUSHED = [
+    ("The backup runs nightly at two.", {"topic": "infra"}),
+    ("Carol reviews every payments change.", {"topic": "billing"}),
+    ("Is the vault key rotated yearly?", {}),
+]
+
+
+def _unflushed_writes(root: str) -> None:
+    """Remember UNFLUSHED one by one (each write stages its postings) and end the
+    process without closing the store (nothing flushes them)."""
+    ticks = itertools.count(1_767_300_000, 60)
+    db = Mnemos.open(root, clock=lambda: float(next(ticks)))
+    for text, meta in UNFLUSHED:
+        db.remember(text, meta)
+    os._exit(0)
+
+
+def build(root: str, compacted: bool, unflushed: bool = False) -> None:
     ticks = itertools.count(1_767_225_600, 60)
     with Mnemos.open(root, clock=lambda: float(next(ticks))) as db:
         ids = [db.remember(t, m, type=ty) for t, m, ty in FACTS]
@@ -47,6 +68,12 @@ def build(root: str, compacted: bool) -> None:
         if compacted:
             db.compact()
             db.remember("After compaction: the audit starts on June 2nd.", {"topic": "audit"})
+    if unflushed:  # a few small writes after the last flush, then no close
+        ctx = multiprocessing.get_context("fork")
+        proc = ctx.Process(target=_unflushed_writes, args=(root,))
+        proc.start()
+        proc.join()
+        assert proc.exitcode == 0, proc.exitcode
     # keep the fixture small: drop the preallocated (zero) rows beyond the used slots?
     # No: the files stay exactly as the library wrote them; tar.gz squeezes the zeros.
 
@@ -55,10 +82,11 @@ def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
     os.makedirs(out, exist_ok=True)
-    for name, compacted in (("plain", False), ("compacted", True)):
+    for name, compacted, unflushed in (("plain", False, False), ("compacted", True, False),
+                                       ("unflushed", False, True)):
         with tempfile.TemporaryDirectory() as tmp:
             root = os.path.join(tmp, "store")
-            build(root, compacted)
+            build(root, compacted, unflushed)
             dest = os.path.join(out, f"v{FORMAT_VERSION}_{name}.tar.gz")
             with tarfile.open(dest, "w:gz") as tar:
                 for fn in sorted(os.listdir(root)):

@@ -34,7 +34,7 @@ def _extract(tmp_path, name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["v1_plain", "v1_compacted", "v2_plain", "v2_compacted",
-                                  "v5_plain", "v5_compacted"])
+                                  "v5_plain", "v5_compacted", "v6_plain", "v6_compacted"])
 @pytest.mark.parametrize("readonly", [True, False])
 def test_old_format_fixture_opens_verifies_and_answers(tmp_path, name: str, readonly: bool) -> None:
     path = _extract(tmp_path, name)
@@ -103,6 +103,53 @@ def test_format5_crc16_rows_keep_their_checksum_next_to_crc32_rows(tmp_path) -> 
             b = f.read(1)
             f.seek(-1, 1)
             f.write(bytes((b[0] ^ 0x10,)))
+
+
+#: What scripts/make_fixtures.py remembers after the last flush of the ``unflushed`` fixture.
+UNFLUSHED = {10: "The backup runs nightly at two.", 11: "Carol reviews every payments change.",
+             12: "Is the vault key rotated yearly?"}
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_format6_unflushed_store_keeps_its_staged_postings(tmp_path, readonly: bool) -> None:
+    """A format-6 store whose writer ended without closing: its unflushed frames, rows
+    and staged postings (the terms themselves, as format 6 staged them) are read as
+    they are by a read-only open; a read-write open flushes them, and format-7 writes
+    (staging the namespace alone) go on from there. Both kinds staged side by side:
+    tests/test_lexstage.py::test_derived_staging_equals_staged_terms."""
+    from mnemos_kv import _lexstage
+    path = _extract(tmp_path, "v6_unflushed")
+
+    def staged_lengths(db: Mnemos) -> list[int]:
+        env = db._engine.env
+        with env.read() as txn:
+            if not _lexstage.staged_count(txn, env):
+                return []
+            with txn.cursor(db=env.db(_lexstage.DB)) as cur:
+                return [len(v) for v in cur.iternext(keys=False)]
+
+    with Mnemos.open(path, readonly=readonly) as db:
+        assert db.verify().ok
+        assert {m.id: m.text for m in db.memories()} == {**TEXTS, **UNFLUSHED}
+        for mid, text in UNFLUSHED.items():
+            assert db.ask(text, mode="lexical", top_k=1)[0].id == mid
+        assert db.ask("nightly backup", top_k=1)[0].id == 10
+        if readonly:  # read as format 6 staged them: the terms
+            old = staged_lengths(db)
+            assert len(old) == 3 and min(old) > _lexstage.DERIVED
+            return
+        assert staged_lengths(db) == []  # the first read-write open flushed the store
+        new = db.remember("The backup moved to three at night.")
+        assert staged_lengths(db) == [_lexstage.DERIVED]
+        assert sorted(m.id for m in db.ask("backup", mode="lexical")) == [10, new]
+        db.forget(11)
+        assert staged_lengths(db) == [_lexstage.DERIVED]  # (not staged: nothing merged)
+        assert 11 not in [m.id for m in db.ask("Carol reviews payments", mode="lexical")]
+        assert db.verify().ok
+        digest = db.state_digest()
+    with Mnemos.open(path) as db:
+        assert db.state_digest() == digest and db.verify().ok
+        assert sorted(m.id for m in db.ask("backup", mode="lexical")) == [10, new]
 
 
 def test_newer_format_is_refused(tmp_path, monkeypatch) -> None:
