@@ -318,9 +318,12 @@ _SIZES = {"record": 113, "frame": 149, "stage": 224, "ns": 22, "state": 146}
 #: Commit layouts ``layout_costs`` times: the tables each single write puts one value
 #: into (besides LMDB's main and free-list pages), with that value's size.
 LAYOUTS: dict[str, list[tuple[str, str]]] = {
-    "format 5 (today): records, time, pending, vrows, lexstage, namespaces, meta": [
+    "formats 5-6: records, time, pending, vrows, lexstage, namespaces, meta": [
         ("records", "record"), ("time", "key"), ("pending", "frame"), ("vrows", "row"),
         ("lexstage", "stage"), ("namespaces", "ns"), ("meta", "state")],
+    "format 7 (today): records, time, pending (frame + row), lexstage (ns), namespaces, meta": [
+        ("records", "record"), ("time", "key"), ("pending", "frame+row"),
+        ("lexstage", "ns4"), ("namespaces", "ns"), ("meta", "state")],
     "one table for the unflushed copies (frame + row + postings in one value)": [
         ("records", "record"), ("time", "key"), ("unflushed", "frame+row+stage"),
         ("namespaces", "ns"), ("meta", "state")],
@@ -344,6 +347,7 @@ def layout_costs(root: str, n: int, dim: int, reps: int) -> list[dict[str, objec
     size = {"record": _SIZES["record"], "frame": _SIZES["frame"], "row": row,
             "stage": _SIZES["stage"], "ns": _SIZES["ns"], "state": _SIZES["state"],
             "frame+row+stage": _SIZES["frame"] + row + _SIZES["stage"],
+            "frame+row": _SIZES["frame"] + 16 + row, "ns4": 4,
             # the counters a write changes (seq, next id, slots, log end, live, bytes) as
             # 6 u64: the whole state record would take the value past LMDB's 2,040-byte
             # inline limit (an overflow page per write)

@@ -25,7 +25,7 @@ import lmdb
 import numpy as np
 
 from . import (_capacity, _filter_index, _forget, _ingest, _lexical_index, _lexstage, _lmdbcheck,
-               _mutate, _openlock)
+               _mutate, _openlock, _pending)
 from . import _records as R
 from . import _storage as S
 from ._backend import EngineChecks
@@ -863,8 +863,9 @@ class Engine(EngineChecks):
             at = st.log_end
             # a big write flushes everything rather than copying its frames and rows
             # into LMDB
+            # (``pending`` holds the frames since the last flush, and their new rows)
             flush = (not log or not ctx.frames or st.seq - st.vsync_seq >= VSYNC_EVERY
-                     or at + len(data) - st.log_sync
+                     or at + len(data) - st.vsync_off
                      + (st.n_slots - st.vsync_slots) * self.dim * 4 > PENDING_MAX_BYTES)
             if ctx.frames:
                 # The frames become durable either in the log file (fdatasync'ed now,
@@ -876,12 +877,12 @@ class Engine(EngineChecks):
                 st.log_end = self.log.append(at, data, sync_log)
                 if sync_log:
                     self._log_synced(txn, st)
-                else:
-                    S.put_last(txn, pending_key(st.log_seg, at), data, self.env.db("pending"))
-                if not flush:  # the new rows, until the vector file is flushed
-                    vdb = self.env.db("vrows")
-                    for slot in range(slots0, st.n_slots):
-                        S.put_last(txn, vrow_key(st.gen, slot), matrix[slot].tobytes(), vdb)
+                # the new rows, until the vector file is flushed, in the frames' entry
+                # (format 7: one table for both; see _pending)
+                rows = b"" if flush else matrix[slots0:st.n_slots].tobytes()
+                if rows or not sync_log:
+                    S.put_last(txn, pending_key(st.log_seg, at), _pending.pack(data, slots0, rows),
+                               self.env.db("pending"))
             if ctx.dead:  # after the frames are durable in the log: write-ahead
                 marks = np.array(ctx.dead, dtype=np.int64)
                 slots["dead"][marks[:, 0]] = marks[:, 1]
@@ -928,13 +929,14 @@ class Engine(EngineChecks):
         self._log_synced(txn, st)
         _lexstage.merge(txn, self.env)  # the staged postings, into ``postings`` at once
         self.vectors.sync(st.gen)
-        clear_vrows(self.env, txn)
+        clear_pending(self.env, txn)
+        clear_vrows(self.env, txn)  # (left by a format-6 writer)
         st.vsync_seq, st.vsync_slots, st.vsync_off = st.seq, st.n_slots, st.log_end
 
     def _log_synced(self, txn: lmdb.Transaction, st: State) -> None:
-        """The log file was just fdatasync'ed up to ``log_end``: ``pending`` holds nothing
-        it needs (emptied in the same transaction that records it)."""
-        clear_pending(self.env, txn)
+        """The log file was just fdatasync'ed up to ``log_end``: the frames in ``pending``
+        are needed no more (its entries stay for their vector rows until the flush,
+        :meth:`_mark_synced`; readers skip the frames before ``log_sync``)."""
         st.log_sync = st.log_end
 
     def _restore_log(self, txn: lmdb.Transaction, st: State) -> None:
@@ -946,33 +948,31 @@ class Engine(EngineChecks):
         ``pending``. After a clean shutdown, or without a crash, nothing differs and
         nothing is written.
         """
-        pdb = self.env.db("pending")
-        pieces: list[tuple[int, bytes]] = []
-        pos = st.log_sync
-        with txn.cursor(db=pdb) as cur:
-            for k, v in cur:
-                seg, off = _PENDING_KEY.unpack(k)
-                if seg != st.log_seg or not st.log_sync <= off < st.log_end:
-                    continue  # not part of the committed range (never written so)
-                if off != pos:
-                    break
-                pieces.append((off, v))
-                pos += len(v)
-        if pos != st.log_end:
+        found = [(off, v) for seg, off, v in _pending.entries(txn, self.env.db("pending"))
+                 if seg == st.log_seg and st.log_sync <= off < st.log_end]
+        # (entries before log_sync keep only rows: their frames are in the file)
+        # each entry's frames span up to the next entry (the last one: up to log_end)
+        ends = [off for off, _v in found[1:]] + [st.log_end]
+        if not found or found[0][0] != st.log_sync:
             raise NeedsRecoveryError(
-                f"{self.path!r}: the unflushed log frames in data.mdb cover bytes {st.log_sync}"
-                f"..{pos} of {self.log.path}, but {st.log_end} are committed; nothing was "
+                f"{self.path!r}: the unflushed log frames in data.mdb do not start at byte "
+                f"{st.log_sync} of {self.log.path} ({st.log_end} are committed); nothing was "
                 f"changed. {self.recover_hint()}")
         rewritten = 0
-        for off, data in pieces:
-            have = self.log.read(off, off + len(data))
-            if have == data:
+        for (off, value), end in zip(found, ends):
+            try:
+                data: bytes | None = _pending.unpack(value)[0]
+            except CorruptionError:
+                data = None
+            have = self.log.read(off, end)
+            if data is not None and have == data:
                 continue
-            if not _frames_ok(data):  # a damaged LMDB page: keep the file if it is intact
-                if len(have) == len(data) and _frames_ok(have):
+            if data is None or len(data) != end - off or not _frames_ok(data):
+                # a damaged LMDB page: keep the file if it is intact
+                if len(have) == end - off and _frames_ok(have):
                     continue
                 raise NeedsRecoveryError(
-                    f"{self.log.path}: committed bytes {off}..{off + len(data)} are missing and "
+                    f"{self.log.path}: committed bytes {off}..{end} are missing and "
                     f"their copy in data.mdb fails its checksum; nothing was changed. "
                     f"{self.recover_hint()}")
             self.log.append(off, data, durable=False)
@@ -997,6 +997,7 @@ class Engine(EngineChecks):
             return
         matrix, slots = self.vectors.ensure(st.gen, st.n_slots, have=st.n_slots)
         next_slot = st.vsync_slots
+        kept = self._unflushed_rows(txn, st)
         new_ids: dict[int, int] = {}
         rows: list[tuple[int, Any, tuple[Any, ...]]] = []
         dead: dict[int, int] = {}
@@ -1017,9 +1018,11 @@ class Engine(EngineChecks):
                 if next_slot >= st.n_slots:
                     raise CorruptionError(f"log holds more new memories than the store's {st.n_slots} slots")
                 vec = op.get("vec")
-                if vec is None:  # format 3: the row is in ``vrows`` until the flush
-                    vec = txn.get(vrow_key(st.gen, next_slot), db=self.env.db("vrows"))
-                    if op.get("vrow") != next_slot or vec is None or not op_row_ok(op, vec):
+                if vec is None:  # format 3: the row is in LMDB until the flush
+                    vec = kept.get(next_slot)
+                    if vec is None or not op_row_ok(op, vec):  # (a damaged LMDB page:
+                        vec = matrix[next_slot].tobytes()   # keep the file's if intact)
+                    if op.get("vrow") != next_slot or not op_row_ok(op, vec):
                         raise NeedsRecoveryError(
                             f"{self.path!r}: the unflushed vector row {next_slot} (seq {seq}) "
                             f"is missing or damaged in data.mdb; {self.recover_hint()}")
@@ -1055,6 +1058,23 @@ class Engine(EngineChecks):
                 slots["dead"][slot] = seq
         self._mark_synced(txn, st)
         self.put_state(txn, st)
+
+    def _unflushed_rows(self, txn: lmdb.Transaction, st: State) -> dict[int, bytes]:
+        """The vector rows of generation ``st.gen`` kept in LMDB until the flush, by slot:
+        in ``pending`` (format 7) and ``vrows`` (formats 3-6).
+        :raises NeedsRecoveryError: a ``pending`` entry is damaged."""
+        out: dict[int, bytes] = {}
+        try:
+            for _seg, _off, v in _pending.entries(txn, self.env.db("pending")):
+                out.update(_pending.rows_of(v, self.dim * 4))
+        except CorruptionError as exc:
+            raise NeedsRecoveryError(f"{self.path!r}: {exc}; {self.recover_hint()}") from exc
+        with txn.cursor(db=self.env.db("vrows")) as cur:
+            for k, v in cur:
+                gen, slot = _VROW_KEY.unpack(k)
+                if gen == st.gen:
+                    out.setdefault(slot, v)
+        return out
 
     def undo_tail(self, txn: lmdb.Transaction) -> None:
         """After a write that appended to the log failed: drop its frames and dead marks.
@@ -1163,6 +1183,9 @@ class Engine(EngineChecks):
                 nid = ctx.ns_seen[ns] = self._ensure_ns(ctx, ns)
             if key is not None and txn.get(S.u32(nid) + key.encode(), db=self.env.db("keys")):
                 raise DuplicateKeyError(f"namespace {ns!r} already has a memory with key {key!r}")
+            done = _ingest.apply_one(self, ctx, req, nid)  # (the same bytes as below)
+            if done is not None:
+                return done
             op = _mutate.mem_op(ctx.state.next_id, nid, text, meta, type_, ts, key, vec,
                                 len(req) > 8 and bool(req[8]))
             return self.apply_op(ctx, op)

@@ -25,13 +25,14 @@ import numpy as np
 from . import _capacity, _lexical_index, _filter_index
 from . import _records as R
 from . import _storage as S
-from ._vectors import CHECKED32, SLOT_DTYPE, folds
+from ._vectors import CHECKED32, SLOT_DTYPE, folds, slot_row
 from .errors import CorruptionError, DuplicateKeyError
 
 if TYPE_CHECKING:
     from ._engine import Engine, _Ctx
 
-__all__ = ["MIN_RUN", "apply_run", "cbor_head", "cbor_int", "cbor_ints", "time_keys"]
+__all__ = ["MIN_RUN", "apply_run", "apply_one", "cbor_head", "cbor_int", "cbor_ints",
+           "cbor_text", "record_bytes", "op_bytes", "time_keys"]
 
 #: Runs of fewer ``remember`` requests go op by op (the same state; no gain below).
 MIN_RUN = 8
@@ -115,6 +116,85 @@ def time_keys(ns: np.ndarray, ts: np.ndarray, ids: np.ndarray) -> bytes:
     packed["ts"] = np.asarray(ts, np.int64).view(np.uint64) ^ np.uint64(1 << 63)
     order = np.lexsort((packed["id"], packed["ts"], packed["ns"]))
     return packed[order].tobytes()
+
+
+def cbor_text(raw: bytes) -> bytes:
+    """The CBOR text string of the UTF-8 bytes ``raw``."""
+    return (_TEXT_HEADS[len(raw)] if len(raw) < 256 else cbor_head(3, len(raw))) + raw
+
+
+def record_bytes(e_id: bytes, e_key: bytes, e_meta: bytes, e_ns: bytes, e_seq: bytes,
+                 e_slot: bytes, e_text: bytes, e_type: bytes, e_ts: bytes) -> bytes:
+    """The canonical CBOR map of a new record (``_records.Record.to_bytes`` without its
+    checksum header) from the CBOR of its fields (``e_key``: b"" without a key)."""
+    if not e_key:
+        return b"".join((b"\xa8\x61i", e_id, b"\x61m", e_meta, b"\x61n", e_ns, b"\x61q", e_seq,
+                         b"\x61s", e_slot, b"\x61t", e_text, b"\x61y", e_type, b"\x62ts", e_ts))
+    return b"".join((b"\xa9\x61i", e_id, b"\x61k", e_key, b"\x61m", e_meta, b"\x61n", e_ns,
+                     b"\x61q", e_seq, b"\x61s", e_slot, b"\x61t", e_text, b"\x61y", e_type,
+                     b"\x62ts", e_ts))
+
+
+def op_bytes(e_id: bytes, e_ns: bytes, e_ts: bytes, e_key: bytes, pinned: bool, e_meta: bytes,
+             e_text: bytes, e_type: bytes, e_crc: bytes, e_slot: bytes) -> bytes:
+    """The canonical CBOR of a logged ``mem`` op (``Engine.apply_op``'s frame payload:
+    the vector named by its row and CRC-32) from the CBOR of its fields."""
+    return b"".join((bytes((0xa9 + bool(e_key) + pinned,)), b"\x62id", e_id, b"\x62ns", e_ns,
+                     b"\x62op\x63mem\x62ts", e_ts, b"\x63key" + e_key if e_key else b"",
+                     b"\x63pin\xf5" if pinned else b"", b"\x64meta", e_meta, b"\x64text", e_text,
+                     b"\x64type", e_type, b"\x64vc32", e_crc, b"\x64vrow", e_slot))
+
+
+def apply_one(engine: "Engine", ctx: "_Ctx", req: Sequence[Any], nid: int) -> int | None:
+    """Apply one ``remember`` request (namespace id ``nid``, its key already checked
+    free) as ``Engine.apply_op`` applies its ``mem`` op, leaving the same bytes
+    everywhere, with the record and the log frame assembled from their fields' CBOR
+    (what a single durable ``remember`` spends most of its Python on otherwise).
+    Returns the new id, or None, having changed nothing, for a request this path does
+    not take (no metadata encoding from validation, a vector of another shape, or no
+    deferred index): the caller applies the op."""
+    e_meta = req[9] if len(req) > 9 else None
+    if e_meta is None or ctx.pending is None:
+        return None
+    vec = np.ascontiguousarray(req[7], dtype="<f4")
+    if vec.shape != (engine.dim,):
+        return None
+    _, _ns, text, meta, type_, ts, key, _vec = req[:8]
+    pinned = len(req) > 8 and bool(req[8])
+    st, txn, env = ctx.state, ctx.txn, engine.env
+    mid, slot, seq = st.next_id, st.n_slots, st.seq + 1
+    type_code = R.TYPE_CODES[type_]
+    row = vec.tobytes()
+    crc = zlib.crc32(row)
+    ctx.matrix[slot] = vec
+    ctx.slots[slot] = slot_row(mid, ts, nid, type_code, row, crc)
+    e_id, e_ns, e_ts, e_type = cbor_int(mid), cbor_int(nid), cbor_int(ts), cbor_int(type_code)
+    e_slot = cbor_int(slot)
+    tb = text.encode("utf-8")
+    e_text = cbor_text(tb)
+    kb = b"" if key is None else key.encode("utf-8")
+    e_key = b"" if key is None else cbor_text(kb)
+    rec = record_bytes(e_id, e_key, e_meta, e_ns, cbor_int(seq), e_slot, e_text, e_type, e_ts)
+    op = op_bytes(e_id, e_ns, e_ts, e_key, pinned, e_meta, e_text, e_type, cbor_int(crc), e_slot)
+    idk = S.u64(mid)
+    S.put_last(txn, idk, b"\x02" + _CRC.pack(zlib.crc32(rec)) + rec, env.db("records"))
+    txn.put(S.u32(nid) + S.ts_key(ts) + idk, b"", db=env.db("time"))
+    if key is not None:
+        txn.put(S.u32(nid) + kb, idk, db=env.db("keys"))
+    if pinned:
+        txn.put(b"P" + S.u32(nid) + idk, b"", db=env.db(_capacity.DB))
+    ctx.pending.append((nid, mid, text, meta))
+    # capacity bytes (_capacity.entry_bytes): text, metadata ({} counts 1), vector, key
+    nbytes = len(tb) + len(e_meta) + 4 * engine.dim + len(kb)
+    st.live_bytes += nbytes
+    ctx.ns_bytes[nid] = ctx.ns_bytes.get(nid, 0) + nbytes
+    ctx.ns_delta[nid] = ctx.ns_delta.get(nid, 0) + 1
+    st.next_id += 1
+    st.n_slots += 1
+    st.live += 1
+    st.seq = seq
+    ctx.frames.append(_FRAME.pack(len(op), zlib.crc32(op, zlib.crc32(_SEQ.pack(seq))), seq) + op)
+    return mid
 
 
 # -- the run ------------------------------------------------------------------------------

@@ -141,12 +141,17 @@ def _log_with_pending(root: str, lpath: str, seg: int, st: dict[str, Any] | None
         rep.notes.append(f"the unflushed log frames in data.mdb are unreadable ({exc})")
         return fd
     from ._engine import _PENDING_KEY
+    from ._pending import unpack
     pieces, pos = [], start
     for k in sorted(table):
         kseg, off = _PENDING_KEY.unpack(k)
         if kseg == seg and off == pos and off < end:
-            pieces.append(table[k])
-            pos += len(table[k])
+            try:
+                frames = unpack(table[k])[0]  # (format 7: the write's rows follow them)
+            except CorruptionError:
+                break
+            pieces.append(frames)
+            pos += len(frames)
     if pos != end:
         rep.notes.append(f"the unflushed log frames in data.mdb cover bytes {start}..{pos} of "
                          f"{end}")
@@ -480,8 +485,10 @@ def _log_rows(root: str, st: dict[str, Any] | None, base_gen: int, embedder: Any
               fmt: dict[str, Any] | None, rep: RecoveryReport) -> "_BaseRows":
     """The rows format-3 log frames name: the current generation's vector file (the one
     data.mdb names, else the base snapshot's, else the newest there is), completed by
-    data.mdb's ``vrows`` table (rows not yet flushed to the file) when it is readable."""
+    the rows not yet flushed to the file that data.mdb holds (``pending``, format 7;
+    ``vrows`` before) when it is readable."""
     from ._engine import _VROW_KEY
+    from ._pending import rows_of
     if st is not None:
         gen = int(st.get("gen", 1))
     elif base_gen:
@@ -492,14 +499,23 @@ def _log_rows(root: str, st: dict[str, Any] | None, base_gen: int, embedder: Any
         gen = max(gens, default=1)
     extra: dict[int, bytes] = {}
     if st is not None:
-        try:
-            table = _lmdbcheck.read_table(os.path.join(root, "data.mdb"), b"vrows", big=True)
-        except (CorruptionError, OSError):
-            table = {}
-        for k, v in table.items():
-            g, slot = _VROW_KEY.unpack(k)
-            if g == gen:
-                extra[slot] = v
+        for name in (b"vrows", b"pending"):  # (formats 3-6: vrows; format 7: pending)
+            try:
+                table = _lmdbcheck.read_table(os.path.join(root, "data.mdb"), name, big=True)
+            except (CorruptionError, OSError):
+                table = {}
+            for k, v in table.items():
+                if name == b"vrows":
+                    g, slot = _VROW_KEY.unpack(k)
+                    if g == gen:
+                        extra[slot] = v
+                    continue
+                if not fmt or not isinstance(fmt.get("dim"), int) or fmt["dim"] <= 0:
+                    break  # (the row width is unknown: the rows are read from the file)
+                try:
+                    extra.update(rows_of(v, 4 * fmt["dim"]))
+                except CorruptionError:
+                    continue  # (a damaged entry: its rows are read from the file instead)
     return _BaseRows(root, gen, embedder, fmt, rep, extra, what="log")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _filter_index, _lexical_index, _lexstage
+from . import _filter_index, _lexical_index, _lexstage, _pending
 from . import _progress
 from . import _records as R
 from . import _storage as S
@@ -259,45 +259,60 @@ def _compare(engine: Engine, snap: Any, rep: VerifyReport, op: dict[str, Any], s
 
 def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> None:
     """The ``pending`` table (format 3) holds exactly the log bytes [log_sync, log_end) of
-    the snapshot's segment, each entry equal to the file's bytes where the file has them."""
+    the snapshot's segment from ``log_sync`` on, each entry equal to the file's bytes where
+    the file has them; entries before ``log_sync`` (format 7: kept for their vector rows
+    until the flush) match the file too. Every unflushed vector row (in ``pending``,
+    format 7, or ``vrows``, formats 3-6) is one of the unflushed slots and equals the
+    vector file's row."""
     st = snap.state
     if not engine.env.has_db("pending"):
         if st.log_sync < st.log_end:
             rep.add(f"data.mdb: no pending table, but log bytes {st.log_sync}..{st.log_end} "
                     "are not flushed")
         return
-    from ._engine import _PENDING_KEY
     pos = st.log_sync
-    with snap.txn.cursor(db=engine.env.db("pending")) as cur:
-        for k, v in cur:
-            seg, off = _PENDING_KEY.unpack(k)
-            if seg != st.log_seg or off != pos or off >= st.log_end:
-                rep.add(f"data.mdb: a pending entry (segment {seg}, byte {off}) outside the "
-                        f"unflushed log bytes {st.log_sync}..{st.log_end} or out of order")
-                return
-            have = log.read(off, off + len(v))
-            if len(have) == len(v) and have != v:
-                rep.add(f"{log.path}: bytes {off}..{off + len(v)} differ from their copy in "
-                        "data.mdb's pending table")
-            pos += len(v)
+    prev_end = 0
+    rows: list[tuple[int, bytes]] = []
+    for seg, off, v in _pending.entries(snap.txn, engine.env.db("pending")):
+        try:
+            frames = _pending.unpack(v)[0]
+            rows.extend(_pending.rows_of(v, engine.dim * 4))
+        except CorruptionError as exc:
+            rep.add(f"{exc} (segment {seg}, byte {off})")
+            return
+        if seg != st.log_seg or off < prev_end or off >= st.log_end \
+                or (off >= st.log_sync and off != pos):
+            rep.add(f"data.mdb: a pending entry (segment {seg}, byte {off}) outside the "
+                    f"unflushed log bytes {st.log_sync}..{st.log_end} or out of order")
+            return
+        have = log.read(off, off + len(frames))
+        if len(have) == len(frames) and have != frames:
+            rep.add(f"{log.path}: bytes {off}..{off + len(frames)} differ from their copy in "
+                    "data.mdb's pending table")
+        prev_end = off + len(frames)
+        if off >= st.log_sync:
+            pos += len(frames)
     if pos != st.log_end:
         rep.add(f"data.mdb: the pending table covers log bytes {st.log_sync}..{pos}, but "
                 f"{st.log_end} are committed")
     rep.checked["pending_bytes"] = pos - st.log_sync
-    if not engine.env.has_db("vrows"):
-        return
-    from ._engine import _VROW_KEY
-    n = 0
-    with snap.txn.cursor(db=engine.env.db("vrows")) as cur:
-        for k, v in cur:
-            gen, slot = _VROW_KEY.unpack(k)
-            if gen != st.gen or not st.vsync_slots <= slot < st.n_slots:
-                rep.add(f"data.mdb: an unflushed vector row (generation {gen}, slot {slot}) "
-                        f"outside the unflushed slots {st.vsync_slots}..{st.n_slots}")
-            elif snap.matrix[slot].tobytes() != v:
-                rep.add(f"slot {slot}: its vector row differs from its unflushed copy in data.mdb")
-            n += 1
-    rep.checked["unflushed_rows"] = n
+    if engine.env.has_db("vrows"):
+        from ._engine import _VROW_KEY
+        with snap.txn.cursor(db=engine.env.db("vrows")) as cur:
+            for k, v in cur:
+                gen, slot = _VROW_KEY.unpack(k)
+                if gen != st.gen:
+                    rep.add(f"data.mdb: an unflushed vector row of generation {gen}, not "
+                            f"the current {st.gen}")
+                else:
+                    rows.append((slot, v))
+    for slot, v in rows:
+        if not st.vsync_slots <= slot < st.n_slots:
+            rep.add(f"data.mdb: an unflushed vector row (slot {slot}) outside the unflushed "
+                    f"slots {st.vsync_slots}..{st.n_slots}")
+        elif snap.matrix[slot].tobytes() != v:
+            rep.add(f"slot {slot}: its vector row differs from its unflushed copy in data.mdb")
+    rep.checked["unflushed_rows"] = len(rows)
 
 
 def _verify_staged(engine: Engine, snap: Any, rep: VerifyReport) -> None:

@@ -106,6 +106,29 @@ def test_small_bulk_writes_keep_pending_rows(tmp_path, monkeypatch) -> None:
     b.close()
 
 
+def test_single_remember_fast_path_equals_apply_op(tmp_path, monkeypatch) -> None:
+    """A single ``remember`` assembles its record and log frame from its fields' CBOR
+    (``_ingest.apply_one``): every byte of the store (log, tables, slots, vectors), every
+    answer and the digest equal what ``apply_op`` of its ``mem`` op leaves, for keys,
+    pins, metadata of every kind, non-ASCII text and keys, and several namespaces."""
+    a, b = _pair(tmp_path)
+    taken: list[object] = []
+    real = _ingest.apply_one
+    for db in (a, b):
+        if db is a:
+            monkeypatch.setattr(_ingest, "apply_one", lambda *x: taken.append(real(*x)) or taken[-1])
+        else:
+            monkeypatch.setattr(_ingest, "apply_one", lambda *x: None)  # apply_op throughout
+        for i, item in enumerate(_items(60, 21)):
+            (db.namespace("other") if i % 3 == 0 else db).remember(**item)
+        db.forget(5)
+        db.remember("after a forget", vector=np.ones(16, np.float32))
+    assert len(taken) == 61 and None not in taken  # (every request took the fast path)
+    _same(a, b)
+    a.close()
+    b.close()
+
+
 def test_bulk_ingest_errors_write_nothing(tmp_path) -> None:
     a, _ = _pair(tmp_path)
     a.remember_many(_items(20, 1))

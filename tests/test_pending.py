@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mnemos_kv import CorruptionError, Mnemos, NeedsRecoveryError, StorageError
-from mnemos_kv import _engine, _storage
+from mnemos_kv import _engine, _pending, _storage
 from mnemos_kv._log import log_file
 from mnemos_kv._vectors import HEADER, SLOT_DTYPE, slot_file, vector_file
 
@@ -196,7 +196,8 @@ def test_damaged_pending_with_lost_log_needs_recovery(store_path: str) -> None:
 
     def body(txn) -> None:
         k, v = next(iter(txn.cursor(db=env.db("pending"))))
-        txn.put(k, v[:-1] + bytes([v[-1] ^ 1]), db=env.db("pending"))
+        at = len(v) - len(_pending.unpack(v)[2]) - 1  # the frames' last byte (rows follow)
+        txn.put(k, v[:at] + bytes([v[at] ^ 1]) + v[at + 1:], db=env.db("pending"))
     env.write(body)
     saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
     _drop(db)
@@ -209,6 +210,38 @@ def test_damaged_pending_with_lost_log_needs_recovery(store_path: str) -> None:
     os.truncate(log_file(store_path, st.log_seg), st.log_sync)
     with pytest.raises(NeedsRecoveryError, match="checksum"):
         Mnemos.open(store_path)
+
+
+def test_damaged_row_copy_in_pending_is_needed_only_when_the_file_lost_the_row(
+        store_path: str) -> None:
+    """A write's unflushed vector row is kept in its ``pending`` entry (format 7). A damaged
+    copy is not needed while the vector file holds the row (the store opens whole); when
+    the file lost it too (a machine crash), opening refuses rather than guess."""
+    db = Mnemos.open(store_path)
+    ids = [db.remember(f"memory {i}") for i in range(3)]
+    vec = db.get_vector(ids[1])
+    st = db._engine.read_state()
+    env = db._engine.env
+    row_bytes = 4 * db._engine.dim
+
+    def body(txn) -> None:
+        entries = list(txn.cursor(db=env.db("pending")))
+        k, v = entries[1]
+        assert [s for s, _r in _pending.rows_of(v, row_bytes)] == [1]
+        txn.put(k, v[:-5] + bytes([v[-5] ^ 1]) + v[-4:], db=env.db("pending"))
+    env.write(body)
+    saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
+    _drop(db)
+    shutil.copy(os.path.join(store_path, "data.mdb"), saved)
+    with Mnemos.open(store_path) as db:  # the file's row is intact: taken as it is
+        assert db.count() == 3 and np.array_equal(db.get_vector(ids[1]), vec)
+        assert db.verify().ok
+    shutil.copy(saved, os.path.join(store_path, "data.mdb"))
+    with open(vector_file(store_path, st.gen), "r+b") as f:  # ... and lost from the file
+        f.seek(HEADER + row_bytes)
+        f.write(bytes(row_bytes))
+    with pytest.raises(NeedsRecoveryError, match="unflushed vector row 1"):
+        Mnemos.open(store_path).remember("one more")
 
 
 def test_recover_takes_lost_log_bytes_from_pending(store_path: str) -> None:
@@ -358,9 +391,21 @@ def test_verify_checks_pending_against_the_log(store_path: str) -> None:
         _storage.release(db._engine.env)
 
 
-def test_log_frames_name_rows_and_vrows_hold_them_until_the_flush(store_path: str, tmp_path) -> None:
+def test_log_frames_name_rows_and_pending_holds_them_until_the_flush(store_path: str,
+                                                                     tmp_path) -> None:
+    """Each vector is stored once: a log frame names its row, and until the flush the row
+    is also in the write's ``pending`` entry (format 7; ``vrows`` before), which a log
+    sync (a forget) keeps and the flush empties."""
     from mnemos_kv import _records as R
-    from mnemos_kv._engine import vrow_key
+
+    def kept(eng) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+        with eng.env.read() as txn:
+            assert txn.stat(eng.env.db("vrows"))["entries"] == 0  # (formats 3-6 only)
+            out: dict[int, bytes] = {}
+            for _seg, _off, v in _pending.entries(txn, eng.env.db("pending")):
+                out.update(_pending.rows_of(v, 4 * eng.dim))
+            return out
+
     with Mnemos.open(store_path) as db:
         eng = db._engine
         ids = [db.remember(f"memory {i}") for i in range(5)]
@@ -369,20 +414,20 @@ def test_log_frames_name_rows_and_vrows_hold_them_until_the_flush(store_path: st
         mems = [op for op in ops if op["op"] == "mem"]
         assert [op["id"] for op in mems] == ids
         assert all("vec" not in op and op["vrow"] == st.n_slots - 5 + k for k, op in enumerate(mems))
-        with eng.env.read() as txn:
-            vdb = eng.env.db("vrows")
-            assert txn.stat(vdb)["entries"] == 5
-            for op in mems:
-                assert txn.get(vrow_key(st.gen, op["vrow"]), db=vdb) == db.get_vector(op["id"]).tobytes()
-        db.forget(ids[0])  # a log sync, not a vector flush: the rows stay in vrows
-        with eng.env.read() as txn:
-            assert txn.stat(eng.env.db("vrows"))["entries"] == 5
+        rows = kept(eng)
+        assert sorted(rows) == [op["vrow"] for op in mems]
+        for op in mems:
+            assert rows[op["vrow"]] == db.get_vector(op["id"]).tobytes()
+        db.forget(ids[0])  # a log sync, not a vector flush: the rows stay
+        assert kept(eng) == rows
+        assert db.verify().ok
         out = str(tmp_path / "x.replay")
         db.export_replay(out)
         digest = db.state_digest()
-        db.sync()  # the flush empties vrows
+        db.sync()  # the flush empties pending
+        assert kept(eng) == {}
         with eng.env.read() as txn:
-            assert txn.stat(eng.env.db("vrows"))["entries"] == 0
+            assert txn.stat(eng.env.db("pending"))["entries"] == 0
     from mnemos_kv._replay import iter_ops
     assert all(isinstance(op["vec"], bytes) and "vrow" not in op
                for _s, _q, op in iter_ops(out) if op["op"] == "mem")
