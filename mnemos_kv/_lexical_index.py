@@ -258,18 +258,23 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
 
 
 def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
-    """:func:`add` of every ``(ns, id, text, _)`` of a small write (ids ascending, newer
-    than every staged id), through the staging table (``_lexstage``): one 4-byte key per
-    memory instead of one posting per term (and, until the merge, of the statistics:
-    readers add the staged memories' share, see :func:`stats`). The text is not
-    tokenised here: the staged postings are those of the record's text (format 7)."""
+    """:func:`add` of every ``(ns, id, text, _)`` of a small write (new memories, ids
+    consecutive and ascending), through the staging window (``_lexstage``): the ids
+    alone, no posting and no statistics yet (readers derive and add the staged
+    memories' share, see :func:`stats`). The text is not tokenised here."""
+    mids = [it[1] for it in items]
+    if not mids:
+        return
+    if mids != list(range(mids[0], mids[0] + len(mids))):
+        add_many(txn, env, items)  # (not a run of new ids: indexed as they are)
+        return
     for ns, mid, text, _meta in items:
         if mid > MAX_POSTING_ID or len(text) > MAX_POSTING_COUNT:
             # (a text of at most 2^24 - 1 characters has fewer terms; longer texts are
             # refused by validation long before: this checks what the index holds)
             _terms, length, slength = doc_terms(text)
             posting(mid, 0, max(length, slength))  # raises, naming the memory (tf <= length)
-        _lexstage.stage(txn, env, mid, _U32.pack(ns))
+    _lexstage.stage(txn, env, mids[0], mids[-1] + 1)
 
 
 def remove(txn: lmdb.Transaction, env: Any, ns: int, mid: int, text: str) -> None:
@@ -608,6 +613,7 @@ def ensure_built(env: Any) -> None:
         txn.drop(env.db("postings"), delete=False)
         if env.has_db(_lexstage.DB):  # (staged postings are rebuilt with the rest)
             txn.drop(env.db(_lexstage.DB), delete=False)
+        txn.delete(_lexstage.WINDOW_KEY, db=env.db("meta"))
         txn.drop(sdb, delete=False)
         n = int(txn.stat(env.db("records"))["entries"])
         log.log(logging.INFO if n else logging.DEBUG,

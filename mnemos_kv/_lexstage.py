@@ -9,16 +9,21 @@ the table, and the next *flush* (every 256 operations, ``sync()``, ``close()``, 
 write, compaction, see ``_engine``) merges every staged entry into ``postings`` in key
 order, in its own write transaction.
 
-Table ``lexstage`` (plain): key ``id u64 BE`` (the memory's key in ``records`` too).
-Since format 7 the value is ``ns u32 BE`` alone (:data:`DERIVED`): the memory's
-postings are those of its record's text (:func:`_lexical_index.doc_terms`), computed by
-whoever reads them (readers, once per process and record: :func:`entry_terms`; the
-merge, for all staged memories at once), so a small durable write neither tokenises
-nor stores the terms (a 4-byte value: the table stays one or two leaves). Formats 5-6
-stored the postings themselves: ``ns u32 BE`` then, per term of the memory in term
-order, ``term length u8 | term | tf u24 BE | doc length u24 BE``; such entries (left by
-an older library's writes before a crash) are still read as they are. A staged
-memory's postings are the same either way, so answers do not depend on the form.
+Since format 7 a small write stages nothing but the ids it adds: the staged memories
+are the consecutive ids of a *window*, ``meta/lexwin`` = ``first u64 BE, end u64 BE``
+(absent: none), and their postings are those of their records' texts
+(:func:`_lexical_index.doc_terms`), derived by whoever reads them (readers, once per
+process and record: :func:`record_terms`; the merge, for all of them at once with the
+bulk tokeniser). The window key shares ``meta``'s page with the state record the write
+changes anyway, so a small durable write neither tokenises nor writes a page for its
+postings. A memory indexed directly (a big write) may come after the window; the next
+small write then merges the window first (staged ids stay consecutive).
+
+Formats 5-6 staged each memory in the table ``lexstage`` (plain): key ``id u64 BE``;
+value ``ns u32 BE`` then, per term of the memory in term order, ``term length u8 |
+term | tf u24 BE | doc length u24 BE`` (the same terms, frequencies and lengths
+:func:`_lexical_index.doc_terms` gives). Such entries (left by an older library's
+writes before a crash) are still read and merged; format 7 writes none.
 The BM25 statistics are staged with them: a staged memory is counted in ``lexstats`` by
 the merge (one update per namespace), and readers add the staged memories' share
 (documents, and the field lengths their terms carry: :func:`lengths`).
@@ -26,9 +31,8 @@ the merge (one update per namespace), and readers add the staged memories' share
 Invariants (what keeps every reader's answer the same as without staging):
 
 * a memory's postings are either all in ``postings`` or all staged, never both;
-* a staged memory's record is live and not changed until the merge (anything that
-  removes or changes it merges first, below), so its text is the one it was staged
-  with;
+* a staged memory's record is live and its text unchanged until the merge (anything
+  that removes or changes it merges first, below);
 * staged ids ascend in the order they were staged (they are new memories), so between
   two merges the committed table only grows at its end;
 * anything that removes postings (forget, evict, update of a staged memory, dropping a
@@ -58,8 +62,8 @@ from ._percache import PerOwner
 from ._rawmemo import RawMemo, owned
 from .errors import CorruptionError
 
-__all__ = ["DB", "STAGE_MAX", "DERIVED", "encode", "decode", "entry_terms", "stage", "merge",
-           "merge_for", "view", "View", "staged_count"]
+__all__ = ["DB", "STAGE_MAX", "WINDOW_KEY", "encode", "decode", "record_terms", "window", "stage",
+           "merge", "merge_for", "view", "View", "staged_count"]
 
 #: The staging table (see ``_storage.DB_NAMES``).
 DB = "lexstage"
@@ -67,8 +71,9 @@ DB = "lexstage"
 #: ingest) writes them into ``postings`` directly, in key order.
 STAGE_MAX = 16
 
-#: The length of a format-7 staged value (``ns u32`` alone): postings of the record's text.
-DERIVED = 4
+#: The ``meta`` key of the window of staged ids (format 7): ``first u64, end u64`` (BE).
+WINDOW_KEY = b"lexwin"
+_WINDOW = struct.Struct(">QQ")
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -117,19 +122,20 @@ _TERMS: RawMemo[tuple[int, list[tuple[bytes, int, int]]]] = RawMemo(max_bytes=8 
                                                                     max_item=1 << 20)
 
 
-def entry_terms(txn: lmdb.Transaction, env: Any, key: bytes, value: bytes
-                ) -> tuple[int, list[tuple[bytes, int, int]]]:
-    """(namespace, [(term, tf, length)]) of the staged entry ``key -> value`` in ``txn``:
-    decoded (formats 5-6), or the postings of the memory's record text (format 7).
-    :raises CorruptionError: the value is damaged, or the record is missing or not of
-    that namespace (a staged memory's record stays until the merge)."""
-    if len(value) != DERIVED:
-        return decode(value)
-    ns = _U32.unpack(value)[0]
-    raw = txn.get(key, db=env.db("records"))
+def _missing(mid: int) -> CorruptionError:
+    return CorruptionError(f"data.mdb: memory {mid} is staged (lexstage window) but has no "
+                           "record")
+
+
+def record_terms(txn: lmdb.Transaction, env: Any, mid: int
+                 ) -> tuple[int, list[tuple[bytes, int, int]]]:
+    """(namespace, [(term, tf, length)]) of the staged memory ``mid`` of the window:
+    the postings of its record's text (``_lexical_index.doc_terms``), memoised by the
+    record's bytes. :raises CorruptionError: the record is missing or damaged (a staged
+    memory's record stays until the merge)."""
+    raw = txn.get(_U64.pack(mid), db=env.db("records"))
     if raw is None:
-        raise CorruptionError(f"data.mdb: memory {_U64.unpack(key)[0]} has staged postings "
-                              "(lexstage) but no record")
+        raise _missing(mid)
     owned_raw = owned(raw)
     # (the tokeniser's one switch is part of the key: the terms depend on it)
     memo = None if owned_raw is None else (owned_raw, _lexical.COMPOUNDS)
@@ -141,44 +147,87 @@ def entry_terms(txn: lmdb.Transaction, env: Any, key: bytes, value: bytes
         got = (rec.ns, [(t, tf, dl) for t, (tf, dl) in terms.items()])
         if memo is not None:
             _TERMS.put(memo, got, len(raw) + 64 * len(terms))
-    if got[0] != ns:
-        raise CorruptionError(f"data.mdb: memory {_U64.unpack(key)[0]} is staged in namespace "
-                              f"id {ns} but its record is in {got[0]}")
-    return ns, got[1]
+    return got
 
 
-def stage(txn: lmdb.Transaction, env: Any, mid: int, value: bytes) -> None:
-    """Put the staged postings ``value`` (:func:`encode`) of memory ``mid``."""
-    txn.put(_U64.pack(mid), value, db=env.db(DB), append=True)
+def window(txn: lmdb.Transaction, env: Any) -> tuple[int, int]:
+    """(first, end) of the staged ids of ``txn`` (format 7; equal: none staged).
+    :raises CorruptionError: the window key is damaged."""
+    raw = txn.get(WINDOW_KEY, db=env.db("meta"))
+    if raw is None:
+        return 0, 0
+    if len(raw) != _WINDOW.size:
+        raise CorruptionError(f"data.mdb: the staged ids (meta/{WINDOW_KEY.decode()}) are "
+                              f"{len(raw)} bytes, expected {_WINDOW.size}")
+    lo, hi = _WINDOW.unpack(raw)
+    if hi < lo:
+        raise CorruptionError(f"data.mdb: the staged ids (meta/{WINDOW_KEY.decode()}) end at "
+                              f"{hi}, before their first {lo}")
+    return lo, hi
 
 
-def staged_count(txn: lmdb.Transaction, env: Any) -> int:
-    """How many memories have staged postings in ``txn`` (0 without the table)."""
+def stage(txn: lmdb.Transaction, env: Any, first: int, end: int) -> None:
+    """Stage the new memories ``first``..``end - 1`` (a small write's, consecutive and
+    newer than every staged id): the window grows to take them. When a memory indexed
+    directly (a big write) came after the window, the window is merged first (staged
+    ids stay consecutive)."""
+    lo, hi = window(txn, env)
+    if lo != hi and hi != first:
+        merge(txn, env)
+        lo = hi = first
+    if lo == hi:
+        lo = first
+    txn.put(WINDOW_KEY, _WINDOW.pack(lo, end), db=env.db("meta"))
+
+
+def _table_count(txn: lmdb.Transaction, env: Any) -> int:
+    """Entries of the ``lexstage`` table (a format-5/6 writer's; 0 without the table)."""
     if not env.has_db(DB):
         return 0
     return int(txn.stat(env.db(DB))["entries"])
 
 
+def staged_count(txn: lmdb.Transaction, env: Any) -> int:
+    """How many memories have staged postings in ``txn``."""
+    lo, hi = window(txn, env)
+    return _table_count(txn, env) + hi - lo
+
+
 def merge(txn: lmdb.Transaction, env: Any) -> int:
-    """Move every staged posting into ``postings`` (in (key, id) order, one cursor
-    ``putmulti``), count the staged memories into ``lexstats`` (one update per
-    namespace) and empty the table; returns how many memories were staged. The texts of
-    format-7 entries are tokenised together (:func:`_merge_derived`)."""
-    if not staged_count(txn, env):
-        return 0
+    """Move every staged posting into ``postings`` (in (key, id) order) and count the
+    staged memories into ``lexstats`` (one update per namespace): the window's, from
+    their record texts tokenised at once (``_lexical_index.add_many``, the bulk path of
+    a big write), and a format-5/6 table's; then empty both. Returns how many memories
+    were staged."""
+    lo, hi = window(txn, env)
+    n = _merge_table(txn, env) if _table_count(txn, env) else 0
+    if lo == hi:
+        return n
+    from . import _lexical_index  # (it imports this module)
+    items: list[tuple[int, int, str, Any]] = []
+    with txn.cursor(db=env.db("records")) as cur:
+        for mid in range(lo, hi):
+            if not cur.set_key(_U64.pack(mid)):
+                raise _missing(mid)
+            rec = R.Record.from_bytes(cur.value())
+            items.append((rec.ns, mid, rec.text, None))
+    _lexical_index.add_many(txn, env, items)
+    txn.delete(WINDOW_KEY, db=env.db("meta"))
+    return n + hi - lo
+
+
+def _merge_table(txn: lmdb.Transaction, env: Any) -> int:
+    """:func:`merge` of the ``lexstage`` table's entries (formats 5-6: the postings
+    themselves); returns how many."""
     from . import _lexical_index  # (it imports this module)
     ddb = env.db(DB)
     pairs: list[tuple[bytes, bytes]] = []
     sums: dict[int, list[int]] = {}
-    derived: list[tuple[bytes, int]] = []
     n = 0
     with txn.cursor(db=ddb) as cur:
         add = pairs.append
         for k, v in cur:
             n += 1
-            if len(v) == DERIVED:
-                derived.append((k, _U32.unpack(v)[0]))
-                continue
             idb = k[2:]  # the id as u48 (ids stay below 2^48, see _lexical_index.posting)
             prefix = v[:4]
             length = slength = 0
@@ -203,36 +252,16 @@ def merge(txn: lmdb.Transaction, env: Any) -> int:
         cur.putmulti(pairs, dupdata=True)
     for ns in sorted(sums):
         _lexical_index.bump(txn, env, ns, *sums[ns])
-    if derived:
-        _merge_derived(txn, env, derived)
     txn.drop(ddb, delete=False)
     return n
 
 
-def _merge_derived(txn: lmdb.Transaction, env: Any, derived: list[tuple[bytes, int]]) -> None:
-    """Index the format-7 staged entries ``derived`` ((key, namespace) each) into
-    ``postings`` and ``lexstats``: their record texts, tokenised at once
-    (``_lexical_index.add_many``, the bulk path of a big write)."""
-    from . import _lexical_index
-    rdb = env.db("records")
-    items: list[tuple[int, int, str, Any]] = []
-    for k, ns in derived:
-        raw = txn.get(k, db=rdb)
-        if raw is None:
-            raise CorruptionError(f"data.mdb: memory {_U64.unpack(k)[0]} has staged postings "
-                                  "(lexstage) but no record")
-        rec = R.Record.from_bytes(raw)
-        if rec.ns != ns:
-            raise CorruptionError(f"data.mdb: memory {rec.id} is staged in namespace id {ns} "
-                                  f"but its record is in {rec.ns}")
-        items.append((ns, rec.id, rec.text, None))
-    _lexical_index.add_many(txn, env, items)
-
-
 def merge_for(txn: lmdb.Transaction, env: Any, mid: int) -> None:
-    """Before removing the postings of memory ``mid``: when they are staged, merge
-    (removal then finds them in ``postings``, as without staging)."""
-    if env.has_db(DB) and txn.get(_U64.pack(mid), db=env.db(DB)) is not None:
+    """Before removing or changing memory ``mid``: when it is staged, merge (removal
+    then finds its postings in ``postings``, as without staging; and its record is not
+    needed for them any more)."""
+    lo, hi = window(txn, env)
+    if lo <= mid < hi or (env.has_db(DB) and txn.get(_U64.pack(mid), db=env.db(DB)) is not None):
         merge(txn, env)
 
 
@@ -305,19 +334,20 @@ class View:
 
 
 class _Build:
-    """Decoded staged entries of one run between merges (append-only; shared by views)."""
+    """Decoded staged entries of one run between merges (append-only; shared by views):
+    a format-5/6 table's entries first, then the window's ids."""
 
-    def __init__(self, first: bytes) -> None:
+    def __init__(self, first: tuple[bytes, int]) -> None:
         self.first = first
-        self.keys: list[bytes] = []
+        self.keys: list[int] = []  # the staged ids, in order
+        self.tables = 0  # how many of them are table entries
         self.terms: dict[tuple[int, bytes], tuple[list[int], bytearray]] = {}
         self.counts: _Counts = {}
         #: per namespace: its terms in ``terms``, sorted (for :meth:`View.prefixed`)
         self.by_ns: dict[int, list[bytes]] = {}
 
-    def add(self, key: bytes, ns: int, terms: list[tuple[bytes, int, int]]) -> None:
+    def add(self, mid: int, ns: int, terms: list[tuple[bytes, int, int]]) -> None:
         i = len(self.keys)
-        mid = _U64.unpack(key)[0]
         for term, tf, dl in terms:
             got = self.terms.get((ns, term))
             if got is None:
@@ -332,7 +362,7 @@ class _Build:
         d, t, u = c[1][-1] if c[1] else (0, 0, 0)
         c[1].append((d + 1, t + length, u + slength))
         c[0].append(i)
-        self.keys.append(key)
+        self.keys.append(mid)
 
 
 class _Cache:
@@ -345,7 +375,7 @@ class _Cache:
         self.lock = threading.Lock()
         self.builds: list[_Build] = []
 
-    def build_for(self, first: bytes) -> _Build:
+    def build_for(self, first: tuple[bytes, int]) -> _Build:
         for b in self.builds:
             if b.first == first:
                 return b
@@ -357,48 +387,58 @@ class _Cache:
 _CACHES: PerOwner[_Cache] = PerOwner(_Cache)
 
 
-def _fill(build: _Build, txn: lmdb.Transaction, env: Any, cur: lmdb.Cursor, n: int) -> None:
-    """Decode the entries of ``cur``'s table (of ``txn``) that ``build`` lacks, up to ``n``
-    in all."""
-    if build.keys:
-        if not cur.set_key(build.keys[-1]):
-            raise CorruptionError("data.mdb: a staged postings entry vanished between merges")
-        more: Iterable[tuple[bytes, bytes]] = cur.iternext()
-        next(iter(more), None)  # (the entry the build already holds)
-    else:
-        cur.first()
-        more = cur.iternext()
-    for k, v in more:
-        if len(build.keys) >= n:
-            break
-        build.add(k, *entry_terms(txn, env, k, v))
+def _fill(build: _Build, txn: lmdb.Transaction, env: Any, n_table: int, lo: int, hi: int) -> None:
+    """Decode what ``build`` lacks of the ``n_table`` table entries of ``txn``, then of the
+    window ``lo``..``hi - 1``."""
+    if build.tables < n_table:
+        with txn.cursor(db=env.db(DB)) as cur:
+            if build.tables:
+                if not cur.set_key(_U64.pack(build.keys[build.tables - 1])):
+                    raise CorruptionError("data.mdb: a staged postings entry vanished between "
+                                          "merges")
+                more: Iterable[tuple[bytes, bytes]] = cur.iternext()
+                next(iter(more), None)  # (the entry the build already holds)
+            else:
+                cur.first()
+                more = cur.iternext()
+            for k, v in more:
+                if build.tables >= n_table:
+                    break
+                build.add(_U64.unpack(k)[0], *decode(v))
+                build.tables += 1
+    start = lo + len(build.keys) - build.tables
+    for mid in range(start, hi):
+        build.add(mid, *record_terms(txn, env, mid))
 
 
 def view(txn: lmdb.Transaction, env: Any, owner: Any = None) -> View | None:
     """The staged postings visible in ``txn`` (None: none). With ``owner`` (an engine;
     ``txn`` read-only), the decoded entries are cached per owner and shared between its
     snapshots; without, they are decoded for this call only (a write transaction, whose
-    entries may still be aborted)."""
-    n = staged_count(txn, env)
+    entries may still be aborted; the derived terms are memoised all the same)."""
+    lo, hi = window(txn, env)
+    n_table = _table_count(txn, env)
+    n = n_table + hi - lo
     if not n:
         return None
-    ddb = env.db(DB)
-    with txn.cursor(db=ddb) as cur:
-        cur.first()
-        first = cur.key() + cur.value()
-        if owner is None:
-            build = _Build(first)
-            _fill(build, txn, env, cur, n)
-            return View(build.terms, build.counts, n, build.by_ns)
-        cur.last()
-        last = cur.key()
-        cache = _CACHES.get(owner)
-        with cache.lock:
+    first_entry = b""
+    if n_table:
+        with txn.cursor(db=env.db(DB)) as cur:
+            cur.first()
+            first_entry = cur.key() + cur.value()
+    first = (first_entry, lo)
+    if owner is None:
+        build = _Build(first)
+        _fill(build, txn, env, n_table, lo, hi)
+        return View(build.terms, build.counts, n, build.by_ns)
+    cache = _CACHES.get(owner)
+    with cache.lock:
+        build = cache.build_for(first)
+        if build.tables > n_table or (build.tables < n_table and len(build.keys) > build.tables):
+            # (a table that grew after window entries, or shrank without a merge: cannot
+            # happen; rebuild rather than guess)
+            cache.builds.remove(build)
             build = cache.build_for(first)
-            if len(build.keys) >= n and build.keys[n - 1] != last:
-                # (cannot happen while staged ids ascend; rebuild rather than guess)
-                cache.builds.remove(build)
-                build = cache.build_for(first)
-            if len(build.keys) < n:
-                _fill(build, txn, env, cur, n)
-            return View(build.terms, build.counts, n, build.by_ns)
+        if len(build.keys) < n:
+            _fill(build, txn, env, n_table, lo, hi)
+        return View(build.terms, build.counts, n, build.by_ns)

@@ -316,39 +316,51 @@ def _verify_pending(engine: Engine, snap: Any, log: Any, rep: VerifyReport) -> N
 
 
 def _verify_staged(engine: Engine, snap: Any, rep: VerifyReport) -> None:
-    """Each staged postings entry (``lexstage``, format 5) names a live memory of its
-    namespace, holds exactly the postings of its text (formats 5-6; format 7 holds none:
-    they are the text's), and those are not also in ``postings``."""
+    """Each staged memory (the window of ids, format 7; ``lexstage`` entries, formats
+    5-6) is a live memory of its namespace whose postings are not also in ``postings``;
+    a format-5/6 entry holds exactly the postings of its text."""
     env = engine.env
+    try:
+        lo, hi = _lexstage.window(snap.txn, env)
+    except CorruptionError as exc:
+        rep.add(str(exc))
+        return
     if not _lexstage.staged_count(snap.txn, env):
         return
-    n = 0
-    with snap.txn.cursor(db=env.db(_lexstage.DB)) as cur, \
-            snap.txn.cursor(db=env.db("postings")) as pcur:
-        for k, v in cur:
-            n += 1
-            mid = S.from_u64(k)
+    staged: list[tuple[int, bytes | None]] = []
+    if env.has_db(_lexstage.DB):
+        with snap.txn.cursor(db=env.db(_lexstage.DB)) as cur:
+            staged.extend((S.from_u64(k), v) for k, v in cur)
+    if hi > lo and hi > snap.state.next_id:
+        rep.add(f"data.mdb: the staged ids {lo}..{hi - 1} go past the last id "
+                f"{snap.state.next_id - 1}")
+        hi = snap.state.next_id
+    staged.extend((mid, None) for mid in range(lo, hi))
+    with snap.txn.cursor(db=env.db("postings")) as pcur:
+        for mid, v in staged:
             rec = engine.record(snap.txn, mid)
-            try:
-                ns, terms = _lexstage.decode(v)
-            except CorruptionError as exc:
-                rep.add(f"memory {mid}: {exc}")
-                continue
+            terms = _lexical_index.doc_terms(rec.text)[0] if rec is not None else {}
+            if v is None:
+                ns = rec.ns if rec is not None else -1
+            else:
+                try:
+                    ns = _lexstage.decode(v)[0]
+                except CorruptionError as exc:
+                    rep.add(f"memory {mid}: {exc}")
+                    continue
             if rec is None or rec.ns != ns:
                 rep.add(f"data.mdb: staged postings of memory {mid} (namespace id {ns}), "
                         "which is not a live memory of that namespace")
                 continue
-            if len(v) == _lexstage.DERIVED:  # (format 7: the postings of the text)
-                terms = [(t, tf, dl) for t, (tf, dl) in _lexical_index.doc_terms(rec.text)[0].items()]
-            elif _lexstage.encode(ns, _lexical_index.doc_terms(rec.text)[0]) != v:
+            if v is not None and _lexstage.encode(ns, terms) != v:
                 rep.add(f"memory {mid}: its staged postings differ from its text's")
                 continue
             if terms:
-                key, idb = S.u32(ns) + terms[0][0], k[2:]
+                key, idb = S.u32(ns) + next(iter(terms)), S.u64(mid)[2:]
                 if pcur.set_range_dup(key, idb) and pcur.key() == key \
                         and pcur.value()[:6] == idb:
                     rep.add(f"memory {mid}: its postings are both staged and in the index")
-    rep.checked["staged_postings"] = n
+    rep.checked["staged_postings"] = len(staged)
 
 
 def _verify_log(engine: Engine, snap: Any, rep: VerifyReport, deep: bool,

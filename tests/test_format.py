@@ -115,18 +115,20 @@ def test_format6_unflushed_store_keeps_its_staged_postings(tmp_path, readonly: b
     """A format-6 store whose writer ended without closing: its unflushed frames, rows
     and staged postings (the terms themselves, as format 6 staged them) are read as
     they are by a read-only open; a read-write open flushes them, and format-7 writes
-    (staging the namespace alone) go on from there. Both kinds staged side by side:
-    tests/test_lexstage.py::test_derived_staging_equals_staged_terms."""
+    (a window of staged ids) go on from there. Table entries against the window:
+    tests/test_lexstage.py::test_window_staging_equals_staged_terms."""
     from mnemos_kv import _lexstage
     path = _extract(tmp_path, "v6_unflushed")
 
-    def staged_lengths(db: Mnemos) -> list[int]:
+    def staged(db: Mnemos) -> tuple[list[int], int]:
+        """(the lengths of the lexstage table's values, how many ids the window holds)"""
         env = db._engine.env
         with env.read() as txn:
-            if not _lexstage.staged_count(txn, env):
-                return []
+            lo, hi = _lexstage.window(txn, env)
+            if not env.has_db(_lexstage.DB):
+                return [], hi - lo
             with txn.cursor(db=env.db(_lexstage.DB)) as cur:
-                return [len(v) for v in cur.iternext(keys=False)]
+                return [len(v) for v in cur.iternext(keys=False)], hi - lo
 
     with Mnemos.open(path, readonly=readonly) as db:
         assert db.verify().ok
@@ -134,16 +136,16 @@ def test_format6_unflushed_store_keeps_its_staged_postings(tmp_path, readonly: b
         for mid, text in UNFLUSHED.items():
             assert db.ask(text, mode="lexical", top_k=1)[0].id == mid
         assert db.ask("nightly backup", top_k=1)[0].id == 10
-        if readonly:  # read as format 6 staged them: the terms
-            old = staged_lengths(db)
-            assert len(old) == 3 and min(old) > _lexstage.DERIVED
+        if readonly:  # read as format 6 staged them: the terms, in the table
+            old, n = staged(db)
+            assert len(old) == 3 and min(old) > 4 and n == 0
             return
-        assert staged_lengths(db) == []  # the first read-write open flushed the store
+        assert staged(db) == ([], 0)  # the first read-write open flushed the store
         new = db.remember("The backup moved to three at night.")
-        assert staged_lengths(db) == [_lexstage.DERIVED]
+        assert staged(db) == ([], 1)  # format 7: the window of staged ids
         assert sorted(m.id for m in db.ask("backup", mode="lexical")) == [10, new]
         db.forget(11)
-        assert staged_lengths(db) == [_lexstage.DERIVED]  # (not staged: nothing merged)
+        assert staged(db) == ([], 1)  # (not staged: nothing merged)
         assert 11 not in [m.id for m in db.ask("Carol reviews payments", mode="lexical")]
         assert db.verify().ok
         digest = db.state_digest()

@@ -131,51 +131,43 @@ def test_staged_postings_give_the_same_answers(tmp_path, monkeypatch) -> None:
 def _stage_terms(txn, env, items) -> None:  # type: ignore[no-untyped-def]
     """What formats 5-6 staged: the memory's postings themselves."""
     for ns, mid, text, _meta in items:
-        _lexstage.stage(txn, env, mid, _lexstage.encode(ns, L.doc_terms(text)[0]))
+        txn.put(mid.to_bytes(8, "big"), _lexstage.encode(ns, L.doc_terms(text)[0]),
+                db=env.db(_lexstage.DB), append=True)
 
 
-def test_derived_staging_equals_staged_terms(tmp_path, monkeypatch) -> None:
-    """Format 7 stages a memory's namespace alone and derives its postings from its
-    record's text; formats 5-6 staged the postings: every answer, digest and merged
-    table is the same, and so is a mix of both kinds (an older library's writes before
-    a crash, then this one's)."""
-    def values(db: Mnemos) -> set[int]:
+def test_window_staging_equals_staged_terms(tmp_path, monkeypatch) -> None:
+    """Format 7 stages a window of ids and derives their postings from their records'
+    texts; formats 5-6 staged the postings themselves in the ``lexstage`` table (which
+    readers and the merge still read): every answer, digest and merged table is the
+    same."""
+    def staged(db: Mnemos) -> tuple[int, int]:
         env = db._engine.env
-        with env.read() as txn, txn.cursor(db=env.db(_lexstage.DB)) as cur:
-            return {len(v) for v in cur.iternext(keys=False)}
+        with env.read() as txn:
+            lo, hi = _lexstage.window(txn, env)
+            return hi - lo, _lexstage._table_count(txn, env)
 
-    seen: list[set[int]] = []
+    seen: list[tuple[int, int]] = []
 
     def run(path: str) -> tuple[list[object], str]:
         def check(db: Mnemos) -> None:
-            seen.append(values(db))
+            seen.append(staged(db))
         with Mnemos.open(path, clock=_clock()) as db:
             _workload(db, check)
             return [_answers(db)], db.state_digest()
 
-    derived = run(str(tmp_path / "derived"))
-    assert {_lexstage.DERIVED} in seen and all(s <= {_lexstage.DERIVED} for s in seen)
-    real = L.stage_many
+    window = run(str(tmp_path / "window"))
+    assert max(w for w, _t in seen) >= 10 and all(t == 0 for _w, t in seen)
     monkeypatch.setattr(L, "stage_many", _stage_terms)
     seen.clear()
     terms = run(str(tmp_path / "terms"))
-    assert seen and all(_lexstage.DERIVED not in s for s in seen if s)
-    n = {"calls": 0}
-
-    def mixed(txn, env, items) -> None:  # type: ignore[no-untyped-def]
-        n["calls"] += 1
-        (real if n["calls"] % 2 else _stage_terms)(txn, env, items)
-    monkeypatch.setattr(L, "stage_many", mixed)
-    seen.clear()
-    both = run(str(tmp_path / "mixed"))
-    assert any(_lexstage.DERIVED in s and len(s) > 1 for s in seen)  # both forms staged
-    assert derived == terms == both
-    assert _tables(str(tmp_path / "derived")) == _tables(str(tmp_path / "terms")) \
-        == _tables(str(tmp_path / "mixed"))
+    assert max(t for _w, t in seen) >= 10 and all(w == 0 for w, _t in seen)
+    assert window == terms
+    assert _tables(str(tmp_path / "window")) == _tables(str(tmp_path / "terms"))
 
 
-def test_a_derived_entry_whose_record_is_gone_is_corruption(store_path: str) -> None:
-    """A format-7 staged entry reads its record: a missing one is reported, not skipped."""
+def test_a_staged_id_whose_record_is_gone_is_corruption(store_path: str) -> None:
+    """A staged memory's postings are read from its record: a missing one is reported,
+    not skipped."""
     with Mnemos.open(store_path) as db:
         mid = db.remember("Alice: the deploy review is on thursday")
         env = db._engine.env
@@ -183,9 +175,9 @@ def test_a_derived_entry_whose_record_is_gone_is_corruption(store_path: str) -> 
         def drop(txn) -> None:  # type: ignore[no-untyped-def]
             txn.delete(mid.to_bytes(8, "big"), db=env.db("records"))
         env.write(drop)
-        with pytest.raises(CorruptionError, match=f"memory {mid} has staged postings"):
+        with pytest.raises(CorruptionError, match=f"memory {mid} is staged"):
             db.ask("deploy review", mode="lexical")
-        assert any("staged postings" in p for p in db.verify().problems)
+        assert any("staged postings of memory" in p for p in db.verify().problems)
 
 
 def test_a_single_write_stages_one_key_and_a_flush_merges(store_path: str) -> None:

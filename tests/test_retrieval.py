@@ -297,6 +297,7 @@ def test_store_without_postings_is_reindexed_on_open(store_path: str) -> None:
             txn.drop(env.db("postings"), delete=False)
             txn.drop(env.db("lexstats"), delete=False)
             txn.drop(env.db("lexstage"), delete=False)  # (the staged postings too)
+            txn.delete(b"lexwin", db=env.db("meta"))  # (format 7: the staged ids)
         env.write(wipe)
         assert s.ask("quokka", explain=True)[0].explain["bm25"] == 0.0
     with Mnemos.open(store_path) as s:
