@@ -130,7 +130,6 @@ class _Handle:
     def _remember(self, items: list[Any], prog: Callable[[str, int, int], Any] | None
                   ) -> list[MemoryId]:
         """:meth:`remember_many` of the checked list ``items`` (the store checked writable)."""
-        from ._progress import embed
         eng = self._engine
         with _gcpause.paused(len(items)):  # (no cycles made: see _gcpause)
             prepared = prepare_remember(eng, self.name, items, set())
@@ -139,6 +138,7 @@ class _Handle:
             if prog is None:
                 embed_missing(eng, prepared)
             else:
+                from ._progress import embed
                 todo = [p for p in prepared if p[7] is None]
                 if todo:
                     for p, v in zip(todo, embed(eng.require_embedder(), [p[2] for p in todo],
