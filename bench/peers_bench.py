@@ -47,6 +47,8 @@ CATEGORIES = 10          # filtered query: category == 3 keeps 10%
 BUILD_THREADS = 2
 PEERS = ["mnemos", "numpy", "lmdb", "faiss-flat", "faiss-hnsw", "hnswlib", "usearch"]
 EXTERNAL = ["sqlite-vec", "lancedb", "chroma"]  # run by --peer-python
+#: Durable single inserts timed (after the queries), p50 reported.
+SINGLES = 300
 
 
 # --------------------------------------------------------------------------- data
@@ -183,7 +185,7 @@ def worker(peer: str, d: str, kind: str, phase: str) -> dict[str, Any]:
         out["ingest_per_s"] = n / (time.perf_counter() - t)
         out["disk_mb"] = du(store)
         ts = []
-        for i in range(30):
+        for i in range(SINGLES):
             t = time.perf_counter()
             with env.begin(write=True) as txn:
                 txn.put((n + i).to_bytes(8, "big"), vals[i][1])
@@ -356,12 +358,32 @@ def mnemos_worker(x: np.ndarray, q: np.ndarray, gt: np.ndarray, gtf: np.ndarray,
     out["hyb_p99_ms"] = pct(times, 99) * 1e3
     out["hyb_recall"] = float(np.mean([len(set(f) & set(e)) / max(1, len(e))
                                        for f, e in zip(found, exact)]))
-    ts = []  # durable single remember (after the queries: these rows are extra)
-    for i in range(30):
+    # durable single remember (after the queries: these rows are extra), each followed
+    # by one synced LMDB transaction putting the same bytes into a sibling store of n
+    # entries like the lmdb peer's: a ratio from the same minutes of the same process
+    import lmdb
+    ref_dir = store + "-single-ref"
+    os.makedirs(ref_dir, exist_ok=True)
+    ref = lmdb.open(ref_dir, map_size=1 << 40)  # py-lmdb defaults: sync=True, metasync=True
+    with ref.begin(write=True) as txn:
+        for i in range(n):
+            txn.put(i.to_bytes(8, "big"), x[i].tobytes() + f"doc {i}".encode(), append=True)
+    ts, rs = [], []
+    for i in range(SINGLES):
+        text = _text(n + i, 0)
         t = time.perf_counter()
-        db.remember(_text(n + i, 0), vector=-x[i])
+        db.remember(text, vector=-x[i])
         ts.append(time.perf_counter() - t)
+        value = (-x[i]).astype("<f4").tobytes() + text.encode()
+        t = time.perf_counter()
+        with ref.begin(write=True) as txn:
+            txn.put((n + i).to_bytes(8, "big"), value)
+        rs.append(time.perf_counter() - t)
+    ref.close()
+    shutil.rmtree(ref_dir)
     out["single_ms"] = pct(ts, 50) * 1e3
+    out["single_ref_ms"] = pct(rs, 50) * 1e3
+    out["single_ratio"] = pct([a / b for a, b in zip(ts, rs)], 50)
     # delete half: forget_many, filtered ask before compaction, then compact
     t = time.perf_counter()
     db.forget_many(list(range(1, n + 1, 2)))
@@ -516,6 +538,9 @@ MNEMOS_ONLY = [
     ("hyb_recall", "hybrid recall@10 vs exact planner"),
     ("forget_half_s", "forget_many of half the store (s)"),
     ("filt_after_forget_p50_ms", "filtered ask p50 after forgetting half, before compact (ms)"),
+    ("single_ref_ms", "one synced LMDB txn of the same bytes, interleaved with each durable "
+                      "single insert (ms, p50)"),
+    ("single_ratio", "durable single insert / that LMDB txn (median of the pairs)"),
 ]
 
 
