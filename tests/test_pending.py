@@ -93,6 +93,34 @@ def test_machine_crash_between_commit_and_flush(store_path: str, log_cut: str) -
         assert copy.state_digest() == digest
 
 
+@pytest.mark.parametrize("log_cut", ["sync", "zeros"])
+def test_machine_crash_after_a_log_sync_takes_rows_from_kept_entries(store_path: str,
+                                                                      log_cut: str) -> None:
+    """Format 7 keeps a write's vector rows in its ``pending`` entry until the vector flush,
+    also after a later write synced the log (a forget): a machine crash that loses the
+    unflushed rows of the vector file gets them back from those entries."""
+    db = Mnemos.open(store_path)
+    ids = db.remember_many([f"bulk memory {i}" for i in range(40)])
+    db.sync()
+    early = [db.remember(f"early memory {i}", {"i": i}) for i in range(6)]
+    db.forget(ids[5])  # a log sync: the six entries stay (their frames are in the log now)
+    late = [db.remember(f"late memory {i}") for i in range(3)]
+    want = {m.id: (m.text, db.get_vector(m.id)) for m in db.memories()}
+    digest = db.state_digest()
+    st = db._engine.read_state()
+    with db._engine.env.read() as txn:
+        kept = [off for _s, off, v in _pending.entries(txn, db._engine.env.db("pending"))
+                if _pending.unpack(v)[2]]
+    assert sum(off < st.log_sync for off in kept) == 6 and len(kept) == 9  # the instant
+    _drop(db)
+    _lose_page_cache(store_path, st, log_cut)
+    with Mnemos.open(store_path) as db:
+        assert db.verify().ok and db.state_digest() == digest
+        for mid in early + late:
+            assert np.array_equal(db.get_vector(mid), want[mid][1])
+        assert db.ask("early memory 4", top_k=1)[0].id == early[4]
+
+
 def test_kill_with_pending_frames_then_other_writer(store_path: str) -> None:
     """A killed process leaves ``pending`` full; the next writer (another handle) keeps
     appending after it and the first flush empties it."""
