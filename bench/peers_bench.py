@@ -568,7 +568,9 @@ def main() -> None:
     ap.add_argument("--phase", default="full")
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker, a.dir, a.kind, a.phase)))
+        res = worker(a.worker, a.dir, a.kind, a.phase)
+        res[f"load_{a.phase}"] = round(os.getloadavg()[0], 1)  # (1-minute load at its end)
+        print(json.dumps(res))
         return
     peers = a.peers.split(",")
     json_path = os.path.splitext(a.out)[0] + ".json"
@@ -627,8 +629,9 @@ def write_out(a: Any, saved: dict[str, Any], json_path: str) -> None:
         sections.append(render(e["n"], e["kind"], res, e["notes"]))
     with open(a.out, "w") as f:
         f.write("# peers_bench\n\n" + __doc__.split("\n\n")[0] + "\n\n"
-                f"Machine: {os.cpu_count()} cores, shared with other jobs (load ~5-9 during "
-                f"the runs); {a.queries} queries; top-{TOPK}; dim {DIM}. Ratio = mnemos ÷ best "
+                f"Machine: {os.cpu_count()} cores, shared with other jobs (each peer's "
+                f"load average at the end of its runs is under its table); {a.queries} "
+                f"queries; top-{TOPK}; dim {DIM}. Ratio = mnemos ÷ best "
                 "peer of the row (for recall and ingest, > 1 means mnemos is better; for "
                 "times and sizes, < 1). Raw vector bytes: n × 1536 B (153.6 MB at 100k, "
                 "1.536 GB at 1M).\n\n" + "\n\n".join(sections) + "\n")
@@ -650,6 +653,11 @@ def render(n: int, kind: str, res: dict[str, Any], notes: list[str]) -> str:
     if "mnemos" in res:
         out += "\n\nmnemos only:\n\n" + table(["metric", "mnemos"], [[label, fmt(res["mnemos"].get(k))]
                                                                    for k, label in MNEMOS_ONLY])
+    loads = [f"{p} " + ", ".join(str(res[p][k]) for k in ("load_full", "load_cold") if k in res[p])
+             for p in peers if "load_full" in res[p]]
+    if loads:
+        notes = list(notes) + ["1-minute load average at the end of each run (full, cold): "
+                               + "; ".join(loads)]
     if notes:
         out += "\n\n" + "\n".join(f"* {s}" for s in notes)
     return out
