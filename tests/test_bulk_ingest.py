@@ -216,22 +216,46 @@ def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
     assert L.compounds_many(texts) == [(i, w) for i, t in enumerate(texts) for w in L.compounds(t)]
 
 
-@pytest.mark.parametrize("word", ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600,
-                                  "\u0663", "\u00b2", "12a", "a12", "the", "calmly", "x" * 300])
-def test_memoised_posting_keys_are_the_terms_keys(word: str) -> None:
-    """The bulk index's key memos (with their shortcut for numbers) give each field's key."""
+_KEY_WORDS = ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600, "\u0663", "\u00b2",
+              "12a", "a12", "the", "calmly", "x" * 300, "a", "b", "z", "been", "how", "is",
+              "\u00e9t\u00e9", "\u00df", "\u00e9" * 121, "\u00e9" * 119 + "x", "\U0001f600" * 61,
+              "destress", "painting", "paintings", "_", "x" * 60, "x" * 61]
+
+
+@pytest.mark.parametrize("word", _KEY_WORDS)
+def test_posting_keys_of_words_are_the_terms_keys(word: str) -> None:
+    """The bulk index's key functions (a memo for stems, a shortcut for numbers, C
+    passes for surface words) give each field's key of :func:`doc_terms`, as text."""
     from mnemos_kv import _lexical as L
     from mnemos_kv import _lexical_index as LI
-    for memo, term, prefix in ((LI._STEM_KEYS, L.field_stem, b""),
-                               (LI._SURFACE_KEYS, L.surface_term, LI.SURFACE_PREFIX)):
-        memo.cache_clear()
-        assert memo[word] == LI._key_bytes(term(word), prefix) and memo[word] == memo.get(word)
+    for _ in range(2):  # (a miss, then from the memo)
+        assert [k.encode() for k in LI.stem_keys([word, word])] == \
+            [LI._key_bytes(L.field_stem(word), b"")] * 2
+        assert [k.encode() for k in LI.surface_keys([word])] == \
+            [LI._key_bytes(L.surface_term(word), LI.SURFACE_PREFIX)]
+    LI._STEM_KEYS.cache_clear()
     stop = sorted(w for w in L.STOPWORDS | L.SURFACE_STOPWORDS if w.isdigit())
     for w in stop:  # (none today; a number made a stopword must stay dropped)
-        assert LI._STEM_KEYS[w] == LI._key_bytes(L.field_stem(w), b"")
+        assert LI.stem_keys([w]) == [LI._key_bytes(L.field_stem(w), b"").decode()]
     from mnemos_kv import _hashing as H
     H._TERMS.cache_clear()
     assert H._TERMS[word] == L.index_term(word)
+
+
+def test_batch_keys_sort_and_number_as_bytes() -> None:
+    """doc_terms_many numbers its keys by one np.unique of their UTF-8: the order and
+    the keys of ``bytes`` (cut keys, high bytes, the question marker, dropped words)."""
+    from mnemos_kv import _lexical_index as LI
+    words = _KEY_WORDS + ["\uffff", "\U00010000", "\x7f", "\x80", "a\u00e9", "ab"]
+    keys = [k for w in words for k in (LI.stem_keys([w]) + LI.surface_keys([w])
+                                       + [LI._key_str(w, LI._SPEAKER_STR)]) if k]
+    keys += [LI._QUESTION_STR, "", ""]
+    got, codes = LI._sorted_codes(keys)
+    want = sorted({k.encode() for k in keys if k})
+    assert got == want and all(type(k) is bytes for k in got)
+    assert [got[c] if c >= 0 else b"" for c in codes.tolist()] == [k.encode() for k in keys]
+    assert LI._sorted_codes(["b", "a"]) == ([b"a", b"b"], pytest.approx([1, 0]))
+    assert LI.encode_keys([]) == [] and LI._sorted_codes([])[0] == []
 
 
 def test_batch_words_cache_gives_the_same_words() -> None:
@@ -282,7 +306,7 @@ def test_speaker_keys_of_a_batch_equal_text_by_text(texts: list[str]) -> None:
     from mnemos_kv import _lexical_index as LI
     ref = [(i, LI._key_bytes(w, LI.SPEAKER_PREFIX)) for i, t in enumerate(texts)
            for w in dict.fromkeys(_lexical.speaker_words(t))]
-    assert LI._speaker_keys(texts) == ref
+    assert [(i, k.encode()) for i, k in LI._speaker_keys(texts)] == ref
 
 
 def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
