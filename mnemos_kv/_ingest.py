@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -29,9 +29,10 @@ from ._vectors import CHECKED32, SLOT_DTYPE, folds
 from .errors import CorruptionError, DuplicateKeyError
 
 if TYPE_CHECKING:
+    from ._bulkcheck import Block
     from ._engine import Engine, _Ctx
 
-__all__ = ["MIN_RUN", "apply_run", "cbor_head", "cbor_int", "cbor_ints", "time_keys"]
+__all__ = ["MIN_RUN", "apply_run", "apply_block", "cbor_head", "cbor_int", "cbor_ints", "time_keys"]
 
 #: Runs of fewer ``remember`` requests go op by op (the same state; no gain below).
 MIN_RUN = 8
@@ -117,6 +118,15 @@ def time_keys(ns: np.ndarray, ts: np.ndarray, ids: np.ndarray) -> bytes:
     return packed[order].tobytes()
 
 
+def _small_ints(values: list[int]) -> list[bytes]:
+    """:func:`cbor_int` of each of ``values`` (few distinct: namespaces, type codes)."""
+    first = values[0] if values else 0
+    if values.count(first) == len(values):
+        return [cbor_int(first)] * len(values)
+    memo = {v: cbor_int(v) for v in set(values)}
+    return list(map(memo.__getitem__, values))
+
+
 # -- the run ------------------------------------------------------------------------------
 
 def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) -> bool:
@@ -152,7 +162,7 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
             nids.append(nid)
             j += 1
         if j > i:
-            _apply(engine, ctx, reqs[i:j], nids, block[i:j])
+            _apply(engine, ctx, _columns(reqs[i:j]), nids, block[i:j])
         if j < k:
             ns = reqs[j][1]
             ctx.ns_seen[ns] = engine._ensure_ns(ctx, ns)
@@ -160,30 +170,82 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
     return True
 
 
-def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids: list[int],
-           block: np.ndarray) -> None:
-    """The ``mem`` ops of ``reqs`` (namespaces ``nids``, all existing; vectors ``block``)."""
-    st, txn, env = ctx.state, ctx.txn, engine.env
+def apply_block(engine: "Engine", ctx: "_Ctx", block: "Block") -> None:
+    """Apply a validated ``remember_many`` call (:mod:`_bulkcheck`), vectors given or
+    embedded, as one ``mem`` op per item, in order, into ``ctx`` (its namespace created
+    first when new, as the first item's op would): the same state as :func:`apply_run`
+    of the call's requests. Ids go to ``ctx.results``. :raises DuplicateKeyError:"""
+    ns = block.ns
+    nid = ctx.ns_seen.get(ns)
+    if nid is None:
+        nid = engine.ns_id(ns, ctx.txn)
+        if nid is None:
+            nid = engine._ensure_ns(ctx, ns)
+        ctx.ns_seen[ns] = nid
+    vectors = block.vectors
+    assert vectors is not None and vectors.shape == (len(block), engine.dim)
+    cols = _Columns([ns] * len(block), block.texts, block.raw, block.metas, block.e_meta,
+                    block.types, block.ts, block.keys, block.pinned)
+    _apply(engine, ctx, cols, [nid] * len(block), np.ascontiguousarray(vectors, "<f4"))
+
+
+class _Columns(NamedTuple):
+    """The fields of a run of ``remember`` requests, by columns (``keys``/``pinned``:
+    None when no item has one)."""
+    ns: list[str]
+    texts: list[str]
+    raw: list[bytes]
+    metas: list[Any]
+    e_meta: list[bytes]
+    types: np.ndarray
+    ts: np.ndarray
+    keys: list[str | None] | None
+    pinned: list[bool] | None
+
+
+def _columns(reqs: Sequence[tuple[Any, ...]]) -> _Columns:
+    """The columns of ``("remember", ns, text, meta, type, ts, key, vec[, pinned[,
+    meta_cbor]])`` requests."""
     k = len(reqs)
+    metas = [r[3] for r in reqs]
+    texts = [r[2] for r in reqs]
+    keys = [r[6] for r in reqs]
+    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    return _Columns(
+        [r[1] for r in reqs], texts, [t.encode("utf-8") for t in texts], metas,
+        [r[9] if len(r) > 9 and r[9] is not None else (R.encode(m) if m else _EMPTY_MAP)
+         for r, m in zip(reqs, metas)],
+        np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k),
+        np.fromiter((r[5] for r in reqs), np.int64, k),
+        keys if any(key is not None for key in keys) else None,
+        pinned if any(pinned) else None)
+
+
+def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
+           block: np.ndarray) -> None:
+    """The ``mem`` ops of the run ``cols`` (namespaces ``nids``, all existing; vectors
+    ``block``)."""
+    st, txn, env = ctx.state, ctx.txn, engine.env
+    k = len(cols.texts)
     id0, slot0, seq0 = st.next_id, st.n_slots, st.seq + 1
     kdb = env.db("keys")
     keyed: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
-    for j, r in enumerate(reqs):  # duplicate keys: the first one in order, as op by op
-        key = r[6]
-        if key is not None:
-            kb = S.u32(nids[j]) + key.encode()
-            if kb in seen or txn.get(kb, db=kdb) is not None:
-                raise DuplicateKeyError(
-                    f"namespace {r[1]!r} already has a memory with key {key!r}")
-            seen.add(kb)
-            keyed.append((kb, S.u64(id0 + j)))
+    if cols.keys is not None:
+        for j, key in enumerate(cols.keys):  # duplicate keys: the first one in order, as op by op
+            if key is not None:
+                kb = S.u32(nids[j]) + key.encode()
+                if kb in seen or txn.get(kb, db=kdb) is not None:
+                    raise DuplicateKeyError(
+                        f"namespace {cols.ns[j]!r} already has a memory with key {key!r}")
+                seen.add(kb)
+                keyed.append((kb, S.u64(id0 + j)))
     ids = np.arange(id0, id0 + k, dtype=np.int64)
     slots = np.arange(slot0, slot0 + k, dtype=np.int64)
     seqs = np.arange(seq0, seq0 + k, dtype=np.int64)
     ns_arr = np.asarray(nids, dtype=np.int64)
-    ts_arr = np.fromiter((r[5] for r in reqs), np.int64, k)
-    types = np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k)
+    ts_arr = cols.ts
+    types = cols.types
     # vectors and slot columns, one block each
     w = 4 * block.shape[1]
     raw = block.data.cast("B")  # (rows read in place: no copy of the block)
@@ -198,20 +260,14 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     e_id, e_slot, e_seq = cbor_ints(ids), cbor_ints(slots), cbor_ints(seqs)
     e_ts = cbor_ints(ts_arr)
     e_crc = cbor_ints(vcrcs)
-    small = {v: cbor_int(v) for v in set(nids) | set(types.tolist())}
-    e_ns = [small[v] for v in nids]
-    e_type = [small[v] for v in types.tolist()]
-    metas = [r[3] for r in reqs]
-    e_meta = [r[9] if len(r) > 9 and r[9] is not None else
-              (R.encode(m) if m else _EMPTY_MAP) for r, m in zip(reqs, metas)]
-    texts = [r[2] for r in reqs]
-    tbs = [t.encode("utf-8") for t in texts]
+    e_ns, e_type = _small_ints(nids), _small_ints(types.tolist())
+    metas, e_meta, texts, tbs = cols.metas, cols.e_meta, cols.texts, cols.raw
     heads = _TEXT_HEADS
     e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
-    keys = [r[6] for r in reqs]
-    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    keys = cols.keys if cols.keys is not None else [None] * k
+    pinned = cols.pinned if cols.pinned is not None else [False] * k
     join = b"".join
-    if not keyed and not any(pinned):  # the common case: one shape for every item
+    if not keyed and cols.pinned is None:  # the common case: one shape for every item
         recs = [join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j], b"\x61q",
                       e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j], b"\x61y", e_type[j],
                       b"\x62ts", e_ts[j])) for j in range(k)]
@@ -259,9 +315,11 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     else:
         ns_bytes = {}
         for j, nid in enumerate(nids):
-            kl = len(keys[j].encode("utf-8")) if keys[j] is not None else 0
+            key = keys[j]
+            kl = len(key.encode("utf-8")) if key is not None else 0
             ns_bytes[nid] = ns_bytes.get(nid, 0) + int(nbytes[j]) + kl
-    pins = [b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
+    pins = [] if cols.pinned is None else [
+        b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
     rdb = env.db("records")
     with txn.cursor(db=rdb) as cur:
         # new ids are larger than every stored one: append (checked, not assumed)

@@ -130,9 +130,19 @@ class _Handle:
     def _remember(self, items: list[Any], prog: Callable[[str, int, int], Any] | None
                   ) -> list[MemoryId]:
         """:meth:`remember_many` of the checked list ``items`` (the store checked writable)."""
+        from ._bulkcheck import embed_block, prepare_block
         from ._progress import embed
         eng = self._engine
         with _gcpause.paused(len(items)):  # (no cycles made: see _gcpause)
+            block = prepare_block(eng, self.name, items)  # (None: item by item)
+            if block is not None:
+                embed_block(eng, block, prog)
+                if prog is not None:
+                    prog("write", 0, 1)
+                ids = eng.write([("remember_block", block)])
+                if prog is not None:
+                    prog("write", 1, 1)
+                return ids
             prepared = prepare_remember(eng, self.name, items, set())
             if not prepared:
                 return []

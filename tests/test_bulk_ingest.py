@@ -71,11 +71,14 @@ def _fill(db: Mnemos) -> list:
 
 def test_bulk_ingest_equals_op_by_op(tmp_path, monkeypatch) -> None:
     a, b = _pair(tmp_path)
-    calls = []
-    real = _ingest.apply_run
+    calls, blocks = [], []
+    real, real_block = _ingest.apply_run, _ingest.apply_block
     monkeypatch.setattr(_ingest, "apply_run", lambda *x: calls.append(len(x[2])) or real(*x))
+    monkeypatch.setattr(_ingest, "apply_block",
+                        lambda *x: blocks.append(len(x[2])) or real_block(*x))
     ra = _fill(a)
-    assert len(calls) >= 3 and sum(calls) >= 400
+    assert len(calls) >= 2 and sum(calls) >= 100  # (runs of requests: small calls, batches)
+    assert blocks == [300]  # (a remember_many call validated by columns: _bulkcheck)
     monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
     rb = _fill(b)
     assert ra == rb
