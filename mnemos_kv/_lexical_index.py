@@ -228,35 +228,41 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             add(txn, env, ns, mid, text)
         return
     pdb = env.db("postings")
-    by_ns: dict[int, list[int]] = {}
-    for j, it in enumerate(items):
-        by_ns.setdefault(it[0], []).append(j)
-    for ns in sorted(by_ns):
-        sel = by_ns[ns]
-        bt = doc_terms_many([items[j][2] for j in sel])
+    nss = set(map(_NS_OF, items))
+    for ns in sorted(nss):
+        sel = items if len(nss) == 1 else [it for it in items if it[0] == ns]
+        bt = doc_terms_many(list(map(_TEXT_OF, sel)))
         if bt.key.size:
-            ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
-            dids = ids[bt.doc]
-            if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
-                key = bt.key  # (key, text) order is (key, id) order
-                blob = encode_postings(dids, bt.tf, bt.dl)
-            else:
-                order = np.lexsort((dids, bt.key))  # (key, id): the table's order
-                key = bt.key[order]
-                blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
-            keys = bt.full_keys(_U32.pack(ns), key)
-            values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
-
-            def pairs() -> Iterator[tuple[bytes, bytes]]:
-                return zip(keys, values)
-            with txn.cursor(db=pdb) as cur:
-                # new ids are larger than every stored one: each posting goes at the end
-                # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
-                # are put again in place (putting a stored pair again changes nothing)
-                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
-                    cur.putmulti(pairs(), dupdata=True)
+            _put_postings(txn, pdb, ns, np.fromiter(map(_ID_OF, sel), np.int64, len(sel)), bt)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
+
+
+_NS_OF, _ID_OF, _TEXT_OF = (operator.itemgetter(i) for i in range(3))
+
+
+def _put_postings(txn: lmdb.Transaction, pdb: Any, ns: int, ids: np.ndarray,
+                  bt: "BatchTerms") -> None:
+    """Put the postings ``bt`` of memories ``ids`` of namespace ``ns`` in (key, id) order."""
+    dids = ids[bt.doc]
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        key = bt.key  # (key, text) order is (key, id) order
+        blob = encode_postings(dids, bt.tf, bt.dl)
+    else:
+        order = np.lexsort((dids, bt.key))  # (key, id): the table's order
+        key = bt.key[order]
+        blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
+    keys = bt.full_keys(_U32.pack(ns), key)
+    values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
+
+    def pairs() -> Iterator[tuple[bytes, bytes]]:
+        return zip(keys, values)
+    with txn.cursor(db=pdb) as cur:
+        # new ids are larger than every stored one: each posting goes at the end of its
+        # term's list (MDB_APPENDDUP); if one did not (not expected), all are put again
+        # in place (putting a stored pair again changes nothing)
+        if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
+            cur.putmulti(pairs(), dupdata=True)
 
 
 def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
