@@ -177,3 +177,31 @@ def test_equal_metadata_shares_one_check(tmp_path) -> None:
         assert all(m is same[0] for m in same) or j >= 3  # (zeros are checked one by one)
         assert len({e for e in blk.e_meta[j::5]}) == 1
     assert len(set(blk.e_meta[:5])) == 5
+
+
+def test_filter_entries_of_shared_metadata_objects(tmp_path) -> None:
+    """The filter index groups items by metadata object (as blocks share them): the
+    entries of add() one item at a time, across namespaces, ids in any order."""
+    from mnemos_kv import _filter_index as FI
+    from test_bulk_forget import _tables
+    shared = [{"cat": 1}, {"cat": 2, "u": {"t": "x"}}, {}, {"p" * 300: 1}, {"s": "y" * 400}]
+    items = [(1 + (i % 3 == 0), 1000 - i if i % 2 else i + 5, "", shared[i % len(shared)])
+             for i in range(200)]
+    dbs = []
+    for name, bulk in (("a", True), ("b", False)):
+        db = Mnemos.open(str(tmp_path / name), embedder=_E(), clock=Clock())
+        db.remember("first", metadata={"z": 1})  # (the index exists)
+        env = db._engine.env
+
+        def body(txn, bulk=bulk) -> None:
+            if bulk:
+                FI.add_many(txn, env, items)
+            else:
+                for ns, mid, _t, meta in items:
+                    FI.add(txn, env, ns, mid, meta)
+        env.write(body)
+        dbs.append(db)
+    ta, tb = (_tables(db)["fields"] for db in dbs)
+    assert ta == tb and len(ta) > 200
+    for db in dbs:
+        db.close()
