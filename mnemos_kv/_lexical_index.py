@@ -741,13 +741,16 @@ def stem_keys(words: list[str]) -> list[str]:
     if None not in out:
         return out  # type: ignore[return-value]
     miss = list(itertools.compress(range(len(words)), map(operator.is_, out, itertools.repeat(None))))
-    stop = _lexical.STOPWORDS
+    missed = list(map(words.__getitem__, miss))
+    # numbers (ASCII digits, short: never cut, not stopwords): the key is the word
+    number = list(map(all, zip(map(str.isdigit, missed), map(str.isascii, missed),
+                               map(_SHORT_CHARS.__ge__, map(len, missed)),
+                               map(operator.not_, map(_lexical.STOPWORDS.__contains__, missed)))))
+    for i, w in zip(itertools.compress(miss, number), itertools.compress(missed, number)):
+        out[i] = w
     term = _lexical.field_stem
-    for i in miss:
-        w = words[i]
-        if w.isdigit() and w.isascii() and w not in stop:
-            out[i] = _cut(w)
-            continue
+    for i, w in zip(itertools.compress(miss, map(operator.not_, number)),
+                    itertools.compress(missed, map(operator.not_, number))):
         if len(memo) >= KEY_MEMO_MAX:
             memo.clear()  # (the values are a pure function of the keys)
         out[i] = memo[w] = _key_str(term(w), "")
