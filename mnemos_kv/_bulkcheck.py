@@ -96,8 +96,9 @@ def _prepare(eng: Any, ns: str, items: list[Any], k: int) -> Block:
         if not fields <= _FIELDS or "text" not in fields:
             raise _Refused
         # (a missing field is None, as its absence reads; "pinned": None is refused)
-        cols = {f: [d.get(f) for d in items] if f != "pinned" else
-                [d.get(f, False) for d in items] for f in fields}
+        cols = {f: list(map(dict.get, items, itertools.repeat(f))) if f != "pinned" else
+                list(map(dict.get, items, itertools.repeat(f), itertools.repeat(False)))
+                for f in fields}
         texts = cols.pop("text")
     else:
         raise _Refused

@@ -16,6 +16,7 @@ The canonical CBOR this module assembles by hand is checked byte for byte agains
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
@@ -42,6 +43,7 @@ _CRC = struct.Struct("<I")
 _FRAME = struct.Struct("<IIQ")
 _SEQ = struct.Struct("<Q")
 _EMPTY_MAP = b"\xa0"
+_RECORD_TAG = b"\x02"  # (a record's format byte, before its CRC-32: _records)
 
 
 # -- canonical CBOR pieces ----------------------------------------------------------------
@@ -96,7 +98,7 @@ def cbor_ints(values: np.ndarray) -> list[bytes]:
         raw = buf.tobytes()
         w = 1 + width
         if m == k:
-            return [raw[i:i + w] for i in range(0, m * w, w)]
+            return np.frombuffer(raw, f"V{w}").tolist()  # type: ignore[no-any-return]
         for j, i in enumerate(idx.tolist()):
             out[i] = raw[j * w:(j + 1) * w]
         done += m
@@ -250,7 +252,8 @@ def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
     w = 4 * block.shape[1]
     raw = block.data.cast("B")  # (rows read in place: no copy of the block)
     crc32 = zlib.crc32
-    vcrcs = np.fromiter(map(crc32, (raw[o:o + w] for o in range(0, k * w, w))), np.int64, k)
+    vcrcs = np.fromiter(map(crc32, map(raw.__getitem__, map(slice, range(0, k * w, w),
+                                                            range(w, k * w + w, w)))), np.int64, k)
     rows = np.zeros(k, SLOT_DTYPE)
     rows["id"], rows["ts"], rows["ns"], rows["type"] = ids, ts_arr, ns_arr, types
     rows["flags"], rows["pad"] = CHECKED32, folds(vcrcs)
@@ -263,17 +266,23 @@ def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
     e_ns, e_type = _small_ints(nids), _small_ints(types.tolist())
     metas, e_meta, texts, tbs = cols.metas, cols.e_meta, cols.texts, cols.raw
     heads = _TEXT_HEADS
-    e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
+    text_len = np.fromiter(map(len, tbs), np.int64, k)
+    if k and int(text_len.max()) < 256:
+        e_text = list(map(bytes.__add__, map(heads.__getitem__, text_len.tolist()), tbs))
+    else:
+        e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
     keys = cols.keys if cols.keys is not None else [None] * k
     pinned = cols.pinned if cols.pinned is not None else [False] * k
     join = b"".join
     if not keyed and cols.pinned is None:  # the common case: one shape for every item
-        recs = [join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j], b"\x61q",
-                      e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j], b"\x61y", e_type[j],
-                      b"\x62ts", e_ts[j])) for j in range(k)]
-        ops = [join((b"\xa9\x62id", e_id[j], b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j],
-                     b"\x64meta", e_meta[j], b"\x64text", e_text[j], b"\x64type", e_type[j],
-                     b"\x64vc32", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
+        c = itertools.repeat  # (each item's pieces zipped and joined in C)
+        recs = list(map(join, zip(
+            c(b"\xa8\x61i"), e_id, c(b"\x61m"), e_meta, c(b"\x61n"), e_ns, c(b"\x61q"), e_seq,
+            c(b"\x61s"), e_slot, c(b"\x61t"), e_text, c(b"\x61y"), e_type, c(b"\x62ts"), e_ts)))
+        ops = list(map(join, zip(
+            c(b"\xa9\x62id"), e_id, c(b"\x62ns"), e_ns, c(b"\x62op\x63mem\x62ts"), e_ts,
+            c(b"\x64meta"), e_meta, c(b"\x64text"), e_text, c(b"\x64type"), e_type,
+            c(b"\x64vc32"), e_crc, c(b"\x64vrow"), e_slot)))
         key_bytes = 0
     else:
         recs, ops = [], []
@@ -301,14 +310,16 @@ def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
                              e_crc[j], b"\x64vrow", e_slot[j])))
     crc32, pack_crc, pack_frame, pack_seq = zlib.crc32, _CRC.pack, _FRAME.pack, _SEQ.pack
     id_keys = ids.astype(">u8").tobytes()
-    records = [(id_keys[8 * j:8 * j + 8], b"\x02" + pack_crc(crc32(rec)) + rec)
-               for j, rec in enumerate(recs)]
-    frames = [pack_frame(len(op), crc32(op, crc32(pack_seq(seq))), seq) + op
-              for seq, op in zip(range(seq0, seq0 + k), ops)]
+    # (C passes: a record is b"\x02", its CRC-32 and its CBOR; a frame's CRC covers its
+    # sequence number and payload)
+    records = list(zip(np.frombuffer(id_keys, "V8").tolist(), map(
+        _RECORD_TAG.__add__, map(bytes.__add__, map(pack_crc, map(crc32, recs)), recs))))
+    seq_range = range(seq0, seq0 + k)
+    frames = list(map(bytes.__add__, map(pack_frame, map(len, ops), map(
+        crc32, ops, map(crc32, map(pack_seq, seq_range))), seq_range), ops))
     pending = list(zip(nids, range(id0, id0 + k), texts, metas))
     # capacity bytes (_capacity.entry_bytes): text, metadata ({} counts 1), vector, key
-    nbytes = np.fromiter(map(len, tbs), np.int64, k) + np.fromiter(
-        (len(e) for e in e_meta), np.int64, k) + 4 * engine.dim
+    nbytes = text_len + np.fromiter(map(len, e_meta), np.int64, k) + 4 * engine.dim
     live_bytes = int(nbytes.sum()) + key_bytes
     if len(set(nids)) == 1:
         ns_bytes = {nids[0]: live_bytes}
@@ -328,7 +339,7 @@ def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
             raise CorruptionError(f"{engine.path!r}: new memory ids {id0}.. are already stored")
     tkeys = time_keys(ns_arr, ts_arr, ids)
     with txn.cursor(db=env.db("time")) as cur:
-        cur.putmulti([(tkeys[o:o + 20], b"") for o in range(0, 20 * k, 20)])
+        cur.putmulti(zip(np.frombuffer(tkeys, "V20").tolist(), itertools.repeat(b"", k)))
     if keyed:
         keyed.sort()
         with txn.cursor(db=kdb) as cur:
