@@ -733,24 +733,28 @@ _SURFACE_DROP = dict.fromkeys(
 
 def stem_keys(words: list[str]) -> list[str]:
     """The stem-field key (as text; "" when dropped) of each of ``words``: memoised
-    words in one C pass, then the others; a number (ASCII digits, not a stopword) is
-    its own term (the stemmer leaves it as it is) and is not memoised (numbers rarely
-    recur and would push the vocabulary out of the memo)."""
+    words in one C pass, then the others; a word that is not ASCII letters only (a
+    number, "w123", "café") is its own term (the stemmer leaves it as it is): found by
+    C passes and not memoised (numbers rarely recur and would push the vocabulary out
+    of the memo)."""
     memo = _STEM_KEYS
     out = list(map(memo.get, words))
     if None not in out:
         return out  # type: ignore[return-value]
     miss = list(itertools.compress(range(len(words)), map(operator.is_, out, itertools.repeat(None))))
     missed = list(map(words.__getitem__, miss))
-    # numbers (ASCII digits, short: never cut, not stopwords): the key is the word
-    number = list(map(all, zip(map(str.isdigit, missed), map(str.isascii, missed),
-                               map(_SHORT_CHARS.__ge__, map(len, missed)),
-                               map(operator.not_, map(_lexical.STOPWORDS.__contains__, missed)))))
-    for i, w in zip(itertools.compress(miss, number), itertools.compress(missed, number)):
+    # a word that is not ASCII letters only (a number, "w123", "café") is its own stem
+    # (Porter stems [a-z]+ words; the "-ly" rule needs such a stem): short (never cut)
+    # and not a stopword, its key is the word
+    letters = map(operator.and_, map(str.isascii, missed), map(str.isalpha, missed))
+    same = list(map(all, zip(map(operator.not_, letters),
+                             map(_SHORT_CHARS.__ge__, map(len, missed)),
+                             map(operator.not_, map(_lexical.STOPWORDS.__contains__, missed)))))
+    for i, w in zip(itertools.compress(miss, same), itertools.compress(missed, same)):
         out[i] = w
     term = _lexical.field_stem
-    for i, w in zip(itertools.compress(miss, map(operator.not_, number)),
-                    itertools.compress(missed, map(operator.not_, number))):
+    for i, w in zip(itertools.compress(miss, map(operator.not_, same)),
+                    itertools.compress(missed, map(operator.not_, same))):
         if len(memo) >= KEY_MEMO_MAX:
             memo.clear()  # (the values are a pure function of the keys)
         out[i] = memo[w] = _key_str(term(w), "")

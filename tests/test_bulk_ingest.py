@@ -222,7 +222,9 @@ def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
 _KEY_WORDS = ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600, "\u0663", "\u00b2",
               "12a", "a12", "the", "calmly", "x" * 300, "a", "b", "z", "been", "how", "is",
               "\u00e9t\u00e9", "\u00df", "\u00e9" * 121, "\u00e9" * 119 + "x", "\U0001f600" * 61,
-              "destress", "painting", "paintings", "_", "x" * 60, "x" * 61]
+              "destress", "painting", "paintings", "_", "x" * 60, "x" * 61, "w123", "topic42",
+              "caf\u00e9", "\u00e9", "ok", "tv", "x2", "2x", "calmly", "\u0131", "\u212a",
+              "\u00e9" * 60 + "a", "1" * 60, "1" * 61, "\u00aa", "\u2160", "\u00bd", "5\u00b2"]
 
 
 @pytest.mark.parametrize("word", _KEY_WORDS)
