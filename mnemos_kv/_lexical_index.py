@@ -702,7 +702,10 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, str]]:
     text. A label ends at the text's first ``:`` (no label character is one), so the words
     depend only on the text up to the character after it: computed once per such head
     (a conversation has few speakers)."""
-    colon = [t.find(":", 0, 64) for t in texts]
+    colon = list(map(str.find, texts, itertools.repeat(":"), itertools.repeat(0),
+                     itertools.repeat(64)))
+    if not colon or max(colon) < 0:
+        return []
     at = [i for i, c in enumerate(colon) if c >= 0]
     heads = [texts[i][:min(colon[i] + 2, 64)] for i in at]
     memo: dict[str, tuple[str, ...]] = {}
@@ -817,8 +820,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     # one np.unique of their bytes (no Python sort or dict over the keys)
     sk = stem_keys(distinct)
     uk = surface_keys(distinct)
-    asks = np.zeros(n, bool)
-    asks[[i for i, t in enumerate(texts) if _lexical.is_question(t)]] = True
+    asks = _lexical.questions_many(texts)
     spk = _speaker_keys(texts)
     nq = int(asks.any())
     allk = sk + uk

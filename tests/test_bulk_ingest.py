@@ -334,3 +334,12 @@ def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
         ids = LI.fetch(cur, ns, b"paint")["id"].tolist()
     assert ids == sorted(ids) and len(ids) == 80
     assert set(range(500, 520)) <= set(ids) and set(range(1000, 1020)) <= set(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "?", "\uff1f", "\u061f", "é", " ", "x?y", ":"]),
+                         max_size=6).map("".join), max_size=8))
+def test_questions_of_a_batch_are_each_texts(texts: list[str]) -> None:
+    """The batch's question marker (one C pass per mark) is is_question of each text."""
+    from mnemos_kv import _lexical as L
+    assert L.questions_many(texts).tolist() == [L.is_question(t) for t in texts]
