@@ -725,6 +725,8 @@ class _StemMemo(dict):  # type: ignore[type-arg]
         self.clear()
 
 
+#: Whether every stopword is ASCII letters only (then no other word is one).
+_STOP_LETTERS = all(w.isascii() and w.isalpha() for w in _lexical.STOPWORDS)
 #: Words whose stem keys the memo keeps before it starts over.
 KEY_MEMO_MAX = 1 << 18
 _STEM_KEYS = _StemMemo()
@@ -735,33 +737,37 @@ _SURFACE_DROP = dict.fromkeys(
 
 
 def stem_keys(words: list[str]) -> list[str]:
-    """The stem-field key (as text; "" when dropped) of each of ``words``: memoised
-    words in one C pass, then the others; a word that is not ASCII letters only (a
-    number, "w123", "café") is its own term (the stemmer leaves it as it is): found by
-    C passes and not memoised (numbers rarely recur and would push the vocabulary out
-    of the memo)."""
+    """The stem-field key (as text; "" when dropped) of each of ``words``, memoised:
+    the memo's words in one C pass; of the others, a word that is not ASCII letters
+    only (a number, "w123", "café") is its own term (the stemmer leaves it as it is),
+    found by C passes, and the rest are stemmed. A memo that would overflow starts
+    over (a stream of new numbers costs the vocabulary a re-stem per KEY_MEMO_MAX
+    words)."""
     memo = _STEM_KEYS
     out = list(map(memo.get, words))
     if None not in out:
         return out  # type: ignore[return-value]
-    miss = list(itertools.compress(range(len(words)), map(operator.is_, out, itertools.repeat(None))))
-    missed = list(map(words.__getitem__, miss))
-    # a word that is not ASCII letters only (a number, "w123", "café") is its own stem
-    # (Porter stems [a-z]+ words; the "-ly" rule needs such a stem): short (never cut)
-    # and not a stopword, its key is the word
-    letters = map(operator.and_, map(str.isascii, missed), map(str.isalpha, missed))
-    same = list(map(all, zip(map(operator.not_, letters),
-                             map(_SHORT_CHARS.__ge__, map(len, missed)),
-                             map(operator.not_, map(_lexical.STOPWORDS.__contains__, missed)))))
-    for i, w in zip(itertools.compress(miss, same), itertools.compress(missed, same)):
-        out[i] = w
+    missed = list(dict.fromkeys(itertools.compress(
+        words, map(operator.is_, out, itertools.repeat(None)))))
+    # a word that is not ASCII letters only is its own stem (Porter stems [a-z]+ words;
+    # the "-ly" rule needs such a stem): short (never cut) and not a stopword, its key
+    # is the word
+    keys = list(missed)
+    if _STOP_LETTERS and max(map(len, missed)) <= _SHORT_CHARS:  # (the common case)
+        todo: Iterable[int] = itertools.compress(range(len(missed)), map(
+            operator.and_, map(str.isascii, missed), map(str.isalpha, missed)))
+    else:
+        todo = [j for j, w in enumerate(missed) if (w.isascii() and w.isalpha())
+                or len(w) > _SHORT_CHARS or w in _lexical.STOPWORDS]
     term = _lexical.field_stem
-    for i, w in zip(itertools.compress(miss, map(operator.not_, same)),
-                    itertools.compress(missed, map(operator.not_, same))):
-        if len(memo) >= KEY_MEMO_MAX:
-            memo.clear()  # (the values are a pure function of the keys)
-        out[i] = memo[w] = _key_str(term(w), "")
-    return out  # type: ignore[return-value]
+    for j in todo:
+        keys[j] = _key_str(term(missed[j]), "")
+    if len(memo) + len(missed) > KEY_MEMO_MAX:
+        memo.clear()  # (the values are a pure function of the keys)
+    if len(missed) > KEY_MEMO_MAX:  # (more than the memo holds: this batch's own table)
+        memo = _StemMemo(memo)
+    memo.update(zip(missed, keys))
+    return list(map(memo.__getitem__, words))
 
 
 def surface_keys(words: list[str]) -> list[str]:
