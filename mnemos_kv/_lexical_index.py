@@ -762,12 +762,12 @@ def stem_keys(words: list[str]) -> list[str]:
     term = _lexical.field_stem
     for j in todo:
         keys[j] = _key_str(term(missed[j]), "")
+    found = dict(zip(missed, keys))
     if len(memo) + len(missed) > KEY_MEMO_MAX:
         memo.clear()  # (the values are a pure function of the keys)
-    if len(missed) > KEY_MEMO_MAX:  # (more than the memo holds: this batch's own table)
-        memo = _StemMemo(memo)
-    memo.update(zip(missed, keys))
-    return list(map(memo.__getitem__, words))
+    if len(missed) <= KEY_MEMO_MAX:  # (a batch of more is keyed from its own table)
+        memo.update(found)
+    return list(map(found.get, words, out))  # type: ignore[arg-type]  # (a miss: its new key)
 
 
 def surface_keys(words: list[str]) -> list[str]:

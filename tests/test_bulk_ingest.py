@@ -343,3 +343,19 @@ def test_questions_of_a_batch_are_each_texts(texts: list[str]) -> None:
     """The batch's question marker (one C pass per mark) is is_question of each text."""
     from mnemos_kv import _lexical as L
     assert L.questions_many(texts).tolist() == [L.is_question(t) for t in texts]
+
+
+def test_stem_key_memo_starts_over_when_full(monkeypatch) -> None:
+    """The stem memo starts over before it would overflow; a batch larger than it is
+    keyed from its own table (the memo keeps none of it). The keys never change."""
+    from mnemos_kv import _lexical as L
+    from mnemos_kv import _lexical_index as LI
+    monkeypatch.setattr(LI, "KEY_MEMO_MAX", 8)
+    words = ["painting", "42", "w7", "calmly", "the", "x" * 300, "café", "é"] * 2 + ["1" * 70]
+    ref = [LI._key_bytes(L.field_stem(w), b"").decode() for w in words]
+    LI._STEM_KEYS.cache_clear()
+    assert LI.stem_keys(words[:8]) == ref[:8] and len(LI._STEM_KEYS) == 8
+    assert LI.stem_keys(words[:3]) == ref[:3] and len(LI._STEM_KEYS) == 8  # (hits)
+    assert LI.stem_keys(["yoga", "42"]) == ["yoga", "42"] and len(LI._STEM_KEYS) == 1
+    assert LI.stem_keys(words) == ref and len(LI._STEM_KEYS) == 0  # (9 distinct > 8)
+    LI._STEM_KEYS.cache_clear()
