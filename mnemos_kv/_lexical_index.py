@@ -810,7 +810,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
     comp = _lexical.compounds_many(texts)
     if comp:  # each text's compounds after its words, as _lexical.index_fields has them
-        at = {w: j for j, w in enumerate(distinct)}
+        at = dict(zip(distinct, range(len(distinct))))
         distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)
         extra = []
         for _i, w in comp:
