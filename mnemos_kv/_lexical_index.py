@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import bisect
 import functools
-import logging
 import itertools
+import logging
 import math
 import operator
 import struct
@@ -676,7 +676,8 @@ def _key_bytes(term: str, prefix: bytes) -> bytes:
     return prefix + (raw if len(raw) <= MAX_TERM_BYTES else _term_bytes(term))
 
 
-#: The key prefixes as ``str`` (the bulk path sorts keys as text, see :func:`doc_terms_many`).
+#: The key prefixes as ``str`` (the bulk path builds its keys as text and encodes them
+#: all at once, see :func:`doc_terms_many`).
 _SURFACE_STR = SURFACE_PREFIX.decode()
 _SPEAKER_STR = SPEAKER_PREFIX.decode()
 _QUESTION_STR = QUESTION_TERM.decode()
@@ -718,7 +719,7 @@ def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, str]]:
 class _StemMemo(dict):  # type: ignore[type-arg]
     """``word -> stem-field key as text`` (:func:`_key_str` of :func:`_lexical.field_stem`;
     "" for a dropped word), kept across batches: the vocabulary recurs, the stemmer is
-    Python. Numbers are not kept (each is its own term: see :func:`stem_keys`)."""
+    Python (see :func:`stem_keys`)."""
 
     def cache_clear(self) -> None:
         """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
