@@ -458,6 +458,8 @@ def _slots_needed(req: tuple[Any, ...]) -> int:
     kind = req[0]
     if kind in ("remember", "update", "upsert"):
         return 1
+    if kind == "remember_block":  # (a validated remember_many call: _bulkcheck.Block)
+        return len(req[1])
     if kind == "op":
         return 1 if req[1].get("op") in _mutate.SLOT_OPS else 0
     if kind in ("call", "apply"):
@@ -1123,6 +1125,10 @@ class Engine(EngineChecks):
         (replay) in one pass by ``_forget`` (the same state as op by op)."""
         i, n = 0, len(requests)
         while i < n:
+            if requests[i][0] == "remember_block":  # a validated remember_many call
+                _ingest.apply_block(self, ctx, requests[i][1])
+                i += 1
+                continue
             j = i
             while j < n and requests[j][0] == "remember":
                 j += 1

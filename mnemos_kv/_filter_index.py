@@ -36,6 +36,7 @@ import functools
 import itertools
 import logging
 import math
+import operator
 import struct
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -180,36 +181,71 @@ def add(txn: lmdb.Transaction, env: Any, ns: int, mid: int, meta: Mapping[str, A
 
 
 def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, Any, Any]]) -> None:
-    """:func:`add` of every ``(ns, id, _, metadata)``, the entries put in (key, id) order;
-    the entries of equal flat metadata are computed once (:func:`memo_key`)."""
-    groups: dict[bytes, list[bytes]] = {}
+    """:func:`add` of every ``(ns, id, _, metadata)``, the entries put in (key, id) order.
+    Each distinct (namespace, metadata object) is indexed once, and equal flat metadata
+    once (:func:`memo_key`); when few objects serve many items (``_bulkcheck`` shares
+    one dict between items of equal metadata), the items are grouped with numpy."""
+    if not items:
+        return
+    k = len(items)
+    objs = list(zip(map(_NS_OF, items), map(id, map(_META_OF, items))))
+    distinct = dict(zip(objs, map(_META_OF, items)))  # (the items keep the objects alive)
     memo: dict[Any, list[bytes]] = {}
-    for ns, mid, _text, meta in items:
-        if not meta:
-            continue
-        mk = memo_key(ns, meta)
-        keys = memo.get(mk) if mk is not None else None
-        if keys is None:
-            keys, overflow = entries(ns, meta)
-            if overflow:
-                keys.append(_U32.pack(ns) + _OVERFLOW)
-            if mk is not None:
-                memo[mk] = keys
-        idb = _U64.pack(mid)
-        for k in keys:
-            got = groups.get(k)
-            if got is None:
-                groups[k] = [idb]
-            else:
-                got.append(idb)
-    if groups:
+    if len(distinct) * 4 > k:  # mostly distinct objects: item by item
+        groups: dict[bytes, list[bytes]] = {}
+        for ns, mid, _text, meta in items:
+            if not meta:
+                continue
+            idb = _U64.pack(mid)
+            for key in _keys_of(ns, meta, memo):
+                got = groups.get(key)
+                if got is None:
+                    groups[key] = [idb]
+                else:
+                    got.append(idb)
         pairs: list[tuple[bytes, bytes]] = []
-        for k in sorted(groups):
-            ids = groups[k]
+        for key in sorted(groups):
+            ids = groups[key]
             ids.sort()  # (ascending already when the items are in id order)
-            pairs.extend(zip(itertools.repeat(k, len(ids)), ids))
+            pairs.extend(zip(itertools.repeat(key, len(ids)), ids))
+    else:
+        code = dict(zip(distinct, range(len(distinct))))
+        codes = np.fromiter(map(code.__getitem__, objs), np.int64, k)
+        all_ids = np.fromiter(map(_ID_OF, items), np.int64, k)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(code)))))
+        by_key: dict[bytes, list[np.ndarray]] = {}
+        for c, ((ns, _oid), meta) in enumerate(distinct.items()):
+            if meta:
+                sel = all_ids[order[bounds[c]:bounds[c + 1]]]
+                for key in _keys_of(ns, meta, memo):
+                    by_key.setdefault(key, []).append(sel)
+        pairs = []
+        for key in sorted(by_key):
+            parts = by_key[key]
+            sel = np.sort(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            vals = np.frombuffer(sel.astype(">u8").tobytes(), "V8").tolist()  # (bytes)
+            pairs.extend(zip(itertools.repeat(key, len(vals)), vals))
+    if pairs:
         with txn.cursor(db=env.db(DB)) as cur:
             cur.putmulti(pairs, dupdata=True)
+
+
+_NS_OF, _ID_OF, _META_OF = (operator.itemgetter(i) for i in (0, 1, 3))
+
+
+def _keys_of(ns: int, meta: Mapping[str, Any], memo: dict[Any, list[bytes]]) -> list[bytes]:
+    """The index keys of ``meta`` in namespace ``ns`` (the overflow key included),
+    computed once per equal flat metadata (``memo``)."""
+    mk = memo_key(ns, meta)
+    keys = memo.get(mk) if mk is not None else None
+    if keys is None:
+        keys, overflow = entries(ns, meta)
+        if overflow:
+            keys.append(_U32.pack(ns) + _OVERFLOW)
+        if mk is not None:
+            memo[mk] = keys
+    return keys
 
 
 _SCALARS = (str, int, float, bool, type(None))

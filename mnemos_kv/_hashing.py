@@ -27,6 +27,8 @@ the memos hold.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import os
 import threading
 import zlib
@@ -209,6 +211,24 @@ class _Crc32Memo(dict):  # type: ignore[type-arg]
         self[feature] = h
         return h
 
+    def many(self, features: list[str]) -> np.ndarray:
+        """The CRC-32 of each of ``features`` (int64): the memo's in one C pass, the
+        batch's unseen ones computed together (C passes too) and kept."""
+        got = list(map(self.get, features))
+        if None in got:
+            miss = list(dict.fromkeys(itertools.compress(
+                features, map(operator.is_, got, itertools.repeat(None)))))
+            crcs = list(map(zlib.crc32, map(str.encode, map(self.prefix.__add__, miss))))
+            if len(self) + len(miss) > MEMO_MAX:
+                self.clear()  # (the values are a pure function of the keys)
+            if len(miss) <= MEMO_MAX:
+                self.update(zip(miss, crcs))
+                got = list(map(self.__getitem__, features))
+            else:
+                found = dict(zip(miss, crcs))
+                got = [found[f] if h is None else h for f, h in zip(features, got)]
+        return np.fromiter(got, np.int64, len(features))  # type: ignore[arg-type]
+
 
 #: Entries kept by each memo (character n-grams, bigrams, words) before it starts over.
 MEMO_MAX: int = 1 << 18
@@ -269,7 +289,7 @@ def _word_runs(words: list[str], terms: list[str], dim: int
     ub, us = _buckets(uh, dim)
     grams = [w[i:i + n] for w in ["<" + x + ">" for x in words] for n in CHAR_NGRAMS
              for i in range(len(w) - n + 1)]
-    gb, gs = _buckets(np.fromiter(map(_GRAM_CRC.__getitem__, grams), np.int64, len(grams)), dim)
+    gb, gs = _buckets(_GRAM_CRC.many(grams), dim)
     ng = np.zeros(nw, np.int64)  # grams per word (>= 1)
     for n in CHAR_NGRAMS:
         ng += np.maximum(0, wl + 3 - n)
@@ -404,8 +424,10 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     pair, pinv = _unique(bl * nd + br, nd * nd)
     pair = pair.astype(np.int64, copy=False)
     base = wkeys.size
-    names = [terms[a] + " " + terms[b] for a, b in zip((pair // nd).tolist(), (pair % nd).tolist())]
-    bk, bs = _buckets(np.fromiter(map(_BIGRAM_CRC.__getitem__, names), np.int64, len(names)), dim)
+    left = map(terms.__getitem__, (pair // nd).tolist())  # (names "left right", in C passes)
+    names = list(map(str.__add__, map(str.__add__, left, itertools.repeat(" ")),
+                     map(terms.__getitem__, (pair % nd).tolist())))
+    bk, bs = _buckets(_BIGRAM_CRC.many(names), dim)
     fkeys = np.concatenate((wkeys, bk))
     fvals = np.concatenate((wvals, bs * BIGRAM_WEIGHT))
     # units (a word's run or one bigram) in text order: each text's words, then its bigrams

@@ -16,9 +16,10 @@ The canonical CBOR this module assembles by hand is checked byte for byte agains
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -29,10 +30,11 @@ from ._vectors import CHECKED32, SLOT_DTYPE, folds, slot_row
 from .errors import CorruptionError, DuplicateKeyError
 
 if TYPE_CHECKING:
+    from ._bulkcheck import Block
     from ._engine import Engine, _Ctx
 
-__all__ = ["MIN_RUN", "apply_run", "apply_one", "cbor_head", "cbor_int", "cbor_ints",
-           "cbor_text", "record_bytes", "op_bytes", "time_keys"]
+__all__ = ["MIN_RUN", "apply_run", "apply_block", "apply_one", "cbor_head", "cbor_int",
+           "cbor_ints", "cbor_text", "record_bytes", "op_bytes", "time_keys"]
 
 #: Runs of fewer ``remember`` requests go op by op (the same state; no gain below).
 MIN_RUN = 8
@@ -42,6 +44,7 @@ _CRC = struct.Struct("<I")
 _FRAME = struct.Struct("<IIQ")
 _SEQ = struct.Struct("<Q")
 _EMPTY_MAP = b"\xa0"
+_RECORD_TAG = b"\x02"  # (a record's format byte, before its CRC-32: _records)
 
 
 # -- canonical CBOR pieces ----------------------------------------------------------------
@@ -96,7 +99,7 @@ def cbor_ints(values: np.ndarray) -> list[bytes]:
         raw = buf.tobytes()
         w = 1 + width
         if m == k:
-            return [raw[i:i + w] for i in range(0, m * w, w)]
+            return np.frombuffer(raw, f"V{w}").tolist()  # type: ignore[no-any-return]
         for j, i in enumerate(idx.tolist()):
             out[i] = raw[j * w:(j + 1) * w]
         done += m
@@ -197,6 +200,15 @@ def apply_one(engine: "Engine", ctx: "_Ctx", req: Sequence[Any], nid: int) -> in
     return mid
 
 
+def _small_ints(values: list[int]) -> list[bytes]:
+    """:func:`cbor_int` of each of ``values`` (few distinct: namespaces, type codes)."""
+    first = values[0] if values else 0
+    if values.count(first) == len(values):
+        return [cbor_int(first)] * len(values)
+    memo = {v: cbor_int(v) for v in set(values)}
+    return list(map(memo.__getitem__, values))
+
+
 # -- the run ------------------------------------------------------------------------------
 
 def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) -> bool:
@@ -232,7 +244,7 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
             nids.append(nid)
             j += 1
         if j > i:
-            _apply(engine, ctx, reqs[i:j], nids, block[i:j])
+            _apply(engine, ctx, _columns(reqs[i:j]), nids, block[i:j])
         if j < k:
             ns = reqs[j][1]
             ctx.ns_seen[ns] = engine._ensure_ns(ctx, ns)
@@ -240,35 +252,88 @@ def apply_run(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]]) ->
     return True
 
 
-def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids: list[int],
-           block: np.ndarray) -> None:
-    """The ``mem`` ops of ``reqs`` (namespaces ``nids``, all existing; vectors ``block``)."""
-    st, txn, env = ctx.state, ctx.txn, engine.env
+def apply_block(engine: "Engine", ctx: "_Ctx", block: "Block") -> None:
+    """Apply a validated ``remember_many`` call (:mod:`_bulkcheck`), vectors given or
+    embedded, as one ``mem`` op per item, in order, into ``ctx`` (its namespace created
+    first when new, as the first item's op would): the same state as :func:`apply_run`
+    of the call's requests. Ids go to ``ctx.results``. :raises DuplicateKeyError:"""
+    ns = block.ns
+    nid = ctx.ns_seen.get(ns)
+    if nid is None:
+        nid = engine.ns_id(ns, ctx.txn)
+        if nid is None:
+            nid = engine._ensure_ns(ctx, ns)
+        ctx.ns_seen[ns] = nid
+    vectors = block.vectors
+    assert vectors is not None and vectors.shape == (len(block), engine.dim)
+    cols = _Columns([ns] * len(block), block.texts, block.raw, block.metas, block.e_meta,
+                    block.types, block.ts, block.keys, block.pinned)
+    _apply(engine, ctx, cols, [nid] * len(block), np.ascontiguousarray(vectors, "<f4"))
+
+
+class _Columns(NamedTuple):
+    """The fields of a run of ``remember`` requests, by columns (``keys``/``pinned``:
+    None when no item has one)."""
+    ns: list[str]
+    texts: list[str]
+    raw: list[bytes]
+    metas: list[Any]
+    e_meta: list[bytes]
+    types: np.ndarray
+    ts: np.ndarray
+    keys: list[str | None] | None
+    pinned: list[bool] | None
+
+
+def _columns(reqs: Sequence[tuple[Any, ...]]) -> _Columns:
+    """The columns of ``("remember", ns, text, meta, type, ts, key, vec[, pinned[,
+    meta_cbor]])`` requests."""
     k = len(reqs)
+    metas = [r[3] for r in reqs]
+    texts = [r[2] for r in reqs]
+    keys = [r[6] for r in reqs]
+    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    return _Columns(
+        [r[1] for r in reqs], texts, [t.encode("utf-8") for t in texts], metas,
+        [r[9] if len(r) > 9 and r[9] is not None else (R.encode(m) if m else _EMPTY_MAP)
+         for r, m in zip(reqs, metas)],
+        np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k),
+        np.fromiter((r[5] for r in reqs), np.int64, k),
+        keys if any(key is not None for key in keys) else None,
+        pinned if any(pinned) else None)
+
+
+def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
+           block: np.ndarray) -> None:
+    """The ``mem`` ops of the run ``cols`` (namespaces ``nids``, all existing; vectors
+    ``block``)."""
+    st, txn, env = ctx.state, ctx.txn, engine.env
+    k = len(cols.texts)
     id0, slot0, seq0 = st.next_id, st.n_slots, st.seq + 1
     kdb = env.db("keys")
     keyed: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
-    for j, r in enumerate(reqs):  # duplicate keys: the first one in order, as op by op
-        key = r[6]
-        if key is not None:
-            kb = S.u32(nids[j]) + key.encode()
-            if kb in seen or txn.get(kb, db=kdb) is not None:
-                raise DuplicateKeyError(
-                    f"namespace {r[1]!r} already has a memory with key {key!r}")
-            seen.add(kb)
-            keyed.append((kb, S.u64(id0 + j)))
+    if cols.keys is not None:
+        for j, key in enumerate(cols.keys):  # duplicate keys: the first one in order, as op by op
+            if key is not None:
+                kb = S.u32(nids[j]) + key.encode()
+                if kb in seen or txn.get(kb, db=kdb) is not None:
+                    raise DuplicateKeyError(
+                        f"namespace {cols.ns[j]!r} already has a memory with key {key!r}")
+                seen.add(kb)
+                keyed.append((kb, S.u64(id0 + j)))
     ids = np.arange(id0, id0 + k, dtype=np.int64)
     slots = np.arange(slot0, slot0 + k, dtype=np.int64)
     seqs = np.arange(seq0, seq0 + k, dtype=np.int64)
     ns_arr = np.asarray(nids, dtype=np.int64)
-    ts_arr = np.fromiter((r[5] for r in reqs), np.int64, k)
-    types = np.fromiter((R.TYPE_CODES[r[4]] for r in reqs), np.int64, k)
+    ts_arr = cols.ts
+    types = cols.types
     # vectors and slot columns, one block each
     w = 4 * block.shape[1]
     raw = block.data.cast("B")  # (rows read in place: no copy of the block)
     crc32 = zlib.crc32
-    vcrcs = np.fromiter(map(crc32, (raw[o:o + w] for o in range(0, k * w, w))), np.int64, k)
+    vcrcs = np.fromiter(map(crc32, map(raw.__getitem__, map(slice, range(0, k * w, w),
+                                                            range(w, k * w + w, w)))), np.int64, k)
     rows = np.zeros(k, SLOT_DTYPE)
     rows["id"], rows["ts"], rows["ns"], rows["type"] = ids, ts_arr, ns_arr, types
     rows["flags"], rows["pad"] = CHECKED32, folds(vcrcs)
@@ -278,70 +343,64 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
     e_id, e_slot, e_seq = cbor_ints(ids), cbor_ints(slots), cbor_ints(seqs)
     e_ts = cbor_ints(ts_arr)
     e_crc = cbor_ints(vcrcs)
-    small = {v: cbor_int(v) for v in set(nids) | set(types.tolist())}
-    e_ns = [small[v] for v in nids]
-    e_type = [small[v] for v in types.tolist()]
-    metas = [r[3] for r in reqs]
-    e_meta = [r[9] if len(r) > 9 and r[9] is not None else
-              (R.encode(m) if m else _EMPTY_MAP) for r, m in zip(reqs, metas)]
-    texts = [r[2] for r in reqs]
-    tbs = [t.encode("utf-8") for t in texts]
+    e_ns, e_type = _small_ints(nids), _small_ints(types.tolist())
+    metas, e_meta, texts, tbs = cols.metas, cols.e_meta, cols.texts, cols.raw
     heads = _TEXT_HEADS
-    e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
-    keys = [r[6] for r in reqs]
-    pinned = [len(r) > 8 and bool(r[8]) for r in reqs]
+    text_len = np.fromiter(map(len, tbs), np.int64, k)
+    if k and int(text_len.max()) < 256:
+        e_text = list(map(bytes.__add__, map(heads.__getitem__, text_len.tolist()), tbs))
+    else:
+        e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
+    keys = cols.keys if cols.keys is not None else [None] * k
+    pinned = cols.pinned if cols.pinned is not None else [False] * k
     join = b"".join
-    if not keyed and not any(pinned):  # the common case: one shape for every item
-        recs = [join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j], b"\x61q",
-                      e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j], b"\x61y", e_type[j],
-                      b"\x62ts", e_ts[j])) for j in range(k)]
-        ops = [join((b"\xa9\x62id", e_id[j], b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j],
-                     b"\x64meta", e_meta[j], b"\x64text", e_text[j], b"\x64type", e_type[j],
-                     b"\x64vc32", e_crc[j], b"\x64vrow", e_slot[j])) for j in range(k)]
+    if not keyed and cols.pinned is None:  # the common case: one shape for every item
+        c = itertools.repeat  # (each item's pieces zipped and joined in C)
+        recs = list(map(join, zip(
+            c(b"\xa8\x61i"), e_id, c(b"\x61m"), e_meta, c(b"\x61n"), e_ns, c(b"\x61q"), e_seq,
+            c(b"\x61s"), e_slot, c(b"\x61t"), e_text, c(b"\x61y"), e_type, c(b"\x62ts"), e_ts)))
+        ops = list(map(join, zip(
+            c(b"\xa9\x62id"), e_id, c(b"\x62ns"), e_ns, c(b"\x62op\x63mem\x62ts"), e_ts,
+            c(b"\x64meta"), e_meta, c(b"\x64text"), e_text, c(b"\x64type"), e_type,
+            c(b"\x64vc32"), e_crc, c(b"\x64vrow"), e_slot)))
         key_bytes = 0
     else:
         recs, ops = [], []
         key_bytes = 0
         for j in range(k):
             key = keys[j]
-            if key is None:
-                recs.append(join((b"\xa8\x61i", e_id[j], b"\x61m", e_meta[j], b"\x61n", e_ns[j],
-                                  b"\x61q", e_seq[j], b"\x61s", e_slot[j], b"\x61t", e_text[j],
-                                  b"\x61y", e_type[j], b"\x62ts", e_ts[j])))
-                e_key = b""
-            else:
+            e_key = b""
+            if key is not None:
                 kb = key.encode("utf-8")
                 key_bytes += len(kb)
-                e_key = cbor_head(3, len(kb)) + kb
-                recs.append(join((b"\xa9\x61i", e_id[j], b"\x61k", e_key, b"\x61m", e_meta[j],
-                                  b"\x61n", e_ns[j], b"\x61q", e_seq[j], b"\x61s", e_slot[j],
-                                  b"\x61t", e_text[j], b"\x61y", e_type[j], b"\x62ts",
-                                  e_ts[j])))
-                e_key = b"\x63key" + e_key
-            ops.append(join((bytes((0xa9 + (key is not None) + pinned[j],)), b"\x62id", e_id[j],
-                             b"\x62ns", e_ns[j], b"\x62op\x63mem\x62ts", e_ts[j], e_key,
-                             b"\x63pin\xf5" if pinned[j] else b"", b"\x64meta", e_meta[j],
-                             b"\x64text", e_text[j], b"\x64type", e_type[j], b"\x64vc32",
-                             e_crc[j], b"\x64vrow", e_slot[j])))
+                e_key = cbor_text(kb)
+            recs.append(record_bytes(e_id[j], e_key, e_meta[j], e_ns[j], e_seq[j], e_slot[j],
+                                     e_text[j], e_type[j], e_ts[j]))
+            ops.append(op_bytes(e_id[j], e_ns[j], e_ts[j], e_key, bool(pinned[j]), e_meta[j],
+                                e_text[j], e_type[j], e_crc[j], e_slot[j]))
     crc32, pack_crc, pack_frame, pack_seq = zlib.crc32, _CRC.pack, _FRAME.pack, _SEQ.pack
     id_keys = ids.astype(">u8").tobytes()
-    records = [(id_keys[8 * j:8 * j + 8], b"\x02" + pack_crc(crc32(rec)) + rec)
-               for j, rec in enumerate(recs)]
-    frames = [pack_frame(len(op), crc32(op, crc32(pack_seq(seq))), seq) + op
-              for seq, op in zip(range(seq0, seq0 + k), ops)]
+    # (C passes: a record is b"\x02", its CRC-32 and its CBOR; a frame's CRC covers its
+    # sequence number and payload)
+    records = list(zip(np.frombuffer(id_keys, "V8").tolist(), map(
+        _RECORD_TAG.__add__, map(bytes.__add__, map(pack_crc, map(crc32, recs)), recs))))
+    seq_range = range(seq0, seq0 + k)
+    frames = list(map(bytes.__add__, map(pack_frame, map(len, ops), map(
+        crc32, ops, map(crc32, map(pack_seq, seq_range))), seq_range), ops))
     pending = list(zip(nids, range(id0, id0 + k), texts, metas))
     # capacity bytes (_capacity.entry_bytes): text, metadata ({} counts 1), vector, key
-    nbytes = np.fromiter(map(len, tbs), np.int64, k) + np.fromiter(
-        (len(e) for e in e_meta), np.int64, k) + 4 * engine.dim
+    nbytes = text_len + np.fromiter(map(len, e_meta), np.int64, k) + 4 * engine.dim
     live_bytes = int(nbytes.sum()) + key_bytes
     if len(set(nids)) == 1:
         ns_bytes = {nids[0]: live_bytes}
     else:
         ns_bytes = {}
         for j, nid in enumerate(nids):
-            kl = len(keys[j].encode("utf-8")) if keys[j] is not None else 0
+            key = keys[j]
+            kl = len(key.encode("utf-8")) if key is not None else 0
             ns_bytes[nid] = ns_bytes.get(nid, 0) + int(nbytes[j]) + kl
-    pins = [b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
+    pins = [] if cols.pinned is None else [
+        b"P" + S.u32(nids[j]) + id_keys[8 * j:8 * j + 8] for j in range(k) if pinned[j]]
     rdb = env.db("records")
     with txn.cursor(db=rdb) as cur:
         # new ids are larger than every stored one: append (checked, not assumed)
@@ -350,7 +409,7 @@ def _apply(engine: "Engine", ctx: "_Ctx", reqs: Sequence[tuple[Any, ...]], nids:
             raise CorruptionError(f"{engine.path!r}: new memory ids {id0}.. are already stored")
     tkeys = time_keys(ns_arr, ts_arr, ids)
     with txn.cursor(db=env.db("time")) as cur:
-        cur.putmulti([(tkeys[o:o + 20], b"") for o in range(0, 20 * k, 20)])
+        cur.putmulti(zip(np.frombuffer(tkeys, "V20").tolist(), itertools.repeat(b"", k)))
     if keyed:
         keyed.sort()
         with txn.cursor(db=kdb) as cur:

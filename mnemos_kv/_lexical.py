@@ -39,6 +39,7 @@ __all__ = [
     "index_fields",
     "compounds",
     "is_question",
+    "questions_many",
     "speaker_words",
     "stem",
     "term_frequencies",
@@ -293,6 +294,16 @@ def is_question(text: str) -> bool:
     """Whether ``text`` asks something: it holds a question mark (ASCII, full-width or
     Arabic). A conversation turn that asks is usually answered by the next turn."""
     return "?" in text or "\uff1f" in text or "\u061f" in text
+
+
+def questions_many(texts: Sequence[str]) -> np.ndarray:
+    """:func:`is_question` of every text (bool array), one C pass per question mark."""
+    out = np.fromiter(map(str.__contains__, texts, itertools.repeat("?")), bool, len(texts))
+    if not "".join(texts).isascii():
+        for mark in ("\uff1f", "\u061f"):
+            out |= np.fromiter(map(str.__contains__, texts, itertools.repeat(mark)), bool,
+                               len(texts))
+    return out
 
 
 def term_frequencies(tokens: Iterable[str]) -> dict[str, int]:

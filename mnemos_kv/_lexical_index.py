@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import logging
 import math
+import operator
 import struct
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -226,35 +228,41 @@ def add_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, st
             add(txn, env, ns, mid, text)
         return
     pdb = env.db("postings")
-    by_ns: dict[int, list[int]] = {}
-    for j, it in enumerate(items):
-        by_ns.setdefault(it[0], []).append(j)
-    for ns in sorted(by_ns):
-        sel = by_ns[ns]
-        bt = doc_terms_many([items[j][2] for j in sel])
+    nss = set(map(_NS_OF, items))
+    for ns in sorted(nss):
+        sel = items if len(nss) == 1 else [it for it in items if it[0] == ns]
+        bt = doc_terms_many(list(map(_TEXT_OF, sel)))
         if bt.key.size:
-            ids = np.asarray([items[j][1] for j in sel], dtype=np.int64)
-            dids = ids[bt.doc]
-            if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
-                key = bt.key  # (key, text) order is (key, id) order
-                blob = encode_postings(dids, bt.tf, bt.dl)
-            else:
-                order = np.lexsort((dids, bt.key))  # (key, id): the table's order
-                key = bt.key[order]
-                blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
-            keys = bt.full_keys(_U32.pack(ns), key)
-            values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
-
-            def pairs() -> Iterator[tuple[bytes, bytes]]:
-                return zip(keys, values)
-            with txn.cursor(db=pdb) as cur:
-                # new ids are larger than every stored one: each posting goes at the end
-                # of its term's list (MDB_APPENDDUP); if one did not (not expected), all
-                # are put again in place (putting a stored pair again changes nothing)
-                if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
-                    cur.putmulti(pairs(), dupdata=True)
+            _put_postings(txn, pdb, ns, np.fromiter(map(_ID_OF, sel), np.int64, len(sel)), bt)
         _bump(txn, env.db("lexstats"), ns, len(sel), int(bt.stem_len.sum()),
               int(bt.surface_len.sum()))
+
+
+_NS_OF, _ID_OF, _TEXT_OF = (operator.itemgetter(i) for i in range(3))
+
+
+def _put_postings(txn: lmdb.Transaction, pdb: Any, ns: int, ids: np.ndarray,
+                  bt: "BatchTerms") -> None:
+    """Put the postings ``bt`` of memories ``ids`` of namespace ``ns`` in (key, id) order."""
+    dids = ids[bt.doc]
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        key = bt.key  # (key, text) order is (key, id) order
+        blob = encode_postings(dids, bt.tf, bt.dl)
+    else:
+        order = np.lexsort((dids, bt.key))  # (key, id): the table's order
+        key = bt.key[order]
+        blob = encode_postings(dids[order], bt.tf[order], bt.dl[order])
+    keys = bt.full_keys(_U32.pack(ns), key)
+    values = np.frombuffer(blob, f"V{POSTING_BYTES}").tolist()  # (bytes objects)
+
+    def pairs() -> Iterator[tuple[bytes, bytes]]:
+        return zip(keys, values)
+    with txn.cursor(db=pdb) as cur:
+        # new ids are larger than every stored one: each posting goes at the end of its
+        # term's list (MDB_APPENDDUP); if one did not (not expected), all are put again
+        # in place (putting a stored pair again changes nothing)
+        if cur.putmulti(pairs(), dupdata=True, append=True)[1] != len(keys):
+            cur.putmulti(pairs(), dupdata=True)
 
 
 def stage_many(txn: lmdb.Transaction, env: Any, items: Sequence[tuple[int, int, str, Any]]) -> None:
@@ -664,63 +672,145 @@ class BatchTerms:
     def full_keys(self, prefix: bytes, codes: np.ndarray) -> list[bytes]:
         """``prefix`` + the key of each code in ``codes`` (one gather of an object array)."""
         full = np.empty(len(self.keys), object)
-        full[:] = [prefix + k for k in self.keys]
+        full[:] = list(map(prefix.__add__, self.keys))
         return full[codes].tolist()  # type: ignore[no-any-return]
 
 
 def _key_bytes(term: str, prefix: bytes) -> bytes:
-    """``prefix`` + :func:`_term_bytes` of ``term`` (b"" for a dropped term), uncached."""
+    """``prefix`` + :func:`_term_bytes` of ``term`` (b"" for a dropped term), uncached
+    (the per-term reference the bulk keys below are checked against)."""
     if not term:
         return b""
     raw = term.encode("utf-8")
     return prefix + (raw if len(raw) <= MAX_TERM_BYTES else _term_bytes(term))
 
 
-def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, bytes]]:
-    """(text index, ``SPEAKER_PREFIX`` key) of every distinct speaker word of each text.
-    A label ends at the text's first ``:`` (no label character is one), so the words
+#: The key prefixes as ``str`` (the bulk path builds its keys as text and encodes them
+#: all at once, see :func:`doc_terms_many`).
+_SURFACE_STR = SURFACE_PREFIX.decode()
+_SPEAKER_STR = SPEAKER_PREFIX.decode()
+_QUESTION_STR = QUESTION_TERM.decode()
+#: A term of at most this many characters is at most MAX_TERM_BYTES in UTF-8 (never cut).
+_SHORT_CHARS = MAX_TERM_BYTES // 4
+
+
+def _cut(term: str) -> str:
+    """``term`` cut as :func:`_term_bytes` cuts its UTF-8 (its key, as text)."""
+    if len(term) <= _SHORT_CHARS:
+        return term
+    return _term_bytes(term).decode("utf-8")
+
+
+def _key_str(term: str, prefix: str) -> str:
+    """:func:`_key_bytes` as text: ``prefix`` + the cut term ("" for a dropped term).
+    UTF-8 keeps the order of code points, so text keys sort as their bytes do."""
+    return prefix + _cut(term) if term else ""
+
+
+def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, str]]:
+    """(text index, ``SPEAKER_PREFIX`` key as text) of every distinct speaker word of each
+    text. A label ends at the text's first ``:`` (no label character is one), so the words
     depend only on the text up to the character after it: computed once per such head
     (a conversation has few speakers)."""
-    colon = [t.find(":", 0, 64) for t in texts]
+    colon = list(map(str.find, texts, itertools.repeat(":"), itertools.repeat(0),
+                     itertools.repeat(64)))
+    if not colon or max(colon) < 0:
+        return []
     at = [i for i, c in enumerate(colon) if c >= 0]
     heads = [texts[i][:min(colon[i] + 2, 64)] for i in at]
-    memo: dict[str, tuple[bytes, ...]] = {}
+    memo: dict[str, tuple[str, ...]] = {}
     for head in set(heads):
-        memo[head] = tuple(_key_bytes(w, SPEAKER_PREFIX)
+        memo[head] = tuple(_key_str(w, _SPEAKER_STR)
                            for w in dict.fromkeys(_lexical.speaker_words(head)))
     return [(i, k) for i, keys in zip(at, map(memo.__getitem__, heads)) for k in keys]
 
 
-class _KeyMemo(dict):  # type: ignore[type-arg]
-    """``word -> _key_bytes(term(word), prefix)`` (a word's key in one field; b"" when the
-    field drops it), computed on first use: ``map(memo.__getitem__, words)`` runs in C
-    for the words seen before. A number (ASCII digits, not in the field's ``stop``
-    words) is its own term in both fields (the stemmer leaves it as it is): its key is
-    made without the stemmer's calls."""
-
-    def __init__(self, term: Any, prefix: bytes, stop: frozenset[str]) -> None:
-        super().__init__()
-        self.term, self.prefix, self.stop = term, prefix, stop
+class _StemMemo(dict):  # type: ignore[type-arg]
+    """``word -> stem-field key as text`` (:func:`_key_str` of :func:`_lexical.field_stem`;
+    "" for a dropped word), kept across batches: the vocabulary recurs, the stemmer is
+    Python (see :func:`stem_keys`)."""
 
     def cache_clear(self) -> None:
         """Forget every entry (as ``functools.lru_cache`` offers; benchmarks use it)."""
         self.clear()
 
-    def __missing__(self, word: str) -> bytes:
-        if len(self) >= KEY_MEMO_MAX:
-            self.clear()  # (the values are a pure function of the keys)
-        if word.isdigit() and word.isascii() and len(word) <= MAX_TERM_BYTES \
-                and word not in self.stop:
-            key = self[word] = self.prefix + word.encode()
-        else:
-            key = self[word] = _key_bytes(self.term(word), self.prefix)
-        return key
 
-
-#: Words whose keys each memo keeps before it starts over.
+#: Whether every stopword is ASCII letters only (then no other word is one).
+_STOP_LETTERS = all(w.isascii() and w.isalpha() for w in _lexical.STOPWORDS)
+#: Words whose stem keys the memo keeps before it starts over.
 KEY_MEMO_MAX = 1 << 18
-_STEM_KEYS = _KeyMemo(_lexical.field_stem, b"", _lexical.STOPWORDS)
-_SURFACE_KEYS = _KeyMemo(_lexical.surface_term, SURFACE_PREFIX, _lexical.SURFACE_STOPWORDS)
+_STEM_KEYS = _StemMemo()
+#: Words the surface field drops, each mapped to "" (its key: none).
+_SURFACE_DROP = dict.fromkeys(
+    [w for w in _lexical.SURFACE_STOPWORDS if _lexical.surface_term(w) == ""]
+    + [chr(c) for c in range(128) if chr(c).isalpha() and not _lexical.surface_term(chr(c))], "")
+
+
+def stem_keys(words: list[str]) -> list[str]:
+    """The stem-field key (as text; "" when dropped) of each of ``words``, memoised:
+    the memo's words in one C pass; of the others, a word that is not ASCII letters
+    only (a number, "w123", "café") is its own term (the stemmer leaves it as it is),
+    found by C passes, and the rest are stemmed. A memo that would overflow starts
+    over (a stream of new numbers costs the vocabulary a re-stem per KEY_MEMO_MAX
+    words)."""
+    memo = _STEM_KEYS
+    out = list(map(memo.get, words))
+    if None not in out:
+        return out  # type: ignore[return-value]
+    missed = list(dict.fromkeys(itertools.compress(
+        words, map(operator.is_, out, itertools.repeat(None)))))
+    # a word that is not ASCII letters only is its own stem (Porter stems [a-z]+ words;
+    # the "-ly" rule needs such a stem): short (never cut) and not a stopword, its key
+    # is the word
+    keys = list(missed)
+    if _STOP_LETTERS and max(map(len, missed)) <= _SHORT_CHARS:  # (the common case)
+        todo: Iterable[int] = itertools.compress(range(len(missed)), map(
+            operator.and_, map(str.isascii, missed), map(str.isalpha, missed)))
+    else:
+        todo = [j for j, w in enumerate(missed) if (w.isascii() and w.isalpha())
+                or len(w) > _SHORT_CHARS or w in _lexical.STOPWORDS]
+    term = _lexical.field_stem
+    for j in todo:
+        keys[j] = _key_str(term(missed[j]), "")
+    found = dict(zip(missed, keys))
+    if len(memo) + len(missed) > KEY_MEMO_MAX:
+        memo.clear()  # (the values are a pure function of the keys)
+    if len(missed) <= KEY_MEMO_MAX:  # (a batch of more is keyed from its own table)
+        memo.update(found)
+    return list(map(found.get, words, out))  # type: ignore[arg-type]  # (a miss: its new key)
+
+
+def surface_keys(words: list[str]) -> list[str]:
+    """The surface-field key (as text; "" when dropped) of each of ``words``:
+    :func:`_key_str` of :func:`_lexical.surface_term`, in C passes (the field drops a
+    fixed set of words and keeps every other as it is)."""
+    keys = list(map(_SURFACE_STR.__add__, words))
+    if words and max(map(len, words)) > _SHORT_CHARS:
+        keys = [_key_str(w, _SURFACE_STR) for w in words]
+    return list(map(_SURFACE_DROP.get, words, keys))
+
+
+def encode_keys(keys: list[str]) -> list[bytes]:
+    """The UTF-8 of each text key, in one encode (no key holds a newline)."""
+    if not keys:
+        return []
+    return "\n".join(keys).encode("utf-8").split(b"\n")
+
+
+def _sorted_codes(keys: list[str]) -> tuple[list[bytes], np.ndarray]:
+    """(the distinct non-empty ``keys`` as bytes, sorted; the index of each of ``keys``
+    in them, -1 for ""), by one ``np.unique`` of their UTF-8 (a fixed-width bytes array
+    sorts as ``bytes`` do: no key ends with a NUL byte)."""
+    if not keys:
+        return [], np.empty(0, np.int64)
+    arr = np.array(encode_keys(keys), dtype=np.bytes_)
+    uniq, inv = np.unique(arr, return_inverse=True)
+    out: list[bytes] = uniq.tolist()
+    inv = inv.reshape(-1).astype(np.int64, copy=False)
+    if out[0] == b"":
+        del out[0]
+        inv = inv - 1
+    return out, inv
 
 
 def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
@@ -730,7 +820,7 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     distinct, wi, doc = batch_vocab(texts)  # (first-seen order; only codes depend on it)
     comp = _lexical.compounds_many(texts)
     if comp:  # each text's compounds after its words, as _lexical.index_fields has them
-        at = {w: j for j, w in enumerate(distinct)}
+        at = dict(zip(distinct, range(len(distinct))))
         distinct = list(distinct)  # (a copy: the vocabulary is shared with the embedder)
         extra = []
         for _i, w in comp:
@@ -741,22 +831,21 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
             extra.append(j)
         wi = np.concatenate([wi, np.asarray(extra, wi.dtype)])
         doc = np.concatenate([doc, np.fromiter((i for i, _ in comp), doc.dtype, len(comp))])
-    sk = list(map(_STEM_KEYS.__getitem__, distinct))  # (b"" for a dropped word)
-    uk = list(map(_SURFACE_KEYS.__getitem__, distinct))
-    asks = np.zeros(n, bool)
-    asks[[i for i, t in enumerate(texts) if _lexical.is_question(t)]] = True
+    # every word's key in each field (as text; "" for a dropped word), then the
+    # question marker and the speaker words: encoded at once, sorted and numbered by
+    # one np.unique of their bytes (no Python sort or dict over the keys)
+    sk = stem_keys(distinct)
+    uk = surface_keys(distinct)
+    asks = _lexical.questions_many(texts)
     spk = _speaker_keys(texts)
-    keyset = set(sk)
-    keyset.update(uk)
-    keyset.discard(b"")
-    if asks.any():
-        keyset.add(QUESTION_TERM)
-    keyset.update(k for _, k in spk)
-    keys = sorted(keyset)
-    code = {k: i for i, k in enumerate(keys)}
-    code[b""] = -1
-    w_stem = np.fromiter(map(code.__getitem__, sk), np.int64, len(sk))
-    w_surf = np.fromiter(map(code.__getitem__, uk), np.int64, len(uk))
+    nq = int(asks.any())
+    allk = sk + uk
+    if nq:
+        allk.append(_QUESTION_STR)
+    allk.extend(k for _, k in spk)
+    keys, codes = _sorted_codes(allk)
+    nw = len(sk)
+    w_stem, w_surf = codes[:nw], codes[nw:2 * nw]
     sc, uc = w_stem[wi], w_surf[wi]
     s_ok, u_ok = sc >= 0, uc >= 0
     stem_len = np.bincount(doc[s_ok], minlength=n).astype(np.int64)
@@ -766,9 +855,9 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     combs = [sc[s_ok] * width + doc[s_ok], uc[u_ok] * width + doc[u_ok]]
     qd = np.flatnonzero(asks).astype(np.int64)
     if qd.size:
-        combs.append(code[QUESTION_TERM] * width + qd)
+        combs.append(codes[2 * nw] * width + qd)
     if spk:  # (a text's speaker words are distinct: tf 1)
-        combs.append(np.fromiter((code[k] for _, k in spk), np.int64, len(spk)) * width
+        combs.append(codes[2 * nw + nq:] * width
                      + np.fromiter((i for i, _ in spk), np.int64, len(spk)))
     allc = np.concatenate(combs)
     if len(keys) * width < 1 << 31:  # (a 32-bit sort is faster; the same order)

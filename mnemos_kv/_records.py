@@ -260,7 +260,7 @@ def check_metadata_encoded(metadata: Any) -> tuple[dict[str, Any], bytes]:
 
 
 def check_type(type_: Any) -> str:
-    if type_ not in TYPE_CODES:
+    if not isinstance(type_, str) or type_ not in TYPE_CODES:  # (a list: not a TypeError)
         raise InvalidInputError(f"type must be one of {', '.join(MEMORY_TYPES)}; got {type_!r}")
     return str(type_)
 

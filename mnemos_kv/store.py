@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from . import _ann, _gcpause
+from . import _ann, _bulkcheck, _gcpause
 from . import _records as R
 from . import _retrieval
 from . import rerank as _rerank
@@ -132,6 +132,17 @@ class _Handle:
         """:meth:`remember_many` of the checked list ``items`` (the store checked writable)."""
         eng = self._engine
         with _gcpause.paused(len(items)):  # (no cycles made: see _gcpause)
+            # (None: item by item; a single remember does not get that far)
+            block = _bulkcheck.prepare_block(eng, self.name, items) \
+                if len(items) >= _bulkcheck.MIN_BLOCK else None
+            if block is not None:
+                _bulkcheck.embed_block(eng, block, prog)
+                if prog is not None:
+                    prog("write", 0, 1)
+                ids = eng.write([("remember_block", block)])
+                if prog is not None:
+                    prog("write", 1, 1)
+                return ids
             prepared = prepare_remember(eng, self.name, items, set())
             if not prepared:
                 return []

@@ -71,11 +71,14 @@ def _fill(db: Mnemos) -> list:
 
 def test_bulk_ingest_equals_op_by_op(tmp_path, monkeypatch) -> None:
     a, b = _pair(tmp_path)
-    calls = []
-    real = _ingest.apply_run
+    calls, blocks = [], []
+    real, real_block = _ingest.apply_run, _ingest.apply_block
     monkeypatch.setattr(_ingest, "apply_run", lambda *x: calls.append(len(x[2])) or real(*x))
+    monkeypatch.setattr(_ingest, "apply_block",
+                        lambda *x: blocks.append(len(x[2])) or real_block(*x))
     ra = _fill(a)
-    assert len(calls) >= 3 and sum(calls) >= 400
+    assert len(calls) >= 2 and sum(calls) >= 100  # (runs of requests: small calls, batches)
+    assert blocks == [300]  # (a remember_many call validated by columns: _bulkcheck)
     monkeypatch.setattr(_ingest, "MIN_RUN", 10 ** 9)
     rb = _fill(b)
     assert ra == rb
@@ -239,22 +242,48 @@ def test_compounds_of_a_batch_are_each_texts(texts: list[str]) -> None:
     assert L.compounds_many(texts) == [(i, w) for i, t in enumerate(texts) for w in L.compounds(t)]
 
 
-@pytest.mark.parametrize("word", ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600,
-                                  "\u0663", "\u00b2", "12a", "a12", "the", "calmly", "x" * 300])
-def test_memoised_posting_keys_are_the_terms_keys(word: str) -> None:
-    """The bulk index's key memos (with their shortcut for numbers) give each field's key."""
+_KEY_WORDS = ["0", "7", "42", "2024", "007", "1" * 240, "1" * 241, "9" * 600, "\u0663", "\u00b2",
+              "12a", "a12", "the", "calmly", "x" * 300, "a", "b", "z", "been", "how", "is",
+              "\u00e9t\u00e9", "\u00df", "\u00e9" * 121, "\u00e9" * 119 + "x", "\U0001f600" * 61,
+              "destress", "painting", "paintings", "_", "x" * 60, "x" * 61, "w123", "topic42",
+              "caf\u00e9", "\u00e9", "ok", "tv", "x2", "2x", "calmly", "\u0131", "\u212a",
+              "\u00e9" * 60 + "a", "1" * 60, "1" * 61, "\u00aa", "\u2160", "\u00bd", "5\u00b2"]
+
+
+@pytest.mark.parametrize("word", _KEY_WORDS)
+def test_posting_keys_of_words_are_the_terms_keys(word: str) -> None:
+    """The bulk index's key functions (a memo for stems, a shortcut for numbers, C
+    passes for surface words) give each field's key of :func:`doc_terms`, as text."""
     from mnemos_kv import _lexical as L
     from mnemos_kv import _lexical_index as LI
-    for memo, term, prefix in ((LI._STEM_KEYS, L.field_stem, b""),
-                               (LI._SURFACE_KEYS, L.surface_term, LI.SURFACE_PREFIX)):
-        memo.cache_clear()
-        assert memo[word] == LI._key_bytes(term(word), prefix) and memo[word] == memo.get(word)
+    for _ in range(2):  # (a miss, then from the memo)
+        assert [k.encode() for k in LI.stem_keys([word, word])] == \
+            [LI._key_bytes(L.field_stem(word), b"")] * 2
+        assert [k.encode() for k in LI.surface_keys([word])] == \
+            [LI._key_bytes(L.surface_term(word), LI.SURFACE_PREFIX)]
+    LI._STEM_KEYS.cache_clear()
     stop = sorted(w for w in L.STOPWORDS | L.SURFACE_STOPWORDS if w.isdigit())
     for w in stop:  # (none today; a number made a stopword must stay dropped)
-        assert LI._STEM_KEYS[w] == LI._key_bytes(L.field_stem(w), b"")
+        assert LI.stem_keys([w]) == [LI._key_bytes(L.field_stem(w), b"").decode()]
     from mnemos_kv import _hashing as H
     H._TERMS.cache_clear()
     assert H._TERMS[word] == L.index_term(word)
+
+
+def test_batch_keys_sort_and_number_as_bytes() -> None:
+    """doc_terms_many numbers its keys by one np.unique of their UTF-8: the order and
+    the keys of ``bytes`` (cut keys, high bytes, the question marker, dropped words)."""
+    from mnemos_kv import _lexical_index as LI
+    words = _KEY_WORDS + ["\uffff", "\U00010000", "\x7f", "\x80", "a\u00e9", "ab"]
+    keys = [k for w in words for k in (LI.stem_keys([w]) + LI.surface_keys([w])
+                                       + [LI._key_str(w, LI._SPEAKER_STR)]) if k]
+    keys += [LI._QUESTION_STR, "", ""]
+    got, codes = LI._sorted_codes(keys)
+    want = sorted({k.encode() for k in keys if k})
+    assert got == want and all(type(k) is bytes for k in got)
+    assert [got[c] if c >= 0 else b"" for c in codes.tolist()] == [k.encode() for k in keys]
+    assert LI._sorted_codes(["b", "a"]) == ([b"a", b"b"], pytest.approx([1, 0]))
+    assert LI.encode_keys([]) == [] and LI._sorted_codes([])[0] == []
 
 
 def test_batch_words_cache_gives_the_same_words() -> None:
@@ -305,7 +334,7 @@ def test_speaker_keys_of_a_batch_equal_text_by_text(texts: list[str]) -> None:
     from mnemos_kv import _lexical_index as LI
     ref = [(i, LI._key_bytes(w, LI.SPEAKER_PREFIX)) for i, t in enumerate(texts)
            for w in dict.fromkeys(_lexical.speaker_words(t))]
-    assert LI._speaker_keys(texts) == ref
+    assert [(i, k.encode()) for i, k in LI._speaker_keys(texts)] == ref
 
 
 def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
@@ -328,3 +357,28 @@ def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
         ids = LI.fetch(cur, ns, b"paint")["id"].tolist()
     assert ids == sorted(ids) and len(ids) == 80
     assert set(range(500, 520)) <= set(ids) and set(range(1000, 1020)) <= set(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "?", "\uff1f", "\u061f", "é", " ", "x?y", ":"]),
+                         max_size=6).map("".join), max_size=8))
+def test_questions_of_a_batch_are_each_texts(texts: list[str]) -> None:
+    """The batch's question marker (one C pass per mark) is is_question of each text."""
+    from mnemos_kv import _lexical as L
+    assert L.questions_many(texts).tolist() == [L.is_question(t) for t in texts]
+
+
+def test_stem_key_memo_starts_over_when_full(monkeypatch) -> None:
+    """The stem memo starts over before it would overflow; a batch larger than it is
+    keyed from its own table (the memo keeps none of it). The keys never change."""
+    from mnemos_kv import _lexical as L
+    from mnemos_kv import _lexical_index as LI
+    monkeypatch.setattr(LI, "KEY_MEMO_MAX", 8)
+    words = ["painting", "42", "w7", "calmly", "the", "x" * 300, "café", "é"] * 2 + ["1" * 70]
+    ref = [LI._key_bytes(L.field_stem(w), b"").decode() for w in words]
+    LI._STEM_KEYS.cache_clear()
+    assert LI.stem_keys(words[:8]) == ref[:8] and len(LI._STEM_KEYS) == 8
+    assert LI.stem_keys(words[:3]) == ref[:3] and len(LI._STEM_KEYS) == 8  # (hits)
+    assert LI.stem_keys(["yoga", "42"]) == ["yoga", "42"] and len(LI._STEM_KEYS) == 1
+    assert LI.stem_keys(words) == ref and len(LI._STEM_KEYS) == 0  # (9 distinct > 8)
+    LI._STEM_KEYS.cache_clear()

@@ -216,3 +216,21 @@ def test_a_forked_child_embeds_while_a_parent_thread_holds_a_word_table() -> Non
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_crc_memo_of_many_features(monkeypatch) -> None:
+    """A batch's n-gram/bigram CRC-32s (memo hits in C, unseen ones computed together)
+    are zlib.crc32 of prefix + feature; the memo starts over when it would overflow
+    and keeps nothing from a batch larger than it."""
+    import zlib
+    memo = _hashing._Crc32Memo("b|")
+    feats = ["a b", "é x", "a b", "", "日本 語", "x" * 300] + [f"w{i} v" for i in range(40)]
+    ref = [zlib.crc32(("b|" + f).encode("utf-8")) for f in feats]
+    for _ in range(2):  # unseen, then from the memo
+        assert memo.many(feats).tolist() == ref
+        assert memo.many([]).tolist() == []
+    monkeypatch.setattr(_hashing, "MEMO_MAX", 10)
+    assert memo.many(feats).tolist() == ref and len(memo) <= 46
+    memo.clear()
+    assert memo.many(feats).tolist() == ref and len(memo) == 0  # (43 distinct > 10)
+    assert memo.many(feats[:8]).tolist() == ref[:8] and len(memo) == 7
