@@ -175,7 +175,8 @@ def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int],
     id_bytes = mids.astype(">u8").tobytes()
     idb = [id_bytes[i:i + 8] for i in range(0, 8 * k, 8)]
 
-    # staged postings are derived from the records (format 7): merged before any goes
+    # staged postings are derived from the records (format 7): merged before any goes,
+    # and the postings removed below are then all in ``postings``
     _lexstage.merge(txn, env)
     rdb = env.db("records")
     delete = txn.delete
@@ -244,8 +245,8 @@ def _apply(engine: "Engine", ctx: "_Ctx", ids: Sequence[int],
 
 def _remove_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray,
                      texts: list[str]) -> None:
-    """Remove the postings of ``mids`` (ascending) and their share of the statistics."""
-    _lexstage.merge(txn, env)  # (staged postings are removed from ``postings``)
+    """Remove the postings of ``mids`` (ascending) and their share of the statistics
+    (nothing is staged: :func:`_apply` merged first)."""
     bt = _lexical_index.doc_terms_many(texts)
     if bt.key.size:
         vals = _lexical_index.posting_values(mids[bt.doc], bt.tf, bt.dl)
@@ -331,8 +332,8 @@ def _sweep_postings(txn: lmdb.Transaction, env: Any, ns: int, mids: np.ndarray) 
     their share of the statistics by sweeping the namespace's postings
     (:func:`_sweep.sweep`), when that is the cheaper way: they are at least
     1/SWEEP_SHARE of its memories. False (nothing done) otherwise, or when the stored
-    postings are not of the current width."""
-    _lexstage.merge(txn, env)  # (the sweep reads ``postings`` only)
+    postings are not of the current width. (Nothing is staged: :func:`_apply` merged
+    first, and the sweep reads ``postings`` only.)"""
     docs = _lexical_index.stats(txn, env, [ns])[0]
     k = int(mids.size)
     if k * SWEEP_SHARE < docs:

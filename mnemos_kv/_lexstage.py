@@ -1,4 +1,4 @@
-"""Staged BM25 postings: one LMDB key per small write, merged into ``postings`` at a flush.
+"""Staged BM25 postings: what small writes add, merged into ``postings`` at a flush.
 
 A single ``remember`` used to put one posting per term (~19 for a 12-word text) into
 the ``postings`` table: each a different B-tree leaf (a common term's duplicates are a
