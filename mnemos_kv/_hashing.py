@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _lexical
 from ._batchwords import batch_vocab
+from ._crc32 import crc32_fixed, crc32_spans, register, utf8_spans
 
 __all__ = [
     "DEFAULT_DIM",
@@ -232,8 +233,7 @@ class _Crc32Memo(dict):  # type: ignore[type-arg]
 
 #: Entries kept by each memo (character n-grams, bigrams, words) before it starts over.
 MEMO_MAX: int = 1 << 18
-_GRAM_CRC = _Crc32Memo("c|")
-_BIGRAM_CRC = _Crc32Memo("b|")  # keyed by "left right"
+_GRAM_CRC = _Crc32Memo("c|")  # (the n-grams of words that are not ASCII)
 
 
 class _Terms(dict):  # type: ignore[type-arg]
@@ -252,6 +252,29 @@ class _Terms(dict):  # type: ignore[type-arg]
         else:
             term = self[word] = _lexical.index_term(word)
         return term
+
+    def many(self, words: list[str]) -> list[str]:
+        """The term of each of ``words``: the memo's in one C pass, the unseen numbers
+        found by C passes (each its own term), the other unseen words stemmed."""
+        got = list(map(self.get, words))
+        if None not in got:
+            return got  # type: ignore[return-value]
+        miss = list(dict.fromkeys(itertools.compress(
+            words, map(operator.is_, got, itertools.repeat(None)))))
+        num = list(map(operator.and_, map(str.isdigit, miss), map(str.isascii, miss)))
+        nums = list(itertools.compress(miss, num))
+        found: dict[str, str] = {}
+        if _lexical.STOPWORDS.isdisjoint(nums):
+            found.update(zip(nums, nums))
+            other = list(itertools.compress(miss, map(operator.not_, num)))
+        else:  # (no stopword is a number today; were one, __missing__'s rule holds)
+            other = miss
+        found.update(zip(other, map(self.__getitem__, other)))
+        if len(self) + len(found) > MEMO_MAX:
+            self.clear()
+        if len(found) <= MEMO_MAX:
+            self.update(found)
+        return list(map(found.get, words, got))  # type: ignore[arg-type]
 
 
 _TERMS = _Terms()
@@ -285,14 +308,11 @@ def _word_runs(words: list[str], terms: list[str], dim: int
     nw = len(words)
     wl = np.fromiter(map(len, words), np.int64, nw)
     scale = np.minimum(1.0, wl / LENGTH_PRIOR)
-    uh = np.fromiter((zlib.crc32(("w|" + t).encode("utf-8")) for t in terms), np.int64, nw)
-    ub, us = _buckets(uh, dim)
-    grams = [w[i:i + n] for w in ["<" + x + ">" for x in words] for n in CHAR_NGRAMS
-             for i in range(len(w) - n + 1)]
-    gb, gs = _buckets(_GRAM_CRC.many(grams), dim)
+    ub, us = _buckets(crc32_spans(_W_REG, *utf8_spans(terms)), dim)
     ng = np.zeros(nw, np.int64)  # grams per word (>= 1)
     for n in CHAR_NGRAMS:
         ng += np.maximum(0, wl + 3 - n)
+    gb, gs = _buckets(_gram_crcs(words, wl, ng), dim)
     gw = CHAR_WEIGHT * scale / ng
     # each word's unit: its unigram, then its grams (the order grams was built in)
     per = ng + 1
@@ -312,6 +332,47 @@ def _word_runs(words: list[str], terms: list[str], dim: int
     comb = comb.astype(np.int64, copy=False)
     sums = np.bincount(inv, weights=value, minlength=comb.size)
     return comb % dim, sums, np.bincount(comb // dim, minlength=nw)
+
+
+_W_REG = register(b"w|")
+_C_REG = register(b"c|")
+_B_REG = register(b"b|")
+
+
+def _span_index(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lens)])`` (int64)."""
+    offs = np.cumsum(lens) - lens
+    return np.repeat(starts - offs, lens) + np.arange(int(offs[-1] + lens[-1]) if lens.size
+                                                      else 0, dtype=np.int64)
+
+
+def _gram_crcs(words: list[str], wl: np.ndarray, ng: np.ndarray) -> np.ndarray:
+    """The CRC-32 of ``"c|" + gram`` for each character n-gram of each word wrapped as
+    ``<word>``, in :func:`_word_features`' order (a word's 3-grams, then its 4-grams;
+    ``wl`` the words' lengths, ``ng`` their gram counts). The ASCII words' grams are
+    spans of one buffer of the wrapped words (a character is a byte), hashed by
+    :func:`_crc32.crc32_fixed`; the others' through the n-gram memo."""
+    nw = len(words)
+    out = np.empty(int(ng.sum()), np.int64)
+    gofs = np.cumsum(ng) - ng
+    asc = np.fromiter(map(str.isascii, words), bool, nw)
+    a = np.flatnonzero(asc)
+    if a.size:
+        aw = words if a.size == nw else list(map(words.__getitem__, a.tolist()))
+        buf = np.frombuffer(("<" + "><".join(aw) + ">").encode("ascii"), np.uint8)
+        wrapped = wl[a] + 2
+        ws = np.cumsum(wrapped) - wrapped
+        before = gofs[a]  # each word's grams of the sizes before n
+        for n in CHAR_NGRAMS:
+            cnt = np.maximum(0, wrapped - n + 1)
+            out[_span_index(before, cnt)] = crc32_fixed(_C_REG, buf, _span_index(ws, cnt), n)
+            before = before + cnt
+    if a.size < nw:
+        o = np.flatnonzero(~asc)
+        grams = [w[i:i + n] for w in ["<" + words[j] + ">" for j in o.tolist()]
+                 for n in CHAR_NGRAMS for i in range(len(w) - n + 1)]
+        out[_span_index(gofs[o], ng[o])] = _GRAM_CRC.many(grams)
+    return out
 
 
 class _WordTable:
@@ -337,27 +398,21 @@ class _WordTable:
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, values, run lengths) of ``words`` (with their ``terms``), in order."""
         with self.lock:
-            row = self.row
-            got = list(map(row.get, words))
-            miss = [i for i, r in enumerate(got) if r is None]
-            if miss:
-                if self.rows + len(miss) > MEMO_MAX:
+            rows = np.fromiter(map(self.row.get, words, itertools.repeat(-1)), np.int64,
+                               len(words))
+            miss = np.flatnonzero(rows < 0)
+            if miss.size:
+                if self.rows + miss.size > MEMO_MAX:
                     self._reset()
-                    row = self.row
-                    miss = list(range(len(words)))
-                    got = [None] * len(words)
-                mw = [words[i] for i in miss]
-                k, v, ln = _word_runs(mw, [terms[i] for i in miss], self.dim)
+                    miss = np.arange(len(words), dtype=np.int64)
+                ml = miss.tolist()
+                mw = list(map(words.__getitem__, ml))
+                k, v, ln = _word_runs(mw, list(map(terms.__getitem__, ml)), self.dim)
                 self._append(mw, k, v, ln)
-                base = self.rows - len(miss)
-                for j, i in enumerate(miss):
-                    got[i] = base + j
-            rows = np.fromiter(got, np.int64, len(words))  # type: ignore[arg-type]
+                rows[miss] = np.arange(self.rows - miss.size, self.rows, dtype=np.int64)
             start, length, keys, vals = self.start, self.len, self.keys, self.vals
         lens = length[rows]
-        total = int(lens.sum())
-        offs = np.cumsum(lens) - lens
-        idx = np.repeat(start[rows] - offs, lens) + np.arange(total, dtype=np.int64)
+        idx = _span_index(start[rows], lens)
         return keys[idx], vals[idx], lens
 
     def _append(self, words: list[str], k: np.ndarray, v: np.ndarray, ln: np.ndarray) -> None:
@@ -404,7 +459,7 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     distinct, wc, doc = batch_vocab(texts)
     if not wc.size:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    terms = list(map(_TERMS.__getitem__, distinct))
+    terms = _TERMS.many(distinct)
     kept = np.fromiter(map(bool, terms), bool, len(terms))
     keep = kept[wc]
     wc, doc = wc[keep], doc[keep]  # the kept words, in text order
@@ -424,10 +479,12 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     pair, pinv = _unique(bl * nd + br, nd * nd)
     pair = pair.astype(np.int64, copy=False)
     base = wkeys.size
-    left = map(terms.__getitem__, (pair // nd).tolist())  # (names "left right", in C passes)
-    names = list(map(str.__add__, map(str.__add__, left, itertools.repeat(" ")),
-                     map(terms.__getitem__, (pair % nd).tolist())))
-    bk, bs = _buckets(_BIGRAM_CRC.many(names), dim)
+    # the CRC-32 of "b|left right": each term's register after "b|term " continued
+    # over the right term's bytes (both spans of one buffer of the terms)
+    buf, tstart, tlen = utf8_spans(terms, b" ")
+    after = crc32_spans(_B_REG, buf, tstart, tlen + 1, final=False)
+    right = pair % nd
+    bk, bs = _buckets(crc32_spans(after[pair // nd], buf, tstart[right], tlen[right]), dim)
     fkeys = np.concatenate((wkeys, bk))
     fvals = np.concatenate((wvals, bs * BIGRAM_WEIGHT))
     # units (a word's run or one bigram) in text order: each text's words, then its bigrams
@@ -444,7 +501,5 @@ def _layout(texts: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     bdst = first[bdoc] + nw[bdoc] + (np.arange(bdoc.size) - bfirst[bdoc])
     ustart[wdst], ulen[wdst], udoc[wdst] = starts[wc], lens[wc], doc
     ustart[bdst], ulen[bdst], udoc[bdst] = base + pinv, 1, bdoc
-    total = int(ulen.sum())
-    offs = np.cumsum(ulen) - ulen
-    idx = np.repeat(ustart - offs, ulen) + np.arange(total, dtype=np.int64)
+    idx = _span_index(ustart, ulen)
     return np.repeat(udoc * dim, ulen) + fkeys[idx], fvals[idx]

@@ -234,3 +234,89 @@ def test_crc_memo_of_many_features(monkeypatch) -> None:
     memo.clear()
     assert memo.many(feats).tolist() == ref and len(memo) == 0  # (43 distinct > 10)
     assert memo.many(feats[:8]).tolist() == ref[:8] and len(memo) == 7
+
+
+def test_crc32_passes_are_zlibs() -> None:
+    """The numpy CRC-32 passes give ``zlib.crc32`` of prefix + span: fixed-length spans,
+    spans of every length (empty, and longer than ``_crc32.LONG``: zlib's own path),
+    UTF-8 strings, and a span continued from per-span registers (bigram names)."""
+    import zlib
+    from mnemos_kv import _crc32
+    rng = np.random.default_rng(5)
+    buf = rng.integers(0, 256, 4000).astype(np.uint8)
+    starts = rng.integers(0, 3800, 600)
+    for n in (0, 1, 3, 4, 9):
+        got = _crc32.crc32_fixed(_crc32.register(b"c|"), buf, starts, n)
+        assert got.tolist() == [zlib.crc32(b"c|" + buf[s:s + n].tobytes()) for s in starts]
+    lens = rng.integers(0, 2 * _crc32.LONG + 10, 600)
+    got = _crc32.crc32_spans(_crc32.register(b"w|"), buf, starts, lens)
+    assert got.tolist() == [zlib.crc32(b"w|" + buf[s:s + n].tobytes())
+                            for s, n in zip(starts, lens)]
+    strings = ["", "a", "é", "東京", "x" * 200, "ß" * 70, "don't", " "] + [
+        "".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, int(rng.integers(0, 90))))
+        for _ in range(200)]
+    ubuf, ustart, ulen = _crc32.utf8_spans(strings, b" ")
+    got = _crc32.crc32_spans(_crc32.register(b"w|"), ubuf, ustart, ulen)
+    assert got.tolist() == [zlib.crc32(("w|" + s).encode("utf-8")) for s in strings]
+    after = _crc32.crc32_spans(_crc32.register(b"b|"), ubuf, ustart, ulen + 1, final=False)
+    left = rng.integers(0, len(strings), 500)
+    right = rng.integers(0, len(strings), 500)
+    got = _crc32.crc32_spans(after[left], ubuf, ustart[right], ulen[right])
+    assert got.tolist() == [zlib.crc32(("b|" + strings[a] + " " + strings[b]).encode("utf-8"))
+                            for a, b in zip(left, right)]
+
+
+ADVERSARIAL = [
+    "", " ", "!!! ... ???", "-- :: ;;", "the of and", "12 007 3.14 1,000 #42",
+    "x" * 70 + " " + "y" * 200 + " tail", "é" * 40 + " " + "東" * 80 + " word",
+    "Café naïve 東京 déjà-vu ß straße ﬁne Ⅻ e\u0301", "don't she's it's we'll o'clock `tis",
+    "a b c d e f g h", "ab" * 40, "mixed ascii and ünïcödé words in one text 2023",
+    "\u200b\u00a0zero\u200bwidth", "emoji 🎉 party 🎉🎉", "TAB\tNEW\nLINE\r\nend",
+    "Caroline: I went to a LGBTQ support group yesterday #17",
+]
+
+
+def _clear_embedder_memos() -> None:
+    from mnemos_kv import _batchwords
+    for memo in (_hashing._TABLES, _hashing._TERMS, _hashing._GRAM_CRC):
+        memo.clear()
+    _batchwords._last = None
+
+
+def test_batch_of_adversarial_texts_equals_text_by_text() -> None:
+    """Unicode, empty, punctuation-only, very long words (past the CRC passes' LONG),
+    numbers, mixed ASCII and other words in one batch: the batch path's bytes are the
+    per-text sums', with every word unseen (the vectorised n-gram, word and bigram
+    hashes) and again from the memos."""
+    rng = np.random.default_rng(23)
+    batches = [ADVERSARIAL, ADVERSARIAL[::-1]]
+    for _ in range(20):
+        batches.append([" ".join(ADVERSARIAL[j] for j in rng.integers(0, len(ADVERSARIAL), 3))
+                        for _ in range(int(rng.integers(5, 30)))])
+    for dim in (512, 64):
+        _clear_embedder_memos()
+        for _ in range(2):  # unseen words, then the memos' entries
+            for texts in batches:
+                assert _hashing._embed_batch(texts, dim).tobytes() == \
+                    _reference(texts, dim).tobytes()
+
+
+def test_locomo_turns_batch_equals_text_by_text() -> None:
+    """LoCoMo conversation turns (what bench/ingest_bench.py ingests): the batch path's
+    bytes are the per-text sums', from cold memos."""
+    import json
+    import pytest
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "locomo" / "locomo_dev.json"
+    if not path.exists():
+        path = Path("/work/shared/data/locomo/locomo_dev.json")
+    if not path.exists():
+        pytest.skip("LoCoMo data not present")
+    data = json.loads(path.read_text())
+    turns = [f"{t['speaker']}: {t['text']}" for conv in data
+             for k, sess in sorted(conv["conversation"].items())
+             if k.startswith("session_") and isinstance(sess, list) for t in sess if t.get("text")]
+    texts = [f"{t} #{i}" for i, t in enumerate(turns[:3000])]
+    _clear_embedder_memos()
+    for lo in range(0, len(texts), 1000):
+        chunk = texts[lo:lo + 1000]
+        assert _hashing.hash_embed(chunk, 512).tobytes() == _reference(chunk, 512).tobytes()
