@@ -90,30 +90,36 @@ def _batch_words(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def _batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    asc = [i for i, t in enumerate(texts) if t.isascii()]
-    if len(asc) == len(texts) or not asc:
-        return _joined(texts, len(asc) == len(texts))
+    n = len(texts)
+    is_ascii = np.fromiter(map(str.isascii, texts), bool, n)
+    na = int(np.count_nonzero(is_ascii))
+    if na == n or not na:
+        return _joined(texts, na == n)
     # most texts ASCII, a few not: each group in one pass, then the words in text order
-    other = [i for i, t in enumerate(texts) if not t.isascii()]
-    da, wa, ca = _joined([texts[i] for i in asc], True)
-    do, wo, co = _joined([texts[i] for i in other], False)
+    asc, other = np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)
+    da, wa, ca = _joined(list(map(texts.__getitem__, asc.tolist())), True)
+    do, wo, co = _joined(list(map(texts.__getitem__, other.tolist())), False)
     code = dict.fromkeys(da)
     code.update(dict.fromkeys(do))
-    for i, w in enumerate(code):
-        code[w] = i
+    distinct = list(code)
+    code = dict(zip(distinct, range(len(distinct))))
     remap = np.fromiter(map(code.__getitem__, do), np.int64, len(do))
-    doc = np.concatenate((np.asarray(asc, np.int64)[ca], np.asarray(other, np.int64)[co]))
-    wc = np.concatenate((wa, remap[wo]))
-    order = np.argsort(doc, kind="stable")
-    return list(code), wc[order], doc[order]
+    # each group's words in text order; a text's words all come from one group
+    groups = ((asc[ca], wa), (other[co], remap[wo]))
+    counts = [np.bincount(d, minlength=n) for d, _ in groups]
+    total = counts[0] + counts[1]
+    first = np.cumsum(total) - total
+    wc = np.empty(int(total.sum()), np.int64)
+    for (d, w), cnt in zip(groups, counts):
+        wc[first[d] - (np.cumsum(cnt) - cnt)[d] + np.arange(d.size, dtype=np.int64)] = w
+    return distinct, wc, np.repeat(np.arange(n, dtype=np.int64), total)
 
 
 def _vocab(words: list[str]) -> tuple[list[str], np.ndarray]:
     """(the distinct ``words`` in first-seen order, each word's index in them)."""
-    code = dict.fromkeys(words)
-    for i, w in enumerate(code):
-        code[w] = i
-    return list(code), np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+    distinct = list(dict.fromkeys(words))
+    code = dict(zip(distinct, range(len(distinct))))
+    return distinct, np.fromiter(map(code.__getitem__, words), np.int64, len(words))
 
 
 #: ``str.translate`` table of the ASCII fast path: every ASCII character that is not a

@@ -183,13 +183,11 @@ def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
         # sign(x) * log1p(|x|): the product by +-1 is exact, so copysign gives it
         y = np.copysign(np.log1p(np.abs(x)), x)
         out.reshape(-1)[nz] = y
-        norms = np.linalg.norm(out, axis=1)  # (over the whole rows: the same sums)
-        # each nonzero divided by its row's norm (a row whose norm is 0 stays as it is),
-        # written into the zeroed float32 result: the dense divide's values, cast
-        rn = np.repeat(norms, np.count_nonzero(mask, axis=1))  # (nz is in row order)
-        pos = rn > 0
-        y[pos] /= rn[pos]
-        res.reshape(-1)[lo * dim + nz] = y
+        norms = np.linalg.norm(out, axis=1, keepdims=True)  # (whole rows: the same sums)
+        # each row divided by its norm (a row whose norm is 0 stays as it is: zeros),
+        # cast into the float32 result
+        np.divide(out, norms, out=out, where=norms > 0)
+        res[lo:hi] = out
     return res
 
 
