@@ -166,7 +166,7 @@ def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
     flat, vals = _layout(texts, dim)
     # in chunks of texts (the float64 rows stay in cache); every step works on whole
     # rows, as on the whole matrix at once
-    step = max(1, (1 << 20) // dim)
+    step = max(1, (1 << 18) // dim)
     cuts = np.searchsorted(flat, np.arange(0, n + step, step, dtype=np.int64) * dim)
     for c, lo in enumerate(range(0, n, step)):
         hi = min(n, lo + step)
@@ -184,10 +184,9 @@ def _embed_batch(texts: list[str], dim: int) -> np.ndarray:
         y = np.copysign(np.log1p(np.abs(x)), x)
         out.reshape(-1)[nz] = y
         norms = np.linalg.norm(out, axis=1, keepdims=True)  # (whole rows: the same sums)
-        # each row divided by its norm (a row whose norm is 0 stays as it is: zeros),
-        # cast into the float32 result
-        np.divide(out, norms, out=out, where=norms > 0)
-        res[lo:hi] = out
+        # each row divided by its norm, the float64 quotients cast into the float32 result
+        # (a row whose norm is 0 is all zeros: the result's zeros stay)
+        np.divide(out, norms, out=res[lo:hi], where=norms > 0)
     return res
 
 
