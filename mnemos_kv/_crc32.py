@@ -17,7 +17,8 @@ import numpy as np
 __all__ = ["LONG", "crc32_fixed", "crc32_spans", "register", "utf8_spans"]
 
 #: Spans longer than this many bytes are hashed one by one by ``zlib.crc32`` (the numpy
-#: passes take one step per byte position of the longest span).
+#: passes take one step per byte position of the longest span; below 256: the lengths
+#: are sorted as bytes).
 LONG: int = 64
 
 
@@ -63,8 +64,10 @@ def crc32_spans(state: np.ndarray | int, buf: np.ndarray, starts: np.ndarray,
     if long.size:
         lens = np.where(lens > LONG, 0, lens)
     if m:
-        order = np.argsort(-lens, kind="stable")  # the longest first: step j runs over
-        s = starts[order]                          # a prefix of them
+        # the longest first (step j runs over a prefix of them): a stable sort of
+        # lengths <= LONG as bytes, which numpy does by radix sort
+        order = np.argsort((LONG - lens).astype(np.uint8), kind="stable")
+        s = starts[order]
         ln = lens[order]
         c = crc[order]
         live = np.searchsorted(-ln, -np.arange(int(ln[0]), dtype=np.int64), side="left")
