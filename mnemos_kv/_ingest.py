@@ -347,10 +347,11 @@ def _apply(engine: "Engine", ctx: "_Ctx", cols: _Columns, nids: list[int],
     metas, e_meta, texts, tbs = cols.metas, cols.e_meta, cols.texts, cols.raw
     heads = _TEXT_HEADS
     text_len = np.fromiter(map(len, tbs), np.int64, k)
-    if k and int(text_len.max()) < 256:
-        e_text = list(map(bytes.__add__, map(heads.__getitem__, text_len.tolist()), tbs))
-    else:
-        e_text = [heads[len(t)] + t if len(t) < 256 else cbor_head(3, len(t)) + t for t in tbs]
+    # (C passes; the heads of texts of 256 bytes or more, rare, are put right after)
+    e_text = list(map(bytes.__add__, map(heads.__getitem__,
+                                         np.minimum(text_len, 255).tolist()), tbs))
+    for j in np.flatnonzero(text_len > 255).tolist():
+        e_text[j] = cbor_head(3, len(tbs[j])) + tbs[j]
     keys = cols.keys if cols.keys is not None else [None] * k
     pinned = cols.pinned if cols.pinned is not None else [False] * k
     join = b"".join

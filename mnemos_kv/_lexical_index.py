@@ -707,22 +707,26 @@ def _key_str(term: str, prefix: str) -> str:
     return prefix + _cut(term) if term else ""
 
 
-def _speaker_keys(texts: Sequence[str]) -> list[tuple[int, str]]:
+def _speaker_keys(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """(text index, ``SPEAKER_PREFIX`` key as text) of every distinct speaker word of each
-    text. A label ends at the text's first ``:`` (no label character is one), so the words
-    depend only on the text up to the character after it: computed once per such head
-    (a conversation has few speakers)."""
-    colon = list(map(str.find, texts, itertools.repeat(":"), itertools.repeat(0),
-                     itertools.repeat(64)))
-    if not colon or max(colon) < 0:
-        return []
-    at = [i for i, c in enumerate(colon) if c >= 0]
-    heads = [texts[i][:min(colon[i] + 2, 64)] for i in at]
+    text, as an int64 array of indices and a list of keys. A label ends at the text's
+    first ``:`` (no label character is one), so the words depend only on the text up to
+    the character after it: computed once per such head (a conversation has few
+    speakers); the rest are C passes."""
+    colon = np.fromiter(map(str.find, texts, itertools.repeat(":"), itertools.repeat(0),
+                            itertools.repeat(64)), np.int64, len(texts))
+    at = np.flatnonzero(colon >= 0)
+    if not at.size:
+        return np.empty(0, np.int64), []
+    heads = list(map(operator.getitem, map(texts.__getitem__, at.tolist()),
+                     map(slice, np.minimum(colon[at] + 2, 64).tolist())))
     memo: dict[str, tuple[str, ...]] = {}
     for head in set(heads):
         memo[head] = tuple(_key_str(w, _SPEAKER_STR)
                            for w in dict.fromkeys(_lexical.speaker_words(head)))
-    return [(i, k) for i, keys in zip(at, map(memo.__getitem__, heads)) for k in keys]
+    per = list(map(memo.__getitem__, heads))
+    counts = np.fromiter(map(len, per), np.int64, len(per))
+    return np.repeat(at, counts), list(itertools.chain.from_iterable(per))
 
 
 class _StemMemo(dict):  # type: ignore[type-arg]
@@ -837,12 +841,12 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     sk = stem_keys(distinct)
     uk = surface_keys(distinct)
     asks = _lexical.questions_many(texts)
-    spk = _speaker_keys(texts)
+    spk_doc, spk_keys = _speaker_keys(texts)
     nq = int(asks.any())
     allk = sk + uk
     if nq:
         allk.append(_QUESTION_STR)
-    allk.extend(k for _, k in spk)
+    allk.extend(spk_keys)
     keys, codes = _sorted_codes(allk)
     nw = len(sk)
     w_stem, w_surf = codes[:nw], codes[nw:2 * nw]
@@ -856,9 +860,9 @@ def doc_terms_many(texts: Sequence[str]) -> BatchTerms:
     qd = np.flatnonzero(asks).astype(np.int64)
     if qd.size:
         combs.append(codes[2 * nw] * width + qd)
-    if spk:  # (a text's speaker words are distinct: tf 1)
+    if spk_keys:  # (a text's speaker words are distinct: tf 1)
         combs.append(codes[2 * nw + nq:] * width
-                     + np.fromiter((i for i, _ in spk), np.int64, len(spk)))
+                     + spk_doc)
     allc = np.concatenate(combs)
     if len(keys) * width < 1 << 31:  # (a 32-bit sort is faster; the same order)
         allc = allc.astype(np.int32)

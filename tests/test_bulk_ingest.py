@@ -334,7 +334,8 @@ def test_speaker_keys_of_a_batch_equal_text_by_text(texts: list[str]) -> None:
     from mnemos_kv import _lexical_index as LI
     ref = [(i, LI._key_bytes(w, LI.SPEAKER_PREFIX)) for i, t in enumerate(texts)
            for w in dict.fromkeys(_lexical.speaker_words(t))]
-    assert [(i, k.encode()) for i, k in LI._speaker_keys(texts)] == ref
+    doc, keys = LI._speaker_keys(texts)
+    assert [(i, k.encode()) for i, k in zip(doc.tolist(), keys)] == ref and len(doc) == len(keys)
 
 
 def test_bulk_postings_of_older_ids_are_put_in_place(tmp_path) -> None:
