@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -249,14 +250,15 @@ def compounds_many(texts: Sequence[str]) -> list[tuple[int, str]]:
     others one by one."""
     if not COMPOUNDS:
         return []
-    asc: list[int] = []
     out: list[tuple[int, str]] = []
     joint = _ASCII_JOINT_RE.search
-    for i, t in enumerate(texts):
-        if t.isascii():
-            if "-" in t and joint(t):
-                asc.append(i)
-        elif any(h in t for h in _HYPHEN_LIKE):
+    is_ascii = list(map(str.isascii, texts))  # (C passes: few texts hold a hyphen)
+    dash = map(str.__contains__, texts, itertools.repeat("-"))
+    asc = [i for i in itertools.compress(range(len(texts)), map(operator.and_, is_ascii, dash))
+           if joint(texts[i])]
+    for i in itertools.compress(range(len(texts)), map(operator.not_, is_ascii)):
+        t = texts[i]
+        if any(h in t for h in _HYPHEN_LIKE):
             out.extend((i, w) for w in compounds(t))
     if asc:
         parts = [texts[i] for i in asc]
