@@ -7,6 +7,7 @@ instead of once per text); used by the bulk BM25 indexing.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -116,10 +117,14 @@ def _batch_vocab(texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarra
 
 
 def _vocab(words: list[str]) -> tuple[list[str], np.ndarray]:
-    """(the distinct ``words`` in first-seen order, each word's index in them)."""
-    distinct = list(dict.fromkeys(words))
-    code = dict(zip(distinct, range(len(distinct))))
-    return distinct, np.fromiter(map(code.__getitem__, words), np.int64, len(words))
+    """(the distinct ``words`` in first-seen order, each word's index in them), by one
+    dict pass: each word's first position (``setdefault`` of a running count), then the
+    first positions, in first-seen order, numbered."""
+    code: dict[str, int] = {}
+    first = np.fromiter(map(code.setdefault, words, itertools.count()), np.int64, len(words))
+    dense = np.empty(len(words), np.int64)
+    dense[np.fromiter(code.values(), np.int64, len(code))] = np.arange(len(code), dtype=np.int64)
+    return list(code), dense[first]
 
 
 #: ``str.translate`` table of the ASCII fast path: every ASCII character that is not a
