@@ -718,8 +718,9 @@ def _speaker_keys(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     at = np.flatnonzero(colon >= 0)
     if not at.size:
         return np.empty(0, np.int64), []
-    heads = list(map(operator.getitem, map(texts.__getitem__, at.tolist()),
-                     map(slice, np.minimum(colon[at] + 2, 64).tolist())))
+    ends = np.minimum(colon[at] + 2, 64).tolist()
+    heads: list[str] = list(map(operator.getitem, map(texts.__getitem__, at.tolist()),
+                                map(slice, ends)))
     memo: dict[str, tuple[str, ...]] = {}
     for head in set(heads):
         memo[head] = tuple(_key_str(w, _SPEAKER_STR)
