@@ -778,15 +778,18 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
     order = _list_order(ub, scores, min(nlists, 4 * _ann.NPROBE))
     rows_parts: list[np.ndarray] = []
     cos_parts: list[np.ndarray] = []
-    if c < n:  # the tail the index does not cover yet: always scored
-        rows_parts.append(np.arange(c, n, dtype=np.int64))
     taken, nprobe, cap, budget, probed, total = 0, min(_ann.NPROBE_MIN, nlists), _ann.NPROBE, -1, 0, 0
+    if c < n:  # the tail the index does not cover yet: always scored, as one slice of
+        # the matrix (contiguous rows: no gather, a third of the cost of gathering them)
+        tail = np.arange(c, n, dtype=np.int64)
+        ok = _rows_ok(snap, q, tail)
+        rows_parts.append(tail[ok])
+        cos_parts.append((snap.matrix[c:n] @ q.vector)[ok])
+        probed, total = n - c, int(rows_parts[0].size)
     while True:
         if nprobe > order.size:  # filters ask for more lists than ordered so far
             order = _list_order(ub, scores, nlists)
         new = index.members(order[taken:nprobe], c)
-        if taken == 0 and rows_parts:
-            new = np.concatenate([new, rows_parts.pop()])
         taken = nprobe
         probed += new.size
         if q.allowed is not None:
