@@ -5,6 +5,7 @@ that loses the unsynced log and vector pages), during the flush, and after it.""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -270,6 +271,55 @@ def test_damaged_row_copy_in_pending_is_needed_only_when_the_file_lost_the_row(
         f.write(bytes(row_bytes))
     with pytest.raises(NeedsRecoveryError, match="unflushed vector row 1"):
         Mnemos.open(store_path).remember("one more")
+
+
+def test_damaged_pending_header_costs_only_the_rows_the_file_lost_too(
+        store_path: str, caplog) -> None:
+    """A ``pending`` entry whose header is damaged (its rows cannot be told apart) is
+    left out, not fatal: the write's row is taken from the vector file while it passes
+    the log's CRC there, as ``recover`` does; when the file lost the row too, opening
+    for writing refuses, naming the row."""
+    db = Mnemos.open(store_path)
+    ids = [db.remember(f"memory {i}") for i in range(3)]
+    vec = db.get_vector(ids[1])
+    st = db._engine.read_state()
+    env = db._engine.env
+    row_bytes = 4 * db._engine.dim
+
+    def body(txn) -> None:
+        k, v = list(txn.cursor(db=env.db("pending")))[1]
+        assert v[:4] == _pending.MARK
+        bad = v[:4] + (len(v) + 1).to_bytes(4, "little") + v[8:]  # frames longer than the value
+        with pytest.raises(CorruptionError):
+            _pending.unpack(bad)
+        txn.put(k, bad, db=env.db("pending"))
+    env.write(body)
+    saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
+    _drop(db)
+    shutil.copy(os.path.join(store_path, "data.mdb"), saved)
+    with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
+        with Mnemos.open(store_path) as db:  # (format 6 and before: NeedsRecoveryError)
+            db.remember("one more")  # (a writer: the unflushed rows are re-applied)
+            assert db.count() == 4 and np.array_equal(db.get_vector(ids[1]), vec)
+            assert db.verify().ok
+    assert any("damaged" in r.getMessage() and "pending" in r.getMessage() for r in caplog.records)
+    shutil.copy(saved, os.path.join(store_path, "data.mdb"))
+    with open(vector_file(store_path, st.gen), "r+b") as f:  # ... and lost from the file
+        f.seek(HEADER + row_bytes)
+        f.write(bytes(row_bytes))
+    with pytest.raises(NeedsRecoveryError, match="unflushed vector row 1"):
+        Mnemos.open(store_path).remember("one more")
+
+
+def test_pending_rows_in_skips_damaged_entries() -> None:
+    """``rows_in`` (shared by the engine and ``recover``) keeps every decodable entry's
+    rows and counts the others."""
+    row = bytes(range(8))
+    good = _pending.pack(b"frames", 4, row + row[::-1])
+    cut = _pending.pack(b"frames", 9, row)[:-1]          # rows not whole
+    head = _pending.MARK + (99).to_bytes(4, "little")     # header cut short
+    rows, bad = _pending.rows_in([good, cut, head, b"plain frames"], len(row))
+    assert rows == {4: row, 5: row[::-1]} and bad == 2
 
 
 def test_recover_takes_lost_log_bytes_from_pending(store_path: str) -> None:
