@@ -241,44 +241,30 @@ def test_damaged_pending_with_lost_log_needs_recovery(store_path: str) -> None:
         Mnemos.open(store_path)
 
 
-def test_damaged_row_copy_in_pending_is_needed_only_when_the_file_lost_the_row(
-        store_path: str) -> None:
+def _damage_row_copy(v: bytes, row_bytes: int) -> bytes:
+    """One bit of the entry's row copy flipped (its frames and header intact)."""
+    assert [s for s, _r in _pending.rows_of(v, row_bytes)] == [1]
+    return v[:-5] + bytes([v[-5] ^ 1]) + v[-4:]
+
+
+def _damage_header(v: bytes, row_bytes: int) -> bytes:
+    """The entry's header says its frames are longer than the whole value: nothing in it
+    can be told apart (its rows included)."""
+    assert v[:4] == _pending.MARK
+    bad = v[:4] + (len(v) + 1).to_bytes(4, "little") + v[8:]
+    with pytest.raises(CorruptionError):
+        _pending.unpack(bad)
+    return bad
+
+
+@pytest.mark.parametrize("damage", [_damage_row_copy, _damage_header], ids=["row", "header"])
+def test_damaged_pending_entry_is_needed_only_when_the_file_lost_the_row(
+        store_path: str, caplog, damage) -> None:
     """A write's unflushed vector row is kept in its ``pending`` entry (format 7). A damaged
-    copy is not needed while the vector file holds the row (the store opens whole); when
-    the file lost it too (a machine crash), opening refuses rather than guess."""
-    db = Mnemos.open(store_path)
-    ids = [db.remember(f"memory {i}") for i in range(3)]
-    vec = db.get_vector(ids[1])
-    st = db._engine.read_state()
-    env = db._engine.env
-    row_bytes = 4 * db._engine.dim
-
-    def body(txn) -> None:
-        entries = list(txn.cursor(db=env.db("pending")))
-        k, v = entries[1]
-        assert [s for s, _r in _pending.rows_of(v, row_bytes)] == [1]
-        txn.put(k, v[:-5] + bytes([v[-5] ^ 1]) + v[-4:], db=env.db("pending"))
-    env.write(body)
-    saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
-    _drop(db)
-    shutil.copy(os.path.join(store_path, "data.mdb"), saved)
-    with Mnemos.open(store_path) as db:  # the file's row is intact: taken as it is
-        assert db.count() == 3 and np.array_equal(db.get_vector(ids[1]), vec)
-        assert db.verify().ok
-    shutil.copy(saved, os.path.join(store_path, "data.mdb"))
-    with open(vector_file(store_path, st.gen), "r+b") as f:  # ... and lost from the file
-        f.seek(HEADER + row_bytes)
-        f.write(bytes(row_bytes))
-    with pytest.raises(NeedsRecoveryError, match="unflushed vector row 1"):
-        Mnemos.open(store_path).remember("one more")
-
-
-def test_damaged_pending_header_costs_only_the_rows_the_file_lost_too(
-        store_path: str, caplog) -> None:
-    """A ``pending`` entry whose header is damaged (its rows cannot be told apart) is
-    left out, not fatal: the write's row is taken from the vector file while it passes
-    the log's CRC there, as ``recover`` does; when the file lost the row too, opening
-    for writing refuses, naming the row."""
+    copy -- a bad row, or a header too damaged to read the entry at all (left out with a
+    warning, as ``recover`` does) -- is not needed while the vector file holds the row
+    (the store opens whole); when the file lost it too (a machine crash), opening for
+    writing refuses rather than guess, naming the row."""
     db = Mnemos.open(store_path)
     ids = [db.remember(f"memory {i}") for i in range(3)]
     vec = db.get_vector(ids[1])
@@ -288,21 +274,19 @@ def test_damaged_pending_header_costs_only_the_rows_the_file_lost_too(
 
     def body(txn) -> None:
         k, v = list(txn.cursor(db=env.db("pending")))[1]
-        assert v[:4] == _pending.MARK
-        bad = v[:4] + (len(v) + 1).to_bytes(4, "little") + v[8:]  # frames longer than the value
-        with pytest.raises(CorruptionError):
-            _pending.unpack(bad)
-        txn.put(k, bad, db=env.db("pending"))
+        txn.put(k, damage(v, row_bytes), db=env.db("pending"))
     env.write(body)
     saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
     _drop(db)
     shutil.copy(os.path.join(store_path, "data.mdb"), saved)
     with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
-        with Mnemos.open(store_path) as db:  # (format 6 and before: NeedsRecoveryError)
+        with Mnemos.open(store_path) as db:  # the file's row is intact: taken as it is
             db.remember("one more")  # (a writer: the unflushed rows are re-applied)
             assert db.count() == 4 and np.array_equal(db.get_vector(ids[1]), vec)
             assert db.verify().ok
-    assert any("damaged" in r.getMessage() and "pending" in r.getMessage() for r in caplog.records)
+    warned = any("damaged" in r.getMessage() and "pending" in r.getMessage()
+                 for r in caplog.records)
+    assert warned == (damage is _damage_header)  # (a bad row copy is caught by its CRC)
     shutil.copy(saved, os.path.join(store_path, "data.mdb"))
     with open(vector_file(store_path, st.gen), "r+b") as f:  # ... and lost from the file
         f.seek(HEADER + row_bytes)
