@@ -212,8 +212,10 @@ class IndexState:
     #: offsets (nlist + 1)]; [probes so far]
     inverted: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
     probes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
-    #: covered slot count -> each list's lowest code among those slots (see :meth:`lows`)
-    low_codes: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: covered slot count -> each list's lowest code among those slots and the terms of
+    #: the bound made from it (see :meth:`_bound_terms`)
+    low_codes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False)
     #: (covered slots, size) -> an evenly spaced sample of rows (see :meth:`spaced_sample`)
     samples: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, compare=False, repr=False)
@@ -258,10 +260,18 @@ class IndexState:
     def lows(self, c: int) -> np.ndarray:
         """Each list's lowest cosine code among slots ``[0, c)`` (65535: no slot): the
         widest angle between a member and its centroid, as of a snapshot of ``c`` slots."""
+        return self._bound_terms(c)[0]
+
+    def _bound_terms(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per list, for a snapshot of ``c`` slots: (lowest code, its cosine ``a``,
+        ``sqrt(1 - a*a)``, whether the list is empty): the query-independent half of
+        :meth:`bounds`, computed once per ``c``."""
         got = self.low_codes.get(c)
         if got is None:
-            got = np.full(self.centroids.shape[0], 65535, np.uint16)
-            np.minimum.at(got, self.lists[:c], self.codes[:c])
+            low = np.full(self.centroids.shape[0], 65535, np.uint16)
+            np.minimum.at(low, self.lists[:c], self.codes[:c])
+            a = value_of(low)
+            got = (low, a, np.sqrt(np.maximum(0.0, 1.0 - a * a)), low == 65535)
             if len(self.low_codes) >= 4:  # (only an older snapshot asks for another c)
                 self.low_codes.clear()
             self.low_codes[c] = got
@@ -272,12 +282,21 @@ class IndexState:
         (``-inf`` for a list without one). On the unit sphere the angle from the query
         to a member is at least (query to centroid) - (widest member to centroid), so
         the cosine is at most ``cos(max(0, phi - theta))``."""
-        low = self.lows(c)
-        a = value_of(low)
-        s = np.clip(scores.astype(np.float64) / qnorm, -1.0, 1.0)
-        ub = s * a + np.sqrt(1.0 - s * s) * np.sqrt(np.maximum(0.0, 1.0 - a * a))
-        ub = np.where(s >= a, 1.0, ub) * qnorm + BOUND_SLACK
-        ub[low == 65535] = -np.inf
+        _low, a, sin_a, empty = self._bound_terms(c)
+        s = scores.astype(np.float64)
+        s /= qnorm
+        np.minimum(s, 1.0, out=s)
+        np.maximum(s, -1.0, out=s)  # (np.clip, without its overhead)
+        sin_s = 1.0 - s * s
+        np.sqrt(sin_s, out=sin_s)
+        inside = s >= a
+        ub = s * a
+        sin_s *= sin_a
+        ub += sin_s
+        ub[inside] = 1.0
+        ub *= qnorm
+        ub += BOUND_SLACK
+        ub[empty] = -np.inf
         return ub
 
     def probe(self, query: np.ndarray, n: int, nprobe: int, farthest: bool = False,

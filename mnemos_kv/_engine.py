@@ -1063,14 +1063,15 @@ class Engine(EngineChecks):
 
     def _unflushed_rows(self, txn: lmdb.Transaction, st: State) -> dict[int, bytes]:
         """The vector rows of generation ``st.gen`` kept in LMDB until the flush, by slot:
-        in ``pending`` (format 7) and ``vrows`` (formats 3-6).
-        :raises NeedsRecoveryError: a ``pending`` entry is damaged."""
-        out: dict[int, bytes] = {}
-        try:
-            for _seg, _off, v in _pending.entries(txn, self.env.db("pending")):
-                out.update(_pending.rows_of(v, self.dim * 4))
-        except CorruptionError as exc:
-            raise NeedsRecoveryError(f"{self.path!r}: {exc}; {self.recover_hint()}") from exc
+        in ``pending`` (format 7) and ``vrows`` (formats 3-6). A damaged ``pending`` entry
+        is left out (logged): its rows are taken from the vector file when they pass the
+        log's CRC there, else :meth:`_recover_vectors` refuses, naming the row."""
+        out, bad = _pending.rows_in(
+            (v for _seg, _off, v in _pending.entries(txn, self.env.db("pending"))), self.dim * 4)
+        if bad:
+            logger.warning("%s: %d unflushed write(s) in data.mdb (pending) are damaged; their "
+                           "vector rows are taken from the vector file where it passes its "
+                           "checks", self.path, bad)
         with txn.cursor(db=self.env.db("vrows")) as cur:
             for k, v in cur:
                 gen, slot = _VROW_KEY.unpack(k)

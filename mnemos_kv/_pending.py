@@ -23,13 +23,13 @@ syncs the log (a forget: write-ahead of its dead marks), so entries before the s
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lmdb
 
 from .errors import CorruptionError
 
-__all__ = ["MARK", "pack", "unpack", "rows_of", "entries"]
+__all__ = ["MARK", "pack", "unpack", "rows_of", "rows_in", "entries"]
 
 #: First four bytes of a value that carries rows.
 MARK = b"\xff\xff\xff\xff"
@@ -67,6 +67,23 @@ def rows_of(value: bytes, row_bytes: int) -> Iterator[tuple[int, bytes]]:
                               f"of vector rows, not a whole number of {row_bytes}-byte rows")
     for i in range(len(rows) // row_bytes):
         yield first + i, rows[i * row_bytes:(i + 1) * row_bytes]
+
+
+def rows_in(values: Iterable[bytes], row_bytes: int) -> tuple[dict[int, bytes], int]:
+    """(slot -> row of every entry among ``values`` that decodes; how many did not).
+
+    A damaged entry's rows are left out, not fatal: whoever needs a row checks it against
+    its log frame's CRC and otherwise takes the vector file's row when that passes, so
+    only a row lost from both is an error (the engine's re-apply after a crash and
+    ``recover`` treat a damaged entry alike)."""
+    out: dict[int, bytes] = {}
+    bad = 0
+    for v in values:
+        try:
+            out.update(rows_of(v, row_bytes))
+        except CorruptionError:
+            bad += 1
+    return out, bad
 
 
 def entries(txn: lmdb.Transaction, db: Any) -> Iterator[tuple[int, int, bytes]]:

@@ -488,7 +488,7 @@ def _log_rows(root: str, st: dict[str, Any] | None, base_gen: int, embedder: Any
     the rows not yet flushed to the file that data.mdb holds (``pending``, format 7;
     ``vrows`` before) when it is readable."""
     from ._engine import _VROW_KEY
-    from ._pending import rows_of
+    from ._pending import rows_in
     if st is not None:
         gen = int(st.get("gen", 1))
     elif base_gen:
@@ -504,18 +504,14 @@ def _log_rows(root: str, st: dict[str, Any] | None, base_gen: int, embedder: Any
                 table = _lmdbcheck.read_table(os.path.join(root, "data.mdb"), name, big=True)
             except (CorruptionError, OSError):
                 table = {}
-            for k, v in table.items():
-                if name == b"vrows":
+            if name == b"vrows":
+                for k, v in table.items():
                     g, slot = _VROW_KEY.unpack(k)
                     if g == gen:
                         extra[slot] = v
-                    continue
-                if not fmt or not isinstance(fmt.get("dim"), int) or fmt["dim"] <= 0:
-                    break  # (the row width is unknown: the rows are read from the file)
-                try:
-                    extra.update(rows_of(v, 4 * fmt["dim"]))
-                except CorruptionError:
-                    continue  # (a damaged entry: its rows are read from the file instead)
+            elif table and fmt and isinstance(fmt.get("dim"), int) and fmt["dim"] > 0:
+                # (a damaged entry, or an unknown row width: those rows are read from the file)
+                extra.update(rows_in(table.values(), 4 * fmt["dim"])[0])
     return _BaseRows(root, gen, embedder, fmt, rep, extra, what="log")
 
 

@@ -71,6 +71,26 @@ def candidate_rows(snap: Snapshot, ns_ids: Iterable[int]) -> np.ndarray:
 SPAN_FACTOR = 2
 
 
+#: From this many rows on, :func:`gather_dot` reads each row's first float before
+#: copying the rows.
+TOUCH_MIN = 64
+
+
+def gather_dot(matrix: Any, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``matrix[rows] @ query`` for rows scattered over a large matrix, the same values.
+
+    The copy of ``matrix[rows]`` goes row by row, and each row's copy first waits for
+    its first cache line from memory: one memory latency per row, in turn. Reading each
+    row's first float beforehand (a gather of independent loads, which the CPU keeps
+    many of in flight) brings those lines in together; the copy then starts every row
+    from the cache. For ~1,000 random rows of a 1M x 384 matrix it took ~35-40% less
+    time on a 2-core VM; below TOUCH_MIN rows it is not worth a call.
+    """
+    if rows.size >= TOUCH_MIN:
+        matrix[rows, 0]  # (the loads are the point; the values are not used)
+    return matrix[rows] @ query  # type: ignore[no-any-return]
+
+
 def dot_rows(matrix: Any, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """``matrix[rows] @ query`` for sorted ``rows``.
 
@@ -87,7 +107,7 @@ def dot_rows(matrix: Any, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     if hi - lo <= SPAN_FACTOR * rows.size:
         out: np.ndarray = matrix[lo:hi] @ query
         return out if hi - lo == rows.size else out[rows - lo]
-    return matrix[rows] @ query
+    return gather_dot(matrix, rows, query)
 
 
 def cosine(snap: Snapshot, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -778,22 +798,25 @@ def _ann_candidates(snap: Snapshot, q: Query, index: Any, n: int, scores: np.nda
     order = _list_order(ub, scores, min(nlists, 4 * _ann.NPROBE))
     rows_parts: list[np.ndarray] = []
     cos_parts: list[np.ndarray] = []
-    if c < n:  # the tail the index does not cover yet: always scored
-        rows_parts.append(np.arange(c, n, dtype=np.int64))
     taken, nprobe, cap, budget, probed, total = 0, min(_ann.NPROBE_MIN, nlists), _ann.NPROBE, -1, 0, 0
+    if c < n:  # the tail the index does not cover yet: always scored, as one slice of
+        # the matrix (contiguous rows: no gather, a third of the cost of gathering them)
+        tail = np.arange(c, n, dtype=np.int64)
+        ok = _rows_ok(snap, q, tail)
+        rows_parts.append(tail[ok])
+        cos_parts.append((snap.matrix[c:n] @ q.vector)[ok])
+        probed, total = n - c, int(rows_parts[0].size)
     while True:
         if nprobe > order.size:  # filters ask for more lists than ordered so far
             order = _list_order(ub, scores, nlists)
         new = index.members(order[taken:nprobe], c)
-        if taken == 0 and rows_parts:
-            new = np.concatenate([new, rows_parts.pop()])
         taken = nprobe
         probed += new.size
         if q.allowed is not None:
             new = new[q.allowed[new]]
         new = new[_rows_ok(snap, q, new)]
         rows_parts.append(new)
-        cos_parts.append(snap.matrix[new] @ q.vector)
+        cos_parts.append(gather_dot(snap.matrix, new, q.vector))
         total += new.size
         if total < need:
             if nprobe >= nlists:
@@ -864,7 +887,7 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query, strict: bool = False) -> lis
         extra = _missing_from(hits[0], rows)
         if extra.size:
             all_rows = np.concatenate([rows, extra])
-            all_cos = np.concatenate([cos, snap.matrix[extra] @ q.vector])
+            all_cos = np.concatenate([cos, gather_dot(snap.matrix, extra, q.vector)])
             srt = np.argsort(all_rows, kind="stable")
             rows, cos = all_rows[srt], all_cos[srt]
     # min-max of the cosine: the exact path's minimum is over every candidate, estimated
@@ -876,7 +899,7 @@ def _run_ann(engine: Any, snap: Snapshot, q: Query, strict: bool = False) -> lis
     ok = _rows_ok(snap, q, spaced)
     lows = [float((spaced_mat[ok] @ q.vector).min())] if ok.any() else []
     if far.size:
-        lows.append(float((snap.matrix[far] @ q.vector).min()))
+        lows.append(float(gather_dot(snap.matrix, far, q.vector).min()))
     floor = min(lows) if lows else None
     valid = None
     nbr_fn = None
@@ -921,7 +944,8 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     nrel[inside] = vec[at[inside]]
     outside = (flat >= 0) & ~inside  # a neighbour the ANN stage did not propose: cosine only
     if outside.any():
-        nrel[outside] = _minmax(snap.matrix[flat[outside]] @ q.vector, lo, hi, q.vector_weight)
+        nrel[outside] = _minmax(gather_dot(snap.matrix, flat[outside], q.vector), lo, hi,
+                                q.vector_weight)
     lower = vec[s1] + q.neighbour_weight * nrel.reshape(-1, 2).max(axis=1)  # replies only add
     tau = float(np.sort(lower)[::-1][min(q.top_k, lower.size) - 1])
     # A memory outside the shortlist whose neighbours are outside too scores at most
@@ -935,7 +959,7 @@ def _ann_neighbours(engine: Any, snap: Snapshot, q: Query, rows: np.ndarray, cos
     extra = _missing_from(np.concatenate([first, ring2[ring2 >= 0]]), rows)
     if extra.size:
         all_rows = np.concatenate([rows, extra])
-        all_cos = np.concatenate([cos, snap.matrix[extra] @ q.vector])
+        all_cos = np.concatenate([cos, gather_dot(snap.matrix, extra, q.vector)])
         order = np.argsort(all_rows, kind="stable")
         rows, cos = all_rows[order], all_cos[order]
     pos_first = np.searchsorted(rows, first)

@@ -5,6 +5,7 @@ that loses the unsynced log and vector pages), during the flush, and after it.""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -240,11 +241,30 @@ def test_damaged_pending_with_lost_log_needs_recovery(store_path: str) -> None:
         Mnemos.open(store_path)
 
 
-def test_damaged_row_copy_in_pending_is_needed_only_when_the_file_lost_the_row(
-        store_path: str) -> None:
+def _damage_row_copy(v: bytes, row_bytes: int) -> bytes:
+    """One bit of the entry's row copy flipped (its frames and header intact)."""
+    assert [s for s, _r in _pending.rows_of(v, row_bytes)] == [1]
+    return v[:-5] + bytes([v[-5] ^ 1]) + v[-4:]
+
+
+def _damage_header(v: bytes, row_bytes: int) -> bytes:
+    """The entry's header says its frames are longer than the whole value: nothing in it
+    can be told apart (its rows included)."""
+    assert v[:4] == _pending.MARK
+    bad = v[:4] + (len(v) + 1).to_bytes(4, "little") + v[8:]
+    with pytest.raises(CorruptionError):
+        _pending.unpack(bad)
+    return bad
+
+
+@pytest.mark.parametrize("damage", [_damage_row_copy, _damage_header], ids=["row", "header"])
+def test_damaged_pending_entry_is_needed_only_when_the_file_lost_the_row(
+        store_path: str, caplog, damage) -> None:
     """A write's unflushed vector row is kept in its ``pending`` entry (format 7). A damaged
-    copy is not needed while the vector file holds the row (the store opens whole); when
-    the file lost it too (a machine crash), opening refuses rather than guess."""
+    copy -- a bad row, or a header too damaged to read the entry at all (left out with a
+    warning, as ``recover`` does) -- is not needed while the vector file holds the row
+    (the store opens whole); when the file lost it too (a machine crash), opening for
+    writing refuses rather than guess, naming the row."""
     db = Mnemos.open(store_path)
     ids = [db.remember(f"memory {i}") for i in range(3)]
     vec = db.get_vector(ids[1])
@@ -253,23 +273,37 @@ def test_damaged_row_copy_in_pending_is_needed_only_when_the_file_lost_the_row(
     row_bytes = 4 * db._engine.dim
 
     def body(txn) -> None:
-        entries = list(txn.cursor(db=env.db("pending")))
-        k, v = entries[1]
-        assert [s for s, _r in _pending.rows_of(v, row_bytes)] == [1]
-        txn.put(k, v[:-5] + bytes([v[-5] ^ 1]) + v[-4:], db=env.db("pending"))
+        k, v = list(txn.cursor(db=env.db("pending")))[1]
+        txn.put(k, damage(v, row_bytes), db=env.db("pending"))
     env.write(body)
     saved = os.path.join(os.path.dirname(store_path), "saved.mdb")
     _drop(db)
     shutil.copy(os.path.join(store_path, "data.mdb"), saved)
-    with Mnemos.open(store_path) as db:  # the file's row is intact: taken as it is
-        assert db.count() == 3 and np.array_equal(db.get_vector(ids[1]), vec)
-        assert db.verify().ok
+    with caplog.at_level(logging.WARNING, logger="mnemos_kv"):
+        with Mnemos.open(store_path) as db:  # the file's row is intact: taken as it is
+            db.remember("one more")  # (a writer: the unflushed rows are re-applied)
+            assert db.count() == 4 and np.array_equal(db.get_vector(ids[1]), vec)
+            assert db.verify().ok
+    warned = any("damaged" in r.getMessage() and "pending" in r.getMessage()
+                 for r in caplog.records)
+    assert warned == (damage is _damage_header)  # (a bad row copy is caught by its CRC)
     shutil.copy(saved, os.path.join(store_path, "data.mdb"))
     with open(vector_file(store_path, st.gen), "r+b") as f:  # ... and lost from the file
         f.seek(HEADER + row_bytes)
         f.write(bytes(row_bytes))
     with pytest.raises(NeedsRecoveryError, match="unflushed vector row 1"):
         Mnemos.open(store_path).remember("one more")
+
+
+def test_pending_rows_in_skips_damaged_entries() -> None:
+    """``rows_in`` (shared by the engine and ``recover``) keeps every decodable entry's
+    rows and counts the others."""
+    row = bytes(range(8))
+    good = _pending.pack(b"frames", 4, row + row[::-1])
+    cut = _pending.pack(b"frames", 9, row)[:-1]          # rows not whole
+    head = _pending.MARK + (99).to_bytes(4, "little")     # header cut short
+    rows, bad = _pending.rows_in([good, cut, head, b"plain frames"], len(row))
+    assert rows == {4: row, 5: row[::-1]} and bad == 2
 
 
 def test_recover_takes_lost_log_bytes_from_pending(store_path: str) -> None:

@@ -424,3 +424,16 @@ def test_query_words_typos_and_function_phrases_on_every_engine(opener, monkeypa
     monkeypatch.setattr(_retrieval, "FUNCTION_WEIGHT", 1.0)
     assert s.ask("The funraiser?", top_k=1, mode="lexical") == []
     assert s.ask("What kind of music?", top_k=1)[0].id == kind
+
+
+@pytest.mark.parametrize("n_rows", [0, 5, _retrieval.TOUCH_MIN, 1000])
+def test_gather_dot_is_the_gathered_product_bit_for_bit(n_rows: int) -> None:
+    """``gather_dot`` (the rows' first floats read before the copy) gives exactly
+    ``matrix[rows] @ query``: answers and ties do not depend on it."""
+    rng = np.random.default_rng(n_rows)
+    m = rng.standard_normal((5000, 48)).astype(np.float32)
+    q = rng.standard_normal(48).astype(np.float32)
+    rows = np.sort(rng.choice(5000, n_rows, replace=False))
+    got = _retrieval.gather_dot(m, rows, q)
+    assert got.dtype == np.float32 and got.tobytes() == (m[rows] @ q).tobytes()
+    assert _retrieval.dot_rows(m, rows, q).shape == (n_rows,)
