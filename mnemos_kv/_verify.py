@@ -20,7 +20,7 @@ from . import _storage as S
 from ._engine import Engine
 from ._log import LogGone
 from ._vectors import ROW_KEYS, bad_rows, op_row_ok, row_crc, vector_file
-from .errors import CorruptionError
+from .errors import CorruptionError, StoreError
 
 MAX_PROBLEMS = 1000
 #: Vector rows whose checksum ``verify(deep=False)`` checks (evenly spaced over the live
@@ -49,6 +49,11 @@ class VerifyReport:
         lines = [head] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
         lines.append("  checked: " + ", ".join(f"{k}={v}" for k, v in self.checked.items()))
         return "\n".join(lines)
+
+
+#: Checks started again on a newer snapshot when compactions in other processes keep
+#: removing the files of the snapshot being checked, before verify gives up.
+VERIFY_ATTEMPTS = 50
 
 
 class _Superseded(Exception):
@@ -81,6 +86,9 @@ def verify(engine: Engine, *, deep: bool = True, progress: Any = None) -> Verify
     and the LMDB reads are skipped: they would crash the process). When a compaction
     (in another process) removes the log files of the snapshot being checked, the
     check starts again on a newer snapshot.
+
+    :raises StoreError: compactions removed the checked snapshot's files
+        ``VERIFY_ATTEMPTS`` times in a row (nothing was found wrong).
     """
     problems, pages = lmdb_pages(engine)
     if problems:
@@ -89,12 +97,15 @@ def verify(engine: Engine, *, deep: bool = True, progress: Any = None) -> Verify
             rep.add(p)
         rep.checked["lmdb_pages"] = pages
         return rep
-    for _attempt in range(4):
+    for _attempt in range(VERIFY_ATTEMPTS):
         try:
             return _verify_once(engine, deep, progress)
         except _Superseded:
-            continue
-    return _verify_once(engine, deep, progress)
+            continue  # (another process compacted meanwhile: a newer snapshot is whole)
+    raise StoreError(
+        f"{engine.path!r}: another process compacted the store {VERIFY_ATTEMPTS} times while "
+        f"it was being verified (each compaction removes the log files a snapshot's check "
+        f"reads); nothing was found wrong: verify again when compactions pause")
 
 
 def _verify_once(engine: Engine, deep: bool, progress: Any = None) -> VerifyReport:

@@ -419,3 +419,32 @@ def test_meta_pages_read_across_other_commits_are_read_again_not_called_damage(
     stale["left"] = _lmdbcheck.META_READS  # stale on every read: reported
     with pytest.raises(CorruptionError, match="transaction ids"):
         _lmdbcheck.check_meta(data)
+
+
+def test_verify_starts_again_when_a_compaction_supersedes_its_snapshot(tmp_path, monkeypatch) -> None:
+    """A compaction in another process removes the log files a snapshot's check reads:
+    verify starts again on a newer snapshot, and when compactions keep doing so it says
+    so with a StoreError (the private signal never reaches the caller, as it did after
+    five attempts)."""
+    from mnemos_kv import StoreError, _verify
+    with Mnemos.open(str(tmp_path / "s")) as db:
+        db.remember("a memory")
+        real = _verify._verify_once
+        calls = {"n": 0}
+
+        def superseded_twice(*a, **k):
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                raise _verify._Superseded()
+            return real(*a, **k)
+        monkeypatch.setattr(_verify, "_verify_once", superseded_twice)
+        assert db.verify().ok and calls["n"] == 3
+
+        def always(*a, **k):
+            calls["n"] += 1
+            raise _verify._Superseded()
+        monkeypatch.setattr(_verify, "_verify_once", always)
+        calls["n"] = 0
+        with pytest.raises(StoreError, match="compacted the store"):
+            db.verify()
+        assert calls["n"] == _verify.VERIFY_ATTEMPTS
