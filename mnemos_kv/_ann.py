@@ -257,15 +257,11 @@ class IndexState:
             self.samples[key] = got
         return got
 
-    def lows(self, c: int) -> np.ndarray:
-        """Each list's lowest cosine code among slots ``[0, c)`` (65535: no slot): the
-        widest angle between a member and its centroid, as of a snapshot of ``c`` slots."""
-        return self._bound_terms(c)[0]
-
     def _bound_terms(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per list, for a snapshot of ``c`` slots: (lowest code, its cosine ``a``,
-        ``sqrt(1 - a*a)``, whether the list is empty): the query-independent half of
-        :meth:`bounds`, computed once per ``c``."""
+        """Per list, for a snapshot of ``c`` slots: (lowest cosine code among its slots,
+        65535 for none: the widest angle between a member and its centroid; that code's
+        cosine ``a``; ``sqrt(1 - a*a)``; whether the list is empty): the
+        query-independent half of :meth:`bounds`, computed once per ``c``."""
         got = self.low_codes.get(c)
         if got is None:
             low = np.full(self.centroids.shape[0], 65535, np.uint16)

@@ -32,10 +32,11 @@ import operator
 import os
 import threading
 import zlib
+from typing import Iterable
 
 import numpy as np
 
-from . import _lexical
+from . import _batchmemo, _lexical
 from ._batchwords import batch_vocab
 from ._crc32 import crc32_fixed, crc32_spans, register, utf8_spans
 
@@ -212,19 +213,8 @@ class _Crc32Memo(dict):  # type: ignore[type-arg]
     def many(self, features: list[str]) -> np.ndarray:
         """The CRC-32 of each of ``features`` (int64): the memo's in one C pass, the
         batch's unseen ones computed together (C passes too) and kept."""
-        got = list(map(self.get, features))
-        if None in got:
-            miss = list(dict.fromkeys(itertools.compress(
-                features, map(operator.is_, got, itertools.repeat(None)))))
-            crcs = list(map(zlib.crc32, map(str.encode, map(self.prefix.__add__, miss))))
-            if len(self) + len(miss) > MEMO_MAX:
-                self.clear()  # (the values are a pure function of the keys)
-            if len(miss) <= MEMO_MAX:
-                self.update(zip(miss, crcs))
-                got = list(map(self.__getitem__, features))
-            else:
-                found = dict(zip(miss, crcs))
-                got = [found[f] if h is None else h for f, h in zip(features, got)]
+        got = _batchmemo.lookup(self, features, lambda miss: list(map(
+            zlib.crc32, map(str.encode, map(self.prefix.__add__, miss)))), MEMO_MAX)
         return np.fromiter(got, np.int64, len(features))  # type: ignore[arg-type]
 
 
@@ -253,25 +243,18 @@ class _Terms(dict):  # type: ignore[type-arg]
     def many(self, words: list[str]) -> list[str]:
         """The term of each of ``words``: the memo's in one C pass, the unseen numbers
         found by C passes (each its own term), the other unseen words stemmed."""
-        got = list(map(self.get, words))
-        if None not in got:
-            return got  # type: ignore[return-value]
-        miss = list(dict.fromkeys(itertools.compress(
-            words, map(operator.is_, got, itertools.repeat(None)))))
+        return _batchmemo.lookup(self, words, self._terms_of, MEMO_MAX)
+
+    def _terms_of(self, miss: list[str]) -> list[str]:
+        """The terms of unseen words: numbers by C passes, the others stemmed."""
         num = list(map(operator.and_, map(str.isdigit, miss), map(str.isascii, miss)))
-        nums = list(itertools.compress(miss, num))
-        found: dict[str, str] = {}
-        if _lexical.STOPWORDS.isdisjoint(nums):
-            found.update(zip(nums, nums))
-            other = list(itertools.compress(miss, map(operator.not_, num)))
-        else:  # (no stopword is a number today; were one, __missing__'s rule holds)
-            other = miss
-        found.update(zip(other, map(self.__getitem__, other)))
-        if len(self) + len(found) > MEMO_MAX:
-            self.clear()
-        if len(found) <= MEMO_MAX:
-            self.update(found)
-        return list(map(found.get, words, got))  # type: ignore[arg-type]
+        out = list(miss)  # (a number is its own term)
+        other: Iterable[int] = itertools.compress(range(len(miss)), map(operator.not_, num)) \
+            if _lexical.STOPWORDS.isdisjoint(itertools.compress(miss, num)) \
+            else range(len(miss))  # (no stopword is a number today; were one: __missing__)
+        for j in other:
+            out[j] = self[miss[j]]
+        return out
 
 
 _TERMS = _Terms()

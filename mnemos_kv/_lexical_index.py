@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import lmdb
 import numpy as np
 
-from . import _lexical, _lexstage
+from . import _batchmemo, _lexical, _lexstage
 from ._batchwords import batch_vocab
 from ._rawmemo import RawMemo, owned
 from . import _records as R
@@ -758,12 +758,11 @@ def stem_keys(words: list[str]) -> list[str]:
     found by C passes, and the rest are stemmed. A memo that would overflow starts
     over (a stream of new numbers costs the vocabulary a re-stem per KEY_MEMO_MAX
     words)."""
-    memo = _STEM_KEYS
-    out = list(map(memo.get, words))
-    if None not in out:
-        return out  # type: ignore[return-value]
-    missed = list(dict.fromkeys(itertools.compress(
-        words, map(operator.is_, out, itertools.repeat(None)))))
+    return _batchmemo.lookup(_STEM_KEYS, words, _stem_keys_of, KEY_MEMO_MAX)
+
+
+def _stem_keys_of(missed: list[str]) -> list[str]:
+    """:func:`stem_keys` of words the memo does not hold (distinct)."""
     # a word that is not ASCII letters only is its own stem (Porter stems [a-z]+ words;
     # the "-ly" rule needs such a stem): short (never cut) and not a stopword, its key
     # is the word
@@ -777,12 +776,7 @@ def stem_keys(words: list[str]) -> list[str]:
     term = _lexical.field_stem
     for j in todo:
         keys[j] = _key_str(term(missed[j]), "")
-    found = dict(zip(missed, keys))
-    if len(memo) + len(missed) > KEY_MEMO_MAX:
-        memo.clear()  # (the values are a pure function of the keys)
-    if len(missed) <= KEY_MEMO_MAX:  # (a batch of more is keyed from its own table)
-        memo.update(found)
-    return list(map(found.get, words, out))  # type: ignore[arg-type]  # (a miss: its new key)
+    return keys
 
 
 def surface_keys(words: list[str]) -> list[str]:
