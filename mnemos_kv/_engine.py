@@ -740,8 +740,21 @@ class Engine(EngineChecks):
                     # read-only (it upgraded the store): a snapshot must see it
                     if self.env.open_late(_lexstage.DB) and attempt < 4:
                         continue
+                if st.log_seg > self.log.segment:
+                    self._follow_log(st)
                 yield Snapshot(txn, st, matrix, slots, self)
                 return
+
+    def _follow_log(self, st: State) -> None:
+        """Move ``self.log`` to the newer segment a snapshot names (a compaction in another
+        process checkpointed): a handle that only reads would otherwise keep the removed
+        segment open, and its disk space allocated, for as long as it lives."""
+        try:
+            self.open_log(st)
+        except (CorruptionError, OSError) as exc:  # (LogGone: removed by a later compaction)
+            # reads do not need the log: the next snapshot tries again, and a write
+            # reports a damaged segment
+            logger.debug("%s: log segment %d not followed: %s", self.path, st.log_seg, exc)
 
     # -- namespaces -------------------------------------------------------------------------
 

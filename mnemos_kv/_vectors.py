@@ -309,7 +309,7 @@ class VectorFiles:
 
     def __init__(self, root: str, dim: int, readonly: bool) -> None:
         self.root, self.dim, self.readonly = root, dim, readonly
-        self.gen = -1  # the generation writers use (last ensure()d, else last viewed)
+        self.gen = -1  # the generation writers use: the newest ensure()d or viewed
         # Each generation keeps its own mapping: a thread reading an older snapshot
         # never swaps the files under a writer thread of the same process.
         self._gens: dict[int, tuple[_MappedFile, _MappedFile]] = {}
@@ -336,7 +336,7 @@ class VectorFiles:
             vec.close()
             raise
         self._gens[gen] = pair = (vec, slots)
-        if self.gen < 0:
+        if gen > self.gen:  # (a newer generation: the one writers and syncs use next)
             self.gen = gen
         # Unmap superseded generations (arrays handed out keep their mapping alive).
         keep = {gen, self.gen, *sorted(self._gens)[-self.KEEP_GENERATIONS + 1:]}

@@ -109,6 +109,40 @@ def test_readers_survive_compaction_in_another_process(tmp_path) -> None:
             ["vectors.000026.f32"]
 
 
+def _deleted_files_open(under: str) -> list[str]:
+    """Names of the removed files under ``under`` this process still holds open."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(under) and target.endswith(" (deleted)"):
+            out.append(os.path.basename(target[: -len(" (deleted)")]))
+    return sorted(set(out))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux) to list open files")
+def test_a_long_lived_reader_lets_go_of_superseded_files(tmp_path) -> None:
+    """A read-only handle that lives across compactions in another process keeps at most
+    the generation before the current one (for snapshots still reading it), not the one
+    it first saw nor its log segment: their disk space is freed while it runs."""
+    path = str(tmp_path / "s.mem")
+    with Mnemos.open(path) as db:
+        db.namespace("churn").remember_many([f"seed {j}: the plan item" for j in range(50)])
+    with Mnemos.open(path, readonly=True) as ro:
+        first = ro.stats()["generation"]
+        assert ro.ask("the plan item", top_k=5, namespaces=["churn"])
+        for _ in range(4):
+            result(spawn("compactor", path, "1"), TIMEOUT)
+            assert ro.ask("the plan item", top_k=5, namespaces=["churn"])  # (a snapshot of the newer generation)
+        gen = ro.stats()["generation"]
+        assert gen == first + 4
+        held = _deleted_files_open(os.path.realpath(path))
+        prev = f"{gen - 1:06d}"
+        assert all(prev in name and not name.startswith("log") for name in held), held
+
+
 def test_a_write_from_another_process_is_seen_on_the_next_read(tmp_path) -> None:
     path = str(tmp_path / "s.mem")
     with Mnemos.open(path) as db, Mnemos.open(path, readonly=True) as ro:
