@@ -304,9 +304,6 @@ class _MappedFile:
 class VectorFiles:
     """The matrix and slot columns of the store's current generation, as numpy views."""
 
-    #: Generations kept mapped at once (the current one and those readers still ask for).
-    KEEP_GENERATIONS = 3
-
     def __init__(self, root: str, dim: int, readonly: bool) -> None:
         self.root, self.dim, self.readonly = root, dim, readonly
         self.gen = -1  # the generation writers use: the newest ensure()d or viewed
@@ -338,9 +335,11 @@ class VectorFiles:
         self._gens[gen] = pair = (vec, slots)
         if gen > self.gen:  # (a newer generation: the one writers and syncs use next)
             self.gen = gen
-        # Unmap superseded generations (arrays handed out keep their mapping alive).
-        keep = {gen, self.gen, *sorted(self._gens)[-self.KEEP_GENERATIONS + 1:]}
-        for g in [g for g in self._gens if g not in keep]:
+        # Unmap every other generation: arrays handed out keep their own mapping alive
+        # (a snapshot reads on), so a superseded generation's removed files free their
+        # disk space once no snapshot of this process reads them; a later snapshot of it
+        # maps it again (or finds it gone: GenerationGone, retried on a newer one).
+        for g in [g for g in self._gens if g not in (gen, self.gen)]:
             for f in self._gens.pop(g):
                 f.close()
         return pair

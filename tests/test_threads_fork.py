@@ -11,6 +11,7 @@ import pytest
 from mnemos_kv import ClosedError, MapFullError, Mnemos, StoreError
 from mnemos_kv import _storage
 from mnemos_kv._log import LogGone
+from mnemos_kv._vectors import GenerationGone
 
 
 def test_threads_share_one_store_while_the_map_grows(store_path: str) -> None:
@@ -146,9 +147,11 @@ def test_reading_an_older_log_segment_leaves_the_writers_log_alone(store_path: s
     """A reader of a snapshot from before a compaction (new log segment) gets the old
     segment without switching the engine's current log back under a writer thread."""
     with Mnemos.open(store_path) as db:
-        db.remember("before the checkpoint")
+        first = db.remember("before the checkpoint")
         eng = db._engine
         old_state = eng.read_state()
+        with eng.snapshot() as snap:  # a reader's arrays, taken before the compaction
+            old_matrix, old_slots = snap.matrix, snap.slots
         db.compact()
         current = eng.log
         assert current.segment > old_state.log_seg
@@ -156,11 +159,16 @@ def test_reading_an_older_log_segment_leaves_the_writers_log_alone(store_path: s
             eng.open_log(old_state)
         assert eng.log is current
         assert eng.open_log(eng.read_state()) is current
-        # likewise the vector files: the old generation is still mapped for its readers,
-        # and reading it does not move the writers' generation (what sync() flushes)
+        # likewise the vector files: arrays a reader took before the compaction still
+        # read the old generation (their mapping outlives the removed files); a new view
+        # of it is refused (a snapshot then retries on a newer one) and does not move
+        # the writers' generation (what sync() flushes)
         new_state = eng.read_state()
-        mat, _ = eng.vectors.view(old_state.gen, old_state.n_slots)
-        assert mat.shape[0] == old_state.n_slots
+        assert new_state.gen > old_state.gen
+        assert int(old_slots["id"][0]) == first
+        assert np.array_equal(old_matrix[0], db.get_vector(first))
+        with pytest.raises(GenerationGone):
+            eng.vectors.view(old_state.gen, old_state.n_slots)
         assert eng.vectors.gen == new_state.gen
         db.remember("after the checkpoint")
         assert eng.vectors.gen == new_state.gen
