@@ -130,6 +130,9 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         # strays of an interrupted compaction (we hold the write lock)
         _remove_generations(engine.path, st.gen)
         remove_stale(engine.path, st.log_seg, engine.log.base_seq)
+        # (a mapping of an earlier attempt's files, removed since, must not stand for
+        # the files made now: writes through it would be lost)
+        engine.vectors.discard(new_gen)
         VectorFiles.create(engine.path, engine.dim, new_gen, rows=max(int(keep.size), 1))
         fresh = VectorFiles(engine.path, engine.dim, readonly=False)
         try:
@@ -178,9 +181,13 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         if holder.get("appended"):
             engine.undo_tail(txn)
         gen = holder.get("gen")
-        if gen is not None and gen != engine._state_in(txn).gen:  # (not committed since)
-            for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
-                S.unlink_quiet(p)
+        if gen is not None:
+            # this attempt's files are removed below, or were replaced by another
+            # process's compaction that committed since: no mapping of them may stay
+            engine.vectors.discard(gen)
+            if gen != engine._state_in(txn).gen:  # (not committed since)
+                for p in (vector_file(engine.path, gen), slot_file(engine.path, gen)):
+                    S.unlink_quiet(p)
 
     out = engine.env.write(body, on_abort)
     # after the commit: remove exactly what this compaction superseded

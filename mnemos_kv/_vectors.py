@@ -352,6 +352,8 @@ class VectorFiles:
                 # another process grew the files since we mapped them
                 vec.remap()
                 slots.remap()
+                if (n > vec.capacity or n > slots.capacity) and self._replaced(gen):
+                    vec, slots = self._files(gen)
                 if n > vec.capacity or n > slots.capacity:
                     raise CorruptionError(
                         f"store says {n} slots but {vec.path} holds {vec.capacity} "
@@ -370,6 +372,8 @@ class VectorFiles:
             raise StoreError("vector files are open read-only")
         with self._lock:
             vec, slots = self._files(gen)
+            if self._replaced(gen):  # (one stat per write: rows must reach the named file)
+                vec, slots = self._files(gen)
             self.gen = gen
             vec.remap()
             slots.remap()
@@ -381,6 +385,32 @@ class VectorFiles:
             vec.grow(need)
             slots.grow(need)
             return vec.array, slots.array
+
+    def _replaced(self, gen: int) -> bool:
+        """Whether a file of mapped generation ``gen`` is no longer the one its name
+        holds (a failed compaction's files, made again by a retry or by another
+        process's compaction); if so the mapping is discarded (lock held). A removed
+        file is not replaced: its mapping still holds that generation's rows."""
+        for f in self._gens.get(gen, ()):
+            try:
+                named = os.stat(f.path)
+            except FileNotFoundError:
+                continue
+            mapped = os.fstat(f.fd)
+            if (named.st_ino, named.st_dev) != (mapped.st_ino, mapped.st_dev):
+                self.discard(gen)
+                return True
+        return False
+
+    def discard(self, gen: int) -> None:
+        """Close and forget this process's mapping of generation ``gen`` (a compaction's
+        new generation that did not commit: its files are removed, and a retry makes
+        new ones under the same name, which a cached mapping would not see)."""
+        with self._lock:
+            for f in self._gens.pop(gen, ()):
+                f.close()
+            if self.gen == gen:
+                self.gen = max(self._gens, default=-1)
 
     def sync(self, gen: int | None = None) -> None:
         """fdatasync both files of generation ``gen`` (default: the writers') with their

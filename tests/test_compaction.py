@@ -370,3 +370,66 @@ def test_failed_lmdb_copy_leaves_the_old_file(tmp_path, monkeypatch) -> None:
         assert out["slots_after"] == 50 and db.verify().ok
         assert os.stat(os.path.join(p, "data.mdb")).st_ino == before.st_ino
         assert not os.path.exists(os.path.join(p, _lmdb_rewrite.TMP_DIR))
+
+
+@pytest.mark.parametrize("failure", ["map_full", "error"])
+def test_writes_after_a_compaction_that_failed_once_reach_the_new_files(tmp_path, monkeypatch,
+                                                                        failure) -> None:
+    """A compaction whose first attempt fails after mapping its new generation (a full
+    map makes the write run its body again; any other error ends it, and the caller
+    compacts again) must leave this process writing to the new generation's files, not
+    to its mapping of the removed first attempt: the writes after it were lost (the
+    store then refused to open: "store says 201 slots but ... holds 200")."""
+    import lmdb
+    import numpy as np
+    from mnemos_kv import _compaction
+    path = str(tmp_path / "s.mem")
+    db = Mnemos.open(path)
+    ids = db.remember_many([f"memory {i} about things" for i in range(300)])
+    db.forget_many(ids[::3])
+    real, calls = _compaction.checkpoint, []
+
+    def fails_once(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise lmdb.MapFullError("injected") if failure == "map_full" else RuntimeError("injected")
+        return real(*args, **kw)
+    monkeypatch.setattr(_compaction, "checkpoint", fails_once)
+    if failure == "map_full":
+        db.compact()  # (the body runs again after the map grew)
+    else:
+        with pytest.raises(RuntimeError, match="injected"):
+            db.compact()
+        db.compact()
+    assert len(calls) == 2
+    new = db.remember_many([f"after the compaction {j}" for j in range(20)])
+    vectors = {m: db.get_vector(m) for m in new}
+    db.close()
+    with Mnemos.open(path) as again:
+        assert again.verify().ok
+        for m, v in vectors.items():
+            assert np.array_equal(again.get_vector(m), v)
+        assert [h.id for h in again.ask("after the compaction 7", top_k=1)] == [new[7]]
+
+
+def test_a_generation_made_again_under_its_name_is_mapped_again(tmp_path) -> None:
+    """A process's mapping of a generation whose files were made again under the same
+    names (a failed compaction's, then its retry's) gives way to the new files on the
+    next write, and on the next read that needs rows the old mapping lacks."""
+    import numpy as np
+    from mnemos_kv._vectors import VectorFiles
+    root = str(tmp_path)
+    VectorFiles.create(root, 4, 7, rows=2)
+    writer = VectorFiles(root, 4, readonly=False)
+    reader = VectorFiles(root, 4, readonly=True)
+    mat, _ = writer.ensure(7, 2)
+    mat[0] = 1.0
+    assert reader.view(7, 2)[0][0].tolist() == [1.0] * 4
+    VectorFiles.create(root, 4, 7, rows=3)  # made again: zeroed rows, one more
+    mat, _ = writer.ensure(7, 3)
+    assert not mat[:3].any()  # the new file's rows, not the old mapping's
+    mat[2] = 2.0
+    m, _ = reader.view(7, 3)  # (3 rows: more than the old mapping holds)
+    assert m.tolist() == [[0.0] * 4, [0.0] * 4, [2.0] * 4]
+    writer.close()
+    reader.close()
