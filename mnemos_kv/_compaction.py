@@ -130,9 +130,6 @@ def compact_vectors(engine: Engine, progress: Progress | None = None) -> dict[st
         # strays of an interrupted compaction (we hold the write lock)
         _remove_generations(engine.path, st.gen)
         remove_stale(engine.path, st.log_seg, engine.log.base_seq)
-        # (a mapping of an earlier attempt's files, removed since, must not stand for
-        # the files made now: writes through it would be lost)
-        engine.vectors.discard(new_gen)
         VectorFiles.create(engine.path, engine.dim, new_gen, rows=max(int(keep.size), 1))
         fresh = VectorFiles(engine.path, engine.dim, readonly=False)
         try:

@@ -372,7 +372,9 @@ class VectorFiles:
             raise StoreError("vector files are open read-only")
         with self._lock:
             vec, slots = self._files(gen)
-            if self._replaced(gen):  # (one stat per write: rows must reach the named file)
+            # (one stat per write: rows must reach the file the name holds, not a mapping
+            # of a failed compaction's removed files made again under the same name)
+            if self._replaced(gen):
                 vec, slots = self._files(gen)
             self.gen = gen
             vec.remap()
